@@ -1,0 +1,301 @@
+"""kvmsim command line: parse arguments and dispatch; the layout lives in report.py.
+
+Exit status: 0 ok, 1 an expectation (or a sim/kvm diff) failed, 2 bad input (ScenarioError,
+usage), 3 internal error / not implemented / backend unavailable.  No traceback is shown
+unless KVMSIM_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from kvmsim.errors import BackendError, KvmSimBug, ScenarioError
+
+EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+DEFAULT_DIR = "scenarios"
+
+
+# ---------------------------------------------------------------- helpers
+
+def _runner() -> Callable | None:
+    """kvmsim.scenario.runner.run_scenario, or None while it does not exist."""
+    try:
+        from kvmsim.scenario.runner import run_scenario
+    except ImportError as e:
+        if e.name in ("kvmsim.scenario.runner", None):
+            return None
+        raise
+    return run_scenario
+
+
+def _not_implemented(what: str = "running scenarios") -> int:
+    print(f"kvmsim: {what}: not implemented yet (kvmsim.scenario.runner.run_scenario is missing)",
+          file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+def _err(err: BaseException) -> None:
+    from kvmsim.scenario.loader import format_error
+    print(format_error(err), file=sys.stderr)
+
+
+def _load_all(files: list[str]) -> tuple[list[Any], int]:
+    """Scenarios that load, and EXIT_INPUT if any did not (each error already printed)."""
+    from kvmsim.scenario.loader import load_scenario, scenario_files
+    paths = scenario_files(files)
+    if not paths:
+        raise ScenarioError(", ".join(files), None, "no scenario files (*.yaml) found")
+    out, status = [], EXIT_OK
+    for p in paths:
+        try:
+            out.append(load_scenario(p))
+        except ScenarioError as e:
+            _err(e)
+            status = EXIT_INPUT
+    return out, status
+
+
+def quick_scenario(guest: str, mode: str | None) -> Any:
+    """`run --guest FILE.S --mode MODE`: the guest with default memory and devices, no expectations."""
+    import re
+    from pydantic import ValidationError
+    from kvmsim.scenario.loader import validation_error
+    from kvmsim.scenario.schema import Scenario
+    if mode is None:
+        raise ScenarioError(guest, None, "--guest needs --mode real16|prot32|long64")
+    name = re.sub(r"[^A-Za-z0-9_.+-]", "-", Path(guest).stem) or "guest"
+    try:
+        return Scenario.model_validate(
+            {"name": name, "description": f"quick run of {guest}", "guest": {"source": guest, "mode": mode}},
+            context={"base_dir": Path.cwd()})
+    except ValidationError as e:
+        raise validation_error(guest, e, {}) from None
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kvmsim import report
+    from kvmsim.scenario.expect import check
+    if args.guest:
+        scenarios, status = [quick_scenario(args.guest, args.mode)], EXIT_OK
+    elif args.files:
+        scenarios, status = _load_all(args.files)
+    else:
+        raise ScenarioError(None, None, "run needs scenario files, or --guest FILE.S --mode MODE")
+    if not scenarios:
+        return status
+    run_scenario = _runner()
+    if run_scenario is None:
+        return _not_implemented()
+    con, docs = report.make_console(), []
+    for sc in scenarios:
+        backend = args.backend or "sim"
+        if backend not in sc.backends:
+            print(f"skipped: {sc.name}: backend {backend} not in its backends {sc.backends}", file=sys.stderr)
+            continue
+        try:
+            result = run_scenario(sc, backend=backend, trace=args.trace)
+        except BackendError as e:
+            print(f"kvmsim: {sc.name}: backend {backend}: {e}", file=sys.stderr)
+            status = max(status, EXIT_INTERNAL)
+            continue
+        checks = check(sc, result)
+        ok = all(c.passed for c in checks)
+        if not ok:
+            status = max(status, EXIT_FAIL)
+        if args.json:
+            docs.append({"scenario": sc.name, "file": str(sc.path) if sc.path else None, "passed": ok,
+                         "result": result.to_dict(), "checks": [c.to_dict() for c in checks]})
+        else:
+            report.print_run(con, result, checks, trace=args.trace)
+    if args.json:
+        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, default=str))
+    return status
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from kvmsim.scenario.loader import load_scenario, scenario_files
+    paths = scenario_files(args.files or [DEFAULT_DIR])
+    if not paths:
+        raise ScenarioError(", ".join(args.files or [DEFAULT_DIR]), None, "no scenario files (*.yaml) found")
+    status = EXIT_OK
+    for p in paths:
+        try:
+            print(f"ok: {load_scenario(p).name}")
+        except ScenarioError as e:
+            _err(e)
+            status = EXIT_INPUT
+    return status
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from kvmsim import report
+    from kvmsim.scenario.loader import load_scenario, scenario_files
+    d = Path(args.dir)
+    if not d.is_dir():
+        raise ScenarioError(str(d), None, "no such directory")
+    rows, status = [], EXIT_OK
+    for p in scenario_files([d]):
+        try:
+            sc = load_scenario(p)
+            rows.append({"file": p.name, "name": sc.name, "mode": sc.guest.mode,
+                         "backends": ",".join(sc.backends), "description": sc.description.strip()})
+        except ScenarioError as e:
+            rows.append({"file": p.name, "error": f"line {e.line}: {e.msg.splitlines()[0]}" if e.line
+                         else e.msg.splitlines()[0]})
+            status = EXIT_INPUT
+    report.make_console().print(report.scenario_table(rows))
+    return status
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from kvmsim.scenario.schema import Scenario
+    print(json.dumps(Scenario.model_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Run each scenario on sim and on /dev/kvm and compare everything not host_dependent."""
+    from kvmsim.scenario.result import diff_results
+    scenarios, status = _load_all(args.files or [DEFAULT_DIR])
+    run_scenario = _runner()
+    if run_scenario is None:
+        return _not_implemented("diff")
+    for sc in scenarios:
+        if not {"sim", "kvm"} <= set(sc.backends):
+            print(f"skipped: {sc.name}: backends {sc.backends}")
+            continue
+        sim = run_scenario(sc, backend="sim")
+        try:
+            kvm = run_scenario(sc, backend="kvm")
+        except BackendError as e:
+            print(f"skipped: {sc.name}: kvm backend unavailable: {e}")
+            continue
+        diffs = diff_results(sim, kvm, sc.host_dependent)
+        if diffs:
+            status = max(status, EXIT_FAIL)
+            print(f"DIFF {sc.name} (sim != kvm):")
+            for d in diffs:
+                print(f"    {d}")
+        else:
+            print(f"same: {sc.name}")
+    return status
+
+
+def cmd_emulator_coverage(args: argparse.Namespace) -> int:
+    """Which emulation types (and how often) the scenarios drive x86_emulate_instruction with."""
+    from kvmsim import report
+    scenarios, status = _load_all(args.files or [DEFAULT_DIR])
+    run_scenario = _runner()
+    if run_scenario is None:
+        return _not_implemented("emulator-coverage")
+    total: dict[str, int] = {}
+    users: dict[str, list[str]] = {}
+    for sc in scenarios:
+        if "sim" not in sc.backends:
+            continue
+        for k, n in run_scenario(sc, backend="sim").emulation.items():
+            if n:
+                total[k] = total.get(k, 0) + n
+                users.setdefault(k, []).append(sc.name)
+    rows = [[k, n, len(users[k]), ", ".join(users[k][:4]) + (" ..." if len(users[k]) > 4 else "")]
+            for k, n in sorted(total.items(), key=lambda kv: -kv[1])]
+    report.make_console().print(report.counts_table(
+        "x86_emulate_instruction calls by EMULTYPE", ["emulation type", "calls", "scenarios", "e.g."], rows))
+    return status
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Wall time per scenario on the sim backend (best of --repeat)."""
+    from kvmsim import report
+    scenarios, status = _load_all(args.files or [DEFAULT_DIR])
+    run_scenario = _runner()
+    if run_scenario is None:
+        return _not_implemented("bench")
+    rows = []
+    for sc in scenarios:
+        if "sim" not in sc.backends:
+            continue
+        best, result = float("inf"), None
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            result = run_scenario(sc, backend="sim")
+            best = min(best, time.perf_counter() - t0)
+        n_exits = sum(result.exits.values())
+        rows.append([sc.name, f"{best * 1000:.1f}", n_exits, len(result.userspace),
+                     f"{n_exits / best:,.0f}" if best > 0 else "-", result.guest_insns or "-"])
+    report.make_console().print(report.counts_table(
+        f"bench (best of {args.repeat})", ["scenario", "ms", "exits", "userspace", "exits/s", "guest insns"], rows))
+    return status
+
+
+# ---------------------------------------------------------------- parser and main
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kvmsim", description="A runnable model of Linux KVM's VMX exit handling.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run scenarios and check their expectations")
+    r.add_argument("files", nargs="*", metavar="FILE", help="scenario YAML files or directories")
+    r.add_argument("--json", action="store_true", help="print the result and checks as JSON")
+    r.add_argument("--backend", choices=("sim", "kvm"), help="default: sim")
+    r.add_argument("--trace", action="store_true", help="record and show the event trace")
+    r.add_argument("--guest", metavar="FILE.S", help="quick run of a guest source with default devices")
+    r.add_argument("--mode", choices=("real16", "prot32", "long64"), help="vCPU mode for --guest")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check", help="validate scenario files only")
+    c.add_argument("files", nargs="*", metavar="FILE", help=f"default: {DEFAULT_DIR}/")
+    c.set_defaults(func=cmd_check)
+
+    ls = sub.add_parser("list", help="list scenarios with their descriptions")
+    ls.add_argument("dir", nargs="?", default=DEFAULT_DIR, metavar="DIR")
+    ls.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("schema", help="print the scenario JSON schema")
+    s.set_defaults(func=cmd_schema)
+
+    d = sub.add_parser("diff", help="run on sim and on /dev/kvm and compare")
+    d.add_argument("files", nargs="*", metavar="FILE")
+    d.set_defaults(func=cmd_diff)
+
+    e = sub.add_parser("emulator-coverage", help="emulation calls by EMULTYPE across scenarios")
+    e.add_argument("files", nargs="*", metavar="FILE")
+    e.set_defaults(func=cmd_emulator_coverage)
+
+    b = sub.add_parser("bench", help="time scenarios on the sim backend")
+    b.add_argument("files", nargs="*", metavar="FILE")
+    b.add_argument("--repeat", type=int, default=3, metavar="N")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse: usage errors are bad input (2), --help is 0
+        return e.code if isinstance(e.code, int) else EXIT_INPUT
+    try:
+        return args.func(args)
+    except ScenarioError as e:
+        _err(e)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # noqa: BLE001 - the one place that turns surprises into a message
+        if os.environ.get("KVMSIM_DEBUG") == "1":
+            raise
+        kind = "kvmsim bug" if isinstance(e, KvmSimBug) else "internal error"
+        first = str(e) if isinstance(e, KvmSimBug) else str(e).split("\n")[0]  # a bug carries vCPU state
+        print(f"kvmsim: {kind}: {type(e).__name__}: {first}", file=sys.stderr)
+        print("  please report it; rerun with KVMSIM_DEBUG=1 to see the traceback", file=sys.stderr)
+        return EXIT_INTERNAL

@@ -1,0 +1,524 @@
+"""The silicon: a unicorn-backed vCPU in VMX non-root mode that synthesizes VM exits.
+
+The guest runs natively in unicorn.  Instructions that exit under KVM's controls are
+found when a translation block is first seen (a block hook that covers only code not
+yet scanned, so hot code runs hook-free) and become unicorn exit addresses: emulation
+stops *before* them, RIP at the instruction, as a VM exit leaves it.  MMIO (no memslot)
+stops precisely through the unmapped-memory hook.  Hooks only record; the VM exit is
+built after `emu_start` returns (STYLE.md: nothing crosses the unicorn boundary).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+
+from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
+from unicorn import (UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED,
+                     UC_MEM_WRITE_UNMAPPED, UC_MODE_16, UC_MODE_32, UC_MODE_64, UC_PROT_ALL, Uc, UcError)
+from unicorn import unicorn_const as UCC
+from unicorn import x86_const as U
+
+from kvmsim.errors import KvmSimBug
+from kvmsim.hw import event, paging
+from kvmsim.hw.exits import EXITING_INSNS, Action, ExitingInsn, decode_io
+from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
+                            EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason, IntrType,
+                            IoExitQual, Vector, Vmcs, intr_info)
+from kvmsim.uapi import KvmDtable, KvmRegs, KvmSegment, KvmSregs
+
+GPR_IDS = {
+    "rax": U.UC_X86_REG_RAX, "rbx": U.UC_X86_REG_RBX, "rcx": U.UC_X86_REG_RCX, "rdx": U.UC_X86_REG_RDX,
+    "rsi": U.UC_X86_REG_RSI, "rdi": U.UC_X86_REG_RDI, "rsp": U.UC_X86_REG_RSP, "rbp": U.UC_X86_REG_RBP,
+    "r8": U.UC_X86_REG_R8, "r9": U.UC_X86_REG_R9, "r10": U.UC_X86_REG_R10, "r11": U.UC_X86_REG_R11,
+    "r12": U.UC_X86_REG_R12, "r13": U.UC_X86_REG_R13, "r14": U.UC_X86_REG_R14, "r15": U.UC_X86_REG_R15,
+    "rip": U.UC_X86_REG_RIP, "rflags": U.UC_X86_REG_RFLAGS,
+}
+SEG_IDS = {"cs": U.UC_X86_REG_CS, "ds": U.UC_X86_REG_DS, "es": U.UC_X86_REG_ES, "fs": U.UC_X86_REG_FS,
+           "gs": U.UC_X86_REG_GS, "ss": U.UC_X86_REG_SS, "tr": U.UC_X86_REG_TR, "ldt": U.UC_X86_REG_LDTR}
+REG_IDS = {**GPR_IDS, **SEG_IDS}
+MSR_EFER = 0xC0000080
+_NOWHERE = 0xFFFF_FFFF_FFFF_FFF0   # unicorn wants at least one exit address
+_INTERCEPTED_EXCEPTIONS = frozenset({Vector.UD, Vector.MC, Vector.AC})  # KVM's exception bitmap (EPT on)
+
+
+@dataclass(slots=True)
+class _Decoded:
+    """An exiting instruction found by the scanner, cached by address."""
+
+    insn: ExitingInsn
+    length: int
+    code: bytes
+    mnemonic: str
+    cs_mode: int
+
+
+class SiliconVcpu:
+    """One logical CPU.  KVM's model drives it with `vmx_vcpu_enter_exit`-style `enter_guest()`."""
+
+    def __init__(self) -> None:
+        self.uc: Uc | None = None
+        self.vmcs = Vmcs()
+        self.memslots: dict[int, tuple[int, int, int]] = {}   # slot -> (gpa, size, host address)
+        self._pending_regs: KvmRegs | None = None
+        self._pending_sregs: KvmSregs | None = None
+        self.seg_cache: dict[str, KvmSegment] = {}
+        self.ept_mmio_gfns: set[int] = set()     # EPT entries KVM turned into MMIO SPTEs (misconfig)
+        self.msr_passthrough: set[int] = set()   # MSR bitmap: indices that do not exit
+        self.stop_requested = threading.Event()
+        self._exits: dict[int, _Decoded] = {}
+        self._scanned: list[tuple[int, int]] = []
+        self._scan_hooks: dict[tuple[int, int], int] = {}
+        self._pending: tuple | None = None
+        self._rescan = False
+        self._cs: dict[int, Cs] = {}
+        self.native_exceptions = 0
+
+    # ------------------------------------------------------------ setup
+
+    def map_memslot(self, slot: int, gpa: int, size: int, host_addr: int) -> None:
+        self.memslots[slot] = (gpa, size, host_addr)
+        if self.uc is not None:
+            self.uc.mem_map_ptr(gpa, size, UC_PROT_ALL, host_addr)
+
+    def _power_on(self) -> Uc:
+        sregs = self._pending_sregs or KvmSregs()
+        lma = bool(sregs.efer & paging.EFER_LMA)
+        mode = UC_MODE_64 if lma else (UC_MODE_32 if sregs.cr0 & paging.X86_CR0_PE else UC_MODE_16)
+        uc = Uc(UC_ARCH_X86, mode)
+        for gpa, size, addr in self.memslots.values():
+            uc.mem_map_ptr(gpa, size, UC_PROT_ALL, addr)
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+        uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        uc.ctl_exits_enabled(True)
+        uc.ctl_set_exits([_NOWHERE])
+        self.uc = uc
+        self._set_scan_hooks([(0, (1 << 64) - 1)])
+        if self._pending_sregs is not None:
+            self._apply_sregs(self._pending_sregs)
+        if self._pending_regs is not None:
+            self._apply_regs(self._pending_regs)
+        self._pending_sregs = self._pending_regs = None
+        return uc
+
+    # ------------------------------------------------------------ registers (KVM_GET/SET_[S]REGS)
+
+    def get_regs(self) -> KvmRegs:
+        if self.uc is None:
+            return self._pending_regs or KvmRegs(rflags=2)
+        regs = KvmRegs()
+        for name, rid in GPR_IDS.items():
+            setattr(regs, name, self.uc.reg_read(rid))
+        return regs
+
+    def set_regs(self, regs: KvmRegs) -> None:
+        if self.uc is None:
+            self._pending_regs = regs
+        else:
+            self._apply_regs(regs)
+
+    def _apply_regs(self, regs: KvmRegs) -> None:
+        for name, rid in GPR_IDS.items():
+            self.uc.reg_write(rid, getattr(regs, name))
+
+    def get_sregs(self) -> KvmSregs:
+        if self.uc is None:
+            return self._pending_sregs or KvmSregs()
+        s = KvmSregs()
+        for name in KvmSregs.SEGMENTS:
+            setattr(s, name, self.segment(name))
+        gb, gl = self.uc.reg_read(U.UC_X86_REG_GDTR)[1:3]
+        ib, il = self.uc.reg_read(U.UC_X86_REG_IDTR)[1:3]
+        s.gdt, s.idt = KvmDtable(base=gb, limit=gl), KvmDtable(base=ib, limit=il)
+        s.cr0, s.cr2 = self.uc.reg_read(U.UC_X86_REG_CR0), self.uc.reg_read(U.UC_X86_REG_CR2)
+        s.cr3, s.cr4 = self.uc.reg_read(U.UC_X86_REG_CR3), self.uc.reg_read(U.UC_X86_REG_CR4)
+        s.cr8, s.efer = self.uc.reg_read(U.UC_X86_REG_CR8), self.uc.msr_read(MSR_EFER)
+        s.apic_base = 0xFEE00900
+        return s
+
+    def set_sregs(self, sregs: KvmSregs) -> None:
+        if self.uc is None:
+            self._pending_sregs = sregs
+            for name in KvmSregs.SEGMENTS:
+                self.seg_cache[name] = _copy_seg(getattr(sregs, name))
+        else:
+            self._apply_sregs(sregs)
+
+    def _apply_sregs(self, s: KvmSregs) -> None:
+        uc = self.uc
+        uc.reg_write(U.UC_X86_REG_GDTR, (0, s.gdt.base, s.gdt.limit, 0))
+        uc.reg_write(U.UC_X86_REG_IDTR, (0, s.idt.base, s.idt.limit, 0))
+        uc.reg_write(U.UC_X86_REG_CR4, s.cr4)
+        uc.msr_write(MSR_EFER, s.efer)
+        uc.reg_write(U.UC_X86_REG_CR3, s.cr3)
+        uc.reg_write(U.UC_X86_REG_CR0, s.cr0)
+        uc.reg_write(U.UC_X86_REG_CR2, s.cr2)
+        for name in ("ss", "ds", "es", "fs", "gs", "cs"):
+            seg = getattr(s, name)
+            uc.reg_write(SEG_IDS[name], seg.selector)
+            self.seg_cache[name] = _copy_seg(seg)
+        for name in ("tr", "ldt"):
+            self.seg_cache[name] = _copy_seg(getattr(s, name))
+        if s.fs.base:
+            uc.reg_write(U.UC_X86_REG_FS_BASE, s.fs.base)
+        if s.gs.base:
+            uc.reg_write(U.UC_X86_REG_GS_BASE, s.gs.base)
+
+    def reg(self, name: str) -> int:
+        return self.uc.reg_read(REG_IDS[name])
+
+    def set_reg(self, name: str, value: int) -> None:
+        self.uc.reg_write(REG_IDS[name], value)
+
+    def load_cs(self, selector: int) -> None:
+        self.uc.reg_write(U.UC_X86_REG_CS, selector)
+
+    def set_cr2(self, value: int) -> None:
+        self.uc.reg_write(U.UC_X86_REG_CR2, value)
+
+    def cr(self, n: int) -> int:
+        return self.uc.reg_read({0: U.UC_X86_REG_CR0, 2: U.UC_X86_REG_CR2, 3: U.UC_X86_REG_CR3,
+                                 4: U.UC_X86_REG_CR4, 8: U.UC_X86_REG_CR8}[n])
+
+    def efer(self) -> int:
+        return self.uc.msr_read(MSR_EFER)
+
+    def idtr(self) -> tuple[int, int]:
+        base, limit = self.uc.reg_read(U.UC_X86_REG_IDTR)[1:3]
+        return base, limit
+
+    def segment(self, name: str) -> KvmSegment:
+        """The descriptor cache; refreshed from the GDT when the guest reloaded the selector."""
+        cached = self.seg_cache.get(name)
+        if name in ("tr", "ldt"):  # Simplified: LTR/LLDT are not tracked; the values KVM_SET_SREGS gave.
+            return cached if cached is not None else KvmSegment(unusable=1)
+        sel = self.uc.reg_read(SEG_IDS[name]) if self.uc is not None else cached.selector
+        if cached is not None and cached.selector == sel:
+            if name == "fs" and self.uc is not None:
+                cached.base = self.uc.reg_read(U.UC_X86_REG_FS_BASE)
+            if name == "gs" and self.uc is not None:
+                cached.base = self.uc.reg_read(U.UC_X86_REG_GS_BASE)
+            return cached
+        seg = self._load_descriptor(sel)
+        self.seg_cache[name] = seg
+        return seg
+
+    def _load_descriptor(self, sel: int) -> KvmSegment:
+        if not self.cr(0) & paging.X86_CR0_PE:
+            return KvmSegment(base=sel << 4, limit=0xFFFF, selector=sel, type=3, present=1, s=1)
+        gdt_base = self.uc.reg_read(U.UC_X86_REG_GDTR)[1]
+        raw = int.from_bytes(self.read_linear_bytes(gdt_base + (sel & ~7), 8), "little")
+        limit = (raw & 0xFFFF) | ((raw >> 32) & 0xF0000)
+        g = (raw >> 55) & 1
+        return KvmSegment(base=((raw >> 16) & 0xFFFFFF) | (((raw >> 56) & 0xFF) << 24),
+                          limit=(limit << 12) | 0xFFF if g else limit, selector=sel,
+                          type=(raw >> 40) & 0xF, present=(raw >> 47) & 1, dpl=(raw >> 45) & 3,
+                          db=(raw >> 54) & 1, s=(raw >> 44) & 1, l=(raw >> 53) & 1, g=g, avl=(raw >> 52) & 1)
+
+    def mode(self) -> str:
+        """CPU mode as the emulator's init_emulate_ctxt classifies it."""
+        if not self.cr(0) & paging.X86_CR0_PE:
+            return "real"
+        if self.reg("rflags") & event.EFLAGS_VM:
+            return "vm86"
+        cs = self.segment("cs")
+        if self.efer() & paging.EFER_LMA:
+            return "long64" if cs.l else "compat"
+        return "prot32" if cs.db else "prot16"
+
+    def cpl(self) -> int:
+        return 0 if self.mode() == "real" else self.segment("cs").selector & 3
+
+    def seg_base(self, name: str) -> int:
+        return self.segment(name).base
+
+    def linear_rip(self) -> int:
+        rip = self.reg("rip")
+        return rip if self.mode() == "long64" else (self.segment("cs").base + rip) & 0xFFFF_FFFF
+
+    # ------------------------------------------------------------ memory as the CPU sees it
+
+    def gpa_is_ram(self, gpa: int) -> bool:
+        return any(g <= gpa < g + s for g, s, _ in self.memslots.values())
+
+    def read_phys(self, gpa: int, size: int) -> int:
+        return int.from_bytes(self.uc.mem_read(gpa, size), "little")
+
+    def translate(self, linear: int, write: bool = False, fetch: bool = False) -> int:
+        return paging.walk(self.read_phys, self.cr(0), self.cr(3), self.cr(4), self.efer(), linear,
+                           write=write, user=self.cpl() == 3, fetch=fetch)
+
+    def read_linear_bytes(self, linear: int, size: int) -> bytes:
+        out = bytearray()
+        while size:
+            chunk = min(size, 0x1000 - (linear & 0xFFF))
+            out += self.uc.mem_read(self.translate(linear), chunk)
+            linear, size = linear + chunk, size - chunk
+        return bytes(out)
+
+    def read_linear(self, addr: int, size: int) -> int:
+        try:
+            return int.from_bytes(self.read_linear_bytes(addr, size), "little")
+        except paging.PageFault as pf:
+            raise event.DeliveryFault(Vector.PF, pf.error_code) from None
+        except UcError:
+            raise event.DeliveryFault(Vector.GP, 0) from None
+
+    def write_linear(self, addr: int, size: int, value: int) -> None:
+        data = value.to_bytes(size, "little")
+        try:
+            while data:
+                chunk = min(len(data), 0x1000 - (addr & 0xFFF))
+                self.uc.mem_write(self.translate(addr, write=True), data[:chunk])
+                addr, data = addr + chunk, data[chunk:]
+        except paging.PageFault as pf:
+            raise event.DeliveryFault(Vector.PF, pf.error_code) from None
+        except UcError:
+            raise event.DeliveryFault(Vector.GP, 0) from None
+
+    # ------------------------------------------------------------ VM entry / exit
+
+    def enter_guest(self) -> None:
+        """VM entry, run, VM exit: on return the VMCS exit fields describe why the guest stopped."""
+        uc = self.uc or self._power_on()
+        vmcs = self.vmcs
+        if vmcs.vm_entry_intr_info_field & 0x80000000:
+            info, vmcs.vm_entry_intr_info_field = vmcs.vm_entry_intr_info_field, 0
+            if self._deliver(info & 0xFF, IntrType(info & 0x700),
+                             vmcs.vm_entry_exception_error_code if info & 0x800 else None,
+                             cr2=None, inst_len=vmcs.vm_entry_instruction_len):
+                return
+        vmcs.clear_exit_info()
+        while True:
+            if self.stop_requested.is_set():
+                self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)  # host timer/IPI kick
+                return
+            self._pending = None
+            rip = uc.reg_read(U.UC_X86_REG_RIP)
+            start = self.linear_rip()
+            err: UcError | None = None
+            if start not in self._exits:
+                try:
+                    uc.emu_start(rip, 0)
+                except UcError as e:
+                    err = e
+            if self._rescan:
+                self._rescan = False
+                continue
+            if self._pending is not None:
+                if self._handle_pending():
+                    return
+                continue
+            if err is not None:
+                if err.errno == UCC.UC_ERR_INSN_INVALID:
+                    if self._exception(Vector.UD, None):
+                        return
+                    continue
+                raise KvmSimBug(f"unicorn stopped with {err} at rip {uc.reg_read(U.UC_X86_REG_RIP):#x}")
+            here = self.linear_rip()
+            dec = self._exits.get(here)
+            if dec is not None:
+                if self._exiting_insn(dec):
+                    return
+                continue
+            if self.stop_requested.is_set():
+                continue
+            raise KvmSimBug(f"guest stopped for no reason at rip {uc.reg_read(U.UC_X86_REG_RIP):#x}")
+
+    def _exit(self, reason: ExitReason, qual: int = 0, length: int = 0, intr: int = 0, err: int = 0,
+              gpa: int = 0, gla: int = 0) -> bool:
+        v = self.vmcs
+        v.vm_exit_reason, v.exit_qualification, v.vm_exit_instruction_len = int(reason), qual, length
+        v.vm_exit_intr_info, v.vm_exit_intr_error_code = intr, err
+        v.guest_physical_address, v.guest_linear_address = gpa, gla
+        return True
+
+    def _exiting_insn(self, dec: _Decoded) -> bool:
+        """The CPU reached a scanned instruction: exit, or do what the silicon does itself."""
+        insn = dec.insn
+        if insn.action is Action.EXIT:
+            if insn.reason is ExitReason.IO_INSTRUCTION:
+                io = decode_io(dec.code, self._default_op32(), self.mode() == "long64")
+                port = io.imm_port if io.imm_port is not None else self.reg("rdx") & 0xFFFF
+                q = IoExitQual(io.size, io.is_in, io.string, io.rep, io.imm_port is not None, port)
+                return self._exit(insn.reason, q.encode(), dec.length)
+            return self._exit(insn.reason, 0, dec.length)
+        if insn.action is Action.MSR:
+            ecx = self.reg("rcx") & 0xFFFF_FFFF
+            if ecx not in self.msr_passthrough:
+                return self._exit(insn.reason, 0, dec.length)
+            self._passthrough_msr(insn.reason is ExitReason.MSR_WRITE, ecx)
+            self.set_reg("rip", self.reg("rip") + dec.length)
+            return False
+        # Soft interrupt: INT3/INTO/INT1/INT n go straight through the guest IDT (not intercepted).
+        op = dec.code[-2] if dec.mnemonic == "int" else dec.code[-1]
+        vector = {0xCC: Vector.BP, 0xCE: Vector.OF, 0xF1: Vector.DB}.get(op, dec.code[-1])
+        if dec.mnemonic == "into" and not self.reg("rflags") & (1 << 11):
+            self.set_reg("rip", self.reg("rip") + dec.length)
+            return False
+        itype = IntrType.SOFT_INTR if dec.mnemonic == "int" else (
+            IntrType.PRIV_SW_EXCEPTION if vector == Vector.DB else IntrType.SOFT_EXCEPTION)
+        return self._deliver(vector, itype, None, cr2=None, inst_len=dec.length)
+
+    def _passthrough_msr(self, write: bool, ecx: int) -> None:
+        """The MSR bitmap lets the guest touch this MSR directly: the CPU's own RDMSR/WRMSR."""
+        if write:
+            self.uc.msr_write(ecx, (self.reg("rdx") & 0xFFFF_FFFF) << 32 | (self.reg("rax") & 0xFFFF_FFFF))
+        else:
+            val = self.uc.msr_read(ecx)
+            self.set_reg("rax", val & 0xFFFF_FFFF)
+            self.set_reg("rdx", val >> 32)
+
+    def _default_op32(self) -> bool:
+        mode = self.mode()
+        return mode in ("prot32", "long64", "compat")
+
+    def _handle_pending(self) -> bool:
+        kind, *args = self._pending
+        self._pending = None
+        if kind == "mem":
+            access, addr, size = args
+            return self._ept_exit(access, addr)
+        if kind == "intr":
+            return self._exception(args[0], None)
+        raise KvmSimBug(f"unknown pending event {kind}")
+
+    def _ept_exit(self, access: int, linear: int) -> bool:
+        """No memslot behind the access: EPT violation, or misconfig once KVM cached an MMIO SPTE."""
+        fetch = access == UC_MEM_FETCH_UNMAPPED
+        write = access == UC_MEM_WRITE_UNMAPPED
+        try:
+            gpa = self.translate(linear, write=write, fetch=fetch)
+        except paging.PageFault:
+            gpa = linear  # unicorn reported a physical address
+        if (gpa >> 12) in self.ept_mmio_gfns:
+            return self._exit(ExitReason.EPT_MISCONFIG, 0, self._insn_len(), gpa=gpa)
+        q = (EPT_VIOLATION_ACC_INSTR if fetch else EPT_VIOLATION_ACC_WRITE if write else EPT_VIOLATION_ACC_READ)
+        q |= EPT_VIOLATION_GVA_IS_VALID | EPT_VIOLATION_GVA_TRANSLATED
+        return self._exit(ExitReason.EPT_VIOLATION, q, self._insn_len(), gpa=gpa, gla=linear)
+
+    def _insn_len(self) -> int:
+        """VM_EXIT_INSTRUCTION_LEN (hardware reports it on EPT misconfig in practice)."""
+        try:
+            code = self.read_linear_bytes(self.linear_rip(), 15)
+        except (paging.PageFault, UcError):
+            return 0
+        insn = next(self._disasm(code, 0), None)
+        return insn.size if insn is not None else 0
+
+    def _exception(self, vector: int, error_code: int | None) -> bool:
+        """A fault the guest raised natively: exit if KVM intercepts the vector, else deliver it."""
+        if vector in _INTERCEPTED_EXCEPTIONS:
+            has = vector in EXCEPTIONS_WITH_ERROR_CODE
+            return self._exit(ExitReason.EXCEPTION_NMI, 0, self._insn_len(),
+                              intr=intr_info(vector, IntrType.HARD_EXCEPTION, has), err=error_code or 0)
+        self.native_exceptions += 1
+        code = (error_code or 0) if vector in EXCEPTIONS_WITH_ERROR_CODE else None
+        cr2 = self.cr(2) if vector == Vector.PF else None
+        return self._deliver(vector, IntrType.HARD_EXCEPTION, code, cr2=cr2, inst_len=0)
+
+    def _deliver(self, vector: int, itype: IntrType, error_code: int | None, cr2: int | None,
+                 inst_len: int) -> bool:
+        """Deliver an event; True when that ended in a triple-fault VM exit."""
+        next_rip = self.reg("rip") + inst_len if inst_len else None
+        try:
+            event.deliver(self, vector, itype, error_code, next_rip=next_rip, cr2=cr2)
+        except event.TripleFault:
+            return self._exit(ExitReason.TRIPLE_FAULT)
+        return False
+
+    # ------------------------------------------------------------ unicorn hooks (record only)
+
+    def _on_unmapped(self, uc: Uc, access: int, addr: int, size: int, value: int, _: object) -> bool:
+        self._pending = ("mem", access, addr, size)
+        return False
+
+    def _on_intr(self, uc: Uc, intno: int, _: object) -> None:
+        self._pending = ("intr", intno)
+        uc.emu_stop()
+
+    def _on_new_block(self, uc: Uc, addr: int, size: int, _: object) -> None:
+        """First execution of code not scanned yet: find its exiting instructions, then retranslate."""
+        code = bytes(uc.mem_read(addr, size)) if size else b""
+        found = False
+        for insn in self._disasm(code, addr):
+            spec = EXITING_INSNS.get(insn.id)
+            if spec is not None:
+                self._exits[insn.address] = _Decoded(spec, insn.size, bytes(insn.bytes), insn.mnemonic,
+                                                     self._cs_mode())
+                found = True
+        self._mark_scanned(addr, addr + max(size, 1))
+        if found:
+            uc.ctl_set_exits(sorted(self._exits) or [_NOWHERE])
+        uc.ctl_remove_cache(addr, addr + max(size, 1))
+        self._rescan = True
+        uc.emu_stop()
+
+    # ------------------------------------------------------------ scanner bookkeeping
+
+    def _cs_mode(self) -> int:
+        return {"real": CS_MODE_16, "vm86": CS_MODE_16, "prot16": CS_MODE_16,
+                "long64": CS_MODE_64}.get(self.mode(), CS_MODE_32)
+
+    def _disasm(self, code: bytes, addr: int):
+        mode = self._cs_mode()
+        md = self._cs.get(mode)
+        if md is None:
+            md = self._cs[mode] = Cs(CS_ARCH_X86, mode)
+            md.detail = False
+        return md.disasm(code, addr)
+
+    def _mark_scanned(self, start: int, end: int) -> None:
+        spans = sorted(self._scanned + [(start, end)])
+        merged: list[tuple[int, int]] = []
+        for s, e in spans:
+            if merged and s <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
+            else:
+                merged.append((s, e))
+        self._scanned = merged
+        gaps, cur = [], 0
+        for s, e in merged:
+            if s > cur:
+                gaps.append((cur, s - 1))
+            cur = e
+        if cur <= (1 << 64) - 1:
+            gaps.append((cur, (1 << 64) - 1))
+        self._set_scan_hooks(gaps)
+
+    def _set_scan_hooks(self, gaps: list[tuple[int, int]]) -> None:
+        want = set(gaps)
+        for span in list(self._scan_hooks):
+            if span not in want:
+                self.uc.hook_del(self._scan_hooks.pop(span))
+        for span in gaps:
+            if span not in self._scan_hooks:
+                self._scan_hooks[span] = self.uc.hook_add(UC_HOOK_BLOCK, self._on_new_block, None, *span)
+
+    def invalidate_code(self, linear: int, length: int) -> None:
+        """Guest code changed under us (KVM patched an instruction): forget its scan and translation."""
+        end = linear + length
+        for addr in [a for a in self._exits if linear - 15 < a < end]:
+            del self._exits[addr]
+        kept = []
+        for s, e in self._scanned:
+            if e <= linear - 15 or s >= end:
+                kept.append((s, e))
+        self._scanned = kept
+        if self.uc is not None:
+            self.uc.ctl_set_exits(sorted(self._exits) or [_NOWHERE])
+            self.uc.ctl_remove_cache(max(0, linear - 4096), end + 4096)
+            self._mark_scanned(0, 0)
+
+    def request_stop(self) -> None:
+        """A signal to the vCPU thread: kick the guest out (like an IPI), from any thread."""
+        self.stop_requested.set()
+        if self.uc is not None:
+            self.uc.emu_stop()
+
+
+def _copy_seg(seg: KvmSegment) -> KvmSegment:
+    new = KvmSegment()
+    ctypes.memmove(ctypes.addressof(new), ctypes.addressof(seg), ctypes.sizeof(KvmSegment))
+    return new

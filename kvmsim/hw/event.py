@@ -1,0 +1,135 @@
+"""Event delivery by the CPU (SDM 6.12, 20.1): IVT in real mode, IDT gates in protected/long mode.
+
+Unicorn reports a guest exception but does not deliver it, so silicon does it here:
+for exceptions the guest raises natively (not intercepted by KVM) and for events KVM
+injects through VM_ENTRY_INTR_INFO_FIELD.  A fault while delivering becomes #DF; a
+fault while delivering #DF is a triple fault (the caller turns it into an exit).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from kvmsim.hw.vmcs import IntrType, Vector
+
+CONTRIBUTORY = frozenset({Vector.DE, Vector.TS, Vector.NP, Vector.SS, Vector.GP})
+EFLAGS_TF, EFLAGS_IF, EFLAGS_NT, EFLAGS_RF, EFLAGS_VM, EFLAGS_AC = 1 << 8, 1 << 9, 1 << 14, 1 << 16, 1 << 17, 1 << 18
+
+
+class DeliveryFault(Exception):
+    """An exception raised while delivering an event."""
+
+    def __init__(self, vector: int, error_code: int | None = 0) -> None:
+        super().__init__(vector, error_code)
+        self.vector, self.error_code = vector, error_code
+
+
+class TripleFault(Exception):
+    """The CPU shut down: a fault while delivering #DF."""
+
+
+class EventCpu(Protocol):
+    """What delivery needs from the vCPU (hw/cpu.py provides it)."""
+
+    def mode(self) -> str: ...            # "real", "prot32", "prot16", "long64", "compat"
+    def idtr(self) -> tuple[int, int]: ...
+    def read_linear(self, addr: int, size: int) -> int: ...   # raises DeliveryFault(#PF)
+    def write_linear(self, addr: int, size: int, value: int) -> None: ...
+    def reg(self, name: str) -> int: ...
+    def set_reg(self, name: str, value: int) -> None: ...
+    def load_cs(self, selector: int) -> None: ...
+    def set_cr2(self, value: int) -> None: ...
+
+
+def deliver(cpu: EventCpu, vector: int, itype: IntrType, error_code: int | None,
+            next_rip: int | None = None, cr2: int | None = None) -> None:
+    """Deliver one event, escalating to #DF and to a triple fault as the SDM's table 6-5 says."""
+    first: int | None = None
+    while True:
+        try:
+            if vector == Vector.PF and cr2 is not None:
+                cpu.set_cr2(cr2)
+            _deliver_once(cpu, vector, itype, error_code, next_rip)
+            return
+        except DeliveryFault as f:
+            if vector == Vector.DF:
+                raise TripleFault() from None
+            if _becomes_double(vector, f.vector):
+                vector, error_code = Vector.DF, 0
+            else:
+                vector, error_code = f.vector, f.error_code
+            itype, next_rip, cr2 = IntrType.HARD_EXCEPTION, None, None
+            first = vector if first is None else first
+
+
+def _becomes_double(first: int, second: int) -> bool:
+    if first in CONTRIBUTORY and second in CONTRIBUTORY:
+        return True
+    return first == Vector.PF and (second in CONTRIBUTORY or second == Vector.PF)
+
+
+def _return_rip(cpu: EventCpu, itype: IntrType, next_rip: int | None) -> int:
+    soft = itype in (IntrType.SOFT_INTR, IntrType.SOFT_EXCEPTION, IntrType.PRIV_SW_EXCEPTION)
+    return next_rip if soft and next_rip is not None else cpu.reg("rip")
+
+
+def _deliver_once(cpu: EventCpu, vector: int, itype: IntrType, error_code: int | None,
+                  next_rip: int | None) -> None:
+    mode = cpu.mode()
+    base, limit = cpu.idtr()
+    ret = _return_rip(cpu, itype, next_rip)
+    flags = cpu.reg("rflags")
+    ext = 0 if itype in (IntrType.SOFT_INTR,) else 1
+    if mode == "real":
+        if vector * 4 + 3 > limit:
+            raise DeliveryFault(Vector.GP, vector * 8 + 2 + ext)
+        ip = cpu.read_linear(base + vector * 4, 2)
+        cs = cpu.read_linear(base + vector * 4 + 2, 2)
+        sp = cpu.reg("rsp") & 0xFFFF
+        ss_base = cpu.reg("ss") << 4
+        for val in (flags & 0xFFFF, cpu.reg("cs"), ret & 0xFFFF):
+            sp = (sp - 2) & 0xFFFF
+            cpu.write_linear(ss_base + sp, 2, val)
+        cpu.set_reg("rsp", (cpu.reg("rsp") & ~0xFFFF) | sp)
+        cpu.set_reg("rflags", flags & ~(EFLAGS_IF | EFLAGS_TF | EFLAGS_AC | EFLAGS_RF))
+        cpu.load_cs(cs)
+        cpu.set_reg("rip", ip)
+        return
+    long_mode = mode in ("long64", "compat")
+    gate_size = 16 if long_mode else 8
+    if vector * gate_size + gate_size - 1 > limit:
+        raise DeliveryFault(Vector.GP, vector * 8 + 2 + ext)
+    lo = cpu.read_linear(base + vector * gate_size, 8)
+    gtype = (lo >> 40) & 0xF
+    present = (lo >> 47) & 1
+    if not present or gtype not in ((0xE, 0xF) if long_mode else (0x6, 0x7, 0xE, 0xF)):
+        raise DeliveryFault(Vector.GP if present else Vector.NP, vector * 8 + 2 + ext)
+    selector = (lo >> 16) & 0xFFFF
+    offset = (lo & 0xFFFF) | ((lo >> 32) & 0xFFFF0000)
+    if long_mode:
+        offset |= cpu.read_linear(base + vector * 16 + 8, 4) << 32
+    # Simplified: CPL0 guests only, so no stack switch through the TSS (nor IST).
+    if long_mode:
+        rsp = cpu.reg("rsp") & ~0xF
+        frame = [cpu.reg("ss"), cpu.reg("rsp"), flags, cpu.reg("cs"), ret]
+        if error_code is not None:
+            frame.append(error_code)
+        for val in frame:
+            rsp -= 8
+            cpu.write_linear(rsp, 8, val)
+        cpu.set_reg("rsp", rsp)
+    else:
+        esp = cpu.reg("rsp") & 0xFFFFFFFF
+        size = 4 if gtype in (0xE, 0xF) else 2
+        frame = [flags, cpu.reg("cs"), ret] + ([error_code] if error_code is not None else [])
+        ss_base = cpu.seg_base("ss") if hasattr(cpu, "seg_base") else 0
+        for val in frame:
+            esp = (esp - size) & 0xFFFFFFFF
+            cpu.write_linear(ss_base + esp, size, val & ((1 << (8 * size)) - 1))
+        cpu.set_reg("rsp", esp)
+    new_flags = flags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_VM)
+    if gtype in (0xE, 0x6):
+        new_flags &= ~EFLAGS_IF
+    cpu.set_reg("rflags", new_flags)
+    cpu.load_cs(selector)
+    cpu.set_reg("rip", offset)

@@ -1,0 +1,74 @@
+"""Model of arch/x86/kvm/cpuid.c: kvm_emulate_cpuid / kvm_cpuid over the entries set by KVM_SET_CPUID2.
+
+The default table is what a VMM would set on a plausible Intel VMX host (Skylake-SP
+class, after KVM's KVM_GET_SUPPORTED_CPUID filtering); scenarios override entries.
+"""
+
+from __future__ import annotations
+
+from kvmsim.kvm.vcpu import KvmVcpu
+from kvmsim.kvm.x86 import kvm_skip_emulated_instruction
+from kvmsim.probe import PROBES, kfunc, tracepoint
+from kvmsim.uapi import KVM_CPUID_FLAG_SIGNIFCANT_INDEX, KvmCpuidEntry2
+
+
+def _sig(s: str) -> tuple[int, int, int]:
+    b = s.encode().ljust(12, b"\0")
+    return tuple(int.from_bytes(b[i:i + 4], "little") for i in (0, 4, 8))  # type: ignore[return-value]
+
+
+_GI = _sig("GenuineIntel")   # ebx, edx, ecx order below
+_KVM = _sig("KVMKVMKVM")
+
+# (function, index, flags, eax, ebx, ecx, edx)
+DEFAULT_CPUID: list[tuple[int, int, int, int, int, int, int]] = [
+    (0x0, 0, 0, 0xD, _GI[0], _GI[2], _GI[1]),
+    (0x1, 0, 0, 0x00050657, 0x00000800, 0xFFFA3203, 0x0F8BFBFF),  # HYPERVISOR bit set in ecx
+    (0x7, 0, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, 0, 0x009C07AB, 0x00000004, 0xAC000400),
+    (0xD, 0, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, 0x7, 0x340, 0x340, 0),
+    (0xD, 1, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, 0x1, 0, 0, 0),
+    (0x40000000, 0, 0, 0x40000001, _KVM[0], _KVM[1], _KVM[2]),
+    (0x40000001, 0, 0, 0x01007AFB, 0, 0, 0),
+    (0x80000000, 0, 0, 0x80000008, 0, 0, 0),
+    (0x80000001, 0, 0, 0, 0, 0x00000121, 0x2C100800),
+    (0x80000008, 0, 0, 0x0000302E, 0, 0, 0),
+]
+
+
+def default_cpuid_entries() -> list[KvmCpuidEntry2]:
+    return [KvmCpuidEntry2(function=f, index=i, flags=fl, eax=a, ebx=b, ecx=c, edx=d)
+            for f, i, fl, a, b, c, d in DEFAULT_CPUID]
+
+
+def kvm_find_cpuid_entry_index(vcpu: KvmVcpu, function: int, index: int) -> KvmCpuidEntry2 | None:
+    for e in vcpu.arch.cpuid_entries:
+        if e.function == function and (not e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX or e.index == index):
+            return e
+    return None
+
+
+def kvm_cpuid(vcpu: KvmVcpu, eax: int, ecx: int) -> tuple[int, int, int, int]:
+    """Out-of-range leaves return the highest basic leaf, as Intel CPUs do."""
+    entry = kvm_find_cpuid_entry_index(vcpu, eax, ecx)
+    found = entry is not None
+    if entry is None:
+        base = eax & 0x80000000
+        top = kvm_find_cpuid_entry_index(vcpu, base, 0)
+        basic = kvm_find_cpuid_entry_index(vcpu, 0, 0)
+        if top is not None and eax > top.eax and basic is not None and not (0x40000000 <= eax < 0x50000000):
+            entry = kvm_find_cpuid_entry_index(vcpu, basic.eax, ecx)
+    out = (entry.eax, entry.ebx, entry.ecx, entry.edx) if entry else (0, 0, 0, 0)
+    if PROBES.enabled:
+        tracepoint("kvm_cpuid", function=eax, index=ecx, rax=out[0], rbx=out[1], rcx=out[2], rdx=out[3],
+                   found=found, text=f"func {eax:x} idx {ecx:x} rax {out[0]:x} rbx {out[1]:x} rcx {out[2]:x} "
+                                     f"rdx {out[3]:x}, cpuid entry {'found' if found else 'not found'}")
+    return out
+
+
+@kfunc()
+def kvm_emulate_cpuid(vcpu: KvmVcpu) -> int:
+    hw = vcpu.hw
+    a, b, c, d = kvm_cpuid(vcpu, hw.reg("rax") & 0xFFFF_FFFF, hw.reg("rcx") & 0xFFFF_FFFF)
+    for name, v in (("rax", a), ("rbx", b), ("rcx", c), ("rdx", d)):
+        hw.set_reg(name, v)
+    return kvm_skip_emulated_instruction(vcpu)

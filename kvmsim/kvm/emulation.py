@@ -1,0 +1,302 @@
+"""Model of the emulation entry of arch/x86/kvm/x86.c: x86_emulate_instruction and its completions.
+
+    x86_emulate_instruction(type)
+      ├─ decode (unless NO_DECODE) ─ fail → #UD (TRAP_UD*) or handle_emulation_failure
+      ├─ SKIP → RIP = next, done
+      └─ restart: x86_emulate_insn
+            ├─ exception → inject, resume
+            ├─ pio.count → OUT: writeback, exit │ IN: no writeback, cui = complete_emulated_pio
+            ├─ mmio_needed → read: no writeback │ write: writeback; cui = complete_emulated_mmio
+            ├─ RESTART → loop (next REP chunk)  └─ else writeback, resume
+"""
+
+from __future__ import annotations
+
+from kvmsim.errors import KvmSimBug
+from kvmsim.hw.vmcs import Vector
+from kvmsim.kvm import x86
+from kvmsim.kvm.emulate.codes import (EMULATION_FAILED, EMULATION_INTERCEPTED, EMULATION_OK, EMULATION_RESTART,
+                                      EMULTYPE_COMPLETE_USER_EXIT, EMULTYPE_NO_DECODE, EMULTYPE_PF, EMULTYPE_SKIP,
+                                      EMULTYPE_TRAP_UD, EMULTYPE_TRAP_UD_FORCED, EMULTYPE_VMWARE_GP,
+                                      X86EMUL_MODE_PROT16, X86EMUL_MODE_PROT32, X86EMUL_MODE_PROT64,
+                                      X86EMUL_MODE_REAL, X86EMUL_MODE_VM86, EmulType)
+from kvmsim.kvm.emulate.ctxt import EmulatorFeatures, X86EmulateCtxt, emulator_writeback_register_cache, \
+    init_decode_cache, emulator_invalidate_register_cache
+from kvmsim.kvm.emulate.decode import x86_decode_insn
+from kvmsim.kvm.emulate.emulate import x86_emulate_insn
+from kvmsim.kvm.emulate_ops import VcpuEmulateOps
+from kvmsim.kvm.vcpu import KvmVcpu
+from kvmsim.probe import PROBES, kfunc, tracepoint
+from kvmsim.uapi import KvmExit
+
+__all__ = ["EMULTYPE_NO_DECODE", "EMULTYPE_PF", "EMULTYPE_SKIP", "EMULTYPE_VMWARE_GP", "x86_emulate_instruction",
+           "kvm_emulate_instruction", "handle_ud", "flush_emulator_regs"]
+
+KVM_EMULATE_PREFIX = bytes([0x0F, 0x0B, 0x6B, 0x76, 0x6D])   # ud2; "kvm"
+_MODES = {"real": X86EMUL_MODE_REAL, "vm86": X86EMUL_MODE_VM86, "prot16": X86EMUL_MODE_PROT16,
+          "prot32": X86EMUL_MODE_PROT32, "compat": X86EMUL_MODE_PROT32, "long64": X86EMUL_MODE_PROT64}
+_MODE_NAMES = {X86EMUL_MODE_REAL: "real", X86EMUL_MODE_VM86: "vm16", X86EMUL_MODE_PROT16: "prot16",
+               X86EMUL_MODE_PROT32: "prot32", X86EMUL_MODE_PROT64: "prot64"}
+# Opcodes the VMware backdoor may use (IN/OUT/INS/OUTS, RDPMC).
+_BACKDOOR_ONE_BYTE = frozenset({0xE4, 0xE5, 0xE6, 0xE7, 0xEC, 0xED, 0xEE, 0xEF, 0x6C, 0x6D, 0x6E, 0x6F})
+
+
+def emulate_ctxt(vcpu: KvmVcpu) -> X86EmulateCtxt:
+    """vcpu->arch.emulate_ctxt, created with the vCPU in the kernel (lazily here)."""
+    ctxt = vcpu.arch.emulate_ctxt
+    if ctxt is None:
+        feats = vcpu.kvm.params.emulator
+        ctxt = X86EmulateCtxt(VcpuEmulateOps(vcpu), vcpu, EmulatorFeatures(
+            vex_moves=bool(feats.get("vex_moves", False)),
+            enable_vmware_backdoor=vcpu.kvm.params.enable_vmware_backdoor))
+        vcpu.arch.emulate_ctxt = ctxt
+    return ctxt
+
+
+def init_emulate_ctxt(vcpu: KvmVcpu) -> X86EmulateCtxt:
+    ctxt = emulate_ctxt(vcpu)
+    hw = vcpu.hw
+    ctxt.eflags = hw.reg("rflags")
+    ctxt.tf = bool(ctxt.eflags & x86.EFLAGS_TF)
+    ctxt.eip = hw.reg("rip")
+    ctxt.mode = _MODES[hw.mode()]
+    ctxt.interruptibility = 0
+    ctxt.have_exception = False
+    ctxt.exception.vector = -1
+    ctxt.exception.error_code_valid = False
+    ctxt.perm_ok = False
+    init_decode_cache(ctxt)
+    vcpu.arch.emulate_regs_need_sync_from_vcpu = False
+    return ctxt
+
+
+def flush_emulator_regs(vcpu: KvmVcpu) -> None:
+    """KVM_GET_REGS: commit registers the emulator still holds (writeback was deferred)."""
+    if vcpu.arch.emulate_regs_need_sync_to_vcpu:
+        emulator_writeback_register_cache(vcpu.arch.emulate_ctxt)
+        vcpu.arch.emulate_regs_need_sync_to_vcpu = False
+
+
+def _trace_emulate_insn(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, failed: bool) -> None:
+    n = ctxt.fetch.end
+    insn = bytes(ctxt.fetch.data[:n])
+    csbase = vcpu.hw.seg_base("cs")
+    tracepoint("kvm_emulate_insn", rip=ctxt.eip, csbase=csbase, len=n, insn=insn.hex(),
+               flags=_MODE_NAMES[ctxt.mode], failed=failed,
+               text=f"{csbase:x}:{ctxt.eip:x}:{' '.join(f'{b:02x}' for b in insn)} ({_MODE_NAMES[ctxt.mode]})"
+                    + (" failed" if failed else ""))
+
+
+@kfunc("emulation_type")
+def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
+                            insn: bytes | None = None, insn_len: int = 0) -> int:
+    """Reference §6.3, steps numbered there."""
+    vcpu.stat.emulation_by_type[int(emulation_type)] += 1
+    ctxt = emulate_ctxt(vcpu)
+    writeback = True
+    if not emulation_type & EMULTYPE_NO_DECODE:                                           # 3
+        vcpu.arch.exception.pending = False  # kvm_clear_exception_queue
+        ctxt = init_emulate_ctxt(vcpu)
+        r = x86_decode_insn(ctxt, insn, insn_len, int(emulation_type))
+        if PROBES.enabled:
+            _trace_emulate_insn(vcpu, ctxt, False)
+        vcpu.stat.insn_emulation += 1
+        if r != EMULATION_OK:
+            if emulation_type & (EMULTYPE_TRAP_UD | EMULTYPE_TRAP_UD_FORCED):
+                x86.kvm_queue_exception(vcpu, Vector.UD)
+                return 1
+            if ctxt.have_exception and not emulation_type & EMULTYPE_SKIP:
+                inject_emulated_exception(vcpu, ctxt)
+                return 1
+            return handle_emulation_failure(vcpu, emulation_type)
+    if emulation_type & EMULTYPE_VMWARE_GP and not _is_vmware_backdoor_opcode(ctxt):      # 4
+        x86.kvm_queue_exception_e(vcpu, Vector.GP, 0)
+        return 1
+    if emulation_type & EMULTYPE_SKIP:                                                    # 5
+        ctxt.eip = ctxt._eip if ctxt.mode == X86EMUL_MODE_PROT64 else ctxt._eip & 0xFFFF_FFFF
+        if emulation_type & EMULTYPE_COMPLETE_USER_EXIT:
+            return _writeback(vcpu, ctxt, 1)
+        x86.kvm_rip_write(vcpu, ctxt.eip)
+        if ctxt.eflags & x86.EFLAGS_RF:
+            vcpu.hw.set_reg("rflags", vcpu.hw.reg("rflags") & ~x86.EFLAGS_RF)
+        return 1
+    if vcpu.arch.emulate_regs_need_sync_from_vcpu:                                        # 7
+        vcpu.arch.emulate_regs_need_sync_from_vcpu = False
+        emulator_invalidate_register_cache(ctxt)
+    while True:                                                                           # 8: restart
+        if emulation_type & EMULTYPE_PF:
+            ctxt.exception.address = cr2_or_gpa
+            ctxt.gpa_available, ctxt.gpa_val = True, cr2_or_gpa   # TDP: the fault address is the GPA
+        else:
+            ctxt.exception.address = 0
+            ctxt.gpa_available = False
+        r = x86_emulate_insn(ctxt)                                                        # 9
+        if r == EMULATION_INTERCEPTED:                                                    # 10
+            return 1
+        if r == EMULATION_FAILED:
+            return handle_emulation_failure(vcpu, emulation_type)
+        if ctxt.have_exception:                                                           # 11
+            vcpu.mmio_needed = False
+            r = 1
+            inject_emulated_exception(vcpu, ctxt)
+        elif vcpu.arch.pio.count:
+            if not vcpu.arch.pio.is_in:
+                vcpu.arch.pio.count = 0   # OUT: already retired, nothing to complete
+            else:
+                writeback = False
+                vcpu.arch.complete_userspace_io = complete_emulated_pio
+            r = 0
+        elif vcpu.mmio_needed:
+            vcpu.stat.mmio_exits += 1
+            if not vcpu.mmio_is_write:
+                writeback = False
+            r = 0
+            vcpu.arch.complete_userspace_io = complete_emulated_mmio
+        elif vcpu.arch.complete_userspace_io is not None:
+            writeback = False
+            r = 0
+        elif r == EMULATION_RESTART:
+            continue
+        else:
+            r = 1
+        break
+    if writeback:
+        return _writeback(vcpu, ctxt, r)
+    vcpu.arch.emulate_regs_need_sync_to_vcpu = True
+    return r
+
+
+def _writeback(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, r: int) -> int:
+    """Step 12: RIP, single-step #DB, RFLAGS."""
+    hw = vcpu.hw
+    vcpu.arch.emulate_regs_need_sync_to_vcpu = False
+    if ctxt.interruptibility:
+        hw.vmcs.guest_interruptibility_info |= ctxt.interruptibility
+    if not ctxt.have_exception or _is_trap(ctxt.exception.vector):
+        x86.kvm_rip_write(vcpu, ctxt.eip)
+        if r and (ctxt.tf or hw.reg("rflags") & x86.EFLAGS_TF) and ctxt.eflags & x86.EFLAGS_TF:
+            x86.kvm_queue_exception_p(vcpu, Vector.DB, 1 << 14)
+        hw.set_reg("rflags", ctxt.eflags)
+    if vcpu.arch.halt_request and r:
+        vcpu.arch.halt_request = False
+        return x86.__kvm_emulate_halt(vcpu)
+    return r
+
+
+def _is_trap(vector: int) -> bool:
+    return vector in (Vector.BP, Vector.OF)
+
+
+def _is_vmware_backdoor_opcode(ctxt: X86EmulateCtxt) -> bool:
+    if ctxt.opcode_len == 1:
+        return ctxt.b in _BACKDOOR_ONE_BYTE
+    return ctxt.opcode_len == 2 and ctxt.b == 0x33
+
+
+def inject_emulated_exception(vcpu: KvmVcpu, ctxt: X86EmulateCtxt) -> None:
+    ex = ctxt.exception
+    if ex.vector == Vector.PF:
+        x86.kvm_inject_page_fault(vcpu, ex.address, ex.error_code)
+    elif ex.error_code_valid:
+        x86.kvm_queue_exception_e(vcpu, ex.vector, ex.error_code)
+    else:
+        x86.kvm_queue_exception(vcpu, ex.vector)
+
+
+@kfunc("emulation_type")
+def handle_emulation_failure(vcpu: KvmVcpu, emulation_type: int) -> int:
+    """Reference §6.4: exit with the instruction bytes, and/or #UD for the guest."""
+    ctxt = emulate_ctxt(vcpu)
+    vcpu.stat.insn_emulation_fail += 1
+    if PROBES.enabled:
+        _trace_emulate_insn(vcpu, ctxt, True)
+    if emulation_type & EMULTYPE_VMWARE_GP:
+        x86.kvm_queue_exception_e(vcpu, Vector.GP, 0)
+        return 1
+    insn_bytes = bytes(ctxt.fetch.data[:ctxt.fetch.end])
+    if vcpu.kvm.params.exit_on_emulation_error or emulation_type & EMULTYPE_SKIP:
+        x86.kvm_prepare_emulation_failure_exit(vcpu, insn_bytes=insn_bytes)
+        return 0
+    x86.kvm_queue_exception(vcpu, Vector.UD)
+    if vcpu.hw.cpl() == 0:
+        x86.kvm_prepare_emulation_failure_exit(vcpu, insn_bytes=insn_bytes)
+        return 0
+    return 1
+
+
+@kfunc("emulation_type")
+def kvm_emulate_instruction(vcpu: KvmVcpu, emulation_type: int) -> int:
+    """Fetch the instruction at CS:RIP and emulate it."""
+    return x86_emulate_instruction(vcpu, 0, emulation_type, None, 0)
+
+
+def kvm_emulate_instruction_from_buffer(vcpu: KvmVcpu, insn: bytes, insn_len: int) -> int:
+    return x86_emulate_instruction(vcpu, 0, 0, insn, insn_len)
+
+
+@kfunc()
+def handle_ud(vcpu: KvmVcpu) -> int:
+    """#UD intercept: the forced-emulation prefix, else emulate only EmulateOnUD opcodes."""
+    emul_type = EMULTYPE_TRAP_UD
+    if vcpu.kvm.params.force_emulation_prefix:
+        try:
+            sig = vcpu.hw.read_linear_bytes(vcpu.hw.linear_rip(), 5)
+        except Exception:   # the fetch faulted: no prefix there
+            sig = b""
+        if sig == KVM_EMULATE_PREFIX:
+            x86.kvm_rip_write(vcpu, vcpu.hw.reg("rip") + 5)
+            emul_type = EMULTYPE_TRAP_UD_FORCED
+    return kvm_emulate_instruction(vcpu, emul_type)
+
+
+# ---------------------------------------------------------------- completions
+
+@kfunc()
+def complete_emulated_pio(vcpu: KvmVcpu) -> int:
+    if not vcpu.arch.pio.count:
+        raise KvmSimBug("complete_emulated_pio without a pending pio")
+    return kvm_emulate_instruction(vcpu, EMULTYPE_NO_DECODE)
+
+
+@kfunc()
+def complete_emulated_mmio(vcpu: KvmVcpu) -> int:
+    """Reference §7.4: one ≤8-byte piece per exit; the last read re-enters with NO_DECODE.
+
+        copy data in (read) ─► more of this fragment? ─► next exit
+                            └► next fragment? ─► next exit
+                            └► all done: write → resume │ read → NO_DECODE
+    """
+    if not vcpu.mmio_needed:
+        raise KvmSimBug("complete_emulated_mmio without mmio_needed")
+    run = vcpu.run
+    frag = vcpu.mmio_fragments[vcpu.mmio_cur_fragment]
+    length = min(8, frag.len)
+    if not vcpu.mmio_is_write:
+        frag.data[frag.offset:frag.offset + length] = bytes(run.mmio.data[:length])
+    if frag.len <= 8:
+        vcpu.mmio_cur_fragment += 1
+    else:
+        frag.offset += length
+        frag.gpa += length
+        frag.len -= length
+    if vcpu.mmio_cur_fragment >= vcpu.mmio_nr_fragments:
+        vcpu.mmio_needed = False
+        if vcpu.mmio_is_write:
+            return 1
+        vcpu.mmio_read_completed = True
+        return kvm_emulate_instruction(vcpu, EMULTYPE_NO_DECODE)
+    frag = vcpu.mmio_fragments[vcpu.mmio_cur_fragment]
+    run.exit_reason = KvmExit.MMIO
+    run.mmio.phys_addr = frag.gpa
+    n = min(8, frag.len)
+    if vcpu.mmio_is_write:
+        for i, b in enumerate(frag.data[frag.offset:frag.offset + n]):
+            run.mmio.data[i] = b
+    run.mmio.len = n
+    run.mmio.is_write = int(vcpu.mmio_is_write)
+    vcpu.arch.complete_userspace_io = complete_emulated_mmio
+    return 0
+
+
+def emultype_name(t: int) -> str:
+    return "0" if t == 0 else "|".join(f.name for f in EmulType if f & t)

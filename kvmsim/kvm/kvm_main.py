@@ -1,0 +1,123 @@
+"""Model of virt/kvm/kvm_main.c: the ioctl surface (VM and vCPU "file descriptors").
+
+`SimKvm().create_vm()` gives a `VmFd`, `vm.create_vcpu()` a `VcpuFd` (uapi.py) — the
+same protocol realkvm/ implements over /dev/kvm, so vmm/ cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Sequence
+
+from kvmsim.errors import BackendError
+from kvmsim.kvm import x86
+from kvmsim.kvm.cpuid import default_cpuid_entries
+from kvmsim.kvm.iobus import CoalescedMmio, Ioeventfd
+from kvmsim.kvm.msr import VMX_PASSTHROUGH_MSRS
+from kvmsim.kvm.vcpu import Kvm, KvmParams, KvmVcpu
+from kvmsim.uapi import KvmCpuidEntry2, KvmMsrExitReason, KvmRegs, KvmSregs
+
+
+def host_address(memory: memoryview) -> int:
+    """The host virtual address of a writable buffer (the userspace_addr of a memslot)."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(memory))
+
+
+class SimVcpuFd:
+    """A vCPU fd: KVM_RUN and the register ioctls."""
+
+    def __init__(self, vcpu: KvmVcpu) -> None:
+        self.vcpu = vcpu
+        self.mapping = vcpu.mapping
+
+    def run(self) -> int:
+        """KVM_RUN → kvm_arch_vcpu_ioctl_run."""
+        return x86.kvm_arch_vcpu_ioctl_run(self.vcpu)
+
+    def get_regs(self) -> KvmRegs:
+        from kvmsim.kvm.emulation import flush_emulator_regs
+
+        flush_emulator_regs(self.vcpu)
+        return self.vcpu.hw.get_regs()
+
+    def set_regs(self, regs: KvmRegs) -> None:
+        self.vcpu.arch.emulate_regs_need_sync_from_vcpu = True
+        self.vcpu.hw.set_regs(regs)
+
+    def get_sregs(self) -> KvmSregs:
+        return self.vcpu.hw.get_sregs()
+
+    def set_sregs(self, sregs: KvmSregs) -> None:
+        self.vcpu.hw.set_sregs(sregs)
+
+    def set_cpuid(self, entries: Sequence[KvmCpuidEntry2]) -> None:
+        self.vcpu.arch.cpuid_entries = list(entries)
+
+    def nmi(self) -> None:
+        x86.kvm_inject_nmi(self.vcpu)
+
+    def interrupt(self, irq: int) -> None:
+        self.vcpu.arch.interrupt_pending = irq
+
+    def kick(self) -> None:
+        """What a signal to the vCPU thread does: KVM_RUN returns -EINTR soon."""
+        self.vcpu.hw.request_stop()
+
+
+class SimVmFd:
+    """A VM fd: memslots, ioeventfds, coalesced MMIO, capabilities, vCPUs."""
+
+    def __init__(self, params: KvmParams | None = None) -> None:
+        self.kvm = Kvm(params)
+
+    def set_user_memory_region(self, slot: int, guest_phys_addr: int, memory: memoryview,
+                               flags: int = 0) -> None:
+        if guest_phys_addr & 0xFFF or len(memory) & 0xFFF:
+            raise BackendError(f"KVM_SET_USER_MEMORY_REGION: slot {slot} not page aligned (EINVAL)")
+        self.kvm.memslots[slot] = (guest_phys_addr, len(memory), memory)
+        for vcpu in self.kvm.vcpus:
+            vcpu.hw.map_memslot(slot, guest_phys_addr, len(memory), host_address(memory))
+
+    def ioeventfd(self, addr: int, length: int, *, pio: bool = False, datamatch: int | None = None) -> Ioeventfd:
+        """KVM_IOEVENTFD: MMIO length 0 goes on KVM_FAST_MMIO_BUS (and KVM_MMIO_BUS), as kvm_assign_ioeventfd."""
+        dev = Ioeventfd(addr, length, datamatch)
+        if pio:
+            self.kvm.buses["KVM_PIO_BUS"].register(addr, length, dev)
+        else:
+            self.kvm.buses["KVM_MMIO_BUS"].register(addr, length, dev)
+            if length == 0:
+                self.kvm.buses["KVM_FAST_MMIO_BUS"].register(addr, 0, dev)
+        return dev
+
+    def register_coalesced_mmio(self, addr: int, size: int, *, pio: bool = False) -> None:
+        if not self.kvm.vcpus:
+            raise BackendError("KVM_REGISTER_COALESCED_MMIO before a vCPU: the ring lives in its mapping")
+        dev = CoalescedMmio(self.kvm.vcpus[0].mapping.ring, addr, size, pio)
+        self.kvm.buses["KVM_PIO_BUS" if pio else "KVM_MMIO_BUS"].register(addr, size, dev)
+
+    def enable_user_space_msr(self, mask: KvmMsrExitReason) -> None:
+        self.kvm.user_space_msr_mask = KvmMsrExitReason(mask)
+
+    def create_vcpu(self, vcpu_id: int = 0) -> SimVcpuFd:
+        vcpu = KvmVcpu(self.kvm, vcpu_id)
+        vcpu.arch.cpuid_entries = default_cpuid_entries()
+        vcpu.hw.msr_passthrough = set(VMX_PASSTHROUGH_MSRS)   # vmx_vcpu_create: MSR bitmap
+        for slot, (gpa, size, mem) in self.kvm.memslots.items():
+            vcpu.hw.map_memslot(slot, gpa, size, host_address(mem))
+        self.kvm.vcpus.append(vcpu)
+        return SimVcpuFd(vcpu)
+
+    def close(self) -> None:
+        for vcpu in self.kvm.vcpus:
+            if vcpu.hw.uc is not None:
+                vcpu.hw.uc = None
+        self.kvm.vcpus.clear()
+
+
+class SimKvm:
+    """/dev/kvm for the simulation."""
+
+    vendor_module = "kvmsim (model of kvm_intel)"
+
+    def create_vm(self, params: KvmParams | None = None) -> SimVmFd:
+        return SimVmFd(params)

@@ -1,0 +1,87 @@
+"""Model of arch/x86/kvm/mmu/mmu.c and the EPT exit handlers of vmx.c that feed it.
+
+A GPA with no memslot is MMIO.  Its first access takes an EPT violation; with MMIO
+caching on, KVM then installs an MMIO SPTE (a deliberately misconfigured EPT entry) so
+later accesses exit as EPT misconfig and skip the page walk.  Either way the access is
+emulated with EMULTYPE_PF.
+"""
+
+from __future__ import annotations
+
+from kvmsim.hw.paging import (PFERR_FETCH_MASK, PFERR_GUEST_FINAL_MASK, PFERR_GUEST_PAGE_MASK,
+                              PFERR_PRESENT_MASK, PFERR_RSVD_MASK, PFERR_USER_MASK, PFERR_WRITE_MASK)
+from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
+                            EPT_VIOLATION_GVA_TRANSLATED, EPT_VIOLATION_RWX_MASK)
+from kvmsim.kvm.vcpu import KvmVcpu
+from kvmsim.probe import PROBES, kfunc, tracepoint
+
+RET_PF_CONTINUE, RET_PF_RETRY, RET_PF_EMULATE, RET_PF_WRITE_PROTECTED, RET_PF_INVALID, RET_PF_FIXED, \
+    RET_PF_SPURIOUS = range(7)
+
+
+@kfunc()
+def handle_ept_violation(vcpu: KvmVcpu) -> int:
+    """Reference §4.1: build a #PF-style error code from the qualification, then the MMU."""
+    q = vcpu.hw.vmcs.exit_qualification
+    gpa = vcpu.hw.vmcs.guest_physical_address
+    if PROBES.enabled:
+        tracepoint("kvm_page_fault", vcpu_id=vcpu.vcpu_id, guest_rip=vcpu.hw.reg("rip"), fault_address=gpa,
+                   error_code=q, text=f"vcpu {vcpu.vcpu_id} rip 0x{vcpu.hw.reg('rip'):x} "
+                                      f"address 0x{gpa:016x} error_code 0x{q:x}")
+    error_code = PFERR_USER_MASK if q & EPT_VIOLATION_ACC_READ else 0  # "user" encodes a read for EPT
+    error_code |= PFERR_WRITE_MASK if q & EPT_VIOLATION_ACC_WRITE else 0
+    error_code |= PFERR_FETCH_MASK if q & EPT_VIOLATION_ACC_INSTR else 0
+    error_code |= PFERR_PRESENT_MASK if q & EPT_VIOLATION_RWX_MASK else 0
+    error_code |= PFERR_GUEST_FINAL_MASK if q & EPT_VIOLATION_GVA_TRANSLATED else PFERR_GUEST_PAGE_MASK
+    vcpu.arch.exit_qualification = q
+    return kvm_mmu_page_fault(vcpu, gpa, error_code)
+
+
+@kfunc()
+def handle_ept_misconfig(vcpu: KvmVcpu) -> int:
+    """Reference §4.2: the ioeventfd fast path (no decode), else MMIO emulation."""
+    from kvmsim.kvm.x86 import kvm_skip_emulated_instruction
+
+    gpa = vcpu.hw.vmcs.guest_physical_address
+    if vcpu.kvm.buses["KVM_FAST_MMIO_BUS"].write(gpa, 0, b"") == 0:
+        if PROBES.enabled:
+            tracepoint("kvm_fast_mmio", gpa=gpa, text=f"fast mmio at gpa 0x{gpa:x}")
+        return kvm_skip_emulated_instruction(vcpu)
+    return kvm_mmu_page_fault(vcpu, gpa, PFERR_RSVD_MASK)
+
+
+def handle_mmio_page_fault(vcpu: KvmVcpu, addr: int) -> int:
+    """The MMIO SPTE is still there (no memslot generation change in this model): emulate."""
+    return RET_PF_EMULATE
+
+
+def kvm_handle_noslot_fault(vcpu: KvmVcpu, gpa: int) -> int:
+    """No memslot: cache the MMIO info and, with MMIO caching, install an MMIO SPTE."""
+    if vcpu.kvm.params.mmio_caching:
+        vcpu.hw.ept_mmio_gfns.add(gpa >> 12)
+    return RET_PF_EMULATE
+
+
+def kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int) -> int:
+    if not vcpu.hw.gpa_is_ram(gpa):
+        return kvm_handle_noslot_fault(vcpu, gpa)
+    return RET_PF_FIXED  # Simplified: RAM memslots are mapped up front, so the fault is spurious-fixed.
+
+
+@kfunc("cr2_or_gpa", "error_code")
+def kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: int, error_code: int, insn: bytes | None = None) -> int:
+    """Reference §4.4: MMIO via the RSVD bit, else the page-fault handler; emulate on RET_PF_EMULATE."""
+    from kvmsim.kvm.emulation import EMULTYPE_PF, x86_emulate_instruction
+
+    r = RET_PF_INVALID
+    if error_code & PFERR_RSVD_MASK:
+        r = handle_mmio_page_fault(vcpu, cr2_or_gpa)
+    if r == RET_PF_INVALID:
+        vcpu.stat.pf_taken += 1
+        r = kvm_mmu_do_page_fault(vcpu, cr2_or_gpa, error_code)
+    if r == RET_PF_FIXED:
+        vcpu.stat.pf_fixed += 1
+    if r != RET_PF_EMULATE:
+        return 1
+    vcpu.stat.pf_emulate += 1
+    return x86_emulate_instruction(vcpu, cr2_or_gpa, EMULTYPE_PF, insn)

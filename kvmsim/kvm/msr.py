@@ -1,0 +1,123 @@
+"""Model of arch/x86/kvm/x86.c MSR emulation: kvm_emulate_rdmsr/wrmsr, kvm_msr_user_space.
+
+In-kernel MSRs are a table (index → default); an index KVM does not know is
+KVM_MSR_RET_UNSUPPORTED: #GP, or KVM_EXIT_X86_RDMSR/WRMSR when userspace asked for
+KVM_MSR_EXIT_REASON_UNKNOWN with KVM_CAP_X86_USER_SPACE_MSR.
+"""
+
+from __future__ import annotations
+
+from kvmsim.kvm.vcpu import KvmVcpu
+from kvmsim.kvm.x86 import kvm_complete_insn_gp, kvm_skip_emulated_instruction
+from kvmsim.probe import kfunc, tracepoint
+from kvmsim.uapi import KvmExit, KvmMsrExitReason
+
+KVM_MSR_RET_UNSUPPORTED = 2
+KVM_MSR_RET_FILTERED = 3
+
+# Index → reset value of the MSRs this model emulates in the kernel (a subset of emulated_msrs[]).
+KVM_MSRS: dict[int, int] = {
+    0x10: 0,                    # MSR_IA32_TSC
+    0x1B: 0xFEE00900,           # MSR_IA32_APICBASE (BSP, xAPIC enabled)
+    0x3A: 0,                    # MSR_IA32_FEAT_CTL
+    0x8B: 0x100000000,          # MSR_IA32_UCODE_REV
+    0xFE: 0x508,                # MSR_MTRRcap
+    0x174: 0, 0x175: 0, 0x176: 0,  # MSR_IA32_SYSENTER_CS/ESP/EIP
+    0x179: 0, 0x17A: 0,         # MSR_IA32_MCG_CAP / MCG_STATUS
+    0x1A0: 0x1,                 # MSR_IA32_MISC_ENABLE (fast strings)
+    0x277: 0x0007040600070406,  # MSR_IA32_CR_PAT
+    0x2FF: 0,                   # MSR_MTRRdefType
+    0xC0000080: 0,              # MSR_EFER
+    0xC0000081: 0, 0xC0000082: 0, 0xC0000083: 0, 0xC0000084: 0,  # STAR, LSTAR, CSTAR, SYSCALL_MASK
+    0xC0000100: 0, 0xC0000101: 0, 0xC0000102: 0,  # FS_BASE, GS_BASE, KERNEL_GS_BASE
+    0xC0000103: 0,              # MSR_TSC_AUX
+    0x4B564D00: 0, 0x4B564D01: 0,  # MSR_KVM_WALL_CLOCK_NEW / SYSTEM_TIME_NEW
+}
+
+# vmx_vcpu_create: MSRs whose intercepts are disabled in the MSR bitmap (no VM exit).
+VMX_PASSTHROUGH_MSRS = frozenset({0xC0000100, 0xC0000101, 0xC0000102, 0x174, 0x175, 0x176})
+
+
+def kvm_get_msr(vcpu: KvmVcpu, index: int) -> tuple[int, int]:
+    """(0, value) or (KVM_MSR_RET_UNSUPPORTED, 0)."""
+    if index not in KVM_MSRS:
+        return KVM_MSR_RET_UNSUPPORTED, 0
+    return 0, vcpu.arch.msrs.get(index, KVM_MSRS[index])
+
+
+def kvm_set_msr(vcpu: KvmVcpu, index: int, data: int) -> int:
+    if index not in KVM_MSRS:
+        return KVM_MSR_RET_UNSUPPORTED
+    if index == 0xC0000080 and data & ~0xD01:   # EFER: only SCE, LME, LMA, NXE
+        return 1
+    vcpu.arch.msrs[index] = data
+    return 0
+
+
+def kvm_msr_reason(r: int) -> KvmMsrExitReason:
+    if r == KVM_MSR_RET_UNSUPPORTED:
+        return KvmMsrExitReason.UNKNOWN
+    if r == KVM_MSR_RET_FILTERED:
+        return KvmMsrExitReason.FILTER
+    return KvmMsrExitReason.INVAL
+
+
+def kvm_msr_user_space(vcpu: KvmVcpu, index: int, exit_reason: KvmExit, data: int, completion, r: int) -> int:
+    """Fill a KVM_EXIT_X86_RDMSR/WRMSR exit if userspace asked for this reason; 1 when it did."""
+    reason = kvm_msr_reason(r)
+    if not vcpu.kvm.user_space_msr_mask & reason:
+        return 0
+    run = vcpu.run
+    run.exit_reason = exit_reason
+    run.msr.error = 0
+    run.msr.reason, run.msr.index, run.msr.data = int(reason), index, data
+    vcpu.arch.complete_userspace_io = completion
+    return 1
+
+
+def _trace_msr(write: bool, ecx: int, data: int, exception: bool) -> None:
+    tracepoint("kvm_msr", write=int(write), ecx=ecx, data=data, exception=exception,
+               text=f"msr_{'write' if write else 'read'} {ecx:x} = 0x{data:x}{' (#GP)' if exception else ''}")
+
+
+@kfunc()
+def kvm_emulate_rdmsr(vcpu: KvmVcpu) -> int:
+    ecx = vcpu.hw.reg("rcx") & 0xFFFF_FFFF
+    r, data = kvm_get_msr(vcpu, ecx)
+    if r == 0:
+        _trace_msr(False, ecx, data, False)
+        vcpu.hw.set_reg("rax", data & 0xFFFF_FFFF)
+        vcpu.hw.set_reg("rdx", data >> 32)
+    else:
+        if kvm_msr_user_space(vcpu, ecx, KvmExit.X86_RDMSR, 0, complete_fast_rdmsr, r):
+            return 0
+        _trace_msr(False, ecx, 0, True)
+    return kvm_complete_insn_gp(vcpu, r)
+
+
+@kfunc()
+def kvm_emulate_wrmsr(vcpu: KvmVcpu) -> int:
+    ecx = vcpu.hw.reg("rcx") & 0xFFFF_FFFF
+    data = (vcpu.hw.reg("rdx") & 0xFFFF_FFFF) << 32 | (vcpu.hw.reg("rax") & 0xFFFF_FFFF)
+    r = kvm_set_msr(vcpu, ecx, data)
+    if r == 0:
+        _trace_msr(True, ecx, data, False)
+    else:
+        if kvm_msr_user_space(vcpu, ecx, KvmExit.X86_WRMSR, data, complete_fast_msr_access, r):
+            return 0
+        _trace_msr(True, ecx, data, True)
+    return kvm_complete_insn_gp(vcpu, r)
+
+
+@kfunc()
+def complete_fast_rdmsr(vcpu: KvmVcpu) -> int:
+    if not vcpu.run.msr.error:
+        vcpu.hw.set_reg("rax", vcpu.run.msr.data & 0xFFFF_FFFF)
+        vcpu.hw.set_reg("rdx", vcpu.run.msr.data >> 32)
+    return complete_fast_msr_access(vcpu)
+
+
+@kfunc()
+def complete_fast_msr_access(vcpu: KvmVcpu) -> int:
+    """vmx complete_emulated_msr: #GP if userspace set msr.error, else skip."""
+    return kvm_complete_insn_gp(vcpu, vcpu.run.msr.error)

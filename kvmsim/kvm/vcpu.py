@@ -1,0 +1,154 @@
+"""Model of struct kvm_vcpu / kvm_vcpu_arch / struct kvm (include/linux/kvm_host.h, asm/kvm_host.h).
+
+Only state lives here; the functions that use it are in x86.py, vmx.py and friends,
+under the kernel's names.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from kvmsim.hw.cpu import SiliconVcpu
+from kvmsim.uapi import KvmCpuidEntry2, KvmMsrExitReason, KvmRunMapping
+
+if TYPE_CHECKING:
+    from kvmsim.kvm.iobus import KvmIoBus
+
+# Completion callbacks (vcpu->arch.complete_userspace_io): 1 resume, 0 back to userspace, <0 -errno.
+CompleteUserspaceIo = Callable[["KvmVcpu"], int]
+
+
+@dataclass
+class KvmParams:
+    """Module parameters and per-VM capabilities that change what KVM does."""
+
+    enable_ept: bool = True
+    unrestricted_guest: bool = True
+    force_emulation_prefix: bool = False
+    enable_vmware_backdoor: bool = False
+    host_is_hypervisor: bool = False       # X86_FEATURE_HYPERVISOR on the host
+    mmio_caching: bool = True              # kvm.enable_mmio_caching
+    exit_on_emulation_error: bool = False  # KVM_CAP_EXIT_ON_EMULATION_FAILURE
+    quirk_out_7e_inc_rip: bool = True      # KVM_X86_QUIRK_OUT_7E_INC_RIP (default on)
+    emulator: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class KvmPioRequest:
+    """struct kvm_pio_request (vcpu->arch.pio)."""
+
+    linear_rip: int = 0
+    count: int = 0
+    is_in: bool = False
+    port: int = 0
+    size: int = 0
+
+
+@dataclass
+class KvmMmioFragment:
+    """struct kvm_mmio_fragment: data is (buffer, offset) into the emulator's read cache or a bytes copy."""
+
+    gpa: int
+    data: bytearray
+    offset: int
+    len: int
+
+
+@dataclass
+class KvmQueuedException:
+    """vcpu->arch.exception: pending (not yet injected) exception."""
+
+    pending: bool = False
+    injected: bool = False
+    vector: int = 0
+    has_error_code: bool = False
+    error_code: int = 0
+    has_payload: bool = False
+    payload: int = 0
+
+
+@dataclass
+class KvmVcpuStat:
+    """struct kvm_vcpu_stat, the counters perf kvm stat and /sys/kernel/debug/kvm show."""
+
+    exits: int = 0
+    io_exits: int = 0
+    mmio_exits: int = 0
+    halt_exits: int = 0
+    irq_exits: int = 0
+    nmi_injections: int = 0
+    irq_injections: int = 0
+    insn_emulation: int = 0
+    insn_emulation_fail: int = 0
+    hypercalls: int = 0
+    request_irq_exits: int = 0
+    signal_exits: int = 0
+    pf_taken: int = 0
+    pf_emulate: int = 0
+    pf_fixed: int = 0
+    exits_by_reason: Counter = field(default_factory=Counter)         # perf kvm stat's view
+    emulation_by_type: Counter = field(default_factory=Counter)       # bpftrace on x86_emulate_instruction
+    injected_exceptions: list = field(default_factory=list)
+
+
+@dataclass
+class KvmVcpuArch:
+    complete_userspace_io: CompleteUserspaceIo | None = None
+    pio: KvmPioRequest = field(default_factory=KvmPioRequest)
+    exception: KvmQueuedException = field(default_factory=KvmQueuedException)
+    nmi_queued: int = 0
+    nmi_pending: int = 0
+    nmi_injected: bool = False
+    nmi_masked: bool = False
+    interrupt_pending: int | None = None   # KVM_INTERRUPT vector (userspace PIC)
+    halt_request: bool = False
+    exit_qualification: int = 0
+    emulate_ctxt: Any = None
+    emulate_regs_need_sync_to_vcpu: bool = False
+    emulate_regs_need_sync_from_vcpu: bool = False
+    cpuid_entries: list[KvmCpuidEntry2] = field(default_factory=list)
+    msrs: dict[int, int] = field(default_factory=dict)
+    event_exit_inst_len: int = 0
+    last_vmentry_cpu: int = 0
+
+
+class KvmVcpu:
+    """struct kvm_vcpu: one vCPU of a VM, with its silicon and its kvm_run mapping."""
+
+    def __init__(self, kvm: "Kvm", vcpu_id: int) -> None:
+        self.kvm = kvm
+        self.vcpu_id = vcpu_id
+        self.arch = KvmVcpuArch()
+        self.stat = KvmVcpuStat()
+        self.hw = SiliconVcpu()
+        self.mapping = KvmRunMapping()
+        self.run = self.mapping.run
+        self.pio_data = memoryview(self.mapping.buf)[4096:8192]
+        self.mmio_needed = False
+        self.mmio_read_completed = False
+        self.mmio_is_write = False
+        self.mmio_cur_fragment = 0
+        self.mmio_nr_fragments = 0
+        self.mmio_fragments: list[KvmMmioFragment] = []
+        self.wants_to_run = False
+        self.requests: set[str] = set()
+        self.signal_pending = False
+        self.guest_debug = 0
+
+
+class Kvm:
+    """struct kvm: memslots, I/O buses, and the VM-wide settings."""
+
+    def __init__(self, params: KvmParams | None = None) -> None:
+        from kvmsim.kvm.iobus import KvmIoBus
+
+        self.params = params or KvmParams()
+        self.memslots: dict[int, tuple[int, int, memoryview]] = {}
+        self.buses: dict[str, KvmIoBus] = {n: KvmIoBus(n) for n in
+                                            ("KVM_MMIO_BUS", "KVM_PIO_BUS", "KVM_FAST_MMIO_BUS")}
+        self.user_space_msr_mask = KvmMsrExitReason(0)
+        self.vcpus: list[KvmVcpu] = []
+        self.coalesced_zones: list[tuple[int, int, bool]] = []
+        self.coalesced_ring = None

@@ -1,0 +1,345 @@
+"""Model of arch/x86/kvm/vmx/vmx.c: vmx_vcpu_run, vmx_handle_exit, kvm_vmx_exit_handlers and the handlers."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from kvmsim.hw.vmcs import (INTR_INFO_DELIVER_CODE_MASK, INTR_INFO_INTR_TYPE_MASK, INTR_INFO_VALID_MASK,
+                            INTR_INFO_VECTOR_MASK, VMX_EXIT_REASONS_FAILED_VMENTRY, ExitReason, IntrType,
+                            IoExitQual, Vector, exit_reason_name, intr_info)
+from kvmsim.kvm import cpuid, hypercall, mmu, msr, pio, x86
+from kvmsim.kvm.vcpu import KvmVcpu
+from kvmsim.probe import PROBES, kfunc, tracepoint
+from kvmsim.uapi import KvmExit, KvmInternalError
+
+ExitHandler = Callable[[KvmVcpu], int]
+EXIT_FASTPATH_NONE = 0
+KVM_ISA_VMX = 1
+
+
+# ---------------------------------------------------------------- VMCS accessors
+
+def vmx_get_exit_qual(vcpu: KvmVcpu) -> int:
+    return vcpu.hw.vmcs.exit_qualification
+
+
+def vmx_get_intr_info(vcpu: KvmVcpu) -> int:
+    return vcpu.hw.vmcs.vm_exit_intr_info
+
+
+def vmx_get_exit_info(vcpu: KvmVcpu) -> tuple[int, int, int, int, int]:
+    """get_exit_info: reason, qualification, IDT-vectoring info, intr info, intr error code."""
+    v = vcpu.hw.vmcs
+    if v.vm_exit_reason & VMX_EXIT_REASONS_FAILED_VMENTRY:
+        return v.vm_exit_reason, v.exit_qualification, 0, 0, 0
+    return (v.vm_exit_reason, v.exit_qualification, v.idt_vectoring_info_field, v.vm_exit_intr_info,
+            v.vm_exit_intr_error_code)
+
+
+# ---------------------------------------------------------------- entry / exit
+
+@kfunc()
+def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
+    """VM entry and exit (reference §1.3): trace kvm_entry, run, host NMI, trace kvm_exit."""
+    hw = vcpu.hw
+    if PROBES.enabled:
+        tracepoint("kvm_entry", vcpu_id=vcpu.vcpu_id, rip=hw.get_regs().rip,
+                   text=f"vcpu {vcpu.vcpu_id}, rip 0x{hw.get_regs().rip:x}")
+    hw.enter_guest()
+    v = hw.vmcs
+    basic = v.vm_exit_reason & 0xFFFF
+    # A host NMI (intr info 0x80000202) is handled by the host's NMI handler right here;
+    # handle_exception_nmi then just returns 1, so nothing is guest- or userspace-visible.
+    vcpu.stat.exits_by_reason[exit_reason_name(v.vm_exit_reason)] += 1
+    if PROBES.enabled:
+        info = vmx_get_exit_info(vcpu)
+        tracepoint("kvm_exit", exit_reason=v.vm_exit_reason, guest_rip=hw.reg("rip"), isa=KVM_ISA_VMX,
+                   info1=info[1], info2=info[2], intr_info=info[3], error_code=info[4], vcpu_id=vcpu.vcpu_id,
+                   text=f"vcpu {vcpu.vcpu_id} reason {exit_reason_name(v.vm_exit_reason)} rip 0x{hw.reg('rip'):x} "
+                        f"info1 0x{info[1]:016x} info2 0x{info[2]:016x} intr_info 0x{info[3]:08x} "
+                        f"error_code 0x{info[4]:08x}")
+    vmx_complete_interrupts(vcpu)
+    return EXIT_FASTPATH_NONE
+
+
+def _is_nmi(info: int) -> bool:
+    return (info & (INTR_INFO_INTR_TYPE_MASK | INTR_INFO_VALID_MASK)) == (IntrType.NMI_INTR | INTR_INFO_VALID_MASK)
+
+
+def vmx_complete_interrupts(vcpu: KvmVcpu) -> None:
+    """Events injected at this entry were delivered by the CPU (no IDT-vectoring info): clear them."""
+    vcpu.arch.exception.injected = False
+    if vcpu.arch.nmi_injected:
+        vcpu.arch.nmi_injected = False
+        vcpu.arch.nmi_masked = True
+
+
+@kfunc()
+def vmx_handle_exit(vcpu: KvmVcpu, exit_fastpath: int) -> int:
+    return __vmx_handle_exit(vcpu, exit_fastpath)
+
+
+def __vmx_handle_exit(vcpu: KvmVcpu, exit_fastpath: int) -> int:
+    """Ordered checks of reference §1.4 (steps that need nested/PML/vNMI-less setups are not modelled)."""
+    full = vcpu.hw.vmcs.vm_exit_reason
+    run = vcpu.run
+    if full & VMX_EXIT_REASONS_FAILED_VMENTRY:                               # 5
+        run.exit_reason = KvmExit.FAIL_ENTRY
+        run.fail_entry.hardware_entry_failure_reason = full
+        run.fail_entry.cpu = vcpu.arch.last_vmentry_cpu
+        return 0
+    if exit_fastpath != EXIT_FASTPATH_NONE:                                  # 9
+        return 1
+    basic = full & 0xFFFF
+    handler = KVM_VMX_EXIT_HANDLERS.get(basic) if basic < kvm_vmx_max_exit_handlers else None  # 10, 12
+    if handler is None:
+        return unexpected_vmexit(vcpu)
+    return handler(vcpu)
+
+
+@kfunc()
+def unexpected_vmexit(vcpu: KvmVcpu) -> int:
+    """Unknown reason → KVM_EXIT_INTERNAL_ERROR / UNEXPECTED_EXIT_REASON, data [reason, cpu]."""
+    run = vcpu.run
+    run.exit_reason = KvmExit.INTERNAL_ERROR
+    run.internal.suberror = KvmInternalError.UNEXPECTED_EXIT_REASON
+    run.internal.ndata = 2
+    run.internal.data[0] = vcpu.hw.vmcs.vm_exit_reason
+    run.internal.data[1] = vcpu.arch.last_vmentry_cpu
+    return 0
+
+
+# Handlers in the kernel's table whose behaviour this model has not built yet: the kernel's own
+# answer for an exit it cannot handle (never a Python error).
+handle_not_modelled = unexpected_vmexit
+
+
+# ---------------------------------------------------------------- skipping
+
+@kfunc()
+def vmx_skip_emulated_instruction(vcpu: KvmVcpu) -> int:
+    return skip_emulated_instruction(vcpu)
+
+
+def skip_emulated_instruction(vcpu: KvmVcpu) -> int:
+    """VM_EXIT_INSTRUCTION_LEN, except EPT misconfig under a hypervisor: decode with EMULTYPE_SKIP."""
+    hw = vcpu.hw
+    basic = hw.vmcs.vm_exit_reason & 0xFFFF
+    if not vcpu.kvm.params.host_is_hypervisor or basic != ExitReason.EPT_MISCONFIG:
+        length = hw.vmcs.vm_exit_instruction_len
+        if length:
+            old = hw.reg("rip")
+            rip = old + length
+            if ((rip ^ old) >> 31) == 3 and hw.mode() != "long64":
+                rip &= 0xFFFF_FFFF
+            x86.kvm_rip_write(vcpu, rip & ((1 << 64) - 1))
+    else:
+        from kvmsim.kvm.emulation import EMULTYPE_SKIP, kvm_emulate_instruction
+
+        if not kvm_emulate_instruction(vcpu, EMULTYPE_SKIP):
+            return 0
+    hw.vmcs.guest_interruptibility_info &= ~3  # vmx_set_interrupt_shadow(vcpu, 0)
+    return 1
+
+
+# ---------------------------------------------------------------- injection (VM-entry fields)
+
+def vmx_inject_exception(vcpu: KvmVcpu) -> None:
+    exc = vcpu.arch.exception
+    v = vcpu.hw.vmcs
+    has_error = exc.has_error_code and vcpu.hw.mode() != "real"
+    soft = exc.vector in (Vector.BP, Vector.OF)
+    info = intr_info(exc.vector, IntrType.SOFT_EXCEPTION if soft else IntrType.HARD_EXCEPTION, has_error)
+    if has_error:
+        v.vm_entry_exception_error_code = exc.error_code & 0xFFFF
+    if soft:
+        v.vm_entry_instruction_len = vcpu.arch.event_exit_inst_len
+    if exc.vector == Vector.PF and exc.has_payload:
+        vcpu.hw.set_cr2(exc.payload)
+    v.vm_entry_intr_info_field = info
+    vcpu.stat.injected_exceptions.append({"vector": exc.vector, "error_code": exc.error_code if has_error else None})
+    if PROBES.enabled:
+        x86.trace_kvm_inj_exception(exc.vector, has_error, exc.error_code, False)
+
+
+def vmx_inject_nmi(vcpu: KvmVcpu) -> None:
+    vcpu.stat.nmi_injections += 1
+    vcpu.hw.vmcs.vm_entry_intr_info_field = intr_info(Vector.NMI, IntrType.NMI_INTR)
+
+
+def vmx_inject_irq(vcpu: KvmVcpu, irq: int) -> None:
+    vcpu.stat.irq_injections += 1
+    if PROBES.enabled:
+        tracepoint("kvm_inj_virq", vector=irq, soft=False, reinjected=False, text=f"IRQ 0x{irq:x}")
+    vcpu.hw.vmcs.vm_entry_intr_info_field = intr_info(irq, IntrType.EXT_INTR)
+
+
+# ---------------------------------------------------------------- handlers
+
+@kfunc()
+def handle_exception_nmi(vcpu: KvmVcpu) -> int:
+    """Reference §2.2 in order."""
+    info = vmx_get_intr_info(vcpu)
+    vector = info & INTR_INFO_VECTOR_MASK
+    itype = info & INTR_INFO_INTR_TYPE_MASK
+    if _is_nmi(info) or (itype == IntrType.HARD_EXCEPTION and vector == Vector.MC):   # 2
+        return 1
+    if vector == Vector.NM and itype == IntrType.HARD_EXCEPTION:                      # 3
+        x86.kvm_queue_exception(vcpu, Vector.NM)
+        return 1
+    if vector == Vector.UD and itype == IntrType.HARD_EXCEPTION:                      # 4
+        from kvmsim.kvm.emulation import handle_ud
+
+        return handle_ud(vcpu)
+    error_code = vcpu.hw.vmcs.vm_exit_intr_error_code if info & INTR_INFO_DELIVER_CODE_MASK else 0
+    if vector == Vector.GP and vcpu.kvm.params.enable_vmware_backdoor:               # 6
+        if error_code:
+            x86.kvm_queue_exception_e(vcpu, Vector.GP, error_code)
+            return 1
+        from kvmsim.kvm.emulation import EMULTYPE_VMWARE_GP, kvm_emulate_instruction
+
+        return kvm_emulate_instruction(vcpu, EMULTYPE_VMWARE_GP)
+    if vector == Vector.AC:                                                            # 10: #AC
+        x86.kvm_queue_exception_e(vcpu, Vector.AC, error_code)
+        return 1
+    run = vcpu.run                                                                     # 10: default
+    run.exit_reason = KvmExit.EXCEPTION
+    run.ex.exception, run.ex.error_code = vector, error_code
+    return 0
+
+
+@kfunc()
+def handle_external_interrupt(vcpu: KvmVcpu) -> int:
+    vcpu.stat.irq_exits += 1
+    return 1
+
+
+@kfunc()
+def handle_triple_fault(vcpu: KvmVcpu) -> int:
+    vcpu.run.exit_reason = KvmExit.SHUTDOWN
+    vcpu.mmio_needed = False
+    return 0
+
+
+@kfunc()
+def handle_io(vcpu: KvmVcpu) -> int:
+    q = IoExitQual.decode(vmx_get_exit_qual(vcpu))
+    vcpu.stat.io_exits += 1
+    if q.string:
+        from kvmsim.kvm.emulation import kvm_emulate_instruction
+
+        return kvm_emulate_instruction(vcpu, 0)
+    return pio.kvm_fast_pio(vcpu, q.size, q.port, q.is_in)
+
+
+@kfunc()
+def kvm_emulate_as_nop(vcpu: KvmVcpu) -> int:
+    return x86.kvm_skip_emulated_instruction(vcpu)
+
+
+kvm_emulate_invd = kvm_emulate_as_nop
+kvm_emulate_wbinvd = kvm_emulate_as_nop
+
+
+@kfunc()
+def handle_vmx_instruction(vcpu: KvmVcpu) -> int:
+    """VMX instructions with nested=0: #UD."""
+    x86.kvm_queue_exception(vcpu, Vector.UD)
+    return 1
+
+
+@kfunc()
+def kvm_handle_invalid_op(vcpu: KvmVcpu) -> int:
+    x86.kvm_queue_exception(vcpu, Vector.UD)
+    return 1
+
+
+@kfunc()
+def kvm_emulate_xsetbv(vcpu: KvmVcpu) -> int:
+    """XCR0 must keep x87, may add SSE/AVX (if SSE); anything else or CPL>0 is #GP(0)."""
+    hw = vcpu.hw
+    index = hw.reg("rcx") & 0xFFFF_FFFF
+    xcr = (hw.reg("rdx") & 0xFFFF_FFFF) << 32 | (hw.reg("rax") & 0xFFFF_FFFF)
+    bad = hw.cpl() != 0 or index != 0 or not xcr & 1 or xcr & ~0x7 or (xcr & 4 and not xcr & 2)
+    if not bad:
+        vcpu.arch.msrs["xcr0"] = xcr  # type: ignore[index]
+    return x86.kvm_complete_insn_gp(vcpu, int(bool(bad)))
+
+
+@kfunc()
+def handle_monitor_trap(vcpu: KvmVcpu) -> int:
+    return 1
+
+
+@kfunc()
+def handle_machine_check(vcpu: KvmVcpu) -> int:
+    return 1
+
+
+@kfunc()
+def handle_interrupt_window(vcpu: KvmVcpu) -> int:
+    return 1
+
+
+@kfunc()
+def handle_nmi_window(vcpu: KvmVcpu) -> int:
+    return 1
+
+
+# 1: resume the guest; 0: kvm_run is filled in for userspace; <0: -errno from KVM_RUN.
+KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
+    ExitReason.EXCEPTION_NMI:         handle_exception_nmi,
+    ExitReason.EXTERNAL_INTERRUPT:    handle_external_interrupt,
+    ExitReason.TRIPLE_FAULT:          handle_triple_fault,
+    ExitReason.NMI_WINDOW:            handle_nmi_window,
+    ExitReason.IO_INSTRUCTION:        handle_io,
+    ExitReason.CR_ACCESS:             handle_not_modelled,      # handle_cr
+    ExitReason.DR_ACCESS:             handle_not_modelled,      # handle_dr
+    ExitReason.CPUID:                 cpuid.kvm_emulate_cpuid,
+    ExitReason.MSR_READ:              msr.kvm_emulate_rdmsr,
+    ExitReason.MSR_WRITE:             msr.kvm_emulate_wrmsr,
+    ExitReason.INTERRUPT_WINDOW:      handle_interrupt_window,
+    ExitReason.HLT:                   x86.kvm_emulate_halt,
+    ExitReason.INVD:                  kvm_emulate_invd,
+    ExitReason.INVLPG:                handle_not_modelled,      # handle_invlpg
+    ExitReason.RDPMC:                 handle_not_modelled,      # kvm_emulate_rdpmc
+    ExitReason.VMCALL:                hypercall.kvm_emulate_hypercall,
+    ExitReason.VMCLEAR:               handle_vmx_instruction,
+    ExitReason.VMLAUNCH:              handle_vmx_instruction,
+    ExitReason.VMPTRLD:               handle_vmx_instruction,
+    ExitReason.VMPTRST:               handle_vmx_instruction,
+    ExitReason.VMREAD:                handle_vmx_instruction,
+    ExitReason.VMRESUME:              handle_vmx_instruction,
+    ExitReason.VMWRITE:               handle_vmx_instruction,
+    ExitReason.VMOFF:                 handle_vmx_instruction,
+    ExitReason.VMON:                  handle_vmx_instruction,
+    ExitReason.TPR_BELOW_THRESHOLD:   handle_not_modelled,      # handle_tpr_below_threshold
+    ExitReason.APIC_ACCESS:           handle_not_modelled,      # handle_apic_access
+    ExitReason.APIC_WRITE:            handle_not_modelled,      # handle_apic_write
+    ExitReason.EOI_INDUCED:           handle_not_modelled,      # handle_apic_eoi_induced
+    ExitReason.WBINVD:                kvm_emulate_wbinvd,
+    ExitReason.XSETBV:                kvm_emulate_xsetbv,
+    ExitReason.TASK_SWITCH:           handle_not_modelled,      # handle_task_switch
+    ExitReason.MCE_DURING_VMENTRY:    handle_machine_check,
+    ExitReason.GDTR_IDTR:             handle_not_modelled,      # handle_desc
+    ExitReason.LDTR_TR:               handle_not_modelled,      # handle_desc
+    ExitReason.EPT_VIOLATION:         mmu.handle_ept_violation,
+    ExitReason.EPT_MISCONFIG:         mmu.handle_ept_misconfig,
+    ExitReason.PAUSE_INSTRUCTION:     handle_not_modelled,      # handle_pause
+    ExitReason.MWAIT_INSTRUCTION:     handle_not_modelled,      # kvm_emulate_mwait
+    ExitReason.MONITOR_TRAP_FLAG:     handle_monitor_trap,
+    ExitReason.MONITOR_INSTRUCTION:   handle_not_modelled,      # kvm_emulate_monitor
+    ExitReason.INVEPT:                handle_vmx_instruction,
+    ExitReason.INVVPID:               handle_vmx_instruction,
+    ExitReason.RDRAND:                kvm_handle_invalid_op,
+    ExitReason.RDSEED:                kvm_handle_invalid_op,
+    ExitReason.PML_FULL:              handle_not_modelled,      # handle_pml_full
+    ExitReason.INVPCID:               handle_not_modelled,      # handle_invpcid
+    ExitReason.VMFUNC:                handle_vmx_instruction,
+    ExitReason.PREEMPTION_TIMER:      handle_not_modelled,      # handle_preemption_timer
+    ExitReason.ENCLS:                 kvm_handle_invalid_op,    # handle_encls without SGX
+    ExitReason.BUS_LOCK:              handle_not_modelled,      # handle_bus_lock_vmexit
+    ExitReason.NOTIFY:                handle_not_modelled,      # handle_notify
+}
+
+kvm_vmx_max_exit_handlers = max(KVM_VMX_EXIT_HANDLERS) + 1

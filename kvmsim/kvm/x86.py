@@ -1,0 +1,261 @@
+"""Model of arch/x86/kvm/x86.c: KVM_RUN, the vcpu_run loop, event injection, skipping instructions.
+
+Port I/O lives in pio.py, MSRs in msr.py, hypercalls in hypercall.py and the emulator
+entry (x86_emulate_instruction) in emulation.py; all are x86.c in the kernel.
+"""
+
+from __future__ import annotations
+
+from kvmsim.hw.vmcs import EXCEPTIONS_WITH_ERROR_CODE, IntrType, Vector
+from kvmsim.kvm.vcpu import KvmVcpu
+from kvmsim.probe import PROBES, kfunc, tracepoint
+from kvmsim.uapi import KvmExit
+
+EINTR = 4
+EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
+                   10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC"}
+EFLAGS_TF, EFLAGS_IF, EFLAGS_RF = 1 << 8, 1 << 9, 1 << 16
+
+
+# ---------------------------------------------------------------- KVM_RUN
+
+@kfunc()
+def kvm_arch_vcpu_ioctl_run(vcpu: KvmVcpu) -> int:
+    """KVM_RUN, steps numbered as reference §8.1.
+
+    1. run->flags = 0.  6. A pending complete_userspace_io runs first (cleared before the
+    call).  7. immediate_exit → -EINTR (after the cui).  9. vcpu_run.  10. post_kvm_run_save.
+    """
+    run = vcpu.run
+    run.flags = 0
+    vcpu.wants_to_run = not run.immediate_exit
+    if (cui := vcpu.arch.complete_userspace_io) is not None:
+        vcpu.arch.complete_userspace_io = None
+        r = cui(vcpu)
+        if r <= 0:
+            return _out(vcpu, r)
+    if not vcpu.wants_to_run:
+        run.exit_reason = KvmExit.INTR
+        return _out(vcpu, -EINTR)
+    return _out(vcpu, vcpu_run(vcpu))
+
+
+def _out(vcpu: KvmVcpu, r: int) -> int:
+    post_kvm_run_save(vcpu)
+    if PROBES.enabled:
+        tracepoint("kvm_userspace_exit", reason=vcpu.run.exit_reason, errno=r)
+    return r
+
+
+def post_kvm_run_save(vcpu: KvmVcpu) -> None:
+    run = vcpu.run
+    flags = vcpu.hw.reg("rflags") if vcpu.hw.uc is not None else 2
+    run.if_flag = 1 if flags & EFLAGS_IF else 0
+    run.ready_for_interrupt_injection = int(bool(flags & EFLAGS_IF) and vcpu.arch.interrupt_pending is None)
+
+
+@kfunc()
+def vcpu_run(vcpu: KvmVcpu) -> int:
+    """Enter the guest until a handler returns <= 0 or a signal is pending (reference §8.2)."""
+    vcpu.run.exit_reason = KvmExit.UNKNOWN
+    while True:
+        r = vcpu_enter_guest(vcpu)
+        if r <= 0:
+            return r
+        if vcpu.signal_pending or vcpu.hw.stop_requested.is_set():
+            vcpu.signal_pending = False
+            vcpu.hw.stop_requested.clear()
+            vcpu.run.exit_reason = KvmExit.INTR
+            vcpu.stat.signal_exits += 1
+            return -EINTR
+
+
+@kfunc()
+def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
+    """Service requests, inject events, run the vendor vcpu_run, then handle_exit (reference §8.3)."""
+    from kvmsim.kvm import vmx
+
+    if "KVM_REQ_TRIPLE_FAULT" in vcpu.requests:
+        vcpu.requests.discard("KVM_REQ_TRIPLE_FAULT")
+        vcpu.run.exit_reason = KvmExit.SHUTDOWN
+        vcpu.mmio_needed = False
+        return 0
+    if vcpu.arch.nmi_queued:
+        process_nmi(vcpu)
+    kvm_check_and_inject_events(vcpu)
+    fastpath = vmx.vmx_vcpu_run(vcpu)
+    vcpu.stat.exits += 1
+    return vmx.vmx_handle_exit(vcpu, fastpath)
+
+
+# ---------------------------------------------------------------- events
+
+def process_nmi(vcpu: KvmVcpu) -> None:
+    """Move queued NMIs to pending; at most one pending while NMIs are masked, else two."""
+    limit = 1 if (vcpu.arch.nmi_masked or vcpu.arch.nmi_injected) else 2
+    vcpu.arch.nmi_pending = min(vcpu.arch.nmi_pending + vcpu.arch.nmi_queued, limit)
+    vcpu.arch.nmi_queued = 0
+
+
+def kvm_inject_nmi(vcpu: KvmVcpu) -> None:
+    """KVM_NMI → kvm_vcpu_ioctl_nmi → kvm_inject_nmi: queue, KVM_REQ_NMI."""
+    vcpu.arch.nmi_queued += 1
+
+
+def kvm_check_and_inject_events(vcpu: KvmVcpu) -> None:
+    """Priority: pending exception, then NMI, then the userspace-PIC interrupt (reference §2.5 step 3)."""
+    from kvmsim.kvm import vmx
+
+    exc = vcpu.arch.exception
+    if exc.pending:
+        exc.pending, exc.injected = False, True
+        vmx.vmx_inject_exception(vcpu)
+        return
+    if vcpu.arch.nmi_pending and not vcpu.arch.nmi_masked:
+        vcpu.arch.nmi_pending -= 1
+        vcpu.arch.nmi_injected = True
+        vmx.vmx_inject_nmi(vcpu)
+        return
+    irq = vcpu.arch.interrupt_pending
+    if irq is not None and vcpu.hw.uc is not None and vcpu.hw.reg("rflags") & EFLAGS_IF:
+        vcpu.arch.interrupt_pending = None
+        vmx.vmx_inject_irq(vcpu, irq)
+
+
+def kvm_multiple_exception(vcpu: KvmVcpu, nr: int, has_error: bool, error_code: int,
+                           has_payload: bool = False, payload: int = 0) -> None:
+    """Queue an exception; a second one while one is queued becomes #DF, a third a triple fault."""
+    exc = vcpu.arch.exception
+    if exc.pending or exc.injected:
+        prev = exc.vector
+        if prev == Vector.DF:
+            vcpu.requests.add("KVM_REQ_TRIPLE_FAULT")
+            return
+        contributory = {Vector.DE, Vector.TS, Vector.NP, Vector.SS, Vector.GP}
+        if (prev in contributory and nr in contributory) or (prev == Vector.PF and (nr in contributory or nr == Vector.PF)):
+            nr, has_error, error_code, has_payload = Vector.DF, True, 0, False
+    exc.pending, exc.injected = True, False
+    exc.vector, exc.has_error_code, exc.error_code = nr, has_error, error_code
+    exc.has_payload, exc.payload = has_payload, payload
+
+
+@kfunc("nr")
+def kvm_queue_exception(vcpu: KvmVcpu, nr: int) -> None:
+    kvm_multiple_exception(vcpu, nr, False, 0)
+
+
+@kfunc("nr", "error_code")
+def kvm_queue_exception_e(vcpu: KvmVcpu, nr: int, error_code: int) -> None:
+    kvm_multiple_exception(vcpu, nr, True, error_code)
+
+
+def kvm_queue_exception_p(vcpu: KvmVcpu, nr: int, payload: int) -> None:
+    kvm_multiple_exception(vcpu, nr, False, 0, True, payload)
+
+
+@kfunc("address", "error_code")
+def kvm_inject_page_fault(vcpu: KvmVcpu, address: int, error_code: int) -> None:
+    """#PF with CR2 as payload: CR2 is written when the exception is delivered."""
+    kvm_multiple_exception(vcpu, Vector.PF, True, error_code & 0xFFFF_FFFF, True, address)
+
+
+def kvm_inject_gp(vcpu: KvmVcpu, error_code: int = 0) -> None:
+    kvm_queue_exception_e(vcpu, Vector.GP, error_code)
+
+
+def kvm_complete_insn_gp(vcpu: KvmVcpu, err: int) -> int:
+    """err → #GP(0) and resume; else skip the instruction."""
+    if err:
+        kvm_inject_gp(vcpu, 0)
+        return 1
+    return kvm_skip_emulated_instruction(vcpu)
+
+
+def trace_kvm_inj_exception(vector: int, has_error: bool, error_code: int, reinjected: bool) -> None:
+    tracepoint("kvm_inj_exception", exception=vector, has_error=has_error, error_code=error_code,
+               reinjected=reinjected, text=f"{EXCEPTION_NAMES.get(vector, vector)}"
+               + (f" (0x{error_code:x})" if has_error else "") + (" [reinjected]" if reinjected else ""))
+
+
+def exception_has_error_code(vector: int) -> bool:
+    return vector in EXCEPTIONS_WITH_ERROR_CODE
+
+
+# ---------------------------------------------------------------- registers and RIP
+
+def kvm_rip_read(vcpu: KvmVcpu) -> int:
+    return vcpu.hw.reg("rip")
+
+
+def kvm_rip_write(vcpu: KvmVcpu, rip: int) -> None:
+    vcpu.hw.set_reg("rip", rip)
+
+
+def kvm_register_read(vcpu: KvmVcpu, name: str) -> int:
+    return vcpu.hw.reg(name)
+
+
+def kvm_register_write(vcpu: KvmVcpu, name: str, value: int) -> None:
+    vcpu.hw.set_reg(name, value)
+
+
+def is_64_bit_mode(vcpu: KvmVcpu) -> bool:
+    return vcpu.hw.mode() == "long64"
+
+
+def kvm_get_linear_rip(vcpu: KvmVcpu) -> int:
+    return vcpu.hw.linear_rip()
+
+
+@kfunc()
+def kvm_skip_emulated_instruction(vcpu: KvmVcpu) -> int:
+    """Vendor skip, then a single-step #DB if TF was set before (reference §5)."""
+    from kvmsim.kvm import vmx
+
+    rflags = vcpu.hw.reg("rflags")
+    r = vmx.vmx_skip_emulated_instruction(vcpu)
+    if r == 0:
+        return 0
+    if rflags & EFLAGS_TF:
+        kvm_queue_exception_p(vcpu, Vector.DB, 1 << 14)  # DR6.BS
+    return r
+
+
+# ---------------------------------------------------------------- HLT, shutdown
+
+@kfunc()
+def kvm_emulate_halt(vcpu: KvmVcpu) -> int:
+    """Skip HLT, then halt; the LAPIC is in userspace in this model, so KVM_EXIT_HLT."""
+    return kvm_skip_emulated_instruction(vcpu) and __kvm_emulate_halt(vcpu)
+
+
+def __kvm_emulate_halt(vcpu: KvmVcpu) -> int:
+    vcpu.stat.halt_exits += 1
+    # Simplified: no in-kernel LAPIC (KVM_CREATE_IRQCHIP not used), as with a userspace PIC.
+    vcpu.run.exit_reason = KvmExit.HLT
+    return 0
+
+
+def kvm_prepare_emulation_failure_exit(vcpu: KvmVcpu, data: list[int] | None = None,
+                                       insn_bytes: bytes = b"") -> None:
+    """prepare_emulation_failure_exit: suberror EMULATION, flags, optional bytes, 5 exit-info words."""
+    from kvmsim.kvm import vmx
+    from kvmsim.uapi import KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KvmInternalError
+
+    run = vcpu.run
+    run.exit_reason = KvmExit.INTERNAL_ERROR
+    ef = run.emulation_failure
+    ef.suberror = KvmInternalError.EMULATION
+    ef.flags = 0
+    info_start = 1
+    if insn_bytes:
+        ef.flags |= KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES
+        padded = (bytes(insn_bytes[:15]) + b"\x90" * 15)[:15]
+        ef.insn_size = min(len(insn_bytes), 15)
+        for i, b in enumerate(padded):
+            ef.insn_bytes[i] = b
+        info_start = 3
+    words = list(vmx.vmx_get_exit_info(vcpu)) + list(data or [])[:4]
+    for i, w in enumerate(words):
+        run.internal.data[info_start + i] = w
+    run.internal.ndata = info_start + len(words)

@@ -1,0 +1,410 @@
+"""The uapi surface (VmFd / VcpuFd / EventFd) backed by the real /dev/kvm, for differential checks.
+
+Layout follows a minimal VMM (kvmtool kvm.c / kvm-cpu.c, KVM selftests kvm_util.c):
+`RealKvm` is the /dev/kvm system fd, `RealVm` a VM fd, `RealVcpu` a vCPU fd plus its
+KVM_GET_VCPU_MMAP_SIZE mapping wrapped in `KvmRunMapping`.  All ioctls go through libc via
+ctypes (the GIL is released, EINTR is not retried), so a watchdog thread can kick a vCPU out
+of KVM_RUN: it sets kvm_run.immediate_exit and sends SIGUSR2 to the thread in KVM_RUN.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import mmap
+import os
+import platform
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from kvmsim.errors import BackendError
+from kvmsim.realkvm import ioctls as K
+from kvmsim.uapi import (KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_DEASSIGN, KVM_IOEVENTFD_FLAG_PIO,
+                         KvmCpuidEntry2, KvmIoeventfd, KvmMsrExitReason, KvmRegs, KvmRunMapping, KvmSregs)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+_libc.ioctl.restype = ctypes.c_int
+
+VENDOR_MODULES = ("kvm_intel", "kvm_amd", "kvm_pvm")
+KICK_SIGNAL = signal.SIGUSR2
+DEFAULT_RUN_TIMEOUT_S = 5.0
+
+
+def _ioctl(fd: int, request: int, arg: object = None) -> int:
+    """ioctl(2); returns its value or raises BackendError naming the ioctl and errno."""
+    r = _raw_ioctl(fd, request, arg)
+    if r < 0:
+        name = K.IOCTL_NAMES.get(request, hex(request))
+        raise BackendError(f"{name} failed: {_errno.errorcode.get(-r, '?')} ({os.strerror(-r)})")
+    return r
+
+
+def _raw_ioctl(fd: int, request: int, arg: object = None) -> int:
+    """ioctl(2) returning its value, or -errno."""
+    if arg is None:
+        p = None
+    elif isinstance(arg, int):
+        p = ctypes.c_void_p(arg)
+    else:
+        p = ctypes.cast(ctypes.byref(arg), ctypes.c_void_p)  # type: ignore[arg-type]
+    r = _libc.ioctl(fd, request, p)
+    return -ctypes.get_errno() if r == -1 else r
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """What this /dev/kvm is: vendor module, API version, CPU vendor, kernel, capabilities."""
+
+    module: str                  # kvm_intel / kvm_amd / kvm_pvm / "unknown"
+    api_version: int
+    cpu_vendor: str              # /proc/cpuinfo vendor_id, e.g. AuthenticAMD
+    kernel: str                  # uname -r
+    vcpu_mmap_size: int
+    caps: dict[str, int] = field(default_factory=dict)  # KVM_CAP_* name → KVM_CHECK_EXTENSION value
+
+    @property
+    def is_vmx(self) -> bool:
+        return self.module == "kvm_intel"
+
+
+def vendor_module() -> str:
+    """The loaded KVM vendor module (/sys/module), or 'unknown'."""
+    return next((m for m in VENDOR_MODULES if Path("/sys/module", m).exists()), "unknown")
+
+
+def cpu_vendor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+class _Fd:
+    """An owned file descriptor with context-manager close."""
+
+    fd: int
+
+    def _close_fd(self) -> None:
+        if getattr(self, "fd", -1) >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):  # noqa: ANN204
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._close_fd()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser
+            pass
+
+
+class RealKvm(_Fd):
+    """/dev/kvm: KVM_GET_API_VERSION, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_SUPPORTED_CPUID."""
+
+    def __init__(self, path: str = "/dev/kvm") -> None:
+        self.fd = -1
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as e:
+            raise BackendError(f"cannot open {path}: {e.strerror}") from e
+        _install_kick_handler()
+
+    def api_version(self) -> int:
+        return _ioctl(self.fd, K.KVM_GET_API_VERSION)
+
+    def check_extension(self, cap: int) -> int:
+        return max(_raw_ioctl(self.fd, K.KVM_CHECK_EXTENSION, cap), 0)
+
+    def vcpu_mmap_size(self) -> int:
+        return _ioctl(self.fd, K.KVM_GET_VCPU_MMAP_SIZE)
+
+    def supported_cpuid(self, max_entries: int = 256) -> list[KvmCpuidEntry2]:
+        cpuid = K.kvm_cpuid2(max_entries)()
+        cpuid.nent = max_entries
+        _ioctl(self.fd, K.KVM_GET_SUPPORTED_CPUID, cpuid)
+        return [KvmCpuidEntry2.from_buffer_copy(cpuid.entries[i]) for i in range(cpuid.nent)]
+
+    def host_info(self) -> HostInfo:
+        caps = {name: self.check_extension(n) for n, name in sorted(K.CAP_NAMES.items())}
+        return HostInfo(module=vendor_module(), api_version=self.api_version(), cpu_vendor=cpu_vendor(),
+                        kernel=platform.release(), vcpu_mmap_size=self.vcpu_mmap_size(), caps=caps)
+
+    def create_vm(self, vm_type: int = 0) -> "RealVm":
+        return RealVm(self, _ioctl(self.fd, K.KVM_CREATE_VM, vm_type))
+
+
+class RealEventFd(_Fd):
+    """An eventfd (EFD_NONBLOCK) registered as an ioeventfd; read_count() drains it."""
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def read_count(self) -> int:
+        try:
+            return os.eventfd_read(self.fd)
+        except BlockingIOError:
+            return 0
+
+
+class RealVm(_Fd):
+    """A VM fd implementing uapi.VmFd."""
+
+    def __init__(self, kvm: RealKvm, fd: int) -> None:
+        self.kvm, self.fd = kvm, fd
+        self._pins: dict[int, ctypes.Array] = {}     # slot → pin on the VMM's memory
+        self._ioeventfds: list[tuple[KvmIoeventfd, RealEventFd]] = []
+        self._vcpus: list[RealVcpu] = []
+
+    # -- memory
+    def set_user_memory_region(self, slot: int, guest_phys_addr: int, memory: memoryview,
+                               flags: int = 0) -> None:
+        """KVM_SET_USER_MEMORY_REGION over a writable buffer (e.g. a memoryview of an mmap.mmap).
+
+        An empty buffer deletes the slot.  The buffer stays pinned (exported) until the slot is
+        replaced or the VM is closed, so the VMM cannot unmap memory the guest still uses.
+        """
+        mv = memoryview(memory)
+        size = mv.nbytes
+        if size % mmap.PAGESIZE or guest_phys_addr % mmap.PAGESIZE:
+            raise BackendError(f"memslot {slot}: gpa {guest_phys_addr:#x} / size {size:#x} not page-aligned")
+        pin = (ctypes.c_char * size).from_buffer(mv) if size else None
+        region = K.KvmUserspaceMemoryRegion(slot=slot, flags=flags, guest_phys_addr=guest_phys_addr,
+                                            memory_size=size,
+                                            userspace_addr=ctypes.addressof(pin) if pin is not None else 0)
+        _ioctl(self.fd, K.KVM_SET_USER_MEMORY_REGION, region)
+        self._pins.pop(slot, None)
+        if pin is not None:
+            self._pins[slot] = pin
+
+    def set_tss_addr(self, addr: int) -> None:
+        _ioctl(self.fd, K.KVM_SET_TSS_ADDR, addr)
+
+    def set_identity_map_addr(self, addr: int) -> None:
+        _ioctl(self.fd, K.KVM_SET_IDENTITY_MAP_ADDR, ctypes.c_uint64(addr))
+
+    # -- in-kernel I/O bus
+    def ioeventfd(self, addr: int, length: int, *, pio: bool = False,
+                  datamatch: int | None = None) -> RealEventFd:
+        """KVM_IOEVENTFD: guest writes to addr (len 0 = any length, MMIO only) signal an eventfd."""
+        efd = RealEventFd()
+        arg = KvmIoeventfd(addr=addr, len=length, fd=efd.fd,
+                           flags=(KVM_IOEVENTFD_FLAG_PIO if pio else 0)
+                           | (KVM_IOEVENTFD_FLAG_DATAMATCH if datamatch is not None else 0),
+                           datamatch=datamatch or 0)
+        try:
+            _ioctl(self.fd, K.KVM_IOEVENTFD, arg)
+        except BackendError:
+            efd.close()
+            raise
+        self._ioeventfds.append((arg, efd))
+        return efd
+
+    def register_coalesced_mmio(self, addr: int, size: int, *, pio: bool = False) -> None:
+        _ioctl(self.fd, K.KVM_REGISTER_COALESCED_MMIO, K.KvmCoalescedMmioZone(addr=addr, size=size, pio=int(pio)))
+
+    # -- capabilities
+    def check_extension(self, cap: int) -> int:
+        return max(_raw_ioctl(self.fd, K.KVM_CHECK_EXTENSION, cap), 0)
+
+    def enable_cap(self, cap: int, *args: int) -> None:
+        ec = K.KvmEnableCap(cap=cap)
+        for i, a in enumerate(args):
+            ec.args[i] = a
+        _ioctl(self.fd, K.KVM_ENABLE_CAP, ec)
+
+    def enable_user_space_msr(self, mask: KvmMsrExitReason) -> None:
+        self.enable_cap(K.KVM_CAP_X86_USER_SPACE_MSR, int(mask))
+
+    # -- vCPUs
+    def create_vcpu(self, vcpu_id: int = 0, *, cpuid: bool = True) -> "RealVcpu":
+        """KVM_CREATE_VCPU, mmap its kvm_run, and (cpuid=True) KVM_SET_CPUID2 the supported CPUID.
+
+        Without a CPUID table KVM refuses EFER.LME in KVM_SET_SREGS, so like KVM selftests'
+        vm_vcpu_add we install KVM_GET_SUPPORTED_CPUID by default.
+        """
+        vcpu = RealVcpu(self, _ioctl(self.fd, K.KVM_CREATE_VCPU, vcpu_id), vcpu_id)
+        self._vcpus.append(vcpu)
+        if cpuid:
+            vcpu.set_cpuid(self.kvm.supported_cpuid())
+        return vcpu
+
+    def close(self) -> None:
+        for vcpu in getattr(self, "_vcpus", []):
+            vcpu.close()
+        self._vcpus = []
+        for _arg, efd in getattr(self, "_ioeventfds", []):
+            efd.close()
+        self._ioeventfds = []
+        self._close_fd()
+        self._pins = {}  # after the VM fd is gone: KVM no longer maps the memory
+
+
+class RealVcpu(_Fd):
+    """A vCPU fd implementing uapi.VcpuFd; `mapping` views the kernel's kvm_run pages."""
+
+    def __init__(self, vm: RealVm, fd: int, vcpu_id: int) -> None:
+        self.vm, self.fd, self.vcpu_id = vm, fd, vcpu_id
+        self.run_timeout: float | None = DEFAULT_RUN_TIMEOUT_S  # wall-time bound per KVM_RUN
+        self.timed_out = False   # the last run() was cut short by the watchdog
+        size = vm.kvm.vcpu_mmap_size()
+        self._mmap = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.mapping = KvmRunMapping(self._mmap)
+
+    # -- KVM_RUN
+    def run(self) -> int:
+        """KVM_RUN: 0 with an exit in kvm_run, or -EINTR/-EAGAIN; other errors raise BackendError.
+
+        Bounded by `run_timeout` seconds: the watchdog sets immediate_exit and signals this
+        thread, KVM_RUN then returns -EINTR with exit_reason KVM_EXIT_INTR and `timed_out` set.
+        """
+        self.timed_out = False
+        token = _WATCHDOG.arm(self, self.run_timeout) if self.run_timeout else None
+        try:
+            r = _raw_ioctl(self.fd, K.KVM_RUN)
+        finally:
+            if token is not None and _WATCHDOG.disarm(token):
+                self.timed_out = True
+                self.mapping.run.immediate_exit = 0
+        if r >= 0:
+            return 0
+        if r in (-_errno.EINTR, -_errno.EAGAIN):
+            return r
+        raise BackendError(f"KVM_RUN failed: {_errno.errorcode.get(-r, '?')} ({os.strerror(-r)})")
+
+    # -- registers
+    def get_regs(self) -> KvmRegs:
+        regs = KvmRegs()
+        _ioctl(self.fd, K.KVM_GET_REGS, regs)
+        return regs
+
+    def set_regs(self, regs: KvmRegs) -> None:
+        _ioctl(self.fd, K.KVM_SET_REGS, regs)
+
+    def get_sregs(self) -> KvmSregs:
+        sregs = KvmSregs()
+        _ioctl(self.fd, K.KVM_GET_SREGS, sregs)
+        return sregs
+
+    def set_sregs(self, sregs: KvmSregs) -> None:
+        _ioctl(self.fd, K.KVM_SET_SREGS, sregs)
+
+    def set_cpuid(self, entries: Sequence[KvmCpuidEntry2]) -> None:
+        cpuid = K.kvm_cpuid2(len(entries))()
+        cpuid.nent = len(entries)
+        for i, e in enumerate(entries):
+            cpuid.entries[i] = e
+        _ioctl(self.fd, K.KVM_SET_CPUID2, cpuid)
+
+    def get_msrs(self, indices: Sequence[int]) -> dict[int, int]:
+        """KVM_GET_MSRS: the MSRs KVM returned (it stops at the first one it cannot read)."""
+        msrs = K.kvm_msrs(len(indices))()
+        msrs.nmsrs = len(indices)
+        for i, idx in enumerate(indices):
+            msrs.entries[i].index = idx
+        n = _ioctl(self.fd, K.KVM_GET_MSRS, msrs)
+        return {msrs.entries[i].index: msrs.entries[i].data for i in range(n)}
+
+    def set_msrs(self, values: dict[int, int]) -> int:
+        """KVM_SET_MSRS: how many were set (KVM stops at the first it rejects)."""
+        msrs = K.kvm_msrs(len(values))()
+        msrs.nmsrs = len(values)
+        for i, (idx, data) in enumerate(values.items()):
+            msrs.entries[i].index, msrs.entries[i].data = idx, data
+        return _ioctl(self.fd, K.KVM_SET_MSRS, msrs)
+
+    # -- events
+    def nmi(self) -> None:
+        _ioctl(self.fd, K.KVM_NMI)
+
+    def interrupt(self, irq: int) -> None:
+        _ioctl(self.fd, K.KVM_INTERRUPT, K.KvmInterrupt(irq=irq))
+
+    def enable_cap(self, cap: int, *args: int) -> None:
+        ec = K.KvmEnableCap(cap=cap)
+        for i, a in enumerate(args):
+            ec.args[i] = a
+        _ioctl(self.fd, K.KVM_ENABLE_CAP, ec)
+
+    def close(self) -> None:
+        if getattr(self, "_mmap", None) is not None:
+            m, self._mmap = self._mmap, None
+            self.mapping = None  # type: ignore[assignment]  # drop the ctypes views (buffer exports)
+            try:
+                m.close()
+            except BufferError:
+                pass  # a caller still holds a view of kvm_run; the mapping goes when that does
+        self._close_fd()
+
+
+# ---------------------------------------------------------------- the KVM_RUN watchdog
+
+def _kick_handler(signum: int, frame: object) -> None:
+    """SIGUSR2: only there so the signal interrupts KVM_RUN (-EINTR) instead of killing us."""
+
+
+def _install_kick_handler() -> None:
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(KICK_SIGNAL) in (
+            signal.SIG_DFL, None):
+        signal.signal(KICK_SIGNAL, _kick_handler)
+
+
+class _Watchdog:
+    """One daemon thread that kicks vCPUs whose KVM_RUN outlives its deadline."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._armed: dict[int, tuple[float, RealVcpu, int]] = {}  # token → (deadline, vcpu, thread id)
+        self._fired: set[int] = set()
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    def arm(self, vcpu: RealVcpu, timeout: float) -> int:
+        with self._cv:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="kvm-run-watchdog", daemon=True)
+                self._thread.start()
+            self._next += 1
+            self._armed[self._next] = (time.monotonic() + timeout, vcpu, threading.get_ident())
+            self._cv.notify()
+            return self._next
+
+    def disarm(self, token: int) -> bool:
+        """Forget a run; True if it had been kicked."""
+        with self._cv:
+            self._armed.pop(token, None)
+            fired = token in self._fired
+            self._fired.discard(token)
+            return fired
+
+    def _loop(self) -> None:
+        with self._cv:
+            while True:
+                now = time.monotonic()
+                for token, (deadline, vcpu, tid) in list(self._armed.items()):
+                    if deadline <= now:
+                        self._fired.add(token)
+                        self._armed[token] = (now + 0.05, vcpu, tid)  # keep kicking until it returns
+                        if vcpu.mapping is not None:
+                            vcpu.mapping.run.immediate_exit = 1
+                        if signal.getsignal(KICK_SIGNAL) is _kick_handler:
+                            signal.pthread_kill(tid, KICK_SIGNAL)
+                wait = min((d for d, _, _ in self._armed.values()), default=now + 3600) - now
+                self._cv.wait(timeout=max(wait, 0.001))
+
+
+_WATCHDOG = _Watchdog()

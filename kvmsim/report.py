@@ -1,0 +1,138 @@
+"""Human-readable output of the CLI (rich): run summaries, expectation results, scenario lists.
+
+The CLI only dispatches; everything a person reads is laid out here.  Text that comes from
+the run (serial output, diffs, exit records) is printed as plain Text, never as rich markup.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from kvmsim.scenario.expect import Check
+from kvmsim.scenario.result import RunResult
+
+MAX_USERSPACE_LINES = 60  # longer streams show the head and the tail
+
+
+def make_console(stderr: bool = False) -> Console:
+    import sys
+    return Console(file=sys.stderr if stderr else sys.stdout, soft_wrap=True, highlight=False)
+
+
+def plain(console: Console, text: str, style: str | None = None) -> None:
+    console.print(Text(text, style=style or ""))
+
+
+def print_stop(console: Console, result: RunResult, where: str = "") -> None:
+    s = result.stop
+    parts = [s.reason]
+    if s.code is not None:
+        parts.append(f"code={s.code:#x}")
+    if s.suberror is not None:
+        parts.append(f"suberror={s.suberror}")
+    line = Text()
+    line.append(f"{result.scenario}", style="bold")
+    line.append(f" [{result.backend}]{where}: stopped: {' '.join(parts)}")
+    if s.detail:
+        line.append(f" ({s.detail})", style="dim")
+    console.print(line)
+
+
+def exits_table(result: RunResult) -> Table:
+    t = Table(title="VM exits", title_justify="left", show_edge=False, pad_edge=False)
+    t.add_column("exit reason")
+    t.add_column("count", justify="right")
+    for name, n in sorted(result.exits.items(), key=lambda kv: (-kv[1], kv[0])):
+        t.add_row(name, str(n))
+    t.add_row(Text("total", style="bold"), Text(str(sum(result.exits.values())), style="bold"))
+    return t
+
+
+def userspace_lines(result: RunResult) -> list[str]:
+    """`#3 KVM_EXIT_MMIO phys_addr=0xd0000000 len=4 is_write=0 data=34120000`, numbered from 1."""
+    lines = [f"#{i} {u.describe()}" for i, u in enumerate(result.userspace, 1)]
+    if len(lines) > MAX_USERSPACE_LINES:
+        head, tail = MAX_USERSPACE_LINES - 10, 10
+        lines = lines[:head] + [f"... {len(lines) - head - tail} more ..."] + lines[-tail:]
+    return lines
+
+
+def print_checks(console: Console, checks: Iterable[Check]) -> None:
+    for c in checks:
+        line = Text()
+        line.append("PASS" if c.passed else "FAIL", style="bold green" if c.passed else "bold red")
+        line.append(f" {c.name}")
+        console.print(line)
+        if not c.passed and c.diff:
+            for d in c.diff.splitlines():
+                plain(console, "    " + d, _diff_style(d))
+
+
+def _diff_style(line: str) -> str | None:
+    if line.startswith("+") and not line.startswith("+++"):
+        return "green"
+    if line.startswith("-") and not line.startswith("---"):
+        return "red"
+    if line.startswith(">"):
+        return "yellow"
+    return None
+
+
+def print_run(console: Console, result: RunResult, checks: list[Check], trace: bool = False) -> None:
+    """The whole human summary of one run."""
+    print_stop(console, result)
+    if result.guest_insns is not None:
+        plain(console, f"guest instructions: {result.guest_insns}", "dim")
+    if result.exits:
+        console.print(exits_table(result))
+    if result.emulation:
+        plain(console, "emulation: " + ", ".join(f"{k}={n}" for k, n in sorted(result.emulation.items())))
+    if result.userspace:
+        plain(console, f"userspace exits ({len(result.userspace)}):", "bold")
+        for line in userspace_lines(result):
+            plain(console, "  " + line)
+    if result.serial:
+        plain(console, "serial:", "bold")
+        for line in result.serial.rstrip("\n").split("\n"):
+            plain(console, "  | " + line)
+    if result.exceptions:
+        plain(console, "exceptions injected: " + ", ".join(_exc(e) for e in result.exceptions))
+    if trace and result.trace:
+        plain(console, "trace:", "bold")
+        for ev in result.trace:
+            plain(console, "  " + str(ev))
+    if checks:
+        print_checks(console, checks)
+        n_fail = sum(not c.passed for c in checks)
+        verdict = f"{len(checks) - n_fail}/{len(checks)} expectations passed"
+        plain(console, verdict, "bold red" if n_fail else "bold green")
+
+
+def _exc(e: dict[str, Any]) -> str:
+    return f"#{e.get('vector')}" + (f"({e['error_code']:#x})" if e.get("error_code") is not None else "")
+
+
+def scenario_table(rows: list[dict[str, str]]) -> Table:
+    """`kvmsim list`: one row per file; a row with 'error' shows the load error instead."""
+    t = Table(show_lines=False)
+    for col in ("file", "name", "mode", "backends", "description"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        if "error" in r:
+            t.add_row(r["file"], Text("invalid", style="bold red"), "", "", Text(r["error"], style="red"))
+        else:
+            t.add_row(r["file"], r["name"], r["mode"], r["backends"], Text(r["description"]))
+    return t
+
+
+def counts_table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="left" if i == 0 else "right")
+    for r in rows:
+        t.add_row(*[Text(str(x)) for x in r])
+    return t

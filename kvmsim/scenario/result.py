@@ -1,0 +1,181 @@
+"""What one run of a scenario produced (sim or the real /dev/kvm): the runner fills a RunResult.
+
+Field names inside `UserspaceExit.fields` are kvm_run's own (`run->io.port`, `run->mmio.phys_addr`,
+...), so a record reads like the struct userspace saw.  `to_json()` is deterministic: top-level
+keys in declaration order, every mapping inside sorted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields as dc_fields
+from typing import Any
+
+# Fields whose integer values are printed in hex by describe(); the rest are decimal.
+HEX_FIELDS = frozenset({"port", "phys_addr", "index", "gpa", "nr", "hardware_exit_reason",
+                        "hardware_entry_failure_reason", "exception", "error_code", "flags"})
+
+
+@dataclass
+class UserspaceExit:
+    """One return from KVM_RUN to userspace.
+
+    reason: KVM_EXIT_* without the prefix: "IO", "MMIO", "HLT", "SHUTDOWN", "INTERNAL_ERROR",
+            "X86_RDMSR", "X86_WRMSR", "HYPERCALL", "FAIL_ENTRY", "EXCEPTION", ...
+    fields: the kvm_run union member, with the kernel's field names:
+      IO             direction (0 in / 1 out), size, port, count, data (hex of the pio data page bytes)
+      MMIO           phys_addr, len, is_write (0/1), data (hex of the len bytes)
+      INTERNAL_ERROR suberror, ndata, data (list of ints)
+      X86_RDMSR/WRMSR error, reason, index, data (int)
+      HYPERCALL      nr, args (list), ret, flags
+      FAIL_ENTRY     hardware_entry_failure_reason, cpu
+    """
+
+    reason: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kname(self) -> str:
+        return f"KVM_EXIT_{self.reason}"
+
+    def describe(self) -> str:
+        """`KVM_EXIT_MMIO phys_addr=0xd0000000 len=4 is_write=0 data=34120000`."""
+        return " ".join([self.kname] + [f"{k}={_fmt(self.reason, k, v)}" for k, v in self.fields.items()])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "fields": dict(self.fields)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "UserspaceExit":
+        return cls(reason=d["reason"], fields=dict(d.get("fields", {})))
+
+
+def _fmt(reason: str, key: str, v: Any) -> str:
+    if reason == "IO" and key == "direction" and v in (0, 1):
+        return ("in", "out")[v]
+    if isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, int):
+        return hex(v) if key in HEX_FIELDS or (key == "data" and reason != "IO") else str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(hex(x) if isinstance(x, int) else str(x) for x in v) + "]"
+    return str(v)
+
+
+@dataclass
+class Stop:
+    """Why the run ended.
+
+    reason: debug-exit | shutdown | internal-error | hlt | fail-entry | limit | mmio-unclaimed |
+            io-unclaimed | exception
+    code:   debug-exit value written, KVM_EXIT_EXCEPTION vector, fail-entry hardware reason, ...
+    suberror: KVM_INTERNAL_ERROR_* for internal-error
+    detail: one human line ("max_exits 10000 reached", "unclaimed MMIO read at 0xfee00000", ...)
+    """
+
+    reason: str
+    code: int | None = None
+    suberror: int | None = None
+    detail: str = ""
+
+
+@dataclass
+class RunResult:
+    """Everything a run observed; compared against `expect` (expect.py) and across backends (`diff`)."""
+
+    scenario: str
+    backend: str                                                 # "sim" | "kvm"
+    stop: Stop
+    exits: dict[str, int] = field(default_factory=dict)          # VMX EXIT_REASON name -> count
+    userspace: list[UserspaceExit] = field(default_factory=list)  # in order
+    emulation: dict[str, int] = field(default_factory=dict)      # EMULTYPE key ("PF", "0", ...) -> calls
+    serial: str = ""
+    regs: dict[str, int] = field(default_factory=dict)           # struct kvm_regs names, final values
+    sregs: dict[str, int] = field(default_factory=dict)          # cr0 cr2 cr3 cr4 cr8 efer apic_base
+    devices: dict[str, dict[str, int]] = field(default_factory=dict)  # device name -> counters
+    exceptions: list[dict[str, int]] = field(default_factory=list)    # injected: {vector, error_code?}
+    memory: list[dict[str, Any]] = field(default_factory=list)   # {gpa, bytes: hex}: expect.memory ranges
+    guest_insns: int | None = None
+    wall_seconds: float | None = None                            # not compared by `diff`
+    trace: list[Any] | None = None                               # only with --trace
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dc_fields(self)}
+        d["stop"] = asdict(self.stop)
+        d["userspace"] = [u.to_dict() for u in self.userspace]
+        for k in ("exits", "emulation", "regs", "sregs"):
+            d[k] = dict(sorted(d[k].items()))
+        d["devices"] = {n: dict(sorted(c.items())) for n, c in sorted(self.devices.items())}
+        d["exceptions"] = [dict(sorted(e.items())) for e in self.exceptions]
+        d["memory"] = [dict(sorted(m.items())) for m in self.memory]
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, default=_json_default)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunResult":
+        kw = {f.name: d[f.name] for f in dc_fields(cls) if f.name in d}
+        kw["stop"] = Stop(**d["stop"])
+        kw["userspace"] = [UserspaceExit.from_dict(u) for u in d.get("userspace", [])]
+        return cls(**kw)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunResult":
+        return cls.from_dict(json.loads(text))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (bytes, bytearray, memoryview)):
+        return bytes(o).hex()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    return str(o)
+
+
+# ---------------------------------------------------------------- sim vs kvm
+
+NOT_COMPARED = ("scenario", "backend", "trace", "wall_seconds")
+
+
+def _flatten(v: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(v, dict):
+        for k, x in v.items():
+            _flatten(x, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(v, list):
+        out[f"{prefix}.len"] = len(v)
+        for i, x in enumerate(v):
+            _flatten(x, f"{prefix}.{i}", out)
+    else:
+        out[prefix] = v
+
+
+def diff_results(a: RunResult, b: RunResult, ignore: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Differences between two results as `path: a_value != b_value` lines.
+
+    `ignore` holds dotted paths (a scenario's host_dependent): `regs.rbx` skips that register,
+    `regs` skips all of them.  Userspace exits flatten as `userspace.<i>.fields.<name>`.
+    """
+    fa: dict[str, Any] = {}
+    fb: dict[str, Any] = {}
+    da, db = a.to_dict(), b.to_dict()
+    for k in NOT_COMPARED:
+        da.pop(k, None), db.pop(k, None)
+    _flatten(da, "", fa)
+    _flatten(db, "", fb)
+
+    def ignored(p: str) -> bool:
+        return any(p == i or p.startswith(i + ".") for i in ignore)
+
+    out = []
+    for p in sorted(set(fa) | set(fb), key=lambda s: [(0, int(x)) if x.isdigit() else (1, x) for x in s.split(".")]):
+        if ignored(p):
+            continue
+        va, vb = fa.get(p, "<absent>"), fb.get(p, "<absent>")
+        if va != vb:
+            out.append(f"{p}: {_show(va)} != {_show(vb)}")
+    return out
+
+
+def _show(v: Any) -> str:
+    return hex(v) if isinstance(v, int) and not isinstance(v, bool) and v > 9 else repr(v)

@@ -1,0 +1,216 @@
+"""Run a scenario on a backend: build the guest, make the VM like a VMM would, run, collect a RunResult.
+
+Backends differ only in where the `VmFd` comes from (kvm/kvm_main.py or realkvm/);
+everything after that is the same userspace code.
+"""
+
+from __future__ import annotations
+
+import mmap
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from kvmsim.errors import BackendError, ScenarioError
+from kvmsim.scenario.guest_build import GuestImage, build_guest
+from kvmsim.scenario.result import RunResult
+from kvmsim.scenario.schema import Scenario
+from kvmsim.uapi import KvmCpuidEntry2, KvmMsrExitReason, VcpuFd, VmFd
+from kvmsim.vmm import boot
+from kvmsim.vmm.bus import Bus
+from kvmsim.vmm.devices import DEVICE_TYPES
+from kvmsim.vmm.runloop import Vmm, VmmConfig
+
+_MSR_REASONS = {"unknown": KvmMsrExitReason.UNKNOWN, "inval": KvmMsrExitReason.INVAL,
+                "filter": KvmMsrExitReason.FILTER}
+
+
+@dataclass
+class Machine:
+    """A built VM: what a test or the debugger holds on to."""
+
+    scenario: Scenario
+    image: GuestImage
+    vm: VmFd
+    vcpu: VcpuFd
+    vmm: Vmm
+    ram: list[tuple[int, mmap.mmap]]
+    devices: dict[str, Any]
+    ioeventfds: dict[str, Any]
+    backend: str
+
+    def close(self) -> None:
+        self.vm.close()
+
+
+def build_image(sc: Scenario) -> GuestImage:
+    g = sc.guest
+    if g.asm is not None:
+        line = sc.line_of("guest", "asm") or 0
+        return build_guest(None, g.asm, g.mode, display_name=str(sc.path or "<asm>"), line_offset=line,
+                           defines=g.defsym)
+    return build_guest(g.source_path, None, g.mode, display_name=g.source, defines=g.defsym)
+
+
+def _params(sc: Scenario):
+    from kvmsim.kvm.vcpu import KvmParams
+
+    k = sc.kvm
+    return KvmParams(enable_ept=k.enable_ept, unrestricted_guest=k.unrestricted_guest,
+                     force_emulation_prefix=k.force_emulation_prefix,
+                     enable_vmware_backdoor=k.enable_vmware_backdoor, host_is_hypervisor=k.host_is_hypervisor,
+                     mmio_caching=k.mmio_caching, exit_on_emulation_error=k.exit_on_emulation_failure,
+                     emulator=k.emulator.model_dump())
+
+
+def _open_vm(sc: Scenario, backend: str) -> VmFd:
+    if backend == "sim":
+        from kvmsim.kvm.kvm_main import SimKvm
+
+        return SimKvm().create_vm(_params(sc))
+    from kvmsim.realkvm.backend import RealKvm
+    from kvmsim.realkvm.probe import kvm_available
+
+    ok, why = kvm_available()
+    if not ok:
+        raise BackendError(f"the kvm backend is not available here: {why}")
+    return RealKvm().create_vm()
+
+
+def make_machine(sc: Scenario, backend: str = "sim") -> Machine:
+    """Steps a VMM takes: memory, VM, vCPU, CPUID, boot state, devices."""
+    image = build_image(sc)
+    vm = _open_vm(sc, backend)
+    ram: list[tuple[int, mmap.mmap]] = []
+    for slot, m in enumerate(sc.memory):
+        buf = mmap.mmap(-1, m.size)
+        ram.append((m.gpa, buf))
+        vm.set_user_memory_region(slot, m.gpa, memoryview(buf))
+    _load_image(ram, image, sc)
+    vcpu = vm.create_vcpu(0)
+    if sc.kvm.cpuid and backend == "sim":
+        vcpu.set_cpuid(_cpuid_with_overrides(vcpu, sc))
+    if sc.kvm.user_space_msr:
+        mask = KvmMsrExitReason(0)
+        for r in sc.kvm.user_space_msr:
+            mask |= _MSR_REASONS[r]
+        vm.enable_user_space_msr(mask)
+    gpa0, ram0 = next(((g, b) for g, b in ram if g <= image.load_addr < g + len(b)), ram[0])
+    boot.setup_boot(memoryview(ram0), gpa0, vcpu, image.mode, image.entry)
+    pio, mmio_bus = Bus("pio"), Bus("mmio")
+    devices: dict[str, Any] = {}
+    ioeventfds: dict[str, Any] = {}
+    for d in sc.devices:
+        name = d.name or d.type
+        if d.type == "ioeventfd":
+            ioeventfds[name] = vm.ioeventfd(d.port if d.port is not None else d.gpa, d.len,
+                                            pio=d.port is not None, datamatch=d.datamatch)
+            continue
+        if d.type == "coalesced-mmio":
+            vm.register_coalesced_mmio(d.gpa, d.size)
+            continue
+        params = d.model_dump(exclude={"type", "name"})
+        dev = DEVICE_TYPES[d.type](name=name, **params)
+        devices[name] = dev
+        if "gpa" in params:
+            mmio_bus.register(params["gpa"], dev.size, dev)
+        else:
+            pio.register(params["port"], dev.size, dev)
+    config = VmmConfig(unclaimed_io=sc.userspace.unclaimed_io, unclaimed_mmio=sc.userspace.unclaimed_mmio,
+                       msr_answers=dict(sc.userspace.msr), max_exits=sc.limits.max_exits,
+                       wall_seconds=sc.limits.wall_seconds, events=_events(sc))
+    kick = getattr(vcpu, "kick", None)
+    vmm = Vmm(vcpu, pio, mmio_bus, config, kick=kick)
+    return Machine(sc, image, vm, vcpu, vmm, ram, devices, ioeventfds, backend)
+
+
+def _load_image(ram: list[tuple[int, mmap.mmap]], image: GuestImage, sc: Scenario) -> None:
+    for gpa, buf in ram:
+        if gpa <= image.load_addr and image.load_addr + len(image.image) <= gpa + len(buf):
+            off = image.load_addr - gpa
+            buf[off:off + len(image.image)] = image.image
+            return
+    raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("memory"),
+                        f"guest image at {image.load_addr:#x}+{len(image.image):#x} is not inside any memory slot")
+
+
+def _cpuid_with_overrides(vcpu: VcpuFd, sc: Scenario) -> list[KvmCpuidEntry2]:
+    from kvmsim.kvm.cpuid import default_cpuid_entries
+    from kvmsim.uapi import KVM_CPUID_FLAG_SIGNIFCANT_INDEX
+
+    entries = {(e.function, e.index): e for e in default_cpuid_entries()}
+    for o in sc.kvm.cpuid:
+        e = entries.setdefault((o.function, o.index), KvmCpuidEntry2(function=o.function, index=o.index,
+                                                                      flags=KVM_CPUID_FLAG_SIGNIFCANT_INDEX if o.index else 0))
+        for reg in ("eax", "ebx", "ecx", "edx"):
+            if getattr(o, reg) is not None:
+                setattr(e, reg, getattr(o, reg))
+    return list(entries.values())
+
+
+def _events(sc: Scenario) -> dict[int, list]:
+    out: dict[int, list] = {}
+    for ev in sc.events:
+        if ev.at is not None and ev.at.userspace_exit is not None and ev.inject is not None:
+            inj = ev.inject
+            action = (lambda v: v.nmi()) if inj == "nmi" else (lambda v, irq=inj.irq: v.interrupt(irq))
+            out.setdefault(ev.at.userspace_exit, []).append(action)
+    return out
+
+
+def run_machine(m: Machine) -> RunResult:
+    t0 = time.monotonic()
+    stop = m.vmm.run()
+    wall = time.monotonic() - t0
+    regs = m.vcpu.get_regs()
+    sregs = m.vcpu.get_sregs()
+    serial = "".join(d.text for d in m.devices.values() if hasattr(d, "text"))
+    res = RunResult(scenario=m.scenario.name, backend=m.backend, stop=stop, userspace=m.vmm.exits,
+                    serial=serial, regs=regs.as_dict(),
+                    sregs={k: getattr(sregs, k) for k in ("cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base")},
+                    devices={n: dict(d.counters) for n, d in m.devices.items()}, wall_seconds=wall)
+    for name, efd in m.ioeventfds.items():
+        res.devices[name] = {"kicks": efd.read_count()}
+    vcpu_model = getattr(m.vcpu, "vcpu", None)
+    if vcpu_model is not None:
+        res.exits = dict(vcpu_model.stat.exits_by_reason)
+        res.emulation = {_emultype_key(t): n for t, n in vcpu_model.stat.emulation_by_type.items()}
+        res.exceptions = list(vcpu_model.stat.injected_exceptions)
+    for want in m.scenario.expect.memory or []:
+        res.memory.append({"gpa": want.gpa, "bytes": _read_guest(m, want.gpa, len(bytes.fromhex(want.bytes))).hex()})
+    return res
+
+
+def _emultype_key(t: int) -> str:
+    from kvmsim.kvm.emulate.codes import EmulType
+
+    if t == 0:
+        return "0"
+    return "|".join(f.name for f in EmulType if f & t)
+
+
+def _read_guest(m: Machine, gpa: int, n: int) -> bytes:
+    for base, buf in m.ram:
+        if base <= gpa and gpa + n <= base + len(buf):
+            return bytes(buf[gpa - base: gpa - base + n])
+    return b""
+
+
+def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False) -> RunResult:
+    """Build, run and tear down one scenario."""
+    tracer = None
+    if trace and backend == "sim":
+        from kvmsim.trace.recorder import Recorder
+
+        tracer = Recorder().start()
+    m = make_machine(sc, backend)
+    try:
+        res = run_machine(m)
+    finally:
+        if tracer is not None:
+            tracer.stop()
+        m.close()
+    if tracer is not None:
+        res.trace = tracer.lines()
+    return res

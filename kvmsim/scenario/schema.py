@@ -1,0 +1,688 @@
+"""Scenario file schema (pydantic v2): what a user writes in scenarios/*.yaml.
+
+Every model forbids unknown keys so that a typo is an error with a line number, not a
+silently ignored setting.  Integers accept YAML ints (YAML 1.1 reads 0x.. natively) and
+strings ("0xd0000000", "4096", "1_000"); sizes also accept "4K", "2M", "1G".  Validation
+that needs a file's directory (the guest source) reads it from the pydantic context key
+"base_dir"; the loader (loader.py) supplies it and maps every error to file:line.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field,
+                      PrivateAttr, Tag, ValidationInfo, WithJsonSchema, model_validator)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class FieldError(ValueError):
+    """A validator's complaint about a sub-field: loc is relative to the model that raised it."""
+
+    def __init__(self, loc: tuple[str | int, ...], msg: str) -> None:
+        super().__init__(msg)
+        self.loc, self.msg = loc, msg
+
+
+# ---------------------------------------------------------------- scalar types
+
+def parse_int(v: Any) -> int:
+    """An integer from YAML: int, or a string in any Python base prefix ('0x10', '16', '1_000')."""
+    if isinstance(v, bool):
+        raise ValueError(f"expected an integer, got the boolean {v}")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str):
+        try:
+            return int(v.strip(), 0)
+        except ValueError:
+            raise ValueError(f"expected an integer like 16 or '0x10', got {v!r}") from None
+    raise ValueError(f"expected an integer, got {type(v).__name__} {v!r}")
+
+
+_SIZE_RE = re.compile(r"^\s*(0x[0-9a-f_]+|[0-9_]+)\s*([kmgt])(?:i?b)?\s*$", re.I)
+_SIZE_SHIFT = {"k": 10, "m": 20, "g": 30, "t": 40}
+
+
+def parse_size(v: Any) -> int:
+    """A byte count: an integer, or a string with a binary suffix ('4K', '2M', '1G', '2MiB')."""
+    if isinstance(v, str) and (m := _SIZE_RE.match(v)):
+        return int(m.group(1), 0) << _SIZE_SHIFT[m.group(2).lower()]
+    try:
+        return parse_int(v)
+    except ValueError:
+        raise ValueError(f"expected a size like 4096, '0x1000', '4K', '2M' or '1G', got {v!r}") from None
+
+
+def _one_of(*allowed: int):
+    def check(v: int) -> int:
+        if v not in allowed:
+            raise ValueError(f"must be one of {', '.join(map(str, allowed))}, got {v}")
+        return v
+    return AfterValidator(check)
+
+
+_INT_JSON = WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^(0x)?[0-9a-fA-F_]+$"}]})
+_SIZE_JSON = WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "examples": ["4K", "2M", "0x1000"]}]})
+
+U8 = Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=0xFF), _INT_JSON]
+U16 = Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=0xFFFF), _INT_JSON]
+U32 = Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=0xFFFF_FFFF), _INT_JSON]
+U64 = Annotated[int, BeforeValidator(parse_int), Field(ge=0, lt=1 << 64), _INT_JSON]
+Count = Annotated[int, BeforeValidator(parse_int), Field(ge=0), _INT_JSON]
+Size = Annotated[int, BeforeValidator(parse_size), Field(gt=0, lt=1 << 64), _SIZE_JSON]
+IoSize = Annotated[int, BeforeValidator(parse_int), _one_of(1, 2, 4), _INT_JSON]
+AccessLen = Annotated[int, BeforeValidator(parse_int), _one_of(1, 2, 4, 8), _INT_JSON]
+
+
+def parse_hex_bytes(v: Any) -> str:
+    """Bytes written as hex, in memory order: '34120000', '34 12 00 00' -> '34120000'."""
+    if not isinstance(v, str):
+        raise ValueError(f"expected hex bytes in memory order like '34120000', got {v!r}")
+    s = re.sub(r"[\s:]", "", v).lower()
+    if not s or len(s) % 2 or not re.fullmatch(r"[0-9a-f]*", s):
+        raise ValueError(f"expected hex bytes in memory order like '34120000', got {v!r}")
+    return s
+
+
+def parse_data(v: Any) -> int | str:
+    """Exit data: an integer (compared with the little-endian value) or hex bytes in memory order."""
+    if isinstance(v, str) and not v.strip().lower().startswith("0x"):
+        return parse_hex_bytes(v)
+    return parse_int(v)
+
+
+HexBytes = Annotated[str, BeforeValidator(parse_hex_bytes)]
+Data = Annotated[Union[int, str], BeforeValidator(parse_data), _INT_JSON]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- guest
+
+GuestMode = Literal["real16", "prot32", "long64"]
+_SYMBOL_RE = re.compile(r"^[A-Za-z_.$][A-Za-z0-9_.$]*$")
+
+
+def guest_source_candidates(source: str, base_dir: Path | None) -> list[Path]:
+    """Where a guest source is looked for: next to the YAML file, then the repo, then the cwd."""
+    p = Path(source)
+    if p.is_absolute():
+        return [p]
+    dirs = [base_dir] if base_dir is not None else []
+    if base_dir is not None:
+        dirs += [d for d in Path(base_dir).resolve().parents if (d / "guests").is_dir()][:1]
+    dirs += [REPO_ROOT, Path.cwd()]
+    seen: list[Path] = []
+    for d in dirs:
+        if (c := Path(d) / p) not in seen:
+            seen.append(c)
+    return seen
+
+
+class Guest(_Model):
+    """Guest code: a GNU as source file or inline text, and the mode the vCPU starts in."""
+
+    source: str | None = Field(None, description="path relative to the YAML file, or repo-relative (guests/x.S)")
+    asm: str | None = Field(None, description="inline GNU as source")
+    mode: GuestMode
+    defsym: dict[str, Annotated[int, BeforeValidator(parse_int), _INT_JSON]] = Field(
+        default_factory=dict, description="as --defsym NAME=VALUE")
+
+    _source_path: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self, info: ValidationInfo) -> "Guest":
+        if (self.source is None) == (self.asm is None):
+            raise ValueError("give exactly one of 'source' (a file) or 'asm' (inline text)")
+        for name in self.defsym:
+            if not _SYMBOL_RE.match(name):
+                raise FieldError(("defsym", name), f"not a valid assembler symbol name: {name!r}")
+        if self.source is not None:
+            base = (info.context or {}).get("base_dir")
+            cands = guest_source_candidates(self.source, Path(base) if base is not None else None)
+            found = next((c for c in cands if c.is_file()), None)
+            if found is None:
+                looked = ", ".join(str(c) for c in cands[:3])
+                raise FieldError(("source",), f"guest source {self.source!r} not found (looked for {looked})")
+            self._source_path = found.resolve()
+        return self
+
+    @property
+    def source_path(self) -> Path | None:
+        """The resolved guest source file (None for inline asm)."""
+        return self._source_path
+
+
+# ---------------------------------------------------------------- memory and devices
+
+class Memslot(_Model):
+    """One KVM_SET_USER_MEMORY_REGION slot of RAM; guest-physical space outside every slot is MMIO."""
+
+    gpa: U64
+    size: Size
+
+    @model_validator(mode="after")
+    def _page_aligned(self) -> "Memslot":
+        if self.gpa % 4096:
+            raise FieldError(("gpa",), f"memslot gpa {self.gpa:#x} is not 4K-aligned")
+        if self.size % 4096:
+            raise FieldError(("size",), f"memslot size {self.size:#x} is not a multiple of 4K")
+        return self
+
+
+class _Device(_Model):
+    name: str | None = Field(None, description="name used by expect.devices; default: the type "
+                                               "(or type@address when the type appears twice)")
+
+    def address(self) -> int:
+        return getattr(self, "port", None) if getattr(self, "port", None) is not None else getattr(self, "gpa", 0)
+
+
+class Serial16550(_Device):
+    """A 16550 UART (transmit only matters): bytes written to THR become `serial` output."""
+
+    type: Literal["serial16550"]
+    port: U16 = 0x3F8
+
+
+class DebugExit(_Device):
+    """isa-debug-exit style port: a write stops the VMM with stop.reason debug-exit, code = value."""
+
+    type: Literal["debug-exit"]
+    port: U16 = 0xF4
+    size: IoSize = 4
+
+
+class RegBank(_Device):
+    """A bank of MMIO registers at gpa: reads return `values` (offset -> value), writes are stored."""
+
+    type: Literal["regbank"]
+    gpa: U64
+    size: Size = 0x1000
+    values: dict[U64, U64] = Field(default_factory=dict)
+    width: AccessLen = 4
+
+    @model_validator(mode="after")
+    def _offsets_inside(self) -> "RegBank":
+        for off in self.values:
+            if off >= self.size:
+                raise FieldError(("values", off), f"offset {off:#x} is outside the bank (size {self.size:#x})")
+        return self
+
+
+class TestReport(_Device):
+    """kvm-unit-tests style report port: the guest writes pass/fail results."""
+
+    __test__ = False  # not a pytest class
+    type: Literal["test-report"]
+    port: U16
+
+
+class PortValue(_Device):
+    """An I/O port that returns a fixed value on IN and ignores OUT."""
+
+    type: Literal["port-value"]
+    port: U16
+    size: IoSize = 1
+    value: U32
+
+
+class Ioeventfd(_Device):
+    """KVM_IOEVENTFD: an in-kernel write sink on an MMIO address or a port (len 0 = any length)."""
+
+    type: Literal["ioeventfd"]
+    gpa: U64 | None = None
+    port: U16 | None = None
+    len: Annotated[int, BeforeValidator(parse_int), _one_of(0, 1, 2, 4, 8), _INT_JSON]
+    datamatch: U64 | None = None
+
+    @model_validator(mode="after")
+    def _gpa_or_port(self) -> "Ioeventfd":
+        if (self.gpa is None) == (self.port is None):
+            raise ValueError("give exactly one of 'gpa' (MMIO) or 'port' (PIO)")
+        return self
+
+
+class CoalescedMmio(_Device):
+    """KVM_REGISTER_COALESCED_MMIO zone: writes are queued in the ring, no exit."""
+
+    type: Literal["coalesced-mmio"]
+    gpa: U64
+    size: Size
+
+
+Device = Annotated[Union[Serial16550, DebugExit, RegBank, TestReport, PortValue, Ioeventfd, CoalescedMmio],
+                   Field(discriminator="type")]
+DEVICE_TYPES = ("serial16550", "debug-exit", "regbank", "test-report", "port-value", "ioeventfd", "coalesced-mmio")
+
+
+def default_devices() -> list:
+    return [Serial16550(type="serial16550"), DebugExit(type="debug-exit")]
+
+
+# ---------------------------------------------------------------- kvm module parameters
+
+class CpuidOverride(_Model):
+    function: U32
+    index: U32 = 0
+    eax: U32 | None = None
+    ebx: U32 | None = None
+    ecx: U32 | None = None
+    edx: U32 | None = None
+
+
+def _version_text(v: Any) -> Any:
+    # YAML reads `version: 6.10` as the float 6.1; the loader keeps the text it was written as.
+    if isinstance(v, float):
+        return getattr(v, "yaml_text", repr(v))
+    return v
+
+
+class Emulator(_Model):
+    version: Annotated[str, BeforeValidator(_version_text)] = Field("6.18", pattern=r"^\d+\.\d+$")
+    vex_moves: bool = False
+
+
+class Kvm(_Model):
+    """kvm / kvm_intel module parameters and VM capabilities."""
+
+    enable_ept: bool = True
+    unrestricted_guest: bool = True
+    force_emulation_prefix: bool = False
+    enable_vmware_backdoor: bool = False
+    host_is_hypervisor: bool = False
+    mmio_caching: bool = True
+    user_space_msr: list[Literal["unknown", "inval", "filter"]] = Field(default_factory=list)
+    exit_on_emulation_failure: bool = False
+    emulator: Emulator = Field(default_factory=Emulator)
+    cpuid: list[CpuidOverride] = Field(default_factory=list)
+    msrs: dict[U32, U64] = Field(default_factory=dict)
+
+
+Policy = Literal["ignore", "log", "stop"]
+
+
+class Userspace(_Model):
+    """How the userspace VMM answers exits nothing claims."""
+
+    msr: dict[U32, U64] = Field(default_factory=dict, description="KVM_EXIT_X86_RDMSR answers")
+    unclaimed_io: Policy = "ignore"
+    unclaimed_mmio: Policy = "ignore"
+
+
+# ---------------------------------------------------------------- events and limits
+
+class EventAt(_Model):
+    exit: Count | None = Field(None, description="after the Nth VM exit")
+    userspace_exit: Count | None = Field(None, description="after the Nth exit to userspace")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "EventAt":
+        if (self.exit is None) == (self.userspace_exit is None):
+            raise ValueError("give exactly one of 'exit' or 'userspace_exit'")
+        return self
+
+
+class EventEvery(_Model):
+    guest_insns: Annotated[int, BeforeValidator(parse_int), Field(gt=0), _INT_JSON]
+
+
+class InjectIrq(_Model):
+    irq: U8
+
+
+def _inject_tag(v: Any) -> str | None:
+    return "nmi" if isinstance(v, str) else "irq" if isinstance(v, (dict, InjectIrq)) else None
+
+
+Inject = Annotated[Union[Annotated[Literal["nmi"], Tag("nmi")], Annotated[InjectIrq, Tag("irq")]],
+                   Discriminator(_inject_tag, custom_error_type="inject",
+                                 custom_error_message="inject must be 'nmi' or {irq: VECTOR}")]
+
+
+class Event(_Model):
+    """Something userspace (inject: KVM_NMI / KVM_INTERRUPT) or the host (host: nmi) does mid-run."""
+
+    at: EventAt | None = None
+    every: EventEvery | None = None
+    inject: Inject | None = None
+    host: Literal["nmi"] | None = Field(None, description="a host NMI arrives (EXCEPTION_NMI exit, not for the guest)")
+
+    @model_validator(mode="after")
+    def _when_and_what(self) -> "Event":
+        if (self.at is None) == (self.every is None):
+            raise ValueError("give exactly one of 'at' or 'every'")
+        if (self.inject is None) == (self.host is None):
+            raise ValueError("give exactly one of 'inject' or 'host'")
+        return self
+
+
+class Limits(_Model):
+    max_exits: Count = 100_000
+    max_guest_insns: Count = 50_000_000
+    wall_seconds: float = Field(30, gt=0)
+
+
+# ---------------------------------------------------------------- expectations
+
+StopReason = Literal["debug-exit", "shutdown", "internal-error", "hlt", "fail-entry", "limit",
+                     "mmio-unclaimed", "io-unclaimed", "exception"]
+
+
+def parse_suberror(v: Any) -> int:
+    """KVM_INTERNAL_ERROR_* as a number or a name ('EMULATION', 'KVM_INTERNAL_ERROR_DELIVERY_EV')."""
+    if isinstance(v, str) and not v.strip()[:1].isdigit():
+        from kvmsim.uapi import KvmInternalError
+        name = v.strip().upper().removeprefix("KVM_INTERNAL_ERROR_")
+        if name in KvmInternalError.__members__:
+            return int(KvmInternalError[name])
+        raise ValueError(f"unknown suberror {v!r} (one of {', '.join(KvmInternalError.__members__)})")
+    return parse_int(v)
+
+
+Suberror = Annotated[int, BeforeValidator(parse_suberror), Field(ge=0, le=0xFFFF_FFFF), _INT_JSON]
+
+
+class ExpectStop(_Model):
+    reason: StopReason
+    code: U64 | None = None
+    suberror: Suberror | None = None
+
+
+class ExpIo(_Model):
+    port: U16 | None = None
+    size: IoSize | None = None
+    direction: Literal["in", "out"] | None = None
+    count: Count | None = None
+    data: Data | None = None
+
+
+class ExpMmio(_Model):
+    gpa: U64 | None = None
+    len: AccessLen | None = None
+    write: bool | None = None
+    data: Data | None = None
+
+
+class ExpNone(_Model):
+    pass
+
+
+class ExpInternal(_Model):
+    suberror: Suberror | None = None
+    ndata: Count | None = None
+    data: list[U64] | None = None
+
+
+class ExpRdmsr(_Model):
+    index: U32 | None = None
+
+
+class ExpWrmsr(_Model):
+    index: U32 | None = None
+    data: U64 | None = None
+
+
+class ExpHypercall(_Model):
+    nr: U64 | None = None
+
+
+USERSPACE_KINDS = ("io", "mmio", "hlt", "shutdown", "internal", "rdmsr", "wrmsr", "hypercall")
+
+
+class ExpectUserspaceExit(_Model):
+    """One expected exit to userspace; exactly one key. Omitted fields are not compared."""
+
+    io: ExpIo | None = None
+    mmio: ExpMmio | None = None
+    hlt: ExpNone | None = None
+    shutdown: ExpNone | None = None
+    internal: ExpInternal | None = None
+    rdmsr: ExpRdmsr | None = None
+    wrmsr: ExpWrmsr | None = None
+    hypercall: ExpHypercall | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str) and v in USERSPACE_KINDS:      # `- hlt` means {hlt: {}}
+            return {v: {}}
+        if isinstance(v, dict):
+            return {k: ({} if val is None else val) for k, val in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ExpectUserspaceExit":
+        if len(set(self.model_fields_set)) != 1:
+            raise ValueError(f"each userspace exit needs exactly one of: {', '.join(USERSPACE_KINDS)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(iter(self.model_fields_set))
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The fields to compare (those given)."""
+        sub = getattr(self, self.kind)
+        return {k: getattr(sub, k) for k in type(sub).model_fields
+                if k in sub.model_fields_set and getattr(sub, k) is not None}
+
+
+# x86 EMULTYPE_* (arch/x86/include/asm/kvm_host.h); reference §6.1.
+EMULTYPE_BITS: dict[str, int] = {
+    "NO_DECODE": 1 << 0, "TRAP_UD": 1 << 1, "SKIP": 1 << 2, "ALLOW_RETRY_PF": 1 << 3,
+    "TRAP_UD_FORCED": 1 << 4, "VMWARE_GP": 1 << 5, "PF": 1 << 6, "COMPLETE_USER_EXIT": 1 << 7,
+    "WRITE_PF_TO_SP": 1 << 8, "SKIP_SOFT_INT": 1 << 9,
+}
+
+
+def emultype_key(v: Any) -> str:
+    """Canonical emulation-type key: names without EMULTYPE_, in bit order, joined by '|'; '0' for none.
+
+    Accepts 'PF|ALLOW_RETRY_PF', 'EMULTYPE_PF', 0, 0x48, '0x48', 'EmulType.PF|ALLOW_RETRY_PF'.
+    """
+    if isinstance(v, int) and not isinstance(v, bool):
+        bits = v
+    elif isinstance(v, str) and re.fullmatch(r"\s*(0x[0-9a-fA-F]+|\d+)\s*", v):
+        bits = int(v, 0)
+    elif isinstance(v, str):
+        bits = 0
+        for part in re.split(r"\s*\|\s*", v.strip()):
+            name = part.upper().split(".")[-1].removeprefix("EMULTYPE_")
+            if name not in EMULTYPE_BITS:
+                import difflib
+                near = difflib.get_close_matches(name, EMULTYPE_BITS, 1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ValueError(f"unknown emulation type {part!r}{hint}; known: {', '.join(EMULTYPE_BITS)}")
+            bits |= EMULTYPE_BITS[name]
+    else:
+        raise ValueError(f"expected an EMULTYPE name like 'PF' or 'PF|ALLOW_RETRY_PF', got {v!r}")
+    names = [n for n, b in sorted(EMULTYPE_BITS.items(), key=lambda kv: kv[1]) if bits & b]
+    if bits & ~sum(EMULTYPE_BITS.values()):
+        raise ValueError(f"unknown EMULTYPE bits in {v!r}")
+    return "|".join(names) if names else "0"
+
+
+@lru_cache(maxsize=1)
+def _vmx_exit_reason_names() -> frozenset[str] | None:
+    try:
+        from kvmsim.hw.vmcs import VMX_EXIT_REASON_NAMES  # provided by the lead
+    except ImportError:
+        return None
+    return frozenset(VMX_EXIT_REASON_NAMES)
+
+
+def known_exit_reason(name: str) -> str:
+    """Validate a VMX exit reason name (EXIT_REASON_* without the prefix); return it canonical."""
+    if not isinstance(name, str):
+        raise ValueError(f"expected a VMX exit reason name like 'EPT_VIOLATION', got {name!r}")
+    canon = name.strip().upper().removeprefix("EXIT_REASON_")
+    names = _vmx_exit_reason_names()
+    if names is None:
+        if not re.fullmatch(r"[A-Z][A-Z0-9_]*", canon):
+            raise ValueError(f"not a VMX exit reason name: {name!r}")
+        return canon
+    if canon not in names:
+        import difflib
+        near = difflib.get_close_matches(canon, sorted(names), 1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"unknown VMX exit reason {name!r}{hint}")
+    return canon
+
+
+REG_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11",
+             "r12", "r13", "r14", "r15", "rip", "rflags")
+SREG_NAMES = ("cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base")
+
+
+def known_reg(name: Any) -> str:
+    canon = str(name).strip().lower()
+    if canon not in REG_NAMES + SREG_NAMES:
+        import difflib
+        near = difflib.get_close_matches(canon, REG_NAMES + SREG_NAMES, 1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"unknown register {name!r}{hint}")
+    return canon
+
+
+class ExpectMemory(_Model):
+    gpa: U64
+    bytes: HexBytes
+
+
+class ExpectException(_Model):
+    vector: Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=31), _INT_JSON]
+    error_code: U32 | None = None
+
+
+class Expect(_Model):
+    """What the run must show. Sections left out are not checked."""
+
+    stop: ExpectStop | None = None
+    exits: dict[Annotated[str, BeforeValidator(known_exit_reason)], Count] | None = Field(
+        None, description="VMX exit counts by EXIT_REASON name; only listed reasons are compared")
+    userspace: list[ExpectUserspaceExit] | None = None
+    userspace_mode: Literal["exact", "prefix", "subsequence"] = "exact"
+    emulation: dict[Annotated[str, BeforeValidator(emultype_key)], Count] | None = Field(
+        None, description="x86_emulate_instruction calls by EMULTYPE; only listed types are compared")
+    serial: str | None = None
+    serial_contains: str | None = None
+    regs: dict[Annotated[str, BeforeValidator(known_reg)], U64] | None = None
+    memory: list[ExpectMemory] | None = None
+    devices: dict[str, dict[str, U64]] | None = None
+    exceptions: list[ExpectException] | None = None
+
+
+# ---------------------------------------------------------------- the scenario
+
+DIFFABLE_FIELDS = ("stop", "exits", "userspace", "emulation", "serial", "regs", "sregs", "memory",
+                   "devices", "exceptions", "guest_insns")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def _host_dependent(v: str) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"[a-z_]+(\.[A-Za-z0-9_|]+)*", v):
+        raise ValueError(f"expected a dotted field path like 'regs.rbx', got {v!r}")
+    if v.split(".")[0] not in DIFFABLE_FIELDS:
+        raise ValueError(f"{v!r} does not start with a result field ({', '.join(DIFFABLE_FIELDS)})")
+    return v
+
+
+class Scenario(_Model):
+    """One scenario file."""
+
+    name: str = Field(description="identifier, also the test id")
+    description: str
+    guest: Guest
+    memory: list[Memslot] = Field(default_factory=lambda: [Memslot(gpa=0, size=2 << 20)])
+    devices: list[Device] = Field(default_factory=default_devices,
+                                  description="default: serial16550 at 0x3f8 and debug-exit at 0xf4")
+    kvm: Kvm = Field(default_factory=Kvm)
+    userspace: Userspace = Field(default_factory=Userspace)
+    events: list[Event] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
+    backends: list[Literal["sim", "kvm"]] = Field(default_factory=lambda: ["sim", "kvm"], min_length=1)
+    host_dependent: list[Annotated[str, AfterValidator(_host_dependent)]] = Field(
+        default_factory=list, description="dotted result fields `diff` does not compare, e.g. regs.rbx")
+    expect: Expect = Field(default_factory=Expect)
+
+    _path: Path | None = PrivateAttr(None)
+    _lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
+
+    @property
+    def path(self) -> Path | None:
+        """The YAML file this scenario was loaded from (None if built in code)."""
+        return self._path
+
+    def line_of(self, *loc: str | int) -> int | None:
+        """The YAML line of a field (`line_of("guest", "mode")`, `line_of("devices", 1)`), or the
+        nearest enclosing field's line; None when not loaded from a file."""
+        key = tuple(str(c) for c in loc)
+        while key and key not in self._lines:
+            key = key[:-1]
+        return self._lines.get(key)
+
+    def asm_line_offset(self) -> int:
+        """For inline `guest.asm`: assembler line N is YAML line N + this (guest_build's line_offset)."""
+        line = self._lines.get(("guest", "asm", "<value>"))
+        return line - 1 if line else 0
+
+    def device(self, name: str) -> Any:
+        return next(d for d in self.devices if d.name == name)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Scenario":
+        if not _NAME_RE.match(self.name):
+            raise FieldError(("name",), f"name {self.name!r} must be letters, digits and _.+- only")
+        self._name_devices()
+        self._check_memory()
+        self._check_expect()
+        if len(set(self.backends)) != len(self.backends):
+            raise FieldError(("backends",), "a backend is listed twice")
+        return self
+
+    def _name_devices(self) -> None:
+        types = [d.type for d in self.devices]
+        for d in self.devices:
+            if d.name is None:
+                d.name = d.type if types.count(d.type) == 1 else f"{d.type}@{d.address():#x}"
+        seen: dict[str, int] = {}
+        for i, d in enumerate(self.devices):
+            if d.name in seen:
+                raise FieldError(("devices", i, "name"), f"device name {d.name!r} is used twice "
+                                 f"(also devices[{seen[d.name]}]); give one a 'name'")
+            seen[d.name] = i
+
+    def _check_memory(self) -> None:
+        slots = sorted(enumerate(self.memory), key=lambda s: s[1].gpa)
+        for (_, a), (j, b) in zip(slots, slots[1:]):
+            if b.gpa < a.gpa + a.size:
+                raise FieldError(("memory", j), f"memslot at {b.gpa:#x} overlaps the one at {a.gpa:#x}")
+        for i, d in enumerate(self.devices):
+            gpa = getattr(d, "gpa", None)
+            if gpa is None:
+                continue
+            for s in self.memory:
+                if s.gpa <= gpa < s.gpa + s.size:
+                    raise FieldError(("devices", i, "gpa"), f"{d.type} at {gpa:#x} is inside RAM "
+                                     f"(memslot {s.gpa:#x}+{s.size:#x}); MMIO devices need unbacked GPAs")
+
+    def _check_expect(self) -> None:
+        e, names = self.expect, {d.name for d in self.devices}
+        for dev in e.devices or {}:
+            if dev not in names:
+                raise FieldError(("expect", "devices", dev),
+                                 f"no device named {dev!r} (devices: {', '.join(sorted(names)) or 'none'})")
+        if e.stop and e.stop.reason == "debug-exit" and not any(d.type == "debug-exit" for d in self.devices):
+            raise FieldError(("expect", "stop", "reason"), "expects a debug-exit stop but there is no debug-exit device")
+        if (e.serial is not None or e.serial_contains is not None) and not any(
+                d.type == "serial16550" for d in self.devices):
+            raise FieldError(("expect",), "expects serial output but there is no serial16550 device")

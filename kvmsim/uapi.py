@@ -1,0 +1,346 @@
+"""Model of include/uapi/linux/kvm.h (+ asm/kvm.h, kvm_para.h): the one boundary between kvm/ and vmm/.
+
+The structures are ctypes layouts with the kernel's field names and byte offsets, so the
+same userspace code reads the simulated `kvm_run` page and the real one mmap-ed from a
+vCPU fd (realkvm/).  Offsets are checked by tests/test_uapi.py against reference §10.2.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from enum import IntEnum, IntFlag
+from typing import Protocol, Sequence
+
+PAGE_SIZE = 4096
+KVM_PIO_PAGE_OFFSET = 1
+KVM_COALESCED_MMIO_PAGE_OFFSET = 2
+KVM_RUN_MMAP_SIZE = 3 * PAGE_SIZE  # kvm_run, pio data, coalesced-MMIO ring
+
+
+class KvmExit(IntEnum):
+    """KVM_EXIT_* (run->exit_reason); printed as KVM_EXIT_<name>."""
+
+    UNKNOWN = 0
+    EXCEPTION = 1
+    IO = 2
+    HYPERCALL = 3
+    DEBUG = 4
+    HLT = 5
+    MMIO = 6
+    IRQ_WINDOW_OPEN = 7
+    SHUTDOWN = 8
+    FAIL_ENTRY = 9
+    INTR = 10
+    SET_TPR = 11
+    TPR_ACCESS = 12
+    S390_SIEIC = 13
+    S390_RESET = 14
+    DCR = 15
+    NMI = 16
+    INTERNAL_ERROR = 17
+    OSI = 18
+    PAPR_HCALL = 19
+    S390_UCONTROL = 20
+    WATCHDOG = 21
+    S390_TSCH = 22
+    EPR = 23
+    SYSTEM_EVENT = 24
+    S390_STSI = 25
+    IOAPIC_EOI = 26
+    HYPERV = 27
+    ARM_NISV = 28
+    X86_RDMSR = 29
+    X86_WRMSR = 30
+    DIRTY_RING_FULL = 31
+    AP_RESET_HOLD = 32
+    X86_BUS_LOCK = 33
+    XEN = 34
+    RISCV_SBI = 35
+    RISCV_CSR = 36
+    NOTIFY = 37
+    LOONGARCH_IOCSR = 38
+    MEMORY_FAULT = 39
+    TDX = 40
+
+    @property
+    def kname(self) -> str:
+        return f"KVM_EXIT_{self.name}"
+
+
+class KvmInternalError(IntEnum):
+    """KVM_INTERNAL_ERROR_* (run->internal.suberror)."""
+
+    EMULATION = 1
+    SIMUL_EX = 2
+    DELIVERY_EV = 3
+    UNEXPECTED_EXIT_REASON = 4
+
+
+KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES = 1 << 0
+KVM_EXIT_IO_IN = 0
+KVM_EXIT_IO_OUT = 1
+
+
+class KvmMsrExitReason(IntFlag):
+    """KVM_MSR_EXIT_REASON_* (run->msr.reason and the KVM_CAP_X86_USER_SPACE_MSR mask)."""
+
+    INVAL = 1 << 0
+    UNKNOWN = 1 << 1
+    FILTER = 1 << 2
+
+
+class KvmRunFlags(IntFlag):
+    """x86 run->flags."""
+
+    KVM_RUN_X86_SMM = 1 << 0
+    KVM_RUN_X86_BUS_LOCK = 1 << 1
+    KVM_RUN_X86_GUEST_MODE = 1 << 2
+
+
+class KvmHc(IntEnum):
+    """KVM_HC_* hypercall numbers (include/uapi/linux/kvm_para.h)."""
+
+    VAPIC_POLL_IRQ = 1
+    MMU_OP = 2
+    FEATURES = 3
+    PPC_MAP_MAGIC_PAGE = 4
+    KICK_CPU = 5
+    MIPS_GET_CLOCK_FREQ = 6
+    MIPS_EXIT_VM = 7
+    MIPS_CONSOLE_OUTPUT = 8
+    CLOCK_PAIRING = 9
+    SEND_IPI = 10
+    SCHED_YIELD = 11
+    MAP_GPA_RANGE = 12
+
+
+KVM_ENOSYS = 1000  # kvm_para.h: hypercall return for an unknown number
+KVM_EFAULT = 14
+KVM_EINVAL = 22
+KVM_E2BIG = 7
+KVM_EPERM = 1
+KVM_EOPNOTSUPP = 95
+
+
+# ---------------------------------------------------------------- registers
+
+class KvmRegs(ctypes.Structure):
+    """struct kvm_regs (KVM_GET_REGS / KVM_SET_REGS)."""
+
+    _fields_ = [(n, ctypes.c_uint64) for n in (
+        "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
+        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags")]
+
+    GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+            "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")  # encoding order
+
+    def as_dict(self) -> dict[str, int]:
+        return {n: getattr(self, n) for n, _ in self._fields_}
+
+
+class KvmSegment(ctypes.Structure):
+    """struct kvm_segment: a descriptor cache entry as userspace sees it."""
+
+    _fields_ = [("base", ctypes.c_uint64), ("limit", ctypes.c_uint32),
+                ("selector", ctypes.c_uint16), ("type", ctypes.c_uint8),
+                ("present", ctypes.c_uint8), ("dpl", ctypes.c_uint8), ("db", ctypes.c_uint8),
+                ("s", ctypes.c_uint8), ("l", ctypes.c_uint8), ("g", ctypes.c_uint8),
+                ("avl", ctypes.c_uint8), ("unusable", ctypes.c_uint8), ("padding", ctypes.c_uint8)]
+
+    def as_dict(self) -> dict[str, int]:
+        return {n: getattr(self, n) for n, _ in self._fields_ if n != "padding"}
+
+
+class KvmDtable(ctypes.Structure):
+    """struct kvm_dtable (GDTR / IDTR)."""
+
+    _fields_ = [("base", ctypes.c_uint64), ("limit", ctypes.c_uint16),
+                ("padding", ctypes.c_uint16 * 3)]
+
+
+class KvmSregs(ctypes.Structure):
+    """struct kvm_sregs (KVM_GET_SREGS / KVM_SET_SREGS)."""
+
+    SEGMENTS = ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt")
+    _fields_ = ([(n, KvmSegment) for n in SEGMENTS]
+                + [("gdt", KvmDtable), ("idt", KvmDtable)]
+                + [(n, ctypes.c_uint64) for n in ("cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base")]
+                + [("interrupt_bitmap", ctypes.c_uint64 * 4)])
+
+
+class KvmCpuidEntry2(ctypes.Structure):
+    """struct kvm_cpuid_entry2."""
+
+    _fields_ = [("function", ctypes.c_uint32), ("index", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("eax", ctypes.c_uint32), ("ebx", ctypes.c_uint32), ("ecx", ctypes.c_uint32),
+                ("edx", ctypes.c_uint32), ("padding", ctypes.c_uint32 * 3)]
+
+
+KVM_CPUID_FLAG_SIGNIFCANT_INDEX = 1 << 0  # sic: the kernel's spelling
+
+
+# ---------------------------------------------------------------- kvm_run
+
+class _Io(ctypes.Structure):
+    _fields_ = [("direction", ctypes.c_uint8), ("size", ctypes.c_uint8), ("port", ctypes.c_uint16),
+                ("count", ctypes.c_uint32), ("data_offset", ctypes.c_uint64)]
+
+
+class _Mmio(ctypes.Structure):
+    _fields_ = [("phys_addr", ctypes.c_uint64), ("data", ctypes.c_uint8 * 8),
+                ("len", ctypes.c_uint32), ("is_write", ctypes.c_uint8)]
+
+
+class _Hypercall(ctypes.Structure):
+    _fields_ = [("nr", ctypes.c_uint64), ("args", ctypes.c_uint64 * 6), ("ret", ctypes.c_uint64),
+                ("flags", ctypes.c_uint64)]  # union { u32 longmode; u64 flags; }
+
+
+class _Internal(ctypes.Structure):
+    _fields_ = [("suberror", ctypes.c_uint32), ("ndata", ctypes.c_uint32),
+                ("data", ctypes.c_uint64 * 16)]
+
+
+class _EmulationFailure(ctypes.Structure):
+    _fields_ = [("suberror", ctypes.c_uint32), ("ndata", ctypes.c_uint32), ("flags", ctypes.c_uint64),
+                ("insn_size", ctypes.c_uint8), ("insn_bytes", ctypes.c_uint8 * 15)]
+
+
+class _Msr(ctypes.Structure):
+    _fields_ = [("error", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 7), ("reason", ctypes.c_uint32),
+                ("index", ctypes.c_uint32), ("data", ctypes.c_uint64)]
+
+
+class _Hw(ctypes.Structure):
+    _fields_ = [("hardware_exit_reason", ctypes.c_uint64)]
+
+
+class _FailEntry(ctypes.Structure):
+    _fields_ = [("hardware_entry_failure_reason", ctypes.c_uint64), ("cpu", ctypes.c_uint32)]
+
+
+class _Ex(ctypes.Structure):
+    _fields_ = [("exception", ctypes.c_uint32), ("error_code", ctypes.c_uint32)]
+
+
+class _DebugArch(ctypes.Structure):
+    _fields_ = [("exception", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("pc", ctypes.c_uint64),
+                ("dr6", ctypes.c_uint64), ("dr7", ctypes.c_uint64)]
+
+
+class _Debug(ctypes.Structure):
+    _fields_ = [("arch", _DebugArch)]
+
+
+class _SystemEvent(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("ndata", ctypes.c_uint32), ("data", ctypes.c_uint64 * 16)]
+
+
+class _Notify(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint32)]
+
+
+class _ExitUnion(ctypes.Union):
+    _fields_ = [("hw", _Hw), ("fail_entry", _FailEntry), ("ex", _Ex), ("io", _Io),
+                ("debug", _Debug), ("mmio", _Mmio), ("hypercall", _Hypercall),
+                ("internal", _Internal), ("emulation_failure", _EmulationFailure),
+                ("msr", _Msr), ("system_event", _SystemEvent), ("notify", _Notify),
+                ("padding", ctypes.c_char * 256)]
+
+
+class KvmRun(ctypes.Structure):
+    """struct kvm_run (x86): page 0 of the vCPU mapping; the exit union is anonymous."""
+
+    _anonymous_ = ("u",)
+    _fields_ = [("request_interrupt_window", ctypes.c_uint8), ("immediate_exit", ctypes.c_uint8),
+                ("padding1", ctypes.c_uint8 * 6), ("exit_reason", ctypes.c_uint32),
+                ("ready_for_interrupt_injection", ctypes.c_uint8), ("if_flag", ctypes.c_uint8),
+                ("flags", ctypes.c_uint16), ("cr8", ctypes.c_uint64), ("apic_base", ctypes.c_uint64),
+                ("u", _ExitUnion), ("kvm_valid_regs", ctypes.c_uint64),
+                ("kvm_dirty_regs", ctypes.c_uint64)]
+
+
+class KvmCoalescedMmio(ctypes.Structure):
+    """struct kvm_coalesced_mmio: one ring entry."""
+
+    _fields_ = [("phys_addr", ctypes.c_uint64), ("len", ctypes.c_uint32),
+                ("pio", ctypes.c_uint32), ("data", ctypes.c_uint8 * 8)]
+
+
+KVM_COALESCED_MMIO_MAX = (PAGE_SIZE - 8) // ctypes.sizeof(KvmCoalescedMmio)
+
+
+class KvmCoalescedMmioRing(ctypes.Structure):
+    """struct kvm_coalesced_mmio_ring: page KVM_COALESCED_MMIO_PAGE_OFFSET of the mapping."""
+
+    _fields_ = [("first", ctypes.c_uint32), ("last", ctypes.c_uint32),
+                ("coalesced_mmio", KvmCoalescedMmio * KVM_COALESCED_MMIO_MAX)]
+
+
+class KvmRunMapping:
+    """The vCPU's mmap: kvm_run at page 0, pio data at page 1, the coalesced ring at page 2."""
+
+    def __init__(self, buf: bytearray | memoryview | object | None = None) -> None:
+        self.buf = buf if buf is not None else bytearray(KVM_RUN_MMAP_SIZE)
+        self.run = KvmRun.from_buffer(self.buf)
+        self.ring = KvmCoalescedMmioRing.from_buffer(self.buf, KVM_COALESCED_MMIO_PAGE_OFFSET * PAGE_SIZE)
+
+    def io_data(self) -> memoryview:
+        """The bytes run->io.data_offset points at (size * count of them)."""
+        io = self.run.io
+        return memoryview(self.buf)[io.data_offset: io.data_offset + io.size * io.count]
+
+
+# ---------------------------------------------------------------- the ioctl-like API
+
+class KvmIoeventfd(ctypes.Structure):
+    """struct kvm_ioeventfd."""
+
+    _fields_ = [("datamatch", ctypes.c_uint64), ("addr", ctypes.c_uint64), ("len", ctypes.c_uint32),
+                ("fd", ctypes.c_int32), ("flags", ctypes.c_uint32), ("pad", ctypes.c_uint8 * 36)]
+
+
+KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0
+KVM_IOEVENTFD_FLAG_PIO = 1 << 1
+KVM_IOEVENTFD_FLAG_DEASSIGN = 1 << 2
+
+
+class VcpuFd(Protocol):
+    """What userspace can do with a vCPU file descriptor; sim (kvm/) and realkvm/ both provide it."""
+
+    mapping: KvmRunMapping
+
+    def run(self) -> int:
+        """KVM_RUN: 0 when kvm_run holds an exit for userspace, else -errno."""
+
+    def get_regs(self) -> KvmRegs: ...
+    def set_regs(self, regs: KvmRegs) -> None: ...
+    def get_sregs(self) -> KvmSregs: ...
+    def set_sregs(self, sregs: KvmSregs) -> None: ...
+    def set_cpuid(self, entries: Sequence[KvmCpuidEntry2]) -> None: ...
+    def nmi(self) -> None:
+        """KVM_NMI."""
+
+    def interrupt(self, irq: int) -> None:
+        """KVM_INTERRUPT (userspace PIC)."""
+
+
+class VmFd(Protocol):
+    """What userspace can do with a VM file descriptor."""
+
+    def set_user_memory_region(self, slot: int, guest_phys_addr: int, memory: memoryview,
+                               flags: int = 0) -> None: ...
+    def ioeventfd(self, addr: int, length: int, *, pio: bool = False,
+                  datamatch: int | None = None) -> "EventFd": ...
+    def register_coalesced_mmio(self, addr: int, size: int, *, pio: bool = False) -> None: ...
+    def enable_user_space_msr(self, mask: KvmMsrExitReason) -> None:
+        """KVM_CAP_X86_USER_SPACE_MSR."""
+
+    def create_vcpu(self, vcpu_id: int = 0) -> VcpuFd: ...
+    def close(self) -> None: ...
+
+
+class EventFd(Protocol):
+    """An eventfd the VMM can read: how many times the guest kicked it."""
+
+    def read_count(self) -> int: ...

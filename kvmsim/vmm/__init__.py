@@ -1,0 +1,1 @@
+"""Userspace VMM layer (kvmtool/QEMU role): run loop, buses, devices, boot setup."""

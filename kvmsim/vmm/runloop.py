@@ -1,0 +1,193 @@
+"""The userspace VMM's vCPU loop (kvmtool kvm_cpu__start): KVM_RUN, then dispatch on exit_reason.
+
+It knows only uapi.py: the same loop drives the simulation and the real /dev/kvm.
+Every return to userspace is recorded as a `UserspaceExit` with kvm_run's field names.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from kvmsim.scenario.result import Stop, UserspaceExit
+from kvmsim.uapi import KVM_EXIT_IO_IN, KvmExit, KvmInternalError, VcpuFd
+from kvmsim.vmm.bus import Bus
+from kvmsim.vmm.devices.simple import GuestExit
+
+EINTR, EAGAIN = 4, 11
+Policy = str  # "ignore" | "log" | "stop"  (kvmtool: ignore, --debug-ioport/--debug-mmio log)
+
+
+@dataclass
+class VmmConfig:
+    unclaimed_io: Policy = "ignore"
+    unclaimed_mmio: Policy = "ignore"
+    msr_answers: dict[int, int] = field(default_factory=dict)   # KVM_EXIT_X86_RDMSR values
+    max_exits: int = 100_000
+    wall_seconds: float = 30.0
+    # userspace-exit index → action on the vCPU before the next KVM_RUN (scenario events)
+    events: dict[int, list[Callable[[VcpuFd], None]]] = field(default_factory=dict)
+
+
+class Vmm:
+    """One vCPU's run loop over a PIO bus and an MMIO bus."""
+
+    def __init__(self, vcpu: VcpuFd, pio: Bus, mmio: Bus, config: VmmConfig,
+                 kick: Callable[[], None] | None = None) -> None:
+        self.vcpu, self.pio, self.mmio, self.config = vcpu, pio, mmio, config
+        self.kick = kick
+        self.exits: list[UserspaceExit] = []
+        self.log: list[str] = []
+        self._stop: Stop | None = None
+
+    def run(self) -> Stop:
+        """KVM_RUN until the guest ends the run, KVM reports something fatal, or a limit is hit."""
+        deadline = time.monotonic() + self.config.wall_seconds
+        timer = threading.Timer(self.config.wall_seconds, self.kick) if self.kick else None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        try:
+            return self._loop(deadline)
+        finally:
+            if timer:
+                timer.cancel()
+
+    def _loop(self, deadline: float) -> Stop:
+        run = self.vcpu.mapping.run
+        while True:
+            n = len(self.exits)
+            for action in self.config.events.get(n, ()):
+                action(self.vcpu)
+            if n >= self.config.max_exits:
+                return Stop("limit", detail=f"max_exits {self.config.max_exits} reached")
+            r = self.vcpu.run()
+            if r < 0:
+                if r in (-EINTR, -EAGAIN):
+                    if time.monotonic() >= deadline:
+                        return Stop("limit", detail=f"wall_seconds {self.config.wall_seconds} reached")
+                    continue
+                return Stop("error", code=-r, detail=f"KVM_RUN returned {r}")
+            stop = self._dispatch(run)
+            if stop is not None:
+                return stop
+
+    def _dispatch(self, run) -> Stop | None:
+        reason = run.exit_reason
+        try:
+            name = KvmExit(reason).name
+        except ValueError:
+            name = f"UNKNOWN_{reason}"
+        rec = UserspaceExit(name)
+        self.exits.append(rec)
+        try:
+            match reason:
+                case KvmExit.IO:
+                    return self._io(run, rec)
+                case KvmExit.MMIO:
+                    return self._mmio(run, rec)
+                case KvmExit.X86_RDMSR | KvmExit.X86_WRMSR:
+                    return self._msr(run, rec, reason == KvmExit.X86_RDMSR)
+                case KvmExit.HLT:
+                    return Stop("hlt")
+                case KvmExit.SHUTDOWN:
+                    return Stop("shutdown")
+                case KvmExit.INTERNAL_ERROR:
+                    return self._internal(run, rec)
+                case KvmExit.FAIL_ENTRY:
+                    rec.fields = {"hardware_entry_failure_reason": run.fail_entry.hardware_entry_failure_reason,
+                                  "cpu": run.fail_entry.cpu}
+                    return Stop("fail-entry", code=run.fail_entry.hardware_entry_failure_reason)
+                case KvmExit.EXCEPTION:
+                    rec.fields = {"exception": run.ex.exception, "error_code": run.ex.error_code}
+                    return Stop("exception", code=run.ex.exception)
+                case KvmExit.INTR:
+                    self.exits.pop()
+                    return None
+                case _:
+                    return Stop("unknown-exit", code=reason, detail=f"unhandled {rec.kname}")
+        except GuestExit as e:
+            return Stop("debug-exit", code=e.code)
+
+    def _io(self, run, rec: UserspaceExit) -> Stop | None:
+        io = run.io
+        is_in = io.direction == KVM_EXIT_IO_IN
+        rec.fields = {"direction": io.direction, "size": io.size, "port": io.port, "count": io.count}
+        data = self.vcpu.mapping.io_data()
+        found = self.pio.find(io.port)
+        try:
+            for i in range(io.count):
+                chunk = slice(i * io.size, (i + 1) * io.size)
+                if found is None:
+                    if is_in:
+                        data[chunk] = b"\xff" * io.size  # nothing decodes the port: the bus floats high
+                    continue
+                dev, off = found
+                if is_in:
+                    data[chunk] = dev.io_read(off, io.size)
+                else:
+                    dev.io_write(off, bytes(data[chunk]))
+        finally:
+            rec.fields["data"] = bytes(data).hex()
+        if found is None:
+            return self._unclaimed("io", self.config.unclaimed_io,
+                                   f"{'in' if is_in else 'out'} port {io.port:#x} size {io.size}")
+        return None
+
+    def _mmio(self, run, rec: UserspaceExit) -> Stop | None:
+        m = run.mmio
+        rec.fields = {"phys_addr": m.phys_addr, "len": m.len, "is_write": m.is_write}
+        found = self.mmio.find(m.phys_addr)
+        try:
+            if found is None:
+                if not m.is_write:
+                    for i in range(m.len):
+                        m.data[i] = 0xFF
+            else:
+                dev, off = found
+                if m.is_write:
+                    dev.io_write(off, bytes(m.data[: m.len]))
+                else:
+                    val = dev.io_read(off, m.len)
+                    for i in range(m.len):
+                        m.data[i] = val[i]
+        finally:
+            rec.fields["data"] = bytes(m.data[: m.len]).hex()
+        if found is None:
+            return self._unclaimed("mmio", self.config.unclaimed_mmio,
+                                   f"{'write' if m.is_write else 'read'} at {m.phys_addr:#x} len {m.len}")
+        return None
+
+    def _msr(self, run, rec: UserspaceExit, is_read: bool) -> Stop | None:
+        msr = run.msr
+        rec.fields = {"reason": msr.reason, "index": msr.index}
+        if is_read:
+            if msr.index in self.config.msr_answers:
+                msr.data, msr.error = self.config.msr_answers[msr.index], 0
+            else:
+                msr.error = 1   # userspace does not know it either: KVM injects #GP
+        else:
+            rec.fields["data"] = msr.data
+            msr.error = 0 if msr.index in self.config.msr_answers else 1
+        rec.fields["error"] = msr.error
+        if is_read:
+            rec.fields["data"] = msr.data
+        return None
+
+    def _internal(self, run, rec: UserspaceExit) -> Stop:
+        it = run.internal
+        rec.fields = {"suberror": it.suberror, "ndata": it.ndata, "data": [it.data[i] for i in range(min(it.ndata, 16))]}
+        try:
+            name = KvmInternalError(it.suberror).name
+        except ValueError:
+            name = str(it.suberror)
+        return Stop("internal-error", suberror=it.suberror, detail=f"KVM_INTERNAL_ERROR_{name}")
+
+    def _unclaimed(self, kind: str, policy: Policy, what: str) -> Stop | None:
+        if policy == "log":
+            self.log.append(f"unclaimed {kind}: {what}")
+        elif policy == "stop":
+            return Stop(f"{kind}-unclaimed", detail=f"unclaimed {what}")
+        return None
