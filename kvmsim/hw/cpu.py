@@ -35,9 +35,14 @@ GPR_IDS = {
     "r12": U.UC_X86_REG_R12, "r13": U.UC_X86_REG_R13, "r14": U.UC_X86_REG_R14, "r15": U.UC_X86_REG_R15,
     "rip": U.UC_X86_REG_RIP, "rflags": U.UC_X86_REG_RFLAGS,
 }
+# Unicorn in 16/32-bit mode only takes the 32-bit register ids; R8-R15 do not exist there.
+GPR_IDS_32 = {**{n: getattr(U, "UC_X86_REG_E" + n[1:].upper()) for n in
+                 ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "rip")},
+              "rflags": U.UC_X86_REG_EFLAGS}
 SEG_IDS = {"cs": U.UC_X86_REG_CS, "ds": U.UC_X86_REG_DS, "es": U.UC_X86_REG_ES, "fs": U.UC_X86_REG_FS,
            "gs": U.UC_X86_REG_GS, "ss": U.UC_X86_REG_SS, "tr": U.UC_X86_REG_TR, "ldt": U.UC_X86_REG_LDTR}
 REG_IDS = {**GPR_IDS, **SEG_IDS}
+REG_IDS_32 = {**GPR_IDS_32, **SEG_IDS}
 MSR_EFER = 0xC0000080
 _NOWHERE = 0xFFFF_FFFF_FFFF_FFF0   # unicorn wants at least one exit address
 _INTERCEPTED_EXCEPTIONS = frozenset({Vector.UD, Vector.MC, Vector.AC})  # KVM's exception bitmap (EPT on)
@@ -74,6 +79,7 @@ class SiliconVcpu:
         self._rescan = False
         self._cs: dict[int, Cs] = {}
         self.native_exceptions = 0
+        self._reg_ids = REG_IDS
 
     # ------------------------------------------------------------ setup
 
@@ -87,6 +93,7 @@ class SiliconVcpu:
         lma = bool(sregs.efer & paging.EFER_LMA)
         mode = UC_MODE_64 if lma else (UC_MODE_32 if sregs.cr0 & paging.X86_CR0_PE else UC_MODE_16)
         uc = Uc(UC_ARCH_X86, mode)
+        self._reg_ids = REG_IDS if mode == UC_MODE_64 else REG_IDS_32
         for gpa, size, addr in self.memslots.values():
             uc.mem_map_ptr(gpa, size, UC_PROT_ALL, addr)
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
@@ -108,8 +115,10 @@ class SiliconVcpu:
         if self.uc is None:
             return self._pending_regs or KvmRegs(rflags=2)
         regs = KvmRegs()
-        for name, rid in GPR_IDS.items():
-            setattr(regs, name, self.uc.reg_read(rid))
+        ids = self._reg_ids
+        for name in GPR_IDS:
+            if name in ids:
+                setattr(regs, name, self.uc.reg_read(ids[name]))
         return regs
 
     def set_regs(self, regs: KvmRegs) -> None:
@@ -119,8 +128,10 @@ class SiliconVcpu:
             self._apply_regs(regs)
 
     def _apply_regs(self, regs: KvmRegs) -> None:
-        for name, rid in GPR_IDS.items():
-            self.uc.reg_write(rid, getattr(regs, name))
+        ids = self._reg_ids
+        for name in GPR_IDS:
+            if name in ids:
+                self.uc.reg_write(ids[name], getattr(regs, name) & (0xFFFF_FFFF if ids is REG_IDS_32 else ~0))
 
     def get_sregs(self) -> KvmSregs:
         if self.uc is None:
@@ -166,10 +177,14 @@ class SiliconVcpu:
             uc.reg_write(U.UC_X86_REG_GS_BASE, s.gs.base)
 
     def reg(self, name: str) -> int:
-        return self.uc.reg_read(REG_IDS[name])
+        rid = self._reg_ids.get(name)
+        return self.uc.reg_read(rid) if rid is not None else 0
 
     def set_reg(self, name: str, value: int) -> None:
-        self.uc.reg_write(REG_IDS[name], value)
+        rid = self._reg_ids.get(name)
+        if rid is not None:
+            self.uc.reg_write(rid, value & (0xFFFF_FFFF if self._reg_ids is REG_IDS_32 and name not in SEG_IDS
+                                            else 0xFFFF_FFFF_FFFF_FFFF))
 
     def load_cs(self, selector: int) -> None:
         self.uc.reg_write(U.UC_X86_REG_CS, selector)
@@ -295,7 +310,7 @@ class SiliconVcpu:
                 self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)  # host timer/IPI kick
                 return
             self._pending = None
-            rip = uc.reg_read(U.UC_X86_REG_RIP)
+            rip = self.reg("rip")
             start = self.linear_rip()
             err: UcError | None = None
             if start not in self._exits:
@@ -315,7 +330,7 @@ class SiliconVcpu:
                     if self._exception(Vector.UD, None):
                         return
                     continue
-                raise KvmSimBug(f"unicorn stopped with {err} at rip {uc.reg_read(U.UC_X86_REG_RIP):#x}")
+                raise KvmSimBug(f"unicorn stopped with {err} at rip {self.reg('rip'):#x}")
             here = self.linear_rip()
             dec = self._exits.get(here)
             if dec is not None:
@@ -324,7 +339,7 @@ class SiliconVcpu:
                 continue
             if self.stop_requested.is_set():
                 continue
-            raise KvmSimBug(f"guest stopped for no reason at rip {uc.reg_read(U.UC_X86_REG_RIP):#x}")
+            raise KvmSimBug(f"guest stopped for no reason at rip {self.reg('rip'):#x}")
 
     def _exit(self, reason: ExitReason, qual: int = 0, length: int = 0, intr: int = 0, err: int = 0,
               gpa: int = 0, gla: int = 0) -> bool:
