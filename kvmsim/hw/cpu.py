@@ -21,7 +21,7 @@ from unicorn import unicorn_const as UCC
 from unicorn import x86_const as U
 
 from kvmsim.errors import KvmSimBug
-from kvmsim.hw import event, paging
+from kvmsim.hw import event, paging, quirks
 from kvmsim.hw.exits import EXITING_INSNS, Action, ExitingInsn, decode_io
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason, IntrType,
@@ -339,6 +339,8 @@ class SiliconVcpu:
                 continue
             if self.stop_requested.is_set():
                 continue
+            if quirks.reset_old_exception(uc):
+                continue  # unicorn swallowed an escalated fault and halted: re-run the instruction
             raise KvmSimBug(f"guest stopped for no reason at rip {self.reg('rip'):#x}")
 
     def _exit(self, reason: ExitReason, qual: int = 0, length: int = 0, intr: int = 0, err: int = 0,
@@ -396,6 +398,7 @@ class SiliconVcpu:
             access, addr, size = args
             return self._ept_exit(access, addr)
         if kind == "intr":
+            quirks.reset_old_exception(self.uc)
             return self._exception(args[0], None)
         raise KvmSimBug(f"unknown pending event {kind}")
 

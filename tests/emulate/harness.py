@@ -136,6 +136,7 @@ class _UcMachine:
         uc.mem_write(DATA, case.data)
         uc.mem_write(STACK, case.stack)
         uc.mem_write(CODE, case.code + b"\x90" * 16)
+        uc.ctl_remove_cache(CODE, CODE + 0x40)  # drop translated blocks of the last case
         regs = GPRS if mode == "long64" else GPRS32
         for i, v in enumerate(case.regs):
             uc.reg_write(regs[i], v)

@@ -1,0 +1,55 @@
+"""Work-arounds for unicorn behaviour that real silicon does not have.
+
+Unicorn reports a guest exception through UC_HOOK_INTR instead of delivering it, so
+QEMU's `env->old_exception` (the double-fault tracker, reset only at the end of a
+delivery) stays set: the next contributory fault would turn into #DF and the third
+would silently halt the CPU.  Silicon delivers events itself (hw/event.py), so after
+each reported exception we reset the tracker in unicorn's saved CPU context.  Its
+offset is found once by calibration rather than hard-coded per unicorn version.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import struct
+
+from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_64, Uc, UcError
+
+
+def _raw(ctx) -> ctypes.Array:
+    return (ctypes.c_char * ctx.size).from_address(ctypes.cast(ctx.context, ctypes.c_void_p).value)
+
+
+@functools.cache
+def old_exception_offset() -> int | None:
+    """Byte offset of old_exception in a unicorn CPU context (-1 before a fault, 0 after a #DE)."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_write(0x1000, bytes.fromhex("31c9f7f1"))  # xor ecx,ecx; div ecx
+    uc.hook_add(UC_HOOK_INTR, lambda u, n, d: u.emu_stop())
+    before = bytes(_raw(uc.context_save()))
+    try:
+        uc.emu_start(0x1000, 0x1004)
+    except UcError:
+        return None
+    after = bytes(_raw(uc.context_save()))
+    hits = [off for off in range(0, min(len(before), len(after)) - 3, 4)
+            if struct.unpack_from("<i", before, off)[0] == -1 and struct.unpack_from("<i", after, off)[0] == 0]
+    return hits[0] if len(hits) == 1 else None
+
+
+def reset_old_exception(uc: Uc) -> bool:
+    """Clear the tracker; True if it was set (unicorn may also have halted the CPU on a
+    fault it escalated by itself, with no hook call: the caller then simply resumes)."""
+    off = old_exception_offset()
+    if off is None:
+        return False
+    ctx = uc.context_save()
+    raw = _raw(ctx)
+    was = struct.unpack_from("<i", raw, off)[0]
+    if was == -1:
+        return False
+    struct.pack_into("<i", raw, off, -1)
+    uc.context_restore(ctx)
+    return True
