@@ -43,7 +43,10 @@ def kvm_arch_vcpu_ioctl_run(vcpu: KvmVcpu) -> int:
 def _out(vcpu: KvmVcpu, r: int) -> int:
     post_kvm_run_save(vcpu)
     if PROBES.enabled:
-        tracepoint("kvm_userspace_exit", reason=vcpu.run.exit_reason, errno=r)
+        reason = vcpu.run.exit_reason
+        name = KvmExit(reason).kname if reason in KvmExit._value2member_map_ else str(reason)
+        text = f"reason {name} ({reason})" if r >= 0 else f"reason {'restart' if r == -EINTR else 'error'} ({r})"
+        tracepoint("kvm_userspace_exit", reason=reason, errno=r, text=text)
     return r
 
 

@@ -1,0 +1,1 @@
+"""Observers of the probe stream: recorders, reports, histograms (nothing below depends on them)."""
