@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
-from unicorn import (UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED,
+from unicorn import (UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED,
                      UC_MEM_WRITE_UNMAPPED, UC_MODE_16, UC_MODE_32, UC_MODE_64, UC_PROT_ALL, Uc, UcError)
 from unicorn import unicorn_const as UCC
 from unicorn import x86_const as U
+
+from unicorn.unicorn_py3.unicorn import uclib
 
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import event, paging, quirks
@@ -44,7 +46,7 @@ SEG_IDS = {"cs": U.UC_X86_REG_CS, "ds": U.UC_X86_REG_DS, "es": U.UC_X86_REG_ES, 
 REG_IDS = {**GPR_IDS, **SEG_IDS}
 REG_IDS_32 = {**GPR_IDS_32, **SEG_IDS}
 MSR_EFER = 0xC0000080
-_NOWHERE = 0xFFFF_FFFF_FFFF_FFF0   # unicorn wants at least one exit address
+_CR_IDS = {0: U.UC_X86_REG_CR0, 2: U.UC_X86_REG_CR2, 3: U.UC_X86_REG_CR3, 4: U.UC_X86_REG_CR4, 8: U.UC_X86_REG_CR8}
 _INTERCEPTED_EXCEPTIONS = frozenset({Vector.UD, Vector.MC, Vector.AC})  # KVM's exception bitmap (EPT on)
 
 
@@ -57,6 +59,8 @@ class _Decoded:
     code: bytes
     mnemonic: str
     cs_mode: int
+    io: dict = field(default_factory=dict)   # decode_io result per CPU mode
+    hook: int = 0                            # the unicorn code hook that stops the CPU here
 
 
 class SiliconVcpu:
@@ -80,6 +84,13 @@ class SiliconVcpu:
         self._cs: dict[int, Cs] = {}
         self.native_exceptions = 0
         self._reg_ids = REG_IDS
+        self._mode: str | None = None        # cached CPU mode; invalidated whenever it can change
+        self._uch = None
+        self._regbuf = ctypes.c_uint64()
+        self._rc: dict[str, int] = {}        # register values read since the guest last ran
+        self._efer: int | None = None
+        self._mode_stale = False
+        self._mode_key: tuple[int, int, int] | None = None
 
     # ------------------------------------------------------------ setup
 
@@ -94,12 +105,11 @@ class SiliconVcpu:
         mode = UC_MODE_64 if lma else (UC_MODE_32 if sregs.cr0 & paging.X86_CR0_PE else UC_MODE_16)
         uc = Uc(UC_ARCH_X86, mode)
         self._reg_ids = REG_IDS if mode == UC_MODE_64 else REG_IDS_32
+        self._uch = uc._uch
         for gpa, size, addr in self.memslots.values():
             uc.mem_map_ptr(gpa, size, UC_PROT_ALL, addr)
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
-        uc.ctl_exits_enabled(True)
-        uc.ctl_set_exits([_NOWHERE])
         self.uc = uc
         self._set_scan_hooks([(0, (1 << 64) - 1)])
         if self._pending_sregs is not None:
@@ -128,6 +138,7 @@ class SiliconVcpu:
             self._apply_regs(regs)
 
     def _apply_regs(self, regs: KvmRegs) -> None:
+        self._rc.clear()
         ids = self._reg_ids
         for name in GPR_IDS:
             if name in ids:
@@ -158,6 +169,8 @@ class SiliconVcpu:
 
     def _apply_sregs(self, s: KvmSregs) -> None:
         uc = self.uc
+        self._rc.clear()
+        self._mode = self._efer = None
         uc.reg_write(U.UC_X86_REG_GDTR, (0, s.gdt.base, s.gdt.limit, 0))
         uc.reg_write(U.UC_X86_REG_IDTR, (0, s.idt.base, s.idt.limit, 0))
         uc.reg_write(U.UC_X86_REG_CR4, s.cr4)
@@ -177,27 +190,63 @@ class SiliconVcpu:
             uc.reg_write(U.UC_X86_REG_GS_BASE, s.gs.base)
 
     def reg(self, name: str) -> int:
+        """A GPR/RIP/RFLAGS/selector.  Cached until the guest runs again (like vcpu->arch.regs_avail);
+        read straight through uc_reg_read, since unicorn's Python wrapper costs ~6 us a call."""
+        v = self._rc.get(name)
+        if v is not None:
+            return v
         rid = self._reg_ids.get(name)
-        return self.uc.reg_read(rid) if rid is not None else 0
+        if rid is None:
+            return 0
+        buf = self._regbuf
+        buf.value = 0
+        uclib.uc_reg_read(self._uch, rid, ctypes.byref(buf))
+        v = self._rc[name] = buf.value
+        return v
 
     def set_reg(self, name: str, value: int) -> None:
         rid = self._reg_ids.get(name)
         if rid is not None:
-            self.uc.reg_write(rid, value & (0xFFFF_FFFF if self._reg_ids is REG_IDS_32 and name not in SEG_IDS
-                                            else 0xFFFF_FFFF_FFFF_FFFF))
+            mask = 0xFFFF_FFFF if self._reg_ids is REG_IDS_32 and name not in SEG_IDS else 0xFFFF_FFFF_FFFF_FFFF
+            buf = ctypes.c_uint64(value & mask)
+            uclib.uc_reg_write(self._uch, rid, ctypes.byref(buf))
+            if name in SEG_IDS:
+                self._rc.pop(name, None)   # unicorn reloads the hidden part; reread the selector
+                self._mode = None
+            else:
+                self._rc[name] = value & mask
+                if name == "rflags":
+                    self._mode = None
+
+    def set_cr(self, n: int, value: int) -> None:
+        self.uc.reg_write(_CR_IDS[n], value)
+        self._mode = self._efer = None
 
     def load_cs(self, selector: int) -> None:
         self.uc.reg_write(U.UC_X86_REG_CS, selector)
+        self._rc.pop("cs", None)
+        self._mode = None
 
     def set_cr2(self, value: int) -> None:
         self.uc.reg_write(U.UC_X86_REG_CR2, value)
 
     def cr(self, n: int) -> int:
-        return self.uc.reg_read({0: U.UC_X86_REG_CR0, 2: U.UC_X86_REG_CR2, 3: U.UC_X86_REG_CR3,
-                                 4: U.UC_X86_REG_CR4, 8: U.UC_X86_REG_CR8}[n])
+        buf = self._regbuf
+        buf.value = 0
+        uclib.uc_reg_read(self._uch, _CR_IDS[n], ctypes.byref(buf))
+        return buf.value
 
     def efer(self) -> int:
-        return self.uc.msr_read(MSR_EFER)
+        if self._efer is None:
+            self._efer = self.uc.msr_read(MSR_EFER)
+        return self._efer
+
+    def set_efer(self, value: int) -> None:
+        """WRMSR(EFER) reaches the CPU (LMA follows LME and CR0.PG, as the CPU does)."""
+        lma = self.efer() & paging.EFER_LMA
+        self.uc.msr_write(MSR_EFER, (value & ~paging.EFER_LMA) | lma)
+        self._efer = None
+        self._mode = None
 
     def idtr(self) -> tuple[int, int]:
         base, limit = self.uc.reg_read(U.UC_X86_REG_IDTR)[1:3]
@@ -208,7 +257,7 @@ class SiliconVcpu:
         cached = self.seg_cache.get(name)
         if name in ("tr", "ldt"):  # Simplified: LTR/LLDT are not tracked; the values KVM_SET_SREGS gave.
             return cached if cached is not None else KvmSegment(unusable=1)
-        sel = self.uc.reg_read(SEG_IDS[name]) if self.uc is not None else cached.selector
+        sel = self.reg(name) if self.uc is not None else cached.selector
         if cached is not None and cached.selector == sel:
             if name == "fs" and self.uc is not None:
                 cached.base = self.uc.reg_read(U.UC_X86_REG_FS_BASE)
@@ -232,7 +281,19 @@ class SiliconVcpu:
                           db=(raw >> 54) & 1, s=(raw >> 44) & 1, l=(raw >> 53) & 1, g=g, avl=(raw >> 52) & 1)
 
     def mode(self) -> str:
-        """CPU mode as the emulator's init_emulate_ctxt classifies it."""
+        """CPU mode as the emulator's init_emulate_ctxt classifies it (cached until state changes)."""
+        if self._mode_stale:
+            # After guest execution: the mode can only have changed with CR0, CS or EFLAGS.VM.
+            self._mode_stale = False
+            key = (self.cr(0), self.reg("cs"), self.reg("rflags") & event.EFLAGS_VM)
+            if key != self._mode_key:
+                self._mode_key = key
+                self._mode = self._efer = None
+        if self._mode is None:
+            self._mode = self._compute_mode()
+        return self._mode
+
+    def _compute_mode(self) -> str:
         if not self.cr(0) & paging.X86_CR0_PE:
             return "real"
         if self.reg("rflags") & event.EFLAGS_VM:
@@ -314,10 +375,11 @@ class SiliconVcpu:
             start = self.linear_rip()
             err: UcError | None = None
             if start not in self._exits:
-                try:
-                    uc.emu_start(rip, 0)
-                except UcError as e:
-                    err = e
+                self._rc.clear()
+                status = uclib.uc_emu_start(self._uch, rip, 1 << 63, 0, 0)
+                if status:
+                    err = UcError(status)
+                self._mode_stale = True  # the guest may have switched modes (MOV CR0 is native)
             if self._rescan:
                 self._rescan = False
                 continue
@@ -356,7 +418,10 @@ class SiliconVcpu:
         insn = dec.insn
         if insn.action is Action.EXIT:
             if insn.reason is ExitReason.IO_INSTRUCTION:
-                io = decode_io(dec.code, self._default_op32(), self.mode() == "long64")
+                mode = self.mode()
+                io = dec.io.get(mode)
+                if io is None:
+                    io = dec.io[mode] = decode_io(dec.code, self._default_op32(), mode == "long64")
                 port = io.imm_port if io.imm_port is not None else self.reg("rdx") & 0xFFFF
                 q = IoExitQual(io.size, io.is_in, io.string, io.rep, io.imm_port is not None, port)
                 return self._exit(insn.reason, q.encode(), dec.length)
@@ -452,6 +517,9 @@ class SiliconVcpu:
         self._pending = ("mem", access, addr, size)
         return False
 
+    def _on_exiting_insn(self, uc: Uc, address: int, size: int, _: object) -> None:
+        uc.emu_stop()
+
     def _on_intr(self, uc: Uc, intno: int, _: object) -> None:
         self._pending = ("intr", intno)
         uc.emu_stop()
@@ -459,16 +527,14 @@ class SiliconVcpu:
     def _on_new_block(self, uc: Uc, addr: int, size: int, _: object) -> None:
         """First execution of code not scanned yet: find its exiting instructions, then retranslate."""
         code = bytes(uc.mem_read(addr, size)) if size else b""
-        found = False
         for insn in self._disasm(code, addr):
             spec = EXITING_INSNS.get(insn.id)
-            if spec is not None:
+            if spec is not None and insn.address not in self._exits:
+                # A code hook on exactly this address stops the CPU before the instruction runs.
+                hook = uc.hook_add(UC_HOOK_CODE, self._on_exiting_insn, None, insn.address, insn.address)
                 self._exits[insn.address] = _Decoded(spec, insn.size, bytes(insn.bytes), insn.mnemonic,
-                                                     self._cs_mode())
-                found = True
+                                                     self._cs_mode(), hook=hook)
         self._mark_scanned(addr, addr + max(size, 1))
-        if found:
-            uc.ctl_set_exits(sorted(self._exits) or [_NOWHERE])
         uc.ctl_remove_cache(addr, addr + max(size, 1))
         self._rescan = True
         uc.emu_stop()
@@ -518,14 +584,15 @@ class SiliconVcpu:
         """Guest code changed under us (KVM patched an instruction): forget its scan and translation."""
         end = linear + length
         for addr in [a for a in self._exits if linear - 15 < a < end]:
-            del self._exits[addr]
+            dec = self._exits.pop(addr)
+            if self.uc is not None and dec.hook:
+                self.uc.hook_del(dec.hook)
         kept = []
         for s, e in self._scanned:
             if e <= linear - 15 or s >= end:
                 kept.append((s, e))
         self._scanned = kept
         if self.uc is not None:
-            self.uc.ctl_set_exits(sorted(self._exits) or [_NOWHERE])
             self.uc.ctl_remove_cache(max(0, linear - 4096), end + 4096)
             self._mark_scanned(0, 0)
 

@@ -172,8 +172,7 @@ class VcpuEmulateOps:
     def set_cr(self, ctxt, cr: int, val: int) -> int:
         if cr not in (0, 2, 3, 4, 8):
             return 1
-        self.hw.uc.reg_write({0: U.UC_X86_REG_CR0, 2: U.UC_X86_REG_CR2, 3: U.UC_X86_REG_CR3,
-                              4: U.UC_X86_REG_CR4, 8: U.UC_X86_REG_CR8}[cr], val)
+        self.hw.set_cr(cr, val)
         return 0
 
     def cpl(self, ctxt) -> int:

@@ -42,14 +42,18 @@ def kvm_get_msr(vcpu: KvmVcpu, index: int) -> tuple[int, int]:
     """(0, value) or (KVM_MSR_RET_UNSUPPORTED, 0)."""
     if index not in KVM_MSRS:
         return KVM_MSR_RET_UNSUPPORTED, 0
+    if index == 0xC0000080:
+        return 0, vcpu.hw.efer()
     return 0, vcpu.arch.msrs.get(index, KVM_MSRS[index])
 
 
 def kvm_set_msr(vcpu: KvmVcpu, index: int, data: int) -> int:
     if index not in KVM_MSRS:
         return KVM_MSR_RET_UNSUPPORTED
-    if index == 0xC0000080 and data & ~0xD01:   # EFER: only SCE, LME, LMA, NXE
-        return 1
+    if index == 0xC0000080:
+        if data & ~0xD01:   # EFER: only SCE, LME, LMA, NXE
+            return 1
+        vcpu.hw.set_efer(data)
     vcpu.arch.msrs[index] = data
     return 0
 

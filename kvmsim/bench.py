@@ -1,0 +1,186 @@
+"""`make bench`: throughput of the paths that matter, each beside a baseline measured in the same run.
+
+  PIO round trips/s   guest `out` loop: exit → handle_io → kvm_run → VMM → KVM_RUN → complete_fast_pio_out
+                      vs bare unicorn running the same loop with an empty OUT hook
+  native insns/s      guest ALU loop with no exits, vs bare unicorn on the same image
+  MMIO round trips/s  guest MMIO-read loop: EPT → emulator → userspace → NO_DECODE
+  emulated insns/s    decode + execute of an instruction mix (kvm/emulate alone)
+Real-KVM figures are added where /dev/kvm exists.  Timings are wall-clock: run on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_64, UC_PROT_ALL, Uc
+from unicorn import x86_const as U
+
+from kvmsim.scenario.guest_build import build_guest
+from kvmsim.scenario.runner import make_machine, run_machine
+from kvmsim.scenario.schema import Scenario
+
+PIO_ITERS = 20_000
+NATIVE_ITERS = 3_000_000
+MMIO_ITERS = 5_000
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float | None
+    unit: str
+    baseline: float | None = None
+    baseline_name: str = ""
+    target: str = ""
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return self.value / self.baseline if self.value and self.baseline else None
+
+
+def _scenario(source: str, defsym: dict[str, int], devices: list[dict] | None = None) -> Scenario:
+    spec = {"name": "bench", "description": "benchmark", "guest": {"source": source, "mode": "long64",
+                                                                    "defsym": defsym},
+            "limits": {"max_exits": 10_000_000, "wall_seconds": 600}}
+    if devices is not None:
+        spec["devices"] = devices
+    return Scenario.model_validate(spec)
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def sim_pio_round_trips(iters: int = PIO_ITERS) -> float:
+    m = make_machine(_scenario("guests/pio_loop.S", {"PIO_LOOP_COUNT": iters}), "sim")
+    try:
+        dt = _timed(lambda: run_machine(m))
+    finally:
+        m.close()
+    return iters / dt
+
+
+def _bare(image, hook_out: bool, until_port: int = 0xF4) -> Uc:
+    """Bare unicorn: same image, flat long mode, an empty OUT hook, stop at the debug-exit port."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.mem_map(0, 4 << 20, UC_PROT_ALL)
+    uc.mem_write(image.load_addr, image.image)
+    uc.reg_write(U.UC_X86_REG_RSP, 0x80000)
+
+    def on_out(u: Uc, port: int, size: int, value: int, _: object) -> None:
+        if port == until_port:
+            u.emu_stop()
+
+    uc.hook_add(UC_HOOK_INSN, on_out, None, 1, 0, U.UC_X86_INS_OUT)
+    return uc
+
+
+def bare_pio_round_trips(iters: int = PIO_ITERS) -> float:
+    image = build_guest(_repo("guests/pio_loop.S"), None, "long64", defines={"PIO_LOOP_COUNT": iters})
+    uc = _bare(image, True)
+    return iters / _timed(lambda: uc.emu_start(image.entry, 1 << 40))
+
+
+def native_ratio(iters: int = NATIVE_ITERS) -> tuple[float, float]:
+    """Guest instructions per second in kvmsim and in bare unicorn (4 instructions per iteration)."""
+    sc = _scenario("guests/native_loop.S", {"NATIVE_LOOP_COUNT": iters})
+    m = make_machine(sc, "sim")
+    try:
+        dt = _timed(lambda: run_machine(m))
+    finally:
+        m.close()
+    image = build_guest(_repo("guests/native_loop.S"), None, "long64", defines={"NATIVE_LOOP_COUNT": iters})
+    uc = _bare(image, False)
+    dt_bare = _timed(lambda: uc.emu_start(image.entry, 1 << 40))
+    insns = 4 * iters
+    return insns / dt, insns / dt_bare
+
+
+def sim_mmio_round_trips(iters: int = MMIO_ITERS) -> float | None:
+    devices = [{"type": "serial16550", "port": 0x3F8}, {"type": "debug-exit", "port": 0xF4},
+               {"type": "regbank", "gpa": 0xD0000000, "size": 0x1000, "values": {0: 0x1234}}]
+    try:
+        m = make_machine(_scenario("guests/mmio_loop.S", {"MMIO_LOOP_COUNT": iters}, devices), "sim")
+    except Exception:  # noqa: BLE001 - the guest may not exist yet
+        return None
+    try:
+        dt = _timed(lambda: run_machine(m))
+    finally:
+        m.close()
+    return iters / dt
+
+
+def emulated_insns() -> float | None:
+    try:
+        from kvmsim.kvm.emulate.bench import bench_emulated_insns
+    except ImportError:
+        return None
+    return bench_emulated_insns(2.0)
+
+
+def _repo(rel: str):
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / rel
+
+
+def _real(name: str, *args) -> tuple[float | None, str]:
+    try:
+        from kvmsim.realkvm import bench as rb
+        from kvmsim.realkvm.probe import kvm_available
+    except ImportError:
+        return None, "realkvm bench not built"
+    ok, why = kvm_available()
+    if not ok:
+        return None, why
+    fn = getattr(rb, name, None)
+    if fn is None:
+        return None, f"{name} not built"
+    try:
+        return fn(*args), ""
+    except Exception as e:  # noqa: BLE001 - report, do not crash the bench
+        return None, f"{type(e).__name__}: {e}"
+
+
+def collect() -> list[Figure]:
+    figs = []
+    pio, pio_bare = sim_pio_round_trips(), bare_pio_round_trips()
+    figs.append(Figure("PIO round trips (sim)", pio, "/s", pio_bare, "bare unicorn OUT hook", ">= 100,000/s"))
+    real_pio, why = _real("real_pio_round_trips", 1.0)
+    figs.append(Figure("PIO round trips (real KVM)", real_pio, "/s", pio, "sim", note=why))
+    native, native_bare = native_ratio()
+    figs.append(Figure("native guest insns (sim)", native, "/s", native_bare, "bare unicorn", ">= 0.8x bare"))
+    mmio = sim_mmio_round_trips()
+    figs.append(Figure("MMIO round trips (sim)", mmio, "/s", target=">= 30,000/s",
+                       note="" if mmio else "guests/mmio_loop.S or the emulator path missing"))
+    real_mmio, why = _real("real_mmio_round_trips", 1.0)
+    figs.append(Figure("MMIO round trips (real KVM)", real_mmio, "/s", mmio, "sim", note=why))
+    emu = emulated_insns()
+    figs.append(Figure("emulated insns (decode+execute)", emu, "/s", target=">= 20,000/s",
+                       note="" if emu else "kvm/emulate/bench.py missing"))
+    return figs
+
+
+def format_figures(figs: list[Figure]) -> str:
+    rows = []
+    for f in figs:
+        val = f"{f.value:,.0f}{f.unit}" if f.value else "n/a"
+        ratio = f"{f.ratio:.2f}x {f.baseline_name}" if f.ratio else ""
+        base = f"{f.baseline:,.0f}{f.unit}" if f.baseline else ""
+        rows.append((f.name, val, base, ratio, f.target, f.note))
+    widths = [max(len(r[i]) for r in rows + [("figure", "value", "baseline", "ratio", "target", "note")])
+              for i in range(6)]
+    head = ("figure", "value", "baseline", "ratio", "target", "note")
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    print(format_figures(collect()))
+    return 0
