@@ -389,6 +389,13 @@ class SiliconVcpu:
                 continue
             if err is not None:
                 if err.errno == UCC.UC_ERR_INSN_INVALID:
+                    # Unicorn cannot translate some exiting instructions (VMREAD, VMWRITE), so the
+                    # block scanner never saw them; the CPU exits on them before any #UD.
+                    dec = self._exits.get(self.linear_rip()) or self._scan_invalid_insn()
+                    if dec is not None:
+                        if self._exiting_insn(dec):
+                            return
+                        continue
                     if self._exception(Vector.UD, None):
                         return
                     continue
@@ -420,11 +427,13 @@ class SiliconVcpu:
             if insn.reason is ExitReason.IO_INSTRUCTION:
                 mode = self.mode()
                 io = dec.io.get(mode)
-                if io is None:
-                    io = dec.io[mode] = decode_io(dec.code, self._default_op32(), mode == "long64")
-                port = io.imm_port if io.imm_port is not None else self.reg("rdx") & 0xFFFF
-                q = IoExitQual(io.size, io.is_in, io.string, io.rep, io.imm_port is not None, port)
-                return self._exit(insn.reason, q.encode(), dec.length)
+                if io is None:  # the qualification without the port, cached per mode
+                    d = decode_io(dec.code, self._default_op32(), mode == "long64")
+                    base = IoExitQual(d.size, d.is_in, d.string, d.rep, d.imm_port is not None, 0).encode()
+                    io = dec.io[mode] = (base, d.imm_port)
+                base, imm_port = io
+                port = imm_port if imm_port is not None else self.reg("rdx") & 0xFFFF
+                return self._exit(insn.reason, base | (port << 16), dec.length)
             return self._exit(insn.reason, 0, dec.length)
         if insn.action is Action.MSR:
             ecx = self.reg("rcx") & 0xFFFF_FFFF
@@ -442,6 +451,20 @@ class SiliconVcpu:
         itype = IntrType.SOFT_INTR if dec.mnemonic == "int" else (
             IntrType.PRIV_SW_EXCEPTION if vector == Vector.DB else IntrType.SOFT_EXCEPTION)
         return self._deliver(vector, itype, None, cr2=None, inst_len=dec.length)
+
+    def _scan_invalid_insn(self) -> _Decoded | None:
+        """The exiting instruction unicorn refused to translate at RIP, recorded like a scanned one."""
+        here = self.linear_rip()
+        try:
+            code = self.read_linear_bytes(here, 15)
+        except (paging.PageFault, UcError):
+            return None
+        insn = next(self._disasm(code, here), None)
+        spec = EXITING_INSNS.get(insn.id) if insn is not None else None
+        if spec is None:
+            return None
+        dec = self._exits[here] = _Decoded(spec, insn.size, bytes(insn.bytes), insn.mnemonic, self._cs_mode())
+        return dec
 
     def _passthrough_msr(self, write: bool, ecx: int) -> None:
         """The MSR bitmap lets the guest touch this MSR directly: the CPU's own RDMSR/WRMSR."""

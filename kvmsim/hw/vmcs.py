@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 
 class ExitReason(IntEnum):
@@ -87,8 +88,18 @@ VMX_EXIT_REASONS_FAILED_VMENTRY = 0x80000000
 VMX_EXIT_REASONS_BUS_LOCK_DETECTED = 1 << 26
 
 
+_NAMES: dict[int, str] = {}
+
+
 def exit_reason_name(full: int) -> str:
     """How kvm_exit prints a reason: the basic name plus flag names for the high bits."""
+    name = _NAMES.get(full)
+    if name is None:
+        name = _NAMES[full] = _exit_reason_name(full)
+    return name
+
+
+def _exit_reason_name(full: int) -> str:
     basic = full & 0xFFFF
     try:
         name = ExitReason(basic).name
@@ -154,9 +165,8 @@ def intr_info(vector: int, itype: IntrType, has_error: bool = False) -> int:
 
 # ---------------------------------------------------------------- exit qualifications
 
-@dataclass(frozen=True, slots=True)
-class IoExitQual:
-    """Exit qualification for I/O instructions (SDM table 28-5)."""
+class IoExitQual(NamedTuple):
+    """Exit qualification for I/O instructions (SDM table 28-5); a tuple because it is built per exit."""
 
     size: int       # bits 2:0 hold size - 1
     is_in: bool     # bit 3

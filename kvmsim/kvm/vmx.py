@@ -14,6 +14,7 @@ from kvmsim.uapi import KvmExit, KvmInternalError
 
 ExitHandler = Callable[[KvmVcpu], int]
 EXIT_FASTPATH_NONE = 0
+_EPT_MISCONFIG = int(ExitReason.EPT_MISCONFIG)
 KVM_ISA_VMX = 1
 
 
@@ -125,7 +126,7 @@ def skip_emulated_instruction(vcpu: KvmVcpu) -> int:
     """VM_EXIT_INSTRUCTION_LEN, except EPT misconfig under a hypervisor: decode with EMULTYPE_SKIP."""
     hw = vcpu.hw
     basic = hw.vmcs.vm_exit_reason & 0xFFFF
-    if not vcpu.kvm.params.host_is_hypervisor or basic != ExitReason.EPT_MISCONFIG:
+    if basic != _EPT_MISCONFIG or not vcpu.kvm.params.host_is_hypervisor:
         length = hw.vmcs.vm_exit_instruction_len
         if length:
             old = hw.reg("rip")

@@ -76,8 +76,6 @@ def vcpu_run(vcpu: KvmVcpu) -> int:
 @kfunc()
 def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
     """Service requests, inject events, run the vendor vcpu_run, then handle_exit (reference §8.3)."""
-    from kvmsim.kvm import vmx
-
     if "KVM_REQ_TRIPLE_FAULT" in vcpu.requests:
         vcpu.requests.discard("KVM_REQ_TRIPLE_FAULT")
         vcpu.run.exit_reason = KvmExit.SHUTDOWN
@@ -107,8 +105,6 @@ def kvm_inject_nmi(vcpu: KvmVcpu) -> None:
 
 def kvm_check_and_inject_events(vcpu: KvmVcpu) -> None:
     """Priority: pending exception, then NMI, then the userspace-PIC interrupt (reference §2.5 step 3)."""
-    from kvmsim.kvm import vmx
-
     exc = vcpu.arch.exception
     if exc.pending:
         exc.pending, exc.injected = False, True
@@ -213,8 +209,6 @@ def kvm_get_linear_rip(vcpu: KvmVcpu) -> int:
 @kfunc()
 def kvm_skip_emulated_instruction(vcpu: KvmVcpu) -> int:
     """Vendor skip, then a single-step #DB if TF was set before (reference §5)."""
-    from kvmsim.kvm import vmx
-
     rflags = vcpu.hw.reg("rflags")
     r = vmx.vmx_skip_emulated_instruction(vcpu)
     if r == 0:
@@ -242,7 +236,6 @@ def __kvm_emulate_halt(vcpu: KvmVcpu) -> int:
 def kvm_prepare_emulation_failure_exit(vcpu: KvmVcpu, data: list[int] | None = None,
                                        insn_bytes: bytes = b"") -> None:
     """prepare_emulation_failure_exit: suberror EMULATION, flags, optional bytes, 5 exit-info words."""
-    from kvmsim.kvm import vmx
     from kvmsim.uapi import KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KvmInternalError
 
     run = vcpu.run
@@ -262,3 +255,7 @@ def kvm_prepare_emulation_failure_exit(vcpu: KvmVcpu, data: list[int] | None = N
     for i, w in enumerate(words):
         run.internal.data[info_start + i] = w
     run.internal.ndata = info_start + len(words)
+
+
+# vmx.py implements the vendor hooks x86.c calls (kvm_x86_ops); it imports this module, so last.
+from kvmsim.kvm import vmx  # noqa: E402
