@@ -190,9 +190,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_emulator_coverage(args: argparse.Namespace) -> int:
-    """Which emulation types (and how often) the scenarios drive x86_emulate_instruction with."""
+    """Per decoder table, entries modelled vs the kernel's; with FILEs, which EMULTYPEs scenarios drive."""
     from kvmsim import report
-    scenarios, status = _load_all(args.files or [DEFAULT_DIR])
+    if not args.files:
+        from kvmsim.kvm.emulate.coverage import format_coverage
+        print(format_coverage())
+        return 0
+    scenarios, status = _load_all(args.files)
     run_scenario = _runner()
     if run_scenario is None:
         return _not_implemented("emulator-coverage")
@@ -213,9 +217,12 @@ def cmd_emulator_coverage(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Wall time per scenario on the sim backend (best of --repeat)."""
+    """Throughput figures (kvmsim/bench.py); with FILEs, wall time per scenario (best of --repeat)."""
     from kvmsim import report
-    scenarios, status = _load_all(args.files or [DEFAULT_DIR])
+    if not args.files:
+        from kvmsim import bench
+        return bench.main()
+    scenarios, status = _load_all(args.files)
     run_scenario = _runner()
     if run_scenario is None:
         return _not_implemented("bench")
@@ -266,11 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("files", nargs="*", metavar="FILE")
     d.set_defaults(func=cmd_diff)
 
-    e = sub.add_parser("emulator-coverage", help="emulation calls by EMULTYPE across scenarios")
+    e = sub.add_parser("emulator-coverage", help="decoder-table coverage vs the kernel's; with FILEs, EMULTYPE use by scenario")
     e.add_argument("files", nargs="*", metavar="FILE")
     e.set_defaults(func=cmd_emulator_coverage)
 
-    b = sub.add_parser("bench", help="time scenarios on the sim backend")
+    b = sub.add_parser("bench", help="throughput figures (PIO, native, MMIO, emulator); with FILEs, time scenarios")
     b.add_argument("files", nargs="*", metavar="FILE")
     b.add_argument("--repeat", type=int, default=3, metavar="N")
     b.set_defaults(func=cmd_bench)
