@@ -101,6 +101,11 @@ def print_run(console: Console, result: RunResult, checks: list[Check], trace: b
             plain(console, "  | " + line)
     if result.exceptions:
         plain(console, "exceptions injected: " + ", ".join(_exc(e) for e in result.exceptions))
+    if result.host_events is not None:
+        from kvmsim.realkvm.hostevents import summary_lines
+        plain(console, f"host kvm events ({result.host_events.get('module', '?')}, tracefs):", "bold")
+        for line in summary_lines(result.host_events):
+            plain(console, "  " + line)
     if trace and result.trace:
         plain(console, "trace:", "bold")
         for ev in result.trace:
@@ -136,3 +141,60 @@ def counts_table(title: str, columns: list[str], rows: list[list[Any]]) -> Table
     for r in rows:
         t.add_row(*[Text(str(x)) for x in r])
     return t
+
+
+# ---------------------------------------------------------------- kvmsim diff
+
+MAX_OTHER_DIFFERENCES = 12
+
+
+def diff_lines(c: Any) -> list[str]:
+    """One scenario of `kvmsim diff` (a differential.Comparison) as plain lines: a status line,
+    then labelled vendor differences, or the first divergence and the final registers."""
+    from kvmsim.scenario.result import _show
+    if c.status == "SKIP":
+        return [f"SKIP   {c.scenario}: {c.reason}"]
+    if c.status == "ERROR":
+        return [f"ERROR  {c.scenario}: {c.reason}"]
+    notes = []
+    if c.vendor:
+        notes.append(f"{len(c.vendor)} labelled {c.host} difference{'s' if len(c.vendor) > 1 else ''}")
+    if c.ignored:
+        notes.append("host_dependent, not compared: " + " ".join(c.ignored))
+    head = f"{c.status:<6} {c.scenario}  ({c.exits[0]} userspace exits)"
+    if c.status == "DIFF" and c.divergence is not None:
+        head = f"DIFF   {c.scenario}: first divergence at {c.divergence.where}"
+    out = [head + (f"  [{'; '.join(notes)}]" if notes else "")]
+    for d in c.vendor:
+        out.append(f"         vendor {c.host} {d.vendor.name}: {d.path}: sim {_show(d.sim)}, kvm {_show(d.kvm)}")
+    if c.status != "DIFF":
+        return out
+    dv = c.divergence
+    out.append(f"         sim: {dv.sim}")
+    out.append(f"         kvm: {dv.kvm}")
+    kvm_rip = f" (kvm rip {dv.kvm_rip:#x})" if dv.kvm_rip is not None and dv.kvm_rip != dv.sim_rip else ""
+    out.append(f"         guest at sim rip: {dv.insn}{kvm_rip}")
+    out.append(f"         userspace exits: sim {c.exits[0]}, kvm {c.exits[1]}; "
+               f"{len(c.differences)} unexplained difference{'s' if len(c.differences) != 1 else ''}:")
+    for d in c.differences[:MAX_OTHER_DIFFERENCES]:
+        out.append(f"           {d.path}: sim {_show(d.sim)} != kvm {_show(d.kvm)}")
+    if len(c.differences) > MAX_OTHER_DIFFERENCES:
+        out.append(f"           ... {len(c.differences) - MAX_OTHER_DIFFERENCES} more")
+    out.append("         final registers        sim                 kvm")
+    for name, a, b, mark in c.registers:
+        fa = f"{a:#018x}" if isinstance(a, int) else str(a)
+        fb = f"{b:#018x}" if isinstance(b, int) else str(b)
+        out.append(f"           {name:<7} {fa:>18}  {fb:>18}  {mark}".rstrip())
+    return out
+
+
+def diff_summary(comparisons: list[Any], host: str) -> list[str]:
+    """The closing lines: each labelled vendor difference seen, explained once, then the counts."""
+    seen = {d.vendor.name: d.vendor for c in comparisons for d in c.vendor}
+    out = [f"labelled {host} difference {name}: {vd.explanation}" for name, vd in sorted(seen.items())]
+    n = {s: sum(c.status == s for c in comparisons) for s in ("MATCH", "DIFF", "SKIP", "ERROR")}
+    labelled = sum(bool(c.vendor) for c in comparisons if c.status == "MATCH")
+    extra = f" ({labelled} with labelled {host} differences)" if labelled else ""
+    out.append(f"diff on {host}: {n['MATCH'] + n['DIFF']} compared, {n['MATCH']} MATCH{extra}, "
+               f"{n['DIFF']} DIFF, {n['SKIP']} SKIP" + (f", {n['ERROR']} ERROR" if n["ERROR"] else ""))
+    return out

@@ -144,8 +144,11 @@ class RealKvm(_Fd):
         return HostInfo(module=vendor_module(), api_version=self.api_version(), cpu_vendor=cpu_vendor(),
                         kernel=platform.release(), vcpu_mmap_size=self.vcpu_mmap_size(), caps=caps)
 
-    def create_vm(self, vm_type: int = 0) -> "RealVm":
-        return RealVm(self, _ioctl(self.fd, K.KVM_CREATE_VM, vm_type))
+    def create_vm(self, vm_type: int = 0, *, owns_kvm: bool = False) -> "RealVm":
+        """KVM_CREATE_VM; with owns_kvm the VM's close() also closes this /dev/kvm fd."""
+        vm = RealVm(self, _ioctl(self.fd, K.KVM_CREATE_VM, vm_type))
+        vm.owns_kvm = owns_kvm
+        return vm
 
 
 class RealEventFd(_Fd):
@@ -169,6 +172,7 @@ class RealVm(_Fd):
         self._pins: dict[int, ctypes.Array] = {}     # slot → pin on the VMM's memory
         self._ioeventfds: list[tuple[KvmIoeventfd, RealEventFd]] = []
         self._vcpus: list[RealVcpu] = []
+        self.owns_kvm = False
 
     # -- memory
     def set_user_memory_region(self, slot: int, guest_phys_addr: int, memory: memoryview,
@@ -252,6 +256,8 @@ class RealVm(_Fd):
         self._ioeventfds = []
         self._close_fd()
         self._pins = {}  # after the VM fd is gone: KVM no longer maps the memory
+        if getattr(self, "owns_kvm", False):
+            self.kvm.close()
 
 
 class RealVcpu(_Fd):
@@ -261,6 +267,7 @@ class RealVcpu(_Fd):
         self.vm, self.fd, self.vcpu_id = vm, fd, vcpu_id
         self.run_timeout: float | None = DEFAULT_RUN_TIMEOUT_S  # wall-time bound per KVM_RUN
         self.timed_out = False   # the last run() was cut short by the watchdog
+        self._run_tid: int | None = None  # thread in KVM_RUN (kick() signals it)
         size = vm.kvm.vcpu_mmap_size()
         self._mmap = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.mapping = KvmRunMapping(self._mmap)
@@ -274,9 +281,11 @@ class RealVcpu(_Fd):
         """
         self.timed_out = False
         token = _WATCHDOG.arm(self, self.run_timeout) if self.run_timeout else None
+        self._run_tid = threading.get_ident()
         try:
             r = _raw_ioctl(self.fd, K.KVM_RUN)
         finally:
+            self._run_tid = None
             if token is not None and _WATCHDOG.disarm(token):
                 self.timed_out = True
                 self.mapping.run.immediate_exit = 0
@@ -285,6 +294,21 @@ class RealVcpu(_Fd):
         if r in (-_errno.EINTR, -_errno.EAGAIN):
             return r
         raise BackendError(f"KVM_RUN failed: {_errno.errorcode.get(-r, '?')} ({os.strerror(-r)})")
+
+    def kick(self) -> None:
+        """From another thread: make KVM_RUN return -EINTR now and every later KVM_RUN at once.
+
+        As a VMM's vCPU kick: kvm_run.immediate_exit = 1, then a signal to the thread in KVM_RUN.
+        The flag stays set, so a run() that starts after the kick also returns -EINTR.
+        """
+        if self.mapping is not None:
+            self.mapping.run.immediate_exit = 1
+        tid = self._run_tid
+        if tid is not None and signal.getsignal(KICK_SIGNAL) is _kick_handler:
+            try:
+                signal.pthread_kill(tid, KICK_SIGNAL)
+            except (ProcessLookupError, OSError):
+                pass  # the thread left KVM_RUN (and maybe ended) meanwhile
 
     # -- registers
     def get_regs(self) -> KvmRegs:

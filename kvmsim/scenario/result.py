@@ -98,6 +98,7 @@ class RunResult:
     guest_insns: int | None = None
     wall_seconds: float | None = None                            # not compared by `diff`
     trace: list[Any] | None = None                               # only with --trace
+    host_events: dict[str, Any] | None = None                    # kvm backend: real kvm:* tracepoint counts
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dc_fields(self)}
@@ -108,6 +109,8 @@ class RunResult:
         d["devices"] = {n: dict(sorted(c.items())) for n, c in sorted(self.devices.items())}
         d["exceptions"] = [dict(sorted(e.items())) for e in self.exceptions]
         d["memory"] = [dict(sorted(m.items())) for m in self.memory]
+        if self.host_events is not None:
+            d["host_events"] = _sorted_deep(self.host_events)
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -125,6 +128,14 @@ class RunResult:
         return cls.from_dict(json.loads(text))
 
 
+def _sorted_deep(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _sorted_deep(x) for k, x in sorted(v.items())}
+    if isinstance(v, list):
+        return [_sorted_deep(x) for x in v]
+    return v
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (bytes, bytearray, memoryview)):
         return bytes(o).hex()
@@ -135,7 +146,11 @@ def _json_default(o: Any) -> Any:
 
 # ---------------------------------------------------------------- sim vs kvm
 
-NOT_COMPARED = ("scenario", "backend", "trace", "wall_seconds")
+NOT_COMPARED = ("scenario", "backend", "trace", "wall_seconds", "host_events")
+# What sim and /dev/kvm must agree on (`kvmsim diff`): what userspace and the guest can observe.
+BACKEND_AGREED = ("stop.reason", "stop.code", "stop.suberror", "userspace", "serial", "regs", "memory", "devices")
+# Model facts only the simulation reports (VMX exit and EMULTYPE counts, injected exceptions).
+SIM_ONLY = ("exits", "emulation", "exceptions", "guest_insns")
 
 
 def _flatten(v: Any, prefix: str, out: dict[str, Any]) -> None:
@@ -150,12 +165,26 @@ def _flatten(v: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix] = v
 
 
-def diff_results(a: RunResult, b: RunResult, ignore: list[str] | tuple[str, ...] = ()) -> list[str]:
+def diff_results(a: RunResult, b: RunResult, ignore: list[str] | tuple[str, ...] = (),
+                 only: tuple[str, ...] | None = None) -> list[str]:
     """Differences between two results as `path: a_value != b_value` lines.
 
     `ignore` holds dotted paths (a scenario's host_dependent): `regs.rbx` skips that register,
     `regs` skips all of them.  Userspace exits flatten as `userspace.<i>.fields.<name>`.
+    `only` (dotted prefixes, e.g. BACKEND_AGREED) limits the comparison to those fields.
     """
+    return [f"{p}: {_show(va)} != {_show(vb)}" for p, va, vb in diff_paths(a, b, ignore, only)]
+
+
+def path_under(path: str, prefixes: list[str] | tuple[str, ...]) -> bool:
+    """`regs.rbx` is under `regs` and under `regs.rbx`, not under `regs.rb`."""
+    return any(path == p or path.startswith(p + ".") for p in prefixes)
+
+
+def diff_paths(a: RunResult, b: RunResult, ignore: list[str] | tuple[str, ...] = (),
+               only: tuple[str, ...] | None = None) -> list[tuple[str, Any, Any]]:
+    """(path, a value, b value) for every flattened field that differs, in natural path order;
+    a value missing on one side is the string '<absent>'."""
     fa: dict[str, Any] = {}
     fb: dict[str, Any] = {}
     da, db = a.to_dict(), b.to_dict()
@@ -164,16 +193,13 @@ def diff_results(a: RunResult, b: RunResult, ignore: list[str] | tuple[str, ...]
     _flatten(da, "", fa)
     _flatten(db, "", fb)
 
-    def ignored(p: str) -> bool:
-        return any(p == i or p.startswith(i + ".") for i in ignore)
-
     out = []
     for p in sorted(set(fa) | set(fb), key=lambda s: [(0, int(x)) if x.isdigit() else (1, x) for x in s.split(".")]):
-        if ignored(p):
+        if path_under(p, ignore) or (only is not None and not path_under(p, only)):
             continue
         va, vb = fa.get(p, "<absent>"), fb.get(p, "<absent>")
         if va != vb:
-            out.append(f"{p}: {_show(va)} != {_show(vb)}")
+            out.append((p, va, vb))
     return out
 
 

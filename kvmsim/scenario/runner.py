@@ -6,6 +6,7 @@ everything after that is the same userspace code.
 
 from __future__ import annotations
 
+import functools
 import mmap
 import time
 from collections import Counter
@@ -41,7 +42,18 @@ class Machine:
     backend: str
 
     def close(self) -> None:
+        """Release the VM (its fds and kvm_run mappings), then guest RAM."""
         self.vm.close()
+        _release_ram(self.ram)
+
+
+def _release_ram(ram: list[tuple[int, mmap.mmap]]) -> None:
+    for _gpa, buf in ram:
+        try:
+            buf.close()
+        except BufferError:
+            pass  # something still views this RAM (a debugger); the mapping goes with it
+    ram.clear()
 
 
 def build_image(sc: Scenario) -> GuestImage:
@@ -64,33 +76,61 @@ def _params(sc: Scenario):
                      emulator=k.emulator.model_dump())
 
 
+BACKENDS = ("sim", "kvm")
+
+
+@functools.lru_cache(maxsize=1)
+def kvm_probe() -> tuple[bool, str]:
+    """realkvm.probe.kvm_available(), asked once per process."""
+    from kvmsim.realkvm.probe import kvm_available
+
+    return kvm_available()
+
+
 def _open_vm(sc: Scenario, backend: str) -> VmFd:
     if backend == "sim":
         from kvmsim.kvm.kvm_main import SimKvm
 
         return SimKvm().create_vm(_params(sc))
+    if backend != "kvm":
+        raise BackendError(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
     from kvmsim.realkvm.backend import RealKvm
-    from kvmsim.realkvm.probe import kvm_available
 
-    ok, why = kvm_available()
+    ok, why = kvm_probe()
     if not ok:
         raise BackendError(f"the kvm backend is not available here: {why}")
-    return RealKvm().create_vm()
+    return RealKvm().create_vm(owns_kvm=True)
 
 
 def make_machine(sc: Scenario, backend: str = "sim") -> Machine:
-    """Steps a VMM takes: memory, VM, vCPU, CPUID, boot state, devices."""
+    """Steps a VMM takes: memory, VM, vCPU, CPUID, boot state, devices.
+
+    Anything that fails half-way releases what was already made (fds, mappings).
+    """
     image = build_image(sc)
     vm = _open_vm(sc, backend)
     ram: list[tuple[int, mmap.mmap]] = []
+    try:
+        return _make_machine(sc, backend, image, vm, ram)
+    except BaseException:
+        vm.close()
+        _release_ram(ram)
+        raise
+
+
+def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
+                  ram: list[tuple[int, mmap.mmap]]) -> Machine:
     for slot, m in enumerate(sc.memory):
         buf = mmap.mmap(-1, m.size)
         ram.append((m.gpa, buf))
         vm.set_user_memory_region(slot, m.gpa, memoryview(buf))
     _load_image(ram, image, sc)
     vcpu = vm.create_vcpu(0)
-    if sc.kvm.cpuid and backend == "sim":
-        vcpu.set_cpuid(_cpuid_with_overrides(vcpu, sc))
+    if sc.kvm.cpuid:
+        vcpu.set_cpuid(_cpuid_with_overrides(vm, sc, backend))
+    if backend == "kvm":
+        # Each KVM_RUN is bounded by the watchdog; the whole run by VmmConfig.wall_seconds (kick).
+        vcpu.run_timeout = min(vcpu.run_timeout or sc.limits.wall_seconds, sc.limits.wall_seconds)
     if sc.kvm.user_space_msr:
         mask = KvmMsrExitReason(0)
         for r in sc.kvm.user_space_msr:
@@ -135,11 +175,21 @@ def _load_image(ram: list[tuple[int, mmap.mmap]], image: GuestImage, sc: Scenari
                         f"guest image at {image.load_addr:#x}+{len(image.image):#x} is not inside any memory slot")
 
 
-def _cpuid_with_overrides(vcpu: VcpuFd, sc: Scenario) -> list[KvmCpuidEntry2]:
-    from kvmsim.kvm.cpuid import default_cpuid_entries
+def _cpuid_with_overrides(vm: VmFd, sc: Scenario, backend: str) -> list[KvmCpuidEntry2]:
+    """The scenario's kvm.cpuid on top of the backend's base table.
+
+    sim: the model's default table (the one create_vcpu installs); kvm: KVM_GET_SUPPORTED_CPUID,
+    which is what RealVm.create_vcpu installs (as KVM selftests' vm_vcpu_add).
+    """
     from kvmsim.uapi import KVM_CPUID_FLAG_SIGNIFCANT_INDEX
 
-    entries = {(e.function, e.index): e for e in default_cpuid_entries()}
+    if backend == "kvm":
+        base = vm.kvm.supported_cpuid()  # type: ignore[attr-defined]
+    else:
+        from kvmsim.kvm.cpuid import default_cpuid_entries
+
+        base = default_cpuid_entries()
+    entries = {(e.function, e.index): e for e in base}
     for o in sc.kvm.cpuid:
         e = entries.setdefault((o.function, o.index), KvmCpuidEntry2(function=o.function, index=o.index,
                                                                       flags=KVM_CPUID_FLAG_SIGNIFCANT_INDEX if o.index else 0))
@@ -197,20 +247,37 @@ def _read_guest(m: Machine, gpa: int, n: int) -> bytes:
     return b""
 
 
-def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False) -> RunResult:
-    """Build, run and tear down one scenario."""
+def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
+                 host_events: bool | None = None, max_exits: int | None = None) -> RunResult:
+    """Build, run and tear down one scenario.
+
+    host_events (default: on for the kvm backend): record the real kernel's kvm:* tracepoints
+    of the run into RunResult.host_events (realkvm/hostevents.py).  max_exits overrides the
+    scenario's limit (diff replays a run up to a given userspace exit).
+    """
     tracer = None
     if trace and backend == "sim":
         from kvmsim.trace.recorder import Recorder
 
         tracer = Recorder().start()
     m = make_machine(sc, backend)
+    if max_exits is not None:
+        m.vmm.config.max_exits = max_exits
+    host = None
     try:
-        res = run_machine(m)
+        if backend == "kvm" and (host_events is None or host_events):
+            from kvmsim.realkvm.hostevents import HostEventRecorder
+
+            with HostEventRecorder() as host:
+                res = run_machine(m)
+        else:
+            res = run_machine(m)
     finally:
         if tracer is not None:
             tracer.stop()
         m.close()
     if tracer is not None:
         res.trace = tracer.lines()
+    if host is not None:
+        res.host_events = host.summary
     return res

@@ -1,0 +1,108 @@
+"""Differences between the model (KVM on Intel VMX) and a real host that only the vendor explains.
+
+`kvmsim diff` compares what userspace and the guest observe.  Where a host's vendor module
+(kvm_intel, kvm_amd, kvm_pvm) makes the real kernel differ from VMX for a reason outside the
+model, the difference is *labelled*, not hidden: it is printed with the explanation below,
+and accepted only when it has exactly the predicted shape (`holds`); any other value of the
+same field is an ordinary divergence.
+
+    VENDOR_DIFFERENCES[module] = [VendorDifference(pattern, explanation, holds), ...]
+
+`pattern` is an fnmatch pattern over diff paths (`regs.rip`, `userspace.*.fields.data`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from kvmsim.scenario.result import RunResult
+
+X86_EFLAGS_RF = 1 << 16
+KVM_EXIT_IO_OUT = 1
+
+
+@dataclass(frozen=True)
+class DiffContext:
+    """What a `holds` predicate may look at: both results and the guest's instruction lengths."""
+
+    sim: RunResult
+    kvm: RunResult
+    insn: Callable[[int], tuple[int, str] | None]   # (length, mnemonic) of the guest instruction at a RIP
+
+
+# holds(ctx, sim value, kvm value) -> True iff the difference is exactly the one the vendor explains.
+Holds = Callable[[DiffContext, Any, Any], bool]
+
+
+@dataclass(frozen=True)
+class VendorDifference:
+    name: str          # short label printed beside each occurrence
+    pattern: str
+    explanation: str
+    holds: Holds
+
+
+def _stopped_on_emulated_out(ctx: DiffContext, sim_rip: Any, kvm_rip: Any) -> bool:
+    """The run stopped at the KVM_EXIT_IO of an OUT (not OUTS) and kvm's RIP is the sim's plus that OUT."""
+    if not ctx.sim.userspace or not ctx.kvm.userspace or not isinstance(sim_rip, int) or not isinstance(kvm_rip, int):
+        return False
+    last, last_kvm = ctx.sim.userspace[-1], ctx.kvm.userspace[-1]
+    if last.to_dict() != last_kvm.to_dict():
+        return False
+    if last.reason != "IO" or last.fields.get("direction") != KVM_EXIT_IO_OUT:
+        return False
+    insn = ctx.insn(sim_rip)
+    return insn is not None and insn[1] == "out" and kvm_rip == sim_rip + insn[0]
+
+
+def _rf_after_software_fault_delivery(ctx: DiffContext, sim_rflags: Any, kvm_rflags: Any) -> bool:
+    """Both runs ended in a triple fault and the RFLAGS differ in RF alone."""
+    return (ctx.sim.stop.reason == ctx.kvm.stop.reason == "shutdown" and isinstance(sim_rflags, int)
+            and isinstance(kvm_rflags, int) and sim_rflags ^ kvm_rflags == X86_EFLAGS_RF)
+
+
+VENDOR_DIFFERENCES: dict[str, list[VendorDifference]] = {
+    "kvm_intel": [],
+    "kvm_amd": [],
+    "kvm_pvm": [
+        VendorDifference(
+            "pvm-out-retired", "regs.rip",
+            "kvm_pvm runs the guest's OUT in KVM's emulator, which retires it before the KVM_EXIT_IO "
+            "reaches userspace, so RIP is already past the OUT; on VMX, kvm_fast_pio leaves RIP on the "
+            "OUT until complete_fast_pio_out skips it on the next KVM_RUN. Seen only when userspace "
+            "reads registers at that exit (a run that stops on it). Checked: the last exit is an OUT's "
+            "and kvm RIP = sim RIP + the OUT's length.",
+            _stopped_on_emulated_out),
+        VendorDifference(
+            "pvm-fault-rf", "regs.rflags",
+            "kvm_pvm raises the guest's fault in KVM's emulator and delivers it in software: "
+            "inject_pending_event (x86.c) sets RFLAGS.RF for a fault-class exception before delivery, "
+            "and a delivery that ends in a triple fault leaves RF set. On VMX the CPU delivers the "
+            "fault itself (not intercepted) and the model's triple-fault exit keeps RF clear. "
+            "Checked: both runs shut down and RFLAGS differ in RF only.",
+            _rf_after_software_fault_delivery),
+    ],
+}
+
+
+def explain(module: str, path: str, sim_value: Any, kvm_value: Any, ctx: DiffContext) -> VendorDifference | None:
+    """The vendor difference that accounts for this one, or None if it is an ordinary divergence."""
+    for vd in VENDOR_DIFFERENCES.get(module, []):
+        if fnmatch.fnmatchcase(path, vd.pattern) and vd.holds(ctx, sim_value, kvm_value):
+            return vd
+    return None
+
+
+def table_lines(module: str | None = None) -> list[str]:
+    """The table as text (README, `kvmsim diff --vendor-table`)."""
+    out = []
+    for mod, entries in sorted(VENDOR_DIFFERENCES.items()):
+        if module is not None and mod != module:
+            continue
+        if not entries:
+            out.append(f"{mod}: (none known)")
+        for vd in entries:
+            out.append(f"{mod}: {vd.name} ({vd.pattern}): {vd.explanation}")
+    return out
