@@ -3,13 +3,18 @@
 `@kfunc` marks a modelled kernel function: when probing is on, each call emits an
 entry and an exit event carrying the simulated kernel call stack; `tracepoint()`
 emits a kernel tracepoint (trace.h) with its fields.  trace/ and debug/ subscribe;
-nothing below them knows who listens.  When nobody listens, `PROBES.enabled` is
-False and a probed call costs one attribute test.
+nothing below them knows who listens.
+
+Free when off: `@kfunc` returns the plain function.  The first subscriber swaps every
+kvmsim module global and module-level table entry that names a probed function for
+its probed twin (as ftrace patches call sites); the last unsubscribe swaps them back.
+Tracepoints cost one `PROBES.enabled` test.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
@@ -41,14 +46,17 @@ class Probes:
 
     def subscribe(self, sub: Subscriber) -> None:
         self._subs.append(sub)
+        if not self.enabled:
+            _rebind(_PROBED)
         self.enabled = True
 
     def unsubscribe(self, sub: Subscriber) -> None:
         if sub in self._subs:
             self._subs.remove(sub)
-        self.enabled = bool(self._subs)
-        if not self.enabled:
+        if self.enabled and not self._subs:
+            _rebind(_PLAIN)
             self.stack.clear()
+        self.enabled = bool(self._subs)
 
     def emit(self, kind: str, name: str, fields: dict[str, Any]) -> None:
         self.seq += 1
@@ -58,6 +66,24 @@ class Probes:
 
 
 PROBES = Probes()
+
+
+_PROBED: dict[Callable, Callable] = {}   # plain function -> probed twin
+_PLAIN: dict[Callable, Callable] = {}    # probed twin -> plain function
+
+
+def _rebind(mapping: dict[Callable, Callable]) -> None:
+    """Swap probed functions in kvmsim modules' globals and module-level dict tables."""
+    for name, mod in list(sys.modules.items()):
+        if not name.startswith("kvmsim") or mod is None:
+            continue
+        for attr, val in list(vars(mod).items()):
+            if callable(val) and val in mapping:
+                setattr(mod, attr, mapping[val])
+            elif isinstance(val, dict) and attr.isupper():
+                for k, v in list(val.items()):
+                    if callable(v) and v in mapping:
+                        val[k] = mapping[v]
 
 
 def kfunc(*arg_names: str) -> Callable[[F], F]:
@@ -84,7 +110,11 @@ def kfunc(*arg_names: str) -> Callable[[F], F]:
             return ret
 
         probed.__kfunc__ = name  # type: ignore[attr-defined]
-        return probed  # type: ignore[return-value]
+        fn.__kfunc__ = name  # type: ignore[attr-defined]
+        _PROBED[fn], _PLAIN[probed] = probed, fn
+        if PROBES.enabled:
+            return probed  # type: ignore[return-value]
+        return fn
 
     return wrap
 

@@ -14,9 +14,10 @@ import ctypes
 import threading
 from dataclasses import dataclass, field
 
-from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
+from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
+from capstone.x86_const import X86_OP_MEM, X86_REG_RIP
 from unicorn import (UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED,
-                     UC_MEM_WRITE_UNMAPPED, UC_MODE_16, UC_MODE_32, UC_MODE_64, UC_PROT_ALL, Uc, UcError)
+                     UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_16, UC_MODE_32, UC_MODE_64, UC_PROT_ALL, Uc, UcError)
 from unicorn import unicorn_const as UCC
 from unicorn import x86_const as U
 
@@ -47,6 +48,7 @@ REG_IDS = {**GPR_IDS, **SEG_IDS}
 REG_IDS_32 = {**GPR_IDS_32, **SEG_IDS}
 MSR_EFER = 0xC0000080
 _CR_IDS = {0: U.UC_X86_REG_CR0, 2: U.UC_X86_REG_CR2, 3: U.UC_X86_REG_CR3, 4: U.UC_X86_REG_CR4, 8: U.UC_X86_REG_CR8}
+X86_CR4_OSXSAVE = 1 << 18
 _INTERCEPTED_EXCEPTIONS = frozenset({Vector.UD, Vector.MC, Vector.AC})  # KVM's exception bitmap (EPT on)
 
 
@@ -311,6 +313,8 @@ class SiliconVcpu:
 
     def linear_rip(self) -> int:
         rip = self.reg("rip")
+        if self._mode == "long64" and not self._mode_stale:
+            return rip
         return rip if self.mode() == "long64" else (self.segment("cs").base + rip) & 0xFFFF_FFFF
 
     # ------------------------------------------------------------ memory as the CPU sees it
@@ -396,6 +400,8 @@ class SiliconVcpu:
                         if self._exiting_insn(dec):
                             return
                         continue
+                    if self._vex_mmio_exit():
+                        return
                     if self._exception(Vector.UD, None):
                         return
                     continue
@@ -465,6 +471,54 @@ class SiliconVcpu:
             return None
         dec = self._exits[here] = _Decoded(spec, insn.size, bytes(insn.bytes), insn.mnemonic, self._cs_mode())
         return dec
+
+    def _vex_mmio_exit(self) -> bool:
+        """Unicorn (QEMU 5 TCG) has no AVX, so it refuses VEX instructions.  Silicon with
+        CR4.OSXSAVE set would start one whose memory operand has no memslot and stop it with
+        an EPT violation/misconfig; make that exit.  Anything else stays #UD (AVX on RAM is not
+        modelled)."""
+        here = self.linear_rip()
+        try:
+            code = self.read_linear_bytes(here, 15)
+        except (paging.PageFault, UcError):
+            return False
+        i = 0
+        while i < len(code) and code[i] in (0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x67):
+            i += 1
+        if i >= len(code) - 1 or code[i] not in (0xC4, 0xC5) or not self.cr(4) & X86_CR4_OSXSAVE:
+            return False
+        if self.mode() != "long64" and code[i + 1] < 0xC0:
+            return False  # outside 64-bit mode C4/C5 with ModRM.mod != 3 are LES/LDS
+        md = Cs(CS_ARCH_X86, self._cs_mode())
+        md.detail = True
+        insn = next(md.disasm(code, here), None)
+        if insn is None:
+            return False
+        for op in insn.operands:
+            if op.type != X86_OP_MEM:
+                continue
+            linear = op.mem.disp + (insn.address + insn.size if op.mem.base == X86_REG_RIP else
+                                    self._cs_reg(insn, op.mem.base))
+            linear += self._cs_reg(insn, op.mem.index) * op.mem.scale
+            linear &= (1 << 64) - 1 if self.mode() == "long64" else 0xFFFF_FFFF
+            write = bool(op.access & CS_AC_WRITE)
+            try:
+                gpa = self.translate(linear, write=write)
+            except paging.PageFault:
+                return False
+            if self.gpa_is_ram(gpa):
+                return False
+            return self._ept_exit(UC_MEM_WRITE_UNMAPPED if write else UC_MEM_READ_UNMAPPED, linear)
+        return False
+
+    def _cs_reg(self, insn, reg: int) -> int:
+        """A capstone register id's value (0 for none), read through the 64-bit name."""
+        if reg == 0:
+            return 0
+        name = insn.reg_name(reg)
+        full = "r" + name[1:] if name[0] == "e" else name
+        v = self.reg(full)
+        return v & 0xFFFF_FFFF if name[0] == "e" else v
 
     def _passthrough_msr(self, write: bool, ecx: int) -> None:
         """The MSR bitmap lets the guest touch this MSR directly: the CPU's own RDMSR/WRMSR."""

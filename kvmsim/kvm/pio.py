@@ -27,7 +27,7 @@ def _trace_pio(is_in: bool, port: int, size: int, count: int, data: bytes) -> No
 def emulator_pio_in_out(vcpu: KvmVcpu, size: int, port: int, data: bytearray, count: int, is_in: bool) -> int:
     """Try KVM_PIO_BUS for each element; the first miss goes to userspace (reference §3.4)."""
     bus = vcpu.kvm.buses["KVM_PIO_BUS"]
-    for i in range(count):
+    for i in range(count if bus.ranges else 0):
         chunk = bytearray(size)
         if is_in:
             r = bus.read(port, size, chunk)
@@ -42,7 +42,8 @@ def emulator_pio_in_out(vcpu: KvmVcpu, size: int, port: int, data: bytearray, co
                 data[i * size:count * size] = bytes((count - i) * size)
             return 1
     else:
-        return 1
+        if bus.ranges:
+            return 1
     pio = vcpu.arch.pio
     pio.port, pio.is_in, pio.count, pio.size = port, is_in, count, size
     n = size * count

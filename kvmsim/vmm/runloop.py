@@ -17,6 +17,7 @@ from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.devices.simple import GuestExit
 
 EINTR, EAGAIN = 4, 11
+_EXIT_NAMES = {int(e): e.name for e in KvmExit}
 Policy = str  # "ignore" | "log" | "stop"  (kvmtool: ignore, --debug-ioport/--debug-mmio log)
 
 
@@ -39,6 +40,7 @@ class Vmm:
         self.vcpu, self.pio, self.mmio, self.config = vcpu, pio, mmio, config
         self.kick = kick
         self.exits: list[UserspaceExit] = []
+        self.coalesced: list[tuple[int, int, bool]] = []  # drained ring entries: (phys_addr, len, pio)
         self.log: list[str] = []
         self._stop: Stop | None = None
 
@@ -64,6 +66,7 @@ class Vmm:
             if n >= self.config.max_exits:
                 return Stop("limit", detail=f"max_exits {self.config.max_exits} reached")
             r = self.vcpu.run()
+            self._flush_coalesced_mmio()
             if r < 0:
                 if r in (-EINTR, -EAGAIN):
                     if time.monotonic() >= deadline:
@@ -74,12 +77,24 @@ class Vmm:
             if stop is not None:
                 return stop
 
+    def _flush_coalesced_mmio(self) -> None:
+        """kvmtool kvm_cpu__handle_coalesced_mmio: replay the ring's writes on the buses, in order."""
+        ring = getattr(self.vcpu.mapping, "ring", None)
+        if ring is None or ring.first == ring.last:
+            return
+        n = len(ring.coalesced_mmio)
+        while ring.first != ring.last:
+            e = ring.coalesced_mmio[ring.first]
+            self.coalesced.append((e.phys_addr, e.len, bool(e.pio)))
+            found = (self.pio if e.pio else self.mmio).find(e.phys_addr)
+            if found is not None:
+                dev, off = found
+                dev.io_write(off, bytes(e.data[: e.len]))
+            ring.first = (ring.first + 1) % n
+
     def _dispatch(self, run) -> Stop | None:
         reason = run.exit_reason
-        try:
-            name = KvmExit(reason).name
-        except ValueError:
-            name = f"UNKNOWN_{reason}"
+        name = _EXIT_NAMES.get(reason) or f"UNKNOWN_{reason}"
         rec = UserspaceExit(name)
         self.exits.append(rec)
         try:
@@ -113,27 +128,28 @@ class Vmm:
 
     def _io(self, run, rec: UserspaceExit) -> Stop | None:
         io = run.io
-        is_in = io.direction == KVM_EXIT_IO_IN
-        rec.fields = {"direction": io.direction, "size": io.size, "port": io.port, "count": io.count}
+        direction, size, port, count = io.direction, io.size, io.port, io.count
+        is_in = direction == KVM_EXIT_IO_IN
+        rec.fields = {"direction": direction, "size": size, "port": port, "count": count}
         data = self.vcpu.mapping.io_data()
-        found = self.pio.find(io.port)
+        found = self.pio.find(port)
         try:
-            for i in range(io.count):
-                chunk = slice(i * io.size, (i + 1) * io.size)
+            for i in range(count):
+                chunk = slice(i * size, (i + 1) * size)
                 if found is None:
                     if is_in:
-                        data[chunk] = b"\xff" * io.size  # nothing decodes the port: the bus floats high
+                        data[chunk] = b"\xff" * size  # nothing decodes the port: the bus floats high
                     continue
                 dev, off = found
                 if is_in:
-                    data[chunk] = dev.io_read(off, io.size)
+                    data[chunk] = dev.io_read(off, size)
                 else:
                     dev.io_write(off, bytes(data[chunk]))
         finally:
-            rec.fields["data"] = bytes(data).hex()
+            rec.fields["data"] = data.hex()
         if found is None:
             return self._unclaimed("io", self.config.unclaimed_io,
-                                   f"{'in' if is_in else 'out'} port {io.port:#x} size {io.size}")
+                                   f"{'in' if is_in else 'out'} port {port:#x} size {size}")
         return None
 
     def _mmio(self, run, rec: UserspaceExit) -> Stop | None:
