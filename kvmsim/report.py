@@ -99,6 +99,8 @@ def print_run(console: Console, result: RunResult, checks: list[Check], trace: b
         plain(console, "serial:", "bold")
         for line in result.serial.rstrip("\n").split("\n"):
             plain(console, "  | " + line)
+    if result.regs:
+        plain(console, "registers: " + regs_line(result.regs))
     if result.exceptions:
         plain(console, "exceptions injected: " + ", ".join(_exc(e) for e in result.exceptions))
     if result.host_events is not None:
@@ -115,6 +117,13 @@ def print_run(console: Console, result: RunResult, checks: list[Check], trace: b
         n_fail = sum(not c.passed for c in checks)
         verdict = f"{len(checks) - n_fail}/{len(checks)} expectations passed"
         plain(console, verdict, "bold red" if n_fail else "bold green")
+
+
+def regs_line(regs: dict[str, int]) -> str:
+    """`rip=0x100015 rflags=0x2 rax=0x1234 ...`: RIP, RFLAGS, then the non-zero GPRs."""
+    first = [k for k in ("rip", "rflags") if k in regs]
+    rest = [k for k in regs if k not in first and regs[k]]
+    return " ".join(f"{k}={regs[k]:#x}" for k in first + rest)
 
 
 def _exc(e: dict[str, Any]) -> str:

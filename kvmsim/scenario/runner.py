@@ -10,7 +10,7 @@ import functools
 import mmap
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kvmsim.errors import BackendError, ScenarioError
@@ -40,6 +40,7 @@ class Machine:
     devices: dict[str, Any]
     ioeventfds: dict[str, Any]
     backend: str
+    coalesced_zones: dict[str, tuple[int, int]] = field(default_factory=dict)  # name → (gpa, size)
 
     def close(self) -> None:
         """Release the VM (its fds and kvm_run mappings), then guest RAM."""
@@ -141,6 +142,7 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     pio, mmio_bus = Bus("pio"), Bus("mmio")
     devices: dict[str, Any] = {}
     ioeventfds: dict[str, Any] = {}
+    zones: dict[str, tuple[int, int]] = {}
     for d in sc.devices:
         name = d.name or d.type
         if d.type == "ioeventfd":
@@ -149,6 +151,7 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
             continue
         if d.type == "coalesced-mmio":
             vm.register_coalesced_mmio(d.gpa, d.size)
+            zones[name] = (d.gpa, d.size)
             continue
         params = d.model_dump(exclude={"type", "name"})
         dev = DEVICE_TYPES[d.type](name=name, **params)
@@ -162,7 +165,7 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
                        wall_seconds=sc.limits.wall_seconds, events=_events(sc))
     kick = getattr(vcpu, "kick", None)
     vmm = Vmm(vcpu, pio, mmio_bus, config, kick=kick)
-    return Machine(sc, image, vm, vcpu, vmm, ram, devices, ioeventfds, backend)
+    return Machine(sc, image, vm, vcpu, vmm, ram, devices, ioeventfds, backend, zones)
 
 
 def _load_image(ram: list[tuple[int, mmap.mmap]], image: GuestImage, sc: Scenario) -> None:
@@ -222,6 +225,8 @@ def run_machine(m: Machine) -> RunResult:
                     devices={n: dict(d.counters) for n, d in m.devices.items()}, wall_seconds=wall)
     for name, efd in m.ioeventfds.items():
         res.devices[name] = {"kicks": efd.read_count()}
+    for name, (gpa, size) in m.coalesced_zones.items():
+        res.devices[name] = {"ring_writes": sum(gpa <= a < gpa + size for a, _n, pio in m.vmm.coalesced if not pio)}
     vcpu_model = getattr(m.vcpu, "vcpu", None)
     if vcpu_model is not None:
         res.exits = dict(vcpu_model.stat.exits_by_reason)

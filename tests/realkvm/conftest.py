@@ -7,10 +7,6 @@ import pytest
 from kvmsim.realkvm.probe import kvm_available
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "kvm: needs a usable /dev/kvm (skipped with the reason otherwise)")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not any(item.get_closest_marker("kvm") for item in items):
         return
@@ -41,3 +37,19 @@ def binutils() -> None:
 
     if not HAVE_BINUTILS:
         pytest.skip("GNU as/ld/objcopy not found")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """How many scenarios `kvmsim diff` compared against /dev/kvm (test_kvm_diff.py)."""
+    from diffsummary import KVM_DIFF_SUMMARY
+
+    if not KVM_DIFF_SUMMARY:
+        return
+    compared = [s for s in KVM_DIFF_SUMMARY if s[1] in ("MATCH", "DIFF")]
+    matched = sum(s[1] == "MATCH" for s in compared)
+    skipped = [f"{n} ({why})" for n, why in KVM_DIFF_SUMMARY if why.startswith("SKIP")]
+    terminalreporter.write_sep("-", "sim vs /dev/kvm")
+    terminalreporter.write_line(f"kvm diff: {len(compared)} scenarios compared, {matched} MATCH, "
+                                f"{len(compared) - matched} DIFF; {len(skipped)} skipped")
+    for s in skipped:
+        terminalreporter.write_line(f"  {s}")
