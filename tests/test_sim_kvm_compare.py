@@ -138,3 +138,14 @@ def test_result_json_with_host_events_is_deterministic() -> None:
     r.host_events = {"counts": {"b": 1, "a": 2}, "module": "kvm_pvm"}
     assert r.to_json() == RunResult.from_json(r.to_json()).to_json()
     assert r.to_json().index('"a"') < r.to_json().index('"b"')
+
+
+def test_diff_without_kvm_is_one_line_and_exit_3(monkeypatch, capsys) -> None:
+    from kvmsim import cli
+    from kvmsim.scenario import runner
+
+    monkeypatch.setattr(runner, "kvm_probe", lambda: (False, "/dev/kvm does not exist"))
+    scenario = Path(__file__).parents[1] / "scenarios" / "halt.yaml"
+    assert cli.main(["diff", str(scenario)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["kvmsim: diff: the kvm backend is not available here: /dev/kvm does not exist"]

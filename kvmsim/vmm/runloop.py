@@ -59,6 +59,7 @@ class Vmm:
 
     def _loop(self, deadline: float) -> Stop:
         run = self.vcpu.mapping.run
+        ring = getattr(self.vcpu.mapping, "ring", None)  # coalesced MMIO, drained after every KVM_RUN
         while True:
             n = len(self.exits)
             for action in self.config.events.get(n, ()):
@@ -66,7 +67,8 @@ class Vmm:
             if n >= self.config.max_exits:
                 return Stop("limit", detail=f"max_exits {self.config.max_exits} reached")
             r = self.vcpu.run()
-            self._flush_coalesced_mmio()
+            if ring is not None and ring.first != ring.last:
+                self._flush_coalesced_mmio(ring)
             if r < 0:
                 if r in (-EINTR, -EAGAIN):
                     if time.monotonic() >= deadline:
@@ -77,11 +79,8 @@ class Vmm:
             if stop is not None:
                 return stop
 
-    def _flush_coalesced_mmio(self) -> None:
+    def _flush_coalesced_mmio(self, ring) -> None:
         """kvmtool kvm_cpu__handle_coalesced_mmio: replay the ring's writes on the buses, in order."""
-        ring = getattr(self.vcpu.mapping, "ring", None)
-        if ring is None or ring.first == ring.last:
-            return
         n = len(ring.coalesced_mmio)
         while ring.first != ring.last:
             e = ring.coalesced_mmio[ring.first]
