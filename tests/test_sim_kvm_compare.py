@@ -149,3 +149,16 @@ def test_diff_without_kvm_is_one_line_and_exit_3(monkeypatch, capsys) -> None:
     assert cli.main(["diff", str(scenario)]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["kvmsim: diff: the kvm backend is not available here: /dev/kvm does not exist"]
+
+
+def _emulation_failure(info: list[int], head: int = 0x7F0FF3036FFAC50F) -> UserspaceExit:
+    return UserspaceExit("INTERNAL_ERROR", {"suberror": 1, "ndata": 8, "data": [1, head, 0x48B001004C02504, *info]})
+
+
+def test_emulation_failure_exit_info_words_are_a_labelled_pvm_difference() -> None:
+    sim = _result("sim", ORIGIN, [_emulation_failure([0x30, 0x181, 0, 0, 0])], stop=Stop("internal-error", suberror=1))
+    kvm = _result("kvm", ORIGIN, [_emulation_failure([0x1000, 0, 0, 0, 0])], stop=Stop("internal-error", suberror=1))
+    c = compare(_sc(), sim, kvm, "kvm_pvm", GuestCode(IMAGE))
+    assert c.status == "MATCH" and {d.vendor.name for d in c.vendor} == {"pvm-emulation-exit-info"}
+    kvm.userspace = [_emulation_failure([0x1000, 0, 0, 0, 0], head=0x90)]  # different instruction bytes
+    assert compare(_sc(), sim, kvm, "kvm_pvm", GuestCode(IMAGE)).status == "DIFF"

@@ -32,8 +32,8 @@ class DiffContext:
     insn: Callable[[int], tuple[int, str] | None]   # (length, mnemonic) of the guest instruction at a RIP
 
 
-# holds(ctx, sim value, kvm value) -> True iff the difference is exactly the one the vendor explains.
-Holds = Callable[[DiffContext, Any, Any], bool]
+# holds(ctx, sim value, kvm value, path) -> True iff the difference is exactly the one the vendor explains.
+Holds = Callable[..., bool]
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class VendorDifference:
     holds: Holds
 
 
-def _stopped_on_emulated_out(ctx: DiffContext, sim_rip: Any, kvm_rip: Any) -> bool:
+def _stopped_on_emulated_out(ctx: DiffContext, sim_rip: Any, kvm_rip: Any, path: str = "") -> bool:
     """The run stopped at the KVM_EXIT_IO of an OUT (not OUTS) and kvm's RIP is the sim's plus that OUT."""
     if not ctx.sim.userspace or not ctx.kvm.userspace or not isinstance(sim_rip, int) or not isinstance(kvm_rip, int):
         return False
@@ -57,10 +57,33 @@ def _stopped_on_emulated_out(ctx: DiffContext, sim_rip: Any, kvm_rip: Any) -> bo
     return insn is not None and insn[1] == "out" and kvm_rip == sim_rip + insn[0]
 
 
-def _rf_after_software_fault_delivery(ctx: DiffContext, sim_rflags: Any, kvm_rflags: Any) -> bool:
+def _rf_after_software_fault_delivery(ctx: DiffContext, sim_rflags: Any, kvm_rflags: Any, path: str = "") -> bool:
     """Both runs ended in a triple fault and the RFLAGS differ in RF alone."""
     return (ctx.sim.stop.reason == ctx.kvm.stop.reason == "shutdown" and isinstance(sim_rflags, int)
             and isinstance(kvm_rflags, int) and sim_rflags ^ kvm_rflags == X86_EFLAGS_RF)
+
+
+# KVM_INTERNAL_ERROR_EMULATION with KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES
+# (x86.c prepare_emulation_failure_exit): data[0] flags, data[1..2] insn_size + 15 bytes, then
+# the 5 words of kvm_x86_ops.get_exit_info (reason, info1, info2, intr_info, error_code).
+KVM_INTERNAL_ERROR_EMULATION = 1
+EMULATION_EXIT_INFO_WORDS = range(3, 8)
+
+
+def _emulation_failure_exit_info(ctx: DiffContext, sim_word: Any, kvm_word: Any, path: str = "") -> bool:
+    """Only get_exit_info's words of an emulation-failure exit differ; the rest of that exit agrees."""
+    parts = path.split(".")   # userspace.<i>.fields.data.<j>
+    if len(parts) != 5 or not parts[1].isdigit() or not parts[4].isdigit():
+        return False
+    i, j = int(parts[1]), int(parts[4])
+    if j not in EMULATION_EXIT_INFO_WORDS or i >= min(len(ctx.sim.userspace), len(ctx.kvm.userspace)):
+        return False
+    a, b = ctx.sim.userspace[i], ctx.kvm.userspace[i]
+    if not a.reason == b.reason == "INTERNAL_ERROR":
+        return False
+    fa, fb = a.fields, b.fields
+    same_head = all(fa.get(k) == fb.get(k) for k in ("suberror", "ndata")) and fa.get("data", [])[:3] == fb.get("data", [])[:3]
+    return same_head and fa.get("suberror") == KVM_INTERNAL_ERROR_EMULATION and fa.get("ndata") == 8
 
 
 VENDOR_DIFFERENCES: dict[str, list[VendorDifference]] = {
@@ -83,6 +106,13 @@ VENDOR_DIFFERENCES: dict[str, list[VendorDifference]] = {
             "fault itself (not intercepted) and the model's triple-fault exit keeps RF clear. "
             "Checked: both runs shut down and RFLAGS differ in RF only.",
             _rf_after_software_fault_delivery),
+        VendorDifference(
+            "pvm-emulation-exit-info", "userspace.*.fields.data.*",
+            "KVM_INTERNAL_ERROR_EMULATION data[3..7] are the vendor's get_exit_info words (exit reason, "
+            "info1, info2, intr_info, error_code) for the exit that led to emulation: VMX reports e.g. "
+            "EPT_VIOLATION (48) and its exit qualification, kvm_pvm its own exit code (0x1000) and zeros. "
+            "Checked: same suberror, ndata 8, flags and instruction bytes; only words 3-7 differ.",
+            _emulation_failure_exit_info),
     ],
 }
 
@@ -90,7 +120,7 @@ VENDOR_DIFFERENCES: dict[str, list[VendorDifference]] = {
 def explain(module: str, path: str, sim_value: Any, kvm_value: Any, ctx: DiffContext) -> VendorDifference | None:
     """The vendor difference that accounts for this one, or None if it is an ordinary divergence."""
     for vd in VENDOR_DIFFERENCES.get(module, []):
-        if fnmatch.fnmatchcase(path, vd.pattern) and vd.holds(ctx, sim_value, kvm_value):
+        if fnmatch.fnmatchcase(path, vd.pattern) and vd.holds(ctx, sim_value, kvm_value, path):
             return vd
     return None
 
