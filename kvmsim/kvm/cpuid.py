@@ -7,7 +7,6 @@ class, after KVM's KVM_GET_SUPPORTED_CPUID filtering); scenarios override entrie
 from __future__ import annotations
 
 from kvmsim.kvm.vcpu import KvmVcpu
-from kvmsim.kvm.x86 import kvm_skip_emulated_instruction
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KVM_CPUID_FLAG_SIGNIFCANT_INDEX, KvmCpuidEntry2
 
@@ -19,6 +18,7 @@ def _sig(s: str) -> tuple[int, int, int]:
 
 _GI = _sig("GenuineIntel")   # ebx, edx, ecx order below
 _KVM = _sig("KVMKVMKVM")
+_AMD_LIKE = (_sig("AuthenticAMD"), _sig("HygonGenuine"))
 
 # (function, index, flags, eax, ebx, ecx, edx)
 DEFAULT_CPUID: list[tuple[int, int, int, int, int, int, int]] = [
@@ -47,16 +47,29 @@ def kvm_find_cpuid_entry_index(vcpu: KvmVcpu, function: int, index: int) -> KvmC
     return None
 
 
+def get_out_of_range_cpuid_entry(vcpu: KvmVcpu, function: int, index: int) -> KvmCpuidEntry2 | None:
+    """cpuid.c: a leaf above its class's maximum (or in a class that does not exist) reads as the
+    max basic leaf, with the requested index; AMD and Hygon vendor strings get zeros instead."""
+    basic = kvm_find_cpuid_entry_index(vcpu, 0, 0)
+    if basic is None or (basic.ebx, basic.edx, basic.ecx) in _AMD_LIKE:
+        return None
+    if 0x40000000 <= function <= 0x4FFFFFFF:
+        cls = kvm_find_cpuid_entry_index(vcpu, function & 0xFFFFFF00, 0)
+    elif function >= 0xC0000000:
+        cls = kvm_find_cpuid_entry_index(vcpu, 0xC0000000, 0)
+    else:
+        cls = kvm_find_cpuid_entry_index(vcpu, function & 0x80000000, 0)
+    if cls is not None and function <= cls.eax:
+        return None
+    return kvm_find_cpuid_entry_index(vcpu, basic.eax, index)
+
+
 def kvm_cpuid(vcpu: KvmVcpu, eax: int, ecx: int) -> tuple[int, int, int, int]:
     """Out-of-range leaves return the highest basic leaf, as Intel CPUs do."""
     entry = kvm_find_cpuid_entry_index(vcpu, eax, ecx)
     found = entry is not None
     if entry is None:
-        base = eax & 0x80000000
-        top = kvm_find_cpuid_entry_index(vcpu, base, 0)
-        basic = kvm_find_cpuid_entry_index(vcpu, 0, 0)
-        if top is not None and eax > top.eax and basic is not None and not (0x40000000 <= eax < 0x50000000):
-            entry = kvm_find_cpuid_entry_index(vcpu, basic.eax, ecx)
+        entry = get_out_of_range_cpuid_entry(vcpu, eax, ecx)
     out = (entry.eax, entry.ebx, entry.ecx, entry.edx) if entry else (0, 0, 0, 0)
     if PROBES.enabled:
         tracepoint("kvm_cpuid", function=eax, index=ecx, rax=out[0], rbx=out[1], rcx=out[2], rdx=out[3],
@@ -72,3 +85,8 @@ def kvm_emulate_cpuid(vcpu: KvmVcpu) -> int:
     for name, v in (("rax", a), ("rbx", b), ("rcx", c), ("rdx", d)):
         hw.set_reg(name, v)
     return kvm_skip_emulated_instruction(vcpu)
+
+
+# x86.py imports vmx.py, whose exit table needs this module's handlers: import x86 last so
+# that importing this module first does not meet a half-built vmx table.
+from kvmsim.kvm.x86 import kvm_skip_emulated_instruction  # noqa: E402

@@ -8,7 +8,6 @@ KVM_MSR_EXIT_REASON_UNKNOWN with KVM_CAP_X86_USER_SPACE_MSR.
 from __future__ import annotations
 
 from kvmsim.kvm.vcpu import KvmVcpu
-from kvmsim.kvm.x86 import kvm_complete_insn_gp, kvm_skip_emulated_instruction
 from kvmsim.probe import kfunc, tracepoint
 from kvmsim.uapi import KvmExit, KvmMsrExitReason
 
@@ -125,3 +124,8 @@ def complete_fast_rdmsr(vcpu: KvmVcpu) -> int:
 def complete_fast_msr_access(vcpu: KvmVcpu) -> int:
     """vmx complete_emulated_msr: #GP if userspace set msr.error, else skip."""
     return kvm_complete_insn_gp(vcpu, vcpu.run.msr.error)
+
+
+# x86.py imports vmx.py, whose exit table needs this module's handlers: import x86 last so
+# that importing this module first does not meet a half-built vmx table.
+from kvmsim.kvm.x86 import kvm_complete_insn_gp, kvm_skip_emulated_instruction  # noqa: E402
