@@ -27,7 +27,8 @@ from kvmsim.errors import KvmSimBug
 from kvmsim.hw import event, paging, quirks
 from kvmsim.hw.exits import EXITING_INSNS, Action, ExitingInsn, decode_io
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
-                            EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason, IntrType,
+                            EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
+                            CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_NMI, NMI_HOST_INTR_INFO, IntrType,
                             IoExitQual, Vector, Vmcs, intr_info)
 from kvmsim.uapi import KvmDtable, KvmRegs, KvmSegment, KvmSregs
 
@@ -49,6 +50,7 @@ REG_IDS_32 = {**GPR_IDS_32, **SEG_IDS}
 MSR_EFER = 0xC0000080
 _CR_IDS = {0: U.UC_X86_REG_CR0, 2: U.UC_X86_REG_CR2, 3: U.UC_X86_REG_CR3, 4: U.UC_X86_REG_CR4, 8: U.UC_X86_REG_CR8}
 X86_CR4_OSXSAVE = 1 << 18
+EFLAGS_RF = 1 << 16
 _INTERCEPTED_EXCEPTIONS = frozenset({Vector.UD, Vector.MC, Vector.AC})  # KVM's exception bitmap (EPT on)
 
 
@@ -78,6 +80,8 @@ class SiliconVcpu:
         self.ept_mmio_gfns: set[int] = set()     # EPT entries KVM turned into MMIO SPTEs (misconfig)
         self.msr_passthrough: set[int] = set()   # MSR bitmap: indices that do not exit
         self.stop_requested = threading.Event()
+        # A host NMI (perf PMI, watchdog) after this many guest instructions without another exit.
+        self.host_nmi_every: int | None = None
         self._exits: dict[int, _Decoded] = {}
         self._scanned: list[tuple[int, int]] = []
         self._scan_hooks: dict[tuple[int, int], int] = {}
@@ -370,6 +374,11 @@ class SiliconVcpu:
                              cr2=None, inst_len=vmcs.vm_entry_instruction_len):
                 return
         vmcs.clear_exit_info()
+        # Unicorn has no instruction breakpoints, so it neither honours nor clears RFLAGS.RF; the
+        # CPU clears RF when the next instruction completes (SDM 18.3.1.1).  KVM leaves RF set on
+        # an unfinished REP string (emulate.c), so drop it here, before the guest can see it.
+        if (rflags := self.reg("rflags")) & EFLAGS_RF:
+            self.set_reg("rflags", rflags & ~EFLAGS_RF)
         while True:
             if self.stop_requested.is_set():
                 self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)  # host timer/IPI kick
@@ -380,7 +389,7 @@ class SiliconVcpu:
             err: UcError | None = None
             if start not in self._exits:
                 self._rc.clear()
-                status = uclib.uc_emu_start(self._uch, rip, 1 << 63, 0, 0)
+                status = uclib.uc_emu_start(self._uch, rip, 1 << 63, 0, self.host_nmi_every or 0)
                 if status:
                     err = UcError(status)
                 self._mode_stale = True  # the guest may have switched modes (MOV CR0 is native)
@@ -414,6 +423,8 @@ class SiliconVcpu:
                 continue
             if self.stop_requested.is_set():
                 continue
+            if self.host_nmi_every:   # the instruction budget ran out: the host NMI arrives
+                return self._exit(ExitReason.EXCEPTION_NMI, intr=NMI_HOST_INTR_INFO)
             if quirks.reset_old_exception(uc):
                 continue  # unicorn swallowed an escalated fault and halted: re-run the instruction
             raise KvmSimBug(f"guest stopped for no reason at rip {self.reg('rip'):#x}")
@@ -441,6 +452,8 @@ class SiliconVcpu:
                 port = imm_port if imm_port is not None else self.reg("rdx") & 0xFFFF
                 return self._exit(insn.reason, base | (port << 16), dec.length)
             return self._exit(insn.reason, 0, dec.length)
+        if insn.action is Action.IRET:
+            return self._iret(dec)
         if insn.action is Action.MSR:
             ecx = self.reg("rcx") & 0xFFFF_FFFF
             if ecx not in self.msr_passthrough:
@@ -520,6 +533,37 @@ class SiliconVcpu:
         v = self.reg(full)
         return v & 0xFFFF_FFFF if name[0] == "e" else v
 
+    def _iret(self, dec: _Decoded) -> bool:
+        """IRET runs natively; it unblocks NMIs, and with NMI-window exiting the CPU exits right after."""
+        blocked = self.vmcs.guest_interruptibility_info & GUEST_INTR_STATE_NMI
+        if self._step_native(dec):
+            return True
+        if blocked:
+            self.vmcs.guest_interruptibility_info &= ~GUEST_INTR_STATE_NMI
+            if self.vmcs.cpu_based_vm_exec_control & CPU_BASED_NMI_WINDOW_EXITING:
+                return self._exit(ExitReason.NMI_WINDOW)
+        return False
+
+    def _step_native(self, dec: _Decoded) -> bool:
+        """Execute one scanned instruction in unicorn (its stop hook lifted meanwhile); True on an exit."""
+        uc, addr = self.uc, self.linear_rip()
+        uc.hook_del(dec.hook)
+        self._pending = None
+        err = None
+        try:
+            uc.emu_start(self.reg("rip"), 1 << 63, 0, 1)
+        except UcError as e:
+            err = e
+        finally:
+            self._rc.clear()
+            self._mode_stale = True
+            dec.hook = uc.hook_add(UC_HOOK_CODE, self._on_exiting_insn, None, addr, addr)
+        if self._pending is not None:
+            return self._handle_pending()
+        if err is not None:
+            raise KvmSimBug(f"unicorn stopped with {err} stepping {dec.mnemonic} at {addr:#x}")
+        return False
+
     def _passthrough_msr(self, write: bool, ecx: int) -> None:
         """The MSR bitmap lets the guest touch this MSR directly: the CPU's own RDMSR/WRMSR."""
         if write:
@@ -581,6 +625,8 @@ class SiliconVcpu:
     def _deliver(self, vector: int, itype: IntrType, error_code: int | None, cr2: int | None,
                  inst_len: int) -> bool:
         """Deliver an event; True when that ended in a triple-fault VM exit."""
+        if itype == IntrType.NMI_INTR:
+            self.vmcs.guest_interruptibility_info |= GUEST_INTR_STATE_NMI   # blocked until IRET
         next_rip = self.reg("rip") + inst_len if inst_len else None
         try:
             event.deliver(self, vector, itype, error_code, next_rip=next_rip, cr2=cr2)

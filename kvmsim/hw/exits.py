@@ -22,6 +22,7 @@ class Action(Enum):
     EXIT = "exit"            # VM exit with `reason`
     MSR = "msr"              # exit only if the MSR bitmap intercepts ECX
     SOFT_INT = "soft_int"    # INT n / INT3 / INTO / INT1: delivered through the guest IDT
+    IRET = "iret"            # no exit; the CPU ends NMI blocking (and may take an NMI-window exit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,9 @@ EXITING_INSNS: dict[int, ExitingInsn] = {
     X.X86_INS_INT3:     ExitingInsn(Action.SOFT_INT),
     X.X86_INS_INTO:     ExitingInsn(Action.SOFT_INT),
     X.X86_INS_INT1:     ExitingInsn(Action.SOFT_INT),
+    X.X86_INS_IRET:     ExitingInsn(Action.IRET),
+    X.X86_INS_IRETD:    ExitingInsn(Action.IRET),
+    X.X86_INS_IRETQ:    ExitingInsn(Action.IRET),
 }
 
 LEGACY_PREFIXES = frozenset({0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3})

@@ -224,6 +224,7 @@ class Vmcs:
         self.guest_physical_address = self.guest_linear_address = 0
 
 
+NMI_HOST_INTR_INFO = 0x80000202   # valid | NMI type | vector 2: a host NMI while the guest ran
 GUEST_INTR_STATE_STI = 1 << 0
 GUEST_INTR_STATE_MOV_SS = 1 << 1
 GUEST_INTR_STATE_NMI = 1 << 3

@@ -248,7 +248,9 @@ class VcpuEmulateOps:
         return True
 
     def set_nmi_mask(self, ctxt, masked: bool) -> None:
-        self.vcpu.arch.nmi_masked = masked
+        from kvmsim.kvm.vmx import vmx_set_nmi_mask
+
+        vmx_set_nmi_mask(self.vcpu, masked)
 
     def is_smm(self, ctxt) -> bool:
         return False
@@ -284,11 +286,13 @@ class VcpuEmulateOps:
     def write_avx_reg(self, ctxt, reg: int, data: bytes) -> None:
         self.hw.uc.reg_write(U.UC_X86_REG_YMM0 + reg, int.from_bytes(bytes(data[:32]), "little"))
 
+    # MMn is the mantissa of x87 physical register n (unicorn FPn = (mantissa, exponent));
+    # an MMX write sets the exponent to all ones, as the CPU does.  (UC_X86_REG_MMn reads 0.)
     def read_mmx_reg(self, ctxt, reg: int) -> int:
-        return self.hw.uc.reg_read(U.UC_X86_REG_MM0 + reg) & ((1 << 64) - 1)
+        return self.hw.uc.reg_read(U.UC_X86_REG_FP0 + reg)[0] & ((1 << 64) - 1)
 
     def write_mmx_reg(self, ctxt, reg: int, val: int) -> None:
-        self.hw.uc.reg_write(U.UC_X86_REG_MM0 + reg, val)
+        self.hw.uc.reg_write(U.UC_X86_REG_FP0 + reg, (val & ((1 << 64) - 1), 0xFFFF))
 
     def fpu_fninit(self, ctxt) -> None:
         self.hw.uc.reg_write(U.UC_X86_REG_FPCW, 0x37F)

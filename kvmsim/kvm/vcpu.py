@@ -77,6 +77,7 @@ class KvmVcpuStat:
     io_exits: int = 0
     mmio_exits: int = 0
     halt_exits: int = 0
+    nmi_window_exits: int = 0
     irq_exits: int = 0
     nmi_injections: int = 0
     irq_injections: int = 0
@@ -101,7 +102,6 @@ class KvmVcpuArch:
     nmi_queued: int = 0
     nmi_pending: int = 0
     nmi_injected: bool = False
-    nmi_masked: bool = False
     interrupt_pending: int | None = None   # KVM_INTERRUPT vector (userspace PIC)
     halt_request: bool = False
     exit_qualification: int = 0
@@ -136,6 +136,7 @@ class KvmVcpu:
         self.requests: set[str] = set()
         self.signal_pending = False
         self.guest_debug = 0
+        self.exit_events: dict[int, list] = {}   # scenario events: VM-exit count -> actions
 
 
 class Kvm:

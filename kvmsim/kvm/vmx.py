@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from kvmsim.hw.vmcs import (INTR_INFO_DELIVER_CODE_MASK, INTR_INFO_INTR_TYPE_MASK, INTR_INFO_VALID_MASK,
+from kvmsim.hw.vmcs import (CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_NMI,
+                            GUEST_INTR_STATE_STI, INTR_INFO_DELIVER_CODE_MASK, INTR_INFO_INTR_TYPE_MASK, INTR_INFO_VALID_MASK,
                             INTR_INFO_VECTOR_MASK, VMX_EXIT_REASONS_FAILED_VMENTRY, ExitReason, IntrType,
                             IoExitQual, Vector, exit_reason_name, intr_info)
 from kvmsim.kvm import cpuid, hypercall, mmu, msr, pio, x86
@@ -70,9 +71,29 @@ def _is_nmi(info: int) -> bool:
 def vmx_complete_interrupts(vcpu: KvmVcpu) -> None:
     """Events injected at this entry were delivered by the CPU (no IDT-vectoring info): clear them."""
     vcpu.arch.exception.injected = False
-    if vcpu.arch.nmi_injected:
-        vcpu.arch.nmi_injected = False
-        vcpu.arch.nmi_masked = True
+    vcpu.arch.nmi_injected = False
+
+
+def vmx_get_nmi_mask(vcpu: KvmVcpu) -> bool:
+    """Virtual NMIs: the CPU tracks blocking in the guest interruptibility state."""
+    return bool(vcpu.hw.vmcs.guest_interruptibility_info & GUEST_INTR_STATE_NMI)
+
+
+def vmx_set_nmi_mask(vcpu: KvmVcpu, masked: bool) -> None:
+    if masked:
+        vcpu.hw.vmcs.guest_interruptibility_info |= GUEST_INTR_STATE_NMI
+    else:
+        vcpu.hw.vmcs.guest_interruptibility_info &= ~GUEST_INTR_STATE_NMI
+
+
+def vmx_nmi_allowed(vcpu: KvmVcpu) -> bool:
+    """Blocked by NMI blocking or an STI/MOV-SS shadow (reference §2.5 step 4)."""
+    return not vcpu.hw.vmcs.guest_interruptibility_info & (GUEST_INTR_STATE_NMI | GUEST_INTR_STATE_STI
+                                                             | GUEST_INTR_STATE_MOV_SS)
+
+
+def vmx_enable_nmi_window(vcpu: KvmVcpu) -> None:
+    vcpu.hw.vmcs.cpu_based_vm_exec_control |= CPU_BASED_NMI_WINDOW_EXITING
 
 
 @kfunc()
@@ -284,6 +305,9 @@ def handle_interrupt_window(vcpu: KvmVcpu) -> int:
 
 @kfunc()
 def handle_nmi_window(vcpu: KvmVcpu) -> int:
+    """NMIs are unblocked: stop NMI-window exiting; KVM_REQ_EVENT injects the pending NMI."""
+    vcpu.hw.vmcs.cpu_based_vm_exec_control &= ~CPU_BASED_NMI_WINDOW_EXITING
+    vcpu.stat.nmi_window_exits += 1
     return 1
 
 

@@ -81,6 +81,9 @@ def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
         vcpu.run.exit_reason = KvmExit.SHUTDOWN
         vcpu.mmio_needed = False
         return 0
+    if vcpu.exit_events:
+        for action in vcpu.exit_events.pop(vcpu.stat.exits, ()):
+            action(vcpu)   # a userspace thread's ioctl that lands before this VM entry
     if vcpu.arch.nmi_queued:
         process_nmi(vcpu)
     kvm_check_and_inject_events(vcpu)
@@ -93,7 +96,7 @@ def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
 
 def process_nmi(vcpu: KvmVcpu) -> None:
     """Move queued NMIs to pending; at most one pending while NMIs are masked, else two."""
-    limit = 1 if (vcpu.arch.nmi_masked or vcpu.arch.nmi_injected) else 2
+    limit = 1 if (vmx.vmx_get_nmi_mask(vcpu) or vcpu.arch.nmi_injected) else 2
     vcpu.arch.nmi_pending = min(vcpu.arch.nmi_pending + vcpu.arch.nmi_queued, limit)
     vcpu.arch.nmi_queued = 0
 
@@ -110,11 +113,15 @@ def kvm_check_and_inject_events(vcpu: KvmVcpu) -> None:
         exc.pending, exc.injected = False, True
         vmx.vmx_inject_exception(vcpu)
         return
-    if vcpu.arch.nmi_pending and not vcpu.arch.nmi_masked:
-        vcpu.arch.nmi_pending -= 1
-        vcpu.arch.nmi_injected = True
-        vmx.vmx_inject_nmi(vcpu)
-        return
+    if vcpu.arch.nmi_pending:
+        if vmx.vmx_nmi_allowed(vcpu):
+            vcpu.arch.nmi_pending -= 1
+            vcpu.arch.nmi_injected = True
+            vmx.vmx_inject_nmi(vcpu)
+            if vcpu.arch.nmi_pending:
+                vmx.vmx_enable_nmi_window(vcpu)
+            return
+        vmx.vmx_enable_nmi_window(vcpu)
     irq = vcpu.arch.interrupt_pending
     if irq is not None and vcpu.hw.uc is not None and vcpu.hw.reg("rflags") & EFLAGS_IF:
         vcpu.arch.interrupt_pending = None

@@ -163,6 +163,7 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     config = VmmConfig(unclaimed_io=sc.userspace.unclaimed_io, unclaimed_mmio=sc.userspace.unclaimed_mmio,
                        msr_answers=dict(sc.userspace.msr), max_exits=sc.limits.max_exits,
                        wall_seconds=sc.limits.wall_seconds, events=_events(sc))
+    _vm_exit_events(sc, vcpu, backend)
     kick = getattr(vcpu, "kick", None)
     vmm = Vmm(vcpu, pio, mmio_bus, config, kick=kick)
     return Machine(sc, image, vm, vcpu, vmm, ram, devices, ioeventfds, backend, zones)
@@ -202,14 +203,45 @@ def _cpuid_with_overrides(vm: VmFd, sc: Scenario, backend: str) -> list[KvmCpuid
     return list(entries.values())
 
 
+def _inject_action(inj):
+    """What userspace does for `inject:` — KVM_NMI or KVM_INTERRUPT on the vCPU fd."""
+    return (lambda v: v.nmi()) if inj == "nmi" else (lambda v, irq=inj.irq: v.interrupt(irq))
+
+
 def _events(sc: Scenario) -> dict[int, list]:
+    """Events at a userspace-exit count: the VMM issues the ioctl before its next KVM_RUN."""
     out: dict[int, list] = {}
     for ev in sc.events:
-        if ev.at is not None and ev.at.userspace_exit is not None and ev.inject is not None:
-            inj = ev.inject
-            action = (lambda v: v.nmi()) if inj == "nmi" else (lambda v, irq=inj.irq: v.interrupt(irq))
-            out.setdefault(ev.at.userspace_exit, []).append(action)
+        if ev.at is not None and ev.at.userspace_exit is not None:
+            out.setdefault(ev.at.userspace_exit, []).append(_inject_action(ev.inject))
     return out
+
+
+def _vm_exit_events(sc: Scenario, vcpu: VcpuFd, backend: str) -> None:
+    """Events tied to VM exits or guest instructions need the model's insides (sim only).
+
+    `at: {exit: N}` lands before the VM entry that follows the Nth VM exit (as an ioctl from another
+    userspace thread would); `every: {guest_insns: N}, host: nmi` is a host NMI after N guest
+    instructions without another exit (the count restarts at every exit, so runs stay deterministic).
+    """
+    model = getattr(vcpu, "vcpu", None)
+    for i, ev in enumerate(sc.events):
+        if ev.at is not None and ev.at.userspace_exit is not None:
+            continue
+        if model is None:
+            raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("events", i),
+                                f"events[{i}]: VM-exit and guest-instruction events need the sim backend")
+        if ev.at is not None:
+            act = _inject_action(ev.inject) if ev.inject is not None else None
+            if act is None:
+                raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("events", i),
+                                    f"events[{i}]: 'at: exit' takes inject: nmi or {{irq: N}}")
+            model.exit_events.setdefault(ev.at.exit, []).append(lambda v, a=act: a(vcpu))
+        elif ev.host == "nmi":
+            model.hw.host_nmi_every = ev.every.guest_insns
+        else:
+            raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("events", i),
+                                f"events[{i}]: 'every' goes with host: nmi")
 
 
 def run_machine(m: Machine) -> RunResult:
