@@ -404,9 +404,13 @@ class ExpIo(_Model):
     data: Data | None = None
 
 
+# kvm_run.mmio.len is 1..8: a page-crossing access exits with the two halves (e.g. 3 + 5).
+MmioLen = Annotated[int, BeforeValidator(parse_int), Field(ge=1, le=8), _INT_JSON]
+
+
 class ExpMmio(_Model):
     gpa: U64 | None = None
-    len: AccessLen | None = None
+    len: MmioLen | None = None
     write: bool | None = None
     data: Data | None = None
 
