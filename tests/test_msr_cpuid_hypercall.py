@@ -237,6 +237,21 @@ def test_cpuid_leaf(cpuid_vm, case: CpuidCase) -> None:
     assert cpuid(cpuid_vm, case.leaf, case.index) == want
 
 
+def test_cpuid_out_of_range_is_zero_for_an_amd_vendor() -> None:
+    """get_out_of_range_cpuid_entry returns NULL for AuthenticAMD/HygonGenuine (as /dev/kvm on AMD)."""
+    m = machine(CPUID_GUEST)
+    try:
+        entries = m.vm.kvm.vcpus[0].arch.cpuid_entries
+        leaf0 = next(e for e in entries if e.function == 0)
+        leaf0.ebx, leaf0.edx, leaf0.ecx = (int.from_bytes(s, "little") for s in (b"Auth", b"enti", b"cAMD"))
+        m.vcpu.set_cpuid(entries)
+        assert cpuid(m, 0x20) == (0, 0, 0, 0)
+        assert cpuid(m, 0x8000_0009) == (0, 0, 0, 0)
+        assert cpuid(m, MAX_BASIC) == _DEFAULT[(MAX_BASIC, 0)]
+    finally:
+        m.close()
+
+
 def test_cpuid_vendor_string_and_rip_skip(cpuid_vm) -> None:
     _, b, c, d = cpuid(cpuid_vm, 0)
     assert b"".join(x.to_bytes(4, "little") for x in (b, d, c)) == b"GenuineIntel"

@@ -34,8 +34,7 @@ def kvm_arch_vcpu_ioctl_run(vcpu: KvmVcpu) -> int:
         r = cui(vcpu)
         if r <= 0:
             return _out(vcpu, r)
-    if not vcpu.wants_to_run:
-        run.exit_reason = KvmExit.INTR
+    if not vcpu.wants_to_run:   # run->exit_reason is left as it was (only a signal sets KVM_EXIT_INTR)
         return _out(vcpu, -EINTR)
     return _out(vcpu, vcpu_run(vcpu))
 
