@@ -189,10 +189,8 @@ def test_in_merges_or_zero_extends_rax_real16(size: int, rax: int, device: int) 
     assert do_in("real16", size, rax, device) == expected_rax(size, rax, device)
 
 
-@pytest.mark.xfail(strict=True, reason="hw/cpu.py keeps only 32-bit GPRs outside long mode (unicorn "
-                   "16/32-bit register ids); /dev/kvm keeps RAX[63:32] across a real-mode 8-bit IN "
-                   "(0x1122334455667799 there, 0x55667799 here)")
 def test_in_keeps_rax_high_half_in_real16() -> None:
+    """/dev/kvm keeps RAX[63:32] across a real-mode 8-bit IN (0x1122334455667799), and so must we."""
     rax = 0x1122_3344_5566_7788
     assert do_in("real16", 1, rax, 0x99) == expected_rax(1, rax, 0x99)
 

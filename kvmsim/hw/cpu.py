@@ -94,6 +94,7 @@ class SiliconVcpu:
         self._uch = None
         self._regbuf = ctypes.c_uint64()
         self._rc: dict[str, int] = {}        # register values read since the guest last ran
+        self._hi: dict[str, int] = {}        # 16/32-bit unicorn: upper halves (and R8-R15) it lacks
         self._efer: int | None = None
         self._mode_stale = False
         self._mode_key: tuple[int, int, int] | None = None
@@ -131,10 +132,8 @@ class SiliconVcpu:
         if self.uc is None:
             return self._pending_regs or KvmRegs(rflags=2)
         regs = KvmRegs()
-        ids = self._reg_ids
         for name in GPR_IDS:
-            if name in ids:
-                setattr(regs, name, self.uc.reg_read(ids[name]))
+            setattr(regs, name, self.reg(name))
         return regs
 
     def set_regs(self, regs: KvmRegs) -> None:
@@ -145,10 +144,8 @@ class SiliconVcpu:
 
     def _apply_regs(self, regs: KvmRegs) -> None:
         self._rc.clear()
-        ids = self._reg_ids
         for name in GPR_IDS:
-            if name in ids:
-                self.uc.reg_write(ids[name], getattr(regs, name) & (0xFFFF_FFFF if ids is REG_IDS_32 else ~0))
+            self.set_reg(name, getattr(regs, name))
 
     def get_sregs(self) -> KvmSregs:
         if self.uc is None:
@@ -203,24 +200,35 @@ class SiliconVcpu:
             return v
         rid = self._reg_ids.get(name)
         if rid is None:
-            return 0
+            return self._hi.get(name, 0)   # R8-R15 while unicorn runs a 16/32-bit CPU
         buf = self._regbuf
         buf.value = 0
         uclib.uc_reg_read(self._uch, rid, ctypes.byref(buf))
-        v = self._rc[name] = buf.value
+        v = buf.value
+        if self._hi and name in self._hi:
+            v |= self._hi[name] << 32      # outside 64-bit mode the CPU keeps the upper halves
+        self._rc[name] = v
         return v
 
     def set_reg(self, name: str, value: int) -> None:
+        value &= 0xFFFF_FFFF_FFFF_FFFF
         rid = self._reg_ids.get(name)
+        if rid is None:
+            if name in GPR_IDS:
+                self._hi[name] = value      # R8-R15 kept here while unicorn runs a 16/32-bit CPU
+                self._rc.pop(name, None)
+            return
         if rid is not None:
             mask = 0xFFFF_FFFF if self._reg_ids is REG_IDS_32 and name not in SEG_IDS else 0xFFFF_FFFF_FFFF_FFFF
+            if mask != 0xFFFF_FFFF_FFFF_FFFF and (value >> 32 or name in self._hi):
+                self._hi[name] = value >> 32
             buf = ctypes.c_uint64(value & mask)
             uclib.uc_reg_write(self._uch, rid, ctypes.byref(buf))
             if name in SEG_IDS:
                 self._rc.pop(name, None)   # unicorn reloads the hidden part; reread the selector
                 self._mode = None
             else:
-                self._rc[name] = value & mask
+                self._rc[name] = value
                 if name == "rflags":
                     self._mode = None
 
