@@ -1,0 +1,143 @@
+# emu_alu.S — ADD/ADC/SUB/SBB/AND/OR/XOR/CMP/TEST/INC/DEC/NEG/NOT with an MMIO operand.
+# GNU as, AT&T.  Modes: prot32, long64.  Each instruction reads (and, unless it is CMP or
+# TEST, writes) the register bank; results and the defined flags go to the RESULTS table.
+# Flags: the arithmetic group defines all six; AND/OR/XOR/TEST leave AF undefined; INC/DEC
+# keep CF; NOT changes none.
+        .include "kvmsim.inc"
+        .include "emu.inc"
+
+# ALU_MR op, size-suffix, reg, val-in-mmio, reg-init, flags-in: op reg, (mmio)  (dst memory)
+.macro ALU_MR op, reg, mval, rval, fin, mask
+        MMIO32  0x10, \mval
+        movl    $(\rval), \reg
+        SET_FLAGS \fin
+        \op     \reg, 0x10(%ebx)
+        SAVE_FLAGS \mask
+        movl    0x10(%ebx), %eax
+        SAVE    %eax
+.endm
+
+# ALU_RM: op (mmio), reg  (dst register)
+.macro ALU_RM op, reg, mval, rval, fin, mask
+        MMIO32  0x20, \mval
+        movl    $(\rval), \reg
+        SET_FLAGS \fin
+        \op     0x20(%ebx), \reg
+        SAVE_FLAGS \mask
+        SAVE    \reg
+.endm
+
+        .text
+        .globl  _start
+_start:
+        EMU_BEGIN
+        # 32-bit, memory destination and register destination
+        ALU_MR  addl, %ecx, 0x7fffffff, 1, 0x2, FL_ALL
+        ALU_MR  addl, %ecx, 0xffffffff, 1, 0x2, FL_ALL
+        ALU_RM  addl, %edx, 0x80000000, 0x80000000, 0x2, FL_ALL
+        ALU_MR  adcl, %ecx, 0xfffffffe, 1, 0x3, FL_ALL
+        ALU_RM  adcl, %edx, 0x0000000f, 0x1, 0x3, FL_ALL
+        ALU_MR  subl, %ecx, 0x80000000, 1, 0x2, FL_ALL
+        ALU_RM  subl, %edx, 5, 3, 0x2, FL_ALL
+        ALU_MR  sbbl, %ecx, 0, 0, 0x3, FL_ALL
+        ALU_RM  sbbl, %edx, 0x10, 0x10, 0x3, FL_ALL
+        ALU_MR  andl, %ecx, 0xf0f0f0f0, 0x0ff00ff0, 0x2, FL_LOGIC
+        ALU_RM  andl, %edx, 0xf0f0f0f0, 0x0f0f0f0f, 0x2, FL_LOGIC
+        ALU_MR  orl,  %ecx, 0x80000000, 0x00000001, 0x2, FL_LOGIC
+        ALU_RM  orl,  %edx, 0, 0, 0x8d5, FL_LOGIC
+        ALU_MR  xorl, %ecx, 0x12345678, 0x12345678, 0x2, FL_LOGIC
+        ALU_RM  xorl, %edx, 0xffff0000, 0x0000ffff, 0x2, FL_LOGIC
+        ALU_RM  cmpl, %edx, 0x10, 0x0f, 0x2, FL_ALL
+        ALU_MR  cmpl, %ecx, 0x80000000, 1, 0x2, FL_ALL
+        ALU_MR  testl, %ecx, 0x80000001, 0x80000000, 0x2, FL_LOGIC
+        # 8- and 16-bit forms
+        MMIO32  0x30, 0x11223344
+        movb    $0x7f, %cl
+        SET_FLAGS 0x2
+        addb    %cl, 0x30(%ebx)             # 0x44 + 0x7f
+        SAVE_FLAGS FL_ALL
+        movw    $0x8000, %dx
+        SET_FLAGS 0x2
+        subw    %dx, 0x32(%ebx)             # 0x1122 - 0x8000
+        SAVE_FLAGS FL_ALL
+        movl    0x30(%ebx), %eax
+        SAVE    %eax
+        SET_FLAGS 0x2
+        addb    $0x80, 0x31(%ebx)           # group1 imm8 byte
+        SAVE_FLAGS FL_ALL
+        SET_FLAGS 0x3
+        sbbw    $0x1234, 0x30(%ebx)          # group1 imm16
+        SAVE_FLAGS FL_ALL
+        SET_FLAGS 0x2
+        orl     $-2, 0x34(%ebx)              # group1 imm8 sign-extended
+        SAVE_FLAGS FL_LOGIC
+        SET_FLAGS 0x2
+        xorw    $0x5a5a, 0x36(%ebx)
+        SAVE_FLAGS FL_LOGIC
+        movl    0x30(%ebx), %eax
+        SAVE    %eax
+        movl    0x34(%ebx), %eax
+        SAVE    %eax
+        # INC/DEC/NEG/NOT on memory
+        MMIO32  0x40, 0x7fffffff
+        SET_FLAGS 0x3
+        incl    0x40(%ebx)
+        SAVE_FLAGS FL_ALL
+        SET_FLAGS 0x2
+        decb    0x40(%ebx)
+        SAVE_FLAGS FL_ALL
+        SET_FLAGS 0x2
+        negw    0x42(%ebx)
+        SAVE_FLAGS FL_ALL
+        SET_FLAGS 0x8d5
+        notl    0x40(%ebx)
+        SAVE_FLAGS FL_ALL
+        movl    0x40(%ebx), %eax
+        SAVE    %eax
+        MMIO32  0x44, 0
+        SET_FLAGS 0x2
+        negl    0x44(%ebx)
+        SAVE_FLAGS FL_ALL
+        SET_FLAGS 0x2
+        incw    0x46(%ebx)
+        SAVE_FLAGS FL_ALL
+        movl    0x44(%ebx), %eax
+        SAVE    %eax
+        # accumulator forms and LOCK (memory destination)
+        MMIO32  0x48, 100
+        movl    $7, %ecx
+        SET_FLAGS 0x2
+        lock addl %ecx, 0x48(%ebx)
+        SAVE_FLAGS FL_ALL
+        SET_FLAGS 0x2
+        lock decl 0x48(%ebx)
+        SAVE_FLAGS FL_ALL
+        movl    0x48(%ebx), %eax
+        SAVE    %eax
+.if KVMSIM_MODE_LONG64
+        # 64-bit operand size (REX.W)
+        MMIO64  0x50, 0x7fffffffffffffff
+        movq    $1, %rcx
+        SET_FLAGS 0x2
+        addq    %rcx, 0x50(%rbx)
+        SAVE_FLAGS FL_ALL
+        SET_FLAGS 0x3
+        sbbq    $-1, 0x50(%rbx)
+        SAVE_FLAGS FL_ALL
+        movq    0x50(%rbx), %rdx
+        SAVEQ   %rdx
+        SET_FLAGS 0x2
+        andq    0x50(%rbx), %rdx
+        SAVE_FLAGS FL_LOGIC
+        SAVEQ   %rdx
+        SET_FLAGS 0x2
+        negq    0x50(%rbx)
+        SAVE_FLAGS FL_ALL
+        SET_FLAGS 0x2
+        notq    0x50(%rbx)
+        cmpq    0x50(%rbx), %rdx
+        SAVE_FLAGS FL_ALL
+        movq    0x50(%rbx), %rdx
+        SAVEQ   %rdx
+.endif
+        EXIT    0
