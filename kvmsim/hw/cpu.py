@@ -158,7 +158,9 @@ class SiliconVcpu:
         s.gdt, s.idt = KvmDtable(base=gb, limit=gl), KvmDtable(base=ib, limit=il)
         s.cr0, s.cr2 = self.uc.reg_read(U.UC_X86_REG_CR0), self.uc.reg_read(U.UC_X86_REG_CR2)
         s.cr3, s.cr4 = self.uc.reg_read(U.UC_X86_REG_CR3), self.uc.reg_read(U.UC_X86_REG_CR4)
-        s.cr8, s.efer = self.uc.reg_read(U.UC_X86_REG_CR8), self.uc.msr_read(MSR_EFER)
+        # CR8 and the FS/GS base registers exist only in unicorn's 64-bit CPU (TPR is 0 without a LAPIC).
+        s.cr8 = self.uc.reg_read(U.UC_X86_REG_CR8) if self._reg_ids is REG_IDS else 0
+        s.efer = self.uc.msr_read(MSR_EFER)
         s.apic_base = 0xFEE00900
         return s
 
@@ -187,9 +189,8 @@ class SiliconVcpu:
             self.seg_cache[name] = _copy_seg(seg)
         for name in ("tr", "ldt"):
             self.seg_cache[name] = _copy_seg(getattr(s, name))
-        if s.fs.base:
+        if self._reg_ids is REG_IDS:
             uc.reg_write(U.UC_X86_REG_FS_BASE, s.fs.base)
-        if s.gs.base:
             uc.reg_write(U.UC_X86_REG_GS_BASE, s.gs.base)
 
     def reg(self, name: str) -> int:
@@ -245,6 +246,8 @@ class SiliconVcpu:
         self.uc.reg_write(U.UC_X86_REG_CR2, value)
 
     def cr(self, n: int) -> int:
+        if n == 8 and self._reg_ids is not REG_IDS:
+            return 0   # unicorn's 32-bit CPU has no CR8
         buf = self._regbuf
         buf.value = 0
         uclib.uc_reg_read(self._uch, _CR_IDS[n], ctypes.byref(buf))
@@ -273,9 +276,9 @@ class SiliconVcpu:
             return cached if cached is not None else KvmSegment(unusable=1)
         sel = self.reg(name) if self.uc is not None else cached.selector
         if cached is not None and cached.selector == sel:
-            if name == "fs" and self.uc is not None:
+            if name == "fs" and self.uc is not None and self._reg_ids is REG_IDS:
                 cached.base = self.uc.reg_read(U.UC_X86_REG_FS_BASE)
-            if name == "gs" and self.uc is not None:
+            if name == "gs" and self.uc is not None and self._reg_ids is REG_IDS:
                 cached.base = self.uc.reg_read(U.UC_X86_REG_GS_BASE)
             return cached
         seg = self._load_descriptor(sel)
