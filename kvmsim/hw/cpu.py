@@ -94,6 +94,7 @@ class SiliconVcpu:
         self._uch = None
         self._regbuf = ctypes.c_uint64()
         self._rc: dict[str, int] = {}        # register values read since the guest last ran
+        self._len_cache: dict[int, int] = {}  # linear RIP -> instruction length (EPT exits)
         self._hi: dict[str, int] = {}        # 16/32-bit unicorn: upper halves (and R8-R15) it lacks
         self._efer: int | None = None
         self._mode_stale = False
@@ -235,6 +236,7 @@ class SiliconVcpu:
 
     def set_cr(self, n: int, value: int) -> None:
         self.uc.reg_write(_CR_IDS[n], value)
+        self._rc.pop(n, None)
         self._mode = self._efer = None
 
     def load_cs(self, selector: int) -> None:
@@ -244,13 +246,18 @@ class SiliconVcpu:
 
     def set_cr2(self, value: int) -> None:
         self.uc.reg_write(U.UC_X86_REG_CR2, value)
+        self._rc.pop(2, None)
 
     def cr(self, n: int) -> int:
+        v = self._rc.get(n)          # cached with the GPRs until the guest runs again
+        if v is not None:
+            return v
         if n == 8 and self._reg_ids is not REG_IDS:
             return 0   # unicorn's 32-bit CPU has no CR8
         buf = self._regbuf
         buf.value = 0
         uclib.uc_reg_read(self._uch, _CR_IDS[n], ctypes.byref(buf))
+        self._rc[n] = buf.value
         return buf.value
 
     def efer(self) -> int:
@@ -338,7 +345,18 @@ class SiliconVcpu:
         return any(g <= gpa < g + s for g, s, _ in self.memslots.values())
 
     def read_phys(self, gpa: int, size: int) -> int:
+        """Guest-physical RAM straight from the memslot's host memory (unicorn's mem_read costs ~4 us)."""
+        for g, sz, addr in self.memslots.values():
+            if g <= gpa and gpa + size <= g + sz:
+                return int.from_bytes(ctypes.string_at(addr + gpa - g, size), "little")
         return int.from_bytes(self.uc.mem_read(gpa, size), "little")
+
+    def _host(self, gpa: int, size: int) -> int:
+        """Host address of guest RAM [gpa, gpa + size), or 0 if it is not all in one memslot."""
+        for g, sz, addr in self.memslots.values():
+            if g <= gpa and gpa + size <= g + sz:
+                return addr + gpa - g
+        return 0
 
     def translate(self, linear: int, write: bool = False, fetch: bool = False) -> int:
         return paging.walk(self.read_phys, self.cr(0), self.cr(3), self.cr(4), self.efer(), linear,
@@ -348,7 +366,9 @@ class SiliconVcpu:
         out = bytearray()
         while size:
             chunk = min(size, 0x1000 - (linear & 0xFFF))
-            out += self.uc.mem_read(self.translate(linear), chunk)
+            gpa = self.translate(linear)
+            out += (ctypes.string_at(self._host(gpa, chunk), chunk) if self._host(gpa, chunk)
+                    else self.uc.mem_read(gpa, chunk))
             linear, size = linear + chunk, size - chunk
         return bytes(out)
 
@@ -614,13 +634,18 @@ class SiliconVcpu:
         return self._exit(ExitReason.EPT_VIOLATION, q, self._insn_len(), gpa=gpa, gla=linear)
 
     def _insn_len(self) -> int:
-        """VM_EXIT_INSTRUCTION_LEN (hardware reports it on EPT misconfig in practice)."""
-        try:
-            code = self.read_linear_bytes(self.linear_rip(), 15)
-        except (paging.PageFault, UcError):
-            return 0
-        insn = next(self._disasm(code, 0), None)
-        return insn.size if insn is not None else 0
+        """VM_EXIT_INSTRUCTION_LEN (hardware reports it on EPT misconfig in practice); cached per
+        address like the scanner's decode (invalidate_code forgets it)."""
+        rip = self.linear_rip()
+        n = self._len_cache.get(rip)
+        if n is None:
+            try:
+                code = self.read_linear_bytes(rip, 15)
+            except (paging.PageFault, UcError):
+                return 0
+            insn = next(self._disasm(code, 0), None)
+            n = self._len_cache[rip] = insn.size if insn is not None else 0
+        return n
 
     def _exception(self, vector: int, error_code: int | None) -> bool:
         """A fault the guest raised natively: exit if KVM intercepts the vector, else deliver it."""
@@ -717,6 +742,8 @@ class SiliconVcpu:
     def invalidate_code(self, linear: int, length: int) -> None:
         """Guest code changed under us (KVM patched an instruction): forget its scan and translation."""
         end = linear + length
+        for addr in [a for a in self._len_cache if linear - 15 < a < end]:
+            del self._len_cache[addr]
         for addr in [a for a in self._exits if linear - 15 < a < end]:
             dec = self._exits.pop(addr)
             if self.uc is not None and dec.hook:

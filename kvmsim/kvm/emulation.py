@@ -32,6 +32,11 @@ from kvmsim.uapi import KvmExit
 __all__ = ["EMULTYPE_NO_DECODE", "EMULTYPE_PF", "EMULTYPE_SKIP", "EMULTYPE_VMWARE_GP", "x86_emulate_instruction",
            "kvm_emulate_instruction", "handle_ud", "flush_emulator_regs"]
 
+# Plain ints on the hot path: IntFlag arithmetic allocates an enum member per operation.
+(EMULTYPE_NO_DECODE, EMULTYPE_TRAP_UD, EMULTYPE_SKIP, EMULTYPE_TRAP_UD_FORCED, EMULTYPE_VMWARE_GP, EMULTYPE_PF,
+ EMULTYPE_COMPLETE_USER_EXIT) = (int(f) for f in (EMULTYPE_NO_DECODE, EMULTYPE_TRAP_UD, EMULTYPE_SKIP,
+                                                   EMULTYPE_TRAP_UD_FORCED, EMULTYPE_VMWARE_GP, EMULTYPE_PF,
+                                                   EMULTYPE_COMPLETE_USER_EXIT))
 KVM_EMULATE_PREFIX = bytes([0x0F, 0x0B, 0x6B, 0x76, 0x6D])   # ud2; "kvm"
 _MODES = {"real": X86EMUL_MODE_REAL, "vm86": X86EMUL_MODE_VM86, "prot16": X86EMUL_MODE_PROT16,
           "prot32": X86EMUL_MODE_PROT32, "compat": X86EMUL_MODE_PROT32, "long64": X86EMUL_MODE_PROT64}
@@ -91,7 +96,8 @@ def _trace_emulate_insn(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, failed: bool) -> No
 def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
                             insn: bytes | None = None, insn_len: int = 0) -> int:
     """Reference §6.3, steps numbered there."""
-    vcpu.stat.emulation_by_type[int(emulation_type)] += 1
+    emulation_type = int(emulation_type)
+    vcpu.stat.emulation_by_type[emulation_type] += 1
     ctxt = emulate_ctxt(vcpu)
     writeback = True
     if not emulation_type & EMULTYPE_NO_DECODE:                                           # 3
