@@ -7,6 +7,8 @@ and records the rest as `mmio_fragments` for KVM_EXIT_MMIO.
 
 from __future__ import annotations
 
+import ctypes
+
 from unicorn import UcError
 from unicorn import x86_const as U
 
@@ -73,10 +75,11 @@ class VcpuEmulateOps:
                 return X86EMUL_PROPAGATE_FAULT
             if not self.hw.gpa_is_ram(gpa):
                 return X86EMUL_IO_NEEDED
+            host = self.hw._host(gpa, chunk)
             if write:
-                self.hw.uc.mem_write(gpa, bytes(val[done:done + chunk]))
+                ctypes.memmove(host, bytes(val[done:done + chunk]), chunk)
             else:
-                val[done:done + chunk] = self.hw.uc.mem_read(gpa, chunk)
+                val[done:done + chunk] = ctypes.string_at(host, chunk)
             done += chunk
         return X86EMUL_CONTINUE
 
