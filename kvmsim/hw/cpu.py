@@ -51,7 +51,8 @@ MSR_EFER = 0xC0000080
 _CR_IDS = {0: U.UC_X86_REG_CR0, 2: U.UC_X86_REG_CR2, 3: U.UC_X86_REG_CR3, 4: U.UC_X86_REG_CR4, 8: U.UC_X86_REG_CR8}
 X86_CR4_OSXSAVE = 1 << 18
 EFLAGS_RF = 1 << 16
-_INTERCEPTED_EXCEPTIONS = frozenset({Vector.UD, Vector.MC, Vector.AC})  # KVM's exception bitmap (EPT on)
+# KVM's exception bitmap with EPT on (vmx update_exception_bitmap); KVM adds #GP for the VMware backdoor.
+DEFAULT_EXCEPTION_BITMAP = frozenset({Vector.UD, Vector.MC, Vector.AC})
 
 
 @dataclass(slots=True)
@@ -79,6 +80,7 @@ class SiliconVcpu:
         self.seg_cache: dict[str, KvmSegment] = {}
         self.ept_mmio_gfns: set[int] = set()     # EPT entries KVM turned into MMIO SPTEs (misconfig)
         self.msr_passthrough: set[int] = set()   # MSR bitmap: indices that do not exit
+        self.exception_bitmap: frozenset[int] = DEFAULT_EXCEPTION_BITMAP
         self.stop_requested = threading.Event()
         # A host NMI (perf PMI, watchdog) after this many guest instructions without another exit.
         self.host_nmi_every: int | None = None
@@ -481,6 +483,9 @@ class SiliconVcpu:
                     io = dec.io[mode] = (base, d.imm_port)
                 base, imm_port = io
                 port = imm_port if imm_port is not None else self.reg("rdx") & 0xFFFF
+                if mode != "real" and not self._io_permitted(port, (base & 7) + 1):
+                    # SDM 25.1.1: the I/O-permission #GP comes before the VM exit.
+                    return self._exception(Vector.GP, 0)
                 return self._exit(insn.reason, base | (port << 16), dec.length)
             return self._exit(insn.reason, 0, dec.length)
         if insn.action is Action.IRET:
@@ -563,6 +568,24 @@ class SiliconVcpu:
         full = "r" + name[1:] if name[0] == "e" else name
         v = self.reg(full)
         return v & 0xFFFF_FFFF if name[0] == "e" else v
+
+    def _io_permitted(self, port: int, size: int) -> bool:
+        """CPL <= IOPL (and not vm86), or the TSS I/O permission bitmap clears every port bit."""
+        flags = self.reg("rflags")
+        if not flags & event.EFLAGS_VM and self.cpl() <= (flags >> 12) & 3:
+            return True
+        tr = self.segment("tr")
+        if tr.unusable or tr.limit < 0x67:
+            return False
+        try:
+            base = tr.base + self.read_linear(tr.base + 0x66, 2)
+            last = base + port // 8 + 1
+            if last > tr.base + tr.limit:
+                return False
+            bits = self.read_linear(base + port // 8, 2)
+        except event.DeliveryFault:
+            return False
+        return not (bits >> (port & 7)) & ((1 << size) - 1)
 
     def _iret(self, dec: _Decoded) -> bool:
         """IRET runs natively; it unblocks NMIs, and with NMI-window exiting the CPU exits right after."""
@@ -649,7 +672,7 @@ class SiliconVcpu:
 
     def _exception(self, vector: int, error_code: int | None) -> bool:
         """A fault the guest raised natively: exit if KVM intercepts the vector, else deliver it."""
-        if vector in _INTERCEPTED_EXCEPTIONS:
+        if vector in self.exception_bitmap:
             has = vector in EXCEPTIONS_WITH_ERROR_CODE
             return self._exit(ExitReason.EXCEPTION_NMI, 0, self._insn_len(),
                               intr=intr_info(vector, IntrType.HARD_EXCEPTION, has), err=error_code or 0)

@@ -10,7 +10,7 @@ import ctypes
 from typing import Sequence
 
 from kvmsim.errors import BackendError
-from kvmsim.kvm import x86
+from kvmsim.kvm import vmx, x86
 from kvmsim.kvm.cpuid import default_cpuid_entries
 from kvmsim.kvm.iobus import CoalescedMmio, Ioeventfd
 from kvmsim.kvm.msr import VMX_PASSTHROUGH_MSRS
@@ -102,6 +102,7 @@ class SimVmFd:
         vcpu = KvmVcpu(self.kvm, vcpu_id)
         vcpu.arch.cpuid_entries = default_cpuid_entries()
         vcpu.hw.msr_passthrough = set(VMX_PASSTHROUGH_MSRS)   # vmx_vcpu_create: MSR bitmap
+        vcpu.hw.exception_bitmap = vmx.vmx_exception_bitmap(self.kvm.params)
         for slot, (gpa, size, mem) in self.kvm.memslots.items():
             vcpu.hw.map_memslot(slot, gpa, size, host_address(mem))
         self.kvm.vcpus.append(vcpu)

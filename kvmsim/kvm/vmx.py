@@ -74,6 +74,14 @@ def vmx_complete_interrupts(vcpu: KvmVcpu) -> None:
     vcpu.arch.nmi_injected = False
 
 
+def vmx_exception_bitmap(params) -> frozenset[int]:
+    """update_exception_bitmap with EPT: #UD, #MC, #AC always; #GP for the VMware backdoor."""
+    bitmap = {Vector.UD, Vector.MC, Vector.AC}
+    if params.enable_vmware_backdoor:
+        bitmap.add(Vector.GP)
+    return frozenset(bitmap)
+
+
 def vmx_get_nmi_mask(vcpu: KvmVcpu) -> bool:
     """Virtual NMIs: the CPU tracks blocking in the guest interruptibility state."""
     return bool(vcpu.hw.vmcs.guest_interruptibility_info & GUEST_INTR_STATE_NMI)
