@@ -21,7 +21,7 @@ from unicorn import (UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INTR, UC_
 from unicorn import unicorn_const as UCC
 from unicorn import x86_const as U
 
-from unicorn.unicorn_py3.unicorn import uclib
+from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import event, paging, quirks
@@ -48,6 +48,7 @@ SEG_IDS = {"cs": U.UC_X86_REG_CS, "ds": U.UC_X86_REG_DS, "es": U.UC_X86_REG_ES, 
 REG_IDS = {**GPR_IDS, **SEG_IDS}
 REG_IDS_32 = {**GPR_IDS_32, **SEG_IDS}
 MSR_EFER = 0xC0000080
+_UC_EMU_STOP = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p)
 _CR_IDS = {0: U.UC_X86_REG_CR0, 2: U.UC_X86_REG_CR2, 3: U.UC_X86_REG_CR3, 4: U.UC_X86_REG_CR4, 8: U.UC_X86_REG_CR8}
 X86_CR4_OSXSAVE = 1 << 18
 EFLAGS_RF = 1 << 16
@@ -65,7 +66,7 @@ class _Decoded:
     mnemonic: str
     cs_mode: int
     io: dict = field(default_factory=dict)   # decode_io result per CPU mode
-    hook: int = 0                            # the unicorn code hook that stops the CPU here
+    hook: object = None                      # the unicorn code hook that stops the CPU here
 
 
 class SiliconVcpu:
@@ -601,7 +602,7 @@ class SiliconVcpu:
     def _step_native(self, dec: _Decoded) -> bool:
         """Execute one scanned instruction in unicorn (its stop hook lifted meanwhile); True on an exit."""
         uc, addr = self.uc, self.linear_rip()
-        uc.hook_del(dec.hook)
+        self._del_stop_hook(dec.hook)
         self._pending = None
         err = None
         try:
@@ -611,7 +612,7 @@ class SiliconVcpu:
         finally:
             self._rc.clear()
             self._mode_stale = True
-            dec.hook = uc.hook_add(UC_HOOK_CODE, self._on_exiting_insn, None, addr, addr)
+            dec.hook = self._add_stop_hook(addr)
         if self._pending is not None:
             return self._handle_pending()
         if err is not None:
@@ -699,8 +700,19 @@ class SiliconVcpu:
         self._pending = ("mem", access, addr, size)
         return False
 
-    def _on_exiting_insn(self, uc: Uc, address: int, size: int, _: object) -> None:
-        uc.emu_stop()
+    def _add_stop_hook(self, addr: int) -> uc_hook_h:
+        """A code hook on exactly `addr` whose callback is uc_emu_stop itself: the CPU stops before
+        the instruction with no Python on the way (the hook's extra arguments are ignored by the
+        callee under the SysV calling convention; its first one is the engine, as uc_emu_stop wants)."""
+        h = uc_hook_h()
+        status = uclib.uc_hook_add(self._uch, ctypes.byref(h), UC_HOOK_CODE, _UC_EMU_STOP, None,
+                                   ctypes.c_uint64(addr), ctypes.c_uint64(addr))
+        if status:
+            raise UcError(status)
+        return h
+
+    def _del_stop_hook(self, h: uc_hook_h) -> None:
+        uclib.uc_hook_del(self._uch, h)
 
     def _on_intr(self, uc: Uc, intno: int, _: object) -> None:
         self._pending = ("intr", intno)
@@ -713,7 +725,7 @@ class SiliconVcpu:
             spec = EXITING_INSNS.get(insn.id)
             if spec is not None and insn.address not in self._exits:
                 # A code hook on exactly this address stops the CPU before the instruction runs.
-                hook = uc.hook_add(UC_HOOK_CODE, self._on_exiting_insn, None, insn.address, insn.address)
+                hook = self._add_stop_hook(insn.address)
                 self._exits[insn.address] = _Decoded(spec, insn.size, bytes(insn.bytes), insn.mnemonic,
                                                      self._cs_mode(), hook=hook)
         self._mark_scanned(addr, addr + max(size, 1))
@@ -770,7 +782,7 @@ class SiliconVcpu:
         for addr in [a for a in self._exits if linear - 15 < a < end]:
             dec = self._exits.pop(addr)
             if self.uc is not None and dec.hook:
-                self.uc.hook_del(dec.hook)
+                self._del_stop_hook(dec.hook)
         kept = []
         for s, e in self._scanned:
             if e <= linear - 15 or s >= end:
