@@ -10,6 +10,8 @@ import os
 
 import pytest
 
+os.environ.setdefault("UC_IGNORE_REG_BREAK", "1")  # silence unicorn 2.1 register warnings
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "fuzz: long differential emulator campaign (opt-in)")

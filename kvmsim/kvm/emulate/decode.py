@@ -24,8 +24,8 @@ from .flags import (BitOp, ByteOp, IncSP, CheckPerm, DstShift, Escape, Group, Gr
                     OpDS, OpDX, OpES, OpFS, OpGS, OpImm, OpImm64, OpImmByte, OpImmFAddr,
                     OpImmU, OpImmU16, OpImmUByte, OpMask, OpMem, OpMem8, OpMem16, OpMem32,
                     OpMem64, OpMemFAddr, OpOne, OpReg, OpSI, OpSS, OpXLat, Prefix, RMExt,
-                    ShadowStack, Src2Shift, SrcImm, SrcImmByte, SrcImmU16, SrcMask, SrcMem,
-                    SrcMem16, SrcMem32, SrcNone, SrcReg, SrcShift, Sse, Stack, EmulateOnUD)
+                    ShadowStack, Src2Shift, SrcMask, SrcMem,
+                    SrcMem16, SrcMem32, SrcReg, SrcShift, Sse, Stack, EmulateOnUD)
 from .memaccess import SegmentedAddress, __linearize, address_mask, emulate_gp
 from .tables import opcode_map_0f_38, opcode_table, twobyte_table
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .codes import (EFER_LMA, EFER_LME, EFER_SCE, EMULATION_FAILED, EMULATION_OK,
-                    EMULATION_RESTART, MSR_EFER, PF_VECTOR, VCPU_SREG_CS, VCPU_SREG_TR,
-                    X86_CR0_PE, X86_CR4_OSFXSR, X86_CR4_OSXSAVE, X86EMUL_CONTINUE,
-                    X86EMUL_IO_NEEDED, X86EMUL_MODE_PROT16, X86EMUL_MODE_PROT32,
-                    X86EMUL_MODE_PROT64, X86EMUL_MODE_REAL, X86EMUL_PROPAGATE_FAULT,
-                    X86EMUL_UNHANDLEABLE)
+from .codes import (EFER_LMA, EFER_LME, EFER_SCE, EMULATION_OK, EMULATION_RESTART,
+                    MSR_EFER, PF_VECTOR, VCPU_SREG_CS, VCPU_SREG_TR, X86_CR4_OSFXSR,
+                    X86_CR4_OSXSAVE, X86EMUL_CONTINUE, X86EMUL_IO_NEEDED, X86EMUL_MODE_PROT16,
+                    X86EMUL_MODE_PROT32, X86EMUL_MODE_PROT64, X86EMUL_MODE_REAL,
+                    X86EMUL_PROPAGATE_FAULT)
 from .ctxt import X86EmulateCtxt, EmulatorFeatures, init_decode_cache
 from .ops import DescPtr, DescStruct, SegmentState, X86Exception
 
@@ -332,6 +331,3 @@ def _emulate(ctxt: X86EmulateCtxt) -> int:
     from .emulate import x86_emulate_insn
     return x86_emulate_insn(ctxt)
 
-
-_unused = (EMULATION_FAILED, X86EMUL_UNHANDLEABLE, X86_CR0_PE, X86EMUL_MODE_PROT16,
-           X86EMUL_MODE_PROT32, X86EMUL_MODE_REAL)

@@ -250,7 +250,3 @@ def jmp_rel(ctxt: X86EmulateCtxt, rel: int) -> int:
     rel = rel - (1 << 32) if rel & 0x80000000 else rel  # the C `int rel` parameter
     return assign_eip_near(ctxt, ctxt._eip + rel)
 
-
-__all__ = ["X86TransferType", "load_segment_descriptor", "__load_segment_descriptor",
-           "emulator_recalc_and_set_mode", "assign_eip_near", "assign_eip_far", "jmp_rel",
-           "get_segment_selector", "get_msr", "X86EMUL_MODE_PROT16", "X86EMUL_MODE_PROT32"]
