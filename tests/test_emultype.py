@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 
 from kvmsim.hw.vmcs import ExitReason, Vector
-from kvmsim.kvm.emulate.codes import EMULTYPE_VMWARE_GP
-from kvmsim.kvm.emulation import x86_emulate_instruction
 from kvmsim.scenario.runner import Machine, make_machine, run_machine, run_scenario
 from kvmsim.scenario.schema import Scenario
-from kvmsim.uapi import KvmExit, KvmRegs
+from kvmsim.uapi import KvmExit
 
 ROOT = Path(__file__).resolve().parents[1]
 MMIO = 0xD0000000
@@ -160,52 +158,60 @@ def test_mmio_read_exits_before_retiring_and_a_write_after() -> None:
         m.close()
 
 
-# ---------------------------------------------------------------- VMWARE_GP
+# ---------------------------------------------------------------- VMWARE_GP (and CPL3 I/O permission)
 
-def _cpl3_machine(code: str) -> Machine:
-    """A long64 vCPU stopped at `target`, then made CPL3 with IOPL 0 through KVM_SET_SREGS/REGS
-    (cheaper than building ring-3 descriptors and an IRET frame in the guest); the first 2 MiB
-    get the U bit so that the CPL3 fetch does not #PF."""
-    asm = HEAD + f"    hlt\ntarget: {code}\n    EXIT 0\n"
-    m = make_machine(_sc(asm, kvm={"enable_vmware_backdoor": True}))
-    assert m.vcpu.run() == 0 and m.vcpu.mapping.run.exit_reason == KvmExit.HLT   # powered on, no cui pending
+CPL3_IO = {"source": "guests/cpl3_io.S", "mode": "long64"}
+CPL3_DEVICES = DEVICES + [{"type": "port-value", "name": "sysport", "port": 0x60, "size": 1, "value": 0x5A},
+                          {"type": "port-value", "name": "backdoor", "port": 0x5658, "size": 4, "value": 0x564D5868}]
+GP0 = (Vector.GP, 0)
+NO_FAULT = (0xFF, 0)
+
+
+def _cpl3_run(backdoor: bool) -> tuple[Machine, object, list[int]]:
+    """guests/cpl3_io.S (ring-3 segments, TSS.RSP0, an I/O bitmap allowing ports 0x60 and 0xf4,
+    iretq to CPL3, then IN 0x60, IN 0x80, IN 0x5658, CLI); its RESULTS table as ten dwords."""
+    sc = Scenario.model_validate({"name": "cpl3", "description": "t", "guest": CPL3_IO, "devices": CPL3_DEVICES,
+                                  "kvm": {"enable_vmware_backdoor": backdoor}}, context={"base_dir": ROOT})
+    m = make_machine(sc)
+    res = run_machine(m)
     ram = m.ram[0][1]
-    for pte in (0x4000, 0x5000, 0x6000):                               # PML4[0], PDPT[0], PD[0][0]
-        ram[pte] |= 0x4
-    sregs = m.vcpu.get_sregs()
-    sregs.cs.selector |= 3
-    sregs.cs.dpl = 3
-    m.vcpu.set_sregs(sregs)
-    regs = m.vcpu.get_regs()
-    m.vcpu.set_regs(KvmRegs(**{**regs.as_dict(), "rip": m.image.symbols["target"], "rflags": 0x2,
-                               "rdx": 0x5658, "rax": 0}))
-    return m
+    return m, res, [int.from_bytes(ram[0x90000 + 4 * i:0x90004 + 4 * i], "little") for i in range(10)]
 
 
-def test_vmware_gp_backdoor_port_exits_to_userspace_as_io() -> None:
-    m = _cpl3_machine("inl %dx, %eax")
+def test_cpl3_denied_port_is_gp0_before_any_exit_and_the_guest_handler_takes_it() -> None:
+    m, res, t = _cpl3_run(backdoor=False)
     try:
-        vcpu = m.vcpu.vcpu
-        assert vcpu.hw.cpl() == 3
-        assert x86_emulate_instruction(vcpu, 0, EMULTYPE_VMWARE_GP) == 0
-        io = vcpu.run.io
-        assert vcpu.run.exit_reason == KvmExit.IO and (io.port, io.size, io.direction) == (0x5658, 4, 0)
-        assert not vcpu.arch.exception.pending
+        assert res.stop.code == 0, res.serial
+        assert (t[0], t[1], t[7]) == (3, 0x5A, 0)                           # CPL3, IOPL 0; IN 0x60 allowed
+        assert (t[2], t[3]) == GP0 and (t[4], t[5], t[6]) == (*GP0, 0x11111111) and (t[8], t[9]) == GP0
+        assert [(u.reason, u.fields["port"]) for u in res.userspace] == [("IO", 0x60), ("IO", 0xF4)]
+        assert res.exits == {"IO_INSTRUCTION": 2}                           # no exit for the three #GPs
+        assert _emu(res) == {} and res.exceptions == []                     # nothing emulated or injected
+        assert m.vcpu.vcpu.hw.native_exceptions == 3
+        # The CPU switched to TSS.RSP0 (0x80000): the last #GP's frame is there, not on the user stack.
+        ram, frame = m.ram[0][1], 0x80000 - 6 * 8
+        ss, rsp, _fl, cs, rip, err = (int.from_bytes(ram[frame + 8 * i:frame + 8 * i + 8], "little")
+                                      for i in (5, 4, 3, 2, 1, 0))
+        assert (ss, rsp, cs, err) == (0x33, 0x70000, 0x3B, 0)
+        assert rip < m.image.symbols["_start"] + len(m.image.image)
     finally:
         m.close()
 
 
-@pytest.mark.parametrize("code, rdx", [("cli", 0x5658), ("inl %dx, %eax", 0x80)],
-                         ids=["not-a-backdoor-opcode", "backdoor-opcode-other-port"])
-def test_vmware_gp_anything_else_is_gp0(code: str, rdx: int) -> None:
-    m = _cpl3_machine(code)
+def test_vmware_backdoor_port_exits_to_userspace_and_everything_else_gets_gp0() -> None:
+    m, res, t = _cpl3_run(backdoor=True)
     try:
-        vcpu = m.vcpu.vcpu
-        vcpu.hw.set_reg("rdx", rdx)
-        assert x86_emulate_instruction(vcpu, 0, EMULTYPE_VMWARE_GP) == 1
-        exc = vcpu.arch.exception
-        assert exc.pending and (exc.vector, exc.has_error_code, exc.error_code) == (Vector.GP, True, 0)
-        assert vcpu.hw.reg("rip") == m.image.symbols["target"]        # faulted: RIP not advanced
+        assert res.stop.code == 0, res.serial
+        assert (t[0], t[1]) == (3, 0x5A)
+        assert (t[2], t[3]) == GP0                        # IN 0x80: backdoor opcode, port denied → #GP(0)
+        assert (t[4], t[5], t[6]) == (*NO_FAULT, 0x564D5868)   # IN 0x5658: let through, EAX from userspace
+        assert (t[8], t[9]) == GP0                        # CLI: not a backdoor opcode → #GP(0)
+        io = [(u.reason, u.fields["port"], u.fields["size"]) for u in res.userspace]
+        assert io == [("IO", 0x60, 1), ("IO", 0x5658, 4), ("IO", 0xF4, 4)]
+        assert res.exits == {"IO_INSTRUCTION": 2, "EXCEPTION_NMI": 3}     # every #GP(0) intercepted
+        assert _emu(res) == {"VMWARE_GP": 3, "NO_DECODE": 1}               # NO_DECODE: complete_emulated_pio
+        assert res.exceptions == [{"vector": Vector.GP, "error_code": 0}] * 2
+        assert m.vcpu.vcpu.hw.native_exceptions == 0
     finally:
         m.close()
 

@@ -193,6 +193,10 @@ class SiliconVcpu:
             self.seg_cache[name] = _copy_seg(seg)
         for name in ("tr", "ldt"):
             self.seg_cache[name] = _copy_seg(getattr(s, name))
+        tr = s.tr
+        if not tr.unusable:   # the CPU's TR, so that a guest LTR replaces it (segment("tr") reads it back)
+            uc.reg_write(U.UC_X86_REG_TR, (tr.selector, tr.base, tr.limit,
+                                           tr.type << 8 | tr.s << 12 | tr.dpl << 13 | tr.present << 15))
         if self._reg_ids is REG_IDS:
             uc.reg_write(U.UC_X86_REG_FS_BASE, s.fs.base)
             uc.reg_write(U.UC_X86_REG_GS_BASE, s.gs.base)
@@ -247,6 +251,22 @@ class SiliconVcpu:
         self._rc.pop("cs", None)
         self._mode = None
 
+    def enter_ring0(self, cs: int, ss: int) -> None:
+        """CS and SS of an event delivered to ring 0 from an outer ring.  QEMU takes the CPL from
+        SS.DPL and refuses a ring-0 SS at CPL 3 through uc_reg_write, so SS is first loaded the
+        real-mode way (CR0.PE clear for the moment: DPL 0), then CS and SS properly."""
+        uc = self.uc
+        cr0 = self.cr(0)
+        uc.reg_write(U.UC_X86_REG_CR0, cr0 & ~paging.X86_CR0_PE)
+        uc.reg_write(U.UC_X86_REG_SS, 0)
+        uc.reg_write(U.UC_X86_REG_CR0, cr0)
+        uc.reg_write(U.UC_X86_REG_CS, cs)
+        uc.reg_write(U.UC_X86_REG_SS, ss)
+        for name in ("cs", "ss"):
+            self._rc.pop(name, None)
+            self.seg_cache.pop(name, None)
+        self._mode = None
+
     def set_cr2(self, value: int) -> None:
         self.uc.reg_write(U.UC_X86_REG_CR2, value)
         self._rc.pop(2, None)
@@ -275,6 +295,10 @@ class SiliconVcpu:
         self._efer = None
         self._mode = None
 
+    def gdtr(self) -> tuple[int, int]:
+        base, limit = self.uc.reg_read(U.UC_X86_REG_GDTR)[1:3]
+        return base, limit
+
     def idtr(self) -> tuple[int, int]:
         base, limit = self.uc.reg_read(U.UC_X86_REG_IDTR)[1:3]
         return base, limit
@@ -282,7 +306,13 @@ class SiliconVcpu:
     def segment(self, name: str) -> KvmSegment:
         """The descriptor cache; refreshed from the GDT when the guest reloaded the selector."""
         cached = self.seg_cache.get(name)
-        if name in ("tr", "ldt"):  # Simplified: LTR/LLDT are not tracked; the values KVM_SET_SREGS gave.
+        if name == "tr" and self.uc is not None and cached is not None and not cached.unusable:
+            sel, base, limit, flags = self.uc.reg_read(U.UC_X86_REG_TR)
+            if (sel, base, limit) != (cached.selector, cached.base, cached.limit):   # the guest's LTR
+                cached = self.seg_cache["tr"] = KvmSegment(
+                    base=base, limit=limit, selector=sel, type=(flags >> 8) & 0xF, present=(flags >> 15) & 1,
+                    dpl=(flags >> 13) & 3, s=(flags >> 12) & 1, g=(flags >> 23) & 1)
+        if name in ("tr", "ldt"):  # Simplified: LLDT is not tracked; the values KVM_SET_SREGS gave.
             return cached if cached is not None else KvmSegment(unusable=1)
         sel = self.reg(name) if self.uc is not None else cached.selector
         if cached is not None and cached.selector == sel:
@@ -299,7 +329,8 @@ class SiliconVcpu:
         if not self.cr(0) & paging.X86_CR0_PE:
             return KvmSegment(base=sel << 4, limit=0xFFFF, selector=sel, type=3, present=1, s=1)
         gdt_base = self.uc.reg_read(U.UC_X86_REG_GDTR)[1]
-        raw = int.from_bytes(self.read_linear_bytes(gdt_base + (sel & ~7), 8), "little")
+        # An implicit supervisor access whatever the CPL (SDM 4.6): and the CPL is what is being loaded.
+        raw = int.from_bytes(self.read_linear_bytes(gdt_base + (sel & ~7), 8, user=False), "little")
         limit = (raw & 0xFFFF) | ((raw >> 32) & 0xF0000)
         g = (raw >> 55) & 1
         return KvmSegment(base=((raw >> 16) & 0xFFFFFF) | (((raw >> 56) & 0xFF) << 24),
@@ -361,34 +392,36 @@ class SiliconVcpu:
                 return addr + gpa - g
         return 0
 
-    def translate(self, linear: int, write: bool = False, fetch: bool = False) -> int:
+    def translate(self, linear: int, write: bool = False, fetch: bool = False, user: bool | None = None) -> int:
+        """user=None: a user access iff CPL 3; False for the CPU's implicit supervisor accesses
+        (GDT/IDT/TSS reads, the ring-0 stack of an event delivery)."""
         return paging.walk(self.read_phys, self.cr(0), self.cr(3), self.cr(4), self.efer(), linear,
-                           write=write, user=self.cpl() == 3, fetch=fetch)
+                           write=write, user=self.cpl() == 3 if user is None else user, fetch=fetch)
 
-    def read_linear_bytes(self, linear: int, size: int) -> bytes:
+    def read_linear_bytes(self, linear: int, size: int, user: bool | None = None) -> bytes:
         out = bytearray()
         while size:
             chunk = min(size, 0x1000 - (linear & 0xFFF))
-            gpa = self.translate(linear)
+            gpa = self.translate(linear, user=user)
             out += (ctypes.string_at(self._host(gpa, chunk), chunk) if self._host(gpa, chunk)
                     else self.uc.mem_read(gpa, chunk))
             linear, size = linear + chunk, size - chunk
         return bytes(out)
 
-    def read_linear(self, addr: int, size: int) -> int:
+    def read_linear(self, addr: int, size: int, user: bool | None = None) -> int:
         try:
-            return int.from_bytes(self.read_linear_bytes(addr, size), "little")
+            return int.from_bytes(self.read_linear_bytes(addr, size, user), "little")
         except paging.PageFault as pf:
             raise event.DeliveryFault(Vector.PF, pf.error_code) from None
         except UcError:
             raise event.DeliveryFault(Vector.GP, 0) from None
 
-    def write_linear(self, addr: int, size: int, value: int) -> None:
+    def write_linear(self, addr: int, size: int, value: int, user: bool | None = None) -> None:
         data = value.to_bytes(size, "little")
         try:
             while data:
                 chunk = min(len(data), 0x1000 - (addr & 0xFFF))
-                self.uc.mem_write(self.translate(addr, write=True), data[:chunk])
+                self.uc.mem_write(self.translate(addr, write=True, user=user), data[:chunk])
                 addr, data = addr + chunk, data[chunk:]
         except paging.PageFault as pf:
             raise event.DeliveryFault(Vector.PF, pf.error_code) from None

@@ -38,6 +38,8 @@ class EventCpu(Protocol):
     def reg(self, name: str) -> int: ...
     def set_reg(self, name: str, value: int) -> None: ...
     def load_cs(self, selector: int) -> None: ...
+    def enter_ring0(self, cs: int, ss: int) -> None: ...   # CS and SS of a delivery from an outer ring
+    def gdtr(self) -> tuple[int, int]: ...
     def set_cr2(self, value: int) -> None: ...
 
 
@@ -108,28 +110,55 @@ def _deliver_once(cpu: EventCpu, vector: int, itype: IntrType, error_code: int |
     offset = (lo & 0xFFFF) | ((lo >> 32) & 0xFFFF0000)
     if long_mode:
         offset |= cpu.read_linear(base + vector * 16 + 8, 4) << 32
-    # Simplified: CPL0 guests only, so no stack switch through the TSS (nor IST).
+    cpl = cpu.cpl() if hasattr(cpu, "cpl") else 0
+    if itype == IntrType.SOFT_INTR and (lo >> 45) & 3 < cpl:
+        raise DeliveryFault(Vector.GP, vector * 8 + 2)           # INT n through a gate above CPL
+    # The handler's ring is its code segment's DPL; an inner ring switches to the TSS stack (SDM 6.12.1).
+    dpl = (_gdt_descriptor(cpu, selector) >> 45) & 3 if cpl else 0
+    inner = dpl < cpl
+    ist = (lo >> 32) & 7 if long_mode else 0
     if long_mode:
-        rsp = cpu.reg("rsp") & ~0xF
+        if inner or ist:
+            rsp = cpu.read_linear(cpu.segment("tr").base + (0x1C + 8 * (ist - 1) if ist else 4 + 8 * dpl), 8,
+                                  user=False)
+        else:
+            rsp = cpu.reg("rsp")
+        rsp &= ~0xF
         frame = [cpu.reg("ss"), cpu.reg("rsp"), flags, cpu.reg("cs"), ret]
         if error_code is not None:
             frame.append(error_code)
         for val in frame:
             rsp -= 8
-            cpu.write_linear(rsp, 8, val)
-        cpu.set_reg("rsp", rsp)
+            cpu.write_linear(rsp, 8, val, user=False if inner else None)
+        new_ss = dpl                                              # a NULL SS with RPL = the new CPL
     else:
-        esp = cpu.reg("rsp") & 0xFFFFFFFF
         size = 4 if gtype in (0xE, 0xF) else 2
         frame = [flags, cpu.reg("cs"), ret] + ([error_code] if error_code is not None else [])
-        ss_base = cpu.seg_base("ss") if hasattr(cpu, "seg_base") else 0
+        if inner:
+            tss = cpu.segment("tr").base
+            rsp = cpu.read_linear(tss + 4 + 8 * dpl, 4, user=False)
+            new_ss = cpu.read_linear(tss + 8 + 8 * dpl, 2, user=False)
+            ss_base = (_gdt_descriptor(cpu, new_ss) >> 16 & 0xFFFFFF) | (_gdt_descriptor(cpu, new_ss) >> 32 & 0xFF000000)
+            frame = [cpu.reg("ss"), cpu.reg("rsp") & 0xFFFFFFFF] + frame
+        else:
+            rsp = cpu.reg("rsp") & 0xFFFFFFFF
+            ss_base = cpu.seg_base("ss") if hasattr(cpu, "seg_base") else 0
         for val in frame:
-            esp = (esp - size) & 0xFFFFFFFF
-            cpu.write_linear(ss_base + esp, size, val & ((1 << (8 * size)) - 1))
-        cpu.set_reg("rsp", esp)
+            rsp = (rsp - size) & 0xFFFFFFFF
+            cpu.write_linear(ss_base + rsp, size, val & ((1 << (8 * size)) - 1), user=False if inner else None)
     new_flags = flags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_VM)
     if gtype in (0xE, 0x6):
         new_flags &= ~EFLAGS_IF
     cpu.set_reg("rflags", new_flags)
-    cpu.load_cs(selector)
+    if inner:
+        cpu.enter_ring0(selector, new_ss)
+    else:
+        cpu.load_cs(selector)
+    cpu.set_reg("rsp", rsp)
     cpu.set_reg("rip", offset)
+
+
+def _gdt_descriptor(cpu: EventCpu, selector: int) -> int:
+    """The 8-byte GDT entry of a selector (an implicit supervisor read)."""
+    base = cpu.gdtr()[0]
+    return cpu.read_linear(base + (selector & ~7), 8, user=False)
