@@ -80,6 +80,8 @@ class SimVmFd:
 
     def ioeventfd(self, addr: int, length: int, *, pio: bool = False, datamatch: int | None = None) -> Ioeventfd:
         """KVM_IOEVENTFD: MMIO length 0 goes on KVM_FAST_MMIO_BUS (and KVM_MMIO_BUS), as kvm_assign_ioeventfd."""
+        if not length and datamatch is not None:   # kvm_ioeventfd: "no length can't be combined with DATAMATCH"
+            raise BackendError("KVM_IOEVENTFD failed: EINVAL (datamatch with length 0)")
         dev = Ioeventfd(addr, length, datamatch)
         if pio:
             self.kvm.buses["KVM_PIO_BUS"].register(addr, length, dev)
