@@ -16,7 +16,7 @@ bench: $(STAMP)
 	$(BIN)/kvmsim bench
 
 fuzz-emulator: $(STAMP)
-	$(BIN)/python -m pytest -q -m fuzz tests/emulate --fuzz
+	$(BIN)/python -m pytest -q -m fuzz tests/emulate
 
 diff: $(STAMP)
 	$(BIN)/kvmsim diff scenarios/*.yaml
