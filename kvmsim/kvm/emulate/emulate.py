@@ -145,9 +145,18 @@ def x86_emulate_insn(ctxt: X86EmulateCtxt, check_intercepts: bool = False) -> in
     saved_dst_type = ctxt.dst.type
     ctxt.mem_read.pos = 0
     rc = _execute(ctxt, check_intercepts, saved_dst_type)
-    if rc == EMULATION_RESTART or rc == EMULATION_FAILED:
+    if rc is _RESTART:    # not EMULATION_RESTART: its value 1 is X86EMUL_UNHANDLEABLE's too
+        return EMULATION_RESTART
+    if rc == EMULATION_FAILED:
         return rc
     return _done(ctxt, rc)
+
+
+class _Restart(int):
+    """_execute's "return EMULATION_RESTART" (x86_emulate_insn's string restart), told apart by identity."""
+
+
+_RESTART = _Restart(EMULATION_RESTART)
 
 
 def _done(ctxt: X86EmulateCtxt, rc: int) -> int:
@@ -231,7 +240,7 @@ def _writeback_and_rep(ctxt: X86EmulateCtxt, saved_dst_type: int) -> int:
                     and (r.end == 0 or r.end != r.pos)):
                 ctxt.mem_read.end = 0
                 writeback_registers(ctxt)
-                return EMULATION_RESTART
+                return _RESTART
             return X86EMUL_CONTINUE  # skip the RIP update: the guest re-executes
         ctxt.eflags &= ~X86_EFLAGS_RF
     ctxt.eip = ctxt._eip if ctxt.mode == X86EMUL_MODE_PROT64 else ctxt._eip & 0xFFFFFFFF
