@@ -11,7 +11,6 @@ built after `emu_start` returns (STYLE.md: nothing crosses the unicorn boundary)
 from __future__ import annotations
 
 import ctypes
-import threading
 from dataclasses import dataclass, field
 
 from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
@@ -82,7 +81,7 @@ class SiliconVcpu:
         self.ept_mmio_gfns: set[int] = set()     # EPT entries KVM turned into MMIO SPTEs (misconfig)
         self.msr_passthrough: set[int] = set()   # MSR bitmap: indices that do not exit
         self.exception_bitmap: frozenset[int] = DEFAULT_EXCEPTION_BITMAP
-        self.stop_requested = threading.Event()
+        self.kick_pending = False   # set from another thread (a signal to the vCPU thread)
         # A host NMI (perf PMI, watchdog) after this many guest instructions without another exit.
         self.host_nmi_every: int | None = None
         self._exits: dict[int, _Decoded] = {}
@@ -440,14 +439,15 @@ class SiliconVcpu:
                              vmcs.vm_entry_exception_error_code if info & 0x800 else None,
                              cr2=None, inst_len=vmcs.vm_entry_instruction_len):
                 return
-        vmcs.clear_exit_info()
+        # Every exit path sets the exit fields through _exit(); IDT-vectoring info stays 0 because
+        # event delivery completes inside one entry here.
         # Unicorn has no instruction breakpoints, so it neither honours nor clears RFLAGS.RF; the
         # CPU clears RF when the next instruction completes (SDM 18.3.1.1).  KVM leaves RF set on
         # an unfinished REP string (emulate.c), so drop it here, before the guest can see it.
         if (rflags := self.reg("rflags")) & EFLAGS_RF:
             self.set_reg("rflags", rflags & ~EFLAGS_RF)
         while True:
-            if self.stop_requested.is_set():
+            if self.kick_pending:
                 self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)  # host timer/IPI kick
                 return
             self._pending = None
@@ -488,7 +488,7 @@ class SiliconVcpu:
                 if self._exiting_insn(dec):
                     return
                 continue
-            if self.stop_requested.is_set():
+            if self.kick_pending:
                 continue
             if self.host_nmi_every:   # the instruction budget ran out: the host NMI arrives
                 return self._exit(ExitReason.EXCEPTION_NMI, intr=NMI_HOST_INTR_INFO)
@@ -606,7 +606,7 @@ class SiliconVcpu:
     def _io_permitted(self, port: int, size: int) -> bool:
         """CPL <= IOPL (and not vm86), or the TSS I/O permission bitmap clears every port bit."""
         flags = self.reg("rflags")
-        if not flags & event.EFLAGS_VM and self.cpl() <= (flags >> 12) & 3:
+        if not flags & event.EFLAGS_VM and (self.reg("cs") & 3) <= (flags >> 12) & 3:  # CPL = CS.RPL
             return True
         tr = self.segment("tr")
         if tr.unusable or tr.limit < 0x67:
@@ -827,7 +827,7 @@ class SiliconVcpu:
 
     def request_stop(self) -> None:
         """A signal to the vCPU thread: kick the guest out (like an IPI), from any thread."""
-        self.stop_requested.set()
+        self.kick_pending = True
         if self.uc is not None:
             self.uc.emu_stop()
 

@@ -129,6 +129,7 @@ def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
     if vcpu.arch.emulate_regs_need_sync_from_vcpu:                                        # 7
         vcpu.arch.emulate_regs_need_sync_from_vcpu = False
         emulator_invalidate_register_cache(ctxt)
+    restarts = 0
     while True:                                                                           # 8: restart
         if emulation_type & EMULTYPE_PF:
             ctxt.exception.address = cr2_or_gpa
@@ -162,6 +163,10 @@ def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
             writeback = False
             r = 0
         elif r == EMULATION_RESTART:
+            restarts += 1
+            if restarts > 1024:  # emulate.c restarts only while RCX[9:0] != 0: more is our bug
+                raise KvmSimBug(f"emulator restarted {restarts} times at rip {ctxt.eip:#x} without "
+                                "returning to the guest")
             continue
         else:
             r = 1

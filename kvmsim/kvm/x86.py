@@ -64,9 +64,9 @@ def vcpu_run(vcpu: KvmVcpu) -> int:
         r = vcpu_enter_guest(vcpu)
         if r <= 0:
             return r
-        if vcpu.signal_pending or vcpu.hw.stop_requested.is_set():
+        if vcpu.signal_pending or vcpu.hw.kick_pending:
             vcpu.signal_pending = False
-            vcpu.hw.stop_requested.clear()
+            vcpu.hw.kick_pending = False
             vcpu.run.exit_reason = KvmExit.INTR
             vcpu.stat.signal_exits += 1
             return -EINTR

@@ -66,6 +66,8 @@ class Vmm:
                 action(self.vcpu)
             if n >= self.config.max_exits:
                 return Stop("limit", detail=f"max_exits {self.config.max_exits} reached")
+            if not n & 0xFF and time.monotonic() >= deadline:   # exits that come back at once, too
+                return Stop("limit", detail=f"wall_seconds {self.config.wall_seconds} reached")
             r = self.vcpu.run()
             if ring is not None and ring.first != ring.last:
                 self._flush_coalesced_mmio(ring)
