@@ -198,12 +198,6 @@ def test_cli_run_human_and_json(tmp_path: Path, capsys, fake_runner) -> None:
     assert [c["name"] for c in doc["checks"] if not c["passed"]] == ["serial"]
 
 
-def test_cli_run_without_runner_says_not_implemented(tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "kvmsim.scenario.runner", None)   # import fails with ImportError
-    assert main(["run", str(_yaml(tmp_path, "ok\n"))]) == 3
-    assert "not implemented yet" in capsys.readouterr().err
-
-
 PLUGIN_CONFTEST = """
 import sys, types
 from kvmsim.scenario.result import RunResult, Stop

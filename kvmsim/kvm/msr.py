@@ -128,4 +128,4 @@ def complete_fast_msr_access(vcpu: KvmVcpu) -> int:
 
 # x86.py imports vmx.py, whose exit table needs this module's handlers: import x86 last so
 # that importing this module first does not meet a half-built vmx table.
-from kvmsim.kvm.x86 import kvm_complete_insn_gp, kvm_skip_emulated_instruction  # noqa: E402
+from kvmsim.kvm.x86 import kvm_complete_insn_gp  # noqa: E402

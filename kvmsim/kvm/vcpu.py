@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from kvmsim.hw.cpu import SiliconVcpu
 from kvmsim.uapi import KvmCpuidEntry2, KvmMsrExitReason, KvmRunMapping
-
-if TYPE_CHECKING:
-    from kvmsim.kvm.iobus import KvmIoBus
 
 # Completion callbacks (vcpu->arch.complete_userspace_io): 1 resume, 0 back to userspace, <0 -errno.
 CompleteUserspaceIo = Callable[["KvmVcpu"], int]

@@ -49,7 +49,6 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
                    text=f"vcpu {vcpu.vcpu_id}, rip 0x{hw.get_regs().rip:x}")
     hw.enter_guest()
     v = hw.vmcs
-    basic = v.vm_exit_reason & 0xFFFF
     # A host NMI (intr info 0x80000202) is handled by the host's NMI handler right here;
     # handle_exception_nmi then just returns 1, so nothing is guest- or userspace-visible.
     vcpu.stat.exits_by_reason[exit_reason_name(v.vm_exit_reason)] += 1

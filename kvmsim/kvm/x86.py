@@ -6,7 +6,7 @@ entry (x86_emulate_instruction) in emulation.py; all are x86.c in the kernel.
 
 from __future__ import annotations
 
-from kvmsim.hw.vmcs import EXCEPTIONS_WITH_ERROR_CODE, IntrType, Vector
+from kvmsim.hw.vmcs import EXCEPTIONS_WITH_ERROR_CODE, Vector
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KvmExit

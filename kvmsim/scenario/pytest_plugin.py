@@ -10,7 +10,7 @@ shows file:line, and neither shows a traceback.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -34,15 +34,6 @@ class ScenarioFile(pytest.File):
         yield ScenarioItem.from_parent(self, name=self.path.stem)
 
 
-def _runner() -> Callable | None:
-    try:
-        from kvmsim.scenario.runner import run_scenario
-    except ImportError as e:
-        if e.name in ("kvmsim.scenario.runner", None):
-            return None
-        raise
-    return run_scenario
-
 
 class ScenarioItem(pytest.Item):
     def runtest(self) -> None:
@@ -54,9 +45,8 @@ class ScenarioItem(pytest.Item):
             raise ScenarioFailure(format_error(e)) from None
         if "sim" not in sc.backends:
             _skip(f"backends {sc.backends} lack sim")
-        run_scenario = _runner()
-        if run_scenario is None:
-            _skip("kvmsim.scenario.runner.run_scenario not implemented yet")
+        from kvmsim.scenario.runner import run_scenario
+
         result = run_scenario(sc, backend="sim")
         checks = check(sc, result)
         if bad := [c for c in checks if not c.passed]:
