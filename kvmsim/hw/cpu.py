@@ -116,6 +116,10 @@ class SiliconVcpu:
         uc = Uc(UC_ARCH_X86, mode)
         self._reg_ids = REG_IDS if mode == UC_MODE_64 else REG_IDS_32
         self._uch = uc._uch
+        ids = [self._reg_ids["rip"], self._reg_ids["cs"], self._reg_ids["rflags"], U.UC_X86_REG_CR0]
+        self._snap_ids = (ctypes.c_int32 * 4)(*ids)
+        self._snap_vals = [ctypes.c_uint64() for _ in ids]
+        self._snap_ptrs = (ctypes.c_void_p * 4)(*(ctypes.addressof(v) for v in self._snap_vals))
         for gpa, size, addr in self.memslots.values():
             uc.mem_map_ptr(gpa, size, UC_PROT_ALL, addr)
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
@@ -337,6 +341,27 @@ class SiliconVcpu:
                           type=(raw >> 40) & 0xF, present=(raw >> 47) & 1, dpl=(raw >> 45) & 3,
                           db=(raw >> 54) & 1, s=(raw >> 44) & 1, l=(raw >> 53) & 1, g=g, avl=(raw >> 52) & 1)
 
+    def _snapshot(self) -> None:
+        """After guest execution: reread RIP, CS, RFLAGS and CR0 in one uc_reg_read_batch (the
+        registers every exit needs), and revalidate the cached mode against them."""
+        ids = self._snap_ids
+        vals = self._snap_vals
+        for v in vals:
+            v.value = 0
+        uclib.uc_reg_read_batch(self._uch, ids, self._snap_ptrs, len(vals))
+        rip, cs, rflags, cr0 = (v.value for v in vals)
+        rc = self._rc
+        rc.clear()
+        if self._hi:
+            rip |= self._hi.get("rip", 0) << 32
+            rflags |= self._hi.get("rflags", 0) << 32
+        rc["rip"], rc["cs"], rc["rflags"], rc[0] = rip, cs, rflags, cr0
+        self._mode_stale = False
+        key = (cr0, cs, rflags & event.EFLAGS_VM)
+        if key != self._mode_key:
+            self._mode_key = key
+            self._mode = self._efer = None
+
     def mode(self) -> str:
         """CPU mode as the emulator's init_emulate_ctxt classifies it (cached until state changes)."""
         if self._mode_stale:
@@ -452,14 +477,13 @@ class SiliconVcpu:
                 return
             self._pending = None
             rip = self.reg("rip")
-            start = self.linear_rip()
+            start = rip if self._mode == "long64" and not self._mode_stale else self.linear_rip()
             err: UcError | None = None
             if start not in self._exits:
-                self._rc.clear()
                 status = uclib.uc_emu_start(self._uch, rip, 1 << 63, 0, self.host_nmi_every or 0)
                 if status:
                     err = UcError(status)
-                self._mode_stale = True  # the guest may have switched modes (MOV CR0 is native)
+                self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
             if self._rescan:
                 self._rescan = False
                 continue

@@ -58,6 +58,7 @@ class SimVcpuFd:
 
     def interrupt(self, irq: int) -> None:
         self.vcpu.arch.interrupt_pending = irq
+        self.vcpu.requests.add("KVM_REQ_EVENT")
 
     def kick(self) -> None:
         """What a signal to the vCPU thread does: KVM_RUN returns -EINTR soon."""

@@ -315,6 +315,7 @@ def handle_nmi_window(vcpu: KvmVcpu) -> int:
     """NMIs are unblocked: stop NMI-window exiting; KVM_REQ_EVENT injects the pending NMI."""
     vcpu.hw.vmcs.cpu_based_vm_exec_control &= ~CPU_BASED_NMI_WINDOW_EXITING
     vcpu.stat.nmi_window_exits += 1
+    vcpu.requests.add("KVM_REQ_EVENT")
     return 1
 
 

@@ -75,17 +75,22 @@ def vcpu_run(vcpu: KvmVcpu) -> int:
 @kfunc()
 def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
     """Service requests, inject events, run the vendor vcpu_run, then handle_exit (reference §8.3)."""
-    if "KVM_REQ_TRIPLE_FAULT" in vcpu.requests:
-        vcpu.requests.discard("KVM_REQ_TRIPLE_FAULT")
-        vcpu.run.exit_reason = KvmExit.SHUTDOWN
-        vcpu.mmio_needed = False
-        return 0
     if vcpu.exit_events:
         for action in vcpu.exit_events.pop(vcpu.stat.exits, ()):
             action(vcpu)   # a userspace thread's ioctl that lands before this VM entry
-    if vcpu.arch.nmi_queued:
-        process_nmi(vcpu)
-    kvm_check_and_inject_events(vcpu)
+    if vcpu.requests:                                           # kvm_request_pending
+        reqs = vcpu.requests
+        if "KVM_REQ_TRIPLE_FAULT" in reqs:
+            reqs.discard("KVM_REQ_TRIPLE_FAULT")
+            vcpu.run.exit_reason = KvmExit.SHUTDOWN
+            vcpu.mmio_needed = False
+            return 0
+        if "KVM_REQ_NMI" in reqs:
+            reqs.discard("KVM_REQ_NMI")
+            process_nmi(vcpu)
+        if "KVM_REQ_EVENT" in reqs:
+            reqs.discard("KVM_REQ_EVENT")
+            kvm_check_and_inject_events(vcpu)
     fastpath = vmx.vmx_vcpu_run(vcpu)
     vcpu.stat.exits += 1
     return vmx.vmx_handle_exit(vcpu, fastpath)
@@ -98,11 +103,14 @@ def process_nmi(vcpu: KvmVcpu) -> None:
     limit = 1 if (vmx.vmx_get_nmi_mask(vcpu) or vcpu.arch.nmi_injected) else 2
     vcpu.arch.nmi_pending = min(vcpu.arch.nmi_pending + vcpu.arch.nmi_queued, limit)
     vcpu.arch.nmi_queued = 0
+    if vcpu.arch.nmi_pending:
+        vcpu.requests.add("KVM_REQ_EVENT")
 
 
 def kvm_inject_nmi(vcpu: KvmVcpu) -> None:
     """KVM_NMI → kvm_vcpu_ioctl_nmi → kvm_inject_nmi: queue, KVM_REQ_NMI."""
     vcpu.arch.nmi_queued += 1
+    vcpu.requests.add("KVM_REQ_NMI")
 
 
 def kvm_check_and_inject_events(vcpu: KvmVcpu) -> None:
@@ -122,9 +130,13 @@ def kvm_check_and_inject_events(vcpu: KvmVcpu) -> None:
             return
         vmx.vmx_enable_nmi_window(vcpu)
     irq = vcpu.arch.interrupt_pending
-    if irq is not None and vcpu.hw.uc is not None and vcpu.hw.reg("rflags") & EFLAGS_IF:
-        vcpu.arch.interrupt_pending = None
-        vmx.vmx_inject_irq(vcpu, irq)
+    if irq is not None:
+        if vcpu.hw.uc is not None and vcpu.hw.reg("rflags") & EFLAGS_IF:
+            vcpu.arch.interrupt_pending = None
+            vmx.vmx_inject_irq(vcpu, irq)
+        else:
+            # Simplified: no IRQ-window exit is modelled; the interrupt is re-checked at every entry.
+            vcpu.requests.add("KVM_REQ_EVENT")
 
 
 def kvm_multiple_exception(vcpu: KvmVcpu, nr: int, has_error: bool, error_code: int,
@@ -140,6 +152,7 @@ def kvm_multiple_exception(vcpu: KvmVcpu, nr: int, has_error: bool, error_code: 
         if (prev in contributory and nr in contributory) or (prev == Vector.PF and (nr in contributory or nr == Vector.PF)):
             nr, has_error, error_code, has_payload = Vector.DF, True, 0, False
     exc.pending, exc.injected = True, False
+    vcpu.requests.add("KVM_REQ_EVENT")
     exc.vector, exc.has_error_code, exc.error_code = nr, has_error, error_code
     exc.has_payload, exc.payload = has_payload, payload
 

@@ -60,15 +60,17 @@ class Vmm:
     def _loop(self, deadline: float) -> Stop:
         run = self.vcpu.mapping.run
         ring = getattr(self.vcpu.mapping, "ring", None)  # coalesced MMIO, drained after every KVM_RUN
+        exits, events, max_exits, kvm_run = self.exits, self.config.events, self.config.max_exits, self.vcpu.run
         while True:
-            n = len(self.exits)
-            for action in self.config.events.get(n, ()):
-                action(self.vcpu)
-            if n >= self.config.max_exits:
-                return Stop("limit", detail=f"max_exits {self.config.max_exits} reached")
+            n = len(exits)
+            if events:
+                for action in events.get(n, ()):
+                    action(self.vcpu)
+            if n >= max_exits:
+                return Stop("limit", detail=f"max_exits {max_exits} reached")
             if not n & 0xFF and time.monotonic() >= deadline:   # exits that come back at once, too
                 return Stop("limit", detail=f"wall_seconds {self.config.wall_seconds} reached")
-            r = self.vcpu.run()
+            r = kvm_run()
             if ring is not None and ring.first != ring.last:
                 self._flush_coalesced_mmio(ring)
             if r < 0:
