@@ -16,6 +16,7 @@ from kvmsim.hw import paging
 from kvmsim.kvm import cpuid, msr, pio
 from kvmsim.kvm.emulate.codes import (GPR_NAMES, X86EMUL_CONTINUE, X86EMUL_IO_NEEDED, X86EMUL_MODE_PROT64,
                                       X86EMUL_PROPAGATE_FAULT, X86EMUL_UNHANDLEABLE)
+from kvmsim.kvm.emulate.flags import String, TwoMemOp
 from kvmsim.kvm.emulate.ops import DescPtr, DescStruct, X86Exception
 from kvmsim.kvm.vcpu import KvmMmioFragment, KvmVcpu
 from kvmsim.probe import PROBES, tracepoint
@@ -31,6 +32,47 @@ def _trace_mmio(kind: int, length: int, gpa: int, val: bytes) -> None:
     v = int.from_bytes(bytes(val[:8]), "little")
     tracepoint("kvm_mmio", type=kind, len=length, gpa=gpa, val=v,
                text=f"mmio {_MMIO_TYPES[kind]} len {length} gpa 0x{gpa:x} val 0x{v:x}")
+
+
+_string_at = ctypes.string_at
+_u64_at = ctypes.c_uint64.from_address
+_ADDR52 = 0x000F_FFFF_FFFF_F000
+
+
+def _walk(hw, linear: int, write: bool, user: bool, fetch: bool) -> int:
+    """The emulator's guest page walk (paging_tmpl.h walk_addr_generic), done in software on
+    every call as KVM does: raises paging.PageFault.  The common case (4-level paging, every
+    entry present and permitting the access, tables in RAM memslots) reads the entries straight
+    from the memslots' host memory; anything else is left to paging.walk, which decides."""
+    cr0, efer = hw.cr(0), hw.efer()
+    if cr0 & paging.X86_CR0_PG and efer & paging.EFER_LMA:
+        slots = hw.memslots.values()
+        table = hw.cr(3) & _ADDR52
+        allowed_w = allowed_u = True
+        nx = False
+        shift = 39
+        while True:
+            pte = table + ((linear >> shift) & 0x1FF) * 8
+            for g, sz, host in slots:
+                if g <= pte and pte + 8 <= g + sz:
+                    entry = _u64_at(host + pte - g).value
+                    break
+            else:
+                break                              # a table outside RAM: paging.walk reads it
+            if not entry & 1:
+                break                              # not present: paging.walk raises the #PF
+            allowed_w = allowed_w and entry & 2
+            allowed_u = allowed_u and entry & 4
+            nx = nx or entry >> 63
+            if shift == 12 or entry & 0x80:
+                if (write and not allowed_w and (user or cr0 & paging.X86_CR0_WP)) or (user and not allowed_u) \
+                        or (fetch and nx and efer & paging.EFER_NX):
+                    break                          # protection fault: paging.walk raises it
+                size = 1 << shift
+                return entry & _ADDR52 & ~(size - 1) | (linear & (size - 1))
+            table = entry & _ADDR52
+            shift -= 9
+    return paging.walk(hw.read_phys, cr0, hw.cr(3), hw.cr(4), efer, linear, write=write, user=user, fetch=fetch)
 
 
 class VcpuEmulateOps:
@@ -56,8 +98,7 @@ class VcpuEmulateOps:
     def _gva_to_gpa(self, addr: int, write: bool, fetch: bool, fault: X86Exception | None, system: bool) -> int | None:
         hw = self.hw
         try:
-            return paging.walk(hw.read_phys, hw.cr(0), hw.cr(3), hw.cr(4), hw.efer(), addr, write=write,
-                               user=not system and hw.cpl() == 3, fetch=fetch)
+            return _walk(hw, addr, write, not system and hw.cpl() == 3, fetch)
         except paging.PageFault as pf:
             if fault is not None:
                 fault.vector, fault.error_code_valid = 14, True
@@ -67,19 +108,23 @@ class VcpuEmulateOps:
 
     def _std(self, addr: int, val, n: int, fault, system: bool, write: bool, fetch: bool = False) -> int:
         """kvm_read/write_guest_virt_helper: page by page, RAM only (MMIO here is IO_NEEDED)."""
+        hw = self.hw
         done = 0
         while done < n:
             chunk = min(n - done, PAGE_SIZE - ((addr + done) & 0xFFF))
             gpa = self._gva_to_gpa(addr + done, write, fetch, fault, system)
             if gpa is None:
                 return X86EMUL_PROPAGATE_FAULT
-            if not self.hw.gpa_is_ram(gpa):
+            for g, sz, host in hw.memslots.values():     # gpa_is_ram and _host in one memslot scan
+                if g <= gpa < g + sz:
+                    host = host + gpa - g if gpa + chunk <= g + sz else hw._host(gpa, chunk)
+                    break
+            else:
                 return X86EMUL_IO_NEEDED
-            host = self.hw._host(gpa, chunk)
             if write:
                 ctypes.memmove(host, bytes(val[done:done + chunk]), chunk)
             else:
-                val[done:done + chunk] = ctypes.string_at(host, chunk)
+                val[done:done + chunk] = _string_at(host, chunk)
             done += chunk
         return X86EMUL_CONTINUE
 
@@ -340,19 +385,24 @@ def complete_emulated_msr_access(vcpu: KvmVcpu) -> int:
 # ---------------------------------------------------------------- emulator_read_write (§7.3)
 
 def vcpu_is_mmio_gpa(vcpu: KvmVcpu, gpa: int) -> bool:
-    return (gpa & ~0xFFF) == APIC_DEFAULT_PHYS_BASE or not vcpu.hw.gpa_is_ram(gpa)
+    if (gpa & ~0xFFF) == APIC_DEFAULT_PHYS_BASE:
+        return True
+    for g, s, _ in vcpu.hw.memslots.values():    # not gpa_is_ram
+        if g <= gpa < g + s:
+            return False
+    return True
 
 
 def emulator_can_use_gpa(ctxt) -> bool:
     """A REP string or a two-memory-operand instruction may fault on a different address."""
-    from kvmsim.kvm.emulate.flags import String, TwoMemOp
-
     return not (ctxt.rep_prefix and ctxt.d & String) and not ctxt.d & TwoMemOp
 
 
 def vcpu_mmio_rw(vcpu: KvmVcpu, gpa: int, n: int, val, write: bool) -> int:
     """vcpu_mmio_read/write: ≤8-byte pieces to KVM_MMIO_BUS until one is not taken; bytes handled."""
     bus = vcpu.kvm.buses["KVM_MMIO_BUS"]
+    if not bus.ranges:
+        return 0   # no in-kernel MMIO device: nobody takes the first piece
     handled = 0
     while handled < n:
         k = min(8, n - handled)
@@ -376,8 +426,7 @@ def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fau
         gpa = ctxt.gpa_val
     else:
         try:
-            gpa = paging.walk(hw.read_phys, hw.cr(0), hw.cr(3), hw.cr(4), hw.efer(), addr, write=write,
-                              user=hw.cpl() == 3)
+            gpa = _walk(hw, addr, write, hw.cpl() == 3, False)
         except paging.PageFault as pf:
             fault.vector, fault.error_code_valid, fault.error_code, fault.address = 14, True, pf.error_code, addr
             return X86EMUL_PROPAGATE_FAULT
@@ -395,20 +444,10 @@ def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fau
     handled = vcpu_mmio_rw(vcpu, gpa, n, val, write)
     if handled == n:
         return X86EMUL_CONTINUE
-    vcpu.mmio_fragments.append(KvmMmioFragment(gpa + handled, val.obj if hasattr(val, "obj") else val,
-                                               _offset_of(val) + handled, n - handled))
+    # frag->data = val + handled: a view into the emulator's read cache slot (or the write's copy).
+    vcpu.mmio_fragments.append(KvmMmioFragment(gpa + handled, val, handled, n - handled))
     vcpu.mmio_nr_fragments += 1
     return X86EMUL_CONTINUE
-
-
-def _offset_of(view) -> int:
-    """Offset of a memoryview slice inside its base buffer (frag->data points into the read cache)."""
-    import ctypes
-
-    base = view.obj
-    if not isinstance(base, bytearray):
-        return 0
-    return ctypes.addressof(ctypes.c_char.from_buffer(view)) - ctypes.addressof(ctypes.c_char.from_buffer(base))
 
 
 def emulator_read_write(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fault, write: bool) -> int:
