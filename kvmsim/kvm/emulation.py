@@ -185,9 +185,11 @@ def _writeback(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, r: int) -> int:
         hw.vmcs.guest_interruptibility_info |= ctxt.interruptibility
     if not ctxt.have_exception or _is_trap(ctxt.exception.vector):
         x86.kvm_rip_write(vcpu, ctxt.eip)
-        if r and (ctxt.tf or hw.reg("rflags") & x86.EFLAGS_TF) and ctxt.eflags & x86.EFLAGS_TF:
+        rflags = hw.reg("rflags")
+        if r and (ctxt.tf or rflags & x86.EFLAGS_TF) and ctxt.eflags & x86.EFLAGS_TF:
             x86.kvm_queue_exception_p(vcpu, Vector.DB, 1 << 14)
-        hw.set_reg("rflags", ctxt.eflags)
+        if ctxt.eflags != rflags:   # __kvm_set_rflags; rewriting the same value changes nothing
+            hw.set_reg("rflags", ctxt.eflags)
     if vcpu.arch.halt_request and r:
         vcpu.arch.halt_request = False
         return x86.__kvm_emulate_halt(vcpu)

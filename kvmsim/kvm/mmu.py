@@ -12,6 +12,7 @@ from kvmsim.hw.paging import (PFERR_FETCH_MASK, PFERR_GUEST_FINAL_MASK, PFERR_GU
                               PFERR_PRESENT_MASK, PFERR_RSVD_MASK, PFERR_USER_MASK, PFERR_WRITE_MASK)
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
                             EPT_VIOLATION_GVA_TRANSLATED, EPT_VIOLATION_RWX_MASK)
+from kvmsim.kvm.emulate.codes import EMULTYPE_PF as _EMULTYPE_PF
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.probe import PROBES, kfunc, tracepoint
 
@@ -40,10 +41,11 @@ def handle_ept_violation(vcpu: KvmVcpu) -> int:
 @kfunc()
 def handle_ept_misconfig(vcpu: KvmVcpu) -> int:
     """Reference §4.2: the ioeventfd fast path (no decode), else MMIO emulation."""
-    from kvmsim.kvm.x86 import kvm_skip_emulated_instruction
-
     gpa = vcpu.hw.vmcs.guest_physical_address
-    if vcpu.kvm.buses["KVM_FAST_MMIO_BUS"].write(gpa, 0, b"") == 0:
+    bus = vcpu.kvm.buses["KVM_FAST_MMIO_BUS"]
+    if bus.ranges and bus.write(gpa, 0, b"") == 0:   # an empty bus takes nothing
+        from kvmsim.kvm.x86 import kvm_skip_emulated_instruction
+
         if PROBES.enabled:
             tracepoint("kvm_fast_mmio", gpa=gpa, text=f"fast mmio at gpa 0x{gpa:x}")
         return kvm_skip_emulated_instruction(vcpu)
@@ -68,11 +70,23 @@ def kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int) -> int:
     return RET_PF_FIXED  # Simplified: RAM memslots are mapped up front, so the fault is spurious-fixed.
 
 
+# kvmsim.kvm.emulation.x86_emulate_instruction, bound on first use (emulation imports x86, whose
+# vmx imports this module); a module global, so that probing swaps it like any other call site.
+x86_emulate_instruction = None
+EMULTYPE_PF = int(_EMULTYPE_PF)
+
+
+def _bind_emulation():
+    global x86_emulate_instruction
+    from kvmsim.kvm import emulation
+
+    x86_emulate_instruction = emulation.x86_emulate_instruction
+    return x86_emulate_instruction
+
+
 @kfunc("cr2_or_gpa", "error_code")
 def kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: int, error_code: int, insn: bytes | None = None) -> int:
     """Reference §4.4: MMIO via the RSVD bit, else the page-fault handler; emulate on RET_PF_EMULATE."""
-    from kvmsim.kvm.emulation import EMULTYPE_PF, x86_emulate_instruction
-
     r = RET_PF_INVALID
     if error_code & PFERR_RSVD_MASK:
         r = handle_mmio_page_fault(vcpu, cr2_or_gpa)
@@ -84,4 +98,5 @@ def kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: int, error_code: int, insn: by
     if r != RET_PF_EMULATE:
         return 1
     vcpu.stat.pf_emulate += 1
-    return x86_emulate_instruction(vcpu, cr2_or_gpa, EMULTYPE_PF, insn)
+    emulate = x86_emulate_instruction or _bind_emulation()
+    return emulate(vcpu, cr2_or_gpa, EMULTYPE_PF, insn)
