@@ -178,16 +178,37 @@ def assign_register(old: int, val: int, nbytes: int, shift: int = 0) -> int:
 
 def write_register_operand(ctxt: X86EmulateCtxt, op: Operand) -> None:
     """Write op.val into the register op.reg points at."""
-    if op.reg == REG_EFLAGS:
+    reg = op.reg
+    if reg == REG_EFLAGS:
         ctxt.eflags = assign_register(ctxt.eflags, op.val, op.bytes)
         return
-    reg_write(ctxt, op.reg, assign_register(reg_rmw(ctxt, op.reg), op.val, op.bytes,
-                                            op.reg_shift))
+    # reg_rmw + assign_register + reg_write, inlined
+    bit = 1 << reg
+    regs = ctxt._regs
+    if not ctxt.regs_valid & bit:
+        reg_read(ctxt, reg)
+    nbytes = op.bytes
+    if nbytes == 4:
+        regs[reg] = op.val & 0xFFFFFFFF
+    elif nbytes == 8:
+        regs[reg] = op.val & 0xFFFFFFFFFFFFFFFF
+    else:
+        shift = op.reg_shift
+        mask = _SIZE_MASK[nbytes] << shift
+        regs[reg] = ((regs[reg] & ~mask) | ((op.val << shift) & mask)) & 0xFFFFFFFFFFFFFFFF
+    ctxt.regs_valid |= bit
+    ctxt.regs_dirty |= bit
 
 
 def fetch_register_operand(ctxt: X86EmulateCtxt, op: Operand) -> None:
     """Load op.val from its register, truncated to op.bytes."""
-    raw = ctxt.eflags if op.reg == REG_EFLAGS else reg_read(ctxt, op.reg)
+    reg = op.reg
+    if reg == REG_EFLAGS:
+        raw = ctxt.eflags
+    elif ctxt.regs_valid >> reg & 1:
+        raw = ctxt._regs[reg]
+    else:
+        raw = reg_read(ctxt, reg)
     op.val = (raw >> op.reg_shift) & _SIZE_MASK[op.bytes]
 
 

@@ -19,7 +19,7 @@ from .codes import (CET_ENDBR_EN, CET_SHSTK_EN, EMULATION_FAILED, EMULATION_OK,
                     X86EMUL_PROPAGATE_FAULT)
 from .ctxt import Operand, X86EmulateCtxt, fetch_register_operand, reg_read
 from .flags import (BitOp, ByteOp, IncSP, CheckPerm, DstShift, Escape, Group, GroupDual, GroupMask,
-                    InstrDual, Intercept, IsBranch, MemAbs, Mmx, ModeDual, ModRM, NearBranch,
+                    InstrDual, OpImplicit, Intercept, IsBranch, MemAbs, Mmx, ModeDual, ModRM, NearBranch,
                     No16, NoMod, NotImpl, Op3264, OpAcc, OpAccHi, OpAccLo, OpCL, OpCS, OpDI,
                     OpDS, OpDX, OpES, OpFS, OpGS, OpImm, OpImm64, OpImmByte, OpImmFAddr,
                     OpImmU, OpImmU16, OpImmUByte, OpMask, OpMem, OpMem8, OpMem16, OpMem32,
@@ -37,6 +37,15 @@ _SREG_OP = {OpES: VCPU_SREG_ES, OpCS: VCPU_SREG_CS, OpSS: VCPU_SREG_SS, OpDS: VC
             OpFS: VCPU_SREG_FS, OpGS: VCPU_SREG_GS}
 _FAILED = -1  # any non-CONTINUE code makes x86_decode_insn fail
 _RARE = NotImpl | Stack | Op3264 | Sse | Mmx | Intercept | CheckPerm | NearBranch | No16
+_VEC = Sse | Mmx
+_CET_RELEVANT = IsBranch | ShadowStack  # is_ibt_instruction needs IsBranch
+_EMULTYPE_TRAP_UD = int(EMULTYPE_TRAP_UD)  # plain int: IntFlag `&` runs Python code
+# Legacy-prefix classes by byte (0 = not a prefix), for the step-3 loop.
+_PFX_OP, _PFX_AD, _PFX_SEG, _PFX_REX, _PFX_LOCK, _PFX_REP = 1, 2, 3, 4, 5, 6
+_PREFIX_KIND = tuple(
+    _PFX_OP if b == 0x66 else _PFX_AD if b == 0x67 else _PFX_SEG if b in _SEG_PREFIX
+    else _PFX_REX if 0x40 <= b <= 0x4F else _PFX_LOCK if b == 0xF0
+    else _PFX_REP if b in (0xF2, 0xF3) else 0 for b in range(256))
 
 
 class _FetchFailed(Exception):
@@ -49,30 +58,36 @@ class _FetchFailed(Exception):
 # --- instruction fetch -----------------------------------------------------------------
 def __do_insn_fetch_bytes(ctxt: X86EmulateCtxt, op_size: int) -> int:
     """Fetch as much as allowed (15-byte cap, segment limit, page end) in one go."""
-    cur_size = ctxt.fetch.end
+    f = ctxt.fetch
+    cur_size = f.end
     addr = SegmentedAddress((ctxt.eip + cur_size) & U64, VCPU_SREG_CS)
     rc, linear, max_size = __linearize(ctxt, addr, 0, ctxt.mode, X86EMUL_F_FETCH)
     if rc != X86EMUL_CONTINUE:
         return rc
-    size = min(15 ^ cur_size, max_size, PAGE_SIZE - (linear % PAGE_SIZE))
+    size = 15 ^ cur_size
+    if max_size < size:
+        size = max_size
+    in_page = PAGE_SIZE - (linear % PAGE_SIZE)
+    if in_page < size:
+        size = in_page
     if size < op_size:
         return emulate_gp(ctxt, 0)
-    view = memoryview(ctxt.fetch.data)[cur_size:cur_size + size]
+    view = memoryview(f.data)[cur_size:cur_size + size]
     rc = ctxt.ops.fetch(ctxt, linear, view, size, ctxt.exception)
     if rc != X86EMUL_CONTINUE:
         return rc
-    ctxt.fetch.end += size
+    f.end += size
     return X86EMUL_CONTINUE
 
 
 def insn_fetch(ctxt: X86EmulateCtxt, size: int, signed: bool = False) -> int:
     """Next `size` instruction bytes as an integer; advances _eip."""
     f = ctxt.fetch
-    if f.end - f.ptr < size:
-        rc = __do_insn_fetch_bytes(ctxt, size - (f.end - f.ptr))
+    ptr = f.ptr
+    if f.end - ptr < size:
+        rc = __do_insn_fetch_bytes(ctxt, size - (f.end - ptr))
         if rc != X86EMUL_CONTINUE:
             raise _FetchFailed(rc)
-    ptr = f.ptr
     f.ptr = ptr + size
     ctxt._eip += size
     if size == 1:
@@ -101,45 +116,68 @@ def _vec_reg(ctxt: X86EmulateCtxt, op: Operand, reg: int) -> None:
 
 
 def decode_register_operand(ctxt: X86EmulateCtxt, op: Operand) -> None:
-    reg = ctxt.modrm_reg if ctxt.d & ModRM else (ctxt.b & 7) | ((ctxt.rex_prefix & 1) << 3)
-    if ctxt.d & Sse:
-        _vec_reg(ctxt, op, reg)
-        return
-    if ctxt.d & Mmx:
+    d = ctxt.d
+    reg = ctxt.modrm_reg if d & ModRM else (ctxt.b & 7) | ((ctxt.rex_prefix & 1) << 3)
+    if d & _VEC:
+        if d & Sse:
+            _vec_reg(ctxt, op, reg)
+            return
         op.type, op.bytes, op.mm = OP_MM, 8, reg & 7
         return
     op.type = OP_REG
-    op.bytes = 1 if ctxt.d & ByteOp else ctxt.op_bytes
-    decode_register(ctxt, op, reg, bool(ctxt.d & ByteOp))
-    fetch_register_operand(ctxt, op)
-    op.orig_val = op.val
+    # decode_register + fetch_register_operand, inlined
+    if d & ByteOp:
+        op.bytes = 1
+        mask = 0xFF
+        if ctxt.rex_prefix == 0 and 4 <= reg < 8:
+            reg &= 3
+            shift = 8
+        else:
+            shift = 0
+    else:
+        op.bytes = nbytes = ctxt.op_bytes
+        mask = _SIZE_MASK[nbytes]
+        shift = 0
+    op.reg = reg
+    op.reg_shift = shift
+    raw = ctxt._regs[reg] if ctxt.regs_valid >> reg & 1 else reg_read(ctxt, reg)
+    op.val = op.orig_val = (raw >> shift) & mask
 
 
 def decode_modrm(ctxt: X86EmulateCtxt, op: Operand) -> None:
     """ModRM/SIB/displacement in 16-bit or 32/64-bit addressing (RIP-relative in 64)."""
     rex = ctxt.rex_prefix
-    index_reg = (rex << 2) & 8
+    d = ctxt.d
     base_reg = (rex << 3) & 8
     modrm = ctxt.modrm
     ctxt.modrm_mod = mod = modrm >> 6
     ctxt.modrm_reg = ((rex << 1) & 8) | ((modrm >> 3) & 7)
     ctxt.modrm_rm = rm = base_reg | (modrm & 7)
     ctxt.modrm_seg = VCPU_SREG_DS
-    if mod == 3 or ctxt.d & NoMod:
+    if mod == 3 or d & NoMod:
         op.type = OP_REG
-        op.bytes = 1 if ctxt.d & ByteOp else ctxt.op_bytes
-        decode_register(ctxt, op, rm, bool(ctxt.d & ByteOp))
-        if ctxt.d & Sse:
-            _vec_reg(ctxt, op, rm)
-            return
-        if ctxt.d & Mmx:
+        # decode_register, inlined
+        if d & ByteOp:
+            op.bytes = 1
+            if rex == 0 and 4 <= rm < 8:
+                op.reg, op.reg_shift = rm & 3, 8
+            else:
+                op.reg, op.reg_shift = rm, 0
+        else:
+            op.bytes = ctxt.op_bytes
+            op.reg, op.reg_shift = rm, 0
+        if d & _VEC:
+            if d & Sse:
+                _vec_reg(ctxt, op, rm)
+                return
             op.type, op.bytes, op.mm = OP_MM, 8, rm & 7
             return
         fetch_register_operand(ctxt, op)
         return
     op.type = OP_MEM
-    ea = 0
-    if ctxt.ad_bytes == 2:
+    ad_bytes = ctxt.ad_bytes
+    if ad_bytes == 2:
+        ea = 0
         bx, bp = reg_read(ctxt, VCPU_REGS_RBX) & 0xFFFF, reg_read(ctxt, VCPU_REGS_RBP) & 0xFFFF
         si, di = reg_read(ctxt, VCPU_REGS_RSI) & 0xFFFF, reg_read(ctxt, VCPU_REGS_RDI) & 0xFFFF
         if mod == 0:
@@ -154,35 +192,37 @@ def decode_modrm(ctxt: X86EmulateCtxt, op: Operand) -> None:
             ctxt.modrm_seg = VCPU_SREG_SS
         ea &= 0xFFFF
     else:
-        if rm & 7 == 4:
+        rm7 = rm & 7
+        if rm7 == 4:
+            index_reg = (rex << 2) & 8
             sib = insn_fetch(ctxt, 1)
             index_reg |= (sib >> 3) & 7
             base_reg |= sib & 7
             scale = sib >> 6
             if base_reg & 7 == 5 and mod == 0:
-                ea += insn_fetch(ctxt, 4, True)
+                ea = insn_fetch(ctxt, 4, True)
             else:
-                ea += reg_read(ctxt, base_reg)
-                if base_reg in (VCPU_REGS_RSP, VCPU_REGS_RBP):
+                ea = (ctxt._regs[base_reg] if ctxt.regs_valid >> base_reg & 1
+                      else reg_read(ctxt, base_reg))
+                if base_reg == VCPU_REGS_RSP or base_reg == VCPU_REGS_RBP:
                     ctxt.modrm_seg = VCPU_SREG_SS
-                if ctxt.d & IncSP and base_reg == VCPU_REGS_RSP:
+                if d & IncSP and base_reg == VCPU_REGS_RSP:
                     ea += ctxt.op_bytes  # POP [rSP] addresses after the increment
             if index_reg != 4:
                 ea += reg_read(ctxt, index_reg) << scale
-        elif rm & 7 == 5 and mod == 0:
-            ea += insn_fetch(ctxt, 4, True)
+        elif rm7 == 5 and mod == 0:
+            ea = insn_fetch(ctxt, 4, True)
             if ctxt.mode == X86EMUL_MODE_PROT64:
                 ctxt.rip_relative = True
         else:
-            ea += reg_read(ctxt, rm)
-            if rm in (VCPU_REGS_RSP, VCPU_REGS_RBP):
+            ea = ctxt._regs[rm] if ctxt.regs_valid >> rm & 1 else reg_read(ctxt, rm)
+            if rm == VCPU_REGS_RSP or rm == VCPU_REGS_RBP:
                 ctxt.modrm_seg = VCPU_SREG_SS
         if mod == 1:
             ea += insn_fetch(ctxt, 1, True)
         elif mod == 2:
             ea += insn_fetch(ctxt, 4, True)
-    ea &= U64
-    op.ea = ea if ctxt.ad_bytes == 8 else ea & 0xFFFFFFFF
+    op.ea = ea & U64 if ad_bytes == 8 else ea & 0xFFFFFFFF
 
 
 def decode_abs(ctxt: X86EmulateCtxt, op: Operand) -> None:
@@ -228,8 +268,19 @@ def decode_operand(ctxt: X86EmulateCtxt, op: Operand, d: int) -> None:
     if d == OpReg:
         decode_register_operand(ctxt, op)
     elif d == OpMem:
-        ctxt.memop.bytes = 1 if ctxt.d & ByteOp else ctxt.op_bytes
-        _mem_common(ctxt, op)
+        memop = ctxt.memop
+        memop.bytes = 1 if ctxt.d & ByteOp else ctxt.op_bytes
+        # _mem_common / Operand.assign, inlined: `*op = ctxt->memop`
+        op.type, op.bytes, op.count = memop.type, memop.bytes, memop.count
+        op.val, op.orig_val = memop.val, memop.orig_val
+        op.reg, op.reg_shift = memop.reg, memop.reg_shift
+        op.ea, op.seg, op.xmm, op.mm = memop.ea, memop.seg, memop.xmm, memop.mm
+        ctxt.memopp = op
+        if ctxt.d & BitOp:
+            fetch_bit_operand(ctxt)
+        op.orig_val = op.val
+    elif d <= OpImplicit or d == 31:  # OpNone, OpImplicit: special instructions decode their own
+        op.type = OP_NONE
     elif d == OpImm:
         decode_imm(ctxt, op, imm_size(ctxt), True)
     elif d == OpImmByte:
@@ -257,7 +308,7 @@ def decode_operand(ctxt: X86EmulateCtxt, op: Operand, d: int) -> None:
         op.val = insn_fetch(ctxt, op.bytes)
     elif d in _SREG_OP:
         op.type, op.val = OP_IMM, _SREG_OP[d]
-    else:  # OpNone, OpImplicit: special instructions decode their own operands
+    else:
         op.type = OP_NONE
 
 
@@ -351,71 +402,84 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
         rc = _decode(ctxt, insn, insn_len, int(emulation_type))
     except _FetchFailed as e:
         rc = e.rc
+    if rc == X86EMUL_CONTINUE:
+        return EMULATION_OK
     if rc == X86EMUL_PROPAGATE_FAULT:
         ctxt.have_exception = True
-    return EMULATION_OK if rc == X86EMUL_CONTINUE else EMULATION_FAILED
+    return EMULATION_FAILED
 
 
 def _decode(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int, emul_type: int) -> int:
     mode = ctxt.mode
-    ctxt.memop.type = OP_NONE
+    memop = ctxt.memop
+    memop.type = OP_NONE
     ctxt.memopp = None
     ctxt._eip = ctxt.eip
-    ctxt.fetch.ptr = 0
-    ctxt.fetch.end = insn_len
+    f = ctxt.fetch
+    f.ptr = 0
+    f.end = insn_len
     ctxt.opcode_len = 1
     ctxt.intercept = 0
     if insn_len > 0 and insn is not None:
-        ctxt.fetch.data[:insn_len] = insn[:insn_len]
+        f.data[:insn_len] = insn[:insn_len]
     else:
-        ctxt.fetch.end = 0
+        f.end = 0
         rc = __do_insn_fetch_bytes(ctxt, 1)
         if rc != X86EMUL_CONTINUE:
             return rc
 
     # 2. default operand/address sizes
-    if mode in (X86EMUL_MODE_REAL, X86EMUL_MODE_VM86):
-        cs = ctxt.ops.get_segment(ctxt, VCPU_SREG_CS)
-        def_op = def_ad = 4 if cs is not None and cs[1].d else 2
-    elif mode == X86EMUL_MODE_PROT16:
-        def_op = def_ad = 2
+    if mode == X86EMUL_MODE_PROT64:
+        def_op, def_ad = 4, 8
     elif mode == X86EMUL_MODE_PROT32:
         def_op = def_ad = 4
-    elif mode == X86EMUL_MODE_PROT64:
-        def_op, def_ad = 4, 8
+    elif mode == X86EMUL_MODE_PROT16:
+        def_op = def_ad = 2
+    elif mode == X86EMUL_MODE_REAL or mode == X86EMUL_MODE_VM86:
+        cs = ctxt.ops.get_segment(ctxt, VCPU_SREG_CS)
+        def_op = def_ad = 4 if cs is not None and cs[1].d else 2
     else:
         return _FAILED
     ctxt.op_bytes, ctxt.ad_bytes = def_op, def_ad
 
     # 3. legacy prefixes; a legacy prefix after REX cancels the REX
     op_prefix = has_seg_override = False
+    data = f.data
     while True:
-        b = ctxt.b = insn_fetch(ctxt, 1)
-        if b == 0x66:
-            op_prefix = True
-            ctxt.op_bytes = def_op ^ 6
-        elif b == 0x67:
-            ctxt.ad_bytes = def_ad ^ (12 if mode == X86EMUL_MODE_PROT64 else 6)
-        elif b in _SEG_PREFIX:
-            has_seg_override = True
-            ctxt.seg_override = _SEG_PREFIX[b]
-        elif 0x40 <= b <= 0x4F:
+        ptr = f.ptr
+        if ptr < f.end:  # insn_fetch(ctxt, 1), inlined
+            b = data[ptr]
+            f.ptr = ptr + 1
+            ctxt._eip += 1
+        else:
+            b = insn_fetch(ctxt, 1)
+        ctxt.b = b
+        kind = _PREFIX_KIND[b]
+        if not kind:
+            break
+        if kind == _PFX_REX:
             if mode != X86EMUL_MODE_PROT64:
                 break
             ctxt.rex_prefix = b
             continue
-        elif b == 0xF0:
+        if kind == _PFX_OP:
+            op_prefix = True
+            ctxt.op_bytes = def_op ^ 6
+        elif kind == _PFX_AD:
+            ctxt.ad_bytes = def_ad ^ (12 if mode == X86EMUL_MODE_PROT64 else 6)
+        elif kind == _PFX_SEG:
+            has_seg_override = True
+            ctxt.seg_override = _SEG_PREFIX[b]
+        elif kind == _PFX_LOCK:
             ctxt.lock_prefix = 1
-        elif b in (0xF2, 0xF3):
+        else:  # F2 / F3
             ctxt.rep_prefix = b
-        else:
-            break
         ctxt.rex_prefix = 0
+    ctxt.b = b
     if ctxt.rex_prefix & 8:
         ctxt.op_bytes = 8  # REX.W
 
     # 4. opcode maps
-    opcode = opcode_table[b]
     if b == 0x0F:
         ctxt.opcode_len = 2
         b = ctxt.b = insn_fetch(ctxt, 1)
@@ -424,25 +488,35 @@ def _decode(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int, emul_type: 
             ctxt.opcode_len = 3
             b = ctxt.b = insn_fetch(ctxt, 1)
             opcode = opcode_map_0f_38[b]
-    ctxt.d = opcode.flags
+    else:
+        opcode = opcode_table[b]
+    d = opcode.flags
 
     # 5. ModRM; C4/C5 are VEX (not LES/LDS) in 64-bit mode or with mod == 3
-    if ctxt.d & ModRM:
-        ctxt.modrm = insn_fetch(ctxt, 1)
-    if (ctxt.opcode_len == 1 and b in (0xC4, 0xC5)
+    if d & ModRM:
+        ptr = f.ptr
+        if ptr < f.end:  # insn_fetch(ctxt, 1), inlined
+            ctxt.modrm = data[ptr]
+            f.ptr = ptr + 1
+            ctxt._eip += 1
+        else:
+            ctxt.modrm = insn_fetch(ctxt, 1)
+    if ((b == 0xC4 or b == 0xC5) and ctxt.opcode_len == 1
             and (mode == X86EMUL_MODE_PROT64 or ctxt.modrm & 0xC0 == 0xC0)):
+        ctxt.d = d
         if ctxt.features.vex_moves:
             from .vex import decode_vex
             vex_op = decode_vex(ctxt, op_prefix)
             if vex_op is None:
                 return _FAILED
             opcode, op_prefix = vex_op, False
+            d = ctxt.d
         else:
-            ctxt.d = NotImpl  # vex-prefixed instructions are not implemented
+            d = NotImpl  # vex-prefixed instructions are not implemented
 
     # 6. group mechanisms
-    while ctxt.d & GroupMask:
-        kind = ctxt.d & GroupMask
+    while d & GroupMask:
+        kind = d & GroupMask
         modrm = ctxt.modrm
         if kind == Group:
             opcode = opcode.u[(modrm >> 3) & 7]
@@ -453,10 +527,21 @@ def _decode(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int, emul_type: 
             opcode = opcode.u[modrm & 7]
         elif kind == Prefix:
             if ctxt.rep_prefix and op_prefix:
+                ctxt.d = d
                 return _FAILED
-            simd = 0x66 if op_prefix else ctxt.rep_prefix
             g = opcode.u
-            opcode = {0: g.pfx_no, 0x66: g.pfx_66, 0xF2: g.pfx_f2, 0xF3: g.pfx_f3}[simd]
+            if op_prefix:
+                opcode = g.pfx_66
+            else:
+                simd = ctxt.rep_prefix
+                if simd == 0:
+                    opcode = g.pfx_no
+                elif simd == 0xF2:
+                    opcode = g.pfx_f2
+                elif simd == 0xF3:
+                    opcode = g.pfx_f3
+                else:
+                    raise KeyError(simd)
         elif kind == Escape:
             esc = opcode.u
             opcode = esc.high[modrm - 0xC0] if modrm > 0xBF else esc.op[(modrm >> 3) & 7]
@@ -464,22 +549,23 @@ def _decode(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int, emul_type: 
             opcode = opcode.u.mod3 if modrm >> 6 == 3 else opcode.u.mod012
         elif kind == ModeDual:
             opcode = opcode.u.mode64 if mode == X86EMUL_MODE_PROT64 else opcode.u.mode32
-        ctxt.d = (ctxt.d & ~GroupMask) | opcode.flags
+        d = (d & ~GroupMask) | opcode.flags
+    ctxt.d = d
 
     # 7. branch accounting, unrecognised, CET
-    ctxt.is_branch = bool(opcode.flags & IsBranch)
-    if ctxt.d == 0:
+    oflags = opcode.flags
+    ctxt.is_branch = bool(oflags & IsBranch)
+    if d == 0:
         return _FAILED
-    if _cet_blocks(ctxt):
+    if d & _CET_RELEVANT and _cet_blocks(ctxt):
         return _FAILED
-    ctxt.execute = opcode.u if callable(opcode.u) else None
+    ctxt.execute = opcode.execute
 
     # 8. a #UD intercept only emulates EmulateOnUD opcodes
-    if emul_type & EMULTYPE_TRAP_UD and not ctxt.d & EmulateOnUD:
+    if emul_type & _EMULTYPE_TRAP_UD and not d & EmulateOnUD:
         return _FAILED
 
     # 9. rare flags
-    d = ctxt.d
     if d & _RARE:
         ctxt.check_perm = opcode.check_perm
         ctxt.intercept = opcode.intercept
@@ -501,15 +587,15 @@ def _decode(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int, emul_type: 
 
     # 10. ModRM/SIB or moffs; default segment
     if d & ModRM:
-        decode_modrm(ctxt, ctxt.memop)
+        decode_modrm(ctxt, memop)
         if not has_seg_override:
             has_seg_override = True
             ctxt.seg_override = ctxt.modrm_seg
     elif d & MemAbs:
-        decode_abs(ctxt, ctxt.memop)
+        decode_abs(ctxt, memop)
     if not has_seg_override:
         ctxt.seg_override = VCPU_SREG_DS
-    ctxt.memop.seg = ctxt.seg_override
+    memop.seg = ctxt.seg_override
 
     # 11. operands: src, src2, dst
     decode_operand(ctxt, ctxt.src, (d >> SrcShift) & OpMask)
@@ -518,5 +604,3 @@ def _decode(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int, emul_type: 
     if ctxt.rip_relative and ctxt.memopp is not None:
         ctxt.memopp.ea = address_mask(ctxt, ctxt.memopp.ea + ctxt._eip)
     return X86EMUL_CONTINUE
-
-

@@ -115,52 +115,107 @@ def _rare_checks(ctxt: X86EmulateCtxt, check_intercepts: bool) -> int | None:
     return None
 
 
-def _read_operands(ctxt: X86EmulateCtxt) -> int:
-    """Step 4: memory source(s), then a memory destination that is read-modify-write."""
-    src, src2, dst, d = ctxt.src, ctxt.src2, ctxt.dst, ctxt.d
+def x86_emulate_insn(ctxt: X86EmulateCtxt, check_intercepts: bool = False) -> int:
+    """Execute the decoded instruction. EMULATION_OK / FAILED / RESTART / INTERCEPTED.
+
+    Steps 1-11 run inline (no per-step helper calls on the common path); the rare
+    checks of step 3 and the string/REP tail of steps 9-10 stay in helpers.
+    """
+    src, dst, d = ctxt.src, ctxt.dst, ctxt.d
+    saved_dst_type = dst.type
+    ctxt.mem_read.pos = 0
+
+    # 2. LOCK / far-pointer #UD
+    if ctxt.lock_prefix and (not d & Lock or saved_dst_type != OP_MEM):
+        return _done(ctxt, emulate_ud(ctxt))
+    if (d & SrcMask) == SrcMemFAddr and src.type != OP_MEM:
+        return _done(ctxt, emulate_ud(ctxt))
+    # 3. rare checks
+    if d & _RARE:
+        rc = _rare_checks(ctxt, check_intercepts)
+        if rc == -2:
+            return _done(ctxt, X86EMUL_CONTINUE)  # REP with rCX == 0: done, RIP advanced
+        if rc is not None:
+            return _done(ctxt, rc)
+
+    # 4. operand reads (_read_operands, inlined)
     if src.type == OP_MEM and not d & NoAccess:
-        rc, src.val = segmented_read(ctxt, SegmentedAddress(src.ea, src.seg), src.bytes)
+        rc, val = segmented_read(ctxt, SegmentedAddress(src.ea, src.seg), src.bytes)
+        src.val = val
         if rc != X86EMUL_CONTINUE:
-            return rc
-        src.orig_val = src.val
+            return _done(ctxt, rc)
+        src.orig_val = val
+    src2 = ctxt.src2
     if src2.type == OP_MEM:
         rc, src2.val = segmented_read(ctxt, SegmentedAddress(src2.ea, src2.seg), src2.bytes)
         if rc != X86EMUL_CONTINUE:
-            return rc
-    if (d & DstMask) == ImplicitOps:
-        return X86EMUL_CONTINUE
-    if dst.type == OP_MEM and not d & Mov:
-        rc, dst.val = segmented_read(ctxt, SegmentedAddress(dst.ea, dst.seg), dst.bytes)
+            return _done(ctxt, rc)
+    if (d & DstMask) != ImplicitOps:
+        if dst.type == OP_MEM and not d & Mov:
+            rc, dst.val = segmented_read(ctxt, SegmentedAddress(dst.ea, dst.seg), dst.bytes)
+            if rc != X86EMUL_CONTINUE:
+                if (not d & NoWrite and rc == X86EMUL_PROPAGATE_FAULT
+                        and ctxt.exception.vector == PF_VECTOR):
+                    ctxt.exception.error_code |= PFERR_WRITE_MASK
+                return _done(ctxt, rc)
+        dst.orig_val = dst.val
+
+    # 5. intercept POST_MEMACCESS
+    if check_intercepts and d & Intercept:
+        rc = emulator_check_intercept(ctxt, X86InterceptStage.X86_ICPT_POST_MEMACCESS)
         if rc != X86EMUL_CONTINUE:
-            if (not d & NoWrite and rc == X86EMUL_PROPAGATE_FAULT
-                    and ctxt.exception.vector == PF_VECTOR):
-                ctxt.exception.error_code |= PFERR_WRITE_MASK
+            return _done(ctxt, rc)
+    # 6. RF
+    string_rep = ctxt.rep_prefix and d & String
+    if string_rep:
+        ctxt.eflags |= X86_EFLAGS_RF
+    else:
+        ctxt.eflags &= ~X86_EFLAGS_RF
+
+    # 7. execute: executor, fastop, or the built-in switch
+    execute = ctxt.execute
+    if execute is not None:
+        rc = fastop(ctxt, execute) if d & Fastop else execute(ctxt)
+    else:
+        opcode_len = ctxt.opcode_len
+        if opcode_len == 3:
+            handler = _nop  # threebyte_insn: every 0F 38 entry has an executor
+        else:
+            handler = (ONE_BYTE_SWITCH if opcode_len == 1 else TWO_BYTE_SWITCH).get(ctxt.b)
+        if handler is None:
+            return EMULATION_FAILED  # cannot_emulate
+        rc = handler(ctxt)
+    if rc != X86EMUL_CONTINUE:
+        return _done(ctxt, rc)
+
+    # 8. writeback
+    if d & SrcWrite:
+        rc = writeback(ctxt, src)
+        if rc != X86EMUL_CONTINUE:
+            return _done(ctxt, rc)
+    if not d & NoWrite:
+        rc = writeback(ctxt, dst)
+        if rc != X86EMUL_CONTINUE:
+            return _done(ctxt, rc)
+    dst.type = saved_dst_type  # the decode may be reused by a string restart
+    # 9-10. string pointers, REP accounting
+    if d & String or (d & SrcMask) == SrcSI or (d & DstMask) == DstDI:
+        rc = _string_tail(ctxt, d, saved_dst_type)
+        if rc is not None:
             return rc
-    dst.orig_val = dst.val
-    return X86EMUL_CONTINUE
-
-
-def x86_emulate_insn(ctxt: X86EmulateCtxt, check_intercepts: bool = False) -> int:
-    """Execute the decoded instruction. EMULATION_OK / FAILED / RESTART / INTERCEPTED."""
-    saved_dst_type = ctxt.dst.type
-    ctxt.mem_read.pos = 0
-    rc = _execute(ctxt, check_intercepts, saved_dst_type)
-    if rc is _RESTART:    # not EMULATION_RESTART: its value 1 is X86EMUL_UNHANDLEABLE's too
-        return EMULATION_RESTART
-    if rc == EMULATION_FAILED:
-        return rc
-    return _done(ctxt, rc)
-
-
-class _Restart(int):
-    """_execute's "return EMULATION_RESTART" (x86_emulate_insn's string restart), told apart by identity."""
-
-
-_RESTART = _Restart(EMULATION_RESTART)
+    # 11. commit
+    ctxt.eip = ctxt._eip if ctxt.mode == X86EMUL_MODE_PROT64 else ctxt._eip & 0xFFFFFFFF
+    writeback_registers(ctxt)
+    return EMULATION_OK
 
 
 def _done(ctxt: X86EmulateCtxt, rc: int) -> int:
-    """Map the X86EMUL_* outcome (§6.2); commit registers only on CONTINUE."""
+    """Map the X86EMUL_* outcome (§6.2); commit registers only on CONTINUE.
+
+    EMULATION_FAILED (cannot_emulate) passes through unchanged.
+    """
+    if rc == EMULATION_FAILED:
+        return rc
     if rc == X86EMUL_PROPAGATE_FAULT:
         if ctxt.exception.vector > 0x1F:  # KVM_EMULATOR_BUG_ON
             ctxt.ops.vm_bugged(ctxt)
@@ -173,58 +228,11 @@ def _done(ctxt: X86EmulateCtxt, rc: int) -> int:
     return EMULATION_FAILED if rc == X86EMUL_UNHANDLEABLE else EMULATION_OK
 
 
-def _execute(ctxt: X86EmulateCtxt, check_intercepts: bool, saved_dst_type: int) -> int:
-    d = ctxt.d
-    if ctxt.lock_prefix and (not d & Lock or ctxt.dst.type != OP_MEM):
-        return emulate_ud(ctxt)
-    if (d & SrcMask) == SrcMemFAddr and ctxt.src.type != OP_MEM:
-        return emulate_ud(ctxt)
-    if d & _RARE:
-        rc = _rare_checks(ctxt, check_intercepts)
-        if rc == -2:
-            return X86EMUL_CONTINUE  # REP with rCX == 0: done, RIP already advanced
-        if rc is not None:
-            return rc
-    rc = _read_operands(ctxt)
-    if rc != X86EMUL_CONTINUE:
-        return rc
-    if check_intercepts and d & Intercept:
-        rc = emulator_check_intercept(ctxt, X86InterceptStage.X86_ICPT_POST_MEMACCESS)
-        if rc != X86EMUL_CONTINUE:
-            return rc
-    if ctxt.rep_prefix and d & String:
-        ctxt.eflags |= X86_EFLAGS_RF
-    else:
-        ctxt.eflags &= ~X86_EFLAGS_RF
+def _string_tail(ctxt: X86EmulateCtxt, d: int, saved_dst_type: int) -> int | None:
+    """Steps 9-10: string pointer update, REP accounting and EMULATION_RESTART.
 
-    if ctxt.execute is not None:
-        rc = fastop(ctxt, ctxt.execute) if d & Fastop else ctxt.execute(ctxt)
-    else:
-        if ctxt.opcode_len == 3:
-            handler = _nop  # threebyte_insn: every 0F 38 entry has an executor
-        else:
-            switch = ONE_BYTE_SWITCH if ctxt.opcode_len == 1 else TWO_BYTE_SWITCH
-            handler = switch.get(ctxt.b)
-        if handler is None:
-            return EMULATION_FAILED  # cannot_emulate
-        rc = handler(ctxt)
-    if rc != X86EMUL_CONTINUE:
-        return rc
-    return _writeback_and_rep(ctxt, saved_dst_type)
-
-
-def _writeback_and_rep(ctxt: X86EmulateCtxt, saved_dst_type: int) -> int:
-    """Steps 8-11."""
-    d = ctxt.d
-    if d & SrcWrite:
-        rc = writeback(ctxt, ctxt.src)
-        if rc != X86EMUL_CONTINUE:
-            return rc
-    if not d & NoWrite:
-        rc = writeback(ctxt, ctxt.dst)
-        if rc != X86EMUL_CONTINUE:
-            return rc
-    ctxt.dst.type = saved_dst_type  # the decode may be reused by a string restart
+    Returns None to go on to the RIP update, else x86_emulate_insn's result.
+    """
     if (d & SrcMask) == SrcSI:
         string_addr_inc(ctxt, VCPU_REGS_RSI, ctxt.src)
     if (d & DstMask) == DstDI:
@@ -240,11 +248,10 @@ def _writeback_and_rep(ctxt: X86EmulateCtxt, saved_dst_type: int) -> int:
                     and (r.end == 0 or r.end != r.pos)):
                 ctxt.mem_read.end = 0
                 writeback_registers(ctxt)
-                return _RESTART
-            return X86EMUL_CONTINUE  # skip the RIP update: the guest re-executes
+                return EMULATION_RESTART
+            return _done(ctxt, X86EMUL_CONTINUE)  # skip the RIP update: the guest re-executes
         ctxt.eflags &= ~X86_EFLAGS_RF
-    ctxt.eip = ctxt._eip if ctxt.mode == X86EMUL_MODE_PROT64 else ctxt._eip & 0xFFFFFFFF
-    return X86EMUL_CONTINUE
+    return None
 
 
 # --- the built-in switch: opcodes whose table entry has no executor -------------------

@@ -128,15 +128,25 @@ def insn_alignment(ctxt: X86EmulateCtxt, size: int) -> int:
 def __linearize(ctxt: X86EmulateCtxt, addr: SegmentedAddress, size: int, mode: int,
                 flags: int) -> tuple[int, int, int]:
     """Segment + canonical checks. Returns (rc, linear, max_size)."""
-    la = (seg_base(ctxt, addr.seg) + addr.ea) & U64
-    max_size = 0
+    seg = addr.seg
+    # seg_base, inlined
+    if ctxt.mode == X86EMUL_MODE_PROT64 and seg < VCPU_SREG_FS:
+        la = addr.ea & U64
+    else:
+        la = (ctxt.ops.get_cached_segment_base(ctxt, seg) + addr.ea) & U64
     if mode == X86EMUL_MODE_PROT64:
-        la = ctxt.ops.get_untagged_addr(ctxt, la, flags) & U64
-        va_bits = 57 if ctxt.ops.get_cr(ctxt, 4) & X86_CR4_LA57 else 48
+        ops = ctxt.ops
+        la = ops.get_untagged_addr(ctxt, la, flags) & U64
+        if ops.get_cr(ctxt, 4) & X86_CR4_LA57:
+            va_bits = 57
+        else:
+            va_bits = 48
         sign = la >> (va_bits - 1)
-        if sign not in (0, (1 << (65 - va_bits)) - 1):
+        if sign != 0 and sign != (1 << (65 - va_bits)) - 1:
             return _bad(ctxt, addr), la, 0
-        max_size = min(0xFFFFFFFF, ((1 << va_bits) - la) & U64)
+        max_size = ((1 << va_bits) - la) & U64
+        if max_size > 0xFFFFFFFF:
+            max_size = 0xFFFFFFFF
         if size > max_size:
             return _bad(ctxt, addr), la, 0
     else:
@@ -164,7 +174,8 @@ def __linearize(ctxt: X86EmulateCtxt, addr: SegmentedAddress, size: int, mode: i
             max_size = lim + 1 - addr.ea
             if size > max_size:
                 return _bad(ctxt, addr), la, 0
-    if la & (insn_alignment(ctxt, size) - 1):
+    # insn_alignment() is 1 below 16 bytes
+    if size >= 16 and la & (insn_alignment(ctxt, size) - 1):
         return emulate_gp(ctxt, 0), la, 0
     return X86EMUL_CONTINUE, la, max_size
 
@@ -188,18 +199,19 @@ def read_emulated(ctxt: X86EmulateCtxt, addr: int, size: int) -> tuple[int, byte
     userspace data in the same slot and earlier reads replay from the cache.
     """
     mc = ctxt.mem_read
-    if mc.pos >= mc.end:
-        if mc.end + size >= len(mc.data):  # KVM_EMULATOR_BUG_ON
+    pos = mc.pos
+    if pos >= mc.end:
+        end = mc.end
+        if end + size >= len(mc.data):  # KVM_EMULATOR_BUG_ON
             ctxt.ops.vm_bugged(ctxt)
             return X86EMUL_UNHANDLEABLE, b""
-        view = memoryview(mc.data)[mc.end:mc.end + size]
-        rc = ctxt.ops.read_emulated(ctxt, addr, view, size, ctxt.exception)
+        rc = ctxt.ops.read_emulated(ctxt, addr, memoryview(mc.data)[end:end + size], size,
+                                    ctxt.exception)
         if rc != X86EMUL_CONTINUE:
             return rc, b""
-        mc.end += size
-    data = bytes(mc.data[mc.pos:mc.pos + size])
-    mc.pos += size
-    return X86EMUL_CONTINUE, data
+        mc.end = end + size
+    mc.pos = pos + size
+    return X86EMUL_CONTINUE, bytes(mc.data[pos:pos + size])
 
 
 def segmented_read(ctxt: X86EmulateCtxt, addr: SegmentedAddress, size: int) -> tuple[int, int]:
@@ -208,7 +220,9 @@ def segmented_read(ctxt: X86EmulateCtxt, addr: SegmentedAddress, size: int) -> t
     if rc != X86EMUL_CONTINUE:
         return rc, 0
     rc, data = read_emulated(ctxt, la, size)
-    return rc, int.from_bytes(data, "little") if rc == X86EMUL_CONTINUE else 0
+    if rc != X86EMUL_CONTINUE:
+        return rc, 0
+    return rc, int.from_bytes(data, "little")
 
 
 def segmented_write(ctxt: X86EmulateCtxt, addr: SegmentedAddress, data: bytes) -> int:

@@ -6,7 +6,7 @@ the GroupMask/Fastop bits of `flags`, exactly as in C. `name` is ours (for the c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from .flags import (ByteOp, CheckPerm, DstAcc, DstMem, DstReg, Escape, Fastop, Group,
@@ -25,6 +25,12 @@ class Opcode:
     u: Any = None
     intercept: int = 0
     check_perm: Exec | None = None
+    # Derived, not part of struct opcode: `u` when it is an executor/fastop, else None
+    # (what x86_decode_insn stores in ctxt->execute), computed once per table entry.
+    execute: Exec | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "execute", self.u if callable(self.u) else None)
 
     @property
     def implemented(self) -> bool:

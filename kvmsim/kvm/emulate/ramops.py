@@ -16,6 +16,8 @@ from .codes import (EFER_LMA, EFER_LME, EFER_SCE, EMULATION_OK, EMULATION_RESTAR
                     X86EMUL_MODE_PROT32, X86EMUL_MODE_PROT64, X86EMUL_MODE_REAL,
                     X86EMUL_PROPAGATE_FAULT)
 from .ctxt import X86EmulateCtxt, EmulatorFeatures, init_decode_cache
+from .decode import x86_decode_insn
+from .emulate import x86_emulate_insn
 from .ops import DescPtr, DescStruct, SegmentState, X86Exception
 
 MODES = {"real16": X86EMUL_MODE_REAL, "prot16": X86EMUL_MODE_PROT16,
@@ -323,11 +325,9 @@ def run_insn(ctxt: X86EmulateCtxt, insn: bytes | None = None, emulation_type: in
 
 
 def _decode(ctxt: X86EmulateCtxt, insn: bytes | None, emulation_type: int) -> int:
-    from .decode import x86_decode_insn
     return x86_decode_insn(ctxt, insn, len(insn) if insn else 0, emulation_type)
 
 
 def _emulate(ctxt: X86EmulateCtxt) -> int:
-    from .emulate import x86_emulate_insn
     return x86_emulate_insn(ctxt)
 
