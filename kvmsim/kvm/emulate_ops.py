@@ -135,8 +135,22 @@ class VcpuEmulateOps:
         return self._std(addr, val, bytes, fault, system, True)
 
     def fetch(self, ctxt, addr, val, bytes, fault) -> int:
-        n = min(bytes, PAGE_SIZE - (addr & 0xFFF))  # kvm_fetch_guest_virt: one page at most
-        return self._std(addr, val, n, fault, False, False, fetch=True)
+        """kvm_fetch_guest_virt: one page at most (so one translation)."""
+        n = min(bytes, PAGE_SIZE - (addr & 0xFFF))
+        if n <= 0:
+            return X86EMUL_CONTINUE
+        gpa = self._gva_to_gpa(addr, False, True, fault, False)
+        if gpa is None:
+            return X86EMUL_PROPAGATE_FAULT
+        hw = self.hw
+        for g, sz, host in hw.memslots.values():
+            if g <= gpa < g + sz:
+                host = host + gpa - g if gpa + n <= g + sz else hw._host(gpa, n)
+                break
+        else:
+            return X86EMUL_IO_NEEDED
+        val[:n] = _string_at(host, n)
+        return X86EMUL_CONTINUE
 
     # ------------------------------------------------------------ MMIO-capable accesses
     def read_emulated(self, ctxt, addr, val, bytes, fault) -> int:
@@ -452,7 +466,6 @@ def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fau
 
 def emulator_read_write(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fault, write: bool) -> int:
     """read_emultor / write_emultor through one function (reference §7.3 steps)."""
-    run = vcpu.run
     if not write and vcpu.mmio_read_completed:                              # 1: read_prepare
         if PROBES.enabled and vcpu.mmio_fragments:
             _trace_mmio(1, n, vcpu.mmio_fragments[0].gpa, bytes(val[:n]))
@@ -475,16 +488,19 @@ def emulator_read_write(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fault, writ
     if not vcpu.mmio_nr_fragments:                                          # 5
         return rc
     frag = vcpu.mmio_fragments[0]                                           # 6
+    run = vcpu.run
+    mmio = run.mmio
     vcpu.mmio_needed = True
     vcpu.mmio_cur_fragment = 0
-    run.mmio.len = min(8, frag.len)
-    run.mmio.is_write = int(write)
+    mmio.len = min(8, frag.len)
+    mmio.is_write = int(write)
     vcpu.mmio_is_write = write
     run.exit_reason = KvmExit.MMIO
-    run.mmio.phys_addr = frag.gpa
+    mmio.phys_addr = frag.gpa
     if write:                                                               # write_exit_mmio
-        for i, b in enumerate(frag.data[frag.offset:frag.offset + run.mmio.len]):
-            run.mmio.data[i] = b
+        data = mmio.data
+        for i, b in enumerate(frag.data[frag.offset:frag.offset + mmio.len]):
+            data[i] = b
         return X86EMUL_CONTINUE
     if PROBES.enabled:                                                      # read_exit_mmio
         _trace_mmio(0, frag.len, frag.gpa, b"")

@@ -126,8 +126,9 @@ def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
         if ctxt.eflags & x86.EFLAGS_RF:
             vcpu.hw.set_reg("rflags", vcpu.hw.reg("rflags") & ~x86.EFLAGS_RF)
         return 1
-    if vcpu.arch.emulate_regs_need_sync_from_vcpu:                                        # 7
-        vcpu.arch.emulate_regs_need_sync_from_vcpu = False
+    arch = vcpu.arch
+    if arch.emulate_regs_need_sync_from_vcpu:                                             # 7
+        arch.emulate_regs_need_sync_from_vcpu = False
         emulator_invalidate_register_cache(ctxt)
     restarts = 0
     while True:                                                                           # 8: restart
@@ -146,20 +147,20 @@ def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
             vcpu.mmio_needed = False
             r = 1
             inject_emulated_exception(vcpu, ctxt)
-        elif vcpu.arch.pio.count:
-            if not vcpu.arch.pio.is_in:
-                vcpu.arch.pio.count = 0   # OUT: already retired, nothing to complete
+        elif arch.pio.count:
+            if not arch.pio.is_in:
+                arch.pio.count = 0   # OUT: already retired, nothing to complete
             else:
                 writeback = False
-                vcpu.arch.complete_userspace_io = complete_emulated_pio
+                arch.complete_userspace_io = complete_emulated_pio
             r = 0
         elif vcpu.mmio_needed:
             vcpu.stat.mmio_exits += 1
             if not vcpu.mmio_is_write:
                 writeback = False
             r = 0
-            vcpu.arch.complete_userspace_io = complete_emulated_mmio
-        elif vcpu.arch.complete_userspace_io is not None:
+            arch.complete_userspace_io = complete_emulated_mmio
+        elif arch.complete_userspace_io is not None:
             writeback = False
             r = 0
         elif r == EMULATION_RESTART:
@@ -173,7 +174,7 @@ def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
         break
     if writeback:
         return _writeback(vcpu, ctxt, r)
-    vcpu.arch.emulate_regs_need_sync_to_vcpu = True
+    arch.emulate_regs_need_sync_to_vcpu = True
     return r
 
 
@@ -285,7 +286,7 @@ def complete_emulated_mmio(vcpu: KvmVcpu) -> int:
     frag = vcpu.mmio_fragments[vcpu.mmio_cur_fragment]
     length = min(8, frag.len)
     if not vcpu.mmio_is_write:
-        frag.data[frag.offset:frag.offset + length] = bytes(run.mmio.data[:length])
+        frag.data[frag.offset:frag.offset + length] = bytes(run.mmio.data)[:length]
     if frag.len <= 8:
         vcpu.mmio_cur_fragment += 1
     else:
