@@ -140,7 +140,12 @@ def decode_register_operand(ctxt: X86EmulateCtxt, op: Operand) -> None:
         shift = 0
     op.reg = reg
     op.reg_shift = shift
-    raw = ctxt._regs[reg] if ctxt.regs_valid >> reg & 1 else reg_read(ctxt, reg)
+    valid = ctxt.regs_valid
+    if valid >> reg & 1:
+        raw = ctxt._regs[reg]
+    else:  # reg_read, inlined
+        ctxt.regs_valid = valid | (1 << reg)
+        raw = ctxt._regs[reg] = ctxt.ops.read_gpr(ctxt, reg) & U64
     op.val = op.orig_val = (raw >> shift) & mask
 
 
@@ -215,7 +220,12 @@ def decode_modrm(ctxt: X86EmulateCtxt, op: Operand) -> None:
             if ctxt.mode == X86EMUL_MODE_PROT64:
                 ctxt.rip_relative = True
         else:
-            ea = ctxt._regs[rm] if ctxt.regs_valid >> rm & 1 else reg_read(ctxt, rm)
+            valid = ctxt.regs_valid
+            if valid >> rm & 1:
+                ea = ctxt._regs[rm]
+            else:  # reg_read, inlined
+                ctxt.regs_valid = valid | (1 << rm)
+                ea = ctxt._regs[rm] = ctxt.ops.read_gpr(ctxt, rm) & U64
             if rm == VCPU_REGS_RSP or rm == VCPU_REGS_RBP:
                 ctxt.modrm_seg = VCPU_SREG_SS
         if mod == 1:
@@ -421,7 +431,7 @@ def _decode(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int, emul_type: 
     ctxt.opcode_len = 1
     ctxt.intercept = 0
     if insn_len > 0 and insn is not None:
-        f.data[:insn_len] = insn[:insn_len]
+        f.data[:insn_len] = insn if len(insn) == insn_len else insn[:insn_len]
     else:
         f.end = 0
         rc = __do_insn_fetch_bytes(ctxt, 1)

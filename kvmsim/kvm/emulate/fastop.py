@@ -21,6 +21,7 @@ CF, PF, AF, ZF, SF, OF = (X86_EFLAGS_CF, X86_EFLAGS_PF, X86_EFLAGS_AF, X86_EFLAG
 MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
 SIGN = {1: 0x80, 2: 0x8000, 4: 0x80000000, 8: 0x8000000000000000}
 PARITY = [0 if bin(i).count("1") & 1 else PF for i in range(256)]
+_NOT_EFLAGS_MASK = ~EFLAGS_MASK
 
 
 def szp(res: int, size: int) -> int:
@@ -40,10 +41,11 @@ def sext(v: int, size: int) -> int:
 def fastop(ctxt: X86EmulateCtxt, fop) -> int:  # type: ignore[no-untyped-def]
     """Run one fastop at the operand size (ByteOp selects the byte stub)."""
     size = 1 if ctxt.d & ByteOp else ctxt.dst.bytes
-    flags = fop(ctxt, size, ctxt.eflags & EFLAGS_MASK)
+    eflags = ctxt.eflags
+    flags = fop(ctxt, size, eflags & EFLAGS_MASK)
     if flags < 0:
         return emulate_de(ctxt)
-    ctxt.eflags = (ctxt.eflags & ~EFLAGS_MASK) | (flags & EFLAGS_MASK)
+    ctxt.eflags = (eflags & _NOT_EFLAGS_MASK) | (flags & EFLAGS_MASK)
     return X86EMUL_CONTINUE
 
 
@@ -52,10 +54,16 @@ def _add(d: int, s: int, c: int, size: int) -> tuple[int, int]:
     m = MASK[size]
     full = d + s + c
     res = full & m
-    f = szp(res, size) | ((d ^ s ^ res) & AF)
+    # szp(res, size), inlined
+    f = PARITY[res & 0xFF] | ((d ^ s ^ res) & AF)
+    if res == 0:
+        f |= ZF
+    sign = SIGN[size]
+    if res & sign:
+        f |= SF
     if full > m:
         f |= CF
-    if (d ^ res) & (s ^ res) & SIGN[size]:
+    if (d ^ res) & (s ^ res) & sign:
         f |= OF
     return res, f
 
@@ -63,10 +71,16 @@ def _add(d: int, s: int, c: int, size: int) -> tuple[int, int]:
 def _sub(d: int, s: int, c: int, size: int) -> tuple[int, int]:
     m = MASK[size]
     res = (d - s - c) & m
-    f = szp(res, size) | ((d ^ s ^ res) & AF)
+    # szp(res, size), inlined
+    f = PARITY[res & 0xFF] | ((d ^ s ^ res) & AF)
+    if res == 0:
+        f |= ZF
+    sign = SIGN[size]
+    if res & sign:
+        f |= SF
     if d < s + c:
         f |= CF
-    if (d ^ s) & (d ^ res) & SIGN[size]:
+    if (d ^ s) & (d ^ res) & sign:
         f |= OF
     return res, f
 

@@ -279,10 +279,12 @@ def writeback(ctxt: X86EmulateCtxt, op: Operand) -> int:
         write_register_operand(ctxt, op)
     elif t == OP_MEM:
         addr = SegmentedAddress(op.ea, op.seg)
+        nbytes = op.bytes
+        mask = (1 << (nbytes << 3)) - 1
         if ctxt.lock_prefix:
-            return segmented_cmpxchg(ctxt, addr, to_bytes(op.orig_val, op.bytes),
-                                     to_bytes(op.val, op.bytes))
-        return segmented_write(ctxt, addr, to_bytes(op.val, op.bytes))
+            return segmented_cmpxchg(ctxt, addr, (op.orig_val & mask).to_bytes(nbytes, "little"),
+                                     (op.val & mask).to_bytes(nbytes, "little"))
+        return segmented_write(ctxt, addr, (op.val & mask).to_bytes(nbytes, "little"))
     elif t == OP_MEM_STR:
         return segmented_write(ctxt, SegmentedAddress(op.ea, op.seg),
                                bytes(op.data[:op.bytes * op.count]))
