@@ -90,6 +90,16 @@ class FetchCache:
 class X86EmulateCtxt:
     """struct x86_emulate_ctxt: architectural inputs, decode cache, operands, caches."""
 
+    # Fixed attribute set: more than CPython's 30 shared-key attributes would turn the
+    # instance dict into a plain dict and slow every ctxt.<field> access on the hot path.
+    __slots__ = ('ops', 'vcpu', 'features', 'eflags', 'eip', 'mode', 'interruptibility',
+                 'have_exception', 'exception', 'perm_ok', 'tf', 'gpa_available', 'gpa_val',
+                 'opcode_len', 'b', 'intercept', 'op_bytes', 'ad_bytes', 'execute', 'check_perm',
+                 'rip_relative', 'rex_prefix', 'lock_prefix', 'rep_prefix', 'regs_valid',
+                 'regs_dirty', 'modrm', 'modrm_mod', 'modrm_reg', 'modrm_rm', 'modrm_seg',
+                 'seg_override', 'd', '_eip', 'is_branch', 'vex_l', 'vex', 'src', 'src2', 'dst',
+                 'memop', 'memopp', '_regs', 'fetch', 'io_read', 'mem_read')
+
     def __init__(self, ops: X86EmulateOps, vcpu: Any = None,
                  features: EmulatorFeatures | None = None) -> None:
         self.ops = ops
