@@ -35,7 +35,6 @@ _SEG_PREFIX = {0x26: VCPU_SREG_ES, 0x2E: VCPU_SREG_CS, 0x36: VCPU_SREG_SS,
 _SIZE_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: U64}
 _SREG_OP = {OpES: VCPU_SREG_ES, OpCS: VCPU_SREG_CS, OpSS: VCPU_SREG_SS, OpDS: VCPU_SREG_DS,
             OpFS: VCPU_SREG_FS, OpGS: VCPU_SREG_GS}
-_FAILED = -1  # any non-CONTINUE code makes x86_decode_insn fail
 _RARE = NotImpl | Stack | Op3264 | Sse | Mmx | Intercept | CheckPerm | NearBranch | No16
 _VEC = Sse | Mmx
 _CET_RELEVANT = IsBranch | ShadowStack  # is_ibt_instruction needs IsBranch
@@ -408,209 +407,207 @@ def _cet_blocks(ctxt: X86EmulateCtxt) -> bool:
 def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
                     emulation_type: int) -> int:
     """Decode one instruction into ctxt. EMULATION_OK or EMULATION_FAILED."""
+    emul_type = int(emulation_type)
     try:
-        rc = _decode(ctxt, insn, insn_len, int(emulation_type))
-    except _FetchFailed as e:
-        rc = e.rc
-    if rc == X86EMUL_CONTINUE:
+        mode = ctxt.mode
+        memop = ctxt.memop
+        memop.type = OP_NONE
+        ctxt.memopp = None
+        ctxt._eip = ctxt.eip
+        f = ctxt.fetch
+        f.ptr = 0
+        f.end = insn_len
+        ctxt.opcode_len = 1
+        ctxt.intercept = 0
+        if insn_len > 0 and insn is not None:
+            f.data[:insn_len] = insn if len(insn) == insn_len else insn[:insn_len]
+        else:
+            f.end = 0
+            rc = __do_insn_fetch_bytes(ctxt, 1)
+            if rc != X86EMUL_CONTINUE:
+                return _decode_failed(ctxt, rc)
+
+        # 2. default operand/address sizes
+        if mode == X86EMUL_MODE_PROT64:
+            def_op, def_ad = 4, 8
+        elif mode == X86EMUL_MODE_PROT32:
+            def_op = def_ad = 4
+        elif mode == X86EMUL_MODE_PROT16:
+            def_op = def_ad = 2
+        elif mode == X86EMUL_MODE_REAL or mode == X86EMUL_MODE_VM86:
+            cs = ctxt.ops.get_segment(ctxt, VCPU_SREG_CS)
+            def_op = def_ad = 4 if cs is not None and cs[1].d else 2
+        else:
+            return EMULATION_FAILED
+        ctxt.op_bytes, ctxt.ad_bytes = def_op, def_ad
+
+        # 3. legacy prefixes; a legacy prefix after REX cancels the REX
+        op_prefix = has_seg_override = False
+        data = f.data
+        while True:
+            ptr = f.ptr
+            if ptr < f.end:  # insn_fetch(ctxt, 1), inlined
+                b = data[ptr]
+                f.ptr = ptr + 1
+                ctxt._eip += 1
+            else:
+                b = insn_fetch(ctxt, 1)
+            ctxt.b = b
+            kind = _PREFIX_KIND[b]
+            if not kind:
+                break
+            if kind == _PFX_REX:
+                if mode != X86EMUL_MODE_PROT64:
+                    break
+                ctxt.rex_prefix = b
+                continue
+            if kind == _PFX_OP:
+                op_prefix = True
+                ctxt.op_bytes = def_op ^ 6
+            elif kind == _PFX_AD:
+                ctxt.ad_bytes = def_ad ^ (12 if mode == X86EMUL_MODE_PROT64 else 6)
+            elif kind == _PFX_SEG:
+                has_seg_override = True
+                ctxt.seg_override = _SEG_PREFIX[b]
+            elif kind == _PFX_LOCK:
+                ctxt.lock_prefix = 1
+            else:  # F2 / F3
+                ctxt.rep_prefix = b
+            ctxt.rex_prefix = 0
+        ctxt.b = b
+        if ctxt.rex_prefix & 8:
+            ctxt.op_bytes = 8  # REX.W
+
+        # 4. opcode maps
+        if b == 0x0F:
+            ctxt.opcode_len = 2
+            b = ctxt.b = insn_fetch(ctxt, 1)
+            opcode = twobyte_table[b]
+            if b == 0x38:
+                ctxt.opcode_len = 3
+                b = ctxt.b = insn_fetch(ctxt, 1)
+                opcode = opcode_map_0f_38[b]
+        else:
+            opcode = opcode_table[b]
+        d = opcode.flags
+
+        # 5. ModRM; C4/C5 are VEX (not LES/LDS) in 64-bit mode or with mod == 3
+        if d & ModRM:
+            ptr = f.ptr
+            if ptr < f.end:  # insn_fetch(ctxt, 1), inlined
+                ctxt.modrm = data[ptr]
+                f.ptr = ptr + 1
+                ctxt._eip += 1
+            else:
+                ctxt.modrm = insn_fetch(ctxt, 1)
+        if ((b == 0xC4 or b == 0xC5) and ctxt.opcode_len == 1
+                and (mode == X86EMUL_MODE_PROT64 or ctxt.modrm & 0xC0 == 0xC0)):
+            ctxt.d = d
+            if ctxt.features.vex_moves:
+                from .vex import decode_vex
+                vex_op = decode_vex(ctxt, op_prefix)
+                if vex_op is None:
+                    return EMULATION_FAILED
+                opcode, op_prefix = vex_op, False
+                d = ctxt.d
+            else:
+                d = NotImpl  # vex-prefixed instructions are not implemented
+
+        # 6. group mechanisms
+        while d & GroupMask:
+            kind = d & GroupMask
+            modrm = ctxt.modrm
+            if kind == Group:
+                opcode = opcode.u[(modrm >> 3) & 7]
+            elif kind == GroupDual:
+                tbl = opcode.u.mod3 if modrm >> 6 == 3 else opcode.u.mod012
+                opcode = tbl[(modrm >> 3) & 7]
+            elif kind == RMExt:
+                opcode = opcode.u[modrm & 7]
+            elif kind == Prefix:
+                if ctxt.rep_prefix and op_prefix:
+                    ctxt.d = d
+                    return EMULATION_FAILED
+                g = opcode.u
+                if op_prefix:
+                    opcode = g.pfx_66
+                else:
+                    simd = ctxt.rep_prefix
+                    if simd == 0:
+                        opcode = g.pfx_no
+                    elif simd == 0xF2:
+                        opcode = g.pfx_f2
+                    elif simd == 0xF3:
+                        opcode = g.pfx_f3
+                    else:
+                        raise KeyError(simd)
+            elif kind == Escape:
+                esc = opcode.u
+                opcode = esc.high[modrm - 0xC0] if modrm > 0xBF else esc.op[(modrm >> 3) & 7]
+            elif kind == InstrDual:
+                opcode = opcode.u.mod3 if modrm >> 6 == 3 else opcode.u.mod012
+            elif kind == ModeDual:
+                opcode = opcode.u.mode64 if mode == X86EMUL_MODE_PROT64 else opcode.u.mode32
+            d = (d & ~GroupMask) | opcode.flags
+        ctxt.d = d
+
+        # 7. branch accounting, unrecognised, CET
+        ctxt.is_branch = (opcode.flags & IsBranch) != 0
+        if d == 0:
+            return EMULATION_FAILED
+        if d & _CET_RELEVANT and _cet_blocks(ctxt):
+            return EMULATION_FAILED
+        ctxt.execute = opcode.execute
+
+        # 8. a #UD intercept only emulates EmulateOnUD opcodes
+        if emul_type & _EMULTYPE_TRAP_UD and not d & EmulateOnUD:
+            return EMULATION_FAILED
+
+        # 9. rare flags
+        if d & _RARE:
+            ctxt.check_perm = opcode.check_perm
+            ctxt.intercept = opcode.intercept
+            if d & NotImpl:
+                return EMULATION_FAILED
+            if mode == X86EMUL_MODE_PROT64:
+                if ctxt.op_bytes == 4 and d & Stack:
+                    ctxt.op_bytes = 8
+                elif d & NearBranch:
+                    ctxt.op_bytes = 8
+            if d & Op3264:
+                ctxt.op_bytes = 8 if mode == X86EMUL_MODE_PROT64 else 4
+            if d & No16 and ctxt.op_bytes == 2:
+                ctxt.op_bytes = 4
+            if d & Sse:
+                ctxt.op_bytes = 32 if ctxt.vex and ctxt.vex_l else 16
+            elif d & Mmx:
+                ctxt.op_bytes = 8
+
+        # 10. ModRM/SIB or moffs; default segment
+        if d & ModRM:
+            decode_modrm(ctxt, memop)
+            if not has_seg_override:
+                has_seg_override = True
+                ctxt.seg_override = ctxt.modrm_seg
+        elif d & MemAbs:
+            decode_abs(ctxt, memop)
+        if not has_seg_override:
+            ctxt.seg_override = VCPU_SREG_DS
+        memop.seg = ctxt.seg_override
+
+        # 11. operands: src, src2, dst
+        decode_operand(ctxt, ctxt.src, (d >> SrcShift) & OpMask)
+        decode_operand(ctxt, ctxt.src2, (d >> Src2Shift) & OpMask)
+        decode_operand(ctxt, ctxt.dst, (d >> DstShift) & OpMask)
+        if ctxt.rip_relative and ctxt.memopp is not None:
+            ctxt.memopp.ea = address_mask(ctxt, ctxt.memopp.ea + ctxt._eip)
         return EMULATION_OK
+    except _FetchFailed as e:  # insn_fetch's `goto done`
+        return _decode_failed(ctxt, e.rc)
+
+
+def _decode_failed(ctxt: X86EmulateCtxt, rc: int) -> int:
+    """`done:` with rc != X86EMUL_CONTINUE: a fetch fault is the guest's exception."""
     if rc == X86EMUL_PROPAGATE_FAULT:
         ctxt.have_exception = True
     return EMULATION_FAILED
-
-
-def _decode(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int, emul_type: int) -> int:
-    mode = ctxt.mode
-    memop = ctxt.memop
-    memop.type = OP_NONE
-    ctxt.memopp = None
-    ctxt._eip = ctxt.eip
-    f = ctxt.fetch
-    f.ptr = 0
-    f.end = insn_len
-    ctxt.opcode_len = 1
-    ctxt.intercept = 0
-    if insn_len > 0 and insn is not None:
-        f.data[:insn_len] = insn if len(insn) == insn_len else insn[:insn_len]
-    else:
-        f.end = 0
-        rc = __do_insn_fetch_bytes(ctxt, 1)
-        if rc != X86EMUL_CONTINUE:
-            return rc
-
-    # 2. default operand/address sizes
-    if mode == X86EMUL_MODE_PROT64:
-        def_op, def_ad = 4, 8
-    elif mode == X86EMUL_MODE_PROT32:
-        def_op = def_ad = 4
-    elif mode == X86EMUL_MODE_PROT16:
-        def_op = def_ad = 2
-    elif mode == X86EMUL_MODE_REAL or mode == X86EMUL_MODE_VM86:
-        cs = ctxt.ops.get_segment(ctxt, VCPU_SREG_CS)
-        def_op = def_ad = 4 if cs is not None and cs[1].d else 2
-    else:
-        return _FAILED
-    ctxt.op_bytes, ctxt.ad_bytes = def_op, def_ad
-
-    # 3. legacy prefixes; a legacy prefix after REX cancels the REX
-    op_prefix = has_seg_override = False
-    data = f.data
-    while True:
-        ptr = f.ptr
-        if ptr < f.end:  # insn_fetch(ctxt, 1), inlined
-            b = data[ptr]
-            f.ptr = ptr + 1
-            ctxt._eip += 1
-        else:
-            b = insn_fetch(ctxt, 1)
-        ctxt.b = b
-        kind = _PREFIX_KIND[b]
-        if not kind:
-            break
-        if kind == _PFX_REX:
-            if mode != X86EMUL_MODE_PROT64:
-                break
-            ctxt.rex_prefix = b
-            continue
-        if kind == _PFX_OP:
-            op_prefix = True
-            ctxt.op_bytes = def_op ^ 6
-        elif kind == _PFX_AD:
-            ctxt.ad_bytes = def_ad ^ (12 if mode == X86EMUL_MODE_PROT64 else 6)
-        elif kind == _PFX_SEG:
-            has_seg_override = True
-            ctxt.seg_override = _SEG_PREFIX[b]
-        elif kind == _PFX_LOCK:
-            ctxt.lock_prefix = 1
-        else:  # F2 / F3
-            ctxt.rep_prefix = b
-        ctxt.rex_prefix = 0
-    ctxt.b = b
-    if ctxt.rex_prefix & 8:
-        ctxt.op_bytes = 8  # REX.W
-
-    # 4. opcode maps
-    if b == 0x0F:
-        ctxt.opcode_len = 2
-        b = ctxt.b = insn_fetch(ctxt, 1)
-        opcode = twobyte_table[b]
-        if b == 0x38:
-            ctxt.opcode_len = 3
-            b = ctxt.b = insn_fetch(ctxt, 1)
-            opcode = opcode_map_0f_38[b]
-    else:
-        opcode = opcode_table[b]
-    d = opcode.flags
-
-    # 5. ModRM; C4/C5 are VEX (not LES/LDS) in 64-bit mode or with mod == 3
-    if d & ModRM:
-        ptr = f.ptr
-        if ptr < f.end:  # insn_fetch(ctxt, 1), inlined
-            ctxt.modrm = data[ptr]
-            f.ptr = ptr + 1
-            ctxt._eip += 1
-        else:
-            ctxt.modrm = insn_fetch(ctxt, 1)
-    if ((b == 0xC4 or b == 0xC5) and ctxt.opcode_len == 1
-            and (mode == X86EMUL_MODE_PROT64 or ctxt.modrm & 0xC0 == 0xC0)):
-        ctxt.d = d
-        if ctxt.features.vex_moves:
-            from .vex import decode_vex
-            vex_op = decode_vex(ctxt, op_prefix)
-            if vex_op is None:
-                return _FAILED
-            opcode, op_prefix = vex_op, False
-            d = ctxt.d
-        else:
-            d = NotImpl  # vex-prefixed instructions are not implemented
-
-    # 6. group mechanisms
-    while d & GroupMask:
-        kind = d & GroupMask
-        modrm = ctxt.modrm
-        if kind == Group:
-            opcode = opcode.u[(modrm >> 3) & 7]
-        elif kind == GroupDual:
-            tbl = opcode.u.mod3 if modrm >> 6 == 3 else opcode.u.mod012
-            opcode = tbl[(modrm >> 3) & 7]
-        elif kind == RMExt:
-            opcode = opcode.u[modrm & 7]
-        elif kind == Prefix:
-            if ctxt.rep_prefix and op_prefix:
-                ctxt.d = d
-                return _FAILED
-            g = opcode.u
-            if op_prefix:
-                opcode = g.pfx_66
-            else:
-                simd = ctxt.rep_prefix
-                if simd == 0:
-                    opcode = g.pfx_no
-                elif simd == 0xF2:
-                    opcode = g.pfx_f2
-                elif simd == 0xF3:
-                    opcode = g.pfx_f3
-                else:
-                    raise KeyError(simd)
-        elif kind == Escape:
-            esc = opcode.u
-            opcode = esc.high[modrm - 0xC0] if modrm > 0xBF else esc.op[(modrm >> 3) & 7]
-        elif kind == InstrDual:
-            opcode = opcode.u.mod3 if modrm >> 6 == 3 else opcode.u.mod012
-        elif kind == ModeDual:
-            opcode = opcode.u.mode64 if mode == X86EMUL_MODE_PROT64 else opcode.u.mode32
-        d = (d & ~GroupMask) | opcode.flags
-    ctxt.d = d
-
-    # 7. branch accounting, unrecognised, CET
-    oflags = opcode.flags
-    ctxt.is_branch = bool(oflags & IsBranch)
-    if d == 0:
-        return _FAILED
-    if d & _CET_RELEVANT and _cet_blocks(ctxt):
-        return _FAILED
-    ctxt.execute = opcode.execute
-
-    # 8. a #UD intercept only emulates EmulateOnUD opcodes
-    if emul_type & _EMULTYPE_TRAP_UD and not d & EmulateOnUD:
-        return _FAILED
-
-    # 9. rare flags
-    if d & _RARE:
-        ctxt.check_perm = opcode.check_perm
-        ctxt.intercept = opcode.intercept
-        if d & NotImpl:
-            return _FAILED
-        if mode == X86EMUL_MODE_PROT64:
-            if ctxt.op_bytes == 4 and d & Stack:
-                ctxt.op_bytes = 8
-            elif d & NearBranch:
-                ctxt.op_bytes = 8
-        if d & Op3264:
-            ctxt.op_bytes = 8 if mode == X86EMUL_MODE_PROT64 else 4
-        if d & No16 and ctxt.op_bytes == 2:
-            ctxt.op_bytes = 4
-        if d & Sse:
-            ctxt.op_bytes = 32 if ctxt.vex and ctxt.vex_l else 16
-        elif d & Mmx:
-            ctxt.op_bytes = 8
-
-    # 10. ModRM/SIB or moffs; default segment
-    if d & ModRM:
-        decode_modrm(ctxt, memop)
-        if not has_seg_override:
-            has_seg_override = True
-            ctxt.seg_override = ctxt.modrm_seg
-    elif d & MemAbs:
-        decode_abs(ctxt, memop)
-    if not has_seg_override:
-        ctxt.seg_override = VCPU_SREG_DS
-    memop.seg = ctxt.seg_override
-
-    # 11. operands: src, src2, dst
-    decode_operand(ctxt, ctxt.src, (d >> SrcShift) & OpMask)
-    decode_operand(ctxt, ctxt.src2, (d >> Src2Shift) & OpMask)
-    decode_operand(ctxt, ctxt.dst, (d >> DstShift) & OpMask)
-    if ctxt.rip_relative and ctxt.memopp is not None:
-        ctxt.memopp.ea = address_mask(ctxt, ctxt.memopp.ea + ctxt._eip)
-    return X86EMUL_CONTINUE

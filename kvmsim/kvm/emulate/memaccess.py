@@ -103,7 +103,8 @@ def assign_masked(old: int, new: int, mask: int) -> int:
 
 def rsp_increment(ctxt: X86EmulateCtxt, inc: int) -> None:
     old = reg_rmw(ctxt, VCPU_REGS_RSP)
-    reg_write(ctxt, VCPU_REGS_RSP, assign_masked(old, old + inc, stack_mask(ctxt)))
+    mask = U64 if ctxt.mode == X86EMUL_MODE_PROT64 else stack_mask(ctxt)
+    reg_write(ctxt, VCPU_REGS_RSP, (old & ~mask) | ((old + inc) & mask))  # assign_masked
 
 
 def seg_base(ctxt: X86EmulateCtxt, seg: int) -> int:
