@@ -474,7 +474,6 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
             else:  # F2 / F3
                 ctxt.rep_prefix = b
             ctxt.rex_prefix = 0
-        ctxt.b = b
         if ctxt.rex_prefix & 8:
             ctxt.op_bytes = 8  # REX.W
 
