@@ -47,6 +47,8 @@ SEG_IDS = {"cs": U.UC_X86_REG_CS, "ds": U.UC_X86_REG_DS, "es": U.UC_X86_REG_ES, 
 REG_IDS = {**GPR_IDS, **SEG_IDS}
 REG_IDS_32 = {**GPR_IDS_32, **SEG_IDS}
 MSR_EFER = 0xC0000080
+_U64_AT = ctypes.c_uint64.from_address
+_WALK_ADDR52 = 0x000F_FFFF_FFFF_F000
 _UC_EMU_STOP = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p)
 _CR_IDS = {0: U.UC_X86_REG_CR0, 2: U.UC_X86_REG_CR2, 3: U.UC_X86_REG_CR3, 4: U.UC_X86_REG_CR4, 8: U.UC_X86_REG_CR8}
 X86_CR4_OSXSAVE = 1 << 18
@@ -116,10 +118,11 @@ class SiliconVcpu:
         uc = Uc(UC_ARCH_X86, mode)
         self._reg_ids = REG_IDS if mode == UC_MODE_64 else REG_IDS_32
         self._uch = uc._uch
-        ids = [self._reg_ids["rip"], self._reg_ids["cs"], self._reg_ids["rflags"], U.UC_X86_REG_CR0]
-        self._snap_ids = (ctypes.c_int32 * 4)(*ids)
+        ids = [self._reg_ids["rip"], self._reg_ids["cs"], self._reg_ids["rflags"], U.UC_X86_REG_CR0,
+               U.UC_X86_REG_CR3, U.UC_X86_REG_CR4]
+        self._snap_ids = (ctypes.c_int32 * len(ids))(*ids)
         self._snap_vals = [ctypes.c_uint64() for _ in ids]
-        self._snap_ptrs = (ctypes.c_void_p * 4)(*(ctypes.addressof(v) for v in self._snap_vals))
+        self._snap_ptrs = (ctypes.c_void_p * len(ids))(*(ctypes.addressof(v) for v in self._snap_vals))
         for gpa, size, addr in self.memslots.values():
             uc.mem_map_ptr(gpa, size, UC_PROT_ALL, addr)
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
@@ -342,20 +345,20 @@ class SiliconVcpu:
                           db=(raw >> 54) & 1, s=(raw >> 44) & 1, l=(raw >> 53) & 1, g=g, avl=(raw >> 52) & 1)
 
     def _snapshot(self) -> None:
-        """After guest execution: reread RIP, CS, RFLAGS and CR0 in one uc_reg_read_batch (the
+        """After guest execution: reread RIP, CS, RFLAGS, CR0, CR3, CR4 in one uc_reg_read_batch (the
         registers every exit needs), and revalidate the cached mode against them."""
         ids = self._snap_ids
         vals = self._snap_vals
         for v in vals:
             v.value = 0
         uclib.uc_reg_read_batch(self._uch, ids, self._snap_ptrs, len(vals))
-        rip, cs, rflags, cr0 = (v.value for v in vals)
+        rip, cs, rflags, cr0, cr3, cr4 = (v.value for v in vals)
         rc = self._rc
         rc.clear()
         if self._hi:
             rip |= self._hi.get("rip", 0) << 32
             rflags |= self._hi.get("rflags", 0) << 32
-        rc["rip"], rc["cs"], rc["rflags"], rc[0] = rip, cs, rflags, cr0
+        rc["rip"], rc["cs"], rc["rflags"], rc[0], rc[3], rc[4] = rip, cs, rflags, cr0, cr3, cr4
         self._mode_stale = False
         key = (cr0, cs, rflags & event.EFLAGS_VM)
         if key != self._mode_key:
@@ -416,11 +419,45 @@ class SiliconVcpu:
                 return addr + gpa - g
         return 0
 
+    def walk(self, linear: int, write: bool = False, user: bool = False, fetch: bool = False) -> int:
+        """The guest page walk, done in software on every call as the CPU (and KVM's
+        paging_tmpl.h walk_addr_generic) does: raises paging.PageFault.  The common case (4-level paging, every
+        entry present and permitting the access, tables in RAM memslots) reads the entries straight
+        from the memslots' host memory; anything else is left to paging.walk, which decides."""
+        cr0, efer = self.cr(0), self.efer()
+        if cr0 & paging.X86_CR0_PG and efer & paging.EFER_LMA:
+            slots = self.memslots.values()
+            table = self.cr(3) & _WALK_ADDR52
+            allowed_w = allowed_u = True
+            nx = False
+            shift = 39
+            while True:
+                pte = table + ((linear >> shift) & 0x1FF) * 8
+                for g, sz, host in slots:
+                    if g <= pte and pte + 8 <= g + sz:
+                        entry = _U64_AT(host + pte - g).value
+                        break
+                else:
+                    break                              # a table outside RAM: paging.walk reads it
+                if not entry & 1:
+                    break                              # not present: paging.walk raises the #PF
+                allowed_w = allowed_w and entry & 2
+                allowed_u = allowed_u and entry & 4
+                nx = nx or entry >> 63
+                if shift == 12 or entry & 0x80:
+                    if (write and not allowed_w and (user or cr0 & paging.X86_CR0_WP)) or (user and not allowed_u) \
+                            or (fetch and nx and efer & paging.EFER_NX):
+                        break                          # protection fault: paging.walk raises it
+                    size = 1 << shift
+                    return entry & _WALK_ADDR52 & ~(size - 1) | (linear & (size - 1))
+                table = entry & _WALK_ADDR52
+                shift -= 9
+        return paging.walk(self.read_phys, cr0, self.cr(3), self.cr(4), efer, linear, write=write, user=user, fetch=fetch)
+
     def translate(self, linear: int, write: bool = False, fetch: bool = False, user: bool | None = None) -> int:
         """user=None: a user access iff CPL 3; False for the CPU's implicit supervisor accesses
         (GDT/IDT/TSS reads, the ring-0 stack of an event delivery)."""
-        return paging.walk(self.read_phys, self.cr(0), self.cr(3), self.cr(4), self.efer(), linear,
-                           write=write, user=self.cpl() == 3 if user is None else user, fetch=fetch)
+        return self.walk(linear, write, self.cpl() == 3 if user is None else user, fetch)
 
     def read_linear_bytes(self, linear: int, size: int, user: bool | None = None) -> bytes:
         out = bytearray()

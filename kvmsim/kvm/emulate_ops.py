@@ -35,44 +35,6 @@ def _trace_mmio(kind: int, length: int, gpa: int, val: bytes) -> None:
 
 
 _string_at = ctypes.string_at
-_u64_at = ctypes.c_uint64.from_address
-_ADDR52 = 0x000F_FFFF_FFFF_F000
-
-
-def _walk(hw, linear: int, write: bool, user: bool, fetch: bool) -> int:
-    """The emulator's guest page walk (paging_tmpl.h walk_addr_generic), done in software on
-    every call as KVM does: raises paging.PageFault.  The common case (4-level paging, every
-    entry present and permitting the access, tables in RAM memslots) reads the entries straight
-    from the memslots' host memory; anything else is left to paging.walk, which decides."""
-    cr0, efer = hw.cr(0), hw.efer()
-    if cr0 & paging.X86_CR0_PG and efer & paging.EFER_LMA:
-        slots = hw.memslots.values()
-        table = hw.cr(3) & _ADDR52
-        allowed_w = allowed_u = True
-        nx = False
-        shift = 39
-        while True:
-            pte = table + ((linear >> shift) & 0x1FF) * 8
-            for g, sz, host in slots:
-                if g <= pte and pte + 8 <= g + sz:
-                    entry = _u64_at(host + pte - g).value
-                    break
-            else:
-                break                              # a table outside RAM: paging.walk reads it
-            if not entry & 1:
-                break                              # not present: paging.walk raises the #PF
-            allowed_w = allowed_w and entry & 2
-            allowed_u = allowed_u and entry & 4
-            nx = nx or entry >> 63
-            if shift == 12 or entry & 0x80:
-                if (write and not allowed_w and (user or cr0 & paging.X86_CR0_WP)) or (user and not allowed_u) \
-                        or (fetch and nx and efer & paging.EFER_NX):
-                    break                          # protection fault: paging.walk raises it
-                size = 1 << shift
-                return entry & _ADDR52 & ~(size - 1) | (linear & (size - 1))
-            table = entry & _ADDR52
-            shift -= 9
-    return paging.walk(hw.read_phys, cr0, hw.cr(3), hw.cr(4), efer, linear, write=write, user=user, fetch=fetch)
 
 
 class VcpuEmulateOps:
@@ -98,7 +60,7 @@ class VcpuEmulateOps:
     def _gva_to_gpa(self, addr: int, write: bool, fetch: bool, fault: X86Exception | None, system: bool) -> int | None:
         hw = self.hw
         try:
-            return _walk(hw, addr, write, not system and hw.cpl() == 3, fetch)
+            return hw.walk(addr, write, not system and hw.cpl() == 3, fetch)
         except paging.PageFault as pf:
             if fault is not None:
                 fault.vector, fault.error_code_valid = 14, True
@@ -440,7 +402,7 @@ def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fau
         gpa = ctxt.gpa_val
     else:
         try:
-            gpa = _walk(hw, addr, write, hw.cpl() == 3, False)
+            gpa = hw.walk(addr, write, hw.cpl() == 3, False)
         except paging.PageFault as pf:
             fault.vector, fault.error_code_valid, fault.error_code, fault.address = 14, True, pf.error_code, addr
             return X86EMUL_PROPAGATE_FAULT

@@ -6,6 +6,7 @@ Every return to userspace is recorded as a `UserspaceExit` with kvm_run's field 
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 from dataclasses import dataclass, field
@@ -157,26 +158,25 @@ class Vmm:
 
     def _mmio(self, run, rec: UserspaceExit) -> Stop | None:
         m = run.mmio
-        rec.fields = {"phys_addr": m.phys_addr, "len": m.len, "is_write": m.is_write}
-        found = self.mmio.find(m.phys_addr)
+        gpa, length, is_write = m.phys_addr, m.len, m.is_write
+        rec.fields = {"phys_addr": gpa, "len": length, "is_write": is_write}
+        data = m.data                       # one view of run->mmio.data for the whole exit
+        found = self.mmio.find(gpa)
         try:
             if found is None:
-                if not m.is_write:
-                    for i in range(m.len):
-                        m.data[i] = 0xFF
+                if not is_write:
+                    ctypes.memmove(data, b"\xff" * length, length)   # nothing decodes it: reads float high
             else:
                 dev, off = found
-                if m.is_write:
-                    dev.io_write(off, bytes(m.data[: m.len]))
+                if is_write:
+                    dev.io_write(off, bytes(data)[:length])
                 else:
-                    val = dev.io_read(off, m.len)
-                    for i in range(m.len):
-                        m.data[i] = val[i]
+                    ctypes.memmove(data, dev.io_read(off, length), length)
         finally:
-            rec.fields["data"] = bytes(m.data[: m.len]).hex()
+            rec.fields["data"] = bytes(data)[:length].hex()
         if found is None:
             return self._unclaimed("mmio", self.config.unclaimed_mmio,
-                                   f"{'write' if m.is_write else 'read'} at {m.phys_addr:#x} len {m.len}")
+                                   f"{'write' if is_write else 'read'} at {gpa:#x} len {length}")
         return None
 
     def _msr(self, run, rec: UserspaceExit, is_read: bool) -> Stop | None:
