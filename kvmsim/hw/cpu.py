@@ -20,7 +20,7 @@ from unicorn import (UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INTR, UC_
 from unicorn import unicorn_const as UCC
 from unicorn import x86_const as U
 
-from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
+from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import event, paging, quirks
@@ -125,7 +125,13 @@ class SiliconVcpu:
         self._snap_ptrs = (ctypes.c_void_p * len(ids))(*(ctypes.addressof(v) for v in self._snap_vals))
         for gpa, size, addr in self.memslots.values():
             uc.mem_map_ptr(gpa, size, UC_PROT_ALL, addr)
-        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+        # Registered raw (unicorn's Python wrapper adds ~1 us to every MMIO exit); kept alive on self.
+        self._unmapped_cb = HOOK_MEM_INVALID_CFUNC(self._on_unmapped_raw)
+        self._unmapped_hook = uc_hook_h()
+        status = uclib.uc_hook_add(self._uch, ctypes.byref(self._unmapped_hook), UC_HOOK_MEM_UNMAPPED,
+                                   self._unmapped_cb, None, ctypes.c_uint64(1), ctypes.c_uint64(0))
+        if status:
+            raise UcError(status)
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         self.uc = uc
         self._set_scan_hooks([(0, (1 << 64) - 1)])
@@ -790,7 +796,7 @@ class SiliconVcpu:
 
     # ------------------------------------------------------------ unicorn hooks (record only)
 
-    def _on_unmapped(self, uc: Uc, access: int, addr: int, size: int, value: int, _: object) -> bool:
+    def _on_unmapped_raw(self, uch: object, access: int, addr: int, size: int, value: int, _: object) -> bool:
         self._pending = ("mem", access, addr, size)
         return False
 
