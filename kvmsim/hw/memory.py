@@ -1,0 +1,111 @@
+"""Guest memory as the CPU reaches it: memslots, the guest page walk, linear accesses."""
+
+from __future__ import annotations
+
+import ctypes
+
+from unicorn import UC_PROT_ALL, UcError
+
+
+from kvmsim.hw import event, paging
+from kvmsim.hw.vmcs import Vector
+
+
+_U64_AT = ctypes.c_uint64.from_address
+_WALK_ADDR52 = 0x000F_FFFF_FFFF_F000
+
+
+class GuestMemory:
+    """Mixin of SiliconVcpu: RAM behind memslots and the guest's own paging."""
+
+    def map_memslot(self, slot: int, gpa: int, size: int, host_addr: int) -> None:
+        self.memslots[slot] = (gpa, size, host_addr)
+        if self.uc is not None:
+            self.uc.mem_map_ptr(gpa, size, UC_PROT_ALL, host_addr)
+
+    def gpa_is_ram(self, gpa: int) -> bool:
+        return any(g <= gpa < g + s for g, s, _ in self.memslots.values())
+
+    def read_phys(self, gpa: int, size: int) -> int:
+        """Guest-physical RAM straight from the memslot's host memory (unicorn's mem_read costs ~4 us)."""
+        for g, sz, addr in self.memslots.values():
+            if g <= gpa and gpa + size <= g + sz:
+                return int.from_bytes(ctypes.string_at(addr + gpa - g, size), "little")
+        return int.from_bytes(self.uc.mem_read(gpa, size), "little")
+
+    def _host(self, gpa: int, size: int) -> int:
+        """Host address of guest RAM [gpa, gpa + size), or 0 if it is not all in one memslot."""
+        for g, sz, addr in self.memslots.values():
+            if g <= gpa and gpa + size <= g + sz:
+                return addr + gpa - g
+        return 0
+
+    def walk(self, linear: int, write: bool = False, user: bool = False, fetch: bool = False) -> int:
+        """The guest page walk, done in software on every call as the CPU (and KVM's
+        paging_tmpl.h walk_addr_generic) does: raises paging.PageFault.  The common case (4-level paging, every
+        entry present and permitting the access, tables in RAM memslots) reads the entries straight
+        from the memslots' host memory; anything else is left to paging.walk, which decides."""
+        cr0, efer = self.cr(0), self.efer()
+        if cr0 & paging.X86_CR0_PG and efer & paging.EFER_LMA:
+            slots = self.memslots.values()
+            table = self.cr(3) & _WALK_ADDR52
+            allowed_w = allowed_u = True
+            nx = False
+            shift = 39
+            while True:
+                pte = table + ((linear >> shift) & 0x1FF) * 8
+                for g, sz, host in slots:
+                    if g <= pte and pte + 8 <= g + sz:
+                        entry = _U64_AT(host + pte - g).value
+                        break
+                else:
+                    break                              # a table outside RAM: paging.walk reads it
+                if not entry & 1:
+                    break                              # not present: paging.walk raises the #PF
+                allowed_w = allowed_w and entry & 2
+                allowed_u = allowed_u and entry & 4
+                nx = nx or entry >> 63
+                if shift == 12 or entry & 0x80:
+                    if (write and not allowed_w and (user or cr0 & paging.X86_CR0_WP)) or (user and not allowed_u) \
+                            or (fetch and nx and efer & paging.EFER_NX):
+                        break                          # protection fault: paging.walk raises it
+                    size = 1 << shift
+                    return entry & _WALK_ADDR52 & ~(size - 1) | (linear & (size - 1))
+                table = entry & _WALK_ADDR52
+                shift -= 9
+        return paging.walk(self.read_phys, cr0, self.cr(3), self.cr(4), efer, linear, write=write, user=user, fetch=fetch)
+
+    def translate(self, linear: int, write: bool = False, fetch: bool = False, user: bool | None = None) -> int:
+        """user=None: a user access iff CPL 3; False for the CPU's implicit supervisor accesses
+        (GDT/IDT/TSS reads, the ring-0 stack of an event delivery)."""
+        return self.walk(linear, write, self.cpl() == 3 if user is None else user, fetch)
+
+    def read_linear_bytes(self, linear: int, size: int, user: bool | None = None) -> bytes:
+        out = bytearray()
+        while size:
+            chunk = min(size, 0x1000 - (linear & 0xFFF))
+            gpa = self.translate(linear, user=user)
+            out += (ctypes.string_at(self._host(gpa, chunk), chunk) if self._host(gpa, chunk)
+                    else self.uc.mem_read(gpa, chunk))
+            linear, size = linear + chunk, size - chunk
+        return bytes(out)
+
+    def read_linear(self, addr: int, size: int, user: bool | None = None) -> int:
+        try:
+            return int.from_bytes(self.read_linear_bytes(addr, size, user), "little")
+        except paging.PageFault as pf:
+            raise event.DeliveryFault(Vector.PF, pf.error_code) from None
+        except UcError:
+            raise event.DeliveryFault(Vector.GP, 0) from None
+
+    def write_linear(self, addr: int, size: int, value: int, user: bool | None = None) -> None:
+        data = value.to_bytes(size, "little")
+        try:
+            while data:
+                chunk = min(len(data), 0x1000 - (addr & 0xFFF))
+                self.uc.mem_write(self.translate(addr, write=True, user=user), data[:chunk])
+                addr, data = addr + chunk, data[chunk:]
+        except paging.PageFault as pf:
+            raise event.DeliveryFault(Vector.PF, pf.error_code) from None
+        except UcError:
+            raise event.DeliveryFault(Vector.GP, 0) from None
