@@ -48,6 +48,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         self.uc: Uc | None = None
         self.vmcs = Vmcs()
         self.memslots: dict[int, tuple[int, int, int]] = {}   # slot -> (gpa, size, host address)
+        self._slot_list: list[tuple[int, int, int]] = []
         self._pending_regs: KvmRegs | None = None
         self._pending_sregs: KvmSregs | None = None
         self.seg_cache: dict[str, KvmSegment] = {}
@@ -130,11 +131,9 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
             self._pending = None
             rip = self.reg("rip")
             start = rip if self._mode == "long64" and not self._mode_stale else self.linear_rip()
-            err: UcError | None = None
+            status = 0   # uc_err; an UcError object is built only if we report it
             if start not in self._exits:
                 status = uclib.uc_emu_start(self._uch, rip, 1 << 63, 0, self.host_nmi_every or 0)
-                if status:
-                    err = UcError(status)
                 self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
             if self._rescan:
                 self._rescan = False
@@ -143,8 +142,8 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
                 if self._handle_pending():
                     return
                 continue
-            if err is not None:
-                if err.errno == UCC.UC_ERR_INSN_INVALID:
+            if status:
+                if status == UCC.UC_ERR_INSN_INVALID:
                     # Unicorn cannot translate some exiting instructions (VMREAD, VMWRITE), so the
                     # block scanner never saw them; the CPU exits on them before any #UD.
                     dec = self._exits.get(self.linear_rip()) or self._scan_invalid_insn()
@@ -157,7 +156,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
                     if self._exception(Vector.UD, None):
                         return
                     continue
-                raise KvmSimBug(f"unicorn stopped with {err} at rip {self.reg('rip'):#x}")
+                raise KvmSimBug(f"unicorn stopped with {UcError(status)} at rip {self.reg('rip'):#x}")
             here = self.linear_rip()
             dec = self._exits.get(here)
             if dec is not None:

@@ -20,6 +20,7 @@ class GuestMemory:
 
     def map_memslot(self, slot: int, gpa: int, size: int, host_addr: int) -> None:
         self.memslots[slot] = (gpa, size, host_addr)
+        self._slot_list = list(self.memslots.values())   # what the page walk scans
         if self.uc is not None:
             self.uc.mem_map_ptr(gpa, size, UC_PROT_ALL, host_addr)
 
@@ -47,7 +48,7 @@ class GuestMemory:
         from the memslots' host memory; anything else is left to paging.walk, which decides."""
         cr0, efer = self.cr(0), self.efer()
         if cr0 & paging.X86_CR0_PG and efer & paging.EFER_LMA:
-            slots = self.memslots.values()
+            slots = self._slot_list
             table = self.cr(3) & _WALK_ADDR52
             allowed_w = allowed_u = True
             nx = False

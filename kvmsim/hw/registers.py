@@ -244,12 +244,13 @@ class CpuState:
     def _snapshot(self) -> None:
         """After guest execution: reread RIP, CS, RFLAGS, CR0, CR3, CR4 in one uc_reg_read_batch (the
         registers every exit needs), and revalidate the cached mode against them."""
-        ids = self._snap_ids
         vals = self._snap_vals
-        for v in vals:
-            v.value = 0
-        uclib.uc_reg_read_batch(self._uch, ids, self._snap_ptrs, len(vals))
-        rip, cs, rflags, cr0, cr3, cr4 = (v.value for v in vals)
+        if self._reg_ids is not REG_IDS:   # the 32-bit CPU writes 4 bytes: clear the rest first
+            for v in vals:
+                v.value = 0
+        uclib.uc_reg_read_batch(self._uch, self._snap_ids, self._snap_ptrs, 6)
+        rip, cs, rflags, cr0, cr3, cr4 = (vals[0].value, vals[1].value, vals[2].value, vals[3].value,
+                                          vals[4].value, vals[5].value)
         rc = self._rc
         rc.clear()
         if self._hi:
@@ -286,7 +287,7 @@ class CpuState:
         return "prot32" if cs.db else "prot16"
 
     def cpl(self) -> int:
-        return 0 if self.mode() == "real" else self.segment("cs").selector & 3
+        return 0 if self.mode() == "real" else self.reg("cs") & 3   # CS.RPL is the CPL in protected mode
 
     def seg_base(self, name: str) -> int:
         return self.segment(name).base
