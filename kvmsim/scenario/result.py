@@ -16,7 +16,6 @@ HEX_FIELDS = frozenset({"port", "phys_addr", "index", "gpa", "nr", "hardware_exi
                         "hardware_entry_failure_reason", "exception", "error_code", "flags"})
 
 
-@dataclass
 class UserspaceExit:
     """One return from KVM_RUN to userspace.
 
@@ -31,8 +30,27 @@ class UserspaceExit:
       FAIL_ENTRY     hardware_entry_failure_reason, cpu
     """
 
+    # A plain slots class (one is built per return to userspace): the dataclass's constructor, equality
+    # and repr, without its per-instance dict and default_factory call.
+    __slots__ = ("reason", "fields")
+    __match_args__ = ("reason", "fields")
+
     reason: str
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any]
+
+    def __init__(self, reason: str, fields: dict[str, Any] | None = None) -> None:
+        self.reason = reason
+        self.fields = {} if fields is None else fields
+
+    def __repr__(self) -> str:
+        return f"UserspaceExit(reason={self.reason!r}, fields={self.fields!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.reason, self.fields) == (other.reason, other.fields)  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]   # mutable, like the dataclass (eq=True)
 
     @property
     def kname(self) -> str:

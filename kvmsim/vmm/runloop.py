@@ -19,6 +19,9 @@ from kvmsim.vmm.devices.simple import GuestExit
 
 EINTR, EAGAIN = 4, 11
 _EXIT_NAMES = {int(e): e.name for e in KvmExit}
+(_IO, _MMIO, _X86_RDMSR, _X86_WRMSR, _HLT, _SHUTDOWN, _INTERNAL_ERROR, _FAIL_ENTRY, _EXCEPTION, _INTR) = (
+    int(e) for e in (KvmExit.IO, KvmExit.MMIO, KvmExit.X86_RDMSR, KvmExit.X86_WRMSR, KvmExit.HLT, KvmExit.SHUTDOWN,
+                     KvmExit.INTERNAL_ERROR, KvmExit.FAIL_ENTRY, KvmExit.EXCEPTION, KvmExit.INTR))
 Policy = str  # "ignore" | "log" | "stop"  (kvmtool: ignore, --debug-ioport/--debug-mmio log)
 
 
@@ -98,35 +101,34 @@ class Vmm:
 
     def _dispatch(self, run) -> Stop | None:
         reason = run.exit_reason
-        name = _EXIT_NAMES.get(reason) or f"UNKNOWN_{reason}"
-        rec = UserspaceExit(name)
+        rec = UserspaceExit(_EXIT_NAMES.get(reason) or f"UNKNOWN_{reason}")
         self.exits.append(rec)
         try:
-            match reason:
-                case KvmExit.IO:
-                    return self._io(run, rec)
-                case KvmExit.MMIO:
-                    return self._mmio(run, rec)
-                case KvmExit.X86_RDMSR | KvmExit.X86_WRMSR:
-                    return self._msr(run, rec, reason == KvmExit.X86_RDMSR)
-                case KvmExit.HLT:
-                    return Stop("hlt")
-                case KvmExit.SHUTDOWN:
-                    return Stop("shutdown")
-                case KvmExit.INTERNAL_ERROR:
-                    return self._internal(run, rec)
-                case KvmExit.FAIL_ENTRY:
-                    rec.fields = {"hardware_entry_failure_reason": run.fail_entry.hardware_entry_failure_reason,
-                                  "cpu": run.fail_entry.cpu}
-                    return Stop("fail-entry", code=run.fail_entry.hardware_entry_failure_reason)
-                case KvmExit.EXCEPTION:
-                    rec.fields = {"exception": run.ex.exception, "error_code": run.ex.error_code}
-                    return Stop("exception", code=run.ex.exception)
-                case KvmExit.INTR:
-                    self.exits.pop()
-                    return None
-                case _:
-                    return Stop("unknown-exit", code=reason, detail=f"unhandled {rec.kname}")
+            # Plain-int comparisons, most frequent first (a `match` on the IntEnum members costs
+            # an enum attribute lookup per case).
+            if reason == _MMIO:
+                return self._mmio(run, rec)
+            if reason == _IO:
+                return self._io(run, rec)
+            if reason == _X86_RDMSR or reason == _X86_WRMSR:
+                return self._msr(run, rec, reason == _X86_RDMSR)
+            if reason == _HLT:
+                return Stop("hlt")
+            if reason == _SHUTDOWN:
+                return Stop("shutdown")
+            if reason == _INTERNAL_ERROR:
+                return self._internal(run, rec)
+            if reason == _FAIL_ENTRY:
+                rec.fields = {"hardware_entry_failure_reason": run.fail_entry.hardware_entry_failure_reason,
+                              "cpu": run.fail_entry.cpu}
+                return Stop("fail-entry", code=run.fail_entry.hardware_entry_failure_reason)
+            if reason == _EXCEPTION:
+                rec.fields = {"exception": run.ex.exception, "error_code": run.ex.error_code}
+                return Stop("exception", code=run.ex.exception)
+            if reason == _INTR:
+                self.exits.pop()
+                return None
+            return Stop("unknown-exit", code=reason, detail=f"unhandled {rec.kname}")
         except GuestExit as e:
             return Stop("debug-exit", code=e.code)
 
@@ -159,7 +161,7 @@ class Vmm:
     def _mmio(self, run, rec: UserspaceExit) -> Stop | None:
         m = run.mmio
         gpa, length, is_write = m.phys_addr, m.len, m.is_write
-        rec.fields = {"phys_addr": gpa, "len": length, "is_write": is_write}
+        fields = rec.fields = {"phys_addr": gpa, "len": length, "is_write": is_write}
         data = m.data                       # one view of run->mmio.data for the whole exit
         found = self.mmio.find(gpa)
         try:
@@ -173,7 +175,7 @@ class Vmm:
                 else:
                     ctypes.memmove(data, dev.io_read(off, length), length)
         finally:
-            rec.fields["data"] = bytes(data)[:length].hex()
+            fields["data"] = bytes(data)[:length].hex()
         if found is None:
             return self._unclaimed("mmio", self.config.unclaimed_mmio,
                                    f"{'write' if is_write else 'read'} at {gpa:#x} len {length}")
