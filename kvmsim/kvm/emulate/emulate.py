@@ -10,14 +10,15 @@ REP with rCX == 0; 4 operand reads through segmented_read; 5 intercept POST_MEMA
 from __future__ import annotations
 
 from .codes import (EMULATION_FAILED, EMULATION_INTERCEPTED, EMULATION_OK, EMULATION_RESTART,
-                    OP_MEM, OP_MM, OP_NONE, PF_VECTOR, PFERR_WRITE_MASK, REPE_PREFIX,
+                    OP_MEM, OP_MM, OP_NONE, OP_REG, PF_VECTOR, PFERR_WRITE_MASK, REPE_PREFIX,
                     REPNE_PREFIX, VCPU_REGS_RAX, VCPU_REGS_RCX, VCPU_REGS_RDI,
                     VCPU_REGS_RSI, X86_CR0_EM, X86_CR0_TS, X86_CR4_OSFXSR, X86_CR4_OSXSAVE,
                     X86_EFLAGS_CF, X86_EFLAGS_DF, X86_EFLAGS_OF, X86_EFLAGS_RF,
                     X86_EFLAGS_ZF, X86EMUL_CONTINUE, X86EMUL_INTERCEPTED,
                     X86EMUL_MODE_PROT16, X86EMUL_MODE_PROT64, X86EMUL_PROPAGATE_FAULT,
                     X86EMUL_UNHANDLEABLE)
-from .ctxt import X86EmulateCtxt, reg_read, reg_write, writeback_registers
+from .ctxt import (X86EmulateCtxt, reg_read, reg_write, write_register_operand,
+                   writeback_registers)
 from .em_basic import em_xchg
 from .em_branch import emulate_int
 from .fastop import fastop, test_cc
@@ -194,9 +195,12 @@ def x86_emulate_insn(ctxt: X86EmulateCtxt, check_intercepts: bool = False) -> in
         if rc != X86EMUL_CONTINUE:
             return _done(ctxt, rc)
     if not d & NoWrite:
-        rc = writeback(ctxt, dst)
-        if rc != X86EMUL_CONTINUE:
-            return _done(ctxt, rc)
+        if dst.type == OP_REG:  # writeback() of a register destination, inlined
+            write_register_operand(ctxt, dst)
+        else:
+            rc = writeback(ctxt, dst)
+            if rc != X86EMUL_CONTINUE:
+                return _done(ctxt, rc)
     dst.type = saved_dst_type  # the decode may be reused by a string restart
     # 9-10. string pointers, REP accounting
     if d & String or (d & SrcMask) == SrcSI or (d & DstMask) == DstDI:
@@ -205,7 +209,16 @@ def x86_emulate_insn(ctxt: X86EmulateCtxt, check_intercepts: bool = False) -> in
             return rc
     # 11. commit
     ctxt.eip = ctxt._eip if ctxt.mode == X86EMUL_MODE_PROT64 else ctxt._eip & 0xFFFFFFFF
-    writeback_registers(ctxt)
+    # writeback_registers, inlined
+    dirty = ctxt.regs_dirty
+    if dirty:
+        write_gpr, regs = ctxt.ops.write_gpr, ctxt._regs
+        reg = 0
+        while dirty:
+            if dirty & 1:
+                write_gpr(ctxt, reg, regs[reg])
+            dirty >>= 1
+            reg += 1
     return EMULATION_OK
 
 

@@ -130,26 +130,34 @@ def __linearize(ctxt: X86EmulateCtxt, addr: SegmentedAddress, size: int, mode: i
                 flags: int) -> tuple[int, int, int]:
     """Segment + canonical checks. Returns (rc, linear, max_size)."""
     seg = addr.seg
+    ctxt_mode = ctxt.mode
+    ops = ctxt.ops
     # seg_base, inlined
-    if ctxt.mode == X86EMUL_MODE_PROT64 and seg < VCPU_SREG_FS:
+    if ctxt_mode == X86EMUL_MODE_PROT64 and seg < VCPU_SREG_FS:
         la = addr.ea & U64
     else:
-        la = (ctxt.ops.get_cached_segment_base(ctxt, seg) + addr.ea) & U64
+        la = (ops.get_cached_segment_base(ctxt, seg) + addr.ea) & U64
     if mode == X86EMUL_MODE_PROT64:
-        ops = ctxt.ops
         la = ops.get_untagged_addr(ctxt, la, flags) & U64
+        # ctxt_virt_addr_bits + __is_canonical_address, inlined
         if ops.get_cr(ctxt, 4) & X86_CR4_LA57:
-            va_bits = 57
+            sign = la >> 56
+            if sign != 0 and sign != 0xFF:
+                return _bad(ctxt, addr), la, 0
+            max_size = ((1 << 57) - la) & U64
         else:
-            va_bits = 48
-        sign = la >> (va_bits - 1)
-        if sign != 0 and sign != (1 << (65 - va_bits)) - 1:
-            return _bad(ctxt, addr), la, 0
-        max_size = ((1 << va_bits) - la) & U64
+            sign = la >> 47
+            if sign != 0 and sign != 0x1FFFF:
+                return _bad(ctxt, addr), la, 0
+            max_size = ((1 << 48) - la) & U64
         if max_size > 0xFFFFFFFF:
             max_size = 0xFFFFFFFF
         if size > max_size:
             return _bad(ctxt, addr), la, 0
+        # insn_alignment() is 1 below 16 bytes
+        if size >= 16 and la & (insn_alignment(ctxt, size) - 1):
+            return emulate_gp(ctxt, 0), la, 0
+        return X86EMUL_CONTINUE, la, max_size
     else:
         la &= 0xFFFFFFFF
         seg = ctxt.ops.get_segment(ctxt, addr.seg)
@@ -217,7 +225,7 @@ def read_emulated(ctxt: X86EmulateCtxt, addr: int, size: int) -> tuple[int, byte
 
 def segmented_read(ctxt: X86EmulateCtxt, addr: SegmentedAddress, size: int) -> tuple[int, int]:
     """linearize + read_emulated; returns (rc, little-endian value)."""
-    rc, la = linearize(ctxt, addr, size, False)
+    rc, la, _ = __linearize(ctxt, addr, size, ctxt.mode, 0)  # linearize(..., false), inlined
     if rc != X86EMUL_CONTINUE:
         return rc, 0
     rc, data = read_emulated(ctxt, la, size)
