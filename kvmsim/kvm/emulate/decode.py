@@ -595,9 +595,22 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
         memop.seg = ctxt.seg_override
 
         # 11. operands: src, src2, dst
-        decode_operand(ctxt, ctxt.src, (d >> SrcShift) & OpMask)
-        decode_operand(ctxt, ctxt.src2, (d >> Src2Shift) & OpMask)
-        decode_operand(ctxt, ctxt.dst, (d >> DstShift) & OpMask)
+        # (OpNone needs no decode_operand call: it only sets OP_NONE)
+        code = (d >> SrcShift) & OpMask
+        if code:
+            decode_operand(ctxt, ctxt.src, code)
+        else:
+            ctxt.src.type = OP_NONE
+        code = (d >> Src2Shift) & OpMask
+        if code:
+            decode_operand(ctxt, ctxt.src2, code)
+        else:
+            ctxt.src2.type = OP_NONE
+        code = (d >> DstShift) & OpMask
+        if code:
+            decode_operand(ctxt, ctxt.dst, code)
+        else:
+            ctxt.dst.type = OP_NONE
         if ctxt.rip_relative and ctxt.memopp is not None:
             ctxt.memopp.ea = address_mask(ctxt, ctxt.memopp.ea + ctxt._eip)
         return EMULATION_OK

@@ -14,7 +14,7 @@ from .codes import (EMULATION_FAILED, EMULATION_INTERCEPTED, EMULATION_OK, EMULA
                     REPNE_PREFIX, VCPU_REGS_RAX, VCPU_REGS_RCX, VCPU_REGS_RDI,
                     VCPU_REGS_RSI, X86_CR0_EM, X86_CR0_TS, X86_CR4_OSFXSR, X86_CR4_OSXSAVE,
                     X86_EFLAGS_CF, X86_EFLAGS_DF, X86_EFLAGS_OF, X86_EFLAGS_RF,
-                    X86_EFLAGS_ZF, X86EMUL_CONTINUE, X86EMUL_INTERCEPTED,
+                    X86_EFLAGS_ZF, X86EMUL_CONTINUE, X86EMUL_INTERCEPTED, X86EMUL_IO_NEEDED,
                     X86EMUL_MODE_PROT16, X86EMUL_MODE_PROT64, X86EMUL_PROPAGATE_FAULT,
                     X86EMUL_UNHANDLEABLE)
 from .ctxt import (X86EmulateCtxt, reg_read, reg_write, write_register_operand,
@@ -144,6 +144,8 @@ def x86_emulate_insn(ctxt: X86EmulateCtxt, check_intercepts: bool = False) -> in
         rc, val = segmented_read(ctxt, SegmentedAddress(src.ea, src.seg), src.bytes)
         src.val = val
         if rc != X86EMUL_CONTINUE:
+            if rc == X86EMUL_IO_NEEDED:
+                return EMULATION_OK  # _done(): userspace completes the read, nothing to commit
             return _done(ctxt, rc)
         src.orig_val = val
     src2 = ctxt.src2
