@@ -35,6 +35,18 @@ def _trace_mmio(kind: int, length: int, gpa: int, val: bytes) -> None:
 
 
 _string_at = ctypes.string_at
+_GPR_NAMES = tuple(GPR_NAMES)
+_KVM_EXIT_MMIO = int(KvmExit.MMIO)
+
+
+def run_mmio(vcpu: KvmVcpu):
+    """vcpu->run->mmio, bound once per vCPU (each `run.mmio` builds two ctypes views)."""
+    ctxt = vcpu.arch.emulate_ctxt
+    if ctxt is not None:
+        ops = ctxt.ops
+        if ops.__class__ is VcpuEmulateOps:
+            return ops.run_mmio
+    return vcpu.run.mmio
 
 
 class VcpuEmulateOps:
@@ -44,6 +56,7 @@ class VcpuEmulateOps:
         self.vcpu = vcpu
         self.hw = vcpu.hw
         self.dr = {6: 0xFFFF0FF0, 7: 0x400}
+        self.run_mmio = vcpu.run.mmio   # run->mmio, bound once (a ctypes sub-structure view)
 
     # ------------------------------------------------------------ registers
     def vm_bugged(self, ctxt) -> None:
@@ -51,10 +64,10 @@ class VcpuEmulateOps:
         raise KvmSimBug("KVM_EMULATOR_BUG_ON")
 
     def read_gpr(self, ctxt, reg: int) -> int:
-        return self.hw.reg(GPR_NAMES[reg])
+        return self.hw.reg(_GPR_NAMES[reg])
 
     def write_gpr(self, ctxt, reg: int, val: int) -> None:
-        self.hw.set_reg(GPR_NAMES[reg], val)
+        self.hw.set_reg(_GPR_NAMES[reg], val)
 
     # ------------------------------------------------------------ guest memory (linear)
     def _gva_to_gpa(self, addr: int, write: bool, fetch: bool, fault: X86Exception | None, system: bool) -> int | None:
@@ -398,7 +411,9 @@ def vcpu_mmio_rw(vcpu: KvmVcpu, gpa: int, n: int, val, write: bool) -> int:
 
 def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fault, write: bool) -> int:
     hw = vcpu.hw
-    if ctxt.gpa_available and emulator_can_use_gpa(ctxt) and (addr & 0xFFF) == (ctxt.gpa_val & 0xFFF):
+    # emulator_can_use_gpa inline: no REP string, no two-memory-operand instruction.
+    if (ctxt.gpa_available and not (ctxt.rep_prefix and ctxt.d & String) and not ctxt.d & TwoMemOp
+            and (addr & 0xFFF) == (ctxt.gpa_val & 0xFFF)):
         gpa = ctxt.gpa_val
     else:
         try:
@@ -406,7 +421,17 @@ def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fau
         except paging.PageFault as pf:
             fault.vector, fault.error_code_valid, fault.error_code, fault.address = 14, True, pf.error_code, addr
             return X86EMUL_PROPAGATE_FAULT
-    if not vcpu_is_mmio_gpa(vcpu, gpa):
+    # vcpu_is_mmio_gpa inline: the APIC page, or no memslot (not gpa_is_ram).
+    if (gpa & ~0xFFF) == APIC_DEFAULT_PHYS_BASE:
+        is_mmio = True
+    else:
+        for g, sz, _ in hw.memslots.values():
+            if g <= gpa < g + sz:
+                is_mmio = False
+                break
+        else:
+            is_mmio = True
+    if not is_mmio:
         try:
             if write:
                 hw.uc.mem_write(gpa, bytes(val[:n]))
@@ -417,7 +442,7 @@ def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fau
             pass
     if write and PROBES.enabled:
         _trace_mmio(2, n, gpa, bytes(val[:n]))
-    handled = vcpu_mmio_rw(vcpu, gpa, n, val, write)
+    handled = vcpu_mmio_rw(vcpu, gpa, n, val, write) if vcpu.kvm.buses["KVM_MMIO_BUS"].ranges else 0
     if handled == n:
         return X86EMUL_CONTINUE
     # frag->data = val + handled: a view into the emulator's read cache slot (or the write's copy).
@@ -450,18 +475,18 @@ def emulator_read_write(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fault, writ
     if not vcpu.mmio_nr_fragments:                                          # 5
         return rc
     frag = vcpu.mmio_fragments[0]                                           # 6
-    run = vcpu.run
-    mmio = run.mmio
+    mmio = ctxt.ops.run_mmio if ctxt.ops.__class__ is VcpuEmulateOps else vcpu.run.mmio
     vcpu.mmio_needed = True
     vcpu.mmio_cur_fragment = 0
-    mmio.len = min(8, frag.len)
-    mmio.is_write = int(write)
+    flen = frag.len
+    mmio.len = n = 8 if flen > 8 else flen
+    mmio.is_write = 1 if write else 0
     vcpu.mmio_is_write = write
-    run.exit_reason = KvmExit.MMIO
+    vcpu.run.exit_reason = _KVM_EXIT_MMIO
     mmio.phys_addr = frag.gpa
     if write:                                                               # write_exit_mmio
         data = mmio.data
-        for i, b in enumerate(frag.data[frag.offset:frag.offset + mmio.len]):
+        for i, b in enumerate(frag.data[frag.offset:frag.offset + n]):
             data[i] = b
         return X86EMUL_CONTINUE
     if PROBES.enabled:                                                      # read_exit_mmio

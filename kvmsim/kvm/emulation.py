@@ -24,7 +24,7 @@ from kvmsim.kvm.emulate.ctxt import EmulatorFeatures, X86EmulateCtxt, emulator_w
     init_decode_cache, emulator_invalidate_register_cache
 from kvmsim.kvm.emulate.decode import x86_decode_insn
 from kvmsim.kvm.emulate.emulate import x86_emulate_insn
-from kvmsim.kvm.emulate_ops import VcpuEmulateOps
+from kvmsim.kvm.emulate_ops import VcpuEmulateOps, run_mmio
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KvmExit
@@ -37,7 +37,9 @@ __all__ = ["EMULTYPE_NO_DECODE", "EMULTYPE_PF", "EMULTYPE_SKIP", "EMULTYPE_VMWAR
  EMULTYPE_COMPLETE_USER_EXIT) = (int(f) for f in (EMULTYPE_NO_DECODE, EMULTYPE_TRAP_UD, EMULTYPE_SKIP,
                                                    EMULTYPE_TRAP_UD_FORCED, EMULTYPE_VMWARE_GP, EMULTYPE_PF,
                                                    EMULTYPE_COMPLETE_USER_EXIT))
+_KVM_EXIT_MMIO = int(KvmExit.MMIO)
 KVM_EMULATE_PREFIX = bytes([0x0F, 0x0B, 0x6B, 0x76, 0x6D])   # ud2; "kvm"
+_EFLAGS_TF = x86.EFLAGS_TF
 _MODES = {"real": X86EMUL_MODE_REAL, "vm86": X86EMUL_MODE_VM86, "prot16": X86EMUL_MODE_PROT16,
           "prot32": X86EMUL_MODE_PROT32, "compat": X86EMUL_MODE_PROT32, "long64": X86EMUL_MODE_PROT64}
 _MODE_NAMES = {X86EMUL_MODE_REAL: "real", X86EMUL_MODE_VM86: "vm16", X86EMUL_MODE_PROT16: "prot16",
@@ -59,16 +61,20 @@ def emulate_ctxt(vcpu: KvmVcpu) -> X86EmulateCtxt:
 
 
 def init_emulate_ctxt(vcpu: KvmVcpu) -> X86EmulateCtxt:
-    ctxt = emulate_ctxt(vcpu)
+    ctxt = vcpu.arch.emulate_ctxt
+    if ctxt is None:
+        ctxt = emulate_ctxt(vcpu)
     hw = vcpu.hw
-    ctxt.eflags = hw.reg("rflags")
-    ctxt.tf = bool(ctxt.eflags & x86.EFLAGS_TF)
-    ctxt.eip = hw.reg("rip")
+    reg = hw.reg
+    ctxt.eflags = eflags = reg("rflags")
+    ctxt.tf = (eflags & _EFLAGS_TF) != 0
+    ctxt.eip = reg("rip")
     ctxt.mode = _MODES[hw.mode()]
     ctxt.interruptibility = 0
     ctxt.have_exception = False
-    ctxt.exception.vector = -1
-    ctxt.exception.error_code_valid = False
+    exc = ctxt.exception
+    exc.vector = -1
+    exc.error_code_valid = False
     ctxt.perm_ok = False
     init_decode_cache(ctxt)
     vcpu.arch.emulate_regs_need_sync_from_vcpu = False
@@ -96,14 +102,18 @@ def _trace_emulate_insn(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, failed: bool) -> No
 def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
                             insn: bytes | None = None, insn_len: int = 0) -> int:
     """Reference §6.3, steps numbered there."""
-    emulation_type = int(emulation_type)
+    if emulation_type.__class__ is not int:
+        emulation_type = int(emulation_type)
     vcpu.stat.emulation_by_type[emulation_type] += 1
-    ctxt = emulate_ctxt(vcpu)
+    arch = vcpu.arch
+    ctxt = arch.emulate_ctxt
+    if ctxt is None:
+        ctxt = emulate_ctxt(vcpu)
     writeback = True
     if not emulation_type & EMULTYPE_NO_DECODE:                                           # 3
-        vcpu.arch.exception.pending = False  # kvm_clear_exception_queue
+        arch.exception.pending = False  # kvm_clear_exception_queue
         ctxt = init_emulate_ctxt(vcpu)
-        r = x86_decode_insn(ctxt, insn, insn_len, int(emulation_type))
+        r = x86_decode_insn(ctxt, insn, insn_len, emulation_type)
         if PROBES.enabled:
             _trace_emulate_insn(vcpu, ctxt, False)
         vcpu.stat.insn_emulation += 1
@@ -126,17 +136,18 @@ def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
         if ctxt.eflags & x86.EFLAGS_RF:
             vcpu.hw.set_reg("rflags", vcpu.hw.reg("rflags") & ~x86.EFLAGS_RF)
         return 1
-    arch = vcpu.arch
     if arch.emulate_regs_need_sync_from_vcpu:                                             # 7
         arch.emulate_regs_need_sync_from_vcpu = False
         emulator_invalidate_register_cache(ctxt)
     restarts = 0
+    exc = ctxt.exception
     while True:                                                                           # 8: restart
         if emulation_type & EMULTYPE_PF:
-            ctxt.exception.address = cr2_or_gpa
-            ctxt.gpa_available, ctxt.gpa_val = True, cr2_or_gpa   # TDP: the fault address is the GPA
+            exc.address = cr2_or_gpa
+            ctxt.gpa_available = True   # TDP: the fault address is the GPA
+            ctxt.gpa_val = cr2_or_gpa
         else:
-            ctxt.exception.address = 0
+            exc.address = 0
             ctxt.gpa_available = False
         r = x86_emulate_insn(ctxt)                                                        # 9
         if r == EMULATION_INTERCEPTED:                                                    # 10
@@ -181,18 +192,20 @@ def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
 def _writeback(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, r: int) -> int:
     """Step 12: RIP, single-step #DB, RFLAGS."""
     hw = vcpu.hw
-    vcpu.arch.emulate_regs_need_sync_to_vcpu = False
+    arch = vcpu.arch
+    arch.emulate_regs_need_sync_to_vcpu = False
     if ctxt.interruptibility:
         hw.vmcs.guest_interruptibility_info |= ctxt.interruptibility
     if not ctxt.have_exception or _is_trap(ctxt.exception.vector):
         x86.kvm_rip_write(vcpu, ctxt.eip)
         rflags = hw.reg("rflags")
-        if r and (ctxt.tf or rflags & x86.EFLAGS_TF) and ctxt.eflags & x86.EFLAGS_TF:
+        eflags = ctxt.eflags
+        if r and (ctxt.tf or rflags & _EFLAGS_TF) and eflags & _EFLAGS_TF:
             x86.kvm_queue_exception_p(vcpu, Vector.DB, 1 << 14)
-        if ctxt.eflags != rflags:   # __kvm_set_rflags; rewriting the same value changes nothing
-            hw.set_reg("rflags", ctxt.eflags)
-    if vcpu.arch.halt_request and r:
-        vcpu.arch.halt_request = False
+        if eflags != rflags:   # __kvm_set_rflags; rewriting the same value changes nothing
+            hw.set_reg("rflags", eflags)
+    if arch.halt_request and r:
+        arch.halt_request = False
         return x86.__kvm_emulate_halt(vcpu)
     return r
 
@@ -283,31 +296,36 @@ def complete_emulated_mmio(vcpu: KvmVcpu) -> int:
     if not vcpu.mmio_needed:
         raise KvmSimBug("complete_emulated_mmio without mmio_needed")
     run = vcpu.run
+    mmio = run_mmio(vcpu)
+    is_write = vcpu.mmio_is_write
     frag = vcpu.mmio_fragments[vcpu.mmio_cur_fragment]
-    length = min(8, frag.len)
-    if not vcpu.mmio_is_write:
-        frag.data[frag.offset:frag.offset + length] = bytes(run.mmio.data)[:length]
-    if frag.len <= 8:
+    flen = frag.len
+    length = 8 if flen > 8 else flen
+    if not is_write:
+        off = frag.offset
+        frag.data[off:off + length] = bytes(mmio.data)[:length]
+    if flen <= 8:
         vcpu.mmio_cur_fragment += 1
     else:
         frag.offset += length
         frag.gpa += length
-        frag.len -= length
+        frag.len = flen - length
     if vcpu.mmio_cur_fragment >= vcpu.mmio_nr_fragments:
         vcpu.mmio_needed = False
-        if vcpu.mmio_is_write:
+        if is_write:
             return 1
         vcpu.mmio_read_completed = True
         return kvm_emulate_instruction(vcpu, EMULTYPE_NO_DECODE)
     frag = vcpu.mmio_fragments[vcpu.mmio_cur_fragment]
-    run.exit_reason = KvmExit.MMIO
-    run.mmio.phys_addr = frag.gpa
+    run.exit_reason = _KVM_EXIT_MMIO
+    mmio.phys_addr = frag.gpa
     n = min(8, frag.len)
-    if vcpu.mmio_is_write:
+    if is_write:
+        data = mmio.data
         for i, b in enumerate(frag.data[frag.offset:frag.offset + n]):
-            run.mmio.data[i] = b
-    run.mmio.len = n
-    run.mmio.is_write = int(vcpu.mmio_is_write)
+            data[i] = b
+    mmio.len = n
+    mmio.is_write = int(is_write)
     vcpu.arch.complete_userspace_io = complete_emulated_mmio
     return 0
 
