@@ -17,7 +17,7 @@ from .codes import (EMULATION_FAILED, EMULATION_INTERCEPTED, EMULATION_OK, EMULA
                     X86_EFLAGS_ZF, X86EMUL_CONTINUE, X86EMUL_INTERCEPTED, X86EMUL_IO_NEEDED,
                     X86EMUL_MODE_PROT16, X86EMUL_MODE_PROT64, X86EMUL_PROPAGATE_FAULT,
                     X86EMUL_UNHANDLEABLE)
-from .ctxt import (X86EmulateCtxt, reg_read, reg_write, write_register_operand,
+from .ctxt import (REG_EFLAGS, X86EmulateCtxt, reg_read, reg_write, write_register_operand,
                    writeback_registers)
 from .em_basic import em_xchg
 from .em_branch import emulate_int
@@ -198,7 +198,12 @@ def x86_emulate_insn(ctxt: X86EmulateCtxt, check_intercepts: bool = False) -> in
             return _done(ctxt, rc)
     if not d & NoWrite:
         if dst.type == OP_REG:  # writeback() of a register destination, inlined
-            write_register_operand(ctxt, dst)
+            reg = dst.reg
+            if dst.bytes == 4 and reg != REG_EFLAGS and ctxt.regs_valid >> reg & 1:
+                ctxt._regs[reg] = dst.val & 0xFFFFFFFF  # assign_register zero-extends
+                ctxt.regs_dirty |= 1 << reg
+            else:
+                write_register_operand(ctxt, dst)
         else:
             rc = writeback(ctxt, dst)
             if rc != X86EMUL_CONTINUE:
