@@ -15,6 +15,7 @@ EINTR = 4
 EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
                    10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC"}
 EFLAGS_TF, EFLAGS_IF, EFLAGS_RF = 1 << 8, 1 << 9, 1 << 16
+_KVM_EXIT_UNKNOWN = int(KvmExit.UNKNOWN)
 
 
 # ---------------------------------------------------------------- KVM_RUN
@@ -29,8 +30,9 @@ def kvm_arch_vcpu_ioctl_run(vcpu: KvmVcpu) -> int:
     run = vcpu.run
     run.flags = 0
     vcpu.wants_to_run = not run.immediate_exit
-    if (cui := vcpu.arch.complete_userspace_io) is not None:
-        vcpu.arch.complete_userspace_io = None
+    arch = vcpu.arch
+    if (cui := arch.complete_userspace_io) is not None:
+        arch.complete_userspace_io = None
         r = cui(vcpu)
         if r <= 0:
             return _out(vcpu, r)
@@ -51,20 +53,26 @@ def _out(vcpu: KvmVcpu, r: int) -> int:
 
 def post_kvm_run_save(vcpu: KvmVcpu) -> None:
     run = vcpu.run
-    flags = vcpu.hw.reg("rflags") if vcpu.hw.uc is not None else 2
-    run.if_flag = 1 if flags & EFLAGS_IF else 0
-    run.ready_for_interrupt_injection = int(bool(flags & EFLAGS_IF) and vcpu.arch.interrupt_pending is None)
+    hw = vcpu.hw
+    flags = hw.reg("rflags") if hw.uc is not None else 2
+    if flags & EFLAGS_IF:
+        run.if_flag = 1
+        run.ready_for_interrupt_injection = 1 if vcpu.arch.interrupt_pending is None else 0
+    else:
+        run.if_flag = 0
+        run.ready_for_interrupt_injection = 0
 
 
 @kfunc()
 def vcpu_run(vcpu: KvmVcpu) -> int:
     """Enter the guest until a handler returns <= 0 or a signal is pending (reference §8.2)."""
-    vcpu.run.exit_reason = KvmExit.UNKNOWN
+    vcpu.run.exit_reason = _KVM_EXIT_UNKNOWN
+    hw = vcpu.hw
     while True:
         r = vcpu_enter_guest(vcpu)
         if r <= 0:
             return r
-        if vcpu.signal_pending or vcpu.hw.kick_pending:
+        if vcpu.signal_pending or hw.kick_pending:
             vcpu.signal_pending = False
             vcpu.hw.kick_pending = False
             vcpu.run.exit_reason = KvmExit.INTR

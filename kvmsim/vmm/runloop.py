@@ -47,6 +47,10 @@ class Vmm:
         self.coalesced: list[tuple[int, int, bool]] = []  # drained ring entries: (phys_addr, len, pio)
         self.log: list[str] = []
         self._stop: Stop | None = None
+        # run->mmio and its data bytes, bound for the length of one _loop (views of the kvm_run
+        # mapping: dropped when the loop returns, so that closing the vCPU can unmap it).
+        self._run_mmio = None
+        self._run_mmio_data: memoryview | None = None
 
     def run(self) -> Stop:
         """KVM_RUN until the guest ends the run, KVM reports something fatal, or a limit is hit."""
@@ -55,9 +59,14 @@ class Vmm:
         if timer:
             timer.daemon = True
             timer.start()
+        run = self.vcpu.mapping.run
+        self._run_mmio = run.mmio
+        self._run_mmio_data = memoryview(self._run_mmio.data).cast("B")
         try:
             return self._loop(deadline)
         finally:
+            self._run_mmio_data.release()
+            self._run_mmio = self._run_mmio_data = None
             if timer:
                 timer.cancel()
 
@@ -159,23 +168,30 @@ class Vmm:
         return None
 
     def _mmio(self, run, rec: UserspaceExit) -> Stop | None:
-        m = run.mmio
+        m = self._run_mmio
+        data = self._run_mmio_data          # run->mmio.data as bytes (bound in run())
+        if m is None or data is None:
+            m = run.mmio
+            data = memoryview(m.data).cast("B")
         gpa, length, is_write = m.phys_addr, m.len, m.is_write
         fields = rec.fields = {"phys_addr": gpa, "len": length, "is_write": is_write}
-        data = m.data                       # one view of run->mmio.data for the whole exit
         found = self.mmio.find(gpa)
         try:
             if found is None:
                 if not is_write:
-                    ctypes.memmove(data, b"\xff" * length, length)   # nothing decodes it: reads float high
+                    ctypes.memmove(m.data, b"\xff" * length, length)   # nothing decodes it: reads float high
             else:
                 dev, off = found
                 if is_write:
-                    dev.io_write(off, bytes(data)[:length])
+                    dev.io_write(off, bytes(data[:length]))
                 else:
-                    ctypes.memmove(data, dev.io_read(off, length), length)
+                    got = dev.io_read(off, length)
+                    if len(got) == length:
+                        data[:length] = got
+                    else:
+                        ctypes.memmove(m.data, got, length)
         finally:
-            fields["data"] = bytes(data)[:length].hex()
+            fields["data"] = data[:length].hex()
         if found is None:
             return self._unclaimed("mmio", self.config.unclaimed_mmio,
                                    f"{'write' if is_write else 'read'} at {gpa:#x} len {length}")

@@ -39,9 +39,12 @@ class RegBank:
         self.log: list[tuple[str, int, bytes]] = []
 
     def io_read(self, offset: int, size: int) -> bytes:
-        self.counters["reads"] += 1
-        self.counters["read_bytes"] += size
-        data = bytes(self.mem[offset:offset + size]).ljust(size, b"\0")
+        c = self.counters
+        c["reads"] += 1
+        c["read_bytes"] += size
+        data = bytes(self.mem[offset:offset + size])
+        if len(data) != size:
+            data = data.ljust(size, b"\0")
         self.log.append(("r", offset, data))
         return data
 
