@@ -36,6 +36,7 @@ def _trace_mmio(kind: int, length: int, gpa: int, val: bytes) -> None:
 
 _string_at = ctypes.string_at
 _GPR_NAMES = tuple(GPR_NAMES)
+_CRS = frozenset((0, 2, 3, 4, 8))
 _KVM_EXIT_MMIO = int(KvmExit.MMIO)
 
 
@@ -111,13 +112,20 @@ class VcpuEmulateOps:
 
     def fetch(self, ctxt, addr, val, bytes, fault) -> int:
         """kvm_fetch_guest_virt: one page at most (so one translation)."""
-        n = min(bytes, PAGE_SIZE - (addr & 0xFFF))
+        n = PAGE_SIZE - (addr & 0xFFF)
+        if bytes < n:
+            n = bytes
         if n <= 0:
             return X86EMUL_CONTINUE
-        gpa = self._gva_to_gpa(addr, False, True, fault, False)
-        if gpa is None:
-            return X86EMUL_PROPAGATE_FAULT
         hw = self.hw
+        try:                                            # _gva_to_gpa(addr, False, True, fault, False)
+            gpa = hw.walk(addr, False, hw.cpl() == 3, True)
+        except paging.PageFault as pf:
+            if fault is not None:
+                fault.vector, fault.error_code_valid = 14, True
+                fault.error_code, fault.address = pf.error_code, addr
+                fault.nested_page_fault = False
+            return X86EMUL_PROPAGATE_FAULT
         for g, sz, host in hw.memslots.values():
             if g <= gpa < g + sz:
                 host = host + gpa - g if gpa + n <= g + sz else hw._host(gpa, n)
@@ -204,7 +212,7 @@ class VcpuEmulateOps:
         self.hw.uc.reg_write(U.UC_X86_REG_IDTR, (0, dt.address, dt.size, 0))
 
     def get_cr(self, ctxt, cr: int) -> int:
-        return self.hw.cr(cr) if cr in (0, 2, 3, 4, 8) else 0
+        return self.hw.cr(cr) if cr in _CRS else 0
 
     def set_cr(self, ctxt, cr: int, val: int) -> int:
         if cr not in (0, 2, 3, 4, 8):

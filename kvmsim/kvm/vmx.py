@@ -17,6 +17,12 @@ ExitHandler = Callable[[KvmVcpu], int]
 EXIT_FASTPATH_NONE = 0
 _EPT_MISCONFIG = int(ExitReason.EPT_MISCONFIG)
 KVM_ISA_VMX = 1
+_REASON_NAMES: dict[int, str] = {}   # exit_reason_name memo (vcpu.stat.exits_by_reason keys)
+
+
+def _reason_name(full: int) -> str:
+    name = _REASON_NAMES[full] = exit_reason_name(full)
+    return name
 
 
 # ---------------------------------------------------------------- VMCS accessors
@@ -51,7 +57,8 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
     v = hw.vmcs
     # A host NMI (intr info 0x80000202) is handled by the host's NMI handler right here;
     # handle_exception_nmi then just returns 1, so nothing is guest- or userspace-visible.
-    vcpu.stat.exits_by_reason[exit_reason_name(v.vm_exit_reason)] += 1
+    reason = v.vm_exit_reason
+    vcpu.stat.exits_by_reason[_REASON_NAMES.get(reason) or _reason_name(reason)] += 1
     if PROBES.enabled:
         info = vmx_get_exit_info(vcpu)
         tracepoint("kvm_exit", exit_reason=v.vm_exit_reason, guest_rip=hw.reg("rip"), isa=KVM_ISA_VMX,
