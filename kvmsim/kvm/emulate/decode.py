@@ -413,7 +413,9 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
         memop = ctxt.memop
         memop.type = OP_NONE
         ctxt.memopp = None
-        ctxt._eip = ctxt.eip
+        # _eip == eip0 + fetch.ptr throughout the decode; the inlined one-byte fetches
+        # below advance only fetch.ptr and _eip is brought level before anything reads it.
+        eip0 = ctxt._eip = ctxt.eip
         f = ctxt.fetch
         f.ptr = 0
         f.end = insn_len
@@ -449,8 +451,8 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
             if ptr < f.end:  # insn_fetch(ctxt, 1), inlined
                 b = data[ptr]
                 f.ptr = ptr + 1
-                ctxt._eip += 1
             else:
+                ctxt._eip = eip0 + ptr
                 b = insn_fetch(ctxt, 1)
             ctxt.b = b
             kind = _PREFIX_KIND[b]
@@ -479,6 +481,7 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
 
         # 4. opcode maps
         if b == 0x0F:
+            ctxt._eip = eip0 + f.ptr
             ctxt.opcode_len = 2
             b = ctxt.b = insn_fetch(ctxt, 1)
             opcode = twobyte_table[b]
@@ -496,9 +499,10 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
             if ptr < f.end:  # insn_fetch(ctxt, 1), inlined
                 ctxt.modrm = data[ptr]
                 f.ptr = ptr + 1
-                ctxt._eip += 1
             else:
+                ctxt._eip = eip0 + ptr
                 ctxt.modrm = insn_fetch(ctxt, 1)
+        ctxt._eip = eip0 + f.ptr
         if ((b == 0xC4 or b == 0xC5) and ctxt.opcode_len == 1
                 and (mode == X86EMUL_MODE_PROT64 or ctxt.modrm & 0xC0 == 0xC0)):
             ctxt.d = d
@@ -596,8 +600,11 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
 
         # 11. operands: src, src2, dst
         # (OpNone needs no decode_operand call: it only sets OP_NONE)
+        # (OpReg goes straight to decode_register_operand, as decode_operand would)
         code = (d >> SrcShift) & OpMask
-        if code:
+        if code == OpReg:
+            decode_register_operand(ctxt, ctxt.src)
+        elif code:
             decode_operand(ctxt, ctxt.src, code)
         else:
             ctxt.src.type = OP_NONE
@@ -607,7 +614,9 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
         else:
             ctxt.src2.type = OP_NONE
         code = (d >> DstShift) & OpMask
-        if code:
+        if code == OpReg:
+            decode_register_operand(ctxt, ctxt.dst)
+        elif code:
             decode_operand(ctxt, ctxt.dst, code)
         else:
             ctxt.dst.type = OP_NONE
