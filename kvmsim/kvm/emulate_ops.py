@@ -58,6 +58,13 @@ class VcpuEmulateOps:
         self.hw = vcpu.hw
         self.dr = {6: 0xFFFF0FF0, 7: 0x400}
         self.run_mmio = vcpu.run.mmio   # run->mmio, bound once (a ctypes sub-structure view)
+        # memslot (gpa, size, host) -> a byte view of its host memory, made on first use; only
+        # used while that memslot is in hw.memslots (so the host memory is mapped).
+        self._slot_views: dict[tuple[int, int, int], memoryview] = {}
+
+    def _slot_view(self, slot: tuple[int, int, int]) -> memoryview:
+        v = self._slot_views[slot] = memoryview((ctypes.c_char * slot[1]).from_address(slot[2])).cast("B")
+        return v
 
     # ------------------------------------------------------------ registers
     def vm_bugged(self, ctxt) -> None:
@@ -126,14 +133,17 @@ class VcpuEmulateOps:
                 fault.error_code, fault.address = pf.error_code, addr
                 fault.nested_page_fault = False
             return X86EMUL_PROPAGATE_FAULT
-        for g, sz, host in hw.memslots.values():
+        for slot in hw.memslots.values():
+            g, sz, host = slot
             if g <= gpa < g + sz:
-                host = host + gpa - g if gpa + n <= g + sz else hw._host(gpa, n)
-                break
-        else:
-            return X86EMUL_IO_NEEDED
-        val[:n] = _string_at(host, n)
-        return X86EMUL_CONTINUE
+                if gpa + n <= g + sz:
+                    view = self._slot_views.get(slot) or self._slot_view(slot)
+                    off = gpa - g
+                    val[:n] = view[off:off + n]
+                else:
+                    val[:n] = _string_at(hw._host(gpa, n), n)
+                return X86EMUL_CONTINUE
+        return X86EMUL_IO_NEEDED
 
     # ------------------------------------------------------------ MMIO-capable accesses
     def read_emulated(self, ctxt, addr, val, bytes, fault) -> int:
