@@ -206,21 +206,23 @@ def read_emulated(ctxt: X86EmulateCtxt, addr: int, size: int) -> tuple[int, byte
 
     An IO_NEEDED read leaves `end` where it was, so the NO_DECODE re-run finds the
     userspace data in the same slot and earlier reads replay from the cache.
+    The data comes back as a fresh copy (a bytearray slice) of the cache slot.
     """
     mc = ctxt.mem_read
     pos = mc.pos
+    data = mc.data
     if pos >= mc.end:
         end = mc.end
-        if end + size >= len(mc.data):  # KVM_EMULATOR_BUG_ON
+        if end + size >= len(data):  # KVM_EMULATOR_BUG_ON
             ctxt.ops.vm_bugged(ctxt)
             return X86EMUL_UNHANDLEABLE, b""
-        rc = ctxt.ops.read_emulated(ctxt, addr, memoryview(mc.data)[end:end + size], size,
+        rc = ctxt.ops.read_emulated(ctxt, addr, memoryview(data)[end:end + size], size,
                                     ctxt.exception)
         if rc != X86EMUL_CONTINUE:
             return rc, b""
         mc.end = end + size
     mc.pos = pos + size
-    return X86EMUL_CONTINUE, bytes(mc.data[pos:pos + size])
+    return X86EMUL_CONTINUE, data[pos:pos + size]
 
 
 def segmented_read(ctxt: X86EmulateCtxt, addr: SegmentedAddress, size: int) -> tuple[int, int]:
