@@ -41,13 +41,14 @@ _KVM_EXIT_MMIO = int(KvmExit.MMIO)
 
 
 def run_mmio(vcpu: KvmVcpu):
-    """vcpu->run->mmio, bound once per vCPU (each `run.mmio` builds two ctypes views)."""
+    """(vcpu->run->mmio, its data as bytes), bound once per vCPU (each `run.mmio` builds two ctypes views)."""
     ctxt = vcpu.arch.emulate_ctxt
     if ctxt is not None:
         ops = ctxt.ops
         if ops.__class__ is VcpuEmulateOps:
-            return ops.run_mmio
-    return vcpu.run.mmio
+            return ops.run_mmio, ops.run_mmio_data
+    mmio = vcpu.run.mmio
+    return mmio, memoryview(mmio.data).cast("B")
 
 
 class VcpuEmulateOps:
@@ -58,6 +59,7 @@ class VcpuEmulateOps:
         self.hw = vcpu.hw
         self.dr = {6: 0xFFFF0FF0, 7: 0x400}
         self.run_mmio = vcpu.run.mmio   # run->mmio, bound once (a ctypes sub-structure view)
+        self.run_mmio_data = memoryview(self.run_mmio.data).cast("B")
         # memslot (gpa, size, host) -> a byte view of its host memory, made on first use; only
         # used while that memslot is in hw.memslots (so the host memory is mapped).
         self._slot_views: dict[tuple[int, int, int], memoryview] = {}

@@ -296,14 +296,14 @@ def complete_emulated_mmio(vcpu: KvmVcpu) -> int:
     if not vcpu.mmio_needed:
         raise KvmSimBug("complete_emulated_mmio without mmio_needed")
     run = vcpu.run
-    mmio = run_mmio(vcpu)
+    mmio, mmio_data = run_mmio(vcpu)
     is_write = vcpu.mmio_is_write
     frag = vcpu.mmio_fragments[vcpu.mmio_cur_fragment]
     flen = frag.len
     length = 8 if flen > 8 else flen
     if not is_write:
         off = frag.offset
-        frag.data[off:off + length] = bytes(mmio.data)[:length]
+        frag.data[off:off + length] = mmio_data[:length]
     if flen <= 8:
         vcpu.mmio_cur_fragment += 1
     else:
