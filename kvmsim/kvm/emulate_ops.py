@@ -149,10 +149,10 @@ class VcpuEmulateOps:
 
     # ------------------------------------------------------------ MMIO-capable accesses
     def read_emulated(self, ctxt, addr, val, bytes, fault) -> int:
-        return emulator_read_write(self.vcpu, ctxt, addr, val, bytes, fault, write=False)
+        return emulator_read_write(self.vcpu, ctxt, addr, val, bytes, fault, False)
 
     def write_emulated(self, ctxt, addr, val, bytes, fault) -> int:
-        return emulator_read_write(self.vcpu, ctxt, addr, memoryview(bytearray(val)), bytes, fault, write=True)
+        return emulator_read_write(self.vcpu, ctxt, addr, memoryview(bytearray(val)), bytes, fault, True)
 
     def cmpxchg_emulated(self, ctxt, addr, old, new, bytes, fault) -> int:
         """Atomic on RAM; MMIO, odd sizes and page splits fall back to a plain write (emul_write)."""
