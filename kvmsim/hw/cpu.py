@@ -32,7 +32,7 @@ from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT
 from kvmsim.uapi import KvmRegs, KvmSegment, KvmSregs
 
 from kvmsim.hw.memory import GuestMemory
-from kvmsim.hw.registers import REG_IDS, REG_IDS_32, CpuState
+from kvmsim.hw.registers import _SNAP_GPRS, REG_IDS, REG_IDS_32, CpuState
 from kvmsim.hw.scanner import CodeScanner, _Decoded
 
 X86_CR4_OSXSAVE = 1 << 18
@@ -84,7 +84,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         self._reg_ids = REG_IDS if mode == UC_MODE_64 else REG_IDS_32
         self._uch = uc._uch
         ids = [self._reg_ids["rip"], self._reg_ids["cs"], self._reg_ids["rflags"], U.UC_X86_REG_CR0,
-               U.UC_X86_REG_CR3, U.UC_X86_REG_CR4]
+               U.UC_X86_REG_CR3, U.UC_X86_REG_CR4] + [self._reg_ids[n] for n in _SNAP_GPRS]
         self._snap_ids = (ctypes.c_int32 * len(ids))(*ids)
         self._snap_vals = [ctypes.c_uint64() for _ in ids]
         self._snap_ptrs = (ctypes.c_void_p * len(ids))(*(ctypes.addressof(v) for v in self._snap_vals))

@@ -29,6 +29,7 @@ SEG_IDS = {"cs": U.UC_X86_REG_CS, "ds": U.UC_X86_REG_DS, "es": U.UC_X86_REG_ES, 
 REG_IDS = {**GPR_IDS, **SEG_IDS}
 REG_IDS_32 = {**GPR_IDS_32, **SEG_IDS}
 MSR_EFER = 0xC0000080
+_SNAP_GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")   # read with RIP & co. after every exit
 _CR_IDS = {0: U.UC_X86_REG_CR0, 2: U.UC_X86_REG_CR2, 3: U.UC_X86_REG_CR3, 4: U.UC_X86_REG_CR4, 8: U.UC_X86_REG_CR8}
 
 
@@ -242,20 +243,23 @@ class CpuState:
                           db=(raw >> 54) & 1, s=(raw >> 44) & 1, l=(raw >> 53) & 1, g=g, avl=(raw >> 52) & 1)
 
     def _snapshot(self) -> None:
-        """After guest execution: reread RIP, CS, RFLAGS, CR0, CR3, CR4 in one uc_reg_read_batch (the
-        registers every exit needs), and revalidate the cached mode against them."""
+        """After guest execution: reread RIP, CS, RFLAGS, CR0, CR3, CR4 and the legacy GPRs in one
+        uc_reg_read_batch (what exits and the emulator read first), and revalidate the cached mode."""
         vals = self._snap_vals
         if self._reg_ids is not REG_IDS:   # the 32-bit CPU writes 4 bytes: clear the rest first
             for v in vals:
                 v.value = 0
-        uclib.uc_reg_read_batch(self._uch, self._snap_ids, self._snap_ptrs, 6)
+        uclib.uc_reg_read_batch(self._uch, self._snap_ids, self._snap_ptrs, len(vals))
         rip, cs, rflags, cr0, cr3, cr4 = (vals[0].value, vals[1].value, vals[2].value, vals[3].value,
                                           vals[4].value, vals[5].value)
         rc = self._rc
         rc.clear()
-        if self._hi:
-            rip |= self._hi.get("rip", 0) << 32
-            rflags |= self._hi.get("rflags", 0) << 32
+        hi = self._hi
+        for i, name in enumerate(_SNAP_GPRS, 6):
+            rc[name] = vals[i].value | (hi.get(name, 0) << 32 if hi else 0)
+        if hi:
+            rip |= hi.get("rip", 0) << 32
+            rflags |= hi.get("rflags", 0) << 32
         rc["rip"], rc["cs"], rc["rflags"], rc[0], rc[3], rc[4] = rip, cs, rflags, cr0, cr3, cr4
         self._mode_stale = False
         key = (cr0, cs, rflags & event.EFLAGS_VM)
