@@ -49,6 +49,8 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         self.vmcs = Vmcs()
         self.memslots: dict[int, tuple[int, int, int]] = {}   # slot -> (gpa, size, host address)
         self._slot_list: list[tuple[int, int, int]] = []
+        self._dirty: dict[str, tuple[int, int]] = {}   # registers to write at the next entry
+        self._wbuf = ctypes.c_uint64()
         self._pending_regs: KvmRegs | None = None
         self._pending_sregs: KvmSregs | None = None
         self.seg_cache: dict[str, KvmSegment] = {}
@@ -133,6 +135,8 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
             start = rip if self._mode == "long64" and not self._mode_stale else self.linear_rip()
             status = 0   # uc_err; an UcError object is built only if we report it
             if start not in self._exits:
+                if self._dirty:
+                    self.flush_regs()
                 status = uclib.uc_emu_start(self._uch, rip, 1 << 63, 0, self.host_nmi_every or 0)
                 self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
             if self._rescan:
@@ -300,6 +304,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         self._pending = None
         err = None
         try:
+            self.flush_regs()
             uc.emu_start(self.reg("rip"), 1 << 63, 0, 1)
         except UcError as e:
             err = e

@@ -51,6 +51,7 @@ class CpuState:
             self._apply_regs(regs)
 
     def _apply_regs(self, regs: KvmRegs) -> None:
+        self.flush_regs()
         self._rc.clear()
         for name in GPR_IDS:
             self.set_reg(name, getattr(regs, name))
@@ -82,6 +83,7 @@ class CpuState:
 
     def _apply_sregs(self, s: KvmSregs) -> None:
         uc = self.uc
+        self.flush_regs()
         self._rc.clear()
         self._mode = self._efer = None
         uc.reg_write(U.UC_X86_REG_GDTR, (0, s.gdt.base, s.gdt.limit, 0))
@@ -131,19 +133,27 @@ class CpuState:
                 self._hi[name] = value      # R8-R15 kept here while unicorn runs a 16/32-bit CPU
                 self._rc.pop(name, None)
             return
-        if rid is not None:
-            mask = 0xFFFF_FFFF if self._reg_ids is REG_IDS_32 and name not in SEG_IDS else 0xFFFF_FFFF_FFFF_FFFF
-            if mask != 0xFFFF_FFFF_FFFF_FFFF and (value >> 32 or name in self._hi):
-                self._hi[name] = value >> 32
-            buf = ctypes.c_uint64(value & mask)
-            uclib.uc_reg_write(self._uch, rid, ctypes.byref(buf))
-            if name in SEG_IDS:
-                self._rc.pop(name, None)   # unicorn reloads the hidden part; reread the selector
-                self._mode = None
-            else:
-                self._rc[name] = value
-                if name == "rflags":
-                    self._mode = None
+        if name in SEG_IDS:
+            uclib.uc_reg_write(self._uch, rid, ctypes.byref(ctypes.c_uint64(value & 0xFFFF)))
+            self._rc.pop(name, None)   # unicorn reloads the hidden part; reread the selector
+            self._mode = None
+            return
+        mask = 0xFFFF_FFFF if self._reg_ids is REG_IDS_32 else 0xFFFF_FFFF_FFFF_FFFF
+        if mask != 0xFFFF_FFFF_FFFF_FFFF and (value >> 32 or name in self._hi):
+            self._hi[name] = value >> 32
+        # Like KVM's regs_dirty: the value reaches the CPU at the next VM entry (flush_regs).
+        self._rc[name] = value
+        self._dirty[name] = (rid, value & mask)
+        if name == "rflags":
+            self._mode = None
+
+    def flush_regs(self) -> None:
+        """Write the registers changed since the guest last ran into unicorn (before it runs)."""
+        uch, buf = self._uch, self._wbuf
+        for rid, value in self._dirty.values():
+            buf.value = value
+            uclib.uc_reg_write(uch, rid, ctypes.byref(buf))
+        self._dirty.clear()
 
     def set_cr(self, n: int, value: int) -> None:
         self.uc.reg_write(_CR_IDS[n], value)
