@@ -599,27 +599,9 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
         memop.seg = ctxt.seg_override
 
         # 11. operands: src, src2, dst
-        # (OpNone needs no decode_operand call: it only sets OP_NONE)
-        # (OpReg goes straight to decode_register_operand, as decode_operand would)
-        code = (d >> SrcShift) & OpMask
-        if code == OpReg:
-            decode_register_operand(ctxt, ctxt.src)
-        elif code:
-            decode_operand(ctxt, ctxt.src, code)
-        else:
-            ctxt.src.type = OP_NONE
-        code = (d >> Src2Shift) & OpMask
-        if code:
-            decode_operand(ctxt, ctxt.src2, code)
-        else:
-            ctxt.src2.type = OP_NONE
-        code = (d >> DstShift) & OpMask
-        if code == OpReg:
-            decode_register_operand(ctxt, ctxt.dst)
-        elif code:
-            decode_operand(ctxt, ctxt.dst, code)
-        else:
-            ctxt.dst.type = OP_NONE
+        decode_operand(ctxt, ctxt.src, (d >> SrcShift) & OpMask)
+        decode_operand(ctxt, ctxt.src2, (d >> Src2Shift) & OpMask)
+        decode_operand(ctxt, ctxt.dst, (d >> DstShift) & OpMask)
         if ctxt.rip_relative and ctxt.memopp is not None:
             ctxt.memopp.ea = address_mask(ctxt, ctxt.memopp.ea + ctxt._eip)
         return EMULATION_OK
