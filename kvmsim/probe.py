@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from types import FunctionType
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
@@ -78,11 +79,11 @@ def _rebind(mapping: dict[Callable, Callable]) -> None:
         if not name.startswith("kvmsim") or mod is None:
             continue
         for attr, val in list(vars(mod).items()):
-            if callable(val) and val in mapping:
-                setattr(mod, attr, mapping[val])
+            if isinstance(val, FunctionType) and val in mapping:   # kfuncs are plain functions;
+                setattr(mod, attr, mapping[val])                      # ctypes ones are not hashable
             elif isinstance(val, dict) and attr.isupper():
                 for k, v in list(val.items()):
-                    if callable(v) and v in mapping:
+                    if isinstance(v, FunctionType) and v in mapping:
                         val[k] = mapping[v]
 
 

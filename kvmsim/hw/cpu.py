@@ -34,6 +34,7 @@ from kvmsim.uapi import KvmRegs, KvmSegment, KvmSregs
 from kvmsim.hw.memory import GuestMemory
 from kvmsim.hw.registers import _SNAP_GPRS, REG_IDS, REG_IDS_32, CpuState
 from kvmsim.hw.scanner import CodeScanner, _Decoded
+from kvmsim.hw.ucraw import NO_TIMEOUT, UNTIL_NEVER, uc_emu_start
 
 X86_CR4_OSXSAVE = 1 << 18
 EFLAGS_RF = 1 << 16
@@ -88,8 +89,9 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         ids = [self._reg_ids["rip"], self._reg_ids["cs"], self._reg_ids["rflags"], U.UC_X86_REG_CR0,
                U.UC_X86_REG_CR3, U.UC_X86_REG_CR4] + [self._reg_ids[n] for n in _SNAP_GPRS]
         self._snap_ids = (ctypes.c_int32 * len(ids))(*ids)
-        self._snap_vals = [ctypes.c_uint64() for _ in ids]
-        self._snap_ptrs = (ctypes.c_void_p * len(ids))(*(ctypes.addressof(v) for v in self._snap_vals))
+        self._snap_vals = (ctypes.c_uint64 * len(ids))()
+        self._snap_ptrs = (ctypes.c_void_p * len(ids))(*(ctypes.addressof(self._snap_vals) + 8 * i
+                                                         for i in range(len(ids))))
         for gpa, size, addr in self.memslots.values():
             uc.mem_map_ptr(gpa, size, UC_PROT_ALL, addr)
         # Registered raw (unicorn's Python wrapper adds ~1 us to every MMIO exit); kept alive on self.
@@ -136,8 +138,11 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
             status = 0   # uc_err; an UcError object is built only if we report it
             if start not in self._exits:
                 if self._dirty:
-                    self.flush_regs()
-                status = uclib.uc_emu_start(self._uch, rip, 1 << 63, 0, self.host_nmi_every or 0)
+                    self._dirty.pop("rip", None)   # emu_start's `begin` is the RIP it loads
+                    if self._dirty:
+                        self.flush_regs()
+                status = uc_emu_start(self._uch, ctypes.c_uint64(rip), UNTIL_NEVER, NO_TIMEOUT,
+                                      ctypes.c_size_t(self.host_nmi_every or 0))
                 self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
             if self._rescan:
                 self._rescan = False

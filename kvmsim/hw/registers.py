@@ -7,9 +7,8 @@ import ctypes
 
 from unicorn import x86_const as U
 
-from unicorn.unicorn_py3.unicorn import uclib
-
 from kvmsim.hw import event, paging
+from kvmsim.hw.ucraw import uc_reg_read, uc_reg_read_batch, uc_reg_write
 from kvmsim.uapi import KvmDtable, KvmRegs, KvmSegment, KvmSregs
 
 
@@ -118,7 +117,7 @@ class CpuState:
             return self._hi.get(name, 0)   # R8-R15 while unicorn runs a 16/32-bit CPU
         buf = self._regbuf
         buf.value = 0
-        uclib.uc_reg_read(self._uch, rid, ctypes.byref(buf))
+        uc_reg_read(self._uch, rid, ctypes.byref(buf))
         v = buf.value
         if self._hi and name in self._hi:
             v |= self._hi[name] << 32      # outside 64-bit mode the CPU keeps the upper halves
@@ -134,7 +133,7 @@ class CpuState:
                 self._rc.pop(name, None)
             return
         if name in SEG_IDS:
-            uclib.uc_reg_write(self._uch, rid, ctypes.byref(ctypes.c_uint64(value & 0xFFFF)))
+            uc_reg_write(self._uch, rid, ctypes.byref(ctypes.c_uint64(value & 0xFFFF)))
             self._rc.pop(name, None)   # unicorn reloads the hidden part; reread the selector
             self._mode = None
             return
@@ -152,7 +151,7 @@ class CpuState:
         uch, buf = self._uch, self._wbuf
         for rid, value in self._dirty.values():
             buf.value = value
-            uclib.uc_reg_write(uch, rid, ctypes.byref(buf))
+            uc_reg_write(uch, rid, ctypes.byref(buf))
         self._dirty.clear()
 
     def set_cr(self, n: int, value: int) -> None:
@@ -193,7 +192,7 @@ class CpuState:
             return 0   # unicorn's 32-bit CPU has no CR8
         buf = self._regbuf
         buf.value = 0
-        uclib.uc_reg_read(self._uch, _CR_IDS[n], ctypes.byref(buf))
+        uc_reg_read(self._uch, _CR_IDS[n], ctypes.byref(buf))
         self._rc[n] = buf.value
         return buf.value
 
@@ -257,20 +256,17 @@ class CpuState:
         uc_reg_read_batch (what exits and the emulator read first), and revalidate the cached mode."""
         vals = self._snap_vals
         if self._reg_ids is not REG_IDS:   # the 32-bit CPU writes 4 bytes: clear the rest first
-            for v in vals:
-                v.value = 0
-        uclib.uc_reg_read_batch(self._uch, self._snap_ids, self._snap_ptrs, len(vals))
-        rip, cs, rflags, cr0, cr3, cr4 = (vals[0].value, vals[1].value, vals[2].value, vals[3].value,
-                                          vals[4].value, vals[5].value)
-        rc = self._rc
-        rc.clear()
+            ctypes.memset(vals, 0, ctypes.sizeof(vals))
+        uc_reg_read_batch(self._uch, self._snap_ids, self._snap_ptrs, len(vals))
+        rip, cs, rflags, cr0, cr3, cr4, rax, rbx, rcx, rdx, rsi, rdi = vals[:]
         hi = self._hi
-        for i, name in enumerate(_SNAP_GPRS, 6):
-            rc[name] = vals[i].value | (hi.get(name, 0) << 32 if hi else 0)
         if hi:
             rip |= hi.get("rip", 0) << 32
             rflags |= hi.get("rflags", 0) << 32
-        rc["rip"], rc["cs"], rc["rflags"], rc[0], rc[3], rc[4] = rip, cs, rflags, cr0, cr3, cr4
+            rax, rbx, rcx, rdx, rsi, rdi = (v | hi.get(n, 0) << 32 for v, n in
+                                            zip((rax, rbx, rcx, rdx, rsi, rdi), _SNAP_GPRS))
+        self._rc = {"rip": rip, "cs": cs, "rflags": rflags, 0: cr0, 3: cr3, 4: cr4, "rax": rax, "rbx": rbx,
+                    "rcx": rcx, "rdx": rdx, "rsi": rsi, "rdi": rdi}
         self._mode_stale = False
         key = (cr0, cs, rflags & event.EFLAGS_VM)
         if key != self._mode_key:
