@@ -165,6 +165,10 @@ def intr_info(vector: int, itype: IntrType, has_error: bool = False) -> int:
 
 # ---------------------------------------------------------------- exit qualifications
 
+# I/O exit qualification bits (SDM table 28-5), read directly by handle_io as the kernel does.
+IO_QUAL_SIZE_MASK, IO_QUAL_IN, IO_QUAL_STRING, IO_QUAL_PORT_SHIFT = 7, 1 << 3, 1 << 4, 16
+
+
 class IoExitQual(NamedTuple):
     """Exit qualification for I/O instructions (SDM table 28-5); a tuple because it is built per exit."""
 

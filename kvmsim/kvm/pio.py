@@ -14,6 +14,8 @@ from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_PIO_PAGE_OFFSET, PAGE_SIZE, KvmExit
 
 _MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFF_FFFF}
+_KVM_EXIT_IO = int(KvmExit.IO)                          # plain ints: ctypes stores them without __index__
+_PIO_DATA_OFFSET = KVM_PIO_PAGE_OFFSET * PAGE_SIZE
 
 
 def _trace_pio(is_in: bool, port: int, size: int, count: int, data: bytes) -> None:
@@ -27,36 +29,33 @@ def _trace_pio(is_in: bool, port: int, size: int, count: int, data: bytes) -> No
 def emulator_pio_in_out(vcpu: KvmVcpu, size: int, port: int, data: bytearray, count: int, is_in: bool) -> int:
     """Try KVM_PIO_BUS for each element; the first miss goes to userspace (reference §3.4)."""
     bus = vcpu.kvm.buses["KVM_PIO_BUS"]
-    for i in range(count if bus.ranges else 0):
-        chunk = bytearray(size)
-        if is_in:
-            r = bus.read(port, size, chunk)
-            if r == 0:
-                data[i * size:(i + 1) * size] = chunk
+    if bus.ranges:
+        for i in range(count):
+            chunk = bytearray(size)
+            if is_in:
+                r = bus.read(port, size, chunk)
+                if r == 0:
+                    data[i * size:(i + 1) * size] = chunk
+            else:
+                r = bus.write(port, size, bytes(data[i * size:(i + 1) * size]))
+            if r != 0:
+                if i == 0:
+                    break
+                if is_in:  # the device vanished mid-string: zero-fill the rest
+                    data[i * size:count * size] = bytes((count - i) * size)
+                return 1
         else:
-            r = bus.write(port, size, bytes(data[i * size:(i + 1) * size]))
-        if r != 0:
-            if i == 0:
-                break
-            if is_in:  # the device vanished mid-string: zero-fill the rest
-                data[i * size:count * size] = bytes((count - i) * size)
-            return 1
-    else:
-        if bus.ranges:
             return 1
     pio = vcpu.arch.pio
     pio.port, pio.is_in, pio.count, pio.size = port, is_in, count, size
     n = size * count
-    if is_in:
-        vcpu.pio_data[:n] = bytes(n)
-    else:
-        vcpu.pio_data[:n] = bytes(data[:n])
+    vcpu.pio_data[:n] = bytes(n) if is_in else data[:n]
     run = vcpu.run
-    run.exit_reason = KvmExit.IO
+    run.exit_reason = _KVM_EXIT_IO
     io = run.io
     io.direction = KVM_EXIT_IO_IN if is_in else KVM_EXIT_IO_OUT
     io.size, io.port, io.count = size, port, count
-    io.data_offset = KVM_PIO_PAGE_OFFSET * PAGE_SIZE
+    io.data_offset = _PIO_DATA_OFFSET
     return 0
 
 

@@ -7,7 +7,8 @@ from typing import Callable
 from kvmsim.hw.vmcs import (CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_NMI,
                             GUEST_INTR_STATE_STI, INTR_INFO_DELIVER_CODE_MASK, INTR_INFO_INTR_TYPE_MASK, INTR_INFO_VALID_MASK,
                             INTR_INFO_VECTOR_MASK, VMX_EXIT_REASONS_FAILED_VMENTRY, ExitReason, IntrType,
-                            IoExitQual, Vector, exit_reason_name, intr_info)
+                            IO_QUAL_IN, IO_QUAL_PORT_SHIFT, IO_QUAL_SIZE_MASK, IO_QUAL_STRING, Vector,
+                            exit_reason_name, intr_info)
 from kvmsim.kvm import cpuid, hypercall, mmu, msr, pio, x86
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.probe import PROBES, kfunc, tracepoint
@@ -259,13 +260,14 @@ def handle_triple_fault(vcpu: KvmVcpu) -> int:
 
 @kfunc()
 def handle_io(vcpu: KvmVcpu) -> int:
-    q = IoExitQual.decode(vmx_get_exit_qual(vcpu))
+    qual = vmx_get_exit_qual(vcpu)
     vcpu.stat.io_exits += 1
-    if q.string:
+    if qual & IO_QUAL_STRING:
         from kvmsim.kvm.emulation import kvm_emulate_instruction
 
         return kvm_emulate_instruction(vcpu, 0)
-    return pio.kvm_fast_pio(vcpu, q.size, q.port, q.is_in)
+    return pio.kvm_fast_pio(vcpu, (qual & IO_QUAL_SIZE_MASK) + 1, qual >> IO_QUAL_PORT_SHIFT,
+                            bool(qual & IO_QUAL_IN))
 
 
 @kfunc()

@@ -21,6 +21,10 @@ class Device(Protocol):
     def io_write(self, offset: int, data: bytes) -> None: ...
 
 
+_MISS = object()
+_FOUND_MAX = 4096   # remembered addresses per bus (guest ports and MMIO registers repeat)
+
+
 @dataclass(order=True)
 class _Range:
     base: int
@@ -35,6 +39,7 @@ class Bus:
         self.name = name
         self._ranges: list[_Range] = []
         self._bases: list[int] = []
+        self._found: dict[int, tuple[Device, int] | None] = {}   # find() answers by address (ports repeat)
 
     def register(self, base: int, size: int, dev: Device) -> None:
         """kvm__register_iotrap: claim [base, base + size) for dev."""
@@ -43,8 +48,17 @@ class Bus:
                 raise ValueError(f"{self.name}: {dev.name} at {base:#x}+{size:#x} overlaps {r.dev.name}")
         bisect.insort(self._ranges, _Range(base, size, dev))
         self._bases = [r.base for r in self._ranges]
+        self._found.clear()
 
     def find(self, addr: int) -> tuple[Device, int] | None:
+        found = self._found.get(addr, _MISS)
+        if found is _MISS:
+            found = self._lookup(addr)
+            if len(self._found) < _FOUND_MAX:
+                self._found[addr] = found
+        return found
+
+    def _lookup(self, addr: int) -> tuple[Device, int] | None:
         i = bisect.bisect_right(self._bases, addr) - 1
         if i >= 0:
             r = self._ranges[i]

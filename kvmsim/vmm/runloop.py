@@ -51,6 +51,7 @@ class Vmm:
         # mapping: dropped when the loop returns, so that closing the vCPU can unmap it).
         self._run_mmio = None
         self._run_mmio_data: memoryview | None = None
+        self._mapping: memoryview | None = None   # the whole vCPU mmap (pio data page), bound likewise
 
     def run(self) -> Stop:
         """KVM_RUN until the guest ends the run, KVM reports something fatal, or a limit is hit."""
@@ -62,11 +63,13 @@ class Vmm:
         run = self.vcpu.mapping.run
         self._run_mmio = run.mmio
         self._run_mmio_data = memoryview(self._run_mmio.data).cast("B")
+        self._mapping = memoryview(self.vcpu.mapping.buf).cast("B")
         try:
             return self._loop(deadline)
         finally:
             self._run_mmio_data.release()
-            self._run_mmio = self._run_mmio_data = None
+            self._mapping.release()
+            self._run_mmio = self._run_mmio_data = self._mapping = None
             if timer:
                 timer.cancel()
 
@@ -143,26 +146,25 @@ class Vmm:
 
     def _io(self, run, rec: UserspaceExit) -> Stop | None:
         io = run.io
-        direction, size, port, count = io.direction, io.size, io.port, io.count
+        direction, size, port, count, offset = io.direction, io.size, io.port, io.count, io.data_offset
         is_in = direction == KVM_EXIT_IO_IN
         rec.fields = {"direction": direction, "size": size, "port": port, "count": count}
-        data = self.vcpu.mapping.io_data()
+        data = self._mapping[offset: offset + size * count]   # the bytes run->io.data_offset points at
         found = self.pio.find(port)
         try:
-            for i in range(count):
-                chunk = slice(i * size, (i + 1) * size)
-                if found is None:
-                    if is_in:
-                        data[chunk] = b"\xff" * size  # nothing decodes the port: the bus floats high
-                    continue
-                dev, off = found
+            if found is None:
                 if is_in:
-                    data[chunk] = dev.io_read(off, size)
-                else:
-                    dev.io_write(off, bytes(data[chunk]))
+                    data[:] = b"\xff" * (size * count)  # nothing decodes the port: the bus floats high
+            else:
+                dev, off = found
+                for i in range(0, size * count, size):
+                    if is_in:
+                        data[i:i + size] = dev.io_read(off, size)
+                    else:
+                        dev.io_write(off, bytes(data[i:i + size]))
         finally:
             rec.fields["data"] = data.hex()
-        if found is None:
+        if found is None and self.config.unclaimed_io != "ignore":
             return self._unclaimed("io", self.config.unclaimed_io,
                                    f"{'in' if is_in else 'out'} port {port:#x} size {size}")
         return None
@@ -192,7 +194,7 @@ class Vmm:
                         ctypes.memmove(m.data, got, length)
         finally:
             fields["data"] = data[:length].hex()
-        if found is None:
+        if found is None and self.config.unclaimed_mmio != "ignore":
             return self._unclaimed("mmio", self.config.unclaimed_mmio,
                                    f"{'write' if is_write else 'read'} at {gpa:#x} len {length}")
         return None
