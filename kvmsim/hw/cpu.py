@@ -34,7 +34,7 @@ from kvmsim.uapi import KvmRegs, KvmSegment, KvmSregs
 from kvmsim.hw.memory import GuestMemory
 from kvmsim.hw.registers import _SNAP_GPRS, REG_IDS, REG_IDS_32, CpuState
 from kvmsim.hw.scanner import CodeScanner, _Decoded
-from kvmsim.hw.ucraw import NO_TIMEOUT, UNTIL_NEVER, uc_emu_start
+from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, uc_emu_start
 
 X86_CR4_OSXSAVE = 1 << 18
 EFLAGS_RF = 1 << 16
@@ -52,6 +52,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         self._slot_list: list[tuple[int, int, int]] = []
         self._dirty: dict[str, tuple[int, int]] = {}   # registers to write at the next entry
         self._wbuf = ctypes.c_uint64()
+        self._begin = ctypes.c_uint64()   # emu_start's begin, reused
         self._pending_regs: KvmRegs | None = None
         self._pending_sregs: KvmSregs | None = None
         self.seg_cache: dict[str, KvmSegment] = {}
@@ -141,8 +142,10 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
                     self._dirty.pop("rip", None)   # emu_start's `begin` is the RIP it loads
                     if self._dirty:
                         self.flush_regs()
-                status = uc_emu_start(self._uch, ctypes.c_uint64(rip), UNTIL_NEVER, NO_TIMEOUT,
-                                      ctypes.c_size_t(self.host_nmi_every or 0))
+                begin = self._begin
+                begin.value = rip
+                status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT,
+                                      ctypes.c_size_t(self.host_nmi_every) if self.host_nmi_every else NO_COUNT)
                 self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
             if self._rescan:
                 self._rescan = False

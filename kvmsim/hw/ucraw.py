@@ -25,3 +25,4 @@ del _fn
 
 UNTIL_NEVER = ctypes.c_uint64(1 << 63)     # emu_start's `until`: never reached; exits stop the CPU
 NO_TIMEOUT = ctypes.c_uint64(0)
+NO_COUNT = ctypes.c_size_t(0)           # emu_start's instruction count: unlimited

@@ -32,7 +32,7 @@ class KvmParams:
     emulator: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class KvmPioRequest:
     """struct kvm_pio_request (vcpu->arch.pio)."""
 
@@ -43,7 +43,7 @@ class KvmPioRequest:
     size: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class KvmMmioFragment:
     """struct kvm_mmio_fragment: data is (buffer, offset) into the emulator's read cache or a bytes copy."""
 
@@ -53,7 +53,7 @@ class KvmMmioFragment:
     len: int
 
 
-@dataclass
+@dataclass(slots=True)
 class KvmQueuedException:
     """vcpu->arch.exception: pending (not yet injected) exception."""
 
@@ -66,7 +66,7 @@ class KvmQueuedException:
     payload: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class KvmVcpuStat:
     """struct kvm_vcpu_stat, the counters perf kvm stat and /sys/kernel/debug/kvm show."""
 
@@ -91,7 +91,7 @@ class KvmVcpuStat:
     injected_exceptions: list = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class KvmVcpuArch:
     complete_userspace_io: CompleteUserspaceIo | None = None
     pio: KvmPioRequest = field(default_factory=KvmPioRequest)
