@@ -38,8 +38,12 @@ from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, uc_emu_start
 
 X86_CR4_OSXSAVE = 1 << 18
 EFLAGS_RF = 1 << 16
+EFLAGS_VM = event.EFLAGS_VM
 # KVM's exception bitmap with EPT on (vmx update_exception_bitmap); KVM adds #GP for the VMware backdoor.
 DEFAULT_EXCEPTION_BITMAP = frozenset({Vector.UD, Vector.MC, Vector.AC})
+# Enum members read on every exit, bound once (a class-attribute lookup on an Enum costs ~70 ns).
+_ACTION_EXIT, _IO_INSTRUCTION = Action.EXIT, ExitReason.IO_INSTRUCTION
+_IO_INSTRUCTION_NR = int(ExitReason.IO_INSTRUCTION)
 
 
 class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
@@ -169,7 +173,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
                         return
                     continue
                 raise KvmSimBug(f"unicorn stopped with {UcError(status)} at rip {self.reg('rip'):#x}")
-            here = self.linear_rip()
+            here = self._rc["rip"] if self._mode == "long64" and not self._mode_stale else self.linear_rip()
             dec = self._exits.get(here)
             if dec is not None:
                 if self._exiting_insn(dec):
@@ -194,8 +198,8 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
     def _exiting_insn(self, dec: _Decoded) -> bool:
         """The CPU reached a scanned instruction: exit, or do what the silicon does itself."""
         insn = dec.insn
-        if insn.action is Action.EXIT:
-            if insn.reason is ExitReason.IO_INSTRUCTION:
+        if insn.action is _ACTION_EXIT:
+            if insn.reason is _IO_INSTRUCTION:
                 mode = self.mode()
                 io = dec.io.get(mode)
                 if io is None:  # the qualification without the port, cached per mode
@@ -207,7 +211,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
                 if mode != "real" and not self._io_permitted(port, (base & 7) + 1):
                     # SDM 25.1.1: the I/O-permission #GP comes before the VM exit.
                     return self._exception(Vector.GP, 0)
-                return self._exit(insn.reason, base | (port << 16), dec.length)
+                return self._exit(_IO_INSTRUCTION_NR, base | (port << 16), dec.length)
             return self._exit(insn.reason, 0, dec.length)
         if insn.action is Action.IRET:
             return self._iret(dec)
@@ -279,7 +283,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
     def _io_permitted(self, port: int, size: int) -> bool:
         """CPL <= IOPL (and not vm86), or the TSS I/O permission bitmap clears every port bit."""
         flags = self.reg("rflags")
-        if not flags & event.EFLAGS_VM and (self.reg("cs") & 3) <= (flags >> 12) & 3:  # CPL = CS.RPL
+        if not flags & EFLAGS_VM and (self.reg("cs") & 3) <= (flags >> 12) & 3:  # CPL = CS.RPL
             return True
         tr = self.segment("tr")
         if tr.unusable or tr.limit < 0x67:

@@ -303,7 +303,9 @@ class CpuState:
         return self.segment(name).base
 
     def linear_rip(self) -> int:
-        rip = self.reg("rip")
+        rip = self._rc.get("rip")
+        if rip is None:
+            rip = self.reg("rip")
         if self._mode == "long64" and not self._mode_stale:
             return rip
         return rip if self.mode() == "long64" else (self.segment("cs").base + rip) & 0xFFFF_FFFF
