@@ -127,13 +127,8 @@ class VcpuEmulateOps:
         if n <= 0:
             return X86EMUL_CONTINUE
         hw = self.hw
-        try:                                            # _gva_to_gpa(addr, False, True, fault, False)
-            gpa = hw.walk(addr, False, hw.cpl() == 3, True)
-        except paging.PageFault as pf:
-            if fault is not None:
-                fault.vector, fault.error_code_valid = 14, True
-                fault.error_code, fault.address = pf.error_code, addr
-                fault.nested_page_fault = False
+        gpa = self._gva_to_gpa(addr, False, True, fault, False)
+        if gpa is None:
             return X86EMUL_PROPAGATE_FAULT
         for slot in hw.memslots.values():
             g, sz, host = slot

@@ -139,13 +139,7 @@ def decode_register_operand(ctxt: X86EmulateCtxt, op: Operand) -> None:
         shift = 0
     op.reg = reg
     op.reg_shift = shift
-    valid = ctxt.regs_valid
-    if valid >> reg & 1:
-        raw = ctxt._regs[reg]
-    else:  # reg_read, inlined
-        ctxt.regs_valid = valid | (1 << reg)
-        raw = ctxt._regs[reg] = ctxt.ops.read_gpr(ctxt, reg) & U64
-    op.val = op.orig_val = (raw >> shift) & mask
+    op.val = op.orig_val = (reg_read(ctxt, reg) >> shift) & mask
 
 
 def decode_modrm(ctxt: X86EmulateCtxt, op: Operand) -> None:
@@ -219,12 +213,7 @@ def decode_modrm(ctxt: X86EmulateCtxt, op: Operand) -> None:
             if ctxt.mode == X86EMUL_MODE_PROT64:
                 ctxt.rip_relative = True
         else:
-            valid = ctxt.regs_valid
-            if valid >> rm & 1:
-                ea = ctxt._regs[rm]
-            else:  # reg_read, inlined
-                ctxt.regs_valid = valid | (1 << rm)
-                ea = ctxt._regs[rm] = ctxt.ops.read_gpr(ctxt, rm) & U64
+            ea = reg_read(ctxt, rm)
             if rm == VCPU_REGS_RSP or rm == VCPU_REGS_RBP:
                 ctxt.modrm_seg = VCPU_SREG_SS
         if mod == 1:

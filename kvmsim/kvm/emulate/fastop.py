@@ -54,13 +54,8 @@ def _add(d: int, s: int, c: int, size: int) -> tuple[int, int]:
     m = MASK[size]
     full = d + s + c
     res = full & m
-    # szp(res, size), inlined
-    f = PARITY[res & 0xFF] | ((d ^ s ^ res) & AF)
-    if res == 0:
-        f |= ZF
+    f = szp(res, size) | ((d ^ s ^ res) & AF)
     sign = SIGN[size]
-    if res & sign:
-        f |= SF
     if full > m:
         f |= CF
     if (d ^ res) & (s ^ res) & sign:
@@ -71,13 +66,8 @@ def _add(d: int, s: int, c: int, size: int) -> tuple[int, int]:
 def _sub(d: int, s: int, c: int, size: int) -> tuple[int, int]:
     m = MASK[size]
     res = (d - s - c) & m
-    # szp(res, size), inlined
-    f = PARITY[res & 0xFF] | ((d ^ s ^ res) & AF)
-    if res == 0:
-        f |= ZF
+    f = szp(res, size) | ((d ^ s ^ res) & AF)
     sign = SIGN[size]
-    if res & sign:
-        f |= SF
     if d < s + c:
         f |= CF
     if (d ^ s) & (d ^ res) & sign:
