@@ -6,9 +6,7 @@
         .include "kvmsim.inc"
         .include "mmio.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         movl    $MMIO_BASE, %ebx
         BYMODE  "movl $0x11111111, (%rbx)",   "movl $0x11111111, (%ebx)"
         BYMODE  "movl $0x22222222, 4(%rbx)",  "movl $0x22222222, 4(%ebx)"

@@ -31,9 +31,7 @@ IOMAP    = 0x68             # I/O bitmap offset inside the TSS
 TSS_LIM  = IOMAP + 0x400/8  # bitmap for ports 0-0x3ff, plus the required trailing 0xff byte
 USER_RSP = 0x70000
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         INSTALL_EXCEPTION_HANDLERS
         # the results table starts as "no fault" everywhere
         movl    $RESULTS, %edi

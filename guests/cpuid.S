@@ -36,9 +36,7 @@ CPUID_LEAF = 0x40000000
         movl    %edx, \slot + 12
 .endm
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         CPUID_STORE 0, leaf0
         CPUID_STORE 1, leaf1
         CPUID_STORE CPUID_LEAF, leafn

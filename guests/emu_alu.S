@@ -27,9 +27,7 @@
         SAVE    \reg
 .endm
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         EMU_BEGIN
         # 32-bit, memory destination and register destination
         ALU_MR  addl, %ecx, 0x7fffffff, 1, 0x2, FL_ALL

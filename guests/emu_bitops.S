@@ -5,9 +5,7 @@
         .include "kvmsim.inc"
         .include "emu.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         EMU_BEGIN
         MMIO32  0x20, 0x00000010
         MMIO32  0x24, 0x80000000

@@ -6,9 +6,7 @@
         .include "kvmsim.inc"
         .include "emu.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         EMU_BEGIN
         # CMPXCHG8B: equal (ECX:EBX stored, ZF=1), then not equal (EDX:EAX loaded, ZF=0)
         MMIO64  0x20, 0x1111111122222222

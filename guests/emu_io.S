@@ -8,9 +8,7 @@
 
 BUF = RESULTS + 0x800                 # RAM buffer for the string instructions
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         EMU_BEGIN
         cld
         # IN merges AL/AX into EAX (upper bits kept), IN EAX replaces it

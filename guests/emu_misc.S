@@ -4,9 +4,7 @@
         .include "kvmsim.inc"
         .include "emu.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         EMU_BEGIN
         # LEA: address arithmetic only (no MMIO access)
         movl    $0x1000, %ecx

@@ -4,9 +4,7 @@
         .include "kvmsim.inc"
         .include "emu.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         EMU_BEGIN
         # MOV r/m <-> reg, all sizes; MOV r/m, imm (C6/C7)
         MMIO32  0x00, 0x89abcdef

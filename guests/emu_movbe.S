@@ -10,9 +10,7 @@
         SAVE    %eax
 .endm
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         INSTALL_EXCEPTION_HANDLERS
         EMU_BEGIN
         MMIO32  0x00, 0x11223344

@@ -4,9 +4,7 @@
         .include "kvmsim.inc"
         .include "emu.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         EMU_BEGIN
         MMIO32  0x00, 0x80000003
         MMIO32  0x04, 0xfffffffd            # -3

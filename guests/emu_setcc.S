@@ -23,9 +23,7 @@
         setg    \base+0xf(%ebx)
 .endm
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         EMU_BEGIN
         SET_FLAGS 0x8c3                     # OF SF ZF CF
         ALLCC   0x00

@@ -17,9 +17,7 @@ FL_SH1 = FL_CF | FL_OF | FL_SZP
 FL_SHN = FL_CF | FL_SZP
 FL_RO1 = FL_CF | FL_OF
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         EMU_BEGIN
         MMIO32  0x10, 0x80000001
         SH      roll, , 0x2, FL_RO1

@@ -10,9 +10,7 @@
         addl    $16, %edi
 .endm
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         EMU_BEGIN
         BYMODE  "movq %cr4, %rax", "movl %cr4, %eax"
         orl     $0x600, %eax                # OSFXSR | OSXMMEXCPT

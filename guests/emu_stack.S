@@ -20,9 +20,7 @@
 .endif
 .endm
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         EMU_BEGIN
         # PUSH r/m and POP r/m with the operand in MMIO (stack in RAM)
         MMIO64  0x00, 0x1122334455667788

@@ -19,9 +19,7 @@ RAMBUF = 0x98000
         SAVEP   %eax
 .endm
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         movl    $MMIO_BASE, %ebx
         movl    $RESULTS, %ebp
         # fill bank 0x00-0x1f with 0x00..0x1f (STOS from a register, forwards)

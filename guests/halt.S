@@ -9,9 +9,7 @@
 
         .include "kvmsim.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         SERIAL_PRINT "halting\n"
         cli
 halt_insn:

@@ -17,9 +17,7 @@ KVM_HC_SCHED_YIELD = 11
 HC_UNKNOWN = 0x1234
 KVM_ENOSYS = 1000
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         movl    $KVM_HC_SCHED_YIELD, %eax
         movl    $0xffff, %ebx           # a0: destination APIC ID
         xorl    %ecx, %ecx

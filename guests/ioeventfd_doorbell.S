@@ -11,9 +11,7 @@
         .include "kvmsim.inc"
         .include "mmio.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         movl    $MMIO_BASE, %ebx
         BYMODE  "movl $1, 0x40(%rbx)",    "movl $1, 0x40(%ebx)"
         BYMODE  "movw $2, 0x40(%rbx)",    "movw $2, 0x40(%ebx)"

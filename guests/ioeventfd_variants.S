@@ -11,9 +11,7 @@
         .include "kvmsim.inc"
         .include "mmio.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         movl    $MMIO_BASE, %ebx
         BYMODE  "movl $0x1234, 0x80(%rbx)", "movl $0x1234, 0x80(%ebx)"
         BYMODE  "movl $0x4321, 0x80(%rbx)", "movl $0x4321, 0x80(%ebx)"

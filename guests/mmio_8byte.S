@@ -7,9 +7,7 @@
         .include "kvmsim.inc"
         .include "mmio.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         movl    $MMIO_BASE, %ebx
 .if KVMSIM_MODE_LONG64
         movabsq $0x0123456789abcdef, %rax

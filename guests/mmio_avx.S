@@ -8,9 +8,7 @@
         .include "kvmsim.inc"
         .include "mmio.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         BYMODE  "movq %cr4, %rax",  "movl %cr4, %eax"
         orl     $0x40600, %eax              # OSXSAVE | OSFXSR | OSXMMEXCPT
         BYMODE  "movq %rax, %cr4",  "movl %eax, %cr4"

@@ -19,9 +19,7 @@ MMIO_LOOP_COUNT = 100000
 .endif
 MMIO_LOOP_GPA = 0xd0000000
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         movl    $MMIO_LOOP_GPA, %ebx
         testl   %ecx, %ecx
         jnz     mmio_loop

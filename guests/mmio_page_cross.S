@@ -13,9 +13,7 @@
 
 RAM_EDGE = 0x1ffffe
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         movl    $MMIO_BASE, %ebx
         movl    $0xaabbccdd, %ecx
         BYMODE  "movl %ecx, 0xffe(%rbx)",  "movl %ecx, 0xffe(%ebx)"

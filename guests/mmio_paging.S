@@ -39,9 +39,7 @@ L4K     = 0x8040200000
         movq    %rax, \slot
 .endm
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         INSTALL_EXCEPTION_HANDLERS
         PTE     PML4+8,  PDPT1 | 0x3        # present, writable
         PTE     PDPT1,   0xc0000000 | 0x83  # 1 GiB page (PS)

@@ -4,9 +4,7 @@
         .include "kvmsim.inc"
         .include "mmio.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         movl    $MMIO_BASE, %ebx
         BYMODE  "movl (%rbx), %edx",   "movl (%ebx), %edx"     # → 0x1234
         BYMODE  "movl 4(%rbx), %ecx",  "movl 4(%ebx), %ecx"    # → 0xcafe

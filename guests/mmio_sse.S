@@ -10,9 +10,7 @@
         .include "kvmsim.inc"
         .include "mmio.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
 .if KVMSIM_MODE_PROT32
         movl    %cr4, %eax
         orl     $0x600, %eax                # OSFXSR | OSXMMEXCPT (long64 boots with them)

@@ -13,9 +13,7 @@
         .include "kvmsim.inc"
         .include "mmio.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         movl    $MMIO_BASE, %ebx
         movl    $0x44556677, %ecx
         BYMODE  "movb $0x11, (%rbx)",      "movb $0x11, (%ebx)"

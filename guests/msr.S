@@ -17,9 +17,7 @@ MSR_IA32_SYSENTER_CS = 0x174
 MSR_UNKNOWN = 0x12345678
 SYSENTER_CS_VALUE = 0xabcd
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         INSTALL_EXCEPTION_HANDLERS
 
         movl    $MSR_IA32_SYSENTER_CS, %ecx

@@ -18,9 +18,7 @@ MSR_UNKNOWN = 0x12345678
 WR_LO = 0xcafef00d
 WR_HI = 0x00000001
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         INSTALL_EXCEPTION_HANDLERS
 
         movl    $MSR_UNKNOWN, %ecx

@@ -13,9 +13,7 @@
 NATIVE_LOOP_COUNT = 10000000
 .endif
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         testl   %ecx, %ecx
         jnz     1f
         movl    $NATIVE_LOOP_COUNT, %ecx

@@ -13,9 +13,7 @@
 PIO_LOOP_COUNT = 100000
 .endif
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         testl   %ecx, %ecx
         jnz     pio_loop
         movl    $PIO_LOOP_COUNT, %ecx

@@ -40,9 +40,7 @@ PATTERN = 0xaaaaaaaa
 .endif
 .endm
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         movw    $PORT, %dx
 
         FILL_ACC

@@ -12,9 +12,7 @@
         .include "kvmsim.inc"
         .include "mmio.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         cld
         movw    $0x60, %dx
         BYMODE  "movq $0x120000, %rdi",  "movl $0x120000, %edi"

@@ -13,9 +13,7 @@
 DST  = 0x120000
 DST2 = 0x121000
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         cld
         BYMODE  "movq $src, %rsi",            "movl $src, %esi"
         BYMODE  "movq $(MMIO_BASE+0x100), %rdi", "movl $(MMIO_BASE+0x100), %edi"

@@ -9,9 +9,7 @@
         .include "kvmsim.inc"
         .include "mmio.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         cld
         BYMODE  "movq $msg, %rsi",  "movl $msg, %esi"
         movw    $0x3f8, %dx

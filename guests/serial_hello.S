@@ -6,9 +6,7 @@
 
         .include "kvmsim.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         SERIAL_PUTS hello
         EXIT    0
 

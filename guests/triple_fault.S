@@ -11,9 +11,7 @@
 
         .include "kvmsim.inc"
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         SERIAL_PRINT "about to triple fault\n"
         lidt    null_idt
         xorl    %ecx, %ecx

@@ -17,9 +17,7 @@
 UNHANDLED_EXIT_REASON = 13
 .endif
 
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         SERIAL_PRINT "before\n"
 .if UNHANDLED_EXIT_REASON == 13
 unhandled_insn:

@@ -143,9 +143,7 @@ def test_run_guest_without_mode_is_a_usage_error(tmp_path: Path, capsys) -> None
 
 HELLO = """\
         .include "kvmsim.inc"
-        .text
-        .globl  _start
-_start:
+        GUEST_ENTRY
         SERIAL_PRINT "hi from the guest\\n"
         movl    $0x1234, %ebx
         EXIT    7

@@ -88,9 +88,7 @@ def test_msr_access_kvm_refuses_injects_gp0(msr_vm, insn: str, regs: dict) -> No
 def test_guest_handler_sees_gp_for_unknown_msrs() -> None:
     res = run_scenario(scenario(f"""
         .include "kvmsim.inc"
-        .text
-        .globl _start
-_start:
+        GUEST_ENTRY
         INSTALL_EXCEPTION_HANDLERS
         movl    ${MSR_UNKNOWN:#x}, %ecx
         EXPECT_FAULT GP_VECTOR, rdmsr
@@ -140,9 +138,7 @@ def test_known_msr_does_not_exit_even_with_user_space_msr(msr_vm) -> None:
 def test_userspace_msr_error_becomes_gp_in_the_guest() -> None:
     res = run_scenario(scenario(f"""
         .include "kvmsim.inc"
-        .text
-        .globl _start
-_start:
+        GUEST_ENTRY
         INSTALL_EXCEPTION_HANDLERS
         movl    ${MSR_UNKNOWN:#x}, %ecx
         EXPECT_FAULT GP_VECTOR, rdmsr

@@ -146,9 +146,7 @@ VMX_INSNS = [
 def test_vmx_instruction_exits_and_guest_sees_ud(reason: str, insn: str) -> None:
     sc = scenario(f"""
         .include "kvmsim.inc"
-        .text
-        .globl _start
-_start:
+        GUEST_ENTRY
         INSTALL_EXCEPTION_HANDLERS
         movl    $region, %eax
         xorl    %ebx, %ebx
