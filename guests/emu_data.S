@@ -22,8 +22,7 @@
         cmpxchg8b (%esi)
         movl    %eax, %ecx
         SAVE_FLAGS FL_Z
-        SAVE    %ecx
-        SAVE    %edx
+        SAVE    %ecx, %edx
         movl    $MMIO_BASE, %ebx
         # XLAT: table in MMIO, AL indexes it (upper EAX bits kept)
         MMIO32  0x40, 0x8a7b6c5d

@@ -53,8 +53,7 @@ BUF = RESULTS + 0x800                 # RAM buffer for the string instructions
         BYMODE  "movq $MMIO_BASE, %rsi", "movl $MMIO_BASE, %esi"
         movl    $3, %ecx
         rep outsb
-        SAVE    %esi
-        SAVE    %ecx
+        SAVE    %esi, %ecx
         # INSB with the destination in MMIO: the port read, then an MMIO write per element
         MMIO32  0x10, 0
         BYMODE  "movq $MMIO_BASE + 0x10, %rdi", "movl $MMIO_BASE + 0x10, %edi"

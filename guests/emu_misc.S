@@ -33,8 +33,7 @@
         movl    0x00(%ebx), %eax
         movl    $0x5555, %edx
         cwtd
-        SAVE    %eax
-        SAVE    %edx
+        SAVE    %eax, %edx
         movl    0x00(%ebx), %eax
         cltd
         SAVE    %edx

@@ -11,9 +11,7 @@
         movb    0x01(%ebx), %cl
         movw    0x02(%ebx), %dx
         movl    0x00(%ebx), %esi
-        SAVE    %ecx
-        SAVE    %edx
-        SAVE    %esi
+        SAVE    %ecx, %edx, %esi
         movb    %cl, 0x08(%ebx)
         movw    %dx, 0x0a(%ebx)
         movw    $0x1234, 0x0c(%ebx)
@@ -47,20 +45,13 @@
         movsbl  0x19(%ebx), %esi
         movswl  0x1a(%ebx), %ebp
         movsbw  0x18(%ebx), %ax
-        SAVE    %ecx
-        SAVE    %edx
-        SAVE    %esi
-        SAVE    %ebp
-        SAVE    %eax
+        SAVE    %ecx, %edx, %esi, %ebp, %eax
 .if KVMSIM_MODE_LONG64
         movsbq  0x19(%rbx), %rcx
         movswq  0x1a(%rbx), %rdx
         movslq  0x18(%rbx), %rsi            # MOVSXD
         movzbq  0x1b(%rbx), %rbp
-        SAVEQ   %rcx
-        SAVEQ   %rdx
-        SAVEQ   %rsi
-        SAVEQ   %rbp
+        SAVEQ   %rcx, %rdx, %rsi, %rbp
         MMIO64  0x20, 0x0123456789abcdef
         movq    0x20(%rbx), %rcx
         SAVEQ   %rcx
@@ -81,10 +72,7 @@
         cmovnel 0x38(%ebx), %edx
         cmovbw  0x38(%ebx), %si
         cmoval  0x38(%ebx), %ebp
-        SAVE    %ecx
-        SAVE    %edx
-        SAVE    %esi
-        SAVE    %ebp
+        SAVE    %ecx, %edx, %esi, %ebp
         # XCHG (implicitly locked), XADD, CMPXCHG
         MMIO32  0x40, 0xaaaaaaaa
         movl    $0x55555555, %ecx
@@ -147,8 +135,7 @@
         BYMODE  "lock cmpxchg8b 0x50(%rsi)", "lock cmpxchg8b 0x50(%esi)"
         movl    %eax, %ebp
         SAVE_FLAGS FL_Z
-        SAVE    %ebp
-        SAVE    %edx
+        SAVE    %ebp, %edx
         movl    0x50(%ebx), %eax
         SAVE    %eax
         movl    0x54(%ebx), %eax

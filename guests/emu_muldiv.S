@@ -20,21 +20,18 @@
         mulw    0x02(%ebx)                  # DX:AX = 0x4000 * 0x8000
         movl    %eax, %esi
         SAVE_FLAGS FL_CO
-        SAVE    %esi
-        SAVE    %edx
+        SAVE    %esi, %edx
         movl    $0x7, %eax
         mull    0x00(%ebx)
         movl    %eax, %esi
         SAVE_FLAGS FL_CO
-        SAVE    %esi
-        SAVE    %edx
+        SAVE    %esi, %edx
         # IMUL one-operand
         movl    $-7, %eax
         imull   0x04(%ebx)                  # -7 * -3
         movl    %eax, %esi
         SAVE_FLAGS FL_CO
-        SAVE    %esi
-        SAVE    %edx
+        SAVE    %esi, %edx
         movb    $0x80, %al
         imulb   0x04(%ebx)                  # -128 * -3: overflows AL
         movl    %eax, %esi
@@ -60,21 +57,18 @@
         movl    $1000, %eax
         xorl    %edx, %edx
         divl    0x08(%ebx)
-        SAVE    %eax
-        SAVE    %edx
+        SAVE    %eax, %edx
         movl    $0x0234, %eax
         divb    0x08(%ebx)                  # AL = quotient, AH = remainder
         SAVE    %eax
         movl    $0xffff, %eax
         movl    $0x6, %edx
         divw    0x08(%ebx)                  # DX:AX = 0x6ffff
-        SAVE    %eax
-        SAVE    %edx
+        SAVE    %eax, %edx
         movl    $-1000, %eax
         cltd
         idivl   0x0c(%ebx)
-        SAVE    %eax
-        SAVE    %edx
+        SAVE    %eax, %edx
         movw    $-100, %ax
         idivb   0x0c(%ebx)
         SAVE    %eax
@@ -84,14 +78,12 @@
         mulq    0x10(%rbx)
         movq    %rax, %rsi
         SAVE_FLAGS FL_CO
-        SAVEQ   %rsi
-        SAVEQ   %rdx
+        SAVEQ   %rsi, %rdx
         movq    $-3, %rax
         imulq   0x10(%rbx)
         movq    %rax, %rsi
         SAVE_FLAGS FL_CO
-        SAVEQ   %rsi
-        SAVEQ   %rdx
+        SAVEQ   %rsi, %rdx
         movabsq $0x7fffffffffffffff, %rcx
         imulq   0x10(%rbx), %rcx
         SAVE_FLAGS FL_CO
@@ -99,12 +91,10 @@
         movabsq $0x123456789abcdef0, %rax
         movq    $0x5, %rdx
         divq    0x10(%rbx)
-        SAVEQ   %rax
-        SAVEQ   %rdx
+        SAVEQ   %rax, %rdx
         movq    $-1000000000000, %rax
         cqto
         idivq   0x10(%rbx)
-        SAVEQ   %rax
-        SAVEQ   %rdx
+        SAVEQ   %rax, %rdx
 .endif
         EXIT    0

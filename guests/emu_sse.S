@@ -5,9 +5,11 @@
         .include "kvmsim.inc"
         .include "emu.inc"
 
-.macro SAVEX xmm
+.macro SAVEX xmms:vararg
+.irp xmm, \xmms
         movdqu  \xmm, (%edi)
         addl    $16, %edi
+.endr
 .endm
 
         GUEST_ENTRY
@@ -29,12 +31,7 @@
         movdqa  0x00(%ebx), %xmm3
         movdqu  0x04(%ebx), %xmm4
         movapd  0x10(%ebx), %xmm5
-        SAVEX   %xmm0
-        SAVEX   %xmm1
-        SAVEX   %xmm2
-        SAVEX   %xmm3
-        SAVEX   %xmm4
-        SAVEX   %xmm5
+        SAVEX   %xmm0, %xmm1, %xmm2, %xmm3, %xmm4, %xmm5
         movdqu  ones, %xmm6                 # (kvm_pvm emulates every CPL0 instruction:
         movups  %xmm6, 0x20(%ebx)           #  only moves here, no SSE arithmetic)
         movdqa  pattern, %xmm6
