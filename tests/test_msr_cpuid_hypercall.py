@@ -85,13 +85,18 @@ def test_msr_access_kvm_refuses_injects_gp0(msr_vm, insn: str, regs: dict) -> No
     assert stat(msr_vm).exits_by_reason["MSR_READ" if insn == "rd" else "MSR_WRITE"] == 1
 
 
-def test_guest_handler_sees_gp_for_unknown_msrs() -> None:
-    res = run_scenario(scenario(f"""
+# A guest that reads an unknown MSR under TRY and expects #GP; each test adds its REPORTs.
+RDMSR_UNKNOWN_EXPECTING_GP = f"""
         .include "kvmsim.inc"
         GUEST_ENTRY
         INSTALL_EXCEPTION_HANDLERS
         movl    ${MSR_UNKNOWN:#x}, %ecx
         EXPECT_FAULT GP_VECTOR, rdmsr
+"""
+
+
+def test_guest_handler_sees_gp_for_unknown_msrs() -> None:
+    res = run_scenario(scenario(RDMSR_UNKNOWN_EXPECTING_GP + """\
         REPORT  e, "rdmsr unknown #GP"
         movl    kvmsim_fault_error, %ebx
         EXPECT_FAULT GP_VECTOR, wrmsr
@@ -136,12 +141,7 @@ def test_known_msr_does_not_exit_even_with_user_space_msr(msr_vm) -> None:
 
 
 def test_userspace_msr_error_becomes_gp_in_the_guest() -> None:
-    res = run_scenario(scenario(f"""
-        .include "kvmsim.inc"
-        GUEST_ENTRY
-        INSTALL_EXCEPTION_HANDLERS
-        movl    ${MSR_UNKNOWN:#x}, %ecx
-        EXPECT_FAULT GP_VECTOR, rdmsr
+    res = run_scenario(scenario(RDMSR_UNKNOWN_EXPECTING_GP + """\
         REPORT  e, "msr.error = 1 is #GP"
         REPORT_SUMMARY
 """, kvm={"user_space_msr": ["unknown"]}))

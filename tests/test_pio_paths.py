@@ -14,9 +14,8 @@ from tests.simvm import kvm_run, machine, sym
 EINTR = 4
 
 OUT_GUEST = """
-        .text
-        .globl _start
-_start:
+        .include "kvmsim.inc"
+        GUEST_ENTRY
 out1:   outb    %al, $0x80
 out2:   outb    %al, $0x81
         hlt
@@ -96,9 +95,8 @@ def test_immediate_exit_without_pending_io_returns_eintr_and_does_not_run(m) -> 
 # ---------------------------------------------------------------- port 0x7e quirk
 
 QUIRK_GUEST = """
-        .text
-        .globl _start
-_start:
+        .include "kvmsim.inc"
+        GUEST_ENTRY
 out7e:  outb    %al, $0x7e
 after:  outb    %al, $0x80
         hlt
@@ -131,9 +129,8 @@ def test_port_0x7e_without_the_quirk_is_an_ordinary_out() -> None:
 # ---------------------------------------------------------------- IN: complete_fast_pio_in
 
 IN_GUEST = """
-        .text
-        .globl _start
-_start:
+        .include "kvmsim.inc"
+        GUEST_ENTRY
 in1:    inb     %dx, %al
 hlt1:   hlt
 in2:    inw     %dx, %ax
