@@ -51,86 +51,50 @@
         # 8- and 16-bit forms
         MMIO32  0x30, 0x11223344
         movb    $0x7f, %cl
-        SET_FLAGS 0x2
-        addb    %cl, 0x30(%ebx)             # 0x44 + 0x7f
-        SAVE_FLAGS FL_ALL
+        FLAGS_CASE 0x2, FL_ALL, addb %cl, 0x30(%ebx)    # 0x44 + 0x7f
         movw    $0x8000, %dx
-        SET_FLAGS 0x2
-        subw    %dx, 0x32(%ebx)             # 0x1122 - 0x8000
-        SAVE_FLAGS FL_ALL
+        FLAGS_CASE 0x2, FL_ALL, subw %dx, 0x32(%ebx)    # 0x1122 - 0x8000
         movl    0x30(%ebx), %eax
         SAVE    %eax
-        SET_FLAGS 0x2
-        addb    $0x80, 0x31(%ebx)           # group1 imm8 byte
-        SAVE_FLAGS FL_ALL
-        SET_FLAGS 0x3
-        sbbw    $0x1234, 0x30(%ebx)          # group1 imm16
-        SAVE_FLAGS FL_ALL
-        SET_FLAGS 0x2
-        orl     $-2, 0x34(%ebx)              # group1 imm8 sign-extended
-        SAVE_FLAGS FL_LOGIC
-        SET_FLAGS 0x2
-        xorw    $0x5a5a, 0x36(%ebx)
-        SAVE_FLAGS FL_LOGIC
+        FLAGS_CASE 0x2, FL_ALL, addb $0x80, 0x31(%ebx)  # group1 imm8 byte
+        FLAGS_CASE 0x3, FL_ALL, sbbw $0x1234, 0x30(%ebx)  # group1 imm16
+        FLAGS_CASE 0x2, FL_LOGIC, orl $-2, 0x34(%ebx)   # group1 imm8 sign-extended
+        FLAGS_CASE 0x2, FL_LOGIC, xorw $0x5a5a, 0x36(%ebx)
         movl    0x30(%ebx), %eax
         SAVE    %eax
         movl    0x34(%ebx), %eax
         SAVE    %eax
         # INC/DEC/NEG/NOT on memory
         MMIO32  0x40, 0x7fffffff
-        SET_FLAGS 0x3
-        incl    0x40(%ebx)
-        SAVE_FLAGS FL_ALL
-        SET_FLAGS 0x2
-        decb    0x40(%ebx)
-        SAVE_FLAGS FL_ALL
-        SET_FLAGS 0x2
-        negw    0x42(%ebx)
-        SAVE_FLAGS FL_ALL
-        SET_FLAGS 0x8d5
-        notl    0x40(%ebx)
-        SAVE_FLAGS FL_ALL
+        FLAGS_CASE 0x3, FL_ALL, incl 0x40(%ebx)
+        FLAGS_CASE 0x2, FL_ALL, decb 0x40(%ebx)
+        FLAGS_CASE 0x2, FL_ALL, negw 0x42(%ebx)
+        FLAGS_CASE 0x8d5, FL_ALL, notl 0x40(%ebx)
         movl    0x40(%ebx), %eax
         SAVE    %eax
         MMIO32  0x44, 0
-        SET_FLAGS 0x2
-        negl    0x44(%ebx)
-        SAVE_FLAGS FL_ALL
-        SET_FLAGS 0x2
-        incw    0x46(%ebx)
-        SAVE_FLAGS FL_ALL
+        FLAGS_CASE 0x2, FL_ALL, negl 0x44(%ebx)
+        FLAGS_CASE 0x2, FL_ALL, incw 0x46(%ebx)
         movl    0x44(%ebx), %eax
         SAVE    %eax
         # accumulator forms and LOCK (memory destination)
         MMIO32  0x48, 100
         movl    $7, %ecx
-        SET_FLAGS 0x2
-        lock addl %ecx, 0x48(%ebx)
-        SAVE_FLAGS FL_ALL
-        SET_FLAGS 0x2
-        lock decl 0x48(%ebx)
-        SAVE_FLAGS FL_ALL
+        FLAGS_CASE 0x2, FL_ALL, lock addl %ecx, 0x48(%ebx)
+        FLAGS_CASE 0x2, FL_ALL, lock decl 0x48(%ebx)
         movl    0x48(%ebx), %eax
         SAVE    %eax
 .if KVMSIM_MODE_LONG64
         # 64-bit operand size (REX.W)
         MMIO64  0x50, 0x7fffffffffffffff
         movq    $1, %rcx
-        SET_FLAGS 0x2
-        addq    %rcx, 0x50(%rbx)
-        SAVE_FLAGS FL_ALL
-        SET_FLAGS 0x3
-        sbbq    $-1, 0x50(%rbx)
-        SAVE_FLAGS FL_ALL
+        FLAGS_CASE 0x2, FL_ALL, addq %rcx, 0x50(%rbx)
+        FLAGS_CASE 0x3, FL_ALL, sbbq $-1, 0x50(%rbx)
         movq    0x50(%rbx), %rdx
         SAVEQ   %rdx
-        SET_FLAGS 0x2
-        andq    0x50(%rbx), %rdx
-        SAVE_FLAGS FL_LOGIC
+        FLAGS_CASE 0x2, FL_LOGIC, andq 0x50(%rbx), %rdx
         SAVEQ   %rdx
-        SET_FLAGS 0x2
-        negq    0x50(%rbx)
-        SAVE_FLAGS FL_ALL
+        FLAGS_CASE 0x2, FL_ALL, negq 0x50(%rbx)
         SET_FLAGS 0x2
         notq    0x50(%rbx)
         cmpq    0x50(%rbx), %rdx

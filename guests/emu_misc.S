@@ -46,9 +46,7 @@
         SAVEQ   %rdx
 .endif
         # flag instructions
-        SET_FLAGS 0x2
-        stc
-        SAVE_FLAGS FL_ALL
+        FLAGS_CASE 0x2, FL_ALL, stc
         cmc
         SAVE_FLAGS FL_ALL
         stc

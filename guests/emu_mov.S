@@ -85,23 +85,17 @@
         SAVE    %eax
         MMIO32  0x44, 0x7fffffff
         movl    $1, %ecx
-        SET_FLAGS 0x2
-        xaddl   %ecx, 0x44(%ebx)
-        SAVE_FLAGS FL_ALL
+        FLAGS_CASE 0x2, FL_ALL, xaddl %ecx, 0x44(%ebx)
         SAVE    %ecx
         movw    $0xffff, %dx
-        SET_FLAGS 0x2
-        lock xaddw %dx, 0x44(%ebx)
-        SAVE_FLAGS FL_ALL
+        FLAGS_CASE 0x2, FL_ALL, lock xaddw %dx, 0x44(%ebx)
         SAVE    %edx
         movl    0x44(%ebx), %eax
         SAVE    %eax
         MMIO32  0x48, 0x1000
         movl    $0x1000, %eax               # equal: store ECX
         movl    $0x2000, %ecx
-        SET_FLAGS 0x2
-        cmpxchgl %ecx, 0x48(%ebx)
-        SAVE_FLAGS FL_ALL
+        FLAGS_CASE 0x2, FL_ALL, cmpxchgl %ecx, 0x48(%ebx)
         SAVE    %eax
         movl    $0x1000, %eax               # not equal: EAX = memory
         movl    $0x3000, %ecx

@@ -52,23 +52,13 @@ FL_RO1 = FL_CF | FL_OF
         SH      "shrdl $1, %edx,", , 0x2, FL_SH1
 .if KVMSIM_MODE_LONG64
         MMIO64  0x20, 0x8000000000000001
-        SET_FLAGS 0x2
-        rolq    0x20(%rbx)
-        SAVE_FLAGS FL_RO1
+        FLAGS_CASE 0x2, FL_RO1, rolq 0x20(%rbx)
         movb    $63, %cl
-        SET_FLAGS 0x2
-        shrq    %cl, 0x20(%rbx)
-        SAVE_FLAGS FL_SHN
-        SET_FLAGS 0x2
-        sarq    $1, 0x20(%rbx)
-        SAVE_FLAGS FL_SH1
+        FLAGS_CASE 0x2, FL_SHN, shrq %cl, 0x20(%rbx)
+        FLAGS_CASE 0x2, FL_SH1, sarq $1, 0x20(%rbx)
         movq    $-1, %rdx
-        SET_FLAGS 0x2
-        shldq   $60, %rdx, 0x20(%rbx)
-        SAVE_FLAGS FL_SHN
-        SET_FLAGS 0x3
-        rcrq    $2, 0x20(%rbx)
-        SAVE_FLAGS FL_C
+        FLAGS_CASE 0x2, FL_SHN, shldq $60, %rdx, 0x20(%rbx)
+        FLAGS_CASE 0x3, FL_C, rcrq $2, 0x20(%rbx)
         movq    0x20(%rbx), %rax
         SAVEQ   %rax
 .endif
