@@ -13,8 +13,7 @@
         SET_FLAGS \fin
         \op     \reg, 0x10(%ebx)
         SAVE_FLAGS \mask
-        movl    0x10(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x10
 .endm
 
 # ALU_RM: op (mmio), reg  (dst register)
@@ -54,36 +53,29 @@
         FLAGS_CASE 0x2, FL_ALL, addb %cl, 0x30(%ebx)    # 0x44 + 0x7f
         movw    $0x8000, %dx
         FLAGS_CASE 0x2, FL_ALL, subw %dx, 0x32(%ebx)    # 0x1122 - 0x8000
-        movl    0x30(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x30
         FLAGS_CASE 0x2, FL_ALL, addb $0x80, 0x31(%ebx)  # group1 imm8 byte
         FLAGS_CASE 0x3, FL_ALL, sbbw $0x1234, 0x30(%ebx)  # group1 imm16
         FLAGS_CASE 0x2, FL_LOGIC, orl $-2, 0x34(%ebx)   # group1 imm8 sign-extended
         FLAGS_CASE 0x2, FL_LOGIC, xorw $0x5a5a, 0x36(%ebx)
-        movl    0x30(%ebx), %eax
-        SAVE    %eax
-        movl    0x34(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x30, 0x34
         # INC/DEC/NEG/NOT on memory
         MMIO32  0x40, 0x7fffffff
         FLAGS_CASE 0x3, FL_ALL, incl 0x40(%ebx)
         FLAGS_CASE 0x2, FL_ALL, decb 0x40(%ebx)
         FLAGS_CASE 0x2, FL_ALL, negw 0x42(%ebx)
         FLAGS_CASE 0x8d5, FL_ALL, notl 0x40(%ebx)
-        movl    0x40(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x40
         MMIO32  0x44, 0
         FLAGS_CASE 0x2, FL_ALL, negl 0x44(%ebx)
         FLAGS_CASE 0x2, FL_ALL, incw 0x46(%ebx)
-        movl    0x44(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x44
         # accumulator forms and LOCK (memory destination)
         MMIO32  0x48, 100
         movl    $7, %ecx
         FLAGS_CASE 0x2, FL_ALL, lock addl %ecx, 0x48(%ebx)
         FLAGS_CASE 0x2, FL_ALL, lock decl 0x48(%ebx)
-        movl    0x48(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x48
 .if KVMSIM_MODE_LONG64
         # 64-bit operand size (REX.W)
         MMIO64  0x50, 0x7fffffffffffffff

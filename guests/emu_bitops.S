@@ -28,12 +28,7 @@
         movw    $70, %cx                    # 16-bit: word 4 bits further
         lock btsw %cx, 0x20(%ebx)
         SAVE_FLAGS FL_C
-        movl    0x20(%ebx), %eax
-        SAVE    %eax
-        movl    0x24(%ebx), %eax
-        SAVE    %eax
-        movl    0x28(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x20, 0x24, 0x28
         # BSF / BSR
         MMIO32  0x30, 0x00f00100
         bsfl    0x30(%ebx), %ecx
@@ -60,7 +55,6 @@
         SAVE_FLAGS FL_C
         btcq    $63, 0x38(%rbx)
         SAVE_FLAGS FL_C
-        movq    0x38(%rbx), %rax
-        SAVEQ   %rax
+        SAVEQ_BANK 0x38
 .endif
         EXIT    0

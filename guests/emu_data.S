@@ -122,8 +122,7 @@
         movl    $0x10, %ecx
         sbbl    %ecx, 0x5c(%ebx)            # 0x10 - 0x10 - 1 = -1 in MMIO, CF=1
         SAVE_FLAGS FL_ALL
-        movl    0x5c(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x5c
         SET_FLAGS 0x3
         movb    $0x7f, %cl
         adcb    %cl, 0x58(%ebx)             # 0xfe + 0x7f + 1 = 0x7e, CF=1

@@ -62,8 +62,7 @@ BUF = RESULTS + 0x800                 # RAM buffer for the string instructions
         movl    %edi, %eax
         movl    $RESULTS + 0x40, %edi
         SAVE    %eax
-        movl    0x10(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x10
         # STD: INSB backwards into RAM
         std
         BYMODE  "movq $BUF + 0x43, %rdi", "movl $BUF + 0x43, %edi"

@@ -90,8 +90,7 @@
         MMIO32  0x34, KVMSIM_KERNEL_DS
         movw    0x34(%ebx), %es
         movw    %es, 0x38(%ebx)
-        movl    0x38(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x38
         EXIT    0
 leafsym:
         .long   0

@@ -17,10 +17,7 @@
         movw    $0x1234, 0x0c(%ebx)
         movb    $0x56, 0x0e(%ebx)
         movb    $0x78, 0x0f(%ebx)
-        movl    0x08(%ebx), %eax
-        SAVE    %eax
-        movl    0x0c(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x08, 0x0c
         # MOV moffs (A0-A3)
 .if KVMSIM_MODE_LONG64
         movabsl MMIO_BASE, %eax
@@ -36,8 +33,7 @@
         movb    MMIO_BASE + 0x03, %al
 .endif
         SAVE    %eax
-        movl    0x14(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x14
         # MOVZX / MOVSX
         MMIO32  0x18, 0x8081f0ff
         movzbl  0x18(%ebx), %ecx
@@ -58,10 +54,7 @@
         movq    $-5, %rdx
         movq    %rdx, 0x28(%rbx)
         movq    $0x7fffffff, 0x30(%rbx)     # C7 imm32 sign-extended
-        movq    0x28(%rbx), %rax
-        SAVEQ   %rax
-        movq    0x30(%rbx), %rax
-        SAVEQ   %rax
+        SAVEQ_BANK 0x28, 0x30
 .endif
         # CMOVcc: taken and not taken (a not-taken CMOV still reads its source)
         MMIO32  0x38, 0x11111111
@@ -81,8 +74,7 @@
         movb    $0x01, %dl
         xchgb   0x41(%ebx), %dl
         SAVE    %edx
-        movl    0x40(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x40
         MMIO32  0x44, 0x7fffffff
         movl    $1, %ecx
         FLAGS_CASE 0x2, FL_ALL, xaddl %ecx, 0x44(%ebx)
@@ -90,8 +82,7 @@
         movw    $0xffff, %dx
         FLAGS_CASE 0x2, FL_ALL, lock xaddw %dx, 0x44(%ebx)
         SAVE    %edx
-        movl    0x44(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x44
         MMIO32  0x48, 0x1000
         movl    $0x1000, %eax               # equal: store ECX
         movl    $0x2000, %ecx
@@ -110,8 +101,7 @@
         movl    %eax, %esi
         SAVE_FLAGS FL_ALL
         SAVE    %esi
-        movl    0x48(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x48
         # CMPXCHG8B: equal, then not equal
         MMIO64  0x50, 0x1111111122222222
         movl    $0x22222222, %eax
@@ -130,8 +120,5 @@
         movl    %eax, %ebp
         SAVE_FLAGS FL_Z
         SAVE    %ebp, %edx
-        movl    0x50(%ebx), %eax
-        SAVE    %eax
-        movl    0x54(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x50, 0x54
         EXIT    0

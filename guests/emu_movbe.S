@@ -25,13 +25,11 @@
         MMIO32  0x04, 0
         TRY     movbel %edx, 0x04(%ebx)
         SAVE_FAULT
-        movl    0x04(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x04
         MMIO32  0x08, 0
         TRY     movbew %dx, 0x08(%ebx)
         SAVE_FAULT
-        movl    0x08(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x08
 .if KVMSIM_MODE_LONG64
         MMIO64  0x10, 0x0102030405060708
         xorl    %ecx, %ecx
@@ -42,7 +40,6 @@
         movabsq $0x1122334455667788, %rcx
         TRY     movbeq %rcx, 0x18(%rbx)
         SAVE_FAULT
-        movq    0x18(%rbx), %rax
-        SAVEQ   %rax
+        SAVEQ_BANK 0x18
 .endif
         EXIT    0

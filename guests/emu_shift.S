@@ -9,8 +9,7 @@
         SET_FLAGS \fin
         \op     \cnt 0x10(%ebx)
         SAVE_FLAGS \mask
-        movl    0x10(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x10
 .endm
 
 FL_SH1 = FL_CF | FL_OF | FL_SZP
@@ -59,7 +58,6 @@ FL_RO1 = FL_CF | FL_OF
         movq    $-1, %rdx
         FLAGS_CASE 0x2, FL_SHN, shldq $60, %rdx, 0x20(%rbx)
         FLAGS_CASE 0x3, FL_C, rcrq $2, 0x20(%rbx)
-        movq    0x20(%rbx), %rax
-        SAVEQ   %rax
+        SAVEQ_BANK 0x20
 .endif
         EXIT    0

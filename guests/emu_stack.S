@@ -28,12 +28,7 @@
         POPP    0x08(%ebx)
         pushw   0x02(%ebx)
         popw    0x10(%ebx)
-        movl    0x08(%ebx), %eax
-        SAVE    %eax
-        movl    0x0c(%ebx), %eax
-        SAVE    %eax
-        movl    0x10(%ebx), %eax
-        SAVE    %eax
+        SAVE_BANK 0x08, 0x0c, 0x10
         # The stack in the register bank
         BYMODE  "movq %rsp, %rbp", "movl %esp, %ebp"
         movl    $MMIO_BASE + 0x100, %esp
