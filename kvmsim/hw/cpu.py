@@ -23,7 +23,7 @@ from unicorn import x86_const as U
 from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 
 from kvmsim.errors import KvmSimBug
-from kvmsim.hw import event, paging, quirks
+from kvmsim.hw import event, fixups, paging, quirks
 from kvmsim.hw.exits import Action, decode_io
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
@@ -39,6 +39,8 @@ from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, uc_emu_start
 X86_CR4_OSXSAVE = 1 << 18
 EFLAGS_RF = 1 << 16
 EFLAGS_VM = event.EFLAGS_VM
+# MSRs that hold a linear address; WRMSR of a non-canonical value is #GP (SDM WRMSR).
+CANONICAL_MSRS = frozenset({0xC0000100, 0xC0000101, 0xC0000102, 0x175, 0x176})
 # KVM's exception bitmap with EPT on (vmx update_exception_bitmap); KVM adds #GP for the VMware backdoor.
 DEFAULT_EXCEPTION_BITMAP = frozenset({Vector.UD, Vector.MC, Vector.AC})
 # Enum members read on every exit, bound once (a class-attribute lookup on an Enum costs ~70 ns).
@@ -89,6 +91,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         lma = bool(sregs.efer & paging.EFER_LMA)
         mode = UC_MODE_64 if lma else (UC_MODE_32 if sregs.cr0 & paging.X86_CR0_PE else UC_MODE_16)
         uc = Uc(UC_ARCH_X86, mode)
+        uc.ctl_set_cpu_model(quirks.SILICON_CPU_MODEL)
         self._reg_ids = REG_IDS if mode == UC_MODE_64 else REG_IDS_32
         self._uch = uc._uch
         ids = [self._reg_ids["rip"], self._reg_ids["cs"], self._reg_ids["rflags"], U.UC_X86_REG_CR0,
@@ -219,9 +222,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
             ecx = self.reg("rcx") & 0xFFFF_FFFF
             if ecx not in self.msr_passthrough:
                 return self._exit(insn.reason, 0, dec.length)
-            self._passthrough_msr(insn.reason is ExitReason.MSR_WRITE, ecx)
-            self.set_reg("rip", self.reg("rip") + dec.length)
-            return False
+            return self._passthrough_msr(insn.reason is ExitReason.MSR_WRITE, ecx, dec.length)
         # Soft interrupt: INT3/INTO/INT1/INT n go straight through the guest IDT (not intercepted).
         op = dec.code[-2] if dec.mnemonic == "int" else dec.code[-1]
         vector = {0xCC: Vector.BP, 0xCE: Vector.OF, 0xF1: Vector.DB}.get(op, dec.code[-1])
@@ -330,14 +331,21 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
             raise KvmSimBug(f"unicorn stopped with {err} stepping {dec.mnemonic} at {addr:#x}")
         return False
 
-    def _passthrough_msr(self, write: bool, ecx: int) -> None:
-        """The MSR bitmap lets the guest touch this MSR directly: the CPU's own RDMSR/WRMSR."""
+    def _passthrough_msr(self, write: bool, ecx: int, length: int) -> bool:
+        """The MSR bitmap lets the guest touch this MSR directly: the CPU's own RDMSR/WRMSR.
+        An address MSR (FS/GS/KERNEL_GS base, SYSENTER_ESP/EIP) takes canonical values only:
+        WRMSR of any other is #GP(0) (unicorn stores it)."""
         if write:
-            self.uc.msr_write(ecx, (self.reg("rdx") & 0xFFFF_FFFF) << 32 | (self.reg("rax") & 0xFFFF_FFFF))
+            value = (self.reg("rdx") & 0xFFFF_FFFF) << 32 | (self.reg("rax") & 0xFFFF_FFFF)
+            if ecx in CANONICAL_MSRS and (value >> 47) not in (0, 0x1FFFF):
+                return self._exception(Vector.GP, 0)
+            self.uc.msr_write(ecx, value)
         else:
             val = self.uc.msr_read(ecx)
             self.set_reg("rax", val & 0xFFFF_FFFF)
             self.set_reg("rdx", val >> 32)
+        self.set_reg("rip", self.reg("rip") + length)
+        return False
 
     def _default_op32(self) -> bool:
         mode = self.mode()
@@ -350,8 +358,11 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
             access, addr, size = args
             return self._ept_exit(access, addr)
         if kind == "intr":
+            # The error code QEMU computed (unicorn's hook passes the vector only), and the
+            # vector the CPU would have chosen where QEMU's differs (fixups.correct_exception).
             quirks.reset_old_exception(self.uc)
-            return self._exception(args[0], None)
+            vector, err = fixups.correct_exception(self, args[0], args[1])
+            return self._exception(vector, err)
         raise KvmSimBug(f"unknown pending event {kind}")
 
     def _ept_exit(self, access: int, linear: int) -> bool:
@@ -410,7 +421,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         return False
 
     def _on_intr(self, uc: Uc, intno: int, _: object) -> None:
-        self._pending = ("intr", intno)
+        self._pending = ("intr", intno, quirks.error_code(uc))
         uc.emu_stop()
 
     def request_stop(self) -> None:

@@ -6,6 +6,10 @@ delivery) stays set: the next contributory fault would turn into #DF and the thi
 would silently halt the CPU.  Silicon delivers events itself (hw/event.py), so after
 each reported exception we reset the tracker in unicorn's saved CPU context.  Its
 offset is found once by calibration rather than hard-coded per unicorn version.
+
+The hook gets the vector only; QEMU leaves the error code it computed (a #PF's P/W/U/I bits,
+a #GP's selector) in `env->error_code`, which the hook reads from the same saved context, at
+an offset found by calibration too.
 """
 
 from __future__ import annotations
@@ -15,6 +19,13 @@ import functools
 import struct
 
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_64, Uc, UcError
+from unicorn.x86_const import UC_CPU_X86_SKYLAKE_SERVER
+
+# The CPU model unicorn emulates.  Its default (Haswell) refuses CLAC/STAC and CLFLUSHOPT with
+# #UD although KVM's default CPUID (kvm/cpuid.py, a Skylake-SP host) advertises SMAP and
+# CLFLUSHOPT; QEMU's Skylake-Server model implements both (tests/test_native_fidelity.py
+# checks every advertised instruction against it).
+SILICON_CPU_MODEL = UC_CPU_X86_SKYLAKE_SERVER
 
 
 def _raw(ctx) -> ctypes.Array:
@@ -37,6 +48,35 @@ def old_exception_offset() -> int | None:
     hits = [off for off in range(0, min(len(before), len(after)) - 3, 4)
             if struct.unpack_from("<i", before, off)[0] == -1 and struct.unpack_from("<i", after, off)[0] == 0]
     return hits[0] if len(hits) == 1 else None
+
+
+@functools.cache
+def error_code_offset() -> int | None:
+    """Byte offset of env->error_code: the one word that holds a #GP's selector error code
+    (loading DS with selector 0x1238, beyond the GDT's limit), just below old_exception."""
+    top = old_exception_offset()
+    if top is None:
+        return None
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.mem_map(0x1000, 0x1000)
+    uc.mem_write(0x1000, bytes.fromhex("66b838128ed8"))  # mov ax,0x1238; mov ds,ax
+    uc.hook_add(UC_HOOK_INTR, lambda u, n, d: u.emu_stop())
+    try:
+        uc.emu_start(0x1000, 0x1006)
+    except UcError:
+        return None
+    after = bytes(_raw(uc.context_save()))
+    hits = [off for off in range(max(0, top - 256), top, 4) if struct.unpack_from("<i", after, off)[0] == 0x1238]
+    return hits[0] if len(hits) == 1 else None
+
+
+def error_code(uc: Uc) -> int:
+    """Inside UC_HOOK_INTR: the error code QEMU computed for the fault being reported (it does
+    not survive the stop: read it in the hook)."""
+    off = error_code_offset()
+    if off is None:
+        return 0
+    return struct.unpack_from("<I", _raw(uc.context_save()), off)[0]
 
 
 def reset_old_exception(uc: Uc) -> bool:
