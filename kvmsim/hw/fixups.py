@@ -224,7 +224,7 @@ def _match_lock_neg(code: bytes, mode: str) -> int | None:
     if (modrm >> 3) & 7 != 3 or modrm >> 6 == 3:
         return None
     insn = decode(code, mode)
-    return insn.size if insn is not None and insn.mnemonic == "neg" else None
+    return insn.size if insn is not None and insn.mnemonic.split()[-1] == "neg" else None
 
 
 def parity_flag(value: int) -> int:

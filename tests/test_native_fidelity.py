@@ -1,0 +1,225 @@
+"""Issue 9 point 5: where unicorn (QEMU 5 TCG) running the guest natively differs from VMX
+silicon.  Each guest reports what happened (vector + error code, or a value) through OUTs; the
+expectation is the SDM's answer, which /dev/kvm gives (the `kvm` runs).  kvm_pvm artefacts are
+asserted as such, with their explanation (PVM_ARTEFACTS), not skipped.
+
+Items that need the CPU to stop before the instruction (hw/fixups.py) are checked twice: their
+fixup applied by hand at a HLT placed before it (run_with_fixups, sim), and end to end, which is
+xfail on the sim until the execution-time trap (lead) runs FIXUPS.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from nativecase import NO_FAULT, reported, run_with_fixups
+from kvmsim.hw import fixups
+from kvmsim.realkvm.backend import vendor_module
+
+GP, SS, UD, PF = 13, 12, 6, 14
+VM_EXIT_VECTORS = {UD}   # in KVM's exception bitmap: EXIT_REASON_EXCEPTION_NMI (0)
+NEEDS_TRAP = pytest.mark.xfail(strict=False, reason="needs the execution-time trap (lead) to run hw/fixups.py")
+BACKENDS = ["sim", pytest.param("kvm", marks=pytest.mark.kvm)]
+
+# What kvm_pvm does instead, and why (it runs every CPL0 guest instruction in KVM's emulator).
+PVM_ARTEFACTS = {
+    "movbe-register": "KVM's emulator has no MOVBE register form: emulation failure, not #UD",
+    "clac": "KVM's emulator has no CLAC/STAC: emulation failure",
+    "xgetbv": "KVM's emulator has no XGETBV: emulation failure",
+}
+
+
+def _pvm_artefact(item: str, backend: str, body: str) -> bool:
+    """On kvm_pvm, the labelled artefact must be what happens (an internal error, checked)."""
+    if backend != "kvm" or item not in PVM_ARTEFACTS or vendor_module() != "kvm_pvm":
+        return False
+    with pytest.raises(AssertionError, match="internal-error"):
+        reported(body, backend)
+    return True
+
+
+# ---------------------------------------------------------------- fixed in the exception path / MSR path
+
+PF_WRITE = "movabs $0x100000000, %rbx\n TRY movl %eax, (%rbx)\n REPORT_FAULT"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_write_to_not_present_page_is_pf_with_error_code_w(backend: str) -> None:
+    """Above 4 GiB long64's PDPT has no entry: #PF, error code W (2), not 0."""
+    assert reported(PF_WRITE, backend) == [PF, 2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_read_of_not_present_page_is_pf_with_error_code_0(backend: str) -> None:
+    assert reported(PF_WRITE.replace("movl %eax, (%rbx)", "movl (%rbx), %eax"), backend) == [PF, 0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("msr", [0xC0000100, 0xC0000101, 0xC0000102], ids=["fs_base", "gs_base", "kernel_gs_base"])
+def test_wrmsr_non_canonical_base_is_gp(backend: str, msr: int) -> None:
+    body = (f"movl ${msr:#x}, %ecx\n movl $0x80000000, %edx\n xorl %eax, %eax\n TRY wrmsr\n REPORT_FAULT\n"
+            f"movl $0xffff8000, %edx\n TRY wrmsr\n REPORT_FAULT\n rdmsr\n REPORT_EAX\n movl %edx, %eax\n REPORT_EAX")
+    # the non-canonical value faults, the canonical one is written and reads back
+    assert reported(body, backend) == [GP, 0, NO_FAULT, 0, 0, 0xFFFF8000]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("insn", ["movl (%rbp), %eax", "movl 8(%rsp), %eax", "movl %ss:(%rbx), %eax"],
+                         ids=["rbp", "rsp", "ss-override"])
+def test_non_canonical_stack_reference_is_ss(backend: str, insn: str) -> None:
+    body = ("movq %rsp, %r12\n movabs $0x8000000000000000, %rbp\n movq %rbp, %rbx\n"
+            + ("movq %rbp, %rsp\n" if "rsp" in insn else "")
+            + f"TRY {insn}\n movq %r12, %rsp\n REPORT_FAULT")
+    if "rsp" in insn:
+        pytest.skip("the handler would run on the non-canonical stack")   # delivery needs a good RSP
+    assert reported(body, backend) == [SS, 0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_canonical_data_reference_stays_gp(backend: str) -> None:
+    assert reported("movabs $0x8000000000000000, %rbx\n TRY movl (%rbx), %eax\n REPORT_FAULT", backend) == [GP, 0]
+
+
+# ---------------------------------------------------------------- CPUID-advertised instructions
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clac_stac_run_as_cpuid_advertises_smap(backend: str) -> None:
+    body = ("movl $7, %eax\n xorl %ecx, %ecx\n cpuid\n movl %ebx, %eax\n shrl $20, %eax\n andl $1, %eax\n"
+            "REPORT_EAX\n TRY clac\n REPORT_FAULT\n TRY stac\n REPORT_FAULT\n clac")
+    if _pvm_artefact("clac", backend, body):
+        return
+    assert reported(body, backend) == [1, NO_FAULT, 0, NO_FAULT, 0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clflushopt_runs_as_cpuid_advertises(backend: str) -> None:
+    body = ("movl $7, %eax\n xorl %ecx, %ecx\n cpuid\n movl %ebx, %eax\n shrl $23, %eax\n andl $1, %eax\n"
+            "REPORT_EAX\n TRY clflushopt (%rsp)\n REPORT_FAULT")
+    assert reported(body, backend) == [1, NO_FAULT, 0]
+
+
+def test_every_instruction_the_default_cpuid_advertises_runs_on_the_silicon() -> None:
+    """KVM_GET_SUPPORTED_CPUID / the default table must not advertise what unicorn's CPU model
+    refuses with #UD: each (leaf, register, bit) here is run bare in the silicon's model."""
+    from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_64, Uc, UcError
+    from unicorn import x86_const as X
+
+    from kvmsim.hw.quirks import SILICON_CPU_MODEL
+    from kvmsim.kvm.cpuid import DEFAULT_CPUID
+
+    probes = {  # (function, register index in (eax, ebx, ecx, edx), bit) -> code
+        (7, 1, 20): "0f01ca0f01cb",          # SMAP: clac; stac
+        (7, 1, 23): "660fae3c24",            # CLFLUSHOPT (rsp)
+        (7, 1, 18): "0fc7f8",                # RDSEED eax
+        (7, 1, 19): "660f38f6c0",            # ADX: adcx eax, eax
+        (7, 1, 3): "c4e278f3cb",             # BMI1: blsr ecx, ebx -- VEX, see below
+        (1, 2, 22): "0f38f00424",            # MOVBE eax, (rsp)
+        (1, 2, 30): "0fc7f0",                # RDRAND eax
+        (1, 2, 26): "31c90f01d0",            # XSAVE: xgetbv (CR4.OSXSAVE set below)
+        (1, 2, 23): "f30fb8c0",              # POPCNT
+        (0x80000001, 2, 5): "f30fbdc0",      # LZCNT
+    }
+    vex = {(7, 1, 3)}   # unicorn has no VEX decoder (no AVX): BMI1/BMI2 are a known gap, listed
+    advertised = {(f, r, b) for f, i, fl, *regs in DEFAULT_CPUID for r, v in enumerate(regs) for b in range(32)
+                  if v >> b & 1}
+    refused = []
+    for key, hexcode in probes.items():
+        if key not in advertised or key in vex:
+            continue
+        uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        uc.ctl_set_cpu_model(SILICON_CPU_MODEL)
+        uc.mem_map(0x1000, 0x10000)
+        uc.reg_write(X.UC_X86_REG_RSP, 0x8000)
+        uc.reg_write(X.UC_X86_REG_CR4, uc.reg_read(X.UC_X86_REG_CR4) | 1 << 18 | 1 << 9)
+        code = bytes.fromhex(hexcode)
+        uc.mem_write(0x2000, code)
+        faults: list[int] = []
+        uc.hook_add(UC_HOOK_INTR, lambda u, n, d: (faults.append(n), u.emu_stop()))
+        try:
+            uc.emu_start(0x2000, 0x2000 + len(code))
+        except UcError:
+            faults.append(UD)
+        if faults:
+            refused.append(key)
+    assert refused == []
+
+
+# ---------------------------------------------------------------- fixups: by hand at a HLT (sim), end to end (both)
+
+FIXUP_CASES = {
+    # name: (body, expected words, fixup name)
+    "movaps-unaligned": ("movl $0x90001, %ebx\n HLT_TRY movaps (%rbx), %xmm0\n REPORT_FAULT", [GP, 0], "aligned-sse-move"),
+    "movaps-aligned": ("movl $0x90000, %ebx\n HLT_TRY movaps (%rbx), %xmm0\n REPORT_FAULT", [NO_FAULT, 0],
+                       "aligned-sse-move"),
+    "movdqa-store-unaligned": ("movl $0x90008, %ebx\n HLT_TRY movdqa %xmm1, (%rbx)\n REPORT_FAULT", [GP, 0],
+                               "aligned-sse-move"),
+    "movbe-register": ("HLT_TRY .byte 0x0f, 0x38, 0xf0, 0xc1\n REPORT_FAULT", [UD, 0], "movbe-register"),
+    "lock-neg": ("movl $5, 0x90000\n movl $0x90000, %ebx\n HLT_TRY lock negl (%rbx)\n pushfq\n popq %rax\n"
+                 "andl $0x8d5, %eax\n REPORT_EAX\n movl 0x90000, %eax\n REPORT_EAX", [0x91, 0xFFFFFFFB], "lock-neg"),
+    "lock-neg-byte-zero": ("movb $0, 0x90000\n movl $0x90000, %ebx\n HLT_TRY lock negb (%rbx)\n pushfq\n popq %rax\n"
+                           "andl $0x8d5, %eax\n REPORT_EAX", [0x44], "lock-neg"),
+    "bsf-zero-m32": ("movabs $0x1234567887654321, %rax\n movl $0, 0x90000\n HLT_TRY bsfl 0x90000, %eax\n"
+                     "REPORT_EAX\n shrq $32, %rax\n REPORT_EAX", [0x87654321, 0x12345678], "bsf-bsr-r32-zero"),
+    "bsf-nonzero-m32": ("movabs $0x1234567887654321, %rax\n movl $8, 0x90000\n HLT_TRY bsfl 0x90000, %eax\n"
+                        "REPORT_EAX\n shrq $32, %rax\n REPORT_EAX", [3, 0], "bsf-bsr-r32-zero"),
+    "sgdt-o16-64": ("sgdt 0x90100\n movl $0x12345678, 0x90102\n movl $0x1abc, 0x90106\n lgdt 0x90100\n"
+                    "movq $-1, 0x90000\n movq $-1, 0x90008\n HLT_TRY .byte 0x66; sgdt 0x90000\n"
+                    "movl $0x2000, 0x90102\n movl $0, 0x90106\n lgdt 0x90100\n"
+                    "movl 0x90000, %eax\n REPORT_EAX\n movl 0x90004, %eax\n REPORT_EAX\n movl 0x90008, %eax\n REPORT_EAX",
+                    [0x5678002F, 0x1ABC1234, 0xFFFF0000], "sgdt-sidt-o16-64"),
+}
+
+
+@pytest.mark.parametrize("case", FIXUP_CASES)
+def test_fixup_run_gives_the_silicon_result(case: str) -> None:
+    body, want, name = FIXUP_CASES[case]
+    words, used = run_with_fixups(body)
+    if want[0] in VM_EXIT_VECTORS:   # KVM intercepts it (exception bitmap): the fixup ends in that exit
+        assert used == [name, f"exit 0 vector {want[0]}"] and words == []
+        return
+    assert used == [name]
+    assert words == want
+
+
+@pytest.mark.parametrize("backend", [pytest.param("sim", marks=NEEDS_TRAP), pytest.param("kvm", marks=pytest.mark.kvm)])
+@pytest.mark.parametrize("case", FIXUP_CASES)
+def test_fixup_end_to_end(case: str, backend: str) -> None:
+    body, want, name = FIXUP_CASES[case]
+    body = body.replace("HLT_TRY", "TRY")
+    if _pvm_artefact(name, backend, body):
+        return
+    assert reported(body, backend, limits={"wall_seconds": 5}) == want
+
+
+@pytest.mark.parametrize("code, mode, want", [
+    ("0f2803", "long64", ("aligned-sse-move", 3)),
+    ("0f28c1", "long64", None),                          # register form: no memory, no alignment
+    ("0f1003", "long64", None),                          # movups
+    ("660f7f03", "prot32", ("aligned-sse-move", 4)),
+    ("0f38f0c1", "long64", ("movbe-register", 4)),
+    ("0f38f003", "long64", None),                        # movbe eax, [rbx]: fine natively
+    ("f20f38f0c1", "long64", None),                      # crc32 eax, cl
+    ("f0f71b", "long64", ("lock-neg", 3)),
+    ("f71b", "long64", None),                            # unlocked neg: QEMU's flags are right
+    ("f0f613", "long64", None),                          # lock not
+    ("0fbc0425000009", "long64", ("bsf-bsr-r32-zero", 8)),
+    ("480fbc03", "long64", None),                        # 64-bit operand
+    ("f30fbc03", "long64", None),                        # tzcnt
+    ("0fbc03", "prot32", None),
+    ("660f0100", "long64", ("sgdt-sidt-o16-64", 4)),
+    ("660f0108", "long64", ("sgdt-sidt-o16-64", 4)),
+    ("0f0100", "long64", None),
+    ("660f0100", "prot32", None),
+    ("8ed0", "long64", ("load-ss-tf", 2)),
+    ("17", "prot32", ("load-ss-tf", 1)),
+    ("8ed8", "long64", None),                            # mov ds
+])
+def test_fixup_match(code: str, mode: str, want) -> None:
+    found = fixups.find(bytes.fromhex(code) + bytes(8), mode)
+    assert (None if found is None else (found[0].name, found[1])) == want
+
+
+@pytest.mark.parametrize("src, bits, res, flags", [
+    (5, 32, 0xFFFFFFFB, 0x91), (0, 32, 0, 0x44), (0x80, 8, 0x80, 0x881 | 0x4 & 0), (1, 16, 0xFFFF, 0x95)])
+def test_neg_flags(src: int, bits: int, res: int, flags: int) -> None:
+    assert fixups.neg_flags(src, bits) == (res, flags)
