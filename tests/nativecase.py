@@ -6,6 +6,10 @@ run on the sim or on /dev/kvm; the tests compare the reported words with the SDM
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
+from kvmsim.scenario.result import RunResult
 from kvmsim.scenario.runner import run_scenario
 from kvmsim.scenario.schema import Scenario
 
@@ -35,68 +39,75 @@ def scenario(body: str, mode: str = "long64", **extra) -> Scenario:
     return Scenario.model_validate(doc)
 
 
+def run(body: str, backend: str, mode: str = "long64", **extra) -> RunResult:
+    return run_scenario(scenario(body, mode, **extra), backend)
+
+
+def words(r: RunResult) -> list[int]:
+    """The words the guest OUT to port 0xe0, in order."""
+    return [int.from_bytes(bytes.fromhex(e.fields["data"]), "little") for e in r.userspace
+            if e.reason == "IO" and e.fields.get("port") == PORT and e.fields.get("direction") == 1]
+
+
 def reported(body: str, backend: str, mode: str = "long64", **extra) -> list[int]:
     """The words the guest OUT to port 0xe0, in order; the run must end in EXIT 0."""
-    r = run_scenario(scenario(body, mode, **extra), backend)
-    words = [int.from_bytes(bytes.fromhex(e.fields["data"]), "little") for e in r.userspace
-             if e.reason == "IO" and e.fields.get("port") == PORT and e.fields.get("direction") == 1]
-    assert (r.stop.reason, r.stop.code) == ("debug-exit", 0), (r.stop, words, r.serial)
-    return words
+    r = run(body, backend, mode, **extra)
+    assert (r.stop.reason, r.stop.code) == ("debug-exit", 0), (r.stop, words(r), r.serial)
+    return words(r)
 
 
-# HLT_TRY insn: TRY with a HLT just before the instruction, so that KVM_RUN returns KVM_EXIT_HLT
-# with RIP on it (handle_halt skipped the HLT): a test can then apply a fixup by hand.
-HLT_TRY = """
-.macro HLT_TRY insn:vararg
+# MARK_TRY insn: TRY with an OUT to port 0xe1 just before the instruction, so that the next VM
+# entry (after complete_fast_pio_out skipped the OUT) starts exactly on it.
+MARK_TRY = """
+.macro MARK_TRY insn:vararg
         movb    $KVMSIM_NO_FAULT, kvmsim_fault_vector
         movl    $0, kvmsim_fault_error
-        hlt
-.Lhlt_try\\@:
+        outb    %al, $0xe1
+.Lmark_try\\@:
         \\insn
-.Lhlt_fix\\@:
+.Lmark_fix\\@:
         .pushsection .kvmsim_extable, "a"
-        .long   .Lhlt_try\\@, .Lhlt_fix\\@
+        .long   .Lmark_try\\@, .Lmark_fix\\@
         .popsection
 .endm
 """
 
 
-def run_with_fixups(body: str, mode: str = "long64", max_exits: int = 2000) -> tuple[list[int], list[str]]:
-    """Run `body` (which uses HLT_TRY) on the sim; at each HLT, apply the fixup the instruction at
-    RIP needs, as the execution-time trap will.  Returns the reported words and the fixups used
-    (and, when a fixup ended in a VM exit, which one: the run stops there)."""
-    from kvmsim.hw import fixups
-    from kvmsim.scenario.runner import make_machine
-    from kvmsim.uapi import KvmExit
+@contextmanager
+def fixups_at_entry() -> Iterator[list[str]]:
+    """While active, a VM entry whose RIP is on an instruction hw/fixups.py lists runs that
+    fixup first, as the execution-time trap (lead) will wherever the CPU reaches one; guests put
+    an OUT before the instruction (MARK_TRY) so that an entry starts exactly there.  Yields the
+    names of the fixups applied."""
+    from kvmsim.hw import fixups, paging
+    from kvmsim.hw.cpu import SiliconVcpu
 
-    m = make_machine(scenario(HLT_TRY + body, mode))
-    words, used = [], []
-    try:
-        hw = m.vcpu.vcpu.hw
-        for _ in range(max_exits):
-            assert m.vcpu.run() == 0
-            run = m.vcpu.mapping.run
-            reason = KvmExit(run.exit_reason)
-            if reason == KvmExit.HLT:
-                code = hw.read_linear_bytes(hw.linear_rip(), 15)
-                found = fixups.find(code, hw.mode())
-                assert found is not None, f"no fixup for {code.hex()}"
+    used: list[str] = []
+    orig = SiliconVcpu.enter_guest
+
+    def enter_guest(self: SiliconVcpu) -> None:
+        if self.uc is not None and not self.vmcs.vm_entry_intr_info_field & 0x80000000:
+            try:
+                code = self.read_linear_bytes(self.linear_rip(), 15)
+            except paging.PageFault:
+                code = b""
+            found = fixups.find(code, self.mode()) if code else None
+            if found is not None:
                 fx, n = found
                 used.append(fx.name)
-                if fx.run(hw, code, n):   # a VM exit: its reason and the intr-info vector, and stop
-                    used.append(f"exit {hw.vmcs.vm_exit_reason} vector {hw.vmcs.vm_exit_intr_info & 0xff}")
-                    return words, used
-                continue
-            assert reason == KvmExit.IO, reason.name
-            data = int.from_bytes(bytes(m.vcpu.mapping.buf[run.io.data_offset:run.io.data_offset + run.io.size]),
-                                  "little")
-            if run.io.port == 0xF4:
-                assert data == 0, f"guest exit code {data:#x}"
-                return words, used
-            if run.io.port == PORT and run.io.direction == 1:
-                words.append(data)
-            if run.io.direction == 0:    # the serial LSR poll: transmitter empty
-                m.vcpu.mapping.buf[run.io.data_offset] = 0x60
-        raise AssertionError("guest did not finish")
+                if fx.run(self, code, n):
+                    return
+        orig(self)
+
+    SiliconVcpu.enter_guest = enter_guest
+    try:
+        yield used
     finally:
-        m.close()
+        SiliconVcpu.enter_guest = orig
+
+
+def run_with_fixups(body: str, mode: str = "long64", **extra) -> tuple[RunResult, list[str]]:
+    """`body` (using MARK_TRY) on the sim with fixups_at_entry: the result and the fixups used."""
+    with fixups_at_entry() as used:
+        r = run(MARK_TRY + body, "sim", mode, **extra)
+    return r, used

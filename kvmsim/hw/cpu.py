@@ -417,7 +417,11 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         return False
 
     def _on_unmapped_raw(self, uch: object, access: int, addr: int, size: int, value: int, _: object) -> bool:
-        self._pending = ("mem", access, addr, size)
+        # The first access is the one silicon stops on.  A QEMU helper doing several stores
+        # (FXSAVE, XSAVE, FNSAVE) calls this once per store and goes on (hw/fixups.py stops
+        # those instructions before they run); the ordinary TCG store stops after one call.
+        if self._pending is None:
+            self._pending = ("mem", access, addr, size)
         return False
 
     def _on_intr(self, uc: Uc, intno: int, _: object) -> None:

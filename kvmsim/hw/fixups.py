@@ -353,6 +353,63 @@ def _run_load_ss(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
     return False
 
 
+# ------------------------------------------------------------------ x87/SSE state save/restore on MMIO
+
+# (opcode, ModRM.reg) -> (mnemonic, bytes it touches (a bound for XSAVE*: CPUID.0xD.0 EBX of the
+# default table), alignment the CPU checks, writes memory)
+FXSTATE = {
+    (b"\x0f\xae", 0): ("fxsave", 512, 16, True), (b"\x0f\xae", 1): ("fxrstor", 512, 16, False),
+    (b"\x0f\xae", 4): ("xsave", 0x340, 64, True), (b"\x0f\xae", 5): ("xrstor", 0x340, 64, False),
+    (b"\x0f\xae", 6): ("xsaveopt", 0x340, 64, True),
+    (b"\xd9", 4): ("fldenv", 28, 1, False), (b"\xd9", 6): ("fnstenv", 28, 1, True),
+    (b"\xdd", 4): ("frstor", 108, 1, False), (b"\xdd", 6): ("fnsave", 108, 1, True),
+}
+
+
+def _fxstate_spec(code: bytes, mode: str) -> tuple[tuple[str, int, int, bool], int] | None:
+    p = split_prefixes(code, mode)
+    i = p.op
+    for op in (b"\x0f\xae", b"\xd9", b"\xdd"):
+        if code[i:i + len(op)] == op and i + len(op) < len(code):
+            modrm = code[i + len(op)]
+            spec = FXSTATE.get((op, (modrm >> 3) & 7))
+            if spec is None or modrm >> 6 == 3 or (op == b"\x0f\xae" and p.prefixes & {0x66, 0xF2, 0xF3}):
+                return None    # 66/F3 0F AE are CLWB, CLFLUSHOPT, the FS/GS base and PTWRITE family
+            return spec, i
+    return None
+
+
+def _match_fxstate(code: bytes, mode: str) -> int | None:
+    if _fxstate_spec(code, mode) is None:
+        return None
+    insn = decode(code, mode)
+    return insn.size if insn is not None else None
+
+
+def _run_fxstate(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
+    """QEMU does these in a helper that goes on storing after a store has no memslot behind it
+    (and runs the rest of the translation block): silicon stops on the first such access with an
+    EPT violation, before the instruction has any effect.  On RAM it runs natively."""
+    from unicorn import UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED
+
+    mode = cpu.mode()
+    (name, size, align, write), _ = _fxstate_spec(code, mode)
+    insn = decode(code, mode)
+    linear = mem_linear(cpu, insn, mode)
+    if linear is None or linear & (align - 1):
+        return step(cpu) if linear is None else cpu._exception(Vector.GP, 0)
+    addr, end = linear, linear + size
+    while addr < end:
+        try:
+            gpa = cpu.translate(addr, write=write)
+        except paging.PageFault:
+            return step(cpu)   # the CPU's own #PF, raised by the native step
+        if not cpu.gpa_is_ram(gpa):
+            return cpu._ept_exit(UC_MEM_WRITE_UNMAPPED if write else UC_MEM_READ_UNMAPPED, addr)
+        addr = (addr | 0xFFF) + 1
+    return step(cpu)
+
+
 FIXUPS: tuple[Fixup, ...] = (
     Fixup("aligned-sse-move", (b"\x0f\x28", b"\x0f\x29", b"\x0f\x2b", b"\x0f\x6f", b"\x0f\x7f", b"\x0f\xe7",
                                b"\x0f\x38\x2a"),
@@ -368,6 +425,8 @@ FIXUPS: tuple[Fixup, ...] = (
           "QEMU honours 0x66 on SGDT/SIDT in 64-bit mode (24-bit base)"),
     Fixup("load-ss-tf", (b"\x8e", b"\x17"), _match_load_ss, _run_load_ss,
           "single-step after MOV SS/POP SS is held for one instruction"),
+    Fixup("fxstate-mmio", (b"\x0f\xae", b"\xd9", b"\xdd"), _match_fxstate, _run_fxstate,
+          "QEMU's FXSAVE/XSAVE/FNSAVE helpers complete past an access without a memslot"),
 )
 
 
