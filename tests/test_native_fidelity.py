@@ -25,6 +25,8 @@ PVM_ARTEFACTS = {
     "movbe-register": "KVM's emulator has no MOVBE register form: emulation failure, not #UD",
     "clac": "KVM's emulator has no CLAC/STAC: emulation failure",
     "xgetbv": "KVM's emulator has no XGETBV: emulation failure",
+    "xsave": "KVM's emulator has no XSAVE: emulation failure",
+    "stmxcsr": "KVM's emulator has no STMXCSR: emulation failure",
 }
 
 
@@ -97,39 +99,51 @@ def test_clflushopt_runs_as_cpuid_advertises(backend: str) -> None:
     assert reported(body, backend) == [1, NO_FAULT, 0]
 
 
+# (function, register index in (eax, ebx, ecx, edx), bit) -> an instruction that needs the feature
+CPUID_PROBES = {
+    (7, 1, 20): "0f01ca0f01cb",          # SMAP: clac; stac
+    (7, 1, 23): "660fae3c24",            # CLFLUSHOPT (rsp)
+    (7, 1, 18): "0fc7f8",                # RDSEED eax
+    (7, 1, 19): "660f38f6c0",            # ADX: adcx eax, eax
+    (7, 1, 0): "f3480faec0",             # FSGSBASE: rdfsbase rax (CR4.FSGSBASE set below)
+    (7, 1, 3): "c4e270f3cb",             # BMI1: blsr ecx, ebx
+    (7, 1, 8): "c4e27bf5c0",             # BMI2: pdep eax, eax, eax
+    (7, 1, 5): "c5fdfec0",               # AVX2: vpaddd ymm0, ymm0, ymm0
+    (1, 2, 22): "0f38f00424",            # MOVBE eax, (rsp)
+    (1, 2, 30): "0fc7f0",                # RDRAND eax
+    (1, 2, 26): "31c90f01d0",            # XSAVE: xgetbv (CR4.OSXSAVE set below)
+    (1, 2, 23): "f30fb8c0",              # POPCNT
+    (1, 2, 28): "c5fc58c0",              # AVX: vaddps ymm0, ymm0, ymm0
+    (1, 2, 12): "c4e2f9a8c0",            # FMA: vfmadd213pd xmm0, xmm0, xmm0
+    (1, 2, 29): "c4e27913c0",            # F16C: vcvtph2ps xmm0, xmm0
+    (0x80000001, 2, 5): "f30fbdc0",      # LZCNT
+}
+# Advertised although unicorn (QEMU 5 TCG: VEX only for BMI1/BMI2) refuses them.  They stay
+# in the default table because the MMIO path for VEX moves is modelled (hw/cpu.py
+# _vex_mmio_exit: mmio-avx-* scenarios); on RAM they are #UD.  A known gap, not a silent one.
+VEX_GAPS = {(7, 1, 5), (1, 2, 28), (1, 2, 12), (1, 2, 29)}
+
+
 def test_every_instruction_the_default_cpuid_advertises_runs_on_the_silicon() -> None:
     """KVM_GET_SUPPORTED_CPUID / the default table must not advertise what unicorn's CPU model
-    refuses with #UD: each (leaf, register, bit) here is run bare in the silicon's model."""
+    refuses with #UD: each probed feature the table advertises is run bare in the silicon's model."""
     from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_64, Uc, UcError
     from unicorn import x86_const as X
 
     from kvmsim.hw.quirks import SILICON_CPU_MODEL
     from kvmsim.kvm.cpuid import DEFAULT_CPUID
 
-    probes = {  # (function, register index in (eax, ebx, ecx, edx), bit) -> code
-        (7, 1, 20): "0f01ca0f01cb",          # SMAP: clac; stac
-        (7, 1, 23): "660fae3c24",            # CLFLUSHOPT (rsp)
-        (7, 1, 18): "0fc7f8",                # RDSEED eax
-        (7, 1, 19): "660f38f6c0",            # ADX: adcx eax, eax
-        (7, 1, 3): "c4e278f3cb",             # BMI1: blsr ecx, ebx -- VEX, see below
-        (1, 2, 22): "0f38f00424",            # MOVBE eax, (rsp)
-        (1, 2, 30): "0fc7f0",                # RDRAND eax
-        (1, 2, 26): "31c90f01d0",            # XSAVE: xgetbv (CR4.OSXSAVE set below)
-        (1, 2, 23): "f30fb8c0",              # POPCNT
-        (0x80000001, 2, 5): "f30fbdc0",      # LZCNT
-    }
-    vex = {(7, 1, 3)}   # unicorn has no VEX decoder (no AVX): BMI1/BMI2 are a known gap, listed
     advertised = {(f, r, b) for f, i, fl, *regs in DEFAULT_CPUID for r, v in enumerate(regs) for b in range(32)
                   if v >> b & 1}
-    refused = []
-    for key, hexcode in probes.items():
-        if key not in advertised or key in vex:
+    refused = set()
+    for key, hexcode in CPUID_PROBES.items():
+        if key not in advertised:
             continue
         uc = Uc(UC_ARCH_X86, UC_MODE_64)
         uc.ctl_set_cpu_model(SILICON_CPU_MODEL)
         uc.mem_map(0x1000, 0x10000)
         uc.reg_write(X.UC_X86_REG_RSP, 0x8000)
-        uc.reg_write(X.UC_X86_REG_CR4, uc.reg_read(X.UC_X86_REG_CR4) | 1 << 18 | 1 << 9)
+        uc.reg_write(X.UC_X86_REG_CR4, uc.reg_read(X.UC_X86_REG_CR4) | 1 << 18 | 1 << 16 | 1 << 9)
         code = bytes.fromhex(hexcode)
         uc.mem_write(0x2000, code)
         faults: list[int] = []
@@ -139,8 +153,48 @@ def test_every_instruction_the_default_cpuid_advertises_runs_on_the_silicon() ->
         except UcError:
             faults.append(UD)
         if faults:
-            refused.append(key)
-    assert refused == []
+            refused.add(key)
+    assert refused == VEX_GAPS & advertised
+
+
+# ---------------------------------------------------------------- FPU reset state and XCR0
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fpu_control_word_reset_value(backend: str) -> None:
+    assert reported("fnstcw 0x90000\n movzwl 0x90000, %eax\n REPORT_EAX", backend) == [0x37F]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mxcsr_reset_value(backend: str) -> None:
+    body = "stmxcsr 0x90000\n movl 0x90000, %eax\n REPORT_EAX"
+    if _pvm_artefact("stmxcsr", backend, body):
+        return
+    assert reported(body, backend) == [0x1F80]
+
+
+OSXSAVE_ON = "movq %cr4, %rax\n orq $0x40000, %rax\n movq %rax, %cr4\n"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_xcr0_resets_to_x87_and_follows_xsetbv(backend: str) -> None:
+    body = (OSXSAVE_ON + "xorl %ecx, %ecx\n xgetbv\n REPORT_EAX\n movl $3, %eax\n xorl %edx, %edx\n xsetbv\n"
+            "xgetbv\n REPORT_EAX")
+    if _pvm_artefact("xgetbv", backend, body):
+        return
+    assert reported(body, backend) == [1, 3]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_xsave_stores_the_components_xcr0_enables(backend: str) -> None:
+    """XCR0 = x87|SSE, RFBM all ones: FCW (0x37f), MXCSR (0x1f80), XSTATE_BV within XCR0, standard form."""
+    body = (OSXSAVE_ON + "xorl %ecx, %ecx\n movl $3, %eax\n xorl %edx, %edx\n xsetbv\n"
+            "movl $0x90000, %edi\n movl $0x400, %ecx\n movb $0xee, %al\n rep stosb\n movl $0, 0x90200\n"
+            "movl $0, 0x90208\n movl $0, 0x9020c\n movl $-1, %eax\n movl $-1, %edx\n xsave 0x90000\n"
+            "movzwl 0x90000, %eax\n REPORT_EAX\n movl 0x90018, %eax\n REPORT_EAX\n movl 0x90200, %eax\n"
+            "andl $~3, %eax\n REPORT_EAX\n movl 0x90208, %eax\n REPORT_EAX")
+    if _pvm_artefact("xsave", backend, body):
+        return
+    assert reported(body, backend) == [0x37F, 0x1F80, 0, 0]
 
 
 # ---------------------------------------------------------------- fixups: applied at an entry after a marker OUT (sim), end to end (both)
@@ -208,9 +262,12 @@ def test_fixup_end_to_end(case: str, backend: str) -> None:
     ("660f0108", "long64", ("sgdt-sidt-o16-64", 4)),
     ("0f0100", "long64", None),
     ("660f0100", "prot32", None),
-    ("8ed0", "long64", ("load-ss-tf", 2)),
-    ("17", "prot32", ("load-ss-tf", 1)),
-    ("8ed8", "long64", None),                            # mov ds
+    ("8ed0", "long64", None),                            # mov ss: unicorn holds TF's trap itself
+    ("0fae07", "long64", ("fxstate-mmio", 3)),
+    ("0fae27", "prot32", ("fxstate-mmio", 3)),
+    ("dd34", "real", ("fxstate-mmio", 2)),
+    ("660fae3f", "long64", None),                        # clflushopt
+    ("0faef0", "long64", None),                          # mfence
 ])
 def test_fixup_match(code: str, mode: str, want) -> None:
     found = fixups.find(bytes.fromhex(code) + bytes(8), mode)

@@ -92,6 +92,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         mode = UC_MODE_64 if lma else (UC_MODE_32 if sregs.cr0 & paging.X86_CR0_PE else UC_MODE_16)
         uc = Uc(UC_ARCH_X86, mode)
         uc.ctl_set_cpu_model(quirks.SILICON_CPU_MODEL)
+        quirks.fpu_reset(uc)     # XCR0, FCW and MXCSR as KVM's vCPU reset leaves them; unicorn has 0s
         self._reg_ids = REG_IDS if mode == UC_MODE_64 else REG_IDS_32
         self._uch = uc._uch
         ids = [self._reg_ids["rip"], self._reg_ids["cs"], self._reg_ids["rflags"], U.UC_X86_REG_CR0,
@@ -346,6 +347,11 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
             self.set_reg("rdx", val >> 32)
         self.set_reg("rip", self.reg("rip") + length)
         return False
+
+    def set_xcr0(self, value: int) -> None:
+        """The guest's XCR0, as KVM loads it before VM entry (kvm_load_guest_xsave_state)."""
+        quirks.set_xcr0(self.uc or self._power_on(), value)
+        self._rc.clear()
 
     def _default_op32(self) -> bool:
         mode = self.mode()

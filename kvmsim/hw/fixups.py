@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from kvmsim.hw.cpu import SiliconVcpu
 
 LEGACY_PREFIXES = frozenset({0x66, 0x67, 0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65})
-EFLAGS_CF, EFLAGS_PF, EFLAGS_AF, EFLAGS_ZF, EFLAGS_SF, EFLAGS_TF, EFLAGS_OF = 1, 4, 0x10, 0x40, 0x80, 0x100, 0x800
+EFLAGS_CF, EFLAGS_PF, EFLAGS_AF, EFLAGS_ZF, EFLAGS_SF, EFLAGS_OF = 1, 4, 0x10, 0x40, 0x80, 0x800
 ARITH_FLAGS = EFLAGS_CF | EFLAGS_PF | EFLAGS_AF | EFLAGS_ZF | EFLAGS_SF | EFLAGS_OF
 X86_CR4_UMIP = 1 << 11
 _CS_MODES = {"real": CS_MODE_16, "vm86": CS_MODE_16, "prot16": CS_MODE_16, "long64": CS_MODE_64}
@@ -325,34 +325,6 @@ def _run_sxdt66(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
     return _advance(cpu, length)
 
 
-# ------------------------------------------------------------------ MOV SS / POP SS under TF
-
-def _match_load_ss(code: bytes, mode: str) -> int | None:
-    p = split_prefixes(code, mode)
-    i = p.op
-    if i < len(code) and code[i] == 0x17 and mode != "long64":
-        return i + 1
-    if i + 1 < len(code) and code[i] == 0x8E and (code[i + 1] >> 3) & 7 == 2:
-        insn = decode(code, mode)
-        return insn.size if insn is not None else None
-    return None
-
-
-def _run_load_ss(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
-    """A single-step trap is not taken after MOV SS/POP SS (SDM 6.8.3): the next instruction runs
-    and the trap comes after it.  Stepped with TF clear, TF back when it completed."""
-    flags = cpu.reg("rflags")
-    if not flags & EFLAGS_TF:
-        return step(cpu)
-    rip0 = cpu.reg("rip")
-    cpu.set_reg("rflags", flags & ~EFLAGS_TF)
-    if step(cpu):
-        return True
-    if cpu.reg("rip") == rip0 + length:   # completed (a fault went to its handler otherwise)
-        cpu.set_reg("rflags", cpu.reg("rflags") | EFLAGS_TF)
-    return False
-
-
 # ------------------------------------------------------------------ x87/SSE state save/restore on MMIO
 
 # (opcode, ModRM.reg) -> (mnemonic, bytes it touches (a bound for XSAVE*: CPUID.0xD.0 EBX of the
@@ -423,8 +395,6 @@ FIXUPS: tuple[Fixup, ...] = (
           "QEMU zero-extends the unchanged destination of BSF/BSR r32 with a zero source"),
     Fixup("sgdt-sidt-o16-64", (b"\x0f\x01",), _match_sxdt66, _run_sxdt66,
           "QEMU honours 0x66 on SGDT/SIDT in 64-bit mode (24-bit base)"),
-    Fixup("load-ss-tf", (b"\x8e", b"\x17"), _match_load_ss, _run_load_ss,
-          "single-step after MOV SS/POP SS is held for one instruction"),
     Fixup("fxstate-mmio", (b"\x0f\xae", b"\xd9", b"\xdd"), _match_fxstate, _run_fxstate,
           "QEMU's FXSAVE/XSAVE/FNSAVE helpers complete past an access without a memslot"),
 )
