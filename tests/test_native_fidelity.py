@@ -233,8 +233,13 @@ def test_fixup_run_gives_the_silicon_result(case: str) -> None:
     assert (r.stop.reason, r.stop.code) == ("debug-exit", 0) and words(r) == want
 
 
-@pytest.mark.parametrize("backend", [pytest.param("sim", marks=NEEDS_TRAP), pytest.param("kvm", marks=pytest.mark.kvm)])
-@pytest.mark.parametrize("case", FIXUP_CASES)
+# Controls: unicorn already gets these right natively (the fixup must keep them so).
+NATIVE_OK = {"movaps-aligned", "lock-neg-byte-zero", "bsf-nonzero-m32"}
+
+
+@pytest.mark.parametrize("case, backend", [
+    pytest.param(c, b, marks=[pytest.mark.kvm] if b == "kvm" else [] if c in NATIVE_OK else [NEEDS_TRAP], id=f"{c}-{b}")
+    for c in FIXUP_CASES for b in ("sim", "kvm")])
 def test_fixup_end_to_end(case: str, backend: str) -> None:
     body, want, name = FIXUP_CASES[case]
     body = body.replace("MARK_TRY", "TRY")
@@ -278,3 +283,91 @@ def test_fixup_match(code: str, mode: str, want) -> None:
     (5, 32, 0xFFFFFFFB, 0x91), (0, 32, 0, 0x44), (0x80, 8, 0x80, 0x881 | 0x4 & 0), (1, 16, 0xFFFF, 0x95)])
 def test_neg_flags(src: int, bits: int, res: int, flags: int) -> None:
     assert fixups.neg_flags(src, bits) == (res, flags)
+
+
+# ---------------------------------------------------------------- single-step (TF)
+
+# A #DB handler that reports where each trap came from (offset from `base`) and clears TF after 4.
+_DB_HANDLER = """
+        SET_IDT_HANDLER 1, dbh
+        movl $4, %r15d
+        movw %ss, %bx
+        jmp 9f
+dbh:    movq (%rsp), %rax
+        subl $base, %eax
+        outl %eax, $0xe0
+        decl %r15d
+        jnz 8f
+        andq $~0x100, 16(%rsp)
+8:      iretq
+9:      pushfq
+        orq $0x100, (%rsp)
+"""
+# Diagnosis: every uc_emu_stop from the scanner's block hook (first run of new code) leaves
+# QEMU's env->old_exception set (13, then 8 at the next one) with no exception reported; with 8
+# every later exception counts as a triple fault, which unicorn turns into a silent halt, and
+# enter_guest's quirks.reset_old_exception fallback resumes: right for a fault (re-executed),
+# but a single-step trap is gone.  (A block hook without emu_stop leaves it at -1.)
+TF_LOST = pytest.mark.xfail(strict=False, reason=(
+    "single-step traps lost after the scanner's block-hook stops leave old_exception = #DF "
+    "(lead: hw/scanner.py, enter_guest)"))
+
+
+@pytest.mark.parametrize("backend", [pytest.param("sim", marks=TF_LOST), pytest.param("kvm", marks=pytest.mark.kvm)])
+def test_tf_set_by_popfq_traps_after_the_next_instruction(backend: str) -> None:
+    body = _DB_HANDLER + "base: popfq\n nop\n nop\n nop\n nop\n nop\n"
+    assert reported(body, backend) == [2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("backend", [pytest.param("sim", marks=TF_LOST), pytest.param("kvm", marks=pytest.mark.kvm)])
+def test_single_step_trap_is_held_after_mov_ss(backend: str) -> None:
+    """SDM 6.8.3: no #DB after MOV SS; the instruction after it runs, then the trap (offsets 1, 4, 5, 6)."""
+    body = _DB_HANDLER + "popfq\nbase: nop\n movw %bx, %ss\n nop\n nop\n nop\n nop\n"
+    got = reported(body, backend)
+    if backend == "kvm" and vendor_module() == "kvm_pvm":
+        # labelled kvm_pvm artefact: the MOV SS runs in KVM's emulator, whose single-step
+        # (kvm_vcpu_do_singlestep after the emulated instruction) ignores the MOV-SS shadow
+        assert got == [1, 3, 4, 5]
+        return
+    assert got == [1, 4, 5, 6]
+
+
+# ---------------------------------------------------------------- segment checks outside 64-bit mode
+
+# A read-only data descriptor at GDT 0x30 (the boot GDT ends at 0x2f) in GS; a #GP handler that
+# reports vector and error code and ends the run (prot32 handlers cannot IRET on kvm_pvm).
+_RO_GS = """
+        sgdt 0x90100
+        movl $0x0000ffff, 0x2030
+        movl $0x00cf9100, 0x2034
+        movw $0x37, 0x90100
+        lgdt 0x90100
+        movw $0x30, %ax
+        movw %ax, %gs
+        SET_IDT_HANDLER 13, gph
+        movl %gs:0x90000, %eax
+        movl $0xaa, %eax
+        outl %eax, $0xe0
+        movl %eax, %gs:0x90000
+        movl $0xbb, %eax
+        outl %eax, $0xe0
+        EXIT 0
+gph:    movl $13, %eax
+        outl %eax, $0xe0
+        popl %eax
+        outl %eax, $0xe0
+"""
+RO_SEG = pytest.mark.xfail(strict=False, reason=(
+    "QEMU's TCG makes no segment type/limit check on a data access; a write through a read-only "
+    "segment needs the CPU stopped on every data write while such a descriptor is loaded (not built)"))
+
+
+@pytest.mark.parametrize("backend", [pytest.param("sim", marks=RO_SEG), pytest.param("kvm", marks=pytest.mark.kvm)])
+def test_write_through_read_only_segment_is_gp_in_protected_mode(backend: str) -> None:
+    assert reported(_RO_GS, backend, mode="prot32") == [0xAA, GP, 0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_read_only_segment_is_not_checked_in_64_bit_mode(backend: str) -> None:
+    body = _RO_GS.replace("popl %eax", "popq %rax")
+    assert reported(body, backend) == [0xAA, 0xBB]

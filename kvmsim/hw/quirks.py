@@ -32,7 +32,14 @@ SILICON_CPU_MODEL = UC_CPU_X86_SKYLAKE_SERVER
 
 
 def _raw(ctx) -> ctypes.Array:
+    """The context's bytes in place (valid only while `ctx` is alive: keep a reference)."""
     return (ctypes.c_char * ctx.size).from_address(ctypes.cast(ctx.context, ctypes.c_void_p).value)
+
+
+def _snapshot(uc: Uc) -> bytes:
+    """A copy of the CPU context's bytes (the context object is freed after the copy, not before)."""
+    ctx = uc.context_save()
+    return bytes(_raw(ctx))
 
 
 @functools.cache
@@ -42,12 +49,12 @@ def old_exception_offset() -> int | None:
     uc.mem_map(0x1000, 0x1000)
     uc.mem_write(0x1000, bytes.fromhex("31c9f7f1"))  # xor ecx,ecx; div ecx
     uc.hook_add(UC_HOOK_INTR, lambda u, n, d: u.emu_stop())
-    before = bytes(_raw(uc.context_save()))
+    before = _snapshot(uc)
     try:
         uc.emu_start(0x1000, 0x1004)
     except UcError:
         return None
-    after = bytes(_raw(uc.context_save()))
+    after = _snapshot(uc)
     hits = [off for off in range(0, min(len(before), len(after)) - 3, 4)
             if struct.unpack_from("<i", before, off)[0] == -1 and struct.unpack_from("<i", after, off)[0] == 0]
     return hits[0] if len(hits) == 1 else None
@@ -68,7 +75,7 @@ def error_code_offset() -> int | None:
         uc.emu_start(0x1000, 0x1006)
     except UcError:
         return None
-    after = bytes(_raw(uc.context_save()))
+    after = _snapshot(uc)
     hits = [off for off in range(max(0, top - 256), top, 4) if struct.unpack_from("<i", after, off)[0] == 0x1238]
     return hits[0] if len(hits) == 1 else None
 
@@ -79,7 +86,8 @@ def error_code(uc: Uc) -> int:
     off = error_code_offset()
     if off is None:
         return 0
-    return struct.unpack_from("<I", _raw(uc.context_save()), off)[0]
+    ctx = uc.context_save()
+    return struct.unpack_from("<I", _raw(ctx), off)[0]
 
 
 @functools.cache
@@ -101,7 +109,7 @@ def xcr0_offset() -> int | None:
             uc.emu_start(at, at + len(code))
         except UcError:
             return None
-        raws.append(bytes(_raw(uc.context_save())))
+        raws.append(_snapshot(uc))
     hits = [off for off in range(0, len(raws[0]) - 7, 8)
             if struct.unpack_from("<Q", raws[0], off)[0] == 1 and struct.unpack_from("<Q", raws[1], off)[0] == 3]
     return hits[0] if len(hits) == 1 else None
