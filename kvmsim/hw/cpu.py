@@ -92,6 +92,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         mode = UC_MODE_64 if lma else (UC_MODE_32 if sregs.cr0 & paging.X86_CR0_PE else UC_MODE_16)
         uc = Uc(UC_ARCH_X86, mode)
         uc.ctl_set_cpu_model(quirks.SILICON_CPU_MODEL)
+        quirks.no_until_address(uc)
         quirks.fpu_reset(uc)     # XCR0, FCW and MXCSR as KVM's vCPU reset leaves them; unicorn has 0s
         self._reg_ids = REG_IDS if mode == UC_MODE_64 else REG_IDS_32
         self._uch = uc._uch

@@ -138,6 +138,17 @@ def fpu_reset(uc: Uc) -> None:
     set_xcr0(uc, 1)
 
 
+def no_until_address(uc: Uc) -> None:
+    """Make uc_emu_start's `until` inert (UC_CTL_UC_USE_EXITS with no exit address): silicon has
+    no such address, and unicorn, at the end of every emulation, invalidates the translation at
+    `until` through the guest's page walk, which fails for an address with no mapping (or a
+    non-canonical one): QEMU then records a #GP/#PF in env->old_exception (and error_code) that
+    is never reported, and the next fault escalates (to #DF, then a silent triple-fault halt) --
+    a single-step trap is lost that way."""
+    uc.ctl_exits_enabled(True)
+    uc.ctl_set_exits([])
+
+
 def reset_old_exception(uc: Uc) -> bool:
     """Clear the tracker; True if it was set (unicorn may also have halted the CPU on a
     fault it escalated by itself, with no hook call: the caller then simply resumes)."""
