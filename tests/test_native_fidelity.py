@@ -51,6 +51,15 @@ def test_write_to_not_present_page_is_pf_with_error_code_w(backend: str) -> None
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("insn", ["incl (%rbx)", "addl %eax, (%rbx)", "xchgl %eax, (%rbx)", "lock incl (%rbx)",
+                                  "notl (%rbx)", "lock negl (%rbx)"])
+def test_read_modify_write_of_not_present_page_is_a_write_fault(backend: str, insn: str) -> None:
+    """QEMU loads first and reported a read fault (0); the CPU reports the RMW access as a write."""
+    body = f"movabs $0x100000004, %rbx\n TRY {insn}\n REPORT_FAULT\n movq %cr2, %rax\n REPORT_EAX"
+    assert reported(body, backend) == [PF, 2, 4]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_read_of_not_present_page_is_pf_with_error_code_0(backend: str) -> None:
     assert reported(PF_WRITE.replace("movl %eax, (%rbx)", "movl (%rbx), %eax"), backend) == [PF, 0]
 
@@ -208,6 +217,8 @@ FIXUP_CASES = {
     "movbe-register": ("MARK_TRY .byte 0x0f, 0x38, 0xf0, 0xc1\n jmp 1f\n1: REPORT_FAULT", [UD, 0], "movbe-register"),
     "lock-neg": ("movl $5, 0x90000\n movl $0x90000, %ebx\n MARK_TRY lock negl (%rbx)\n pushfq\n popq %rax\n"
                  "andl $0x8d5, %eax\n REPORT_EAX\n movl 0x90000, %eax\n REPORT_EAX", [0x91, 0xFFFFFFFB], "lock-neg"),
+    "lock-neg-not-present": ("movabs $0x100000004, %rbx\n MARK_TRY lock negl (%rbx)\n REPORT_FAULT\n movq %cr2, %rax\n"
+                             "REPORT_EAX\n shrq $32, %rax\n REPORT_EAX", [PF, 2, 4, 1], "lock-neg"),
     "lock-neg-byte-zero": ("movb $0, 0x90000\n movl $0x90000, %ebx\n MARK_TRY lock negb (%rbx)\n pushfq\n popq %rax\n"
                            "andl $0x8d5, %eax\n REPORT_EAX", [0x44], "lock-neg"),
     "bsf-zero-m32": ("movabs $0x1234567887654321, %rax\n movl $0, 0x90000\n MARK_TRY bsfl 0x90000, %eax\n"
@@ -231,7 +242,7 @@ def test_fixup_run_gives_the_silicon_result(case: str) -> None:
 
 
 # Controls: unicorn already gets these right natively (the fixup must keep them so).
-NATIVE_OK = {"movaps-aligned", "lock-neg-byte-zero", "bsf-nonzero-m32"}
+NATIVE_OK = {"movaps-aligned", "lock-neg-byte-zero", "lock-neg-not-present", "bsf-nonzero-m32"}
 
 
 @pytest.mark.parametrize("case, backend", [

@@ -11,8 +11,9 @@ Two kinds of correction:
   and correcting the result, or doing it in software) and advances RIP.  `run` returns True
   iff it ended in a VM exit.  The caller lifts its own stop hook at RIP around `run` (as
   `_step_native` does), since `run` may step the instruction in unicorn.
-* `correct_exception`: faults unicorn reports through UC_HOOK_INTR whose vector QEMU
-  chooses differently (a non-canonical stack access is #SS, not #GP).
+* `correct_exception`: faults unicorn reports through UC_HOOK_INTR whose vector or error code
+  QEMU chooses differently (a non-canonical stack access is #SS, not #GP; a read-modify-write
+  of a not-present page is a write fault).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
+from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
 from capstone.x86_const import (X86_OP_MEM, X86_REG_BP, X86_REG_EBP, X86_REG_ESP, X86_REG_INVALID,
                                 X86_REG_RBP, X86_REG_RSP, X86_REG_SP, X86_REG_SS)
 from unicorn import UcError
@@ -127,18 +128,29 @@ def mem_linear(cpu: "SiliconVcpu", insn, mode: str) -> int | None:
     return None
 
 
-def _page_fault(cpu: "SiliconVcpu", linear: int, pf: paging.PageFault) -> bool:
-    cpu.set_cr2(linear)
-    return cpu._exception(Vector.PF, pf.error_code)
+class _Fault(Exception):
+    """A #PF at `linear` found while checking an operand (raised as the CPU would, with CR2)."""
+
+    def __init__(self, linear: int, pf: paging.PageFault) -> None:
+        super().__init__(linear)
+        self.linear, self.error_code = linear, pf.error_code
+
+
+def _page_fault(cpu: "SiliconVcpu", fault: _Fault) -> bool:
+    cpu.set_cr2(fault.linear)
+    return cpu._exception(Vector.PF, fault.error_code)
 
 
 def _ram_gpas(cpu: "SiliconVcpu", linear: int, size: int, write: bool) -> list[int] | None:
-    """Translate each byte's page; None when any of it is not RAM (the native step then takes the
-    EPT exit and KVM's emulator does the instruction).  Raises paging.PageFault."""
+    """Translate each page of [linear, linear + size); None when any of it is not RAM (the native
+    step then takes the EPT exit and KVM's emulator does the instruction).  Raises _Fault."""
     gpas, addr, left = [], linear, size
     while left:
         chunk = min(left, 0x1000 - (addr & 0xFFF))
-        gpa = cpu.translate(addr, write=write)
+        try:
+            gpa = cpu.translate(addr, write=write)
+        except paging.PageFault as pf:
+            raise _Fault(addr, pf) from None
         if not cpu.gpa_is_ram(gpa) or not cpu.gpa_is_ram(gpa + chunk - 1):
             return None
         gpas.append(gpa)
@@ -252,8 +264,8 @@ def _run_lock_neg(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
     size = insn.operands[0].size
     try:
         gpas = _ram_gpas(cpu, linear, size, write=True)
-    except paging.PageFault as pf:
-        return _page_fault(cpu, linear, pf)
+    except _Fault as f:
+        return _page_fault(cpu, f)
     if gpas is None:
         return step(cpu)
     src = cpu.read_linear(linear, size)
@@ -318,8 +330,8 @@ def _run_sxdt66(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
     try:
         if _ram_gpas(cpu, linear, 10, write=True) is None:
             return step(cpu)   # MMIO: left to the EPT exit and KVM's emulator
-    except paging.PageFault as pf:
-        return _page_fault(cpu, linear, pf)
+    except _Fault as f:
+        return _page_fault(cpu, f)
     cpu.write_linear(linear, 2, limit)
     cpu.write_linear(linear + 2, 8, base)
     return _advance(cpu, length)
@@ -413,15 +425,40 @@ def find(code: bytes, mode: str) -> tuple[Fixup, int] | None:
 
 # ------------------------------------------------------------------ faults reported by unicorn
 
+PFERR_PRESENT, PFERR_WRITE, PFERR_FETCH = 1, 2, 16
+
+
+def _written_operand_faulted(cpu: "SiliconVcpu") -> bool:
+    """CR2 lies in a memory operand the instruction at RIP writes."""
+    mode = cpu.mode()
+    try:
+        insn = decode(cpu.read_linear_bytes(cpu.linear_rip(), 15), mode)
+    except (paging.PageFault, UcError):
+        return False
+    if insn is None:
+        return False
+    cr2 = cpu.cr(2)
+    for op in insn.operands:
+        if op.type == X86_OP_MEM and op.access & CS_AC_WRITE:
+            linear = mem_linear(cpu, insn, mode)
+            if linear is not None and 0 <= (cr2 - linear) % (1 << 64) < op.size:
+                return True
+    return False
+
+
 def _canonical(addr: int) -> bool:
     top = addr >> 47
     return top in (0, 0x1FFFF)
 
 
 def correct_exception(cpu: "SiliconVcpu", vector: int, error_code: int) -> tuple[int, int]:
-    """A fault as unicorn reported it -> as the CPU raises it.  In 64-bit mode a non-canonical
-    address in a stack reference (RSP/RBP base, SS override, PUSH/POP/CALL/RET) is #SS(0);
-    QEMU's page walk makes every non-canonical access #GP(0)."""
+    """A fault as unicorn reported it -> as the CPU raises it (table in the function's branches):
+    * #PF on a not-present page from a read-modify-write (INC/ADD/XCHG/LOCK ... [mem]): the CPU
+      reports the access as a write (W=1); QEMU loads first and reports a read.
+    * In 64-bit mode a non-canonical address in a stack reference (RSP/RBP base, SS override,
+      PUSH/POP/CALL/RET) is #SS(0); QEMU's page walk makes every non-canonical access #GP(0)."""
+    if vector == Vector.PF and not error_code & (PFERR_PRESENT | PFERR_WRITE | PFERR_FETCH):
+        return vector, error_code | (PFERR_WRITE if _written_operand_faulted(cpu) else 0)
     if vector != Vector.GP or error_code != 0 or cpu.mode() != "long64":
         return vector, error_code
     try:
