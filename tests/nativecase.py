@@ -88,15 +88,13 @@ def fixups_at_entry() -> Iterator[list[str]]:
     def enter_guest(self: SiliconVcpu) -> None:
         if self.uc is not None and not self.vmcs.vm_entry_intr_info_field & 0x80000000:
             try:
-                code = self.read_linear_bytes(self.linear_rip(), 15)
+                found = fixups.find(self.read_linear_bytes(self.linear_rip(), 15), self.mode())
             except paging.PageFault:
-                code = b""
-            found = fixups.find(code, self.mode()) if code else None
+                found = None
             if found is not None:
-                fx, n = found
-                used.append(fx.name)
-                if fx.run(self, code, n):
-                    return
+                used.append(found[0].name)
+            if fixups.apply_at_rip(self):
+                return
         orig(self)
 
     SiliconVcpu.enter_guest = enter_guest

@@ -10,7 +10,8 @@ Two kinds of correction:
   SiliconVcpu: it raises an exception, or completes the instruction (stepping it in unicorn
   and correcting the result, or doing it in software) and advances RIP.  `run` returns True
   iff it ended in a VM exit.  The caller lifts its own stop hook at RIP around `run` (as
-  `_step_native` does), since `run` may step the instruction in unicorn.
+  `_step_native` does), since `run` may step the instruction in unicorn.  `apply_at_rip(cpu)`
+  does the lookup and the run for the instruction at RIP (None: no fixup, run it natively).
 * `correct_exception`: faults unicorn reports through UC_HOOK_INTR whose vector or error code
   QEMU chooses differently (a non-canonical stack access is #SS, not #GP; a read-modify-write
   of a not-present page is a write fault).
@@ -421,6 +422,20 @@ def find(code: bytes, mode: str) -> tuple[Fixup, int] | None:
             if n is not None:
                 return fx, n
     return None
+
+
+def apply_at_rip(cpu: "SiliconVcpu") -> bool | None:
+    """The CPU is stopped before an instruction: run its fixup if it needs one.  None when it
+    does not (execute it natively); else True iff the fixup ended in a VM exit."""
+    try:
+        code = cpu.read_linear_bytes(cpu.linear_rip(), 15)
+    except (paging.PageFault, UcError):
+        return None        # the native fetch raises the #PF / takes the EPT exit
+    found = find(code, cpu.mode())
+    if found is None:
+        return None
+    fx, length = found
+    return fx.run(cpu, code, length)
 
 
 # ------------------------------------------------------------------ faults reported by unicorn
