@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 
-from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
+from capstone import CS_AC_WRITE, CS_ARCH_X86, Cs
 from capstone.x86_const import X86_OP_MEM, X86_REG_RIP
 from unicorn import (UC_ARCH_X86, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED,
                      UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_16, UC_MODE_32, UC_MODE_64,
@@ -23,7 +23,7 @@ from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import event, paging, quirks
-from kvmsim.hw.exits import Action, decode_io, insn_length
+from kvmsim.hw.exits import Action, cs_mode_of, decode_io, insn_length
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
                             CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_NMI, NMI_HOST_INTR_INFO, IntrType,
@@ -393,8 +393,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
 
     def _cs_mode(self) -> int:
         """The capstone mode that decodes like the CPU does now."""
-        mode = self.mode()
-        return CS_MODE_64 if mode == "long64" else CS_MODE_32 if mode in ("prot32", "compat") else CS_MODE_16
+        return cs_mode_of(self.mode())
 
     def _exception(self, vector: int, error_code: int | None) -> bool:
         """A fault the guest raised natively: exit if KVM intercepts the vector, else deliver it."""

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
 from capstone import x86_const as X
 
 from kvmsim.hw.vmcs import ExitReason
@@ -119,9 +119,23 @@ def insn_length(code: bytes, cs_mode: int) -> int:
     return insn.size if insn is not None else 0
 
 
-def classify(code: bytes, cs_mode: int) -> tuple[ExitingInsn | None, int, str]:
-    """The instruction that starts at code[0], decoded in capstone mode `cs_mode`: (what the CPU
+CS_MODES = {"long64": CS_MODE_64, "prot32": CS_MODE_32, "compat": CS_MODE_32}   # else 16-bit
+# VMX instructions raise #UD, before any VM exit, outside protected mode, in virtual-8086 mode and in
+# compatibility mode (SDM Vol. 3C ch. 31 "Operation"); VMCALL and VMFUNC are not limited so.
+_VMX_PROTECTED_ONLY = frozenset({ExitReason.VMCLEAR, ExitReason.VMLAUNCH, ExitReason.VMPTRLD,
+                                 ExitReason.VMPTRST, ExitReason.VMREAD, ExitReason.VMRESUME, ExitReason.VMWRITE,
+                                 ExitReason.VMOFF, ExitReason.VMON, ExitReason.INVEPT, ExitReason.INVVPID})
+
+
+def cs_mode_of(mode: str) -> int:
+    """The capstone mode that decodes like the CPU in `mode` (hw/registers.py's names)."""
+    return CS_MODES.get(mode, CS_MODE_16)
+
+
+def classify(code: bytes, mode: str) -> tuple[ExitingInsn | None, int, str]:
+    """The instruction that starts at code[0], decoded as the CPU in `mode` does: (what the CPU
     does with it, or None for an ordinary instruction; its length; its mnemonic)."""
+    cs_mode = cs_mode_of(mode)
     md = _cs(cs_mode)
     i, lock = 0, False
     while i < len(code) - 1 and (code[i] in _LEGACY or (cs_mode == CS_MODE_64 and 0x40 <= code[i] <= 0x4F)):
@@ -135,6 +149,8 @@ def classify(code: bytes, cs_mode: int) -> tuple[ExitingInsn | None, int, str]:
     if insn is None:
         return None, 0, ""
     spec = EXITING_INSNS.get(insn.id)
+    if spec is not None and spec.reason in _VMX_PROTECTED_ONLY and mode in ("real", "vm86", "compat"):
+        return _UD, insn.size, insn.mnemonic
     if spec is not None and spec.action is Action.NATIVE and not (
             code[i] == 0x0F and i + 1 < len(code) and 0x20 <= code[i + 1] <= 0x23):
         spec = None                                # an ordinary MOV

@@ -41,7 +41,7 @@ class _Decoded:
     length: int
     code: bytes
     mnemonic: str
-    cs_mode: int
+    mode: str                                # the CPU mode it was classified in
     io: dict = field(default_factory=dict)   # decode_io result per CPU mode
 
 
@@ -294,9 +294,9 @@ class InsnTrap:
     # ------------------------------------------------------------------ classification
     def classify_at(self, here: int) -> _Decoded | None:
         """What the CPU does with the instruction at linear `here` in the current mode (cached)."""
-        mode = self._cs_mode()
+        mode = self.mode()
         dec = self._exits.get(here)
-        if dec is not None and dec.cs_mode == mode:
+        if dec is not None and dec.mode == mode:
             return dec
         try:
             code = self.read_linear_bytes(here, MAX_INSN, user=False)
