@@ -65,7 +65,8 @@ class InsnTrap:
         self._exits: dict[int, _Decoded] = {}      # linear address -> classification at the last stop there
         self._maps_stale = False                   # a page-table frame was written
         self._rescan = False
-        self._xlate_key: tuple | None = None
+        self._xlate_key: tuple | None = None     # raw CR0/CR3/CR4/EFER last seen
+        self._xlate_full: tuple | None = None    # their paging-relevant bits
 
     def _trap_power_on(self) -> None:
         self._set_block_hooks()
@@ -274,14 +275,20 @@ class InsnTrap:
             self._revalidate_maps()
 
     def _check_translation(self) -> None:
-        """The paging registers decide which frame each scanned page maps; re-check when they change."""
-        key = (self.cr(0) & (paging.X86_CR0_PG | paging.X86_CR0_PE), self.cr(3), self.cr(4) & _CR4_PAGING,
-               self.efer() & paging.EFER_LMA)
-        if key != self._xlate_key:
-            first = self._xlate_key is None
-            self._xlate_key = key
+        """The paging registers decide which frame each scanned page maps; re-check when they change
+        (they are in the register snapshot of every exit, so the check costs one tuple compare)."""
+        rc = self._rc
+        key = (rc.get(0), rc.get(3), rc.get(4), self._efer)
+        if key == self._xlate_key and None not in key:
+            return
+        full = (self.cr(0) & (paging.X86_CR0_PG | paging.X86_CR0_PE), self.cr(3), self.cr(4) & _CR4_PAGING,
+                self.efer() & paging.EFER_LMA)
+        if full != self._xlate_full:
+            first = self._xlate_full is None
+            self._xlate_full = full
             if not first:
                 self._revalidate_maps()
+        self._xlate_key = (rc.get(0), rc.get(3), rc.get(4), self._efer)
 
     def _revalidate_maps(self) -> None:
         stale = [n for n, page in self._pages.items() if self._frame_of(n << 12) != page.gfn]
