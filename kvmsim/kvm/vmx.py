@@ -390,6 +390,28 @@ def handle_dr(vcpu: KvmVcpu) -> int:
 
 
 @kfunc()
+def handle_desc(vcpu: KvmVcpu) -> int:
+    """LGDT/LIDT/LLDT/LTR/SGDT/SIDT/SLDT/STR exit only while KVM emulates CR4.UMIP: emulate them."""
+    from kvmsim.kvm.emulation import kvm_emulate_instruction
+
+    return kvm_emulate_instruction(vcpu, 0)
+
+
+@kfunc()
+def handle_pause(vcpu: KvmVcpu) -> int:
+    """PAUSE-loop exit: grow_ple_window and kvm_vcpu_on_spin (yield to another vCPU), then skip."""
+    return x86.kvm_skip_emulated_instruction(vcpu)
+
+
+@kfunc()
+def kvm_emulate_rdpmc(vcpu: KvmVcpu) -> int:
+    """RDPMC at CPL0 (CR4.PCE/CPL faults come first in the CPU): kvm_pmu_rdpmc fails without a
+    vPMU (pmu->version 0, no CPUID leaf 0xA) → #GP.  Simplified: no vPMU is modelled at all."""
+    x86.kvm_inject_gp(vcpu, 0)
+    return 1
+
+
+@kfunc()
 def handle_monitor_trap(vcpu: KvmVcpu) -> int:
     return 1
 
@@ -429,7 +451,7 @@ KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
     ExitReason.HLT:                   x86.kvm_emulate_halt,
     ExitReason.INVD:                  kvm_emulate_invd,
     ExitReason.INVLPG:                handle_not_modelled,      # handle_invlpg
-    ExitReason.RDPMC:                 handle_not_modelled,      # kvm_emulate_rdpmc
+    ExitReason.RDPMC:                 kvm_emulate_rdpmc,
     ExitReason.VMCALL:                hypercall.kvm_emulate_hypercall,
     ExitReason.VMCLEAR:               handle_vmx_instruction,
     ExitReason.VMLAUNCH:              handle_vmx_instruction,
@@ -448,11 +470,11 @@ KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
     ExitReason.XSETBV:                kvm_emulate_xsetbv,
     ExitReason.TASK_SWITCH:           handle_not_modelled,      # handle_task_switch
     ExitReason.MCE_DURING_VMENTRY:    handle_machine_check,
-    ExitReason.GDTR_IDTR:             handle_not_modelled,      # handle_desc
-    ExitReason.LDTR_TR:               handle_not_modelled,      # handle_desc
+    ExitReason.GDTR_IDTR:             handle_desc,
+    ExitReason.LDTR_TR:               handle_desc,
     ExitReason.EPT_VIOLATION:         mmu.handle_ept_violation,
     ExitReason.EPT_MISCONFIG:         mmu.handle_ept_misconfig,
-    ExitReason.PAUSE_INSTRUCTION:     handle_not_modelled,      # handle_pause
+    ExitReason.PAUSE_INSTRUCTION:     handle_pause,
     ExitReason.MWAIT_INSTRUCTION:     handle_not_modelled,      # kvm_emulate_mwait
     ExitReason.MONITOR_TRAP_FLAG:     handle_monitor_trap,
     ExitReason.MONITOR_INSTRUCTION:   handle_not_modelled,      # kvm_emulate_monitor
