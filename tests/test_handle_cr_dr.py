@@ -86,7 +86,6 @@ def test_guest_enters_long_mode_through_cr4_efer_cr0_exits(prot32) -> None:
 
 
 @pytest.mark.parametrize("value", [
-    1 << 32 | 0x11,          # bits 63:32
     0x80000010,              # PG without PE
     0x20000011,              # NW without CD
 ])
@@ -95,6 +94,14 @@ def test_invalid_cr0_is_gp_and_rip_stays(vm, value: int) -> None:
     rip, cr0 = vcpu.hw.reg("rip"), cr.kvm_read_cr0(vcpu)
     assert mov_to_cr(vcpu, 0, value) == 1
     assert gp_queued(vcpu) and vcpu.hw.reg("rip") == rip and cr.kvm_read_cr0(vcpu) == cr0
+
+
+def test_cr0_bits_63_32_are_gp_in_64_bit_mode_and_not_operand_bits_outside(vm) -> None:
+    """kvm_register_read: outside 64-bit mode the source register is its low 32 bits."""
+    vcpu = vm.vcpu.vcpu
+    cr0 = cr.kvm_read_cr0(vcpu)
+    assert mov_to_cr(vcpu, 0, 1 << 32 | cr0) == 1
+    assert gp_queued(vcpu) == (vcpu.hw.mode() == "long64") and cr.kvm_read_cr0(vcpu) == cr0
 
 
 def test_cr0_reserved_bits_are_dropped_and_et_forced(prot32) -> None:

@@ -223,11 +223,13 @@ def kvm_rip_write(vcpu: KvmVcpu, rip: int) -> None:
 
 
 def kvm_register_read(vcpu: KvmVcpu, name: str) -> int:
-    return vcpu.hw.reg(name)
+    """A GPR as an instruction operand: only the low 32 bits outside 64-bit mode."""
+    val = vcpu.hw.reg(name)
+    return val if is_64_bit_mode(vcpu) else val & 0xFFFF_FFFF
 
 
 def kvm_register_write(vcpu: KvmVcpu, name: str, value: int) -> None:
-    vcpu.hw.set_reg(name, value)
+    vcpu.hw.set_reg(name, value if is_64_bit_mode(vcpu) else value & 0xFFFF_FFFF)
 
 
 def is_64_bit_mode(vcpu: KvmVcpu) -> bool:
