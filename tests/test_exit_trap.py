@@ -14,10 +14,13 @@ Sim cases that fail today are xfail(strict=True) with XFAIL_REASON, so each turn
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kvmsim.scenario.expect import check
+from kvmsim.scenario.loader import load_scenario
 from kvmsim.scenario.result import RunResult
 from kvmsim.scenario.runner import run_scenario
 from tests.simvm import scenario
@@ -248,3 +251,21 @@ def test_copied_instruction_has_the_same_guest_outcome_on_real_kvm(name: str, mo
     case = CASES[name]
     res = run_scenario(_sc(case, mode), "kvm", host_events=False)
     assert (res.stop.reason, res.stop.code) == case.kvm_stop, (res.stop, res.serial)
+
+
+# ---------------------------------------------------------------- the issue 9 scenarios on /dev/kvm
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAP_SCENARIOS = [p for stem in ("selfmod-code", "runtime-copied-io", "undecodable-then-out", "jump-into-instruction")
+                  for p in sorted((ROOT / "scenarios").glob(f"{stem}-*.yaml"))]
+
+
+@pytest.mark.kvm
+@pytest.mark.parametrize("path", [p for p in TRAP_SCENARIOS if "kvm" in load_scenario(p).backends],
+                         ids=lambda p: p.stem)
+def test_trap_scenario_expectations_hold_on_real_kvm(path: Path) -> None:
+    """While the sim fails them (known_failure), /dev/kvm shows each expectation is the right one."""
+    sc = load_scenario(path)
+    res = run_scenario(sc, "kvm", host_events=False)
+    bad = [f"{c.name}: {c.diff}" for c in check(sc, res) if not c.passed]
+    assert not bad, "\n".join(bad)
