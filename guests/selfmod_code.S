@@ -1,6 +1,6 @@
 # selfmod_code.S — code written at run time must exit when it executes (issue 9 point 1).
-# GNU as, AT&T syntax.  Modes: prot32, long64 (real16 works too: all addresses are < 64 KiB
-# there only if the image is, so the scenarios use the 32/64-bit modes).
+# GNU as, AT&T syntax.  Modes: prot32, long64 (real-mode run-time copies are
+# runtime_copied_io.S's job).
 #
 # Three cases, each marked by its own port so the exit stream says which one exited:
 #   1. fresh page: OUT written into a page never executed before (`fresh`, in .bss), called:
@@ -14,8 +14,10 @@
 #      overwrites those same bytes, at an address already executed, with
 #        b0 22 e6 81 90 c3                      -> KVM_EXIT_IO out port 0x81 data 22
 #      and calls it again.
-#   3. rewritten twice in a row inside one page, without leaving it between the store and the
-#      call: `fresh+0x800` gets an OUT to 0x82, is called, gets an OUT to 0x83, is called.
+#   3. one routine rewritten twice: `fresh+0x800` gets an OUT 0x82 (data 33) and is called, then
+#      two of its bytes are patched (data 44, port 0x83) and it is called again.
+# The REPORTs check what the guest can see (AL); that each OUT/IN exited is the scenario's
+# userspace expectation.
 # A loader or scan that looked at the image before the run sees none of these OUT/INs.
 # Exits (besides serial): out 0x80=11, in 0x60, out 0x81=22, out 0x82=33, out 0x83=44, out 0xf4.
 # Expect: serial PASS x3 + "SUMMARY: 3 tests, 0 failures\n", debug-exit 0.
