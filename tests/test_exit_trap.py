@@ -21,7 +21,7 @@ import pytest
 
 from kvmsim.scenario.expect import check
 from kvmsim.scenario.loader import load_scenario
-from kvmsim.scenario.result import RunResult
+from kvmsim.scenario.result import SIM_ONLY, RunResult
 from kvmsim.scenario.runner import run_scenario
 from tests.simvm import scenario
 
@@ -260,10 +260,6 @@ TRAP_SCENARIOS = [p for stem in ("selfmod-code", "runtime-copied-io", "undecodab
                   for p in sorted((ROOT / "scenarios").glob(f"{stem}-*.yaml"))]
 
 
-# Counted inside the model (kvm_vcpu_stat, the emulator, injected events): /dev/kvm reports none.
-MODEL_ONLY_CHECKS = {"exits", "emulation", "exceptions"}
-
-
 @pytest.mark.kvm
 @pytest.mark.parametrize("path", [p for p in TRAP_SCENARIOS if "kvm" in load_scenario(p).backends],
                          ids=lambda p: p.stem)
@@ -271,5 +267,5 @@ def test_trap_scenario_expectations_hold_on_real_kvm(path: Path) -> None:
     """While the sim fails them (known_failure), /dev/kvm shows each expectation is the right one."""
     sc = load_scenario(path)
     res = run_scenario(sc, "kvm", host_events=False)
-    bad = [f"{c.name}: {c.diff}" for c in check(sc, res) if not c.passed and c.name not in MODEL_ONLY_CHECKS]
+    bad = [f"{c.name}: {c.diff}" for c in check(sc, res) if not c.passed and c.name not in SIM_ONLY]   # model facts
     assert not bad, "\n".join(bad)
