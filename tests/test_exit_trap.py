@@ -7,8 +7,8 @@ test calls the same snippet where the loader put it.  On /dev/kvm the same guest
 userspace exit (I/O, HLT, MSR with KVM_CAP_X86_USER_SPACE_MSR), or, for exits the kernel handles
 itself, the guest outcome the case names (kvm_stop).
 
-Sim cases that fail today are xfail(strict=True) with XFAIL_REASON, so each turns into an error
-(and its mark must go) the moment the execution-time trap lands.
+Before the execution-time trap (hw/trap.py) the copied cases were lost on the sim; they are the
+regression test for it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from kvmsim.scenario.result import SIM_ONLY, RunResult
 from kvmsim.scenario.runner import run_scenario
 from tests.simvm import scenario
 
-XFAIL_REASON = "needs the execution-time trap (lead)"
 MODES = ("real16", "prot32", "long64")
 UD_EXIT_CODE = 0x100 + 6        # kvmsim.inc: an unhandled #UD EXITs with 0x100 + vector
 OK = ("debug-exit", 0)
@@ -146,14 +145,6 @@ for _name, _insn in VMX_INSNS.items():
     CASES[f"vmx_{_name.lower()}"] = Case(f"movl $area, %eax\n xorl %ebx, %ebx\n {_insn}", _name,
                                          modes=("prot32", "long64"), stop=("debug-exit", UD_EXIT_CODE))
 
-# Copied cases the sim gets right today (`pytest --runxfail` on 2026-12-02): unicorn refuses these
-# instructions, and the sim decodes its UC_ERR_INSN_INVALID stop where it happens, so they exit
-# wherever they are.  Every other copied case is an xfail until the lead's trap lands.
-SIM_PASSES_TODAY: set[tuple[str, str]] = {
-    (n, m) for n, c in CASES.items() for m in c.modes
-    if n in ("vmcall", "rdpmc", "monitor", "mwait") or n.startswith("vmx_")}
-
-
 IN_PLACE_GUEST = """
         .include "kvmsim.inc"
         GUEST_ENTRY
@@ -184,9 +175,7 @@ def _params(kvm: str = ""):
         for mode in case.modes:
             if kvm == "userspace" and case.userspace is None or kvm == "stop" and case.kvm_stop is None:
                 continue
-            marks = [] if kvm or (name, mode) in SIM_PASSES_TODAY else [
-                pytest.mark.xfail(reason=XFAIL_REASON, strict=True)]
-            out.append(pytest.param(name, mode, id=f"{name}-{mode}", marks=marks))
+            out.append(pytest.param(name, mode, id=f"{name}-{mode}"))
     return out
 
 
@@ -213,20 +202,14 @@ def test_copied_instruction_exits_on_the_sim(name: str, mode: str) -> None:
         assert _has_userspace_exit(case, res), res.userspace
 
 
-# The sim gives no exit for these even where the loader put them (no MOV CR8 / MOV DR exit yet).
-NO_EXIT_IN_PLACE_TODAY = {"mov_from_cr8", "mov_to_cr8", "mov_from_dr7", "mov_to_dr0"}
-
-
 def _in_place_params():
-    return [pytest.param(n, m, id=f"{n}-{m}", marks=[pytest.mark.xfail(reason=XFAIL_REASON, strict=True)]
-                         if n in NO_EXIT_IN_PLACE_TODAY else [])
-            for n, c in CASES.items() for m in c.modes]
+    return [pytest.param(n, m, id=f"{n}-{m}") for n, c in CASES.items() for m in c.modes]
 
 
 @pytest.mark.parametrize("name,mode", _in_place_params())
 def test_the_same_snippet_in_place_exits_on_the_sim(name: str, mode: str) -> None:
-    """Control: called where the loader put it, the snippet gives the expected exit today, so a
-    failure of the copied form above is the copy (the missing execution-time trap), not the case."""
+    """Control: called where the loader put it, the snippet gives the expected exit, so a failure
+    of the copied form above is the copy, not the case."""
     case = CASES[name]
     res = run_scenario(_sc(case, mode, copied=False))
     assert res.exits.get(case.reason) == case.count, (res.exits, res.stop, res.serial)

@@ -23,7 +23,7 @@ from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import ctrlregs, event, paging, quirks
-from kvmsim.hw.exits import CONTROLLED, Action, cs_mode_of, decode_io, insn_length
+from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, insn_length
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
                             CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_NMI, NMI_HOST_INTR_INFO, IntrType,
@@ -36,6 +36,7 @@ from kvmsim.hw.trap import InsnTrap, _Decoded
 from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, uc_emu_start
 
 X86_CR4_OSXSAVE = 1 << 18
+X86_CR4_PCE = 1 << 8
 EFLAGS_RF = 1 << 16
 EFLAGS_VM = event.EFLAGS_VM
 # KVM's exception bitmap with EPT on (vmx update_exception_bitmap); KVM adds #GP for the VMware backdoor.
@@ -208,6 +209,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
             return ctrlregs.cr_dr_access(self, dec.code, dec.length)
         if insn.action is Action.UD:
             return self._exception(Vector.UD, None)
+        fault = CPL0_FAULT.get(dec.mnemonic)
+        if fault is not None and self.cpl() > 0 and not (dec.mnemonic == "rdpmc" and self.cr(4) & X86_CR4_PCE):
+            return self._exception(fault, 0 if fault == Vector.GP else None)
         if insn.action is Action.CONTROL or (insn.action is _ACTION_EXIT and dec.mnemonic in CONTROLLED):
             if not insn_exits(self.vmcs, dec.mnemonic):
                 return self._step_native(self.linear_rip())

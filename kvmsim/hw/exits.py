@@ -97,6 +97,14 @@ EXITING_INSNS: dict[int, ExitingInsn] = {
     X.X86_INS_SLDT:     ExitingInsn(Action.CONTROL, ExitReason.LDTR_TR),
     X.X86_INS_STR:      ExitingInsn(Action.CONTROL, ExitReason.LDTR_TR),
 }
+# Privilege faults come before these instructions' VM exits (SDM 26.1.1): at CPL > 0 the CPU
+# raises this vector instead (RDPMC only while CR4.PCE is clear).  VMCALL, CPUID, the VMX
+# instructions (whose exit comes before their CPL check) and MOV DR are not here.
+CPL0_FAULT: dict[str, int] = {
+    **{m: 13 for m in ("hlt", "rdmsr", "wrmsr", "invd", "wbinvd", "xsetbv", "invlpg", "lgdt", "lidt",
+                       "lldt", "ltr", "rdpmc")},
+    "monitor": 6, "mwait": 6,
+}
 # Exits that also depend on a VM-execution control (vmcs.EXIT_CONTROLS); the others in the table
 # above are unconditional or always enabled by KVM.
 CONTROLLED = frozenset({"hlt", "mwait", "monitor", "rdpmc", "wbinvd"})
