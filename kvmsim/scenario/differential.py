@@ -146,13 +146,14 @@ def compare(sc: Scenario, sim: RunResult, kvm: RunResult, module: str, code: Gue
             c.ignored.append(path)
             continue
         undef = undefined_flags(path, a, b, sim, kvm, code) if path == "regs.rflags" else []
+        ma, mb = a, b   # what is left to explain once the undefined flags are dropped
         if undef:
             c.undefined.append(Difference(path, a, b, undefined=undef))
             dropped = sum(u.mask for u in undef)
-            a, b = a & ~dropped, b & ~dropped
-            if a == b:
+            ma, mb = a & ~dropped, b & ~dropped
+            if ma == mb:
                 continue
-        if (vd := explain(module, path, a, b, ctx)) is not None:
+        if (vd := explain(module, path, ma, mb, ctx)) is not None:
             c.vendor.append(Difference(path, a, b, vd))
         else:
             c.differences.append(Difference(path, a, b))
