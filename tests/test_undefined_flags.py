@@ -138,6 +138,17 @@ def test_no_claim_where_the_path_is_not_proven(body: str) -> None:
     assert _walk(body) == []
 
 
+def test_data_in_the_image_is_skipped_when_looking_for_branch_targets() -> None:
+    body = "shrl $4, %eax\n hlt\n nop\nmsg: .ascii \"Unhandled\\n\"\n .byte 0xd6, 0x0f, 0x0b, 0xc4\n"
+    assert _walk(body) == [("shr", "AF OF")]
+
+
+def test_a_symbol_right_after_the_hlt_exit_is_passed_only_when_the_run_stopped_there() -> None:
+    img, rip = _image("shrl $4, %eax\n hlt\nnext: nop\n")
+    assert FlagWriters(img).undefined_at(rip, None) == []          # RIP may have been jumped to
+    assert [u.mnemonic for u in FlagWriters(img).undefined_at(rip, None, after_hlt=True)] == ["shr"]
+
+
 def test_entries_after_rip_do_not_cut_the_walk() -> None:
     assert _walk("shrl $4, %eax\n hlt\n jmp 1f\n1: nop\n") == [("shr", "AF OF")]
 

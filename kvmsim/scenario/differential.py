@@ -183,8 +183,9 @@ def undefined_flags(path: str, sim_value: Any, kvm_value: Any, sim: RunResult, k
     rips = {sim.regs.get("rip"), kvm.regs.get("rip")}
     if None in rips:
         return []
-    walks = [{(u.address, bit): u for u in code.flag_writers.undefined_at(rip, rcx) for bit in _bits(u.mask)}
-             for rip in sorted(rips)]
+    after_hlt = sim.stop.reason == kvm.stop.reason == "hlt"
+    walks = [{(u.address, bit): u for u in code.flag_writers.undefined_at(rip, rcx, after_hlt)
+              for bit in _bits(u.mask)} for rip in sorted(rips)]
     both = set(walks[0]).intersection(*walks[1:])
     differing = sim_value ^ kvm_value
     out: dict[int, UndefinedFlags] = {}

@@ -96,6 +96,10 @@ class FlagWriters:
         return sorted({a for a in self.image.symbols.values() if lo <= a < hi})
 
     @cached_property
+    def _symbol_set(self) -> frozenset[int]:
+        return frozenset(self._symbols)
+
+    @cached_property
     def branch_targets(self) -> frozenset[int]:
         """Targets of every direct jump, call and loop, decoding each symbol's span (data included:
         a spurious target only shortens walks)."""
@@ -106,20 +110,26 @@ class FlagWriters:
         starts = self._symbols or [base]
         for start, end in zip(starts, [*starts[1:], base + len(img)]):
             for i in cs.disasm(img[start - base:end - base], start):
+                if i.id == 0:
+                    continue   # bytes capstone skipped as data (no detail)
                 if CS_GRP_BRANCH_RELATIVE in i.groups and i.operands and i.operands[0].type == X86_OP_IMM:
                     targets.add(i.operands[0].imm)
         return frozenset(targets)
 
     def _is_entry(self, addr: int) -> bool:
-        if addr in self.branch_targets:
+        if addr in self.branch_targets or addr in self._symbol_set:
             return True
         img = self.image.image
         return any(addr < (1 << (8 * n)) and addr.to_bytes(n, "little") in img for n in _ADDR_BYTES[self.image.mode])
 
-    def straight_line(self, rip: int) -> list[CsInsn] | None:
-        """Steps 1-2: the instructions that retired, in order, on every path to RIP; None if unknown."""
+    def straight_line(self, rip: int, after_hlt: bool = False) -> list[CsInsn] | None:
+        """Steps 1-2: the instructions that retired, in order, on every path to RIP; None if unknown.
+
+        after_hlt: the run stopped at the HLT exit of the instruction that ends at RIP (KVM skipped
+        it), so control came through that HLT even if RIP itself is an entry point.
+        """
         base, img = self.image.load_addr, self.image.image
-        k = bisect.bisect_right(self._symbols, rip) - 1
+        k = bisect.bisect_left(self._symbols, rip) - 1   # the nearest symbol below RIP
         if k < 0 or not base <= rip <= base + len(img) or rip - self._symbols[k] > MAX_WALK:
             return None
         anchor = self._symbols[k]
@@ -139,22 +149,26 @@ class FlagWriters:
                 return None   # control may enter mid-instruction: the decode is not the path
             if n and self._is_entry(i.address):
                 start = n
-        if self._is_entry(rip):
+        through_hlt = after_hlt and bool(insns) and mnemonic_of(insns[-1]) == "hlt"
+        if self._is_entry(rip) and not through_hlt:
             return []
         return insns[start:]
 
-    def undefined_at(self, rip: int, rcx: int | None) -> list[UndefinedFlags]:
+    def undefined_at(self, rip: int, rcx: int | None, after_hlt: bool = False) -> list[UndefinedFlags]:
         """Step 3: per instruction, the status flags it was last to touch and left undefined."""
-        insns = self.straight_line(rip)
+        insns = self.straight_line(rip, after_hlt)
         if not insns:
             return []
         pending, found, rcx_known = STATUS, {}, rcx
         for i in reversed(insns):
             if mnemonic_of(i) in LEAVES_STRAIGHT_LINE or _STOP_GROUPS & set(i.groups):
                 break
-            if _RCX_NAMES & {i.reg_name(r) for r in i.regs_access()[1]}:
-                rcx_known = None   # CL before this instruction is not the final one
-            eff = effect_of(i, rcx_known)
+            try:
+                if _RCX_NAMES & {i.reg_name(r) for r in i.regs_access()[1]}:
+                    rcx_known = None   # CL before this instruction is not the final one
+                eff = effect_of(i, rcx_known)
+            except CsError:
+                eff = None   # capstone has no operand detail for it: no claim
             if eff is None:
                 break
             if undef := pending & eff.undefined:
