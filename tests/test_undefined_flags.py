@@ -256,3 +256,10 @@ def test_fixed_rows_agree_with_capstones_eflags_data(code: str) -> None:
     capstone = sum(flag for bit, flag in undef_bits.items() if insn.eflags & bit)
     ours = effect_of(insn, None).undefined
     assert ours ^ capstone == ours & CAPSTONE_DISAGREES.get(insn.mnemonic, 0) & ~capstone, insn.mnemonic
+
+
+def test_a_kvm_rip_past_a_flag_writing_instruction_is_no_ground_for_a_label() -> None:
+    img, rip = _image("shrq $32, %rax\n addl $1, %ebx\n hlt\n")
+    add_rip = img.load_addr + img.image.index(b"\x83\xc3\x01")
+    c = compare(_sc(), _result("sim", add_rip, 0x2), _result("kvm", add_rip + 3, 0x2 | AF), "kvm_pvm", GuestCode(img))
+    assert c.status == "DIFF" and not c.undefined and {d.path for d in c.differences} == {"regs.rip", "regs.rflags"}

@@ -22,7 +22,7 @@ a scenario DIFF.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs, CsError
@@ -173,32 +173,20 @@ def undefined_flags(path: str, sim_value: Any, kvm_value: Any, sim: RunResult, k
                     code: GuestCode) -> list[UndefinedFlags]:
     """The differing final RFLAGS bits that the last guest instruction to touch them left undefined.
 
-    Both runs must agree on what ran last: the walk from each side's final RIP (they differ when
-    kvm_pvm retires the OUT it stopped on) must name the same instruction for a flag, and the CL
-    count of a shift by CL is the final RCX both sides report.
+    The walk starts at the sim's final RIP.  A kvm RIP further on is accepted only when the one
+    instruction between them leaves the status flags alone (kvm_pvm retires the OUT it stopped
+    on); the CL count of a shift by CL is the final RCX, when both sides report the same.
     """
     if not (isinstance(sim_value, int) and isinstance(kvm_value, int)):
         return []
-    rcx = sim.regs.get("rcx") if sim.regs.get("rcx") == kvm.regs.get("rcx") else None
-    rips = {sim.regs.get("rip"), kvm.regs.get("rip")}
-    if None in rips:
+    sim_rip, kvm_rip = sim.regs.get("rip"), kvm.regs.get("rip")
+    if sim_rip is None or (kvm_rip != sim_rip and not code.flag_writers.passes_flags(sim_rip, kvm_rip)):
         return []
+    rcx = sim.regs.get("rcx") if sim.regs.get("rcx") == kvm.regs.get("rcx") else None
     after_hlt = sim.stop.reason == kvm.stop.reason == "hlt"
-    walks = [{(u.address, bit): u for u in code.flag_writers.undefined_at(rip, rcx, after_hlt)
-              for bit in _bits(u.mask)} for rip in sorted(rips)]
-    both = set(walks[0]).intersection(*walks[1:])
     differing = sim_value ^ kvm_value
-    out: dict[int, UndefinedFlags] = {}
-    for addr, bit in sorted(both):
-        if differing & bit:
-            u = walks[0][(addr, bit)]
-            prev = out.get(addr)
-            out[addr] = UndefinedFlags((prev.mask if prev else 0) | bit, addr, u.mnemonic, u.text, u.where)
-    return list(out.values())
-
-
-def _bits(mask: int) -> list[int]:
-    return [1 << n for n in range(mask.bit_length()) if mask >> n & 1]
+    return [replace(u, mask=u.mask & differing) for u in code.flag_writers.undefined_at(sim_rip, rcx, after_hlt)
+            if u.mask & differing]
 
 
 def first_divergence(diffs: list[Difference], sim: RunResult, kvm: RunResult, code: GuestCode,

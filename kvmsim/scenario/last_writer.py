@@ -154,6 +154,19 @@ class FlagWriters:
             return []
         return insns[start:]
 
+    def passes_flags(self, rip: int, later_rip: int | None) -> bool:
+        """The one instruction at RIP ends at later_rip and touches no status flag (an OUT one side
+        retired before the exit, the other not yet)."""
+        off = rip - self.image.load_addr
+        if later_rip is None or not 0 <= off < len(self.image.image):
+            return False
+        try:
+            i = next(self._cs.disasm(self.image.image[off:off + 15], rip, 1), None)
+            eff = effect_of(i, None) if i is not None else None
+        except CsError:
+            return False
+        return eff is not None and i.address + i.size == later_rip and not eff.touched
+
     def undefined_at(self, rip: int, rcx: int | None, after_hlt: bool = False) -> list[UndefinedFlags]:
         """Step 3: per instruction, the status flags it was last to touch and left undefined."""
         insns = self.straight_line(rip, after_hlt)
