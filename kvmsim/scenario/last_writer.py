@@ -35,7 +35,7 @@ from kvmsim.scenario.undefined_flags import (CONTROL_REGISTER_MOVE, COUNT_RULES,
                                              FlagEffect, flag_effect, flag_names, masked_count)
 
 _CS_MODE = {"real16": CS_MODE_16, "prot32": CS_MODE_32, "long64": CS_MODE_64}
-_ADDR_BYTES = {"real16": (2, 4), "prot32": (4,), "long64": (4, 8)}
+_ADDR_BYTES = {"real16": 2, "prot32": 4, "long64": 4}
 _STOP_GROUPS = frozenset((CS_GRP_CALL, CS_GRP_RET, CS_GRP_IRET, CS_GRP_INT))
 _RCX_NAMES = frozenset(("rcx", "ecx", "cx", "cl", "ch"))
 MAX_WALK = 4096   # bytes from the anchor symbol to RIP worth disassembling
@@ -116,11 +116,17 @@ class FlagWriters:
                     targets.add(i.operands[0].imm)
         return frozenset(targets)
 
+    @cached_property
+    def address_constants(self) -> frozenset[int]:
+        """Addresses inside the image that the image holds as a little-endian word at any offset
+        (2 bytes in real16, else 4; a 64-bit constant below 4 GiB starts with its low 4)."""
+        img, base = self.image.image, self.image.load_addr
+        n = _ADDR_BYTES[self.image.mode]
+        words = {int.from_bytes(img[k:k + n], "little") for k in range(len(img) - n + 1)}
+        return frozenset(a for a in words if base <= a <= base + len(img))
+
     def _is_entry(self, addr: int) -> bool:
-        if addr in self.branch_targets or addr in self._symbol_set:
-            return True
-        img = self.image.image
-        return any(addr < (1 << (8 * n)) and addr.to_bytes(n, "little") in img for n in _ADDR_BYTES[self.image.mode])
+        return addr in self.branch_targets or addr in self._symbol_set or addr in self.address_constants
 
     def straight_line(self, rip: int, after_hlt: bool = False) -> list[CsInsn] | None:
         """Steps 1-2: the instructions that retired, in order, on every path to RIP; None if unknown.
