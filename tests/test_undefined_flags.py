@@ -263,3 +263,15 @@ def test_a_kvm_rip_past_a_flag_writing_instruction_is_no_ground_for_a_label() ->
     add_rip = img.load_addr + img.image.index(b"\x83\xc3\x01")
     c = compare(_sc(), _result("sim", add_rip, 0x2), _result("kvm", add_rip + 3, 0x2 | AF), "kvm_pvm", GuestCode(img))
     assert c.status == "DIFF" and not c.undefined and {d.path for d in c.differences} == {"regs.rip", "regs.rflags"}
+
+
+def test_no_label_when_the_final_mode_is_not_the_images() -> None:
+    """A guest that left the mode it was built for would be decoded wrongly: no claim."""
+    img, rip = _image(SHR_GUEST)
+    sim, kvm = _result("sim", rip, 0x2), _result("kvm", rip, 0x2 | AF)
+    for r in (sim, kvm):
+        r.sregs = {"cr0": 0x80000011, "efer": 0x500}            # long mode: the image's
+    assert compare(_sc(), sim, kvm, "kvm_pvm", GuestCode(img)).status == "MATCH"
+    for r in (sim, kvm):
+        r.sregs = {"cr0": 0x11, "efer": 0}                      # protected mode, no LMA
+    assert compare(_sc(), sim, kvm, "kvm_pvm", GuestCode(img)).status == "DIFF"

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs, CsError
 
+from kvmsim.hw.paging import EFER_LMA, X86_CR0_PE
 from kvmsim.realkvm.vendor import DiffContext, VendorDifference, explain
 from kvmsim.scenario.guest_build import GuestImage
 from kvmsim.scenario.last_writer import FlagWriters, UndefinedFlags
@@ -182,11 +183,21 @@ def undefined_flags(path: str, sim_value: Any, kvm_value: Any, sim: RunResult, k
     sim_rip, kvm_rip = sim.regs.get("rip"), kvm.regs.get("rip")
     if sim_rip is None or (kvm_rip != sim_rip and not code.flag_writers.passes_flags(sim_rip, kvm_rip)):
         return []
+    if any(_cpu_mode(r) not in (None, code.image.mode) for r in (sim, kvm)):
+        return []   # the guest switched modes: the image would be decoded in the wrong one
     rcx = sim.regs.get("rcx") if sim.regs.get("rcx") == kvm.regs.get("rcx") else None
     after_hlt = sim.stop.reason == kvm.stop.reason == "hlt"
     differing = sim_value ^ kvm_value
     return [replace(u, mask=u.mask & differing) for u in code.flag_writers.undefined_at(sim_rip, rcx, after_hlt)
             if u.mask & differing]
+
+
+def _cpu_mode(r: RunResult) -> str | None:
+    """The mode the final CR0.PE/EFER.LMA say (CS.L/D are not in a RunResult), None if not reported."""
+    cr0, efer = r.sregs.get("cr0"), r.sregs.get("efer")
+    if cr0 is None or efer is None:
+        return None
+    return "long64" if efer & EFER_LMA else "prot32" if cr0 & X86_CR0_PE else "real16"
 
 
 def first_divergence(diffs: list[Difference], sim: RunResult, kvm: RunResult, code: GuestCode,

@@ -4,10 +4,11 @@ the flag undefined (undefined_flags.py): what `kvmsim diff` may mask in the fina
 The instruction at the final RIP has not retired; the ones before it on the straight line back
 to the nearest possible entry point have, in order, on every path that reaches RIP.  So:
 
-    1. disassemble forward from the nearest symbol at or below RIP; it must land on RIP exactly;
+    1. disassemble forward from the nearest symbol below RIP; it must land on RIP exactly;
     2. cut at the last possible entry point before RIP: a symbol, the target of any direct
        branch in the image, or an address the image holds as a constant (jump tables, IDT
-       gates, exception-table resume addresses); an entry inside an instruction gives up;
+       gates, exception-table resume addresses); an entry inside an instruction gives up, and
+       an entry at RIP leaves nothing, unless the run stopped at the HLT exit that ends there;
     3. walk back from RIP: each instruction claims the status flags it touches that no later
        one claimed; a flag claimed by an instruction that leaves it undefined is maskable.
        A call, return, unconditional jump or software interrupt ends the walk (what ran after
