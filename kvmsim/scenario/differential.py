@@ -146,7 +146,7 @@ def compare(sc: Scenario, sim: RunResult, kvm: RunResult, module: str, code: Gue
         if path_under(path, sc.host_dependent):
             c.ignored.append(path)
             continue
-        undef = undefined_flags(path, a, b, sim, kvm, code) if path == "regs.rflags" else []
+        undef = undefined_flags(path, a, b, sim, kvm, code)
         ma, mb = a, b   # what is left to explain once the undefined flags are dropped
         if undef:
             c.undefined.append(Difference(path, a, b, undefined=undef))
@@ -178,7 +178,7 @@ def undefined_flags(path: str, sim_value: Any, kvm_value: Any, sim: RunResult, k
     instruction between them leaves the status flags alone (kvm_pvm retires the OUT it stopped
     on); the CL count of a shift by CL is the final RCX, when both sides report the same.
     """
-    if not (isinstance(sim_value, int) and isinstance(kvm_value, int)):
+    if path != "regs.rflags" or not (isinstance(sim_value, int) and isinstance(kvm_value, int)):
         return []
     sim_rip, kvm_rip = sim.regs.get("rip"), kvm.regs.get("rip")
     if sim_rip is None or (kvm_rip != sim_rip and not code.flag_writers.passes_flags(sim_rip, kvm_rip)):
