@@ -341,15 +341,6 @@ class DrExitQual(NamedTuple):
         return cls(q & 7, bool(q & 0x10), (q >> 8) & 0xF)
 
 
-# The kernel's names for the same bits (vmx.h), as handle_cr/handle_dr read them.
-CONTROL_REG_ACCESS_NUM = 0xF
-CONTROL_REG_ACCESS_TYPE = 0x30
-CONTROL_REG_ACCESS_REG = 0xF00
-LMSW_SOURCE_DATA_SHIFT = 16
-DEBUG_REG_ACCESS_NUM = 0x7
-DEBUG_REG_ACCESS_TYPE = 0x10
-DEBUG_REG_ACCESS_REG_SHIFT = 8
-TYPE_MOV_FROM_DR = 1 << 4
 GPR_ORDER = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
              "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")   # the qualification's GPR numbers
 
