@@ -68,3 +68,19 @@ def test_lmsw_setting_mp_exits() -> None:
         assert m.vcpu.get_regs().rbx & cr.X86_CR0_MP and m.vcpu.get_sregs().cr0 & cr.X86_CR0_MP
     finally:
         m.close()
+
+
+@pytest.mark.parametrize("mode", ["prot32", "long64"])
+def test_host_owned_cr_bits_the_guest_set_reach_kvm_get_sregs(mode: str) -> None:
+    """Whether the write exited (handle_cr) or not (sync_untrapped_cr_writes, until it does),
+    KVM's view of CR0/CR4 is the guest's: CR4.OSXSAVE and CR0.MP set by the guest are reported."""
+    m = _run("mov %cr4,%eax\nor $0x40000,%eax\nmov %eax,%cr4\nmov %cr0,%eax\nor $2,%eax\nmov %eax,%cr0"
+             if mode == "prot32" else
+             "mov %cr4,%rax\nor $0x40000,%eax\nmov %rax,%cr4\nmov %cr0,%rax\nor $2,%eax\nmov %rax,%cr0", mode)
+    try:
+        s = m.vcpu.get_sregs()
+        assert s.cr4 & cr.X86_CR4_OSXSAVE and s.cr0 & cr.X86_CR0_MP
+        v = m.vcpu.vcpu.hw.vmcs
+        assert v.cr4_read_shadow & cr.X86_CR4_OSXSAVE and v.cr0_read_shadow & cr.X86_CR0_MP
+    finally:
+        m.close()
