@@ -1,7 +1,9 @@
-"""CR8 without an in-kernel irqchip (KVM keeps vcpu->arch.cr8), the same facts on the sim and on
-/dev/kvm: KVM_SET_SREGS/KVM_GET_SREGS round-trip it, KVM_RUN first applies run->cr8 (the userspace
-LAPIC's TPR) and post_kvm_run_save reports it back, a reserved run->cr8 is EINVAL, and a guest's
-MOV CR8 reads back."""
+"""Control and debug registers, the same facts on the sim and on /dev/kvm.
+
+CR8 without an in-kernel irqchip (KVM keeps vcpu->arch.cr8): KVM_SET_SREGS/KVM_GET_SREGS round-trip
+it, KVM_RUN first applies run->cr8 (the userspace LAPIC's TPR) and post_kvm_run_save reports it
+back, a reserved run->cr8 is EINVAL, and a guest's MOV CR8 reads back.  DR6/DR7 keep their fixed
+bits and DR5 aliases DR7 (CR4.DE clear); CR0/CR4 bits a guest sets reach KVM_GET_SREGS."""
 
 from __future__ import annotations
 
@@ -61,5 +63,32 @@ def test_guest_mov_cr8_reads_back(backend: str) -> None:
     try:
         assert _run(m) == 0 and m.vcpu.mapping.run.exit_reason == KvmExit.IO
         assert m.vcpu.get_regs().rbx == 5 and m.vcpu.get_sregs().cr8 == 5 and m.vcpu.mapping.run.cr8 == 5
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_guest_debug_registers_read_back_with_fixed_bits(backend: str) -> None:
+    asm = ("mov $1,%rax\nmov %rax,%dr7\nmov %dr7,%rbx\nxor %eax,%eax\nmov %rax,%dr6\nmov %dr6,%rcx\n"
+           "mov $0x1234,%rax\nmov %rax,%dr0\nmov %dr0,%rdx\nmov %dr5,%rsi\nout %al,$0x80\nhlt\n")
+    m = make_machine(scenario(asm, "long64"), backend=backend)
+    try:
+        assert _run(m) == 0 and m.vcpu.mapping.run.exit_reason == KvmExit.IO
+        r = m.vcpu.get_regs()
+        assert (r.rbx, r.rcx, r.rdx, r.rsi) == (0x401, 0xFFFF0FF0, 0x1234, 0x401)
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cr0_cr4_bits_the_guest_sets_reach_kvm_get_sregs(backend: str) -> None:
+    asm = ("mov %cr4,%rax\nor $0x40000,%eax\nmov %rax,%cr4\nmov %cr0,%rax\nor $2,%eax\nmov %rax,%cr0\n"
+           "out %al,$0x80\nhlt\n")
+    m = make_machine(scenario(asm, "long64"), backend=backend)
+    try:
+        s0 = m.vcpu.get_sregs()
+        assert _run(m) == 0 and m.vcpu.mapping.run.exit_reason == KvmExit.IO
+        s = m.vcpu.get_sregs()
+        assert s.cr4 == s0.cr4 | 0x40000 and s.cr0 == s0.cr0 | 2     # OSXSAVE, MP; nothing else moved
     finally:
         m.close()
