@@ -108,6 +108,7 @@ class VcpuEmulateOps:
                 return X86EMUL_IO_NEEDED
             if write:
                 ctypes.memmove(host, bytes(val[done:done + chunk]), chunk)
+                hw.code_written(gpa, chunk)
             else:
                 val[done:done + chunk] = _string_at(host, chunk)
             done += chunk
@@ -160,6 +161,7 @@ class VcpuEmulateOps:
                 if bytes_(cur) != bytes_(old)[:bytes]:
                     return 4  # X86EMUL_CMPXCHG_FAILED
                 self.hw.uc.mem_write(gpa, bytes_(new)[:bytes])
+                self.hw.code_written(gpa, bytes)
                 return X86EMUL_CONTINUE
         return self.write_emulated(ctxt, addr, new, bytes, fault)
 
@@ -467,6 +469,7 @@ def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fau
         try:
             if write:
                 hw.uc.mem_write(gpa, bytes(val[:n]))
+                hw.code_written(gpa, n)
             else:
                 val[:n] = hw.uc.mem_read(gpa, n)
             return X86EMUL_CONTINUE
