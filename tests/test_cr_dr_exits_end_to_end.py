@@ -1,7 +1,6 @@
 """MOV CR / CLTS / LMSW / MOV DR executed by a guest, end to end: which of them exit under the
-controls KVM set (hw/vmcs.py cr_write_exits and friends) and what the guest and KVM_GET_SREGS
-see afterwards.  Marked strict-xfail where the silicon does not trap yet: each mark goes when it
-XPASSes (the lead's execution-time exits)."""
+controls KVM set (hw/vmcs.py cr_write_exits and friends, applied by hw/ctrlregs.py) and what the
+guest and KVM_GET_SREGS see afterwards."""
 
 from __future__ import annotations
 
@@ -10,9 +9,6 @@ import pytest
 from kvmsim.kvm import cr
 from kvmsim.uapi import KvmExit
 from tests.simvm import kvm_run, machine
-
-_NOT_TRAPPED = pytest.mark.xfail(strict=True, reason="the silicon runs MOV CR/DR natively (no CR/DR exits yet)")
-
 
 def _run(asm: str, mode: str = "long64"):
     m = machine(asm + "\nout %al,$0x80\nhlt\n", mode=mode)
@@ -24,7 +20,6 @@ def _exits(m, reason: str) -> int:
     return m.vcpu.vcpu.stat.exits_by_reason.get(reason, 0)
 
 
-@_NOT_TRAPPED
 def test_setting_a_host_owned_cr4_bit_exits_once_and_reads_back() -> None:
     m = _run("mov %cr4,%rax\nor $0x40000,%eax\nmov %rax,%cr4\nmov %cr4,%rbx")   # OSXSAVE
     try:
@@ -50,7 +45,6 @@ def test_guest_owned_bits_change_without_an_exit() -> None:
         m.close()
 
 
-@_NOT_TRAPPED
 def test_mov_dr_exits_and_reads_back() -> None:
     m = _run("mov $0x1234,%rax\nmov %rax,%dr1\nmov %dr1,%rbx")
     try:
@@ -60,7 +54,6 @@ def test_mov_dr_exits_and_reads_back() -> None:
         m.close()
 
 
-@_NOT_TRAPPED
 def test_lmsw_setting_mp_exits() -> None:
     m = _run("smsw %ax\nor $2,%ax\nlmsw %ax\nmov %cr0,%ebx", mode="prot32")
     try:
@@ -72,15 +65,16 @@ def test_lmsw_setting_mp_exits() -> None:
 
 @pytest.mark.parametrize("mode", ["prot32", "long64"])
 def test_host_owned_cr_bits_the_guest_set_reach_kvm_get_sregs(mode: str) -> None:
-    """Whether the write exited (handle_cr) or not (sync_untrapped_cr_writes, until it does),
-    KVM's view of CR0/CR4 is the guest's: CR4.OSXSAVE and CR0.MP set by the guest are reported."""
-    m = _run("mov %cr4,%eax\nor $0x40000,%eax\nmov %eax,%cr4\nmov %cr0,%eax\nor $2,%eax\nmov %eax,%cr0"
+    """The writes exit (host-owned bits) and handle_cr keeps the read shadows: KVM's view of
+    CR0/CR4 is the guest's, CR4.OSXSAVE and CR0.EM set by the guest are reported."""
+    m = _run("mov %cr4,%eax\nor $0x40000,%eax\nmov %eax,%cr4\nmov %cr0,%eax\nor $4,%eax\nmov %eax,%cr0"
              if mode == "prot32" else
-             "mov %cr4,%rax\nor $0x40000,%eax\nmov %rax,%cr4\nmov %cr0,%rax\nor $2,%eax\nmov %rax,%cr0", mode)
+             "mov %cr4,%rax\nor $0x40000,%eax\nmov %rax,%cr4\nmov %cr0,%rax\nor $4,%eax\nmov %rax,%cr0", mode)
     try:
+        assert _exits(m, "CR_ACCESS") == 2
         s = m.vcpu.get_sregs()
-        assert s.cr4 & cr.X86_CR4_OSXSAVE and s.cr0 & cr.X86_CR0_MP
+        assert s.cr4 & cr.X86_CR4_OSXSAVE and s.cr0 & cr.X86_CR0_EM
         v = m.vcpu.vcpu.hw.vmcs
-        assert v.cr4_read_shadow & cr.X86_CR4_OSXSAVE and v.cr0_read_shadow & cr.X86_CR0_MP
+        assert v.cr4_read_shadow & cr.X86_CR4_OSXSAVE and v.cr0_read_shadow & cr.X86_CR0_EM
     finally:
         m.close()

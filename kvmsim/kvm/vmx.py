@@ -9,7 +9,7 @@ from kvmsim.hw.vmcs import (CPU_BASED_NMI_WINDOW_EXITING, GPR_ORDER, GUEST_INTR_
                             INTR_INFO_VALID_MASK, INTR_INFO_VECTOR_MASK, IO_QUAL_IN, IO_QUAL_PORT_SHIFT,
                             IO_QUAL_SIZE_MASK, IO_QUAL_STRING, VMX_EXIT_REASONS_FAILED_VMENTRY, CrAccessType,
                             CrExitQual, DrExitQual, ExitReason, IntrType, Vector, exit_reason_name, intr_info)
-from kvmsim.kvm import cpuid, cr, hypercall, mmu, msr, pio, vmx_controls, x86
+from kvmsim.kvm import cpuid, cr, hypercall, mmu, msr, pio, x86
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KvmExit, KvmInternalError
@@ -57,7 +57,6 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
         tracepoint("kvm_entry", vcpu_id=vcpu.vcpu_id, rip=hw.get_regs().rip,
                    text=f"vcpu {vcpu.vcpu_id}, rip 0x{hw.get_regs().rip:x}")
     hw.enter_guest()
-    vmx_controls.sync_untrapped_cr_writes(vcpu)
     v = hw.vmcs
     # A host NMI (intr info 0x80000202) is handled by the host's NMI handler right here;
     # handle_exception_nmi then just returns 1, so nothing is guest- or userspace-visible.

@@ -252,15 +252,3 @@ def vmx_set_cr4(vcpu: KvmVcpu, cr4: int) -> None:
     if hw.uc is not None:
         hw.set_cr(4, hw_cr4)
 
-
-def sync_untrapped_cr_writes(vcpu: KvmVcpu) -> None:
-    """Bridge, not KVM: while the silicon still runs MOV CR0/CR4 natively (issue 9, before it traps
-    the writes cr_write_exits names), a host-owned bit the guest changed reaches the read shadow
-    here, so kvm_read_cr0/cr4 and KVM_GET_SREGS stay right.  A no-op once those writes exit."""
-    hw = vcpu.hw
-    v = hw.vmcs
-    if (hw.cr(0) ^ v.cr0_read_shadow) & v.cr0_guest_host_mask:
-        v.cr0_read_shadow = hw.cr(0)
-    stripped = cr.X86_CR4_UMIP if v.secondary_vm_exec_control & V.SECONDARY_EXEC_DESC else 0
-    if (hw.cr(4) ^ v.cr4_read_shadow) & v.cr4_guest_host_mask & ~stripped:
-        v.cr4_read_shadow = (hw.cr(4) & ~stripped) | (v.cr4_read_shadow & stripped)

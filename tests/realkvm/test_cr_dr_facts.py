@@ -78,13 +78,13 @@ def test_guest_debug_registers_read_back_with_fixed_bits(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cr0_cr4_bits_the_guest_sets_reach_kvm_get_sregs(backend: str) -> None:
-    asm = ("mov %cr4,%rax\nor $0x40000,%eax\nmov %rax,%cr4\nmov %cr0,%rax\nor $2,%eax\nmov %rax,%cr0\n"
+    asm = ("mov %cr4,%rax\nor $0x40000,%eax\nmov %rax,%cr4\nmov %cr0,%rax\nor $4,%eax\nmov %rax,%cr0\n"
            "out %al,$0x80\nhlt\n")
     m = make_machine(scenario(asm, "long64"), backend=backend)
     try:
         s0 = m.vcpu.get_sregs()
         assert _run(m) == 0 and m.vcpu.mapping.run.exit_reason == KvmExit.IO
         s = m.vcpu.get_sregs()
-        assert s.cr4 == s0.cr4 | 0x40000 and s.cr0 == s0.cr0 | 2     # OSXSAVE, MP; nothing else moved
+        assert s.cr4 == s0.cr4 | 0x40000 and s.cr0 == s0.cr0 | 4     # OSXSAVE, EM; nothing else moved
     finally:
         m.close()
