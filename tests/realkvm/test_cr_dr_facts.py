@@ -88,3 +88,46 @@ def test_cr0_cr4_bits_the_guest_sets_reach_kvm_get_sregs(backend: str) -> None:
         assert s.cr4 == s0.cr4 | 0x40000 and s.cr0 == s0.cr0 | 4     # OSXSAVE, EM; nothing else moved
     finally:
         m.close()
+
+
+ENTER_LONG_MODE = """
+    lea pml4, %eax
+    lea pdpt, %ebx
+    or $3, %ebx
+    mov %ebx, (%eax)
+    lea pd, %ecx
+    or $3, %ecx
+    mov %ecx, pdpt
+    movl $0x83, pd                  # 2 MB identity page
+    mov %eax, %cr3
+    mov %cr4, %eax
+    or $0x20, %eax                  # PAE
+    mov %eax, %cr4
+    mov $0xC0000080, %ecx
+    rdmsr
+    or $0x100, %eax                 # EFER.LME
+    wrmsr
+    mov %cr0, %eax
+    or $0x80000000, %eax            # PG: EFER.LMA, compatibility mode (CS.L still 0)
+    mov %eax, %cr0
+    mov $0x3f8, %dx
+    out %al, (%dx)
+    hlt
+    .p2align 12
+pml4: .fill 4096, 1, 0
+pdpt: .fill 4096, 1, 0
+pd:   .fill 4096, 1, 0
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_guest_enables_long_mode_with_mov_cr4_wrmsr_efer_mov_cr0(backend: str) -> None:
+    m = make_machine(scenario(ENTER_LONG_MODE, "prot32"), backend=backend)
+    try:
+        assert _run(m) == 0 and m.vcpu.mapping.run.exit_reason == KvmExit.IO
+        s = m.vcpu.get_sregs()
+        assert (s.cr0, s.cr4, s.efer, s.cs.l) == (0x80000031, 0x20, 0x500, 0)
+        if backend == "sim":    # CR4 and CR0 exit (host-owned PAE, PG); CR3 does not with EPT
+            assert m.vcpu.vcpu.stat.exits_by_reason["CR_ACCESS"] == 2
+    finally:
+        m.close()
