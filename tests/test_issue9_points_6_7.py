@@ -8,7 +8,8 @@ instruction after it in that block ever gets its stop hook, and unicorn runs the
 (an OUT with no hook does nothing; in prot32/real16 a HLT then stops unicorn: KvmSimBug).
 Nothing is lost *because of* an injected exception: with `ud2` (which capstone decodes) in the
 same place, or with a `jmp` that ends the block right after the instruction, every exit arrives.
-The fix is in the lead's files (scanner / execution-time traps); the failing runs are xfail here.
+Fixed by the lead's execution-time trap (hw/trap.py replaced the scanner): the LOCK MOV runs pass.
+MOVBE's register form still runs in unicorn (no #UD) until hw/fixups.py is wired into the trap.
 
 Point 7 (FXSAVE to MMIO completes): QEMU's FXSAVE (also XSAVE, FNSAVE, FNSTENV) is a helper
 that stores field by field; unicorn calls the unmapped-memory hook for every store, drops it and
@@ -26,7 +27,7 @@ import pytest
 from nativecase import MARK_TRY, run, run_with_fixups, words
 from kvmsim.realkvm.backend import vendor_module
 
-LEAD = "the static scanner stops decoding at an instruction capstone refuses (lead: hw/scanner.py)"
+NEEDS_FIXUP = "unicorn runs MOVBE's register form: needs hw/fixups.py 'movbe-register' wired into the trap (lead)"
 MODES = ["real16", "prot32", "long64"]
 MMIO = {"real16": 0x8000, "prot32": 0xD0000000, "long64": 0xD0000000}
 
@@ -55,8 +56,7 @@ EXPECTED_LOCK_MOV = [("MMIO", None, None), ("MMIO", None, None), ("IO", 0xE0, 1)
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("backend", [pytest.param("sim", marks=pytest.mark.xfail(strict=False, reason=LEAD)),
-                                     pytest.param("kvm", marks=pytest.mark.kvm)])
+@pytest.mark.parametrize("backend", ["sim", pytest.param("kvm", marks=pytest.mark.kvm)])
 def test_point6_exits_after_lock_mov_to_mmio(backend: str, mode: str) -> None:
     if backend == "kvm" and mode == "prot32" and vendor_module() == "kvm_pvm":
         # labelled kvm_pvm artefact: its emulator runs the LOCK MOV itself and fails in prot32
@@ -84,7 +84,7 @@ MOVBE_REG = ".byte 0x0f, 0x38, 0xf0, 0xc1"
 
 
 @pytest.mark.parametrize("mode", ["prot32", "long64"])
-@pytest.mark.parametrize("backend", [pytest.param("sim", marks=pytest.mark.xfail(strict=False, reason=LEAD)),
+@pytest.mark.parametrize("backend", [pytest.param("sim", marks=pytest.mark.xfail(strict=False, reason=NEEDS_FIXUP)),
                                      pytest.param("kvm", marks=pytest.mark.kvm)])
 def test_point6_movbe_register_form_is_ud_and_the_handler_outs_arrive(backend: str, mode: str) -> None:
     body = f"TRY {MOVBE_REG}\n movzbl kvmsim_fault_vector, %eax\n outl %eax, $0xe0\n"
@@ -129,7 +129,7 @@ def test_point7_fxsave_to_mmio_on_kvm(mode: str) -> None:
     _fxsave_expectation(mode, r)
 
 
-@pytest.mark.xfail(strict=False, reason="needs the execution-time trap (lead) to run hw/fixups.py")
+@pytest.mark.xfail(strict=False, reason="needs hw/fixups.py wired into the execution-time trap (lead)")
 @pytest.mark.parametrize("mode", MODES)
 def test_point7_fxsave_to_mmio_end_to_end_on_the_sim(mode: str) -> None:
     ptr = "(%di)" if mode == "real16" else "(%edi)"

@@ -17,7 +17,7 @@ from kvmsim.hw import fixups
 from kvmsim.realkvm.backend import vendor_module
 
 GP, SS, UD, PF = 13, 12, 6, 14
-NEEDS_TRAP = pytest.mark.xfail(strict=False, reason="needs the execution-time trap (lead) to run hw/fixups.py")
+NEEDS_TRAP = pytest.mark.xfail(strict=False, reason="needs hw/fixups.py wired into the execution-time trap (lead)")
 BACKENDS = ["sim", pytest.param("kvm", marks=pytest.mark.kvm)]
 
 # What kvm_pvm does instead, and why (it runs every CPL0 guest instruction in KVM's emulator).
@@ -311,23 +311,16 @@ dbh:    movq (%rsp), %rax
 9:      pushfq
         orq $0x100, (%rsp)
 """
-# Diagnosis: the #DB handler returns with IRETQ, which the scanner stops on and _step_native runs
-# alone (emu_start with count 1); the first instruction after it then loses its single-step trap
-# (sim: popfq [2, 4, 6], MOV SS [1, 4, 6, 8]).  With IRET left to run natively in its block (an
-# experiment: IRET taken out of EXITING_INSNS) every trap matches /dev/kvm and the SDM.  (The
-# other cause, unicorn's phantom #GP at the `until` address, is fixed: quirks.no_until_address.)
-TF_LOST = pytest.mark.xfail(strict=False, reason=(
-    "the instruction after an IRET stepped by _step_native loses its single-step trap "
-    "(lead: hw/cpu.py _step_native / execution-time traps)"))
-
-
-@pytest.mark.parametrize("backend", [pytest.param("sim", marks=TF_LOST), pytest.param("kvm", marks=pytest.mark.kvm)])
+# Two causes lost single-step traps on the sim: unicorn's phantom #GP at the `until` address
+# (quirks.no_until_address) and the instruction after an IRET counted out by _step_native (gone
+# with the execution-time trap's fall-through stepping).
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_tf_set_by_popfq_traps_after_the_next_instruction(backend: str) -> None:
     body = _DB_HANDLER + "base: popfq\n nop\n nop\n nop\n nop\n nop\n"
     assert reported(body, backend) == [2, 3, 4, 5]
 
 
-@pytest.mark.parametrize("backend", [pytest.param("sim", marks=TF_LOST), pytest.param("kvm", marks=pytest.mark.kvm)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_single_step_trap_is_held_after_mov_ss(backend: str) -> None:
     """SDM 6.8.3: no #DB after MOV SS; the instruction after it runs, then the trap (offsets 1, 4, 5, 6)."""
     body = _DB_HANDLER + "popfq\nbase: nop\n movw %bx, %ss\n nop\n nop\n nop\n nop\n"

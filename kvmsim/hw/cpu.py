@@ -1,8 +1,7 @@
 """The silicon: a unicorn-backed vCPU in VMX non-root mode that synthesizes VM exits.
 
-The guest runs natively in unicorn.  Instructions that exit under KVM's controls are
-found before they run (scanner.py) and stop the CPU with RIP at the instruction, as a
-VM exit leaves it.  MMIO (no memslot) stops precisely through the unmapped-memory hook.
+The guest runs natively in unicorn.  Instructions that exit under KVM's controls stop the
+CPU when it reaches them (trap.py), with RIP at the instruction, as a VM exit leaves it.  MMIO (no memslot) stops precisely through the unmapped-memory hook.
 Hooks only record; the VM exit is built after `emu_start` returns (STYLE.md: nothing
 crosses the unicorn boundary).  Registers live in registers.py, guest memory and the
 page walk in memory.py; this module is VM entry, exit synthesis and event delivery.
@@ -12,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 
-from capstone import CS_AC_WRITE, CS_ARCH_X86, Cs
+from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_16, Cs
 from capstone.x86_const import X86_OP_MEM, X86_REG_RIP
 from unicorn import (UC_ARCH_X86, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED,
                      UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_16, UC_MODE_32, UC_MODE_64,
@@ -23,20 +22,21 @@ from unicorn import x86_const as U
 from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 
 from kvmsim.errors import KvmSimBug
-from kvmsim.hw import event, fixups, paging, quirks
-from kvmsim.hw.exits import Action, decode_io
+from kvmsim.hw import ctrlregs, event, fixups, paging, quirks
+from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, falls_through, insn_length
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
                             CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_NMI, NMI_HOST_INTR_INFO, IntrType,
-                            IoExitQual, Vector, Vmcs, intr_info)
+                            IoExitQual, Vector, Vmcs, insn_exits, intr_info)
 from kvmsim.uapi import KvmRegs, KvmSegment, KvmSregs
 
 from kvmsim.hw.memory import GuestMemory
 from kvmsim.hw.registers import _SNAP_GPRS, REG_IDS, REG_IDS_32, CpuState
-from kvmsim.hw.scanner import CodeScanner, _Decoded
+from kvmsim.hw.trap import InsnTrap, _Decoded
 from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, uc_emu_start
 
 X86_CR4_OSXSAVE = 1 << 18
+X86_CR4_PCE = 1 << 8
 EFLAGS_RF = 1 << 16
 EFLAGS_VM = event.EFLAGS_VM
 # MSRs that hold a linear address; WRMSR of a non-canonical value is #GP (SDM WRMSR).
@@ -48,7 +48,7 @@ _ACTION_EXIT, _IO_INSTRUCTION = Action.EXIT, ExitReason.IO_INSTRUCTION
 _IO_INSTRUCTION_NR = int(ExitReason.IO_INSTRUCTION)
 
 
-class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
+class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
     """One logical CPU.  KVM's model drives it with `vmx_vcpu_enter_exit`-style `enter_guest()`."""
 
     def __init__(self) -> None:
@@ -68,19 +68,14 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         self.kick_pending = False   # set from another thread (a signal to the vCPU thread)
         # A host NMI (perf PMI, watchdog) after this many guest instructions without another exit.
         self.host_nmi_every: int | None = None
-        self._exits: dict[int, _Decoded] = {}
-        self._scanned: list[tuple[int, int]] = []
-        self._scan_hooks: dict[tuple[int, int], int] = {}
+        self._trap_init()
         self._pending: tuple | None = None
-        self._rescan = False
-        self._cs: dict[int, Cs] = {}
         self.native_exceptions = 0
         self._reg_ids = REG_IDS
         self._mode: str | None = None        # cached CPU mode; invalidated whenever it can change
         self._uch = None
         self._regbuf = ctypes.c_uint64()
         self._rc: dict[str, int] = {}        # register values read since the guest last ran
-        self._len_cache: dict[int, int] = {}  # linear RIP -> instruction length (EPT exits)
         self._hi: dict[str, int] = {}        # 16/32-bit unicorn: upper halves (and R8-R15) it lacks
         self._efer: int | None = None
         self._mode_stale = False
@@ -113,7 +108,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
             raise UcError(status)
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         self.uc = uc
-        self._set_scan_hooks([(0, (1 << 64) - 1)])
+        self._trap_power_on()
         if self._pending_sregs is not None:
             self._apply_sregs(self._pending_sregs)
         if self._pending_regs is not None:
@@ -143,10 +138,14 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
                 self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)  # host timer/IPI kick
                 return
             self._pending = None
+            self._check_controls()
+            self._check_translation()
             rip = self.reg("rip")
             start = rip if self._mode == "long64" and not self._mode_stale else self.linear_rip()
             status = 0   # uc_err; an UcError object is built only if we report it
-            if start not in self._exits:
+            dec = self._exits.get(start)
+            if dec is None or dec.insn is None or self.stop_hook_at(start) is None:
+                # (At a known exiting instruction the stop hook would fire at once: skip the entry.)
                 if self._dirty:
                     self._dirty.pop("rip", None)   # emu_start's `begin` is the RIP it loads
                     if self._dirty:
@@ -158,17 +157,19 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
                 self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
             if self._rescan:
                 self._rescan = False
-                continue
+                self._apply_code_changes()
+                if self._pending is None and not status:
+                    continue
             if self._pending is not None:
                 if self._handle_pending():
                     return
                 continue
             if status:
                 if status == UCC.UC_ERR_INSN_INVALID:
-                    # Unicorn cannot translate some exiting instructions (VMREAD, VMWRITE), so the
-                    # block scanner never saw them; the CPU exits on them before any #UD.
-                    dec = self._exits.get(self.linear_rip()) or self._scan_invalid_insn()
-                    if dec is not None:
+                    # Unicorn cannot translate some exiting instructions (VMREAD, VMWRITE): the CPU
+                    # exits on them before any #UD.
+                    dec = self.classify_at(self.linear_rip())
+                    if dec is not None and dec.insn is not None:
                         if self._exiting_insn(dec):
                             return
                         continue
@@ -179,8 +180,12 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
                     continue
                 raise KvmSimBug(f"unicorn stopped with {UcError(status)} at rip {self.reg('rip'):#x}")
             here = self._rc["rip"] if self._mode == "long64" and not self._mode_stale else self.linear_rip()
-            dec = self._exits.get(here)
-            if dec is not None:
+            if self.stop_hook_at(here) is not None:
+                dec = self.classify_at(here)
+                if dec is None:          # RIP no longer fetchable: let the CPU take the fault
+                    if self._step_native(here):
+                        return
+                    continue
                 if self._exiting_insn(dec):
                     return
                 continue
@@ -201,22 +206,35 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         return True
 
     def _exiting_insn(self, dec: _Decoded) -> bool:
-        """The CPU reached a scanned instruction: exit, or do what the silicon does itself."""
+        """The CPU reached a candidate instruction: exit, or do what the silicon does itself."""
         insn = dec.insn
+        if insn is None:
+            return self._step_native(self.linear_rip(), dec.length if falls_through(dec.mnemonic) else 0)
+        if insn.reason is _IO_INSTRUCTION:                 # the hot path first
+            mode = self.mode()
+            io = dec.io.get(mode)
+            if io is None:  # the qualification without the port, cached per mode
+                d = decode_io(dec.code, self._default_op32(), mode == "long64")
+                base = IoExitQual(d.size, d.is_in, d.string, d.rep, d.imm_port is not None, 0).encode()
+                io = dec.io[mode] = (base, d.imm_port)
+            base, imm_port = io
+            port = imm_port if imm_port is not None else self.reg("rdx") & 0xFFFF
+            if mode != "real" and not self._io_permitted(port, (base & 7) + 1):
+                # SDM 25.1.1: the I/O-permission #GP comes before the VM exit.
+                return self._exception(Vector.GP, 0)
+            return self._exit(_IO_INSTRUCTION_NR, base | (port << 16), dec.length)
+        if insn.action is Action.CR:
+            return ctrlregs.cr_dr_access(self, dec.code, dec.length)
+        if insn.action is Action.UD:
+            return self._exception(Vector.UD, None)
+        fault = CPL0_FAULT.get(dec.mnemonic)
+        if fault is not None and self.cpl() > 0 and not (dec.mnemonic == "rdpmc" and self.cr(4) & X86_CR4_PCE):
+            return self._exception(fault, 0 if fault == Vector.GP else None)
+        if insn.action is Action.CONTROL or (insn.action is _ACTION_EXIT and dec.mnemonic in CONTROLLED):
+            if not insn_exits(self.vmcs, dec.mnemonic):
+                return self._step_native(self.linear_rip())
+            return self._exit(insn.reason, 0, dec.length)
         if insn.action is _ACTION_EXIT:
-            if insn.reason is _IO_INSTRUCTION:
-                mode = self.mode()
-                io = dec.io.get(mode)
-                if io is None:  # the qualification without the port, cached per mode
-                    d = decode_io(dec.code, self._default_op32(), mode == "long64")
-                    base = IoExitQual(d.size, d.is_in, d.string, d.rep, d.imm_port is not None, 0).encode()
-                    io = dec.io[mode] = (base, d.imm_port)
-                base, imm_port = io
-                port = imm_port if imm_port is not None else self.reg("rdx") & 0xFFFF
-                if mode != "real" and not self._io_permitted(port, (base & 7) + 1):
-                    # SDM 25.1.1: the I/O-permission #GP comes before the VM exit.
-                    return self._exception(Vector.GP, 0)
-                return self._exit(_IO_INSTRUCTION_NR, base | (port << 16), dec.length)
             return self._exit(insn.reason, 0, dec.length)
         if insn.action is Action.IRET:
             return self._iret(dec)
@@ -252,27 +270,44 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
             return False
         if self.mode() != "long64" and code[i + 1] < 0xC0:
             return False  # outside 64-bit mode C4/C5 with ModRM.mod != 3 are LES/LDS
+        found = self._mem_operand(here, code)
+        if found is None:
+            return False
+        linear, write = found
+        try:
+            gpa = self.translate(linear, write=write)
+        except paging.PageFault:
+            return False
+        if self.gpa_is_ram(gpa):
+            return False
+        return self._ept_exit(UC_MEM_WRITE_UNMAPPED if write else UC_MEM_READ_UNMAPPED, linear)
+
+    def _mem_operand(self, here: int, code: bytes) -> tuple[int, bool] | None:
+        """(linear address, is written) of the memory operand of the instruction at `here`."""
         md = Cs(CS_ARCH_X86, self._cs_mode())
         md.detail = True
         insn = next(md.disasm(code, here), None)
         if insn is None:
-            return False
+            return None
         for op in insn.operands:
             if op.type != X86_OP_MEM:
                 continue
             linear = op.mem.disp + (insn.address + insn.size if op.mem.base == X86_REG_RIP else
                                     self._cs_reg(insn, op.mem.base))
             linear += self._cs_reg(insn, op.mem.index) * op.mem.scale
+            if self.mode() != "long64":
+                seg = insn.reg_name(op.mem.segment) if op.mem.segment else (
+                    "ss" if insn.reg_name(op.mem.base) in ("ebp", "esp", "bp", "sp") else "ds")
+                linear = self.seg_base(seg) + (linear & (0xFFFF if self._cs_mode() == CS_MODE_16 else 0xFFFF_FFFF))
             linear &= (1 << 64) - 1 if self.mode() == "long64" else 0xFFFF_FFFF
-            write = bool(op.access & CS_AC_WRITE)
-            try:
-                gpa = self.translate(linear, write=write)
-            except paging.PageFault:
-                return False
-            if self.gpa_is_ram(gpa):
-                return False
-            return self._ept_exit(UC_MEM_WRITE_UNMAPPED if write else UC_MEM_READ_UNMAPPED, linear)
-        return False
+            return linear, bool(op.access & CS_AC_WRITE)
+        return None
+
+    def mem_operand_linear(self, here: int) -> int:
+        """Linear address of the memory operand of the instruction at linear `here` (it has one)."""
+        found = self._mem_operand(here, self.read_linear_bytes(here, 15))
+        assert found is not None
+        return found[0]
 
     def _cs_reg(self, insn, reg: int) -> int:
         """A capstone register id's value (0 for none), read through the 64-bit name."""
@@ -304,7 +339,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
     def _iret(self, dec: _Decoded) -> bool:
         """IRET runs natively; it unblocks NMIs, and with NMI-window exiting the CPU exits right after."""
         blocked = self.vmcs.guest_interruptibility_info & GUEST_INTR_STATE_NMI
-        if self._step_native(dec):
+        if self._step_native(self.linear_rip()):
             return True
         if blocked:
             self.vmcs.guest_interruptibility_info &= ~GUEST_INTR_STATE_NMI
@@ -312,25 +347,47 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
                 return self._exit(ExitReason.NMI_WINDOW)
         return False
 
-    def _step_native(self, dec: _Decoded) -> bool:
-        """Execute one scanned instruction in unicorn (its stop hook lifted meanwhile); True on an exit."""
-        uc, addr = self.uc, self.linear_rip()
-        self._del_stop_hook(dec.hook)
+    def _step_native(self, addr: int, length: int = 0) -> bool:
+        """Execute the one instruction at linear `addr` (= RIP) in unicorn, its stop hook lifted
+        meanwhile; True on an exit.  `length` > 0 says it falls through to addr + length: unicorn
+        then runs until there (translated afresh, so the stop is compiled in), which keeps the
+        other translations; otherwise it is counted out (count = 1), which costs unicorn a flush
+        of every translation at the next run."""
+        uc = self.uc
+        page = self._pages.get(addr >> 12)
+        hook = page.hooks.pop(addr, None) if page is not None else None
+        if hook is not None:
+            self._del_stop_hook(hook)
         self._pending = None
         err = None
         try:
             self.flush_regs()
-            uc.emu_start(self.reg("rip"), 1 << 63, 0, 1)
+            if length:
+                uc.ctl_remove_cache(addr, addr + length + 1)
+                uc.ctl_set_exits([addr + length])   # emu_start's `until` is inert (quirks.no_until_address)
+                try:
+                    uc.emu_start(self.reg("rip"), addr + length)
+                finally:
+                    uc.ctl_set_exits([])
+                if (addr + length) >> 12 != addr >> 12:
+                    quirks.reset_old_exception(uc)   # the exit's page may have no mapping: no_until_address
+                uc.ctl_remove_cache(addr + length, addr + length + 1)   # the TB with that stop in it
+            else:
+                uc.emu_start(self.reg("rip"), 1 << 63, 0, 1)
         except UcError as e:
             err = e
         finally:
             self._rc.clear()
             self._mode_stale = True
-            dec.hook = self._add_stop_hook(addr)
+            if hook is not None and self._pages.get(addr >> 12) is page:
+                page.hooks[addr] = self._add_stop_hook(addr)
+        if self._rescan:
+            self._rescan = False
+            self._apply_code_changes()
         if self._pending is not None:
             return self._handle_pending()
         if err is not None:
-            raise KvmSimBug(f"unicorn stopped with {err} stepping {dec.mnemonic} at {addr:#x}")
+            raise KvmSimBug(f"unicorn stopped with {err} stepping the instruction at {addr:#x}")
         return False
 
     def _passthrough_msr(self, write: bool, ecx: int, length: int) -> bool:
@@ -387,18 +444,16 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         return self._exit(ExitReason.EPT_VIOLATION, q, self._insn_len(), gpa=gpa, gla=linear)
 
     def _insn_len(self) -> int:
-        """VM_EXIT_INSTRUCTION_LEN (hardware reports it on EPT misconfig in practice); cached per
-        address like the scanner's decode (invalidate_code forgets it)."""
-        rip = self.linear_rip()
-        n = self._len_cache.get(rip)
-        if n is None:
-            try:
-                code = self.read_linear_bytes(rip, 15)
-            except (paging.PageFault, UcError):
-                return 0
-            insn = next(self._disasm(code, 0), None)
-            n = self._len_cache[rip] = insn.size if insn is not None else 0
-        return n
+        """VM_EXIT_INSTRUCTION_LEN (hardware reports it on EPT misconfig in practice)."""
+        try:
+            code = self.read_linear_bytes(self.linear_rip(), 15)
+        except (paging.PageFault, UcError):
+            return 0
+        return insn_length(code, self._cs_mode())
+
+    def _cs_mode(self) -> int:
+        """The capstone mode that decodes like the CPU does now."""
+        return cs_mode_of(self.mode())
 
     def _exception(self, vector: int, error_code: int | None) -> bool:
         """A fault the guest raised natively: exit if KVM intercepts the vector, else deliver it."""

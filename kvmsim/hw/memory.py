@@ -23,6 +23,7 @@ class GuestMemory:
         self._slot_list = list(self.memslots.values())   # what the page walk scans
         if self.uc is not None:
             self.uc.mem_map_ptr(gpa, size, UC_PROT_ALL, host_addr)
+            self.code_written(gpa, size)
 
     def gpa_is_ram(self, gpa: int) -> bool:
         return any(g <= gpa < g + s for g, s, _ in self.memslots.values())
@@ -104,7 +105,9 @@ class GuestMemory:
         try:
             while data:
                 chunk = min(len(data), 0x1000 - (addr & 0xFFF))
-                self.uc.mem_write(self.translate(addr, write=True, user=user), data[:chunk])
+                gpa = self.translate(addr, write=True, user=user)
+                self.uc.mem_write(gpa, data[:chunk])
+                self.code_written(gpa, chunk)
                 addr, data = addr + chunk, data[chunk:]
         except paging.PageFault as pf:
             raise event.DeliveryFault(Vector.PF, pf.error_code) from None
