@@ -58,6 +58,8 @@ EXPECTED_LOCK_MOV = [("MMIO", None, None), ("MMIO", None, None), ("IO", 0xE0, 1)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("backend", ["sim", pytest.param("kvm", marks=pytest.mark.kvm)])
 def test_point6_exits_after_lock_mov_to_mmio(backend: str, mode: str) -> None:
+    """Every exit after the LOCK MOV arrives (the stream is the emulator's: the write reaches the
+    register bank, then the guest gets #UD)."""
     if backend == "kvm" and mode == "prot32" and vendor_module() == "kvm_pvm":
         # labelled kvm_pvm artefact: its emulator runs the LOCK MOV itself and fails in prot32
         r = run(_body(mode, LOCK_MOV), backend, mode, **_extra(mode))
@@ -65,6 +67,19 @@ def test_point6_exits_after_lock_mov_to_mmio(backend: str, mode: str) -> None:
         return
     r = run(_body(mode, LOCK_MOV), backend, mode, **_extra(mode))
     assert _stream(r) == EXPECTED_LOCK_MOV
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_point6_lock_mov_raises_ud_on_the_silicon_with_the_fixup(mode: str) -> None:
+    """On VMX silicon the LOCK MOV is #UD at decode; KVM intercepts #UD (EXCEPTION_NMI) and hands
+    it to its emulator (EMULTYPE_TRAP_UD), not an EPT violation.  What userspace then sees is the
+    emulator's doing, the same stream as kvm_pvm's (the write reaches the register bank, the guest
+    gets #UD)."""
+    body = _body(mode, LOCK_MOV).replace("TRY", "MARK_TRY") + " movzbl kvmsim_fault_vector, %eax\n outl %eax, $0xe0\n"
+    r, used = run_with_fixups(body, mode, **_extra(mode))
+    assert used == ["lock-ud"] and r.exits.get("EXCEPTION_NMI") == 1
+    assert _stream(r) == [("IO", 0xE1, 1)] + EXPECTED_LOCK_MOV[:-1] + [("IO", 0xE0, 1), ("IO", 0xF4, 1)]
+    assert words(r) == [0x41, 0x41, 6]
 
 
 @pytest.mark.parametrize("mode", MODES)

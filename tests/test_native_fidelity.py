@@ -276,6 +276,11 @@ def test_fixup_end_to_end(case: str, backend: str) -> None:
     ("0f0100", "long64", None),
     ("660f0100", "prot32", None),
     ("8ed0", "long64", None),                            # mov ss: unicorn holds TF's trap itself
+    ("f0891f", "long64", ("lock-ud", 3)),                # lock mov [rdi], ebx
+    ("f067891f", "long64", ("lock-ud", 4)),
+    ("f0ffc0", "long64", ("lock-ud", 3)),                # lock inc eax: register destination
+    ("f0ff07", "long64", None),                          # lock inc dword [rdi]
+    ("f00fb10f", "prot32", None),                        # lock cmpxchg [edi], ecx
     ("0fae07", "long64", ("fxstate-mmio", 3)),
     ("0fae27", "prot32", ("fxstate-mmio", 3)),
     ("dd34", "real", ("fxstate-mmio", 2)),

@@ -85,6 +85,7 @@ class Fixup:
     match: Callable[[bytes, str], int | None]        # its length, when this instruction needs the fixup
     run: Callable[["SiliconVcpu", bytes, int], bool]  # do it; True iff that ended in a VM exit
     why: str
+    prefix: int | None = None                        # or: every instruction with this legacy prefix
 
 
 # ------------------------------------------------------------------ shared pieces of `run`
@@ -188,6 +189,32 @@ def step(cpu: "SiliconVcpu") -> bool:
 def _advance(cpu: "SiliconVcpu", length: int) -> bool:
     cpu.set_reg("rip", cpu.reg("rip") + length)
     return False
+
+
+# ------------------------------------------------------------------ LOCK on a non-lockable instruction
+
+# SDM "LOCK": these, with a memory destination, are the only lockable instructions.
+LOCKABLE = frozenset({"add", "adc", "and", "btc", "btr", "bts", "cmpxchg", "cmpxchg8b", "cmpxchg16b", "dec",
+                      "inc", "neg", "not", "or", "sbb", "sub", "xor", "xadd", "xchg"})
+
+
+def _match_lock_ud(code: bytes, mode: str) -> int | None:
+    p = split_prefixes(code, mode)
+    if 0xF0 not in p.prefixes:
+        return None
+    # capstone refuses some LOCK forms (LOCK MOV): decode without the prefix bytes that are LOCK
+    locks = code[:p.op].count(0xF0)
+    insn = decode(bytes(b for b in code[:p.op] if b != 0xF0) + code[p.op:], mode)
+    if insn is None:
+        return None          # not an instruction at all: unicorn raises #UD itself
+    lockable = insn.mnemonic.split()[-1] in LOCKABLE and insn.operands and insn.operands[0].type == X86_OP_MEM
+    return None if lockable else insn.size + locks
+
+
+def _run_lock_ud(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
+    """LOCK before an instruction that cannot be locked (or with a register destination) is #UD
+    before any memory access; QEMU runs LOCK MOV as a MOV."""
+    return cpu._exception(Vector.UD, None)
 
 
 # ------------------------------------------------------------------ aligned SSE moves
@@ -396,6 +423,8 @@ def _run_fxstate(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
 
 
 FIXUPS: tuple[Fixup, ...] = (
+    Fixup("lock-ud", (), _match_lock_ud, _run_lock_ud,
+          "QEMU 5 ignores LOCK on MOV and other non-lockable instructions; the CPU raises #UD", prefix=0xF0),
     Fixup("aligned-sse-move", (b"\x0f\x28", b"\x0f\x29", b"\x0f\x2b", b"\x0f\x6f", b"\x0f\x7f", b"\x0f\xe7",
                                b"\x0f\x38\x2a"),
           _match_aligned_sse, _run_aligned_sse,
@@ -415,9 +444,10 @@ FIXUPS: tuple[Fixup, ...] = (
 
 def find(code: bytes, mode: str) -> tuple[Fixup, int] | None:
     """The fixup the instruction at the start of `code` needs, with its length, or None."""
-    i = split_prefixes(code, mode).op
+    p = split_prefixes(code, mode)
+    i = p.op
     for fx in FIXUPS:
-        if any(code[i:i + len(op)] == op for op in fx.opcodes):
+        if any(code[i:i + len(op)] == op for op in fx.opcodes) or fx.prefix in p.prefixes:
             n = fx.match(code, mode)
             if n is not None:
                 return fx, n
