@@ -423,3 +423,23 @@ def test_no_fault_is_left_pending_in_unicorn_after_exits(mode: str) -> None:
         assert struct.unpack_from("<i", quirks._raw(ctx), quirks.old_exception_offset())[0] == -1
     finally:
         m.close()
+
+
+@pytest.mark.parametrize("xcr, ok", [(3, True), (7, True), (0, False), (9, False)])
+def test_emulated_xsetbv_loads_xcr0_into_the_silicon_too(xcr: int, ok: bool) -> None:
+    """KVM's emulator path (em_xsetbv -> set_xcr) keeps XCR0 as the XSETBV exit handler does."""
+    import struct
+
+    from simvm import kvm_run, machine
+    from kvmsim.hw import quirks
+    from kvmsim.kvm.emulate_ops import VcpuEmulateOps
+
+    m = machine("outb %al, $0x80\n hlt\n")
+    try:
+        kvm_run(m)
+        vcpu = m.vcpu.vcpu
+        assert VcpuEmulateOps(vcpu).set_xcr(None, 0, xcr) == (0 if ok else 1)
+        ctx = vcpu.hw.uc.context_save()
+        assert struct.unpack_from("<Q", quirks._raw(ctx), quirks.xcr0_offset())[0] == (xcr if ok else 1)
+    finally:
+        m.close()
