@@ -9,8 +9,8 @@ Two kinds of correction:
   exact instruction needs the fixup, and `run(cpu, code, length)` performs it on the
   SiliconVcpu: it raises an exception, or completes the instruction (stepping it in unicorn
   and correcting the result, or doing it in software) and advances RIP.  `run` returns True
-  iff it ended in a VM exit.  The caller lifts its own stop hook at RIP around `run` (as
-  `_step_native` does), since `run` may step the instruction in unicorn.  `apply_at_rip(cpu)`
+  iff it ended in a VM exit.  A `run` that executes the instruction in unicorn does it through
+  the CPU's `_step_native` (which lifts a stop hook at RIP meanwhile).  `apply_at_rip(cpu)`
   does the lookup and the run for the instruction at RIP (None: no fixup, run it natively).
 * `correct_exception`: faults unicorn reports through UC_HOOK_INTR whose vector or error code
   QEMU chooses differently (a non-canonical stack access is #SS, not #GP; a read-modify-write
@@ -160,29 +160,16 @@ def _ram_gpas(cpu: "SiliconVcpu", linear: int, size: int, write: bool) -> list[i
     return gpas
 
 
-def step(cpu: "SiliconVcpu") -> bool:
-    """Execute the one instruction at RIP in unicorn; True iff that ended in a VM exit.  (A stop
-    by the scanner's block hook on code it had not seen yet is retried once.)"""
+def step(cpu: "SiliconVcpu", length: int) -> bool:
+    """Execute the one instruction at RIP (`length` bytes, falling through) in unicorn, through
+    the CPU's own _step_native (which lifts a stop hook at RIP); True iff that ended in a VM exit.
+    A stop before it ran (the first run of a page: its scan) is retried once."""
     for _ in range(2):
         rip0 = cpu.reg("rip")
-        cpu.flush_regs()
-        cpu._pending = None
-        err = None
-        try:
-            cpu.uc.emu_start(rip0, 1 << 63, 0, 1)
-        except UcError as e:
-            err = e
-        finally:
-            cpu._rc.clear()
-            cpu._mode_stale = True
-        if cpu._pending is not None:
-            return cpu._handle_pending()
-        if err is not None:
-            return cpu._exception(Vector.UD, None)
-        if getattr(cpu, "_rescan", False) and cpu.reg("rip") == rip0:
-            cpu._rescan = False
-            continue
-        return False
+        if cpu._step_native(cpu.linear_rip(), length):
+            return True
+        if cpu.reg("rip") != rip0:
+            return False
     return False
 
 
@@ -235,7 +222,7 @@ def _run_aligned_sse(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
     linear = mem_linear(cpu, decode(code, mode), mode)
     if linear is not None and linear & 15:
         return cpu._exception(Vector.GP, 0)
-    return step(cpu)
+    return step(cpu, length)
 
 
 # ------------------------------------------------------------------ MOVBE register form
@@ -295,7 +282,7 @@ def _run_lock_neg(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
     except _Fault as f:
         return _page_fault(cpu, f)
     if gpas is None:
-        return step(cpu)
+        return step(cpu, length)
     src = cpu.read_linear(linear, size)
     res, flags = neg_flags(src, size * 8)
     cpu.write_linear(linear, size, res)
@@ -324,7 +311,7 @@ def _run_bsf32(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
     full = "r" + dest[1:] if dest[0] == "e" else dest[:-1]
     old = cpu.reg(full)
     rip0 = cpu.reg("rip")
-    if step(cpu):
+    if step(cpu, length):
         return True
     if cpu.reg("rip") == rip0 + length and cpu.reg("rflags") & EFLAGS_ZF:
         cpu.set_reg(full, old)
@@ -357,7 +344,7 @@ def _run_sxdt66(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
     base, limit = cpu.gdtr() if insn.mnemonic == "sgdt" else cpu.idtr()
     try:
         if _ram_gpas(cpu, linear, 10, write=True) is None:
-            return step(cpu)   # MMIO: left to the EPT exit and KVM's emulator
+            return step(cpu, length)   # MMIO: left to the EPT exit and KVM's emulator
     except _Fault as f:
         return _page_fault(cpu, f)
     cpu.write_linear(linear, 2, limit)
@@ -409,17 +396,17 @@ def _run_fxstate(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
     insn = decode(code, mode)
     linear = mem_linear(cpu, insn, mode)
     if linear is None or linear & (align - 1):
-        return step(cpu) if linear is None else cpu._exception(Vector.GP, 0)
+        return step(cpu, length) if linear is None else cpu._exception(Vector.GP, 0)
     addr, end = linear, linear + size
     while addr < end:
         try:
             gpa = cpu.translate(addr, write=write)
         except paging.PageFault:
-            return step(cpu)   # the CPU's own #PF, raised by the native step
+            return step(cpu, length)   # the CPU's own #PF, raised by the native step
         if not cpu.gpa_is_ram(gpa):
             return cpu._ept_exit(UC_MEM_WRITE_UNMAPPED if write else UC_MEM_READ_UNMAPPED, addr)
         addr = (addr | 0xFFF) + 1
-    return step(cpu)
+    return step(cpu, length)
 
 
 FIXUPS: tuple[Fixup, ...] = (
