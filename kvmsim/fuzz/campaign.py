@@ -134,12 +134,17 @@ class _Worker:
     since: float = field(default_factory=time.monotonic)
 
 
+def worker_command(mode: str, start: int, end: int, seed: int, limits: Limits, diff: bool) -> list[str]:
+    """The worker process for guests [start, end) of `mode` (tests put a misbehaving one here)."""
+    return [sys.executable, "-m", "kvmsim.fuzz", "--worker", "--mode", mode, "--seed", str(seed),
+            "--start", str(start), "--count", str(end - start), "--max-exits", str(limits.max_exits),
+            "--wall", str(limits.wall_seconds)] + (["--diff"] if diff else [])
+
+
 def _spawn(mode: str, start: int, end: int, seed: int, limits: Limits, diff: bool) -> _Worker:
-    cmd = [sys.executable, "-m", "kvmsim.fuzz", "--worker", "--mode", mode, "--seed", str(seed),
-           "--start", str(start), "--count", str(end - start), "--max-exits", str(limits.max_exits),
-           "--wall", str(limits.wall_seconds)] + (["--diff"] if diff else [])
     env = dict(os.environ, UC_IGNORE_REG_BREAK="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(worker_command(mode, start, end, seed, limits, diff), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env)
     return _Worker(mode, start, end, proc)
 
 
@@ -150,13 +155,13 @@ def chunks(modes: list[str], count: int, jobs: int) -> list[tuple[str, int, int]
 
 
 def campaign(modes: list[str], count: int, seed: int, limits: Limits, jobs: int = 1,
-             diff: bool = False, progress: bool = False) -> list[Record]:
+             diff: bool = False, progress: bool = False, hang_grace: float = HANG_GRACE) -> list[Record]:
     """Steps 1-3: every guest's record, in (mode, index) order."""
     todo = chunks(modes, count, jobs)
     records: list[Record] = []
     sel = selectors.DefaultSelector()
     running: list[_Worker] = []
-    hang_after = limits.wall_seconds * (2 if diff else 1) + HANG_GRACE
+    hang_after = limits.wall_seconds * (2 if diff else 1) + hang_grace
     total, t0 = len(modes) * count, time.monotonic()
 
     def start_next() -> None:
@@ -236,6 +241,8 @@ def summary(records: list[Record], modes: list[str], seed: int, seconds: float) 
     out += ["", f"defined exits {kinds['defined']}, limits {kinds['limit']}, BUGs {kinds['bug']}"]
     bugs = [r for r in records if r.outcome.kind == "bug"]
     if bugs:
+        groups = Counter(f"{r.mode}: {r.outcome.label}: {r.outcome.detail}" for r in bugs)
+        out += ["", "BUGs by mode and error:"] + [f"  {n:>5}  {g}" for g, n in groups.most_common()]
         out += ["", "BUGs (reproduce with the command after each):"]
         for r in bugs:
             out.append(f"  {r.mode} #{r.index} bytes {r.code}: {r.outcome.label}: {r.outcome.detail}")

@@ -44,7 +44,8 @@ def _out_byte(e: UserspaceExit, port: int) -> int | None:
 
 
 def vector_label(v: int) -> str:
-    return VECTOR_NAMES.get(v, f"vector {v}")
+    """Exceptions by mnemonic; vectors 32-255 (only INT n reaches them here) share one row."""
+    return VECTOR_NAMES.get(v, f"vector {v}" if v < 32 else "vector 32-255 (INT n)")
 
 
 def classify(res: RunResult) -> Outcome:
@@ -114,7 +115,7 @@ def failed_insn(res: RunResult, mode: str) -> str:
     raw = data[1].to_bytes(8, "little") + data[2].to_bytes(8, "little")
     code = raw[1:1 + min(raw[0], 15)]
     i = next(Cs(CS_ARCH_X86, _CS_MODES[mode]).disasm(code, 0, 1), None)
-    return f"{i.mnemonic} ({code.hex()})" if i is not None else f"(undecodable {code.hex()})"
+    return f"{i.mnemonic} ({code[:i.size].hex()})" if i is not None else f"undecodable ({code.hex()})"
 
 
 def _exit_info_word(sim: RunResult, kvm: RunResult, path: str) -> bool:
