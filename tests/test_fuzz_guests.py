@@ -146,6 +146,9 @@ def test_campaign_end_to_end(tmp_path, capsys) -> None:
     assert status == (1 if any(r["kind"] == "bug" for r in recs) else 0)
     text = capsys.readouterr().out
     assert "random guests: seed 11, 3 long64" in text and "outcome" in text
+    assert main(["--summary-of", str(out)]) == status
+    again = capsys.readouterr().out
+    assert again.splitlines()[1:] == text.splitlines()[1:]   # the first line carries the run time
 
 
 def test_replay_prints_the_exit_stream(capsys) -> None:

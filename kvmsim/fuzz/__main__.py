@@ -3,6 +3,7 @@
     python -m kvmsim.fuzz --count 2000 --seed 1 [--jobs 2] [--diff] [--json out.json]
     python -m kvmsim.fuzz --replay long64:8fee [--diff]     one guest, its exits and outcome
                                                             (KVMSIM_DEBUG=1: the full traceback)
+    python -m kvmsim.fuzz --summary-of out.json             the summary of a saved campaign
 Exit status: 0 no BUG, 1 at least one BUG, 2 bad arguments, 3 --diff without /dev/kvm.
 """
 
@@ -31,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--diff", action="store_true", help="run every guest on sim and on /dev/kvm too")
     p.add_argument("--json", metavar="FILE", help="write every record to FILE")
     p.add_argument("--replay", metavar="MODE:HEX", help="run one guest with these bytes")
+    p.add_argument("--summary-of", metavar="FILE", help="print the summary of a --json file (no run)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
     p.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
@@ -86,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         return cp.worker(a.mode, a.seed, a.start, a.count, limits, a.diff)
     if a.replay:
         return replay(a.replay, limits, a.diff)
+    if a.summary_of:
+        with open(a.summary_of) as f:
+            doc = json.load(f)
+        records = [cp.Record.from_dict(r) for r in doc["records"]]
+        print("\n".join(cp.summary(records, doc["modes"], doc["seed"], doc.get("seconds", 0.0))))
+        return 1 if any(r.outcome.kind == "bug" for r in records) else 0
     modes = [m for m in a.modes.split(",") if m]
     if bad := [m for m in modes if m not in guests.MODES]:
         print(f"kvmsim.fuzz: unknown mode {bad[0]!r} (one of {', '.join(guests.MODES)})", file=sys.stderr)
@@ -96,10 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         guests.template(m)   # build errors surface here, once, not in every worker
     t0 = time.monotonic()
     records = cp.campaign(modes, a.count, a.seed, limits, jobs=a.jobs, diff=a.diff, progress=True)
-    print("\n".join(cp.summary(records, modes, a.seed, time.monotonic() - t0)), flush=True)
+    seconds = time.monotonic() - t0
+    print("\n".join(cp.summary(records, modes, a.seed, seconds)), flush=True)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"seed": a.seed, "count": a.count, "modes": modes, "limits": {"max_exits": limits.max_exits, "wall_seconds": limits.wall_seconds},
+            json.dump({"seed": a.seed, "count": a.count, "modes": modes, "seconds": round(seconds, 1),
+                       "limits": {"max_exits": limits.max_exits, "wall_seconds": limits.wall_seconds},
                        "records": [r.to_dict() for r in records]}, f, indent=1)
     return 1 if any(r.outcome.kind == "bug" for r in records) else 0
 

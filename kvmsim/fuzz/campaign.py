@@ -258,11 +258,14 @@ def summary(records: list[Record], modes: list[str], seed: int, seconds: float) 
                 f"({100 * agree / len(diffs):.1f}%); {vendor} labelled kvm_pvm artefacts, "
                 f"{len(diffs) - agree - vendor} other disagreements", ""]
         out += list(_table("sim vs kvm", drows, modes))
-        insns = Counter(r.diff.detail.rpartition("kvm failed on ")[2].split(" (")[0]  # type: ignore[union-attr]
-                        for r in diffs if r.diff.label == PVM_EMULATION_FAILURE)  # type: ignore[union-attr]
-        if insns:
+        pvm = [r.diff.detail for r in diffs if r.diff.label == PVM_EMULATION_FAILURE]  # type: ignore[union-attr]
+        if pvm:
+            insns = Counter(d.rpartition("kvm failed on ")[2].split(" (")[0] for d in pvm)
+            sims = Counter(d.split(";")[0].removeprefix("sim ") for d in pvm)
             out += ["", "kvm_pvm emulation failures by instruction: "
-                    + ", ".join(f"{m} {n}" for m, n in insns.most_common(12))]
+                    + ", ".join(f"{m} {n}" for m, n in insns.most_common(12)),
+                    "  and what the sim did there (a lost exit shows as hlt where the trailer was due): "
+                    + ", ".join(f"{m} {n}" for m, n in sims.most_common(12))]
         out += ["", "first disagreement of each kind (replay with the command):"]
         seen: set[str] = set()
         for r in diffs:
