@@ -79,6 +79,21 @@ def test_a_spinning_guest_is_a_limit_not_a_bug() -> None:
     assert (out.kind, out.label) == ("limit", "limit: wall time")
 
 
+def test_a_run_that_overruns_its_wall_limit_is_a_hang(monkeypatch) -> None:
+    import kvmsim.scenario.runner as runner
+
+    real = runner.run_scenario
+
+    def slow(*a, **kw):
+        res = real(*a, **kw)
+        res.wall_seconds = 9.0   # as if KVM_RUN ignored the kick for 9 s
+        return res
+
+    monkeypatch.setattr(runner, "run_scenario", slow)
+    out, _, _ = cp.run_guest("long64", b"\x90", cp.Limits(100, 1.0))
+    assert (out.kind, out.label) == ("bug", "BUG hang") and "ended as trailer" in out.detail
+
+
 # Issue 9 point 1: bytes unicorn executes but the static scan cannot decode desynchronise it.  On VMX
 # silicon 8F /5 and 8F /7 raise #UD; the x87 aliases and the reserved-NOP 0F 1E run and fall through.
 ISSUE9 = [(b"\x8f\xee", "#UD"), (b"\x8f\xfc", "#UD"), (b"\xdd\xc9", "trailer"), (b"\xdf\xd0", "trailer"),

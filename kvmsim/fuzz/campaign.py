@@ -32,6 +32,7 @@ from kvmsim.fuzz import guests
 from kvmsim.fuzz.outcome import PVM_EMULATION_FAILURE, Outcome, bug, classify, diff_outcome
 
 HANG_GRACE = 10.0   # seconds past a guest's wall limit before its worker counts as hung
+OVERRUN = 5.0       # seconds past the wall limit that a run which did end still counts as a hang
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ def run_guest(mode: str, code: bytes, limits: Limits, diff: bool = False,
         sim = run_scenario(sc, backend="sim", image=image)
         out = classify(sim)
         raw["sim"] = sim
+        if (sim.wall_seconds or 0.0) > limits.wall_seconds + OVERRUN:
+            out = bug("hang", f"the run took {sim.wall_seconds:.1f} s with a wall limit of {limits.wall_seconds} s "
+                      f"(ended as {out.label})")
     except KvmSimBug as e:
         out, sim = bug("KvmSimBug", _one_line(e)), None
     except Exception as e:  # noqa: BLE001 - any traceback from the simulator is what we count
