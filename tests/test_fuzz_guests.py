@@ -17,6 +17,7 @@ from kvmsim.fuzz import guests
 from kvmsim.fuzz.__main__ import main
 from kvmsim.fuzz.outcome import PVM_EMULATION_FAILURE, classify, diff_outcome, streams_agree
 from kvmsim.scenario.guest_build import binutils_available
+from kvmsim.scenario.result import RunResult, Stop, UserspaceExit
 from kvmsim.scenario.runner import run_scenario
 
 pytestmark = pytest.mark.skipif(not binutils_available(), reason="GNU as/ld/objcopy not found")
@@ -92,6 +93,42 @@ def test_a_run_that_overruns_its_wall_limit_is_a_hang(monkeypatch) -> None:
     monkeypatch.setattr(runner, "run_scenario", slow)
     out, _, _ = cp.run_guest("long64", b"\x90", cp.Limits(100, 1.0))
     assert (out.kind, out.label) == ("bug", "BUG hang") and "ended as trailer" in out.detail
+
+
+def _res(stop: str, *exits: UserspaceExit, **kw) -> RunResult:
+    return RunResult(scenario="t", backend="x", stop=Stop(stop, **kw), userspace=list(exits))
+
+
+OUT_E8 = UserspaceExit("IO", {"direction": 1, "size": 1, "port": 0xE8, "count": 1, "data": "06"})
+MMIO_R = UserspaceExit("MMIO", {"phys_addr": 0xD0000000, "len": 4, "is_write": 0, "data": "ffffffff"})
+
+
+def _emul_failure(*data: int) -> UserspaceExit:
+    return UserspaceExit("INTERNAL_ERROR", {"suberror": 1, "ndata": len(data), "data": list(data)})
+
+
+def test_diff_outcomes_without_a_host() -> None:
+    ud = _res("hlt", OUT_E8, UserspaceExit("HLT"))
+    assert diff_outcome(ud, _res("hlt", OUT_E8, UserspaceExit("HLT")), "kvm_pvm", "long64").kind == "agree"
+    cut = diff_outcome(_res("limit", MMIO_R, MMIO_R, detail="wall_seconds 0.25 reached"),
+                       _res("limit", MMIO_R, detail="wall_seconds 0.25 reached"), "kvm_pvm", "long64")
+    assert cut.kind == "limit"
+    # prepare_emulation_failure_exit without instruction bytes: get_exit_info's words are data[1..5].
+    sim = _res("internal-error", MMIO_R, _emul_failure(0, 48, 0x184, 0, 0, 0), suberror=1,
+               detail="KVM_INTERNAL_ERROR_EMULATION")
+    kvm = _res("internal-error", MMIO_R, _emul_failure(0, 0x1000, 0, 0, 0, 0), suberror=1,
+               detail="KVM_INTERNAL_ERROR_EMULATION")
+    assert diff_outcome(sim, kvm, "kvm_pvm", "long64").label == "kvm_pvm artefact: pvm-emulation-exit-info"
+    assert diff_outcome(sim, kvm, "kvm_intel", "long64").kind == "differ"
+    wrong_flags = _res("internal-error", MMIO_R, _emul_failure(1, 0x1000, 0, 0, 0, 0), suberror=1,
+                       detail="KVM_INTERNAL_ERROR_EMULATION")
+    assert diff_outcome(sim, wrong_flags, "kvm_pvm", "long64").kind == "differ"
+    # kvm_pvm fails emulation where the sim went on: labelled only if the streams agree up to there.
+    fail = _res("internal-error", MMIO_R, _emul_failure(1, 0x80cd02, 0, 0x1000, 0, 0, 0, 0), suberror=1,
+                detail="KVM_INTERNAL_ERROR_EMULATION")
+    d = diff_outcome(_res("hlt", MMIO_R, OUT_E8, UserspaceExit("HLT")), fail, "kvm_pvm", "long64")
+    assert (d.kind, d.detail) == ("vendor", "sim #UD; kvm failed on int (cd80)")
+    assert diff_outcome(ud, fail, "kvm_pvm", "long64").kind == "differ"
 
 
 # Issue 9 point 1: bytes unicorn executes but the static scan cannot decode desynchronise it.  On VMX

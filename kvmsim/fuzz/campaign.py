@@ -258,9 +258,10 @@ def summary(records: list[Record], modes: list[str], seed: int, seconds: float) 
             drows.setdefault(r.diff.label, Counter())[r.mode] += 1  # type: ignore[union-attr]
         agree = sum(r.diff.kind == "agree" for r in diffs)  # type: ignore[union-attr]
         vendor = sum(r.diff.kind == "vendor" for r in diffs)  # type: ignore[union-attr]
+        cut = sum(r.diff.kind == "limit" for r in diffs)  # type: ignore[union-attr]
         out += ["", f"sim vs /dev/kvm: userspace exit streams agree on {agree} of {len(diffs)} guests "
-                f"({100 * agree / len(diffs):.1f}%); {vendor} labelled kvm_pvm artefacts, "
-                f"{len(diffs) - agree - vendor} other disagreements", ""]
+                f"({100 * agree / len(diffs):.1f}%); {cut} both cut by a limit (agree up to the cut), "
+                f"{vendor} labelled vendor artefacts, {len(diffs) - agree - cut - vendor} other disagreements", ""]
         out += list(_table("sim vs kvm", drows, modes))
         pvm = [r.diff.detail for r in diffs if r.diff.label == PVM_EMULATION_FAILURE]  # type: ignore[union-attr]
         if pvm:

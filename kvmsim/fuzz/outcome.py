@@ -163,6 +163,10 @@ def diff_outcome(sim: RunResult, kvm: RunResult, module: str, mode: str) -> Outc
     if (module == "kvm_pvm" and b.label == "internal-error EMULATION" and a.label != b.label
             and sim.userspace[:n] == kvm.userspace[:n]):
         return Outcome("vendor", PVM_EMULATION_FAILURE, f"sim {a.label}; kvm failed on {failed_insn(kvm, mode)}")
+    if a.kind == b.kind == "limit":
+        n = min(len(sim.userspace), len(kvm.userspace))
+        if sim.userspace[:n] == kvm.userspace[:n]:   # a limit cuts each stream at its own point
+            return Outcome("limit", "both stopped at a limit, streams agree up to the shorter")
     if (names := _vendor_labels(sim, kvm, module)):
         return Outcome("vendor", f"{module} artefact: {', '.join(names)}")
     if a.label != b.label:
