@@ -148,11 +148,14 @@ def test_issue9_undecodable_bytes(mode: str, code: bytes, label: str) -> None:
 FAKE_WORKER = textwrap.dedent("""
     import json, os, sys, time
     mode, start, end = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    if start == 2:
+        sys.exit("worker failed at start-up")
     for i in range(start, end):
         print(json.dumps({"start": i}), flush=True)
         if i == 1:
             time.sleep(60)
         if i == 3:
+            print("Fatal Python error: Segmentation fault", file=sys.stderr, flush=True)
             os._exit(5)
         print(json.dumps({"mode": mode, "index": i, "bytes": "90", "kind": "defined", "label": "trailer"}),
               flush=True)
@@ -162,13 +165,15 @@ FAKE_WORKER = textwrap.dedent("""
 def test_hung_and_crashed_workers_are_bugs_and_the_campaign_goes_on(monkeypatch) -> None:
     monkeypatch.setattr(cp, "worker_command", lambda mode, start, end, *a: [
         sys.executable, "-c", FAKE_WORKER, mode, str(start), str(end)])
-    recs = cp.campaign(["real16"], 6, seed=3, limits=cp.Limits(10, 0.1), hang_grace=0.5)
+    recs = cp.campaign(["real16"], 7, seed=3, limits=cp.Limits(10, 0.1), hang_grace=0.5)
     assert [(r.index, r.outcome.label) for r in recs] == [
-        (0, "trailer"), (1, "BUG hang"), (2, "trailer"), (3, "BUG crash"), (4, "trailer"), (5, "trailer")]
+        (0, "trailer"), (1, "BUG hang"), (2, "BUG crash"), (3, "BUG crash"), (4, "trailer"), (5, "trailer"),
+        (6, "trailer")]
+    assert recs[2].outcome.detail == "worker exited with status 1 during this guest: worker failed at start-up"
     assert recs[1].code == guests.guest_bytes(3, "real16", 1).hex()   # reproducible from the seed
-    assert "status 5" in recs[3].outcome.detail
+    assert recs[3].outcome.detail == "worker exited with status 5 during this guest: Fatal Python error: Segmentation fault"
     text = "\n".join(cp.summary(recs, ["real16"], 3, 1.0))
-    assert "BUGs 2" in text and "python -m kvmsim.fuzz --replay real16:" + recs[1].code in text
+    assert "BUGs 3" in text and "python -m kvmsim.fuzz --replay real16:" + recs[1].code in text
 
 
 def test_smoke_subset_every_run_classified_and_deterministic() -> None:

@@ -22,6 +22,7 @@ import os
 import selectors
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections import Counter
@@ -133,8 +134,10 @@ class _Worker:
     start: int
     end: int
     proc: subprocess.Popen
+    err: Any                      # its stderr (a temporary file): the last line names a crash
     buf: bytes = b""
-    current: int | None = None
+    current: int | None = None    # the guest announced and not yet reported
+    next: int = -1                # the first guest it has not reported (set from start)
     since: float = field(default_factory=time.monotonic)
 
 
@@ -147,9 +150,16 @@ def worker_command(mode: str, start: int, end: int, seed: int, limits: Limits, d
 
 def _spawn(mode: str, start: int, end: int, seed: int, limits: Limits, diff: bool) -> _Worker:
     env = dict(os.environ, UC_IGNORE_REG_BREAK="1")
+    err = tempfile.TemporaryFile()
     proc = subprocess.Popen(worker_command(mode, start, end, seed, limits, diff), stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=env)
-    return _Worker(mode, start, end, proc)
+                            stderr=err, env=env)
+    return _Worker(mode, start, end, proc, err, next=start)
+
+
+def _last_line(f: Any) -> str:
+    f.seek(0)
+    lines = [x for x in f.read()[-4096:].decode(errors="replace").splitlines() if x.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 def chunks(modes: list[str], count: int, jobs: int) -> list[tuple[str, int, int]]:
@@ -180,12 +190,16 @@ def campaign(modes: list[str], count: int, seed: int, limits: Limits, jobs: int 
         running.remove(w)
         rc = w.proc.wait()
         w.proc.stdout.close()  # type: ignore[union-attr]
-        if w.current is not None:
-            code = guests.guest_bytes(seed, w.mode, w.current)
-            err = why if why else f"worker exited with status {rc} during this guest"
-            records.append(Record(w.mode, w.current, code.hex(), bug("hang" if why else "crash", err)))
-            if w.current + 1 < w.end:
-                todo.insert(0, (w.mode, w.current + 1, w.end))
+        last = _last_line(w.err)
+        w.err.close()
+        # A worker that dies before announcing a guest is charged with the next one, so none is lost.
+        i = w.current if w.current is not None else (w.next if w.next < w.end else None)
+        if i is not None:
+            code = guests.guest_bytes(seed, w.mode, i)
+            err = why if why else f"worker exited with status {rc} during this guest" + (f": {last}" if last else "")
+            records.append(Record(w.mode, i, code.hex(), bug("hang" if why else "crash", err)))
+            if i + 1 < w.end:
+                todo.insert(0, (w.mode, i + 1, w.end))
 
     start_next()
     while running:
@@ -203,7 +217,7 @@ def campaign(modes: list[str], count: int, seed: int, limits: Limits, jobs: int 
                     w.current, w.since = d["start"], time.monotonic()
                 else:
                     records.append(Record.from_dict(d))
-                    w.current = None
+                    w.current, w.next = None, d["index"] + 1
                     if progress and len(records) % 500 == 0:
                         print(f"  {len(records)}/{total} guests, {time.monotonic() - t0:.0f} s",
                               file=sys.stderr, flush=True)
