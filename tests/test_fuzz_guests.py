@@ -15,7 +15,7 @@ import pytest
 from kvmsim.fuzz import campaign as cp
 from kvmsim.fuzz import guests
 from kvmsim.fuzz.__main__ import main
-from kvmsim.fuzz.outcome import PVM_EMULATION_FAILURE, classify, diff_outcome, streams_agree
+from kvmsim.fuzz.outcome import PVM_EMULATION_FAILURE, PVM_REP_IN, classify, diff_outcome, streams_agree
 from kvmsim.scenario.guest_build import binutils_available
 from kvmsim.scenario.result import RunResult, Stop, UserspaceExit
 from kvmsim.scenario.runner import run_scenario
@@ -129,6 +129,13 @@ def test_diff_outcomes_without_a_host() -> None:
     d = diff_outcome(_res("hlt", MMIO_R, OUT_E8, UserspaceExit("HLT")), fail, "kvm_pvm", "long64")
     assert (d.kind, d.detail) == ("vendor", "sim #UD; kvm failed on int (cd80)")
     assert diff_outcome(ud, fail, "kvm_pvm", "long64").kind == "differ"
+    # `rep in $0x5f, %al`: kvm_pvm's emulator reads RCX ports' worth, VMX hardware one.
+    one = UserspaceExit("IO", {"direction": 0, "size": 1, "port": 0x5F, "count": 1, "data": "ff"})
+    four = UserspaceExit("IO", {"direction": 0, "size": 1, "port": 0x5F, "count": 4, "data": "ffffffff"})
+    assert diff_outcome(_res("hlt", one, UserspaceExit("HLT")), _res("hlt", four, UserspaceExit("HLT")),
+                        "kvm_pvm", "real16").label == PVM_REP_IN
+    assert diff_outcome(_res("hlt", four, UserspaceExit("HLT")), _res("hlt", one, UserspaceExit("HLT")),
+                        "kvm_pvm", "real16").kind == "differ"
 
 
 # Issue 9 point 1: bytes unicorn executes but the static scan cannot decode desynchronise it.  On VMX
