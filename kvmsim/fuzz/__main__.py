@@ -10,6 +10,7 @@ Exit status: 0 no BUG, 1 at least one BUG, 2 bad arguments, 3 --diff without /de
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -27,8 +28,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--modes", default=",".join(guests.MODES), help="comma-separated (default: all three)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--max-exits", type=int, default=cp.Limits.max_exits, help="userspace exits per guest")
-    p.add_argument("--wall", type=float, default=cp.Limits.wall_seconds, help="seconds per guest and backend")
+    d = cp.Limits()
+    p.add_argument("--max-exits", type=int, default=d.max_exits, help="userspace exits per guest")
+    p.add_argument("--wall", type=float, default=d.wall_seconds,
+                   help=f"seconds per guest on /dev/kvm, and on the sim without a budget (default {d.wall_seconds})")
+    p.add_argument("--insn-slice", type=int, default=d.insn_slice, metavar="N",
+                   help="sim instruction budget: a host NMI every N guest instructions without an exit "
+                        "(default 0: off, see campaign.Limits)")
+    p.add_argument("--max-vm-exits", type=int, default=d.max_vm_exits,
+                   help=f"with --insn-slice: VM exits per guest, host NMIs included (default {d.max_vm_exits})")
+    p.add_argument("--sim-wall", type=float, default=d.sim_wall_seconds,
+                   help=f"with --insn-slice: the sim's safety-net wall time (default {d.sim_wall_seconds})")
     p.add_argument("--diff", action="store_true", help="run every guest on sim and on /dev/kvm too")
     p.add_argument("--json", metavar="FILE", help="write every record to FILE")
     p.add_argument("--replay", metavar="MODE:HEX", help="run one guest with these bytes")
@@ -61,9 +71,7 @@ def replay(spec: str, limits: cp.Limits, diff: bool) -> int:
     if diff and not _kvm_ok():
         return 3
     if os.environ.get("KVMSIM_DEBUG") == "1":   # no catching: the traceback itself
-        from kvmsim.scenario.runner import run_scenario
-        sc = guests.scenario(mode, "replay", limits.max_exits, limits.wall_seconds)
-        run_scenario(sc, image=guests.guest_image(mode, code))
+        cp.run_sim(mode, guests.guest_image(mode, code), limits)
     module = ""
     if diff:
         from kvmsim.realkvm.backend import vendor_module
@@ -83,7 +91,7 @@ def replay(spec: str, limits: cp.Limits, diff: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
-    limits = cp.Limits(a.max_exits, a.wall)
+    limits = cp.Limits(a.max_exits, a.wall, a.insn_slice, a.max_vm_exits, a.sim_wall)
     if a.worker:
         return cp.worker(a.mode, a.seed, a.start, a.count, limits, a.diff)
     if a.replay:
@@ -109,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"seed": a.seed, "count": a.count, "modes": modes, "seconds": round(seconds, 1),
-                       "limits": {"max_exits": limits.max_exits, "wall_seconds": limits.wall_seconds},
+                       "limits": dataclasses.asdict(limits),
                        "records": [r.to_dict() for r in records]}, f, indent=1)
     return 1 if any(r.outcome.kind == "bug" for r in records) else 0
 

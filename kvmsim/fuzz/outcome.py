@@ -25,6 +25,8 @@ VECTOR_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "
                 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC",
                 19: "#XM", 20: "#VE", 21: "#CP"}
 KVM_EXIT_IO_OUT = 1
+_LIMITS = (("max_vm_exits", "limit: VM exits (instruction budget)"), ("max_exits", "limit: max_exits"),
+           ("wall_seconds", "limit: wall time"))   # Stop.detail prefix -> summary row
 KVM_INTERNAL_ERROR_EMULATION = 1
 
 
@@ -59,7 +61,7 @@ def classify(res: RunResult) -> Outcome:
             return Outcome("defined", vector_label(v))
         return Outcome("defined", "hlt")
     if s.reason == "limit":
-        return Outcome("limit", "limit: max_exits" if "max_exits" in s.detail else "limit: wall time")
+        return Outcome("limit", next((label for key, label in _LIMITS if s.detail.startswith(key)), "limit: wall time"))
     if s.reason == "internal-error":
         return Outcome("defined", f"internal-error {s.detail.removeprefix('KVM_INTERNAL_ERROR_')}")
     if s.reason == "exception":
