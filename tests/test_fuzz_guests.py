@@ -201,7 +201,14 @@ def test_smoke_subset_every_run_classified_and_deterministic() -> None:
         codes = [guests.guest_bytes(11, mode, i) for i in range(8)]
         first = [cp.run_guest(mode, c, cp.Limits())[0] for c in codes]
         assert all(o.kind in ("defined", "limit", "bug") and o.label for o in first)
-        assert [cp.run_guest(mode, c, cp.Limits())[0].label for c in codes] == [o.label for o in first]
+        again = [cp.run_guest(mode, c, cp.Limits())[0] for c in codes]
+        assert _same_unless_timed_out(first, again)
+
+
+def _same_unless_timed_out(a: list, b: list) -> bool:
+    """Outcome by outcome equal, except where either run was cut by the wall clock (which depends on
+    the machine's load: the default limit is wall time, see campaign.Limits)."""
+    return len(a) == len(b) and all(x.label == y.label or "wall time" in x.label + y.label for x, y in zip(a, b))
 
 
 def test_worker_prints_a_start_line_then_a_record_per_guest(capsys) -> None:
@@ -210,8 +217,8 @@ def test_worker_prints_a_start_line_then_a_record_per_guest(capsys) -> None:
     assert [x.get("start") for x in lines[::2]] == [5, 6, 7]
     recs = [cp.Record.from_dict(x) for x in lines[1::2]]
     assert [r.code for r in recs] == [guests.guest_bytes(11, "prot32", i).hex() for i in (5, 6, 7)]
-    assert [r.outcome.label for r in recs] == [cp.run_guest("prot32", bytes.fromhex(r.code), cp.Limits())[0].label
-                                               for r in recs]
+    assert _same_unless_timed_out([r.outcome for r in recs],
+                                  [cp.run_guest("prot32", bytes.fromhex(r.code), cp.Limits())[0] for r in recs])
 
 
 def test_campaign_end_to_end(tmp_path, capsys) -> None:
