@@ -1,7 +1,7 @@
 """The random-guest campaign (kvmsim/fuzz): guests, outcomes, the worker machinery, replay, and the
 full campaign under the `fuzz` marker (not in a tests/fuzz/ directory: pytest would give every item
-there the keyword `fuzz`, and tests/emulate/conftest.py skips items by that keyword).  Issue 9's known byte sequences are strict xfails until the
-silicon traps exits when the instruction executes."""
+there the keyword `fuzz`, and tests/emulate/conftest.py skips items by that keyword).  Issue 9's known byte sequences
+are regression tests for the silicon trapping exits when the instruction executes."""
 
 from __future__ import annotations
 
@@ -86,8 +86,6 @@ def test_a_spinning_guest_ends_at_the_instruction_budget_every_time() -> None:
         assert res.regs["rip"] == t.symbols["fuzz_trailer"] - 2   # still on the jmp
 
 
-@pytest.mark.xfail(strict=True, reason="hw/cpu.py enter_guest: with host_nmi_every armed, unicorn's stop on a "
-                   "long64 fault is taken for the end of the instruction budget and the fault is lost")
 @pytest.mark.parametrize("code, label", [(b"\x0f\x0b", "#UD"), (b"\x31\xc9\xf7\xf1", "#DE")])
 def test_budget_keeps_long64_faults(code: bytes, label: str) -> None:
     res = cp.run_sim("long64", guests.guest_image("long64", code), cp.Limits(insn_slice=10_000, max_vm_exits=50))
@@ -150,13 +148,12 @@ def test_diff_outcomes_without_a_host() -> None:
                         "kvm_pvm", "real16").kind == "differ"
 
 
-# Issue 9 point 1: bytes unicorn executes but the static scan cannot decode desynchronise it.  On VMX
+# Issue 9 point 1: bytes unicorn executes but a static scan could not decode (they desynchronised it).  On VMX
 # silicon 8F /5 and 8F /7 raise #UD; the x87 aliases and the reserved-NOP 0F 1E run and fall through.
 ISSUE9 = [(b"\x8f\xee", "#UD"), (b"\x8f\xfc", "#UD"), (b"\xdd\xc9", "trailer"), (b"\xdf\xd0", "trailer"),
           (b"\xdc\xd1", "trailer"), (b"\x0f\x1e\xc0", "trailer")]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 point 1: exits found by a static scan (hw/scanner.py)")
 @pytest.mark.parametrize("mode", guests.MODES)
 @pytest.mark.parametrize("code, label", ISSUE9, ids=[c.hex() for c, _ in ISSUE9])
 def test_issue9_undecodable_bytes(mode: str, code: bytes, label: str) -> None:
