@@ -27,7 +27,6 @@ import pytest
 from nativecase import MARK_TRY, run, run_with_fixups, words
 from kvmsim.realkvm.backend import vendor_module
 
-NEEDS_FIXUP = "unicorn runs MOVBE's register form: needs hw/fixups.py 'movbe-register' wired into the trap (lead)"
 MODES = ["real16", "prot32", "long64"]
 MMIO = {"real16": 0x8000, "prot32": 0xD0000000, "long64": 0xD0000000}
 
@@ -99,7 +98,7 @@ MOVBE_REG = ".byte 0x0f, 0x38, 0xf0, 0xc1"
 
 
 @pytest.mark.parametrize("mode", ["prot32", "long64"])
-@pytest.mark.parametrize("backend", [pytest.param("sim", marks=pytest.mark.xfail(strict=False, reason=NEEDS_FIXUP)),
+@pytest.mark.parametrize("backend", ["sim",
                                      pytest.param("kvm", marks=pytest.mark.kvm)])
 def test_point6_movbe_register_form_is_ud_and_the_handler_outs_arrive(backend: str, mode: str) -> None:
     body = f"TRY {MOVBE_REG}\n movzbl kvmsim_fault_vector, %eax\n outl %eax, $0xe0\n"
@@ -144,7 +143,6 @@ def test_point7_fxsave_to_mmio_on_kvm(mode: str) -> None:
     _fxsave_expectation(mode, r)
 
 
-@pytest.mark.xfail(strict=False, reason="needs hw/fixups.py wired into the execution-time trap (lead)")
 @pytest.mark.parametrize("mode", MODES)
 def test_point7_fxsave_to_mmio_end_to_end_on_the_sim(mode: str) -> None:
     ptr = "(%di)" if mode == "real16" else "(%edi)"

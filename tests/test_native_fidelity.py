@@ -4,8 +4,8 @@ expectation is the SDM's answer, which /dev/kvm gives (the `kvm` runs).  kvm_pvm
 asserted as such, with their explanation (PVM_ARTEFACTS), not skipped.
 
 Items that need the CPU to stop before the instruction (hw/fixups.py) are checked twice: their
-fixup applied at the VM entry after an OUT placed just before it (run_with_fixups, sim), and end to end, which is
-xfail on the sim until the execution-time trap (lead) runs FIXUPS.
+fixup applied at the VM entry after an OUT placed just before it (run_with_fixups, sim), and end to end, where the
+execution-time trap (hw/trap.py) stops the CPU before it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from kvmsim.hw import fixups
 from kvmsim.realkvm.backend import vendor_module
 
 GP, SS, UD, PF = 13, 12, 6, 14
-NEEDS_TRAP = pytest.mark.xfail(strict=False, reason="needs hw/fixups.py wired into the execution-time trap (lead)")
 BACKENDS = ["sim", pytest.param("kvm", marks=pytest.mark.kvm)]
 
 # What kvm_pvm does instead, and why (it runs every CPL0 guest instruction in KVM's emulator).
@@ -241,12 +240,8 @@ def test_fixup_run_gives_the_silicon_result(case: str) -> None:
     assert (r.stop.reason, r.stop.code) == ("debug-exit", 0) and words(r) == want
 
 
-# Controls: unicorn already gets these right natively (the fixup must keep them so).
-NATIVE_OK = {"movaps-aligned", "lock-neg-byte-zero", "lock-neg-not-present", "bsf-nonzero-m32"}
-
-
 @pytest.mark.parametrize("case, backend", [
-    pytest.param(c, b, marks=[pytest.mark.kvm] if b == "kvm" else [] if c in NATIVE_OK else [NEEDS_TRAP], id=f"{c}-{b}")
+    pytest.param(c, b, marks=[pytest.mark.kvm] if b == "kvm" else [], id=f"{c}-{b}")
     for c in FIXUP_CASES for b in ("sim", "kvm")])
 def test_fixup_end_to_end(case: str, backend: str) -> None:
     body, want, name = FIXUP_CASES[case]

@@ -209,7 +209,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
         """The CPU reached a candidate instruction: exit, or do what the silicon does itself."""
         insn = dec.insn
         if insn is None:
-            return self._step_native(self.linear_rip(), dec.length if falls_through(dec.mnemonic) else 0)
+            return self._run_natively(dec)
         if insn.reason is _IO_INSTRUCTION:                 # the hot path first
             mode = self.mode()
             io = dec.io.get(mode)
@@ -232,7 +232,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
             return self._exception(fault, 0 if fault == Vector.GP else None)
         if insn.action is Action.CONTROL or (insn.action is _ACTION_EXIT and dec.mnemonic in CONTROLLED):
             if not insn_exits(self.vmcs, dec.mnemonic):
-                return self._step_native(self.linear_rip())
+                return self._run_natively(dec)
             return self._exit(insn.reason, 0, dec.length)
         if insn.action is _ACTION_EXIT:
             return self._exit(insn.reason, 0, dec.length)
@@ -252,6 +252,14 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
         itype = IntrType.SOFT_INTR if dec.mnemonic == "int" else (
             IntrType.PRIV_SW_EXCEPTION if vector == Vector.DB else IntrType.SOFT_EXCEPTION)
         return self._deliver(vector, itype, None, cr2=None, inst_len=dec.length)
+
+    def _run_natively(self, dec: _Decoded) -> bool:
+        """An instruction that does not exit here: the silicon's own result (fixups.py where unicorn
+        would differ), else unicorn runs it; True on an exit."""
+        done = fixups.apply_at_rip(self)
+        if done is not None:
+            return done
+        return self._step_native(self.linear_rip(), dec.length if falls_through(dec.mnemonic) else 0)
 
     def _vex_mmio_exit(self) -> bool:
         """Unicorn (QEMU 5 TCG) has no AVX, so it refuses VEX instructions.  Silicon with

@@ -126,6 +126,18 @@ _OPCODES = [
     rb"\x0f\xc7" + _MEM_REG67,                                # VMPTRLD, VMCLEAR, VMXON, VMPTRST
     rb"\x0f\x38[\x80\x81]",                                  # INVEPT, INVVPID
 ]
+# Instructions unicorn runs unlike VMX silicon (hw/fixups.py corrects them at the stop), narrowed
+# by ModRM where the table's match() would turn the rest down anyway.  LOCK-prefixed instructions
+# are candidates through _LOCKED below (lock-ud, lock-neg).
+_MEM = rb"[\x00-\xbf]"
+_FIXUP_OPCODES = [
+    rb"\x0f[\x28\x29\x2b\x6f\x7f\xe7]" + _MEM, rb"\x0f\x38\x2a" + _MEM,   # aligned SSE moves
+    rb"\x0f\x38[\xf0\xf1][\xc0-\xff]",                                   # MOVBE register form
+    rb"\x0f[\xbc\xbd]",                                                  # BSF/BSR
+    rb"\x0f\x01[\x00-\x0f\x40-\x4f\x80-\x8f]",                           # SGDT/SIDT
+    rb"\x0f\xae" + _MEM, rb"[\xd9\xdd][\x30-\x3f\x70-\x7f\xb0-\xbf]",          # FXSAVE/XSAVE/FNSTENV/FNSAVE
+]
+_LOCKED = rb"[\x26\x2e\x36\x3e\x64\x65\x66\x67\xf2\xf3\x40-\x4f]{0,14}\xf0"
 # Opcodes that matter only while their control is 1 (a PAUSE in a spin loop must not stop the CPU
 # when PAUSE exiting is off): mnemonic -> pattern.
 _CONTROLLED_OPCODES = {
@@ -139,12 +151,12 @@ _CONTROLLED_OPCODES = {
 def candidate_pattern(controlled: frozenset[str] = frozenset()) -> re.Pattern[bytes]:
     """Every position that may start an instruction of interest, given which controlled exits are on
     (`controlled` holds EXIT_CONTROLS mnemonics; the descriptor-table ones share two patterns)."""
-    ops = list(_OPCODES)
+    ops = list(_OPCODES) + _FIXUP_OPCODES
     for name, pat in _CONTROLLED_OPCODES.items():
         if name in controlled or (name == "lgdt" and controlled & {"lidt", "sgdt", "sidt"}) or \
                 (name == "lldt" and controlled & {"ltr", "sldt", "str"}):
             ops.append(pat)
-    return re.compile(rb"(?=" + _PREFIX + rb"{0,14}(?:" + b"|".join(ops) + rb"))", re.DOTALL)
+    return re.compile(rb"(?=" + _PREFIX + rb"{0,14}(?:" + b"|".join(ops) + rb")|" + _LOCKED + rb")", re.DOTALL)
 
 
 CANDIDATE = candidate_pattern()
