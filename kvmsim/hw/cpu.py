@@ -15,24 +15,23 @@ import ctypes
 from capstone import CS_AC_WRITE, CS_ARCH_X86, Cs
 from capstone.x86_const import X86_OP_MEM, X86_REG_RIP
 from unicorn import (UC_ARCH_X86, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED,
-                     UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_16, UC_MODE_32, UC_MODE_64,
+                     UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_64,
                      UC_PROT_ALL, Uc, UcError)
 from unicorn import unicorn_const as UCC
-from unicorn import x86_const as U
 
 from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import event, paging, quirks
+from kvmsim.hw.cpux86 import env_of
 from kvmsim.hw.exits import Action, decode_io
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
                             CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_NMI, NMI_HOST_INTR_INFO, IntrType,
                             IoExitQual, Vector, Vmcs, intr_info)
-from kvmsim.uapi import KvmRegs, KvmSegment, KvmSregs
 
 from kvmsim.hw.memory import GuestMemory
-from kvmsim.hw.registers import _SNAP_GPRS, REG_IDS, REG_IDS_32, CpuState
+from kvmsim.hw.registers import SNAP_IDS, CpuState
 from kvmsim.hw.scanner import CodeScanner, _Decoded
 from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, uc_emu_start
 
@@ -57,9 +56,6 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         self._dirty: dict[str, tuple[int, int]] = {}   # registers to write at the next entry
         self._wbuf = ctypes.c_uint64()
         self._begin = ctypes.c_uint64()   # emu_start's begin, reused
-        self._pending_regs: KvmRegs | None = None
-        self._pending_sregs: KvmSregs | None = None
-        self.seg_cache: dict[str, KvmSegment] = {}
         self.ept_mmio_gfns: set[int] = set()     # EPT entries KVM turned into MMIO SPTEs (misconfig)
         self.msr_passthrough: set[int] = set()   # MSR bitmap: indices that do not exit
         self.exception_bitmap: frozenset[int] = DEFAULT_EXCEPTION_BITMAP
@@ -73,26 +69,24 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         self._rescan = False
         self._cs: dict[int, Cs] = {}
         self.native_exceptions = 0
-        self._reg_ids = REG_IDS
         self._mode: str | None = None        # cached CPU mode; invalidated whenever it can change
         self._uch = None
         self._regbuf = ctypes.c_uint64()
         self._rc: dict[str, int] = {}        # register values read since the guest last ran
         self._len_cache: dict[int, int] = {}  # linear RIP -> instruction length (EPT exits)
-        self._hi: dict[str, int] = {}        # 16/32-bit unicorn: upper halves (and R8-R15) it lacks
         self._efer: int | None = None
         self._mode_stale = False
-        self._mode_key: tuple[int, int, int] | None = None
+        self._mode_key: int | None = None
+        self._hflags_dirty = False
+        self._power_on()
 
     def _power_on(self) -> Uc:
-        sregs = self._pending_sregs or KvmSregs()
-        lma = bool(sregs.efer & paging.EFER_LMA)
-        mode = UC_MODE_64 if lma else (UC_MODE_32 if sregs.cr0 & paging.X86_CR0_PE else UC_MODE_16)
-        uc = Uc(UC_ARCH_X86, mode)
-        self._reg_ids = REG_IDS if mode == UC_MODE_64 else REG_IDS_32
+        """One x86-64 CPU for every mode: the engine is always unicorn's 64-bit one; the state a
+        new vCPU starts in is KVM's to set (kvm/reset.py, kvm_vcpu_reset)."""
+        uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self._uch = uc._uch
-        ids = [self._reg_ids["rip"], self._reg_ids["cs"], self._reg_ids["rflags"], U.UC_X86_REG_CR0,
-               U.UC_X86_REG_CR3, U.UC_X86_REG_CR4] + [self._reg_ids[n] for n in _SNAP_GPRS]
+        self._env = env_of(uc)
+        ids = SNAP_IDS
         self._snap_ids = (ctypes.c_int32 * len(ids))(*ids)
         self._snap_vals = (ctypes.c_uint64 * len(ids))()
         self._snap_ptrs = (ctypes.c_void_p * len(ids))(*(ctypes.addressof(self._snap_vals) + 8 * i
@@ -109,11 +103,6 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         self.uc = uc
         self._set_scan_hooks([(0, (1 << 64) - 1)])
-        if self._pending_sregs is not None:
-            self._apply_sregs(self._pending_sregs)
-        if self._pending_regs is not None:
-            self._apply_regs(self._pending_regs)
-        self._pending_sregs = self._pending_regs = None
         return uc
 
     def enter_guest(self) -> None:

@@ -20,7 +20,7 @@ from kvmsim.kvm.emulate.flags import String, TwoMemOp
 from kvmsim.kvm.emulate.ops import DescPtr, DescStruct, X86Exception
 from kvmsim.kvm.vcpu import KvmMmioFragment, KvmVcpu
 from kvmsim.probe import PROBES, tracepoint
-from kvmsim.uapi import KvmExit
+from kvmsim.uapi import KvmExit, KvmSegment
 
 PAGE_SIZE = 4096
 _SREGS = ("es", "cs", "ss", "ds", "fs", "gs", "tr", "ldt")
@@ -194,12 +194,11 @@ class VcpuEmulateOps:
         return s.selector, d, s.base >> 32
 
     def set_segment(self, ctxt, selector, desc, base3, seg) -> None:
-        # Simplified: unicorn loads the hidden part from the guest GDT when the selector is written,
-        # which is the descriptor the emulator just read from that same GDT.
-        name = _SREGS[seg]
-        if name in ("tr", "ldt"):
-            return
-        self.hw.set_reg(name, selector)
+        """emulator_set_segment: the descriptor the emulator loaded becomes the cache (kvm_set_segment)."""
+        self.hw.set_segment(_SREGS[seg], KvmSegment(
+            base=desc.base | (base3 << 32), limit=desc.limit_scaled(), selector=selector, type=desc.type,
+            present=desc.p, dpl=desc.dpl, db=desc.d, s=desc.s, l=desc.l, g=desc.g, avl=desc.avl,
+            unusable=0 if desc.p else 1))
 
     def get_cached_segment_base(self, ctxt, seg: int) -> int:
         return self.hw.seg_base(_SREGS[seg])

@@ -14,6 +14,7 @@ from kvmsim.kvm import vmx, x86
 from kvmsim.kvm.cpuid import default_cpuid_entries
 from kvmsim.kvm.iobus import CoalescedMmio, Ioeventfd
 from kvmsim.kvm.msr import VMX_PASSTHROUGH_MSRS
+from kvmsim.kvm.reset import kvm_vcpu_reset
 from kvmsim.kvm.vcpu import Kvm, KvmParams, KvmVcpu
 from kvmsim.uapi import KvmCpuidEntry2, KvmMsrExitReason, KvmRegs, KvmSregs
 
@@ -103,6 +104,7 @@ class SimVmFd:
 
     def create_vcpu(self, vcpu_id: int = 0) -> SimVcpuFd:
         vcpu = KvmVcpu(self.kvm, vcpu_id)
+        kvm_vcpu_reset(vcpu)                                  # kvm_arch_vcpu_create
         vcpu.arch.cpuid_entries = default_cpuid_entries()
         vcpu.hw.msr_passthrough = set(VMX_PASSTHROUGH_MSRS)   # vmx_vcpu_create: MSR bitmap
         vcpu.hw.exception_bitmap = vmx.vmx_exception_bitmap(self.kvm.params)
