@@ -14,9 +14,9 @@ import ctypes
 
 from capstone import CS_AC_WRITE, CS_ARCH_X86, Cs
 from capstone.x86_const import X86_OP_MEM, X86_REG_RIP
-from unicorn import (UC_ARCH_X86, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED,
-                     UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_64,
-                     UC_PROT_ALL, Uc, UcError)
+from unicorn import (UC_ARCH_X86, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE_PROT,
+                     UC_MEM_FETCH_UNMAPPED, UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED,
+                     UC_MODE_64, Uc, UcError)
 from unicorn import unicorn_const as UCC
 
 from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
@@ -26,6 +26,7 @@ from kvmsim.hw import event, paging, quirks
 from kvmsim.hw.cpux86 import env_of
 from kvmsim.hw.exits import Action, decode_io
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
+                            EPT_VIOLATION_EXECUTABLE, EPT_VIOLATION_READABLE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
                             CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_NMI, NMI_HOST_INTR_INFO, IntrType,
                             IoExitQual, Vector, Vmcs, intr_info)
@@ -52,6 +53,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         self.uc: Uc | None = None
         self.vmcs = Vmcs()
         self.memslots: dict[int, tuple[int, int, int]] = {}   # slot -> (gpa, size, host address)
+        self.readonly_slots: set[int] = set()                 # KVM_MEM_READONLY slots
         self._slot_list: list[tuple[int, int, int]] = []
         self._dirty: dict[str, tuple[int, int]] = {}   # registers to write at the next entry
         self._wbuf = ctypes.c_uint64()
@@ -91,12 +93,13 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         self._snap_vals = (ctypes.c_uint64 * len(ids))()
         self._snap_ptrs = (ctypes.c_void_p * len(ids))(*(ctypes.addressof(self._snap_vals) + 8 * i
                                                          for i in range(len(ids))))
-        for gpa, size, addr in self.memslots.values():
-            uc.mem_map_ptr(gpa, size, UC_PROT_ALL, addr)
+        for slot, (gpa, size, addr) in self.memslots.items():
+            uc.mem_map_ptr(gpa, size, self._slot_prot(slot), addr)
         # Registered raw (unicorn's Python wrapper adds ~1 us to every MMIO exit); kept alive on self.
         self._unmapped_cb = HOOK_MEM_INVALID_CFUNC(self._on_unmapped_raw)
         self._unmapped_hook = uc_hook_h()
-        status = uclib.uc_hook_add(self._uch, ctypes.byref(self._unmapped_hook), UC_HOOK_MEM_UNMAPPED,
+        status = uclib.uc_hook_add(self._uch, ctypes.byref(self._unmapped_hook),
+                                   UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_WRITE_PROT,
                                    self._unmapped_cb, None, ctypes.c_uint64(1), ctypes.c_uint64(0))
         if status:
             raise UcError(status)
@@ -344,9 +347,10 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         raise KvmSimBug(f"unknown pending event {kind}")
 
     def _ept_exit(self, access: int, linear: int) -> bool:
-        """No memslot behind the access: EPT violation, or misconfig once KVM cached an MMIO SPTE."""
+        """No memslot behind the access: EPT violation, or misconfig once KVM cached an MMIO SPTE.
+        A write to a read-only memslot is an EPT violation on a present, readable+executable entry."""
         fetch = access == UC_MEM_FETCH_UNMAPPED
-        write = access == UC_MEM_WRITE_UNMAPPED
+        write = access == UC_MEM_WRITE_UNMAPPED or access == UC_MEM_WRITE_PROT
         try:
             gpa = self.translate(linear, write=write, fetch=fetch)
         except paging.PageFault:
@@ -355,6 +359,8 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
             return self._exit(ExitReason.EPT_MISCONFIG, 0, self._insn_len(), gpa=gpa)
         q = (EPT_VIOLATION_ACC_INSTR if fetch else EPT_VIOLATION_ACC_WRITE if write else EPT_VIOLATION_ACC_READ)
         q |= EPT_VIOLATION_GVA_IS_VALID | EPT_VIOLATION_GVA_TRANSLATED
+        if access == UC_MEM_WRITE_PROT:
+            q |= EPT_VIOLATION_READABLE | EPT_VIOLATION_EXECUTABLE
         return self._exit(ExitReason.EPT_VIOLATION, q, self._insn_len(), gpa=gpa, gla=linear)
 
     def _insn_len(self) -> int:

@@ -106,6 +106,8 @@ class VcpuEmulateOps:
                     break
             else:
                 return X86EMUL_IO_NEEDED
+            if write and hw.readonly_slots and hw.gpa_is_readonly(gpa):
+                return X86EMUL_IO_NEEDED     # kvm_vcpu_write_guest fails on a KVM_MEM_READONLY slot
             if write:
                 ctypes.memmove(host, bytes(val[done:done + chunk]), chunk)
             else:
@@ -155,7 +157,7 @@ class VcpuEmulateOps:
             gpa = self._gva_to_gpa(addr, True, False, fault, False)
             if gpa is None:
                 return X86EMUL_PROPAGATE_FAULT
-            if self.hw.gpa_is_ram(gpa):
+            if self.hw.gpa_is_ram(gpa) and not self.hw.gpa_is_readonly(gpa):
                 cur = self.hw.uc.mem_read(gpa, bytes)
                 if bytes_(cur) != bytes_(old)[:bytes]:
                     return 4  # X86EMUL_CMPXCHG_FAILED
@@ -445,6 +447,8 @@ def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fau
                 break
         else:
             is_mmio = True
+    if write and not is_mmio and hw.readonly_slots and hw.gpa_is_readonly(gpa):
+        is_mmio = True    # emulator_write_phys fails on a KVM_MEM_READONLY slot: the write is MMIO
     if not is_mmio:
         try:
             if write:

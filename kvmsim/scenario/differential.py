@@ -30,7 +30,7 @@ from kvmsim.scenario.schema import Scenario
 
 REG_ORDER = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11",
              "r12", "r13", "r14", "r15", "rip", "rflags")
-_CS_MODE = {"real16": CS_MODE_16, "prot32": CS_MODE_32, "long64": CS_MODE_64}
+_CS_MODE = {"real16": CS_MODE_16, "prot32": CS_MODE_32, "long64": CS_MODE_64, "reset": CS_MODE_16}
 
 Runner = Callable[..., RunResult]  # runner.run_scenario's signature
 
