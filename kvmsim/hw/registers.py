@@ -231,7 +231,10 @@ class CpuState:
 
     def segment(self, name: str) -> KvmSegment:
         """The descriptor cache as the CPU holds it (loaded with the register, not looked up)."""
-        return seg_from_cache(self._cache(name))
+        seg = seg_from_cache(self._cache(name))
+        if name == "tr" and seg.type in (1, 9):
+            seg.type |= 2   # QEMU's LTR marks the TSS busy in the GDT only; the CPU's TR cache says busy too
+        return seg
 
     def _load_descriptor(self, sel: int) -> KvmSegment:
         """The descriptor a protected-mode load of `sel` reads from the GDT or LDT."""

@@ -87,8 +87,11 @@ class GuestCode:
         """(length, mnemonic, "mnemonic operands") at RIP, or None outside the image.
 
         Simplified: reads the built image, not guest RAM (no scenario modifies its code), and
-        takes RIP as the linear address (boot.py's segments all have base 0).
+        takes RIP as the linear address (boot.py's segments all have base 0; a "reset" image
+        runs with the reset CS base 0xffff0000, its load address, under a 16-bit IP).
         """
+        if self.image.mode == "reset" and rip < 0x10000:
+            rip += self.image.load_addr
         off = rip - self.image.load_addr
         if not 0 <= off < len(self.image.image):
             return None
