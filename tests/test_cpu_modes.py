@@ -254,3 +254,20 @@ def test_lldt_and_ltr_load_the_ldtr_and_tr_caches(backend: str) -> None:
         assert (tr.selector, tr.base, tr.limit, tr.type, tr.s, tr.present) == (0x10, 0x6000, 0x67, 0xB, 0, 1)
     finally:
         m.close()
+
+
+@pytest.mark.parametrize("path", [MODE_SWITCH, BIG_REAL], ids=lambda p: p.stem)
+def test_recomputed_translation_flags_equal_the_ones_tcg_computed_itself(path: Path) -> None:
+    """kvmsim recomputes QEMU's hflags after writing a descriptor cache (cpux86.update_hflags);
+    at an exit after the guest's own mode switches, TCG's values and the recomputed ones agree."""
+    from kvmsim.hw.cpux86 import update_hflags
+
+    m = make_machine(load_scenario(path), "sim")
+    try:
+        assert m.vcpu.run() == 0 and KvmExit(m.vcpu.mapping.run.exit_reason) == KvmExit.MMIO
+        env = m.vcpu.vcpu.hw._env
+        before = env.hflags
+        update_hflags(env)
+        assert env.hflags == before
+    finally:
+        m.close()

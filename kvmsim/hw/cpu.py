@@ -108,6 +108,10 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         self._set_scan_hooks([(0, (1 << 64) - 1)])
         return uc
 
+    def power_off(self) -> None:
+        """The VM is gone: drop the engine and the view into its CPU state (never read freed memory)."""
+        self.uc = self._env = None
+
     def enter_guest(self) -> None:
         """VM entry, run, VM exit: on return the VMCS exit fields describe why the guest stopped."""
         uc = self.uc or self._power_on()

@@ -120,8 +120,7 @@ class SimVmFd:
 
     def close(self) -> None:
         for vcpu in self.kvm.vcpus:
-            if vcpu.hw.uc is not None:
-                vcpu.hw.uc = None
+            vcpu.hw.power_off()
         self.kvm.vcpus.clear()
 
 
