@@ -83,7 +83,7 @@ class CpuState:
                                                                                  limit=env.idt.limit)
         s.cr0, s.cr2, s.cr3, s.cr4, s.cr8 = self.cr(0), self.cr(2), self.cr(3), self.cr(4), self.cr(8)
         s.efer = env.efer
-        s.apic_base = APIC_BASE_RESET
+        s.apic_base = APIC_BASE_RESET   # Simplified: no local APIC model; MSR_IA32_APICBASE keeps its reset value
         return s
 
     def set_sregs(self, s: KvmSregs) -> None:
