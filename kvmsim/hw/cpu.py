@@ -1,8 +1,7 @@
 """The silicon: a unicorn-backed vCPU in VMX non-root mode that synthesizes VM exits.
 
-The guest runs natively in unicorn.  Instructions that exit under KVM's controls are
-found before they run (scanner.py) and stop the CPU with RIP at the instruction, as a
-VM exit leaves it.  MMIO (no memslot) stops precisely through the unmapped-memory hook.
+The guest runs natively in unicorn.  Instructions that exit under KVM's controls stop the
+CPU when it reaches them (trap.py), with RIP at the instruction, as a VM exit leaves it.  MMIO (no memslot) stops precisely through the unmapped-memory hook.
 Hooks only record; the VM exit is built after `emu_start` returns (STYLE.md: nothing
 crosses the unicorn boundary).  Registers live in registers.py, guest memory and the
 page walk in memory.py; this module is VM entry, exit synthesis and event delivery.
@@ -24,7 +23,7 @@ from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import event, paging, quirks
 from kvmsim.hw.cpux86 import env_of
-from kvmsim.hw.exits import Action, decode_io
+from kvmsim.hw.exits import Action, cs_mode_of, decode_io, insn_length
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
                             EPT_VIOLATION_EXECUTABLE, EPT_VIOLATION_READABLE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
@@ -33,7 +32,7 @@ from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT
 
 from kvmsim.hw.memory import GuestMemory
 from kvmsim.hw.registers import SNAP_IDS, CpuState
-from kvmsim.hw.scanner import CodeScanner, _Decoded
+from kvmsim.hw.trap import InsnTrap, _Decoded
 from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, uc_emu_start
 
 X86_CR4_OSXSAVE = 1 << 18
@@ -46,7 +45,7 @@ _ACTION_EXIT, _IO_INSTRUCTION = Action.EXIT, ExitReason.IO_INSTRUCTION
 _IO_INSTRUCTION_NR = int(ExitReason.IO_INSTRUCTION)
 
 
-class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
+class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
     """One logical CPU.  KVM's model drives it with `vmx_vcpu_enter_exit`-style `enter_guest()`."""
 
     def __init__(self) -> None:
@@ -64,18 +63,13 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         self.kick_pending = False   # set from another thread (a signal to the vCPU thread)
         # A host NMI (perf PMI, watchdog) after this many guest instructions without another exit.
         self.host_nmi_every: int | None = None
-        self._exits: dict[int, _Decoded] = {}
-        self._scanned: list[tuple[int, int]] = []
-        self._scan_hooks: dict[tuple[int, int], int] = {}
+        self._trap_init()
         self._pending: tuple | None = None
-        self._rescan = False
-        self._cs: dict[int, Cs] = {}
         self.native_exceptions = 0
         self._mode: str | None = None        # cached CPU mode; invalidated whenever it can change
         self._uch = None
         self._regbuf = ctypes.c_uint64()
         self._rc: dict[str, int] = {}        # register values read since the guest last ran
-        self._len_cache: dict[int, int] = {}  # linear RIP -> instruction length (EPT exits)
         self._efer: int | None = None
         self._mode_stale = False
         self._mode_key: int | None = None
@@ -105,7 +99,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
             raise UcError(status)
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         self.uc = uc
-        self._set_scan_hooks([(0, (1 << 64) - 1)])
+        self._trap_power_on()
         return uc
 
     def power_off(self) -> None:
@@ -134,10 +128,13 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
                 self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)  # host timer/IPI kick
                 return
             self._pending = None
+            self._check_translation()
             rip = self.reg("rip")
             start = rip if self._mode == "long64" and not self._mode_stale else self.linear_rip()
             status = 0   # uc_err; an UcError object is built only if we report it
-            if start not in self._exits:
+            dec = self._exits.get(start)
+            if dec is None or dec.insn is None or self.stop_hook_at(start) is None:
+                # (At a known exiting instruction the stop hook would fire at once: skip the entry.)
                 if self._dirty:
                     self._dirty.pop("rip", None)   # emu_start's `begin` is the RIP it loads
                     if self._dirty:
@@ -149,17 +146,19 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
                 self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
             if self._rescan:
                 self._rescan = False
-                continue
+                self._apply_code_changes()
+                if self._pending is None and not status:
+                    continue
             if self._pending is not None:
                 if self._handle_pending():
                     return
                 continue
             if status:
                 if status == UCC.UC_ERR_INSN_INVALID:
-                    # Unicorn cannot translate some exiting instructions (VMREAD, VMWRITE), so the
-                    # block scanner never saw them; the CPU exits on them before any #UD.
-                    dec = self._exits.get(self.linear_rip()) or self._scan_invalid_insn()
-                    if dec is not None:
+                    # Unicorn cannot translate some exiting instructions (VMREAD, VMWRITE): the CPU
+                    # exits on them before any #UD.
+                    dec = self.classify_at(self.linear_rip())
+                    if dec is not None and dec.insn is not None:
                         if self._exiting_insn(dec):
                             return
                         continue
@@ -170,8 +169,12 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
                     continue
                 raise KvmSimBug(f"unicorn stopped with {UcError(status)} at rip {self.reg('rip'):#x}")
             here = self._rc["rip"] if self._mode == "long64" and not self._mode_stale else self.linear_rip()
-            dec = self._exits.get(here)
-            if dec is not None:
+            if self.stop_hook_at(here) is not None:
+                dec = self.classify_at(here)
+                if dec is None:          # RIP no longer fetchable: let the CPU take the fault
+                    if self._step_native(here):
+                        return
+                    continue
                 if self._exiting_insn(dec):
                     return
                 continue
@@ -192,8 +195,12 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         return True
 
     def _exiting_insn(self, dec: _Decoded) -> bool:
-        """The CPU reached a scanned instruction: exit, or do what the silicon does itself."""
+        """The CPU reached a candidate instruction: exit, or do what the silicon does itself."""
         insn = dec.insn
+        if insn is None or insn.action is Action.NATIVE:
+            return self._step_native(self.linear_rip())
+        if insn.action is Action.UD:
+            return self._exception(Vector.UD, None)
         if insn.action is _ACTION_EXIT:
             if insn.reason is _IO_INSTRUCTION:
                 mode = self.mode()
@@ -297,7 +304,7 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
     def _iret(self, dec: _Decoded) -> bool:
         """IRET runs natively; it unblocks NMIs, and with NMI-window exiting the CPU exits right after."""
         blocked = self.vmcs.guest_interruptibility_info & GUEST_INTR_STATE_NMI
-        if self._step_native(dec):
+        if self._step_native(self.linear_rip()):
             return True
         if blocked:
             self.vmcs.guest_interruptibility_info &= ~GUEST_INTR_STATE_NMI
@@ -305,10 +312,14 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
                 return self._exit(ExitReason.NMI_WINDOW)
         return False
 
-    def _step_native(self, dec: _Decoded) -> bool:
-        """Execute one scanned instruction in unicorn (its stop hook lifted meanwhile); True on an exit."""
-        uc, addr = self.uc, self.linear_rip()
-        self._del_stop_hook(dec.hook)
+    def _step_native(self, addr: int) -> bool:
+        """Execute the one instruction at linear `addr` (= RIP) in unicorn, its stop hook lifted
+        meanwhile; True on an exit."""
+        uc = self.uc
+        page = self._pages.get(addr >> 12)
+        hook = page.hooks.pop(addr, None) if page is not None else None
+        if hook is not None:
+            self._del_stop_hook(hook)
         self._pending = None
         err = None
         try:
@@ -319,11 +330,15 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         finally:
             self._rc.clear()
             self._mode_stale = True
-            dec.hook = self._add_stop_hook(addr)
+            if hook is not None and self._pages.get(addr >> 12) is page:
+                page.hooks[addr] = self._add_stop_hook(addr)
+        if self._rescan:
+            self._rescan = False
+            self._apply_code_changes()
         if self._pending is not None:
             return self._handle_pending()
         if err is not None:
-            raise KvmSimBug(f"unicorn stopped with {err} stepping {dec.mnemonic} at {addr:#x}")
+            raise KvmSimBug(f"unicorn stopped with {err} stepping the instruction at {addr:#x}")
         return False
 
     def _passthrough_msr(self, write: bool, ecx: int) -> None:
@@ -368,18 +383,16 @@ class SiliconVcpu(CpuState, GuestMemory, CodeScanner):
         return self._exit(ExitReason.EPT_VIOLATION, q, self._insn_len(), gpa=gpa, gla=linear)
 
     def _insn_len(self) -> int:
-        """VM_EXIT_INSTRUCTION_LEN (hardware reports it on EPT misconfig in practice); cached per
-        address like the scanner's decode (invalidate_code forgets it)."""
-        rip = self.linear_rip()
-        n = self._len_cache.get(rip)
-        if n is None:
-            try:
-                code = self.read_linear_bytes(rip, 15)
-            except (paging.PageFault, UcError):
-                return 0
-            insn = next(self._disasm(code, 0), None)
-            n = self._len_cache[rip] = insn.size if insn is not None else 0
-        return n
+        """VM_EXIT_INSTRUCTION_LEN (hardware reports it on EPT misconfig in practice)."""
+        try:
+            code = self.read_linear_bytes(self.linear_rip(), 15)
+        except (paging.PageFault, UcError):
+            return 0
+        return insn_length(code, self._cs_mode())
+
+    def _cs_mode(self) -> int:
+        """The capstone mode that decodes like the CPU does now."""
+        return cs_mode_of(self.mode())
 
     def _exception(self, vector: int, error_code: int | None) -> bool:
         """A fault the guest raised natively: exit if KVM intercepts the vector, else deliver it."""

@@ -4,13 +4,18 @@ One table: instruction → exit reason (or a silicon-level action such as delive
 software interrupt).  The controls are KVM's required ones (vmx.h): unconditional I/O
 exiting, HLT, MWAIT/MONITOR, RDPMC, MSR bitmaps; CPUID, VMCALL, INVD, XSETBV and the
 VMX instructions exit unconditionally.  RDTSC does not exit (TSC offsetting).
+
+CANDIDATE is the byte pattern of every instruction start that may need the CPU's attention
+(trap.py hooks each match); `classify` decides, from a known instruction start, what it is.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
+from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
 from capstone import x86_const as X
 
 from kvmsim.hw.vmcs import ExitReason
@@ -23,6 +28,8 @@ class Action(Enum):
     MSR = "msr"              # exit only if the MSR bitmap intercepts ECX
     SOFT_INT = "soft_int"    # INT n / INT3 / INTO / INT1: delivered through the guest IDT
     IRET = "iret"            # no exit; the CPU ends NMI blocking (and may take an NMI-window exit)
+    UD = "ud"                # the CPU raises #UD (Intel has no such instruction; unicorn runs one)
+    NATIVE = "native"        # runs natively under this model's controls (stopped at only to be checked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +79,82 @@ EXITING_INSNS: dict[int, ExitingInsn] = {
     X.X86_INS_IRET:     ExitingInsn(Action.IRET),
     X.X86_INS_IRETD:    ExitingInsn(Action.IRET),
     X.X86_INS_IRETQ:    ExitingInsn(Action.IRET),
+    # MOV CR/DR stop the CPU (a CR3/CR0/CR4 write can remap code); handle_cr/handle_dr are not
+    # modelled yet, so they still run natively after the stop.
+    X.X86_INS_MOV:      ExitingInsn(Action.NATIVE),
 }
+_UD = ExitingInsn(Action.UD)
+
+MAX_INSN = 15
+_PREFIX = rb"[\x26\x2e\x36\x3e\x64\x65\x66\x67\xf0\xf2\xf3\x40-\x4f]"
+_NOT_REG0 = rb"[\x08-\x3f\x48-\x7f\x88-\xbf\xc8-\xff]"       # a ModRM byte whose reg field is not 0
+_MEM_REG67 = rb"[\x30-\x3f\x70-\x7f\xb0-\xbf]"                # ModRM: memory operand, reg 6 or 7
+# The opcodes of the table above (after any prefixes), as bytes.  REX bytes count as prefixes in
+# every mode: outside 64-bit mode a match there is INC/DEC, which classify() turns down at the stop.
+_OPCODES = [
+    rb"[\xe4-\xe7\xec-\xef\x6c-\x6f]",                      # IN, OUT, INS, OUTS
+    rb"[\xf4\xcc\xcd\xce\xf1\xcf]",                          # HLT, INT3, INT n, INTO, INT1, IRET
+    rb"\x8f" + _NOT_REG0,                                     # 8F /1-7: #UD on Intel
+    rb"\x0f[\x08\x09\x30\x32\x33\xa2\x20-\x23\x78\x79]",   # INVD WBINVD WRMSR RDMSR RDPMC CPUID MOV CR/DR VMREAD/WRITE
+    rb"\x0f\x01[\xc1-\xc4\xc8\xc9\xd1\xd4]",                   # VMCALL..VMXOFF, MONITOR, MWAIT, XSETBV, VMFUNC
+    rb"\x0f\xc7" + _MEM_REG67,                                # VMPTRLD, VMCLEAR, VMXON, VMPTRST
+    rb"\x0f\x38[\x80\x81]",                                  # INVEPT, INVVPID
+]
+CANDIDATE = re.compile(rb"(?=" + _PREFIX + rb"{0,14}(?:" + b"|".join(_OPCODES) + rb"))", re.DOTALL)
+_LEGACY = frozenset({0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3})
+_disasm: dict[int, Cs] = {}
+
+
+def _cs(cs_mode: int) -> Cs:
+    md = _disasm.get(cs_mode)
+    if md is None:
+        md = _disasm[cs_mode] = Cs(CS_ARCH_X86, cs_mode)
+        md.detail = False
+    return md
+
+
+def insn_length(code: bytes, cs_mode: int) -> int:
+    """Length of the instruction at code[0] (0 if it does not decode)."""
+    insn = next(_cs(cs_mode).disasm(code, 0, 1), None)
+    return insn.size if insn is not None else 0
+
+
+CS_MODES = {"long64": CS_MODE_64, "prot32": CS_MODE_32, "compat": CS_MODE_32}   # else 16-bit
+# VMX instructions raise #UD, before any VM exit, outside protected mode, in virtual-8086 mode and in
+# compatibility mode (SDM Vol. 3C ch. 31 "Operation"); VMCALL and VMFUNC are not limited so.
+_VMX_PROTECTED_ONLY = frozenset({ExitReason.VMCLEAR, ExitReason.VMLAUNCH, ExitReason.VMPTRLD,
+                                 ExitReason.VMPTRST, ExitReason.VMREAD, ExitReason.VMRESUME, ExitReason.VMWRITE,
+                                 ExitReason.VMOFF, ExitReason.VMON, ExitReason.INVEPT, ExitReason.INVVPID})
+
+
+def cs_mode_of(mode: str) -> int:
+    """The capstone mode that decodes like the CPU in `mode` (hw/registers.py's names)."""
+    return CS_MODES.get(mode, CS_MODE_16)
+
+
+def classify(code: bytes, mode: str) -> tuple[ExitingInsn | None, int, str]:
+    """The instruction that starts at code[0], decoded as the CPU in `mode` does: (what the CPU
+    does with it, or None for an ordinary instruction; its length; its mnemonic)."""
+    cs_mode = cs_mode_of(mode)
+    md = _cs(cs_mode)
+    i, lock = 0, False
+    while i < len(code) - 1 and (code[i] in _LEGACY or (cs_mode == CS_MODE_64 and 0x40 <= code[i] <= 0x4F)):
+        lock |= code[i] == 0xF0
+        i += 1
+    if lock and CANDIDATE.match(code, i):
+        return _UD, 0, "(bad)"                     # LOCK on a non-lockable instruction: #UD first
+    if code[i:i + 1] == b"\x8f" and i + 1 < len(code) and (code[i + 1] >> 3) & 7:
+        return _UD, 0, "(bad)"                     # Group 1A has only /0 on Intel
+    insn = next(md.disasm(code, 0, 1), None)
+    if insn is None:
+        return None, 0, ""
+    spec = EXITING_INSNS.get(insn.id)
+    if spec is not None and spec.reason in _VMX_PROTECTED_ONLY and mode in ("real", "vm86", "compat"):
+        return _UD, insn.size, insn.mnemonic
+    if spec is not None and spec.action is Action.NATIVE and not (
+            code[i] == 0x0F and i + 1 < len(code) and 0x20 <= code[i + 1] <= 0x23):
+        spec = None                                # an ordinary MOV
+    return spec, insn.size, insn.mnemonic
 
 LEGACY_PREFIXES = frozenset({0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3})
 

@@ -26,6 +26,7 @@ class GuestMemory:
             self.readonly_slots.add(slot)
         if self.uc is not None:
             self.uc.mem_map_ptr(gpa, size, self._slot_prot(slot), host_addr)
+            self.code_written(gpa, size)
 
     def _slot_prot(self, slot: int) -> int:
         return UC_PROT_READ | UC_PROT_EXEC if slot in self.readonly_slots else UC_PROT_ALL
@@ -115,7 +116,9 @@ class GuestMemory:
         try:
             while data:
                 chunk = min(len(data), 0x1000 - (addr & 0xFFF))
-                self.uc.mem_write(self.translate(addr, write=True, user=user), data[:chunk])
+                gpa = self.translate(addr, write=True, user=user)
+                self.uc.mem_write(gpa, data[:chunk])
+                self.code_written(gpa, chunk)
                 addr, data = addr + chunk, data[chunk:]
         except paging.PageFault as pf:
             raise event.DeliveryFault(Vector.PF, pf.error_code) from None

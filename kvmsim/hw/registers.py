@@ -261,10 +261,9 @@ class CpuState:
                     "rbx": rbx, "rcx": rcx, "rdx": rdx, "rsi": rsi, "rdi": rdi}
         self._mode_stale = False
         key = (self._env.hflags & _MODE_HFLAGS) | (rflags & event.EFLAGS_VM)
-        if key != self._mode_key:
+        if key != self._mode_key:   # EFER changes by a WRMSR exit (set_efer) or with LMA, in the key
             self._mode_key = key
-            self._mode = None
-        self._efer = None
+            self._mode = self._efer = None
 
     def mode(self) -> str:
         """CPU mode as the emulator's init_emulate_ctxt classifies it (cached until state changes)."""
@@ -274,8 +273,7 @@ class CpuState:
             key = (self._env.hflags & _MODE_HFLAGS) | (self.reg("rflags") & event.EFLAGS_VM)
             if key != self._mode_key:
                 self._mode_key = key
-                self._mode = None
-            self._efer = None
+                self._mode = self._efer = None
         if self._mode is None:
             self._mode = self._compute_mode()
         return self._mode

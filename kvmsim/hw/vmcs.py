@@ -220,7 +220,14 @@ class Vmcs:
     guest_interruptibility_info: int = 0
     guest_pending_dbg_exceptions: int = 0
     vm_instruction_error: int = 0
+    # VM-execution control fields the CPU consults when deciding whether an instruction exits
+    # (KVM writes them: kvm/vmx_controls.py at vCPU creation, vmx_set_cr0/cr4 and handlers later).
     cpu_based_vm_exec_control: int = 0
+    secondary_vm_exec_control: int = 0
+    cr0_guest_host_mask: int = 0
+    cr0_read_shadow: int = 0x60000010   # the reset CR0 (CD|NW|ET) until KVM writes the guest's value
+    cr4_guest_host_mask: int = 0
+    cr4_read_shadow: int = 0
 
     def clear_exit_info(self) -> None:
         self.exit_qualification = self.vm_exit_instruction_len = 0
@@ -233,5 +240,225 @@ NMI_HOST_INTR_INFO = 0x80000202   # valid | NMI type | vector 2: a host NMI whil
 GUEST_INTR_STATE_STI = 1 << 0
 GUEST_INTR_STATE_MOV_SS = 1 << 1
 GUEST_INTR_STATE_NMI = 1 << 3
+
+
+# ---------------------------------------------------------------- VM-execution controls (SDM 25.6.2)
+
+# Primary processor-based controls (CPU_BASED_VM_EXEC_CONTROL), arch/x86/include/asm/vmx.h names.
 CPU_BASED_INTR_WINDOW_EXITING = 1 << 2
+CPU_BASED_USE_TSC_OFFSETTING = 1 << 3
+CPU_BASED_HLT_EXITING = 1 << 7
+CPU_BASED_INVLPG_EXITING = 1 << 9
+CPU_BASED_MWAIT_EXITING = 1 << 10
+CPU_BASED_RDPMC_EXITING = 1 << 11
+CPU_BASED_RDTSC_EXITING = 1 << 12
+CPU_BASED_CR3_LOAD_EXITING = 1 << 15
+CPU_BASED_CR3_STORE_EXITING = 1 << 16
+CPU_BASED_ACTIVATE_TERTIARY_CONTROLS = 1 << 17
+CPU_BASED_CR8_LOAD_EXITING = 1 << 19
+CPU_BASED_CR8_STORE_EXITING = 1 << 20
+CPU_BASED_TPR_SHADOW = 1 << 21
 CPU_BASED_NMI_WINDOW_EXITING = 1 << 22
+CPU_BASED_MOV_DR_EXITING = 1 << 23
+CPU_BASED_UNCOND_IO_EXITING = 1 << 24
+CPU_BASED_USE_IO_BITMAPS = 1 << 25
+CPU_BASED_MONITOR_TRAP_FLAG = 1 << 27
+CPU_BASED_USE_MSR_BITMAPS = 1 << 28
+CPU_BASED_MONITOR_EXITING = 1 << 29
+CPU_BASED_PAUSE_EXITING = 1 << 30
+CPU_BASED_ACTIVATE_SECONDARY_CONTROLS = 1 << 31
+
+# Secondary processor-based controls (SECONDARY_VM_EXEC_CONTROL).
+SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES = 1 << 0
+SECONDARY_EXEC_ENABLE_EPT = 1 << 1
+SECONDARY_EXEC_DESC = 1 << 2
+SECONDARY_EXEC_ENABLE_RDTSCP = 1 << 3
+SECONDARY_EXEC_VIRTUALIZE_X2APIC_MODE = 1 << 4
+SECONDARY_EXEC_ENABLE_VPID = 1 << 5
+SECONDARY_EXEC_WBINVD_EXITING = 1 << 6
+SECONDARY_EXEC_UNRESTRICTED_GUEST = 1 << 7
+SECONDARY_EXEC_APIC_REGISTER_VIRT = 1 << 8
+SECONDARY_EXEC_VIRTUAL_INTR_DELIVERY = 1 << 9
+SECONDARY_EXEC_PAUSE_LOOP_EXITING = 1 << 10
+SECONDARY_EXEC_RDRAND_EXITING = 1 << 11
+SECONDARY_EXEC_ENABLE_INVPCID = 1 << 12
+SECONDARY_EXEC_ENABLE_VMFUNC = 1 << 13
+SECONDARY_EXEC_SHADOW_VMCS = 1 << 14
+SECONDARY_EXEC_ENCLS_EXITING = 1 << 15
+SECONDARY_EXEC_RDSEED_EXITING = 1 << 16
+SECONDARY_EXEC_ENABLE_PML = 1 << 17
+SECONDARY_EXEC_EPT_VIOLATION_VE = 1 << 18
+SECONDARY_EXEC_PT_CONCEAL_VMX = 1 << 19
+SECONDARY_EXEC_ENABLE_XSAVES = 1 << 20
+SECONDARY_EXEC_MODE_BASED_EPT_EXEC = 1 << 22
+SECONDARY_EXEC_PT_USE_GPA = 1 << 24
+SECONDARY_EXEC_TSC_SCALING = 1 << 25
+SECONDARY_EXEC_ENABLE_USR_WAIT_PAUSE = 1 << 26
+SECONDARY_EXEC_BUS_LOCK_DETECTION = 1 << 30
+SECONDARY_EXEC_NOTIFY_VM_EXITING = 1 << 31
+
+
+# ---------------------------------------------------------------- CR and DR access exits
+
+class CrAccessType(IntEnum):
+    """Exit qualification bits 5:4 for control-register accesses (SDM table 28-3)."""
+
+    MOV_TO_CR = 0
+    MOV_FROM_CR = 1
+    CLTS = 2
+    LMSW = 3
+
+
+class CrExitQual(NamedTuple):
+    """Exit qualification for control-register accesses (SDM table 28-3)."""
+
+    cr: int                 # bits 3:0 (0 for CLTS and LMSW)
+    access: CrAccessType    # bits 5:4
+    lmsw_mem: bool = False  # bit 6: LMSW operand type, 1 = memory
+    gpr: int = 0            # bits 11:8: MOV CR general register (0 RAX ... 15 R15)
+    lmsw_source: int = 0    # bits 31:16: LMSW source data
+
+    def encode(self) -> int:
+        return ((self.cr & 0xF) | (int(self.access) << 4) | (self.lmsw_mem << 6) | ((self.gpr & 0xF) << 8)
+                | ((self.lmsw_source & 0xFFFF) << 16))
+
+    @classmethod
+    def decode(cls, q: int) -> "CrExitQual":
+        return cls(q & 0xF, CrAccessType((q >> 4) & 3), bool(q & 0x40), (q >> 8) & 0xF, (q >> 16) & 0xFFFF)
+
+
+class DrExitQual(NamedTuple):
+    """Exit qualification for MOV DR (SDM table 28-4)."""
+
+    dr: int          # bits 2:0
+    from_dr: bool    # bit 4: 0 = MOV to DR, 1 = MOV from DR
+    gpr: int = 0     # bits 11:8
+
+    def encode(self) -> int:
+        return (self.dr & 7) | (self.from_dr << 4) | ((self.gpr & 0xF) << 8)
+
+    @classmethod
+    def decode(cls, q: int) -> "DrExitQual":
+        return cls(q & 7, bool(q & 0x10), (q >> 8) & 0xF)
+
+
+# The kernel's names for the same bits (vmx.h), as handle_cr/handle_dr read them.
+CONTROL_REG_ACCESS_NUM = 0xF
+CONTROL_REG_ACCESS_TYPE = 0x30
+CONTROL_REG_ACCESS_REG = 0xF00
+LMSW_SOURCE_DATA_SHIFT = 16
+DEBUG_REG_ACCESS_NUM = 0x7
+DEBUG_REG_ACCESS_TYPE = 0x10
+DEBUG_REG_ACCESS_REG_SHIFT = 8
+TYPE_MOV_FROM_DR = 1 << 4
+GPR_ORDER = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")   # the qualification's GPR numbers
+
+
+# What the CPU decides for MOV CR / CLTS / LMSW / MOV DR in VMX non-root operation (SDM 26.1.3,
+# 25.3).  Pure functions of the VMCS, so the silicon and the tests share one statement of the rule.
+
+def _guest_host(vmcs: Vmcs, cr: int) -> tuple[int, int]:
+    if cr == 0:
+        return vmcs.cr0_guest_host_mask, vmcs.cr0_read_shadow
+    return vmcs.cr4_guest_host_mask, vmcs.cr4_read_shadow
+
+
+def cr_write_exits(vmcs: Vmcs, cr: int, value: int) -> bool:
+    """MOV to CR`cr` with source `value`: does it cause a VM exit?
+
+    CR0/CR4: when any bit set in the guest/host mask differs between the source and the read
+    shadow.  CR3: when CR3-load exiting is 1 (the CR3-target list is empty in KVM).  CR8: when
+    CR8-load exiting is 1.  Other CR numbers do not exist (#UD before any exit).
+    """
+    if cr in (0, 4):
+        mask, shadow = _guest_host(vmcs, cr)
+        return bool((value ^ shadow) & mask)
+    if cr == 3:
+        return bool(vmcs.cpu_based_vm_exec_control & CPU_BASED_CR3_LOAD_EXITING)
+    if cr == 8:
+        return bool(vmcs.cpu_based_vm_exec_control & CPU_BASED_CR8_LOAD_EXITING)
+    return False
+
+
+def cr_write_value(vmcs: Vmcs, cr: int, cpu_value: int, value: int) -> int:
+    """What a MOV to CR0/CR4 that did not exit leaves in the CPU's register: the source, except
+    that bits set in the guest/host mask keep their current value (SDM 25.3)."""
+    mask, _ = _guest_host(vmcs, cr)
+    return (value & ~mask) | (cpu_value & mask)
+
+
+def cr_read_exits(vmcs: Vmcs, cr: int) -> bool:
+    """MOV from CR`cr`: CR0/CR4 never exit; CR3 and CR8 exit on their store-exiting controls."""
+    if cr == 3:
+        return bool(vmcs.cpu_based_vm_exec_control & CPU_BASED_CR3_STORE_EXITING)
+    if cr == 8:
+        return bool(vmcs.cpu_based_vm_exec_control & CPU_BASED_CR8_STORE_EXITING)
+    return False
+
+
+def cr_read_value(vmcs: Vmcs, cr: int, cpu_value: int) -> int:
+    """MOV from CR0/CR4 (and SMSW): guest-owned bits from the CPU, masked bits from the read shadow."""
+    mask, shadow = _guest_host(vmcs, cr)
+    return (cpu_value & ~mask) | (shadow & mask)
+
+
+X86_CR0_TS_BIT = 1 << 3
+
+
+def clts_exits(vmcs: Vmcs) -> bool:
+    """CLTS exits when CR0.TS is host-owned and the read shadow has TS set."""
+    return bool(vmcs.cr0_guest_host_mask & vmcs.cr0_read_shadow & X86_CR0_TS_BIT)
+
+
+def lmsw_exits(vmcs: Vmcs, source: int) -> bool:
+    """LMSW exits when it would set a host-owned PE that the shadow has clear, or change any
+    host-owned MP/EM/TS away from the shadow (LMSW never clears PE)."""
+    mask, shadow = vmcs.cr0_guest_host_mask, vmcs.cr0_read_shadow
+    if mask & 1 and source & 1 and not shadow & 1:
+        return True
+    return bool((source ^ shadow) & mask & 0xE)
+
+
+def lmsw_value(vmcs: Vmcs, cpu_cr0: int, source: int) -> int:
+    """CR0 after an LMSW that did not exit: bits 3:1 from the source, PE only set, host-owned kept."""
+    new = (cpu_cr0 & ~0xE) | (source & 0xF) | (cpu_cr0 & 1)
+    return cr_write_value(vmcs, 0, cpu_cr0, new)
+
+
+def dr_access_exits(vmcs: Vmcs) -> bool:
+    """MOV to/from any DR exits when MOV-DR exiting is 1.  Unlike most exits it comes before the
+    CPL>0 #GP and the CR4.DE #UD for DR4/DR5 (SDM 26.1.1); KVM's handle_dr raises those."""
+    return bool(vmcs.cpu_based_vm_exec_control & CPU_BASED_MOV_DR_EXITING)
+
+
+# Instructions whose exit is decided by one control bit alone: mnemonic -> (which field, bit).
+# The silicon consults these at execution; faults based on privilege (CPL, CR4.TSD/PCE) and #UD
+# come first (SDM 26.1.1), except for MOV DR (above).
+EXIT_CONTROLS: dict[str, tuple[str, int]] = {
+    "hlt": ("cpu_based_vm_exec_control", CPU_BASED_HLT_EXITING),
+    "invlpg": ("cpu_based_vm_exec_control", CPU_BASED_INVLPG_EXITING),
+    "mwait": ("cpu_based_vm_exec_control", CPU_BASED_MWAIT_EXITING),
+    "monitor": ("cpu_based_vm_exec_control", CPU_BASED_MONITOR_EXITING),
+    "rdpmc": ("cpu_based_vm_exec_control", CPU_BASED_RDPMC_EXITING),
+    "rdtsc": ("cpu_based_vm_exec_control", CPU_BASED_RDTSC_EXITING),
+    "pause": ("cpu_based_vm_exec_control", CPU_BASED_PAUSE_EXITING),   # PLE is separate (below)
+    "wbinvd": ("secondary_vm_exec_control", SECONDARY_EXEC_WBINVD_EXITING),
+    "rdrand": ("secondary_vm_exec_control", SECONDARY_EXEC_RDRAND_EXITING),
+    "rdseed": ("secondary_vm_exec_control", SECONDARY_EXEC_RDSEED_EXITING),
+    **{m: ("secondary_vm_exec_control", SECONDARY_EXEC_DESC)
+       for m in ("lgdt", "lidt", "sgdt", "sidt", "lldt", "ltr", "sldt", "str")},
+}
+
+
+def insn_exits(vmcs: Vmcs, mnemonic: str) -> bool:
+    """Does this instruction exit under the current controls (those in EXIT_CONTROLS)?"""
+    field, bit = EXIT_CONTROLS[mnemonic]
+    return bool(getattr(vmcs, field) & bit)
+
+
+def invpcid_exits(vmcs: Vmcs) -> bool | None:
+    """INVPCID: #UD unless enable-INVPCID is 1 (None here); then it exits iff INVLPG exiting is 1."""
+    if not vmcs.secondary_vm_exec_control & SECONDARY_EXEC_ENABLE_INVPCID:
+        return None
+    return bool(vmcs.cpu_based_vm_exec_control & CPU_BASED_INVLPG_EXITING)

@@ -14,6 +14,7 @@ from unicorn import x86_const as U
 
 from kvmsim.hw import paging
 from kvmsim.kvm import cpuid, msr, pio
+from kvmsim.kvm import cr as crs
 from kvmsim.kvm.emulate.codes import (GPR_NAMES, X86EMUL_CONTINUE, X86EMUL_IO_NEEDED, X86EMUL_MODE_PROT64,
                                       X86EMUL_PROPAGATE_FAULT, X86EMUL_UNHANDLEABLE)
 from kvmsim.kvm.emulate.flags import String, TwoMemOp
@@ -57,7 +58,6 @@ class VcpuEmulateOps:
     def __init__(self, vcpu: KvmVcpu) -> None:
         self.vcpu = vcpu
         self.hw = vcpu.hw
-        self.dr = {6: 0xFFFF0FF0, 7: 0x400}
         self.run_mmio = vcpu.run.mmio   # run->mmio, bound once (a ctypes sub-structure view)
         self.run_mmio_data = memoryview(self.run_mmio.data).cast("B")
         # memslot (gpa, size, host) -> a byte view of its host memory, made on first use; only
@@ -110,6 +110,7 @@ class VcpuEmulateOps:
                 return X86EMUL_IO_NEEDED     # kvm_vcpu_write_guest fails on a KVM_MEM_READONLY slot
             if write:
                 ctypes.memmove(host, bytes(val[done:done + chunk]), chunk)
+                hw.code_written(gpa, chunk)
             else:
                 val[done:done + chunk] = _string_at(host, chunk)
             done += chunk
@@ -162,6 +163,7 @@ class VcpuEmulateOps:
                 if bytes_(cur) != bytes_(old)[:bytes]:
                     return 4  # X86EMUL_CMPXCHG_FAILED
                 self.hw.uc.mem_write(gpa, bytes_(new)[:bytes])
+                self.hw.code_written(gpa, bytes)
                 return X86EMUL_CONTINUE
         return self.write_emulated(ctxt, addr, new, bytes, fault)
 
@@ -220,23 +222,40 @@ class VcpuEmulateOps:
         self.hw.uc.reg_write(U.UC_X86_REG_IDTR, (0, dt.address, dt.size, 0))
 
     def get_cr(self, ctxt, cr: int) -> int:
+        """emulator_get_cr: CR0/CR4 as KVM reads them (read shadows), CR8 from arch.cr8."""
+        vcpu = self.vcpu
+        if cr == 0:
+            return crs.kvm_read_cr0(vcpu)
+        if cr == 4:
+            return crs.kvm_read_cr4(vcpu)
+        if cr == 8:
+            return crs.kvm_get_cr8(vcpu)
         return self.hw.cr(cr) if cr in _CRS else 0
 
     def set_cr(self, ctxt, cr: int, val: int) -> int:
-        if cr not in (0, 2, 3, 4, 8):
-            return 1
-        self.hw.set_cr(cr, val)
-        return 0
+        """emulator_set_cr: through kvm_set_crN and its checks (1: #GP); CR0/CR4 keep bits 63:32."""
+        vcpu = self.vcpu
+        if cr == 0:
+            return crs.kvm_set_cr0(vcpu, (crs.kvm_read_cr0(vcpu) & ~0xFFFF_FFFF) | val)
+        if cr == 2:
+            self.hw.set_cr2(val)
+            return 0
+        if cr == 3:
+            return crs.kvm_set_cr3(vcpu, val)
+        if cr == 4:
+            return crs.kvm_set_cr4(vcpu, (crs.kvm_read_cr4(vcpu) & ~0xFFFF_FFFF) | val)
+        if cr == 8:
+            return crs.kvm_set_cr8(vcpu, val)
+        return -1
 
     def cpl(self, ctxt) -> int:
         return self.hw.cpl()
 
     def get_dr(self, ctxt, dr: int) -> int:
-        return self.dr.get(dr, 0)
+        return crs.kvm_get_dr(self.vcpu, dr)
 
     def set_dr(self, ctxt, dr: int, value: int) -> int:
-        self.dr[dr] = value
-        return 0
+        return crs.kvm_set_dr(self.vcpu, dr, value)
 
     # ------------------------------------------------------------ MSRs, PMCs, misc
     def get_msr_with_filter(self, ctxt, msr_index: int) -> tuple[int, int]:
@@ -453,6 +472,7 @@ def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fau
         try:
             if write:
                 hw.uc.mem_write(gpa, bytes(val[:n]))
+                hw.code_written(gpa, n)
             else:
                 val[:n] = hw.uc.mem_read(gpa, n)
             return X86EMUL_CONTINUE

@@ -10,7 +10,7 @@ import ctypes
 from typing import Sequence
 
 from kvmsim.errors import BackendError
-from kvmsim.kvm import vmx, x86
+from kvmsim.kvm import vmx, vmx_controls, x86
 from kvmsim.kvm.cpuid import default_cpuid_entries
 from kvmsim.kvm.iobus import CoalescedMmio, Ioeventfd
 from kvmsim.kvm.msr import VMX_PASSTHROUGH_MSRS
@@ -46,13 +46,14 @@ class SimVcpuFd:
         self.vcpu.hw.set_regs(regs)
 
     def get_sregs(self) -> KvmSregs:
-        return self.vcpu.hw.get_sregs()
+        return x86.kvm_arch_vcpu_ioctl_get_sregs(self.vcpu)
 
     def set_sregs(self, sregs: KvmSregs) -> None:
-        self.vcpu.hw.set_sregs(sregs)
+        x86.kvm_arch_vcpu_ioctl_set_sregs(self.vcpu, sregs)
 
     def set_cpuid(self, entries: Sequence[KvmCpuidEntry2]) -> None:
         self.vcpu.arch.cpuid_entries = list(entries)
+        vmx_controls.vmx_vcpu_after_set_cpuid(self.vcpu)   # kvm_vcpu_after_set_cpuid
 
     def nmi(self) -> None:
         x86.kvm_inject_nmi(self.vcpu)
@@ -109,10 +110,12 @@ class SimVmFd:
 
     def create_vcpu(self, vcpu_id: int = 0) -> SimVcpuFd:
         vcpu = KvmVcpu(self.kvm, vcpu_id)
-        kvm_vcpu_reset(vcpu)                                  # kvm_arch_vcpu_create
-        vcpu.arch.cpuid_entries = default_cpuid_entries()
         vcpu.hw.msr_passthrough = set(VMX_PASSTHROUGH_MSRS)   # vmx_vcpu_create: MSR bitmap
         vcpu.hw.exception_bitmap = vmx.vmx_exception_bitmap(self.kvm.params)
+        vmx_controls.init_vmcs(vcpu)
+        kvm_vcpu_reset(vcpu)                                  # kvm_arch_vcpu_create, after vcpu_create
+        vcpu.arch.cpuid_entries = default_cpuid_entries()
+        vmx_controls.vmx_vcpu_after_set_cpuid(vcpu)        # the default CPUID table above
         for slot, (gpa, size, mem) in self.kvm.memslots.items():
             vcpu.hw.map_memslot(slot, gpa, size, host_address(mem), slot in self.kvm.readonly_slots)
         self.kvm.vcpus.append(vcpu)

@@ -45,9 +45,18 @@ def reset_regs(rdx: int = RDX_NO_CPUID) -> KvmRegs:
 
 
 def kvm_vcpu_reset(vcpu: "KvmVcpu", init_event: bool = False) -> None:
-    """1. the segments, tables and control registers (vmx_vcpu_reset, kvm_set_cr0/cr4/efer);
-    2. RFLAGS, RIP and RDX = CPUID.1:EAX if a CPUID is set (none yet at vCPU creation), else 0x600.
-    Simplified: DR6/DR7 (DR6_ACTIVE_LOW, DR7_FIXED_1) belong to the debug-register model."""
+    """1. DR6/DR7 to their fixed values;
+    2. the segments and descriptor tables (vmx_vcpu_reset), then CR8, CR0, CR4 and EFER through
+       the vendor setters (read shadows included);
+    3. RFLAGS, RIP and RDX = CPUID.1:EAX if a CPUID is set (none yet at vCPU creation), else 0x600."""
+    from kvmsim.kvm import cr, vmx_controls
+
+    vcpu.arch.dr6, vcpu.arch.dr7 = DR6_ACTIVE_LOW, DR7_FIXED_1
+
     vcpu.hw.set_sregs(reset_sregs())
+    cr.kvm_set_cr8(vcpu, 0)
+    vmx_controls.vmx_set_cr0(vcpu, CR0_RESET)        # read shadow and the CPU's CR0
+    vmx_controls.vmx_set_cr4(vcpu, 0)
+    vmx_controls.vmx_set_efer(vcpu, 0)
     leaf1 = next((e for e in vcpu.arch.cpuid_entries if e.function == 1), None)
     vcpu.hw.set_regs(reset_regs(leaf1.eax if leaf1 is not None else RDX_NO_CPUID))

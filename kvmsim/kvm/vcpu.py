@@ -29,6 +29,9 @@ class KvmParams:
     mmio_caching: bool = True              # kvm.enable_mmio_caching
     exit_on_emulation_error: bool = False  # KVM_CAP_EXIT_ON_EMULATION_FAILURE
     quirk_out_7e_inc_rip: bool = True      # KVM_X86_QUIRK_OUT_7E_INC_RIP (default on)
+    disable_exits: int = 0                 # KVM_CAP_X86_DISABLE_EXITS: MWAIT 1, HLT 2, PAUSE 4, CSTATE 8
+    ple_gap: int = 128                     # kvm_intel.ple_gap (0: no PAUSE-loop exiting)
+    host_umip: bool = False                # X86_FEATURE_UMIP on the host (Cascade Lake: no, KVM emulates it)
     emulator: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,6 +112,13 @@ class KvmVcpuArch:
     msrs: dict[int, int] = field(default_factory=dict)
     event_exit_inst_len: int = 0
     last_vmentry_cpu: int = 0
+    cr8: int = 0                           # the TPR while the LAPIC is in userspace
+    cr0_guest_owned_bits: int = 0          # CR0/CR4 bits the guest writes without an exit
+    cr4_guest_owned_bits: int = 0
+    cr4_guest_rsvd_bits: int = 0           # CR4 bits the guest's CPUID does not allow
+    db: list[int] = field(default_factory=lambda: [0, 0, 0, 0])   # DR0-DR3
+    dr6: int = 0xFFFF0FF0                  # DR6_ACTIVE_LOW (kvm_vcpu_reset)
+    dr7: int = 0x400                       # DR7_FIXED_1
 
 
 class KvmVcpu:

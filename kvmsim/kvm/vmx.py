@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from typing import Callable
 
-from kvmsim.hw.vmcs import (CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_NMI,
+from kvmsim.hw.vmcs import (CONTROL_REG_ACCESS_NUM, CONTROL_REG_ACCESS_REG, CONTROL_REG_ACCESS_TYPE,
+                            DEBUG_REG_ACCESS_NUM, DEBUG_REG_ACCESS_REG_SHIFT, GPR_ORDER, LMSW_SOURCE_DATA_SHIFT,
+                            TYPE_MOV_FROM_DR, CrAccessType, CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_NMI,
                             GUEST_INTR_STATE_STI, INTR_INFO_DELIVER_CODE_MASK, INTR_INFO_INTR_TYPE_MASK, INTR_INFO_VALID_MASK,
                             INTR_INFO_VECTOR_MASK, VMX_EXIT_REASONS_FAILED_VMENTRY, ExitReason, IntrType,
                             IO_QUAL_IN, IO_QUAL_PORT_SHIFT, IO_QUAL_SIZE_MASK, IO_QUAL_STRING, Vector,
                             exit_reason_name, intr_info)
-from kvmsim.kvm import cpuid, hypercall, mmu, msr, pio, x86
+from kvmsim.kvm import cpuid, cr, hypercall, mmu, msr, pio, x86
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KvmExit, KvmInternalError
 
 ExitHandler = Callable[[KvmVcpu], int]
 EXIT_FASTPATH_NONE = 0
+EIO = 5
+KVM_GUESTDBG_USE_HW_BP = 0x00020000
 _EPT_MISCONFIG = int(ExitReason.EPT_MISCONFIG)
 KVM_ISA_VMX = 1
 _REASON_NAMES: dict[int, str] = {}   # exit_reason_name memo (vcpu.stat.exits_by_reason keys)
@@ -304,6 +308,109 @@ def kvm_emulate_xsetbv(vcpu: KvmVcpu) -> int:
     return x86.kvm_complete_insn_gp(vcpu, int(bool(bad)))
 
 
+def _trace_cr(write: bool, cr_num: int, val: int) -> None:
+    if PROBES.enabled:
+        tracepoint("kvm_cr", rw=int(write), cr=cr_num, val=val,
+                   text=f"cr_{'write' if write else 'read'} {cr_num:x} = 0x{val:x}")
+
+
+@kfunc()
+def handle_cr(vcpu: KvmVcpu) -> int:
+    """MOV to CR0/3/4/8, MOV from CR3/8, CLTS, LMSW (SDM table 28-3 qualification)."""
+    q = vmx_get_exit_qual(vcpu)
+    cr_num = q & CONTROL_REG_ACCESS_NUM
+    reg = GPR_ORDER[(q & CONTROL_REG_ACCESS_REG) >> 8]
+    access = (q & CONTROL_REG_ACCESS_TYPE) >> 4
+    if access == CrAccessType.MOV_TO_CR:
+        val = x86.kvm_register_read(vcpu, reg)
+        _trace_cr(True, cr_num, val)
+        if cr_num == 0:
+            return x86.kvm_complete_insn_gp(vcpu, cr.kvm_set_cr0(vcpu, val))        # handle_set_cr0
+        if cr_num == 3:
+            return x86.kvm_complete_insn_gp(vcpu, cr.kvm_set_cr3(vcpu, val))
+        if cr_num == 4:
+            return x86.kvm_complete_insn_gp(vcpu, cr.kvm_set_cr4(vcpu, val))        # handle_set_cr4
+        if cr_num == 8:
+            cr8_prev = cr.kvm_get_cr8(vcpu)
+            cr8 = val & 0xFF               # handle_cr passes the value as a u8
+            ret = x86.kvm_complete_insn_gp(vcpu, cr.kvm_set_cr8(vcpu, cr8))
+            if cr.lapic_in_kernel(vcpu) or cr8_prev <= cr8:
+                return ret
+            vcpu.run.exit_reason = KvmExit.SET_TPR   # the userspace LAPIC may now deliver an interrupt
+            return 0
+    elif access == CrAccessType.CLTS:
+        # The guest owns CR0.TS (KVM_POSSIBLE_CR0_GUEST_BITS): this exit is a KVM bug (KVM_BUG).
+        return -EIO
+    elif access == CrAccessType.MOV_FROM_CR:
+        if cr_num in (3, 8):
+            val = cr.kvm_read_cr3(vcpu) if cr_num == 3 else cr.kvm_get_cr8(vcpu)
+            x86.kvm_register_write(vcpu, reg, val)
+            _trace_cr(False, cr_num, val)
+            return x86.kvm_skip_emulated_instruction(vcpu)
+    else:                                                   # LMSW
+        val = (q >> LMSW_SOURCE_DATA_SHIFT) & 0x0F
+        _trace_cr(True, 0, (cr.kvm_read_cr0(vcpu) & ~0xF) | val)
+        cr.kvm_lmsw(vcpu, val)
+        return x86.kvm_skip_emulated_instruction(vcpu)
+    vcpu.run.exit_reason = 0                                # vcpu_unimpl: "unhandled control register"
+    return 0
+
+
+@kfunc()
+def handle_dr(vcpu: KvmVcpu) -> int:
+    """MOV to/from DR0-7.  The exit comes before the CPL and CR4.DE checks, so KVM makes them.
+    Simplified: KVM drops MOV-DR exiting after the first access when userspace is not debugging
+    (KVM_DEBUGREG_WONT_EXIT) and the guest then runs MOV DR natively until the next exit; here
+    every access exits and is emulated, which the guest and userspace cannot tell apart."""
+    q = vmx_get_exit_qual(vcpu)
+    dr = q & DEBUG_REG_ACCESS_NUM
+    if not cr.kvm_require_dr(vcpu, dr):
+        return 1
+    err = 1
+    if vcpu.hw.cpl() == 0:
+        dr7 = vcpu.arch.dr7
+        if dr7 & cr.DR7_GD:
+            if vcpu.guest_debug & KVM_GUESTDBG_USE_HW_BP:
+                run = vcpu.run
+                run.exit_reason = KvmExit.DEBUG
+                run.debug.arch.dr6 = cr.DR6_BD | cr.DR6_ACTIVE_LOW
+                run.debug.arch.dr7 = dr7
+                run.debug.arch.pc = x86.kvm_get_linear_rip(vcpu)
+                run.debug.arch.exception = Vector.DB
+                return 0
+            x86.kvm_queue_exception_p(vcpu, Vector.DB, cr.DR6_BD)
+            return 1
+        reg = GPR_ORDER[(q >> DEBUG_REG_ACCESS_REG_SHIFT) & 0xF]
+        if q & TYPE_MOV_FROM_DR:
+            x86.kvm_register_write(vcpu, reg, cr.kvm_get_dr(vcpu, dr))
+            err = 0
+        else:
+            err = cr.kvm_set_dr(vcpu, dr, x86.kvm_register_read(vcpu, reg))
+    return x86.kvm_complete_insn_gp(vcpu, err)
+
+
+@kfunc()
+def handle_desc(vcpu: KvmVcpu) -> int:
+    """LGDT/LIDT/LLDT/LTR/SGDT/SIDT/SLDT/STR exit only while KVM emulates CR4.UMIP: emulate them."""
+    from kvmsim.kvm.emulation import kvm_emulate_instruction
+
+    return kvm_emulate_instruction(vcpu, 0)
+
+
+@kfunc()
+def handle_pause(vcpu: KvmVcpu) -> int:
+    """PAUSE-loop exit: grow_ple_window and kvm_vcpu_on_spin (yield to another vCPU), then skip."""
+    return x86.kvm_skip_emulated_instruction(vcpu)
+
+
+@kfunc()
+def kvm_emulate_rdpmc(vcpu: KvmVcpu) -> int:
+    """RDPMC at CPL0 (CR4.PCE/CPL faults come first in the CPU): kvm_pmu_rdpmc fails without a
+    vPMU (pmu->version 0, no CPUID leaf 0xA) → #GP.  Simplified: no vPMU is modelled at all."""
+    x86.kvm_inject_gp(vcpu, 0)
+    return 1
+
+
 @kfunc()
 def handle_monitor_trap(vcpu: KvmVcpu) -> int:
     return 1
@@ -335,8 +442,8 @@ KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
     ExitReason.TRIPLE_FAULT:          handle_triple_fault,
     ExitReason.NMI_WINDOW:            handle_nmi_window,
     ExitReason.IO_INSTRUCTION:        handle_io,
-    ExitReason.CR_ACCESS:             handle_not_modelled,      # handle_cr
-    ExitReason.DR_ACCESS:             handle_not_modelled,      # handle_dr
+    ExitReason.CR_ACCESS:             handle_cr,
+    ExitReason.DR_ACCESS:             handle_dr,
     ExitReason.CPUID:                 cpuid.kvm_emulate_cpuid,
     ExitReason.MSR_READ:              msr.kvm_emulate_rdmsr,
     ExitReason.MSR_WRITE:             msr.kvm_emulate_wrmsr,
@@ -344,7 +451,7 @@ KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
     ExitReason.HLT:                   x86.kvm_emulate_halt,
     ExitReason.INVD:                  kvm_emulate_invd,
     ExitReason.INVLPG:                handle_not_modelled,      # handle_invlpg
-    ExitReason.RDPMC:                 handle_not_modelled,      # kvm_emulate_rdpmc
+    ExitReason.RDPMC:                 kvm_emulate_rdpmc,
     ExitReason.VMCALL:                hypercall.kvm_emulate_hypercall,
     ExitReason.VMCLEAR:               handle_vmx_instruction,
     ExitReason.VMLAUNCH:              handle_vmx_instruction,
@@ -363,11 +470,11 @@ KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
     ExitReason.XSETBV:                kvm_emulate_xsetbv,
     ExitReason.TASK_SWITCH:           handle_not_modelled,      # handle_task_switch
     ExitReason.MCE_DURING_VMENTRY:    handle_machine_check,
-    ExitReason.GDTR_IDTR:             handle_not_modelled,      # handle_desc
-    ExitReason.LDTR_TR:               handle_not_modelled,      # handle_desc
+    ExitReason.GDTR_IDTR:             handle_desc,
+    ExitReason.LDTR_TR:               handle_desc,
     ExitReason.EPT_VIOLATION:         mmu.handle_ept_violation,
     ExitReason.EPT_MISCONFIG:         mmu.handle_ept_misconfig,
-    ExitReason.PAUSE_INSTRUCTION:     handle_not_modelled,      # handle_pause
+    ExitReason.PAUSE_INSTRUCTION:     handle_pause,
     ExitReason.MWAIT_INSTRUCTION:     handle_not_modelled,      # kvm_emulate_mwait
     ExitReason.MONITOR_TRAP_FLAG:     handle_monitor_trap,
     ExitReason.MONITOR_INSTRUCTION:   handle_not_modelled,      # kvm_emulate_monitor

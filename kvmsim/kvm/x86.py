@@ -7,11 +7,13 @@ entry (x86_emulate_instruction) in emulation.py; all are x86.c in the kernel.
 from __future__ import annotations
 
 from kvmsim.hw.vmcs import EXCEPTIONS_WITH_ERROR_CODE, Vector
+from kvmsim.kvm import cr
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.probe import PROBES, kfunc, tracepoint
-from kvmsim.uapi import KvmExit
+from kvmsim.uapi import KvmExit, KvmSregs
 
 EINTR = 4
+EINVAL = 22
 EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
                    10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC"}
 EFLAGS_TF, EFLAGS_IF, EFLAGS_RF = 1 << 8, 1 << 9, 1 << 16
@@ -31,6 +33,8 @@ def kvm_arch_vcpu_ioctl_run(vcpu: KvmVcpu) -> int:
     run.flags = 0
     vcpu.wants_to_run = not run.immediate_exit
     arch = vcpu.arch
+    if not cr.lapic_in_kernel(vcpu) and cr.kvm_set_cr8(vcpu, run.cr8):   # 4: re-sync the TPR
+        return _out(vcpu, -EINVAL)
     if (cui := arch.complete_userspace_io) is not None:
         arch.complete_userspace_io = None
         r = cui(vcpu)
@@ -54,6 +58,7 @@ def _out(vcpu: KvmVcpu, r: int) -> int:
 def post_kvm_run_save(vcpu: KvmVcpu) -> None:
     run = vcpu.run
     hw = vcpu.hw
+    run.cr8 = cr.kvm_get_cr8(vcpu)
     flags = hw.reg("rflags") if hw.uc is not None else 2
     if flags & EFLAGS_IF:
         run.if_flag = 1
@@ -218,11 +223,13 @@ def kvm_rip_write(vcpu: KvmVcpu, rip: int) -> None:
 
 
 def kvm_register_read(vcpu: KvmVcpu, name: str) -> int:
-    return vcpu.hw.reg(name)
+    """A GPR as an instruction operand: only the low 32 bits outside 64-bit mode."""
+    val = vcpu.hw.reg(name)
+    return val if is_64_bit_mode(vcpu) else val & 0xFFFF_FFFF
 
 
 def kvm_register_write(vcpu: KvmVcpu, name: str, value: int) -> None:
-    vcpu.hw.set_reg(name, value)
+    vcpu.hw.set_reg(name, value if is_64_bit_mode(vcpu) else value & 0xFFFF_FFFF)
 
 
 def is_64_bit_mode(vcpu: KvmVcpu) -> bool:
@@ -282,6 +289,28 @@ def kvm_prepare_emulation_failure_exit(vcpu: KvmVcpu, data: list[int] | None = N
     for i, w in enumerate(words):
         run.internal.data[info_start + i] = w
     run.internal.ndata = info_start + len(words)
+
+
+# ---------------------------------------------------------------- KVM_GET_SREGS / KVM_SET_SREGS
+
+def kvm_arch_vcpu_ioctl_get_sregs(vcpu: KvmVcpu) -> KvmSregs:
+    """__get_sregs: the CPU's state, with CR0/CR4 as the guest sees them and CR8 from KVM."""
+    sregs = KvmSregs.from_buffer_copy(vcpu.hw.get_sregs())
+    if vcpu.hw.uc is not None:
+        sregs.cr0, sregs.cr4 = cr.kvm_read_cr0(vcpu), cr.kvm_read_cr4(vcpu)
+    sregs.cr8 = cr.kvm_get_cr8(vcpu)
+    return sregs
+
+
+def kvm_arch_vcpu_ioctl_set_sregs(vcpu: KvmVcpu, sregs: KvmSregs) -> None:
+    """__set_sregs_common: the CPU's state, then kvm_set_cr8 and the vendor set_cr0/set_cr4
+    (read shadows, UMIP emulation)."""
+    from kvmsim.kvm import vmx_controls
+
+    vcpu.hw.set_sregs(sregs)
+    cr.kvm_set_cr8(vcpu, sregs.cr8)
+    vmx_controls.vmx_set_cr0(vcpu, sregs.cr0)
+    vmx_controls.vmx_set_cr4(vcpu, sregs.cr4)
 
 
 # vmx.py implements the vendor hooks x86.c calls (kvm_x86_ops); it imports this module, so last.

@@ -18,6 +18,7 @@ from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.devices.simple import GuestExit
 
 EINTR, EAGAIN = 4, 11
+_SET_TPR = int(KvmExit.SET_TPR)
 _EXIT_NAMES = {int(e): e.name for e in KvmExit}
 (_IO, _MMIO, _X86_RDMSR, _X86_WRMSR, _HLT, _SHUTDOWN, _INTERNAL_ERROR, _FAIL_ENTRY, _EXCEPTION, _INTR) = (
     int(e) for e in (KvmExit.IO, KvmExit.MMIO, KvmExit.X86_RDMSR, KvmExit.X86_WRMSR, KvmExit.HLT, KvmExit.SHUTDOWN,
@@ -139,6 +140,8 @@ class Vmm:
                 return Stop("exception", code=run.ex.exception)
             if reason == _INTR:
                 self.exits.pop()
+                return None
+            if reason == _SET_TPR:   # the guest lowered CR8; with no interrupt to deliver, run on (as QEMU)
                 return None
             return Stop("unknown-exit", code=reason, detail=f"unhandled {rec.kname}")
         except GuestExit as e:

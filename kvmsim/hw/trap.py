@@ -1,0 +1,317 @@
+"""Trapping the instructions that exit when the CPU executes them, whatever put them in memory.
+
+unicorn is the decoder of record: it alone decides where instructions start.  We only tell it
+which byte positions *could* start an instruction of interest (exits.CANDIDATE: prefixes, then an
+exiting or silicon-handled opcode).  Each such position gets a single-address code hook whose
+callback is uc_emu_stop itself, so the CPU stops before the instruction with no Python on the way.
+A hook fires only where the CPU really begins an instruction, so a jump into the middle of another
+instruction, bytes no disassembler knows, and the CPU mode need no special case: at the stop the
+instruction at RIP is classified in the current mode (exits.classify), and a position that is no
+exit there is executed natively.
+
+Positions are found per linear page when code first runs there: a block hook covers the pages
+not scanned yet.  Scanned pages stay exact: their guest-physical frames are watched for writes
+(a guest store updates the hooks of its window before it lands, and QEMU retranslates the code it
+rewrites; host writes call `code_written`), and a page-table or CR3/CR0/CR4/EFER change re-checks
+which frame each scanned page maps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_WRITE, Uc, UcError
+from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
+
+from kvmsim.hw import paging
+from kvmsim.hw.exits import CANDIDATE, MAX_INSN, ExitingInsn, classify
+
+_UC_EMU_STOP = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p)
+PAGE = 0x1000
+_TAIL = MAX_INSN - 1              # bytes of the next page an instruction starting on this one can use
+_CR4_PAGING = paging.X86_CR4_PSE | paging.X86_CR4_PAE | (1 << 12)   # PSE, PAE, LA57
+
+
+@dataclass(slots=True)
+class _Decoded:
+    """The instruction the CPU stopped at, classified for one CPU mode (None: not an exit there)."""
+
+    insn: ExitingInsn | None
+    length: int
+    code: bytes
+    mnemonic: str
+    mode: str                                # the CPU mode it was classified in
+    io: dict = field(default_factory=dict)   # decode_io result per CPU mode
+
+
+@dataclass(slots=True)
+class _Page:
+    """A scanned linear page: the frame it mapped when scanned and its stop hooks by address."""
+
+    gfn: int | None
+    hooks: dict[int, uc_hook_h] = field(default_factory=dict)
+
+
+class InsnTrap:
+    """Mixin of SiliconVcpu: candidate stop hooks, the block hook over unscanned pages, write watch."""
+
+    def _trap_init(self) -> None:
+        self._pages: dict[int, _Page] = {}         # linear page number -> scan
+        self._frames: dict[int, set[int]] = {}     # watched gfn -> linear pages mapping it
+        self._frame_hooks: dict[int, int] = {}     # watched gfn -> unicorn write hook
+        self._pt_frames: set[int] = set()          # gfns of the page tables scanned pages were walked through
+        self._block_hooks: dict[tuple[int, int], int] = {}
+        self._exits: dict[int, _Decoded] = {}      # linear address -> classification at the last stop there
+        self._maps_stale = False                   # a page-table frame was written
+        self._rescan = False
+        self._xlate_key: tuple | None = None     # raw CR0/CR3/CR4/EFER last seen
+        self._xlate_full: tuple | None = None    # their paging-relevant bits
+
+    def _trap_power_on(self) -> None:
+        self._set_block_hooks()
+
+    # ------------------------------------------------------------------ hooks
+    def _add_stop_hook(self, addr: int) -> uc_hook_h:
+        """A code hook on exactly `addr` whose callback is uc_emu_stop itself: the CPU stops before
+        the instruction with no Python on the way (the hook's extra arguments are ignored by the
+        callee under the SysV calling convention; its first one is the engine, as uc_emu_stop wants)."""
+        h = uc_hook_h()
+        status = uclib.uc_hook_add(self._uch, ctypes.byref(h), UC_HOOK_CODE, _UC_EMU_STOP, None,
+                                   ctypes.c_uint64(addr), ctypes.c_uint64(addr))
+        if status:
+            raise UcError(status)
+        return h
+
+    def _del_stop_hook(self, h: uc_hook_h) -> None:
+        uclib.uc_hook_del(self._uch, h)
+
+    def stop_hook_at(self, addr: int) -> uc_hook_h | None:
+        page = self._pages.get(addr >> 12)
+        return page.hooks.get(addr) if page is not None else None
+
+    def _set_block_hooks(self) -> None:
+        """Block hooks over every linear page whose code may start a translation block unscanned: a
+        block starting on page L spans L and L+1 at most, so L is hook-free once both are scanned."""
+        free = sorted(n for n in self._pages if n + 1 in self._pages)
+        gaps, cur = [], 0
+        for n in free:
+            if n << 12 > cur:
+                gaps.append((cur, (n << 12) - 1))
+            cur = (n + 1) << 12
+        if cur <= (1 << 64) - 1:
+            gaps.append((cur, (1 << 64) - 1))
+        want = set(gaps)
+        for span in list(self._block_hooks):
+            if span not in want:
+                self.uc.hook_del(self._block_hooks.pop(span))
+        for span in gaps:
+            if span not in self._block_hooks:
+                self._block_hooks[span] = self.uc.hook_add(UC_HOOK_BLOCK, self._on_new_block, None, *span)
+
+    def _on_new_block(self, uc: Uc, addr: int, size: int, _: object) -> None:
+        """A translation block starts on a page not yet hook-free: scan its pages and the next one,
+        then have the block translated again with their stop hooks."""
+        first, last = addr >> 12, (addr + max(size, 1) - 1) >> 12
+        for n in range(first, last + 2):
+            if n not in self._pages and n <= (1 << 52) - 1:
+                self._scan_page(n)
+        self._set_block_hooks()
+        uc.ctl_remove_cache(first << 12, (last + 2) << 12)
+        self._rescan = True
+        uc.emu_stop()
+
+    # ------------------------------------------------------------------ scanning
+    def _frame_of(self, linear: int) -> int | None:
+        """The frame a linear page maps now (supervisor fetch rights are not checked: a scan is no access)."""
+        try:
+            return self.walk(linear, False, False, False) >> 12
+        except paging.PageFault:
+            return None
+
+    def _page_bytes(self, n: int, gfn: int | None) -> bytes:
+        """The page's bytes and the head of the next linear page (what an instruction here can span)."""
+        if gfn is None or not self._host(gfn << 12, PAGE):
+            return b""
+        data = ctypes.string_at(self._host(gfn << 12, PAGE), PAGE)
+        nxt = self._frame_of((n + 1) << 12)
+        if nxt is not None and self._host(nxt << 12, _TAIL):
+            data += ctypes.string_at(self._host(nxt << 12, _TAIL), _TAIL)
+        return data
+
+    def _scan_page(self, n: int) -> None:
+        """Find the candidate positions of linear page n and hook each; watch the frame it maps."""
+        gfn = self._frame_of(n << 12)
+        page = self._pages.get(n)
+        if page is None:
+            page = self._pages[n] = _Page(gfn)
+        elif page.gfn != gfn:
+            self._unwatch(n, page.gfn)
+            page.gfn = gfn
+        data = self._page_bytes(n, gfn)
+        want = {n << 12 | m.start() for m in CANDIDATE.finditer(data) if m.start() < PAGE}
+        for addr in [a for a in page.hooks if a not in want]:
+            self._del_stop_hook(page.hooks.pop(addr))
+        for addr in want:
+            if addr not in page.hooks:
+                page.hooks[addr] = self._add_stop_hook(addr)
+        if gfn is not None:
+            self._watch(n, gfn)
+        if self.cr(0) & paging.X86_CR0_PG:
+            self._pt_frames |= self._walk_frames(n << 12)
+
+    def _walk_frames(self, linear: int) -> set[int]:
+        """The page-table frames the walk of `linear` reads (writes to them can remap the page)."""
+        seen: set[int] = set()
+
+        def read(gpa: int, size: int) -> int:
+            seen.add(gpa >> 12)
+            return self.read_phys(gpa, size)
+        try:
+            paging.walk(read, self.cr(0), self.cr(3), self.cr(4), self.efer(), linear)
+        except paging.PageFault:
+            pass
+        return seen
+
+    def _watch(self, n: int, gfn: int) -> None:
+        self._frames.setdefault(gfn, set()).add(n)
+        self._watch_frame(gfn)
+
+    def _watch_frame(self, gfn: int) -> None:
+        if gfn not in self._frame_hooks:
+            # From 7 bytes before the frame: a store that starts there can reach into it.
+            self._frame_hooks[gfn] = self.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_code_write, None,
+                                                      max(0, (gfn << 12) - 7), (gfn << 12) + PAGE - 1)
+
+    def _unwatch(self, n: int, gfn: int | None) -> None:
+        if gfn is None or gfn not in self._frames:
+            return
+        self._frames[gfn].discard(n)
+        if not self._frames[gfn]:
+            del self._frames[gfn]
+            if gfn not in self._pt_frames:
+                self.uc.hook_del(self._frame_hooks.pop(gfn))
+
+    def _forget_page(self, n: int) -> None:
+        page = self._pages.pop(n, None)
+        if page is None:
+            return
+        for h in page.hooks.values():
+            self._del_stop_hook(h)
+        self._unwatch(n, page.gfn)
+        for addr in [a for a in self._exits if a >> 12 == n]:
+            del self._exits[addr]
+        self.uc.ctl_remove_cache(n << 12, (n + 1) << 12)
+
+    # ------------------------------------------------------------------ keeping scans exact
+    def _on_code_write(self, uc: Uc, access: int, gpa: int, size: int, value: int, _: object) -> None:
+        """A guest store into a watched frame, before it lands.  The stop hooks of every scanned page
+        mapping the bytes are updated at once for the bytes the store leaves; QEMU retranslates any
+        block the store rewrites (precise self-modifying code), and the new block has the new hooks."""
+        if (gpa >> 12) in self._pt_frames or ((gpa + size - 1) >> 12) in self._pt_frames:
+            self._maps_stale = self._rescan = True   # remapped code is rescanned at the next stop
+            uc.emu_stop()
+        data = (value & ((1 << 8 * size) - 1)).to_bytes(size, "little")
+        for gfn in {gpa >> 12, (gpa + size - 1) >> 12}:
+            for n in list(self._frames.get(gfn, ())):
+                lin = (n << 12) | (gpa - (gfn << 12)) if gfn == gpa >> 12 else ((n << 12) - (gfn << 12) + gpa)
+                self._rescan_linear(lin - _TAIL, lin + size, (gpa, data))
+
+    def _rescan_linear(self, lo: int, hi: int, store: tuple[int, bytes] | None = None) -> None:
+        """Re-derive the stop hooks of scanned positions in [lo, hi), with `store` (gpa, bytes)
+        applied over memory; drop the classifications there."""
+        for addr in [a for a in range(lo, hi) if a in self._exits]:
+            del self._exits[addr]
+        code = bytearray()
+        for a in range(lo & ~0xFFF, hi + _TAIL, PAGE):
+            s, e = max(a, lo), min(a + PAGE, hi + _TAIL)
+            page = self._pages.get(a >> 12)
+            gfn = page.gfn if page is not None else self._frame_of(a)
+            host = self._host((gfn << 12) | (s & 0xFFF), e - s) if gfn is not None else 0
+            piece = bytearray(ctypes.string_at(host, e - s)) if host else bytearray(e - s)
+            if store is not None and gfn is not None:
+                sgpa, sdata = store
+                base = (gfn << 12) | (s & 0xFFF)
+                for i, byte in enumerate(sdata):
+                    if base <= sgpa + i < base + (e - s):
+                        piece[sgpa + i - base] = byte
+            code += piece
+        want = {lo + m.start() for m in CANDIDATE.finditer(bytes(code)) if m.start() < hi - lo}
+        for addr in range(lo, hi):
+            page = self._pages.get(addr >> 12)
+            if page is None:
+                continue
+            h = page.hooks.get(addr)
+            if addr in want and h is None:
+                page.hooks[addr] = self._add_stop_hook(addr)
+            elif addr not in want and h is not None:
+                self._del_stop_hook(page.hooks.pop(addr))
+
+    def code_written(self, gpa: int, size: int) -> None:
+        """Guest RAM changed behind the CPU's back (KVM's emulator, event delivery, a device, a new
+        memslot): the scans of the pages mapping it are redone and their translations dropped."""
+        lo, hi = (gpa - _TAIL) >> 12, (gpa + size - 1) >> 12
+        if any(lo <= g <= hi for g in self._pt_frames):
+            self._maps_stale = True
+        pages = {n + d for g, ns in self._frames.items() if lo <= g <= hi for n in ns for d in (0, 1)}
+        for n in sorted(pages):
+            self._forget_page(n)
+        if pages:
+            self._set_block_hooks()
+        if self._maps_stale:
+            self._maps_stale = False
+            self._revalidate_maps()
+
+    def invalidate_code(self, linear: int, length: int) -> None:
+        """Guest code at a linear address changed under us (KVM patched an instruction)."""
+        for n in range((linear - _TAIL) >> 12, ((linear + length - 1) >> 12) + 1):
+            self._forget_page(n)
+        self._set_block_hooks()
+
+    def _apply_code_changes(self) -> None:
+        """After a stop for a page-table write: re-check which frame each scanned page maps."""
+        if self._maps_stale:
+            self._maps_stale = False
+            self._revalidate_maps()
+
+    def _check_translation(self) -> None:
+        """The paging registers decide which frame each scanned page maps; re-check when they change
+        (they are in the register snapshot of every exit, so the check costs one tuple compare)."""
+        rc = self._rc
+        key = (rc.get(0), rc.get(3), rc.get(4), self._efer)
+        if key == self._xlate_key and None not in key:
+            return
+        full = (self.cr(0) & (paging.X86_CR0_PG | paging.X86_CR0_PE), self.cr(3), self.cr(4) & _CR4_PAGING,
+                self.efer() & paging.EFER_LMA)
+        if full != self._xlate_full:
+            first = self._xlate_full is None
+            self._xlate_full = full
+            if not first:
+                self._revalidate_maps()
+        self._xlate_key = (rc.get(0), rc.get(3), rc.get(4), self._efer)
+
+    def _revalidate_maps(self) -> None:
+        stale = [n for n, page in self._pages.items() if self._frame_of(n << 12) != page.gfn]
+        for n in stale:
+            self._forget_page(n)
+            self._forget_page(n - 1)
+        if stale:
+            self._set_block_hooks()
+
+    # ------------------------------------------------------------------ classification
+    def classify_at(self, here: int) -> _Decoded | None:
+        """What the CPU does with the instruction at linear `here` in the current mode (cached)."""
+        mode = self.mode()
+        dec = self._exits.get(here)
+        if dec is not None and dec.mode == mode:
+            return dec
+        try:
+            code = self.read_linear_bytes(here, MAX_INSN, user=False)
+        except (paging.PageFault, UcError):
+            try:
+                code = self.read_linear_bytes(here, PAGE - (here & 0xFFF), user=False)
+            except (paging.PageFault, UcError):
+                return None
+        spec, length, mnemonic = classify(code, mode)
+        dec = self._exits[here] = _Decoded(spec, length, code[:length], mnemonic, mode)
+        return dec

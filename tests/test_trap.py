@@ -1,0 +1,163 @@
+"""The silicon traps exiting instructions when the CPU executes them (hw/trap.py): the exit
+arrives wherever the bytes came from (assembled, copied at run time, rewritten in place), whatever
+bytes precede them, and wherever control enters; and never where the CPU does not start an
+instruction.  Each test runs the guest on the silicon alone (`enter_guest`) and reads the VMCS exit
+fields, as a CPU test bench would."""
+
+from __future__ import annotations
+
+import pytest
+from kvmsim.hw.exits import CANDIDATE, Action, classify
+from kvmsim.hw.vmcs import ExitReason
+from tests.simvm import machine
+
+R = ExitReason
+MODES = ("long64", "prot32", "real16")
+CPU_MODES = ("long64", "prot32", "real")
+
+# Instruction (GNU as syntax) -> the exit reason the CPU reports when it reaches it.
+EXITING = [
+    ("outb %al, $0x80", R.IO_INSTRUCTION), ("inb $0x80, %al", R.IO_INSTRUCTION),
+    ("outw %ax, %dx", R.IO_INSTRUCTION), ("inl %dx, %eax", R.IO_INSTRUCTION),
+    ("rep outsb", R.IO_INSTRUCTION), ("insw", R.IO_INSTRUCTION),
+    ("hlt", R.HLT), ("cpuid", R.CPUID), ("rdmsr", R.MSR_READ), ("wrmsr", R.MSR_WRITE),
+    ("vmcall", R.VMCALL), ("invd", R.INVD), ("wbinvd", R.WBINVD), ("xsetbv", R.XSETBV),
+    ("rdpmc", R.RDPMC), ("monitor", R.MONITOR_INSTRUCTION), ("mwait", R.MWAIT_INSTRUCTION),
+    ("vmlaunch", R.VMLAUNCH), ("vmresume", R.VMRESUME), ("vmxoff", R.VMOFF), ("vmfunc", R.VMFUNC),
+    ("vmptrld (%esi)", R.VMPTRLD), ("vmclear (%esi)", R.VMCLEAR), ("vmptrst (%esi)", R.VMPTRST),
+    ("vmxon (%esi)", R.VMON),
+]
+# Prefixes that do not change what the instruction is.
+PREFIXED = [(".byte 0x2e; outb %al, $0x80", R.IO_INSTRUCTION), (".byte 0x3e, 0x2e; hlt", R.HLT),
+            (".byte 0x66; outb %al, $0x80", R.IO_INSTRUCTION)]
+
+
+def _exit_reason(asm: str, mode: str) -> int:
+    m = machine(asm, mode)
+    try:
+        hw = m.vcpu.vcpu.hw
+        hw.enter_guest()
+        return hw.vmcs.vm_exit_reason
+    finally:
+        m.close()
+
+
+def _guest(body: str) -> str:
+    return f"""
+        .include "kvmsim.inc"
+        GUEST_ENTRY
+        {body}
+        """
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("insn,reason", EXITING + PREFIXED, ids=[i for i, _ in EXITING + PREFIXED])
+def test_exiting_instruction_exits_where_assembled(insn: str, reason: ExitReason, mode: str) -> None:
+    if mode == "real16":
+        insn = insn.replace("%esi", "%si")
+        if insn.startswith("vm") and insn not in ("vmcall", "vmfunc"):
+            reason = R.EXCEPTION_NMI   # VMX instructions are #UD in real mode, before any exit
+    assert _exit_reason(_guest(f"nop\n target: {insn}"), mode) == reason
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("insn,reason", EXITING[:12], ids=[i for i, _ in EXITING[:12]])
+def test_exiting_instruction_exits_when_copied_at_run_time(insn: str, reason: ExitReason, mode: str) -> None:
+    """As kvm-unit-tests' realmode.flat does: the instruction's bytes are copied into a buffer on a
+    page never executed before, then run."""
+    mov = {"long64": "movq $buf, %rdi; movq $src, %rsi; movq $(src_end - src), %rcx",
+           "prot32": "movl $buf, %edi; movl $src, %esi; movl $(src_end - src), %ecx",
+           "real16": "movw $buf, %di; movw $src, %si; movw $(src_end - src), %cx"}[mode]
+    asm = _guest(f"""
+        cld
+        {mov}
+        rep movsb
+        jmp buf
+src:    {insn}
+src_end:
+        .data
+        .balign 4096
+buf:    .fill 32, 1, 0x90
+        """)
+    assert _exit_reason(asm, mode) == reason
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("junk", ["0xdd,0xc9", "0xdf,0xd0", "0xdc,0xd1", "0x0f,0x1e,0xc0", "0xd9,0xd0"])
+def test_bytes_no_disassembler_knows_do_not_hide_the_next_exit(junk: str, mode: str) -> None:
+    assert _exit_reason(_guest(f".byte {junk}\n outb %al, $0x80"), mode) == R.IO_INSTRUCTION
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_out_inside_an_immediate_exits_only_when_jumped_into(mode: str) -> None:
+    """`mov $0xee, %ah` is b4 ee: run from its start it is a MOV; entered one byte in, it is OUT."""
+    into = _guest("jmp hidden + 1\n hidden: movb $0xee, %ah\n hlt")
+    over = _guest("hidden: movb $0xee, %ah\n hlt")
+    assert _exit_reason(into, mode) == R.IO_INSTRUCTION
+    assert _exit_reason(over, mode) == R.HLT
+
+
+@pytest.mark.parametrize("mode", ["long64", "prot32"])
+def test_code_rewritten_in_place_exits_as_its_new_bytes(mode: str) -> None:
+    """The same address runs as OUT, then (rewritten by the guest) as IN: two different exits."""
+    asm = _guest("""
+        movb    $0xee, buf
+        call    buf
+        movb    $0xec, buf
+        call    buf
+        hlt
+buf:    nop
+        ret
+        """)
+    m = machine(asm, mode)
+    try:
+        hw = m.vcpu.vcpu.hw
+        seen = []
+        for _ in range(2):
+            hw.enter_guest()
+            assert hw.vmcs.vm_exit_reason == R.IO_INSTRUCTION
+            seen.append(hw.vmcs.exit_qualification & 8)      # bit 3: IN
+            hw.set_reg("rip", hw.reg("rip") + hw.vmcs.vm_exit_instruction_len)
+        assert seen == [0, 8]
+        hw.enter_guest()
+        assert hw.vmcs.vm_exit_reason == R.HLT
+    finally:
+        m.close()
+
+
+def test_a_store_that_rewrites_the_rest_of_its_own_block_exits() -> None:
+    """The store writes an OUT two bytes ahead in the block it is running in."""
+    asm = _guest("""
+        movw    $0x90ee, next(%rip)
+next:   nop
+        nop
+        hlt
+        """)
+    assert _exit_reason(asm, "long64") == R.IO_INSTRUCTION
+
+
+def test_8f_with_a_nonzero_reg_field_is_ud_on_intel() -> None:
+    """unicorn runs 8F /1-7 as POP; Intel raises #UD, which KVM intercepts (exception bitmap)."""
+    m = machine(_guest(".byte 0x8f, 0xee\n hlt"), "long64")
+    try:
+        hw = m.vcpu.vcpu.hw
+        hw.enter_guest()
+        assert hw.vmcs.vm_exit_reason == R.EXCEPTION_NMI
+        assert hw.vmcs.vm_exit_intr_info & 0xFF == 6
+    finally:
+        m.close()
+
+
+def test_the_candidate_pattern_admits_any_prefix_run() -> None:
+    """Prefixes (and REX bytes, which are INC/DEC outside 64-bit mode) before an exiting opcode."""
+    for mode in CPU_MODES:
+        for code in (b"\xee", b"\x66\xef", b"\x0f\x01\xc1", b"\x0f\xa2", b"\xf4"):
+            for pre in (b"", b"\x2e", b"\x66\x67", b"\x48"):
+                assert CANDIDATE.match(pre + code)
+                if pre != b"\x48" or mode == "long64":
+                    assert classify(pre + code + b"\x90" * 14, mode)[0] is not None
+
+
+def test_lock_on_an_exiting_instruction_is_ud_before_any_exit() -> None:
+    spec, _, _ = classify(b"\xf0\xee" + b"\x90" * 13, "long64")
+    assert spec is not None and spec.action is Action.UD
