@@ -166,6 +166,8 @@ def diff_lines(c: Any) -> list[str]:
     if c.status == "ERROR":
         return [f"ERROR  {c.scenario}: {c.reason}"]
     notes = []
+    if c.undefined:
+        notes.append("undefined flags labelled (SDM)")
     if c.vendor:
         notes.append(f"{len(c.vendor)} labelled {c.host} difference{'s' if len(c.vendor) > 1 else ''}")
     if c.ignored:
@@ -174,6 +176,9 @@ def diff_lines(c: Any) -> list[str]:
     if c.status == "DIFF" and c.divergence is not None:
         head = f"DIFF   {c.scenario}: first divergence at {c.divergence.where}"
     out = [head + (f"  [{'; '.join(notes)}]" if notes else "")]
+    for d in c.undefined:
+        for u in d.undefined:
+            out.append(f"         labelled: {u.label()}: sim {_show(d.sim)}, kvm {_show(d.kvm)}; {u.where}: {u.text}")
     for d in c.vendor:
         out.append(f"         vendor {c.host} {d.vendor.name}: {d.path}: sim {_show(d.sim)}, kvm {_show(d.kvm)}")
     if c.status != "DIFF":
@@ -203,7 +208,10 @@ def diff_summary(comparisons: list[Any], host: str) -> list[str]:
     out = [f"labelled {host} difference {name}: {vd.explanation}" for name, vd in sorted(seen.items())]
     n = {s: sum(c.status == s for c in comparisons) for s in ("MATCH", "DIFF", "SKIP", "ERROR")}
     labelled = sum(bool(c.vendor) for c in comparisons if c.status == "MATCH")
-    extra = f" ({labelled} with labelled {host} differences)" if labelled else ""
+    undefined = sum(bool(c.undefined) for c in comparisons if c.status == "MATCH")
+    extra = ", ".join(([f"{labelled} with labelled {host} differences"] if labelled else [])
+                      + ([f"{undefined} with undefined flags labelled"] if undefined else []))
+    extra = f" ({extra})" if extra else ""
     out.append(f"diff on {host}: {n['MATCH'] + n['DIFF']} compared, {n['MATCH']} MATCH{extra}, "
                f"{n['DIFF']} DIFF, {n['SKIP']} SKIP" + (f", {n['ERROR']} ERROR" if n["ERROR"] else ""))
     return out

@@ -202,11 +202,7 @@ def test_guest_enters_long_mode_itself_and_its_caches_say_so(backend: str) -> No
         m.close()
 
 
-_NATIVE_MOV_CR = pytest.mark.xfail(strict=True, reason="MOV CR0/CR4 run natively in the silicon until it traps "
-                                    "them (lead): KVM_GET_SREGS reports the stale read shadows")
-
-
-@pytest.mark.parametrize("backend", [pytest.param("sim", marks=_NATIVE_MOV_CR), pytest.param("kvm", marks=needs_kvm)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_guest_mode_switch_control_registers_reach_kvm_get_sregs(backend: str) -> None:
     m = make_machine(load_scenario(MODE_SWITCH), backend)
     try:

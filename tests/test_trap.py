@@ -161,3 +161,60 @@ def test_the_candidate_pattern_admits_any_prefix_run() -> None:
 def test_lock_on_an_exiting_instruction_is_ud_before_any_exit() -> None:
     spec, _, _ = classify(b"\xf0\xee" + b"\x90" * 13, "long64")
     assert spec is not None and spec.action is Action.UD
+
+
+# ---------------------------------------------------------------- MOV CR / MOV DR (ctrlregs.py)
+
+def _first_exit(asm: str, mode: str = "long64"):
+    m = machine(_guest(asm), mode)
+    hw = m.vcpu.vcpu.hw
+    hw.enter_guest()
+    return m, hw
+
+
+@pytest.mark.parametrize("mode", ["long64", "prot32"])
+def test_mov_to_cr0_changing_a_host_owned_bit_exits_with_its_qualification(mode: str) -> None:
+    reg = "%rdx" if mode == "long64" else "%edx"
+    m, hw = _first_exit(f"mov %cr0, {reg}\n xor $0x40000000, {reg}\n mov {reg}, %cr0\n hlt", mode)   # CR0.CD
+    try:
+        assert hw.vmcs.vm_exit_reason == R.CR_ACCESS
+        q = hw.vmcs.exit_qualification
+        assert (q & 0xF, (q >> 4) & 3, (q >> 8) & 0xF) == (0, 0, 2)        # CR0, MOV to CR, RDX
+        assert hw.vmcs.vm_exit_instruction_len == 3
+    finally:
+        m.close()
+
+
+def test_mov_from_cr0_reads_the_read_shadow_for_host_owned_bits() -> None:
+    m = machine(_guest("mov %cr0, %rbx\n hlt"), "long64")
+    try:
+        hw = m.vcpu.vcpu.hw
+        hw.vmcs.cr0_read_shadow ^= 1 << 30                 # a host-owned bit the CPU does not have
+        assert hw.vmcs.cr0_guest_host_mask & (1 << 30)
+        hw.enter_guest()
+        assert hw.vmcs.vm_exit_reason == R.HLT
+        assert hw.reg("rbx") == (hw.cr(0) & ~hw.vmcs.cr0_guest_host_mask) | (
+            hw.vmcs.cr0_read_shadow & hw.vmcs.cr0_guest_host_mask)
+        assert (hw.reg("rbx") ^ hw.cr(0)) & (1 << 30)
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("insn,reason,qual", [
+    ("mov %rax, %cr8", R.CR_ACCESS, 0x08), ("mov %cr8, %rcx", R.CR_ACCESS, 0x118),
+    ("mov %rbx, %dr7", R.DR_ACCESS, 0x307), ("mov %dr6, %rsi", R.DR_ACCESS, 0x616),
+])
+def test_cr8_and_dr_accesses_exit(insn: str, reason: ExitReason, qual: int) -> None:
+    m, hw = _first_exit(f"{insn}\n hlt")
+    try:
+        assert (hw.vmcs.vm_exit_reason, hw.vmcs.exit_qualification) == (reason, qual)
+    finally:
+        m.close()
+
+
+def test_clts_runs_natively_while_the_guest_owns_cr0_ts() -> None:
+    m, hw = _first_exit("mov %cr0, %rax\n or $8, %rax\n mov %rax, %cr0\n clts\n mov %cr0, %rbx\n hlt")
+    try:
+        assert hw.vmcs.vm_exit_reason == R.HLT and not hw.reg("rbx") & 8
+    finally:
+        m.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 
-from capstone import CS_AC_WRITE, CS_ARCH_X86, Cs
+from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_16, Cs
 from capstone.x86_const import X86_OP_MEM, X86_REG_RIP
 from unicorn import (UC_ARCH_X86, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE_PROT,
                      UC_MEM_FETCH_UNMAPPED, UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED,
@@ -21,14 +21,14 @@ from unicorn import unicorn_const as UCC
 from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 
 from kvmsim.errors import KvmSimBug
-from kvmsim.hw import event, paging, quirks
+from kvmsim.hw import ctrlregs, event, paging, quirks
 from kvmsim.hw.cpux86 import env_of
-from kvmsim.hw.exits import Action, cs_mode_of, decode_io, insn_length
+from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, insn_length
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
                             EPT_VIOLATION_EXECUTABLE, EPT_VIOLATION_READABLE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
                             CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_NMI, NMI_HOST_INTR_INFO, IntrType,
-                            IoExitQual, Vector, Vmcs, intr_info)
+                            IoExitQual, Vector, Vmcs, insn_exits, intr_info)
 
 from kvmsim.hw.memory import GuestMemory
 from kvmsim.hw.registers import SNAP_IDS, CpuState
@@ -36,6 +36,7 @@ from kvmsim.hw.trap import InsnTrap, _Decoded
 from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, uc_emu_start
 
 X86_CR4_OSXSAVE = 1 << 18
+X86_CR4_PCE = 1 << 8
 EFLAGS_RF = 1 << 16
 EFLAGS_VM = event.EFLAGS_VM
 # KVM's exception bitmap with EPT on (vmx update_exception_bitmap); KVM adds #GP for the VMware backdoor.
@@ -128,6 +129,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
                 self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)  # host timer/IPI kick
                 return
             self._pending = None
+            self._check_controls()
             self._check_translation()
             rip = self.reg("rip")
             start = rip if self._mode == "long64" and not self._mode_stale else self.linear_rip()
@@ -197,10 +199,19 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
     def _exiting_insn(self, dec: _Decoded) -> bool:
         """The CPU reached a candidate instruction: exit, or do what the silicon does itself."""
         insn = dec.insn
-        if insn is None or insn.action is Action.NATIVE:
+        if insn is None:
             return self._step_native(self.linear_rip())
+        if insn.action is Action.CR:
+            return ctrlregs.cr_dr_access(self, dec.code, dec.length)
         if insn.action is Action.UD:
             return self._exception(Vector.UD, None)
+        fault = CPL0_FAULT.get(dec.mnemonic)
+        if fault is not None and self.cpl() > 0 and not (dec.mnemonic == "rdpmc" and self.cr(4) & X86_CR4_PCE):
+            return self._exception(fault, 0 if fault == Vector.GP else None)
+        if insn.action is Action.CONTROL or (insn.action is _ACTION_EXIT and dec.mnemonic in CONTROLLED):
+            if not insn_exits(self.vmcs, dec.mnemonic):
+                return self._step_native(self.linear_rip())
+            return self._exit(insn.reason, 0, dec.length)
         if insn.action is _ACTION_EXIT:
             if insn.reason is _IO_INSTRUCTION:
                 mode = self.mode()
@@ -252,27 +263,44 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
             return False
         if self.mode() != "long64" and code[i + 1] < 0xC0:
             return False  # outside 64-bit mode C4/C5 with ModRM.mod != 3 are LES/LDS
+        found = self._mem_operand(here, code)
+        if found is None:
+            return False
+        linear, write = found
+        try:
+            gpa = self.translate(linear, write=write)
+        except paging.PageFault:
+            return False
+        if self.gpa_is_ram(gpa):
+            return False
+        return self._ept_exit(UC_MEM_WRITE_UNMAPPED if write else UC_MEM_READ_UNMAPPED, linear)
+
+    def _mem_operand(self, here: int, code: bytes) -> tuple[int, bool] | None:
+        """(linear address, is written) of the memory operand of the instruction at `here`."""
         md = Cs(CS_ARCH_X86, self._cs_mode())
         md.detail = True
         insn = next(md.disasm(code, here), None)
         if insn is None:
-            return False
+            return None
         for op in insn.operands:
             if op.type != X86_OP_MEM:
                 continue
             linear = op.mem.disp + (insn.address + insn.size if op.mem.base == X86_REG_RIP else
                                     self._cs_reg(insn, op.mem.base))
             linear += self._cs_reg(insn, op.mem.index) * op.mem.scale
+            if self.mode() != "long64":
+                seg = insn.reg_name(op.mem.segment) if op.mem.segment else (
+                    "ss" if insn.reg_name(op.mem.base) in ("ebp", "esp", "bp", "sp") else "ds")
+                linear = self.seg_base(seg) + (linear & (0xFFFF if self._cs_mode() == CS_MODE_16 else 0xFFFF_FFFF))
             linear &= (1 << 64) - 1 if self.mode() == "long64" else 0xFFFF_FFFF
-            write = bool(op.access & CS_AC_WRITE)
-            try:
-                gpa = self.translate(linear, write=write)
-            except paging.PageFault:
-                return False
-            if self.gpa_is_ram(gpa):
-                return False
-            return self._ept_exit(UC_MEM_WRITE_UNMAPPED if write else UC_MEM_READ_UNMAPPED, linear)
-        return False
+            return linear, bool(op.access & CS_AC_WRITE)
+        return None
+
+    def mem_operand_linear(self, here: int) -> int:
+        """Linear address of the memory operand of the instruction at linear `here` (it has one)."""
+        found = self._mem_operand(here, self.read_linear_bytes(here, 15))
+        assert found is not None
+        return found[0]
 
     def _cs_reg(self, insn, reg: int) -> int:
         """A capstone register id's value (0 for none), read through the 64-bit name."""

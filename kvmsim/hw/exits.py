@@ -29,7 +29,8 @@ class Action(Enum):
     SOFT_INT = "soft_int"    # INT n / INT3 / INTO / INT1: delivered through the guest IDT
     IRET = "iret"            # no exit; the CPU ends NMI blocking (and may take an NMI-window exit)
     UD = "ud"                # the CPU raises #UD (Intel has no such instruction; unicorn runs one)
-    NATIVE = "native"        # runs natively under this model's controls (stopped at only to be checked)
+    CR = "cr"                # MOV CR/DR, CLTS, LMSW, SMSW: the VMCS rule decides (ctrlregs.py)
+    CONTROL = "control"      # exits iff its VM-execution control is 1 (vmcs.EXIT_CONTROLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +80,34 @@ EXITING_INSNS: dict[int, ExitingInsn] = {
     X.X86_INS_IRET:     ExitingInsn(Action.IRET),
     X.X86_INS_IRETD:    ExitingInsn(Action.IRET),
     X.X86_INS_IRETQ:    ExitingInsn(Action.IRET),
-    # MOV CR/DR stop the CPU (a CR3/CR0/CR4 write can remap code); handle_cr/handle_dr are not
-    # modelled yet, so they still run natively after the stop.
-    X.X86_INS_MOV:      ExitingInsn(Action.NATIVE),
+    X.X86_INS_MOV:      ExitingInsn(Action.CR),       # MOV CR/DR only (classify turns down other MOVs)
+    X.X86_INS_CLTS:     ExitingInsn(Action.CR),
+    X.X86_INS_LMSW:     ExitingInsn(Action.CR),
+    X.X86_INS_SMSW:     ExitingInsn(Action.CR),
+    X.X86_INS_INVLPG:   ExitingInsn(Action.CONTROL, ExitReason.INVLPG),
+    X.X86_INS_RDRAND:   ExitingInsn(Action.CONTROL, ExitReason.RDRAND),
+    X.X86_INS_RDSEED:   ExitingInsn(Action.CONTROL, ExitReason.RDSEED),
+    X.X86_INS_PAUSE:    ExitingInsn(Action.CONTROL, ExitReason.PAUSE_INSTRUCTION),
+    X.X86_INS_LGDT:     ExitingInsn(Action.CONTROL, ExitReason.GDTR_IDTR),
+    X.X86_INS_LIDT:     ExitingInsn(Action.CONTROL, ExitReason.GDTR_IDTR),
+    X.X86_INS_SGDT:     ExitingInsn(Action.CONTROL, ExitReason.GDTR_IDTR),
+    X.X86_INS_SIDT:     ExitingInsn(Action.CONTROL, ExitReason.GDTR_IDTR),
+    X.X86_INS_LLDT:     ExitingInsn(Action.CONTROL, ExitReason.LDTR_TR),
+    X.X86_INS_LTR:      ExitingInsn(Action.CONTROL, ExitReason.LDTR_TR),
+    X.X86_INS_SLDT:     ExitingInsn(Action.CONTROL, ExitReason.LDTR_TR),
+    X.X86_INS_STR:      ExitingInsn(Action.CONTROL, ExitReason.LDTR_TR),
 }
+# Privilege faults come before these instructions' VM exits (SDM 26.1.1): at CPL > 0 the CPU
+# raises this vector instead (RDPMC only while CR4.PCE is clear).  VMCALL, CPUID, the VMX
+# instructions (whose exit comes before their CPL check) and MOV DR are not here.
+CPL0_FAULT: dict[str, int] = {
+    **{m: 13 for m in ("hlt", "rdmsr", "wrmsr", "invd", "wbinvd", "xsetbv", "invlpg", "lgdt", "lidt",
+                       "lldt", "ltr", "rdpmc")},
+    "monitor": 6, "mwait": 6,
+}
+# Exits that also depend on a VM-execution control (vmcs.EXIT_CONTROLS); the others in the table
+# above are unconditional or always enabled by KVM.
+CONTROLLED = frozenset({"hlt", "mwait", "monitor", "rdpmc", "wbinvd"})
 _UD = ExitingInsn(Action.UD)
 
 MAX_INSN = 15
@@ -95,12 +120,34 @@ _OPCODES = [
     rb"[\xe4-\xe7\xec-\xef\x6c-\x6f]",                      # IN, OUT, INS, OUTS
     rb"[\xf4\xcc\xcd\xce\xf1\xcf]",                          # HLT, INT3, INT n, INTO, INT1, IRET
     rb"\x8f" + _NOT_REG0,                                     # 8F /1-7: #UD on Intel
-    rb"\x0f[\x08\x09\x30\x32\x33\xa2\x20-\x23\x78\x79]",   # INVD WBINVD WRMSR RDMSR RDPMC CPUID MOV CR/DR VMREAD/WRITE
+    rb"\x0f[\x06\x08\x09\x30\x32\x33\xa2\x20-\x23\x78\x79]",  # CLTS INVD WBINVD WRMSR RDMSR RDPMC CPUID MOV CR/DR VMREAD/WRITE
     rb"\x0f\x01[\xc1-\xc4\xc8\xc9\xd1\xd4]",                   # VMCALL..VMXOFF, MONITOR, MWAIT, XSETBV, VMFUNC
+    rb"\x0f\x01[\x20-\x27\x30-\x37\x60-\x67\x70-\x77\xa0-\xa7\xb0-\xb7\xe0-\xe7\xf0-\xf7]",   # SMSW, LMSW
     rb"\x0f\xc7" + _MEM_REG67,                                # VMPTRLD, VMCLEAR, VMXON, VMPTRST
     rb"\x0f\x38[\x80\x81]",                                  # INVEPT, INVVPID
 ]
-CANDIDATE = re.compile(rb"(?=" + _PREFIX + rb"{0,14}(?:" + b"|".join(_OPCODES) + rb"))", re.DOTALL)
+# Opcodes that matter only while their control is 1 (a PAUSE in a spin loop must not stop the CPU
+# when PAUSE exiting is off): mnemonic -> pattern.
+_CONTROLLED_OPCODES = {
+    "invlpg": rb"\x0f\x01[\x38-\x3f\x78-\x7f\xb8-\xbf]",
+    "rdrand": rb"\x0f\xc7[\xf0-\xf7]", "rdseed": rb"\x0f\xc7[\xf8-\xff]",
+    "pause": rb"\x90",                                          # with F3 among the prefixes
+    "lgdt": rb"\x0f\x01[\x00-\x1f\x40-\x5f\x80-\x9f]", "lldt": rb"\x0f\x00[\x00-\x1f\x40-\x5f\x80-\x9f\xc0-\xdf]",
+}
+
+
+def candidate_pattern(controlled: frozenset[str] = frozenset()) -> re.Pattern[bytes]:
+    """Every position that may start an instruction of interest, given which controlled exits are on
+    (`controlled` holds EXIT_CONTROLS mnemonics; the descriptor-table ones share two patterns)."""
+    ops = list(_OPCODES)
+    for name, pat in _CONTROLLED_OPCODES.items():
+        if name in controlled or (name == "lgdt" and controlled & {"lidt", "sgdt", "sidt"}) or \
+                (name == "lldt" and controlled & {"ltr", "sldt", "str"}):
+            ops.append(pat)
+    return re.compile(rb"(?=" + _PREFIX + rb"{0,14}(?:" + b"|".join(ops) + rb"))", re.DOTALL)
+
+
+CANDIDATE = candidate_pattern()
 _LEGACY = frozenset({0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3})
 _disasm: dict[int, Cs] = {}
 
@@ -151,7 +198,7 @@ def classify(code: bytes, mode: str) -> tuple[ExitingInsn | None, int, str]:
     spec = EXITING_INSNS.get(insn.id)
     if spec is not None and spec.reason in _VMX_PROTECTED_ONLY and mode in ("real", "vm86", "compat"):
         return _UD, insn.size, insn.mnemonic
-    if spec is not None and spec.action is Action.NATIVE and not (
+    if spec is not None and insn.id == X.X86_INS_MOV and not (
             code[i] == 0x0F and i + 1 < len(code) and 0x20 <= code[i + 1] <= 0x23):
         spec = None                                # an ordinary MOV
     return spec, insn.size, insn.mnemonic

@@ -25,7 +25,8 @@ from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_WRITE, Uc, UcError
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 
 from kvmsim.hw import paging
-from kvmsim.hw.exits import CANDIDATE, MAX_INSN, ExitingInsn, classify
+from kvmsim.hw.exits import MAX_INSN, ExitingInsn, candidate_pattern, classify
+from kvmsim.hw.vmcs import EXIT_CONTROLS, insn_exits
 
 _UC_EMU_STOP = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p)
 PAGE = 0x1000
@@ -65,11 +66,28 @@ class InsnTrap:
         self._exits: dict[int, _Decoded] = {}      # linear address -> classification at the last stop there
         self._maps_stale = False                   # a page-table frame was written
         self._rescan = False
+        self._controls_key: tuple | None = None
+        self._controlled: frozenset[str] = frozenset()
+        self._candidate = candidate_pattern()
         self._xlate_key: tuple | None = None     # raw CR0/CR3/CR4/EFER last seen
         self._xlate_full: tuple | None = None    # their paging-relevant bits
 
     def _trap_power_on(self) -> None:
         self._set_block_hooks()
+
+    def _check_controls(self) -> None:
+        """Which controlled instructions exit decides the candidate pattern; rescan when that changes."""
+        v = self.vmcs
+        key = (v.cpu_based_vm_exec_control, v.secondary_vm_exec_control)
+        if key == self._controls_key:
+            return
+        self._controls_key = key
+        on = frozenset(m for m in EXIT_CONTROLS if insn_exits(v, m))
+        if on != self._controlled:
+            self._controlled, self._candidate = on, candidate_pattern(on)
+            for n in list(self._pages):
+                self._forget_page(n)
+            self._set_block_hooks()
 
     # ------------------------------------------------------------------ hooks
     def _add_stop_hook(self, addr: int) -> uc_hook_h:
@@ -149,7 +167,7 @@ class InsnTrap:
             self._unwatch(n, page.gfn)
             page.gfn = gfn
         data = self._page_bytes(n, gfn)
-        want = {n << 12 | m.start() for m in CANDIDATE.finditer(data) if m.start() < PAGE}
+        want = {n << 12 | m.start() for m in self._candidate.finditer(data) if m.start() < PAGE}
         for addr in [a for a in page.hooks if a not in want]:
             self._del_stop_hook(page.hooks.pop(addr))
         for addr in want:
@@ -236,7 +254,7 @@ class InsnTrap:
                     if base <= sgpa + i < base + (e - s):
                         piece[sgpa + i - base] = byte
             code += piece
-        want = {lo + m.start() for m in CANDIDATE.finditer(bytes(code)) if m.start() < hi - lo}
+        want = {lo + m.start() for m in self._candidate.finditer(bytes(code)) if m.start() < hi - lo}
         for addr in range(lo, hi):
             page = self._pages.get(addr >> 12)
             if page is None:

@@ -5,11 +5,15 @@ every kvm_run field, serial output, final registers, `expect.memory` ranges and 
 counters.  Not compared: VMX exit and EMULTYPE counts, injected exceptions, guest instruction
 counts (result.SIM_ONLY: the model's own facts), the scenario's `host_dependent` paths, and
 host tracepoints.  A difference that the host's vendor module explains (realkvm/vendor.py)
-is labelled with the explanation; only unexplained differences make a scenario DIFF.
+is labelled with the explanation, and so are final RFLAGS bits that the last instruction to
+touch them left architecturally undefined (last_writer.py, the SDM's table in
+undefined_flags.py), as Xen's emulator harness masks them; only unexplained differences make
+a scenario DIFF.
 
     1. skip a scenario whose `backends` lack sim or kvm (the reason is its YAML comment);
     2. run it on both backends;
-    3. diff the agreed fields; sort each difference into host_dependent / vendor / divergence;
+    3. diff the agreed fields; sort each difference into host_dependent / undefined flags /
+       vendor / divergence;
     4. on a divergence, find the first one (a userspace exit index, else the first field),
        replay both backends up to that exit to get RIP there, and disassemble the guest
        instruction at the sim's RIP (capstone) with its symbol (GuestImage.symbolize);
@@ -18,13 +22,15 @@ is labelled with the explanation; only unexplained differences make a scenario D
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs, CsError
 
+from kvmsim.hw.paging import EFER_LMA, X86_CR0_PE
 from kvmsim.realkvm.vendor import DiffContext, VendorDifference, explain
 from kvmsim.scenario.guest_build import GuestImage
+from kvmsim.scenario.last_writer import FlagWriters, UndefinedFlags
 from kvmsim.scenario.result import BACKEND_AGREED, RunResult, diff_paths, path_under
 from kvmsim.scenario.schema import Scenario
 
@@ -41,6 +47,7 @@ class Difference:
     sim: Any
     kvm: Any
     vendor: VendorDifference | None = None   # when the host's vendor module accounts for it
+    undefined: list[UndefinedFlags] = field(default_factory=list)   # RFLAGS bits the SDM leaves undefined
 
 
 @dataclass
@@ -64,6 +71,7 @@ class Comparison:
     reason: str = ""             # SKIP / ERROR: why
     differences: list[Difference] = field(default_factory=list)   # unexplained
     vendor: list[Difference] = field(default_factory=list)        # labelled vendor differences
+    undefined: list[Difference] = field(default_factory=list)     # labelled undefined-flag differences
     ignored: list[str] = field(default_factory=list)              # host_dependent paths that differed
     divergence: Divergence | None = None
     registers: list[tuple[str, Any, Any, str]] = field(default_factory=list)  # name, sim, kvm, mark
@@ -82,6 +90,7 @@ class GuestCode:
     def __init__(self, image: GuestImage) -> None:
         self.image = image
         self._cs = Cs(CS_ARCH_X86, _CS_MODE[image.mode])
+        self.flag_writers = FlagWriters(image)
 
     def insn(self, rip: int) -> tuple[int, str, str] | None:
         """(length, mnemonic, "mnemonic operands") at RIP, or None outside the image.
@@ -139,11 +148,21 @@ def compare(sc: Scenario, sim: RunResult, kvm: RunResult, module: str, code: Gue
     for path, a, b in diff_paths(sim, kvm, only=BACKEND_AGREED):
         if path_under(path, sc.host_dependent):
             c.ignored.append(path)
-        elif (vd := explain(module, path, a, b, ctx)) is not None:
+            continue
+        undef = undefined_flags(path, a, b, sim, kvm, code)
+        ma, mb = a, b   # what is left to explain once the undefined flags are dropped
+        if undef:
+            c.undefined.append(Difference(path, a, b, undefined=undef))
+            dropped = sum(u.mask for u in undef)
+            ma, mb = a & ~dropped, b & ~dropped
+            if ma == mb:
+                continue
+        if (vd := explain(module, path, ma, mb, ctx)) is not None:
             c.vendor.append(Difference(path, a, b, vd))
         else:
             c.differences.append(Difference(path, a, b))
-    labelled = {d.path: "vendor" for d in c.vendor} | {p: "host_dependent" for p in c.ignored}
+    labelled = ({d.path: "undefined" for d in c.undefined} | {d.path: "vendor" for d in c.vendor}
+                | {p: "host_dependent" for p in c.ignored})
     if c.differences:
         c.status = "DIFF"
         c.divergence = first_divergence(c.differences, sim, kvm, code, replay)
@@ -152,6 +171,36 @@ def compare(sc: Scenario, sim: RunResult, kvm: RunResult, module: str, code: Gue
                         "DIFF" if f"regs.{r}" in wrong else labelled.get(f"regs.{r}", ""))
                        for r in REG_ORDER if r in sim.regs or r in kvm.regs]
     return c
+
+
+def undefined_flags(path: str, sim_value: Any, kvm_value: Any, sim: RunResult, kvm: RunResult,
+                    code: GuestCode) -> list[UndefinedFlags]:
+    """The differing final RFLAGS bits that the last guest instruction to touch them left undefined.
+
+    The walk starts at the sim's final RIP.  A kvm RIP further on is accepted only when the one
+    instruction between them leaves the status flags alone (kvm_pvm retires the OUT it stopped
+    on); the CL count of a shift by CL is the final RCX, when both sides report the same.
+    """
+    if path != "regs.rflags" or not (isinstance(sim_value, int) and isinstance(kvm_value, int)):
+        return []
+    sim_rip, kvm_rip = sim.regs.get("rip"), kvm.regs.get("rip")
+    if sim_rip is None or (kvm_rip != sim_rip and not code.flag_writers.passes_flags(sim_rip, kvm_rip)):
+        return []
+    if any(_cpu_mode(r) not in (None, code.image.mode) for r in (sim, kvm)):
+        return []   # the guest switched modes: the image would be decoded in the wrong one
+    rcx = sim.regs.get("rcx") if sim.regs.get("rcx") == kvm.regs.get("rcx") else None
+    after_hlt = sim.stop.reason == kvm.stop.reason == "hlt"
+    differing = sim_value ^ kvm_value
+    return [replace(u, mask=u.mask & differing) for u in code.flag_writers.undefined_at(sim_rip, rcx, after_hlt)
+            if u.mask & differing]
+
+
+def _cpu_mode(r: RunResult) -> str | None:
+    """The mode the final CR0.PE/EFER.LMA say (CS.L/D are not in a RunResult), None if not reported."""
+    cr0, efer = r.sregs.get("cr0"), r.sregs.get("efer")
+    if cr0 is None or efer is None:
+        return None
+    return "long64" if efer & EFER_LMA else "prot32" if cr0 & X86_CR0_PE else "real16"
 
 
 def first_divergence(diffs: list[Difference], sim: RunResult, kvm: RunResult, code: GuestCode,

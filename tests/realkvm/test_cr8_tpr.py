@@ -48,11 +48,7 @@ def test_sregs_cr8_round_trips_and_kvm_run_applies_run_cr8(machine) -> None:
     assert fd.get_sregs().cr8 == 3
 
 
-# Strict: when the silicon exits on MOV CR8 (CR8 load/store exiting), this XPASSes and the mark goes.
-_NATIVE_CR8 = pytest.mark.xfail(strict=True, reason="the silicon still runs MOV CR8 natively in unicorn")
-
-
-@pytest.mark.parametrize("backend", [pytest.param("sim", marks=_NATIVE_CR8), BACKENDS[1]])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_guest_mov_cr8_reads_back(backend: str) -> None:
     """Raising the TPR only: lowering it is KVM_EXIT_SET_TPR on VMX, which kvm_pvm (emulating
     MOV CR8) does not give, so the differential fact is the read-back."""

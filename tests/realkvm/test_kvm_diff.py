@@ -27,11 +27,13 @@ SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
-def test_scenario_matches_real_kvm(path: Path, record_property) -> None:
+def test_scenario_matches_real_kvm(path: Path, record_property, request) -> None:
     sc = load_scenario(path)
     if (why := skip_reason(sc)) is not None:
         KVM_DIFF_SUMMARY.append((sc.name, f"SKIP: {why}"))
         pytest.skip(why)
+    if sc.known_failure:   # the sim side fails today; strict, so a MATCH means: delete the field
+        request.node.add_marker(pytest.mark.xfail(reason=sc.known_failure, strict=True))
     c = diff_scenario(sc, vendor_module())
     KVM_DIFF_SUMMARY.append((sc.name, c.status))
     record_property("kvm_diff", c.status)
