@@ -201,6 +201,19 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
         insn = dec.insn
         if insn is None:
             return self._step_native(self.linear_rip())
+        if insn.reason is _IO_INSTRUCTION:                 # the hot path first
+            mode = self.mode()
+            io = dec.io.get(mode)
+            if io is None:  # the qualification without the port, cached per mode
+                d = decode_io(dec.code, self._default_op32(), mode == "long64")
+                base = IoExitQual(d.size, d.is_in, d.string, d.rep, d.imm_port is not None, 0).encode()
+                io = dec.io[mode] = (base, d.imm_port)
+            base, imm_port = io
+            port = imm_port if imm_port is not None else self.reg("rdx") & 0xFFFF
+            if mode != "real" and not self._io_permitted(port, (base & 7) + 1):
+                # SDM 25.1.1: the I/O-permission #GP comes before the VM exit.
+                return self._exception(Vector.GP, 0)
+            return self._exit(_IO_INSTRUCTION_NR, base | (port << 16), dec.length)
         if insn.action is Action.CR:
             return ctrlregs.cr_dr_access(self, dec.code, dec.length)
         if insn.action is Action.UD:
@@ -213,19 +226,6 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
                 return self._step_native(self.linear_rip())
             return self._exit(insn.reason, 0, dec.length)
         if insn.action is _ACTION_EXIT:
-            if insn.reason is _IO_INSTRUCTION:
-                mode = self.mode()
-                io = dec.io.get(mode)
-                if io is None:  # the qualification without the port, cached per mode
-                    d = decode_io(dec.code, self._default_op32(), mode == "long64")
-                    base = IoExitQual(d.size, d.is_in, d.string, d.rep, d.imm_port is not None, 0).encode()
-                    io = dec.io[mode] = (base, d.imm_port)
-                base, imm_port = io
-                port = imm_port if imm_port is not None else self.reg("rdx") & 0xFFFF
-                if mode != "real" and not self._io_permitted(port, (base & 7) + 1):
-                    # SDM 25.1.1: the I/O-permission #GP comes before the VM exit.
-                    return self._exception(Vector.GP, 0)
-                return self._exit(_IO_INSTRUCTION_NR, base | (port << 16), dec.length)
             return self._exit(insn.reason, 0, dec.length)
         if insn.action is Action.IRET:
             return self._iret(dec)
