@@ -316,3 +316,33 @@ def test_set_sregs_round_trip_equals_real_kvm(mode: str) -> None:
     finally:
         for m in ms:
             m.close()
+
+
+def _mode_sregs(base: KvmSregs, mode: str) -> KvmSregs:
+    """`base` (boot.py's long64 state) changed into one of the six modes the emulator tells apart."""
+    s = KvmSregs.from_buffer_copy(base)
+    if mode == "real":
+        boot._real16_sregs(s)
+    elif mode in ("prot16", "prot32", "vm86"):
+        s.cr0, s.cr4, s.efer = boot.CR0_PROT32, 0, 0
+        s.cs = boot.flat_code32() if mode != "prot16" else boot.seg(0x08, 0, 0xFFFF, 0xB)
+    elif mode == "compat":
+        s.cs = boot.flat_code32()
+    return s
+
+
+@pytest.mark.parametrize("mode", ["real", "vm86", "prot16", "prot32", "compat", "long64"])
+def test_mode_follows_cr0_eflags_efer_and_the_cs_cache(mode: str) -> None:
+    """KVM_SET_SREGS/KVM_SET_REGS alone put the one CPU in each mode; hw.mode() (what the emulator's
+    init_emulate_ctxt uses) follows CR0.PE, EFLAGS.VM, EFER.LMA and CS.L/CS.D of the cache."""
+    m = _machine("hlt", "long64", "sim")
+    try:
+        m.vcpu.set_sregs(_mode_sregs(m.vcpu.get_sregs(), mode))
+        regs = m.vcpu.get_regs()
+        regs.rflags = 0x2 | (1 << 17 if mode == "vm86" else 0)
+        m.vcpu.set_regs(regs)
+        hw = m.vcpu.vcpu.hw
+        assert hw.mode() == mode
+        assert hw.get_sregs().cs.as_dict() == m.vcpu.get_sregs().cs.as_dict()
+    finally:
+        m.close()

@@ -1,5 +1,7 @@
-"""The CPU's register file and descriptor caches as unicorn holds them, read the way KVM's
-register cache reads the VMCS: lazily, cached until the guest runs again."""
+"""The CPU's register file and descriptor caches, read the way KVM's register cache reads the
+VMCS: lazily, cached until the guest runs again.  GPRs and control registers go through
+unicorn's register API (always its 64-bit engine, full width); the descriptor caches, EFER and
+the translation flags are read and written in place in QEMU's CPUX86State (cpux86.py)."""
 
 from __future__ import annotations
 
