@@ -127,6 +127,14 @@ def test_mov_dr_and_single_control_instructions() -> None:
                                  secondary=V.SECONDARY_EXEC_ENABLE_INVPCID)) is True
 
 
+def test_pause_loop_exiting_needs_the_control_cpl0_and_a_loop_longer_than_the_window() -> None:
+    v = _vmcs(secondary=V.SECONDARY_EXEC_PAUSE_LOOP_EXITING)
+    v.ple_gap, v.ple_window = 128, 4096
+    assert V.pause_loop_exits(v, 0, 5000) and not V.pause_loop_exits(v, 0, 4096)
+    assert not V.pause_loop_exits(v, 3, 5000) and not V.pause_loop_exits(_vmcs(), 0, 5000)
+    assert not V.insn_exits(v, "pause")                          # PAUSE exiting itself is clear
+
+
 # ---------------------------------------------------------------- what KVM programs for a new vCPU
 
 def _new_vcpu(params: KvmParams | None = None):
@@ -151,6 +159,7 @@ def test_new_vcpu_controls_with_ept_unrestricted_guest_and_userspace_lapic() -> 
     off2 = (V.SECONDARY_EXEC_DESC | V.SECONDARY_EXEC_RDRAND_EXITING | V.SECONDARY_EXEC_RDSEED_EXITING
             | V.SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES | V.SECONDARY_EXEC_SHADOW_VMCS)
     assert s & on2 == on2 and s & off2 == 0
+    assert (v.ple_gap, v.ple_window) == (128, 4096)
     # CR0: the guest owns TS and WP only; CR4: the possible guest bits its CPUID allows.
     assert v.cr0_guest_host_mask == ~0x10008 & ((1 << 64) - 1)
     owned4 = ~v.cr4_guest_host_mask & ((1 << 64) - 1)

@@ -23,7 +23,7 @@ from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import ctrlregs, event, paging, quirks
 from kvmsim.hw.cpux86 import env_of
-from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, insn_length
+from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, falls_through, insn_length
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
                             EPT_VIOLATION_EXECUTABLE, EPT_VIOLATION_READABLE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
@@ -200,7 +200,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
         """The CPU reached a candidate instruction: exit, or do what the silicon does itself."""
         insn = dec.insn
         if insn is None:
-            return self._step_native(self.linear_rip())
+            return self._step_native(self.linear_rip(), dec.length if falls_through(dec.mnemonic) else 0)
         if insn.reason is _IO_INSTRUCTION:                 # the hot path first
             mode = self.mode()
             io = dec.io.get(mode)
@@ -340,9 +340,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
                 return self._exit(ExitReason.NMI_WINDOW)
         return False
 
-    def _step_native(self, addr: int) -> bool:
+    def _step_native(self, addr: int, length: int = 0) -> bool:
         """Execute the one instruction at linear `addr` (= RIP) in unicorn, its stop hook lifted
-        meanwhile; True on an exit."""
+        meanwhile; True on an exit.  `length` > 0 says it falls through to addr + length: unicorn
+        then runs until there (translated afresh, so the stop is compiled in), which keeps the
+        other translations; otherwise it is counted out (count = 1), which costs unicorn a flush
+        of every translation at the next run."""
         uc = self.uc
         page = self._pages.get(addr >> 12)
         hook = page.hooks.pop(addr, None) if page is not None else None
@@ -352,7 +355,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
         err = None
         try:
             self.flush_regs()
-            uc.emu_start(self.reg("rip"), 1 << 63, 0, 1)
+            if length:
+                uc.ctl_remove_cache(addr, addr + length + 1)
+                uc.emu_start(self.reg("rip"), addr + length)
+                uc.ctl_remove_cache(addr + length, addr + length + 1)   # the TB with that stop in it
+            else:
+                uc.emu_start(self.reg("rip"), 1 << 63, 0, 1)
         except UcError as e:
             err = e
         finally:

@@ -59,7 +59,7 @@ def cr_dr_access(cpu, code: bytes, length: int) -> bool:
     if op[1] in (0x21, 0x23):                                # MOV DR
         if dr_access_exits(vmcs):
             return cpu._exit(ExitReason.DR_ACCESS, DrExitQual(num, op[1] == 0x21, gpr).encode(), length)
-        return cpu._step_native(cpu.linear_rip())
+        return cpu._step_native(cpu.linear_rip(), length)
     if num not in _CRS:
         return cpu._exception(Vector.UD, None)
     if privileged:
@@ -71,20 +71,20 @@ def cr_dr_access(cpu, code: bytes, length: int) -> bool:
         if num in (0, 4):
             cpu.set_cr(num, cr_write_value(vmcs, num, cpu.cr(num), value))
             return _retire(cpu, length)
-        return cpu._step_native(cpu.linear_rip())           # CR2, CR3 (no CR3-load exiting), CR8
+        return cpu._step_native(cpu.linear_rip(), length)           # CR2, CR3 (no CR3-load exiting), CR8
     if cr_read_exits(vmcs, num):                             # MOV from CR
         return cpu._exit(ExitReason.CR_ACCESS, CrExitQual(num, CrAccessType.MOV_FROM_CR, gpr=gpr).encode(), length)
     if num in (0, 4):
         _set_gpr(cpu, gpr, cr_read_value(vmcs, num, cpu.cr(num)), long_mode)
         return _retire(cpu, length)
-    return cpu._step_native(cpu.linear_rip())
+    return cpu._step_native(cpu.linear_rip(), length)
 
 
 def _msw(cpu, op: bytes, length: int, privileged: bool, long_mode: bool) -> bool:
     modrm = op[2]
     if (modrm >> 3) & 7 == 4:                                # SMSW: CR0 through the read shadow
         if modrm >> 6 != 3:
-            return cpu._step_native(cpu.linear_rip())        # Simplified: SMSW m16 stores the CPU's CR0 bits
+            return cpu._step_native(cpu.linear_rip(), length)        # Simplified: SMSW m16 stores the CPU's CR0 bits
         n = (modrm & 7) | (8 if cpu.mode() == "long64" and _rex(op, cpu) & 1 else 0)
         shadowed = cr_read_value(cpu.vmcs, 0, cpu.cr(0))
         old = cpu.reg(GPR_ORDER[n])
@@ -101,7 +101,7 @@ def _msw(cpu, op: bytes, length: int, privileged: bool, long_mode: bool) -> bool
         try:
             source, mem = cpu.read_linear(linear, 2), True
         except Exception:                                    # a fault on the read: the CPU raises it
-            return cpu._step_native(cpu.linear_rip())
+            return cpu._step_native(cpu.linear_rip(), length)
     if lmsw_exits(cpu.vmcs, source):
         return cpu._exit(ExitReason.CR_ACCESS, CrExitQual(0, CrAccessType.LMSW, mem, 0, source).encode(), length)
     cpu.set_cr(0, lmsw_value(cpu.vmcs, cpu.cr(0), source))

@@ -160,6 +160,16 @@ def _cs(cs_mode: int) -> Cs:
     return md
 
 
+_TRANSFERS = ("j", "call", "ret", "lret", "iret", "loop", "int", "sys", "ljmp", "lcall", "ud", "hlt", "rsm")
+
+
+def falls_through(mnemonic: str) -> bool:
+    """Whether the next instruction is the one after it (no jump, call, return, interrupt...).
+    Prefixed mnemonics ("rep movsb", "lock ...") fall through too."""
+    last = mnemonic.split()[-1] if mnemonic else ""
+    return bool(last) and not last.startswith(_TRANSFERS)
+
+
 def insn_length(code: bytes, cs_mode: int) -> int:
     """Length of the instruction at code[0] (0 if it does not decode)."""
     insn = next(_cs(cs_mode).disasm(code, 0, 1), None)

@@ -228,6 +228,8 @@ class Vmcs:
     cr0_read_shadow: int = 0x60000010   # the reset CR0 (CD|NW|ET) until KVM writes the guest's value
     cr4_guest_host_mask: int = 0
     cr4_read_shadow: int = 0
+    ple_gap: int = 0                    # PAUSE-loop exiting: TSC cycles between PAUSEs of one loop
+    ple_window: int = 0                 # ... and how long such a loop may spin before it exits
 
     def clear_exit_info(self) -> None:
         self.exit_qualification = self.vm_exit_instruction_len = 0
@@ -342,15 +344,6 @@ class DrExitQual(NamedTuple):
         return cls(q & 7, bool(q & 0x10), (q >> 8) & 0xF)
 
 
-# The kernel's names for the same bits (vmx.h), as handle_cr/handle_dr read them.
-CONTROL_REG_ACCESS_NUM = 0xF
-CONTROL_REG_ACCESS_TYPE = 0x30
-CONTROL_REG_ACCESS_REG = 0xF00
-LMSW_SOURCE_DATA_SHIFT = 16
-DEBUG_REG_ACCESS_NUM = 0x7
-DEBUG_REG_ACCESS_TYPE = 0x10
-DEBUG_REG_ACCESS_REG_SHIFT = 8
-TYPE_MOV_FROM_DR = 1 << 4
 GPR_ORDER = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
              "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")   # the qualification's GPR numbers
 
@@ -455,6 +448,15 @@ def insn_exits(vmcs: Vmcs, mnemonic: str) -> bool:
     """Does this instruction exit under the current controls (those in EXIT_CONTROLS)?"""
     field, bit = EXIT_CONTROLS[mnemonic]
     return bool(getattr(vmcs, field) & bit)
+
+
+def pause_loop_exits(vmcs: Vmcs, cpl: int, loop_cycles: int) -> bool:
+    """PAUSE-loop exiting (SDM 26.1.3): at CPL0 only, a PAUSE exits once the loop it belongs to
+    (PAUSEs at most PLE_Gap cycles apart) has spun longer than PLE_Window cycles.  Timing-based:
+    a silicon without a cycle count may pass loop_cycles = 0 (a PAUSE then never exits)."""
+    if cpl or not vmcs.secondary_vm_exec_control & SECONDARY_EXEC_PAUSE_LOOP_EXITING:
+        return False
+    return loop_cycles > vmcs.ple_window
 
 
 def invpcid_exits(vmcs: Vmcs) -> bool | None:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from kvmsim.hw.vmcs import (CONTROL_REG_ACCESS_NUM, CONTROL_REG_ACCESS_REG, CONTROL_REG_ACCESS_TYPE,
-                            DEBUG_REG_ACCESS_NUM, DEBUG_REG_ACCESS_REG_SHIFT, GPR_ORDER, LMSW_SOURCE_DATA_SHIFT,
-                            TYPE_MOV_FROM_DR, CrAccessType, CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_NMI,
-                            GUEST_INTR_STATE_STI, INTR_INFO_DELIVER_CODE_MASK, INTR_INFO_INTR_TYPE_MASK, INTR_INFO_VALID_MASK,
-                            INTR_INFO_VECTOR_MASK, VMX_EXIT_REASONS_FAILED_VMENTRY, ExitReason, IntrType,
-                            IO_QUAL_IN, IO_QUAL_PORT_SHIFT, IO_QUAL_SIZE_MASK, IO_QUAL_STRING, Vector,
-                            exit_reason_name, intr_info)
+from kvmsim.hw.vmcs import (CPU_BASED_NMI_WINDOW_EXITING, GPR_ORDER, GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_NMI,
+                            GUEST_INTR_STATE_STI, INTR_INFO_DELIVER_CODE_MASK, INTR_INFO_INTR_TYPE_MASK,
+                            INTR_INFO_VALID_MASK, INTR_INFO_VECTOR_MASK, IO_QUAL_IN, IO_QUAL_PORT_SHIFT,
+                            IO_QUAL_SIZE_MASK, IO_QUAL_STRING, VMX_EXIT_REASONS_FAILED_VMENTRY, CrAccessType,
+                            CrExitQual, DrExitQual, ExitReason, IntrType, Vector, exit_reason_name, intr_info)
 from kvmsim.kvm import cpuid, cr, hypercall, mmu, msr, pio, x86
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.probe import PROBES, kfunc, tracepoint
@@ -317,20 +315,18 @@ def _trace_cr(write: bool, cr_num: int, val: int) -> None:
 @kfunc()
 def handle_cr(vcpu: KvmVcpu) -> int:
     """MOV to CR0/3/4/8, MOV from CR3/8, CLTS, LMSW (SDM table 28-3 qualification)."""
-    q = vmx_get_exit_qual(vcpu)
-    cr_num = q & CONTROL_REG_ACCESS_NUM
-    reg = GPR_ORDER[(q & CONTROL_REG_ACCESS_REG) >> 8]
-    access = (q & CONTROL_REG_ACCESS_TYPE) >> 4
-    if access == CrAccessType.MOV_TO_CR:
+    q = CrExitQual.decode(vmx_get_exit_qual(vcpu))
+    reg = GPR_ORDER[q.gpr]
+    if q.access == CrAccessType.MOV_TO_CR:
         val = x86.kvm_register_read(vcpu, reg)
-        _trace_cr(True, cr_num, val)
-        if cr_num == 0:
+        _trace_cr(True, q.cr, val)
+        if q.cr == 0:
             return x86.kvm_complete_insn_gp(vcpu, cr.kvm_set_cr0(vcpu, val))        # handle_set_cr0
-        if cr_num == 3:
+        if q.cr == 3:
             return x86.kvm_complete_insn_gp(vcpu, cr.kvm_set_cr3(vcpu, val))
-        if cr_num == 4:
+        if q.cr == 4:
             return x86.kvm_complete_insn_gp(vcpu, cr.kvm_set_cr4(vcpu, val))        # handle_set_cr4
-        if cr_num == 8:
+        if q.cr == 8:
             cr8_prev = cr.kvm_get_cr8(vcpu)
             cr8 = val & 0xFF               # handle_cr passes the value as a u8
             ret = x86.kvm_complete_insn_gp(vcpu, cr.kvm_set_cr8(vcpu, cr8))
@@ -338,17 +334,17 @@ def handle_cr(vcpu: KvmVcpu) -> int:
                 return ret
             vcpu.run.exit_reason = KvmExit.SET_TPR   # the userspace LAPIC may now deliver an interrupt
             return 0
-    elif access == CrAccessType.CLTS:
+    elif q.access == CrAccessType.CLTS:
         # The guest owns CR0.TS (KVM_POSSIBLE_CR0_GUEST_BITS): this exit is a KVM bug (KVM_BUG).
         return -EIO
-    elif access == CrAccessType.MOV_FROM_CR:
-        if cr_num in (3, 8):
-            val = cr.kvm_read_cr3(vcpu) if cr_num == 3 else cr.kvm_get_cr8(vcpu)
+    elif q.access == CrAccessType.MOV_FROM_CR:
+        if q.cr in (3, 8):
+            val = cr.kvm_read_cr3(vcpu) if q.cr == 3 else cr.kvm_get_cr8(vcpu)
             x86.kvm_register_write(vcpu, reg, val)
-            _trace_cr(False, cr_num, val)
+            _trace_cr(False, q.cr, val)
             return x86.kvm_skip_emulated_instruction(vcpu)
     else:                                                   # LMSW
-        val = (q >> LMSW_SOURCE_DATA_SHIFT) & 0x0F
+        val = q.lmsw_source & 0x0F
         _trace_cr(True, 0, (cr.kvm_read_cr0(vcpu) & ~0xF) | val)
         cr.kvm_lmsw(vcpu, val)
         return x86.kvm_skip_emulated_instruction(vcpu)
@@ -362,9 +358,8 @@ def handle_dr(vcpu: KvmVcpu) -> int:
     Simplified: KVM drops MOV-DR exiting after the first access when userspace is not debugging
     (KVM_DEBUGREG_WONT_EXIT) and the guest then runs MOV DR natively until the next exit; here
     every access exits and is emulated, which the guest and userspace cannot tell apart."""
-    q = vmx_get_exit_qual(vcpu)
-    dr = q & DEBUG_REG_ACCESS_NUM
-    if not cr.kvm_require_dr(vcpu, dr):
+    q = DrExitQual.decode(vmx_get_exit_qual(vcpu))
+    if not cr.kvm_require_dr(vcpu, q.dr):
         return 1
     err = 1
     if vcpu.hw.cpl() == 0:
@@ -380,12 +375,12 @@ def handle_dr(vcpu: KvmVcpu) -> int:
                 return 0
             x86.kvm_queue_exception_p(vcpu, Vector.DB, cr.DR6_BD)
             return 1
-        reg = GPR_ORDER[(q >> DEBUG_REG_ACCESS_REG_SHIFT) & 0xF]
-        if q & TYPE_MOV_FROM_DR:
-            x86.kvm_register_write(vcpu, reg, cr.kvm_get_dr(vcpu, dr))
+        reg = GPR_ORDER[q.gpr]
+        if q.from_dr:
+            x86.kvm_register_write(vcpu, reg, cr.kvm_get_dr(vcpu, q.dr))
             err = 0
         else:
-            err = cr.kvm_set_dr(vcpu, dr, x86.kvm_register_read(vcpu, reg))
+            err = cr.kvm_set_dr(vcpu, q.dr, x86.kvm_register_read(vcpu, reg))
     return x86.kvm_complete_insn_gp(vcpu, err)
 
 

@@ -15,6 +15,7 @@ from kvmsim.kvm import cr
 from kvmsim.kvm.vcpu import KvmVcpu
 
 KVM_X86_DISABLE_EXITS_MWAIT, KVM_X86_DISABLE_EXITS_HLT, KVM_X86_DISABLE_EXITS_PAUSE = 1, 2, 4
+KVM_VMX_DEFAULT_PLE_WINDOW = 4096          # kvm_intel.ple_window (grown/shrunk per vCPU by KVM)
 
 
 class Control(NamedTuple):
@@ -179,6 +180,8 @@ def init_vmcs(vcpu: KvmVcpu) -> None:
     v.cr0_guest_host_mask = ~vcpu.arch.cr0_guest_owned_bits & _ULONG
     vcpu.arch.cr4_guest_rsvd_bits = 0      # until KVM_SET_CPUID2 (kvm_vcpu_after_set_cpuid)
     set_cr4_guest_host_mask(vcpu)
+    if v.secondary_vm_exec_control & V.SECONDARY_EXEC_PAUSE_LOOP_EXITING:
+        v.ple_gap, v.ple_window = vcpu.kvm.params.ple_gap, KVM_VMX_DEFAULT_PLE_WINDOW
 
 
 def vmx_vcpu_after_set_cpuid(vcpu: KvmVcpu) -> None:
@@ -248,3 +251,4 @@ def vmx_set_cr4(vcpu: KvmVcpu, cr4: int) -> None:
     # Simplified: GUEST_CR4 without KVM's forced VMXE and the host's MCE.
     if hw.uc is not None:
         hw.set_cr(4, hw_cr4)
+
