@@ -10,6 +10,7 @@ import ctypes
 from unicorn import x86_const as U
 
 from kvmsim.hw import event, paging
+from kvmsim.hw.vmcs import Vector
 from kvmsim.hw.cpux86 import (DESC_B_MASK, DESC_L_MASK, DESC_P_MASK, HF_CS32_MASK, HF_CS64_MASK, HF_LMA_MASK, HF_PE_MASK, R_CS, R_SS, SEG_INDEX,
                               SegmentCache, update_hflags)
 from kvmsim.hw.ucraw import uc_reg_read, uc_reg_read_batch, uc_reg_write
@@ -179,9 +180,9 @@ class CpuState:
             sc.selector, sc.base, sc.limit, sc.flags = selector, 0, 0, (selector & 3) << 13 if name == "ss" else 0
         else:
             seg = self._load_descriptor(selector)
+            if not seg.present:   # the cache keeps its old contents
+                raise event.DeliveryFault(Vector.SS if name == "ss" else Vector.NP, selector & ~3)
             seg_to_cache(sc, seg)
-            if not seg.present:
-                sc.flags = (seg.type << 8 | seg.s << 12 | seg.dpl << 13)
         if name in ("fs", "gs"):
             self._rc.pop(name + "_base", None)
         self._state_changed()
@@ -239,11 +240,14 @@ class CpuState:
         return seg
 
     def _load_descriptor(self, sel: int) -> KvmSegment:
-        """The descriptor a protected-mode load of `sel` reads from the GDT or LDT."""
+        """The descriptor a protected-mode load of `sel` reads from the GDT or LDT: #GP(selector)
+        beyond the table's limit, #PF if the table is not mapped (event.DeliveryFault either way)."""
         env = self._env
-        table = env.ldt.base if sel & 4 else env.gdt.base
+        table, limit = (env.ldt.base, env.ldt.limit) if sel & 4 else (env.gdt.base, env.gdt.limit)
+        if (sel | 7) > limit:
+            raise event.DeliveryFault(Vector.GP, sel & ~3)
         # An implicit supervisor access whatever the CPL (SDM 4.6): and the CPL is what is being loaded.
-        raw = int.from_bytes(self.read_linear_bytes(table + (sel & ~7), 8, user=False), "little")
+        raw = self.read_linear(table + (sel & ~7), 8, user=False)
         limit = (raw & 0xFFFF) | ((raw >> 32) & 0xF0000)
         g = (raw >> 55) & 1
         base = ((raw >> 16) & 0xFFFFFF) | (((raw >> 56) & 0xFF) << 24)
