@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test bench fuzz-emulator diff check clean
+.PHONY: run test bench fuzz-emulator fuzz-guests fuzz-guests-diff diff check clean
 
 run: $(STAMP)
 	$(BIN)/kvmsim run scenarios/mmio-read-no-decode.yaml
@@ -17,6 +17,19 @@ bench: $(STAMP)
 
 fuzz-emulator: $(STAMP)
 	$(BIN)/python -m pytest -q -m fuzz tests/emulate
+
+# Random guests through the whole simulator (kvmsim/fuzz): FUZZ_GUESTS per mode, non-zero exit on any BUG.
+# The -diff variant runs each guest on /dev/kvm too and reports how often the exit streams agree.
+FUZZ_GUESTS ?= 2000
+FUZZ_SEED   ?= 1
+FUZZ_JOBS   ?= 1
+FUZZ_ARGS    = --count $(FUZZ_GUESTS) --seed $(FUZZ_SEED) --jobs $(FUZZ_JOBS)
+
+fuzz-guests: $(STAMP)
+	$(BIN)/python -m kvmsim.fuzz $(FUZZ_ARGS)
+
+fuzz-guests-diff: $(STAMP)
+	$(BIN)/python -m kvmsim.fuzz --diff $(FUZZ_ARGS)
 
 diff: $(STAMP)
 	$(BIN)/kvmsim diff scenarios/*.yaml

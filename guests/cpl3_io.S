@@ -23,13 +23,6 @@
         .error  "cpl3_io.S is long64 only"
 .endif
 
-USER_DS  = 0x30 | 3
-USER_CS  = 0x38 | 3
-TSS_SEL  = 0x20
-TSS      = 0x2800           # boot.py's TSS (zeroed)
-IOMAP    = 0x68             # I/O bitmap offset inside the TSS
-TSS_LIM  = IOMAP + 0x400/8  # bitmap for ports 0-0x3ff, plus the required trailing 0xff byte
-USER_RSP = 0x70000
 
         GUEST_ENTRY
         INSTALL_EXCEPTION_HANDLERS
@@ -39,31 +32,11 @@ USER_RSP = 0x70000
         movl    $10, %ecx
         rep stosl
         # TSS: RSP0, I/O map base, the bitmap (all ports denied but 0x60 and 0xf4), the trailing 0xff
-        movq    $0x80000, TSS + 4
-        movw    $IOMAP, TSS + 0x66
-        movl    $TSS + IOMAP, %edi
-        movb    $0xff, %al
-        movl    $0x400/8 + 1, %ecx
-        rep stosb
+        CPL3_IOMAP_DENY_ALL
         andb    $~1, TSS + IOMAP + 0x60/8
         andb    $0x0f, TSS + IOMAP + KVMSIM_EXIT_PORT/8     # ports 0xf4-0xf7: the 4-byte OUT
-        # our GDT (TSS descriptor re-made available, limit covering the bitmap), then LTR
-        lgdt    gdtr
-        movw    $TSS_SEL, %ax
-        ltr     %ax
-        # user-accessible first 2 MiB: PML4[0], PDPT[0], PD[0][0] (boot.py's identity map)
-        orl     $4, 0x4000
-        orl     $4, 0x5000
-        orl     $4, 0x6000
-        movq    %cr3, %rax
-        movq    %rax, %cr3
-        # to CPL3, IOPL 0
-        pushq   $USER_DS
-        pushq   $USER_RSP
-        pushq   $0x2
-        pushq   $USER_CS
-        pushq   $user
-        iretq
+        # our GDT, LTR, the first 2 MiB user-accessible, then to CPL3 with IOPL 0
+        CPL3_ENTER user
 
 user:
         movl    $RESULTS, %edi
@@ -98,18 +71,4 @@ user:
         EXIT    0
 
         .data
-        .balign 16
-gdt:
-        .quad   0                           # 0x00
-        .quad   0x00cf9b000000ffff          # 0x08 code32
-        .quad   0x00cf93000000ffff          # 0x10 data
-        .quad   0x00af9b000000ffff          # 0x18 code64
-        .word   TSS_LIM, TSS & 0xffff       # 0x20 64-bit TSS, available (type 9)
-        .byte   (TSS >> 16) & 0xff, 0x89, 0, 0
-        .quad   0
-        .quad   0x00cff3000000ffff          # 0x30 user data, DPL 3
-        .quad   0x00affb000000ffff          # 0x38 user code64, DPL 3
-gdt_end:
-gdtr:
-        .word   gdt_end - gdt - 1
-        .quad   gdt
+        CPL3_GDT

@@ -62,13 +62,6 @@ CPL0 = 1 - KVMSIM_MODE_LONG64
         REPORT  e, "\msg"
 .endm
 
-USER_DS  = 0x30 | 3
-USER_CS  = 0x38 | 3
-TSS_SEL  = 0x20
-TSS      = 0x2800           # boot.py's TSS (zeroed)
-IOMAP    = 0x68             # I/O bitmap offset inside the TSS
-TSS_LIM  = IOMAP + 0x400/8  # bitmap for ports 0-0x3ff, plus the required trailing 0xff byte
-USER_RSP = 0x70000
 
         GUEST_ENTRY
         INSTALL_EXCEPTION_HANDLERS
@@ -76,28 +69,10 @@ USER_RSP = 0x70000
 .if CPL0 == 0
         # TSS: RSP0, the I/O bitmap (only the 16550 at 0x3f8-0x3ff and the debug-exit port
         # 0xf4-0xf7 allowed), our GDT with ring-3 segments, LTR, U on the first 2 MiB, IRETQ.
-        movq    $0x80000, TSS + 4
-        movw    $IOMAP, TSS + 0x66
-        movl    $TSS + IOMAP, %edi
-        movb    $0xff, %al
-        movl    $0x400/8 + 1, %ecx
-        rep stosb
+        CPL3_IOMAP_DENY_ALL
         movb    $0, TSS + IOMAP + KVMSIM_SERIAL_PORT/8
         andb    $0x0f, TSS + IOMAP + KVMSIM_EXIT_PORT/8
-        lgdt    gdtr
-        movw    $TSS_SEL, %ax
-        ltr     %ax
-        orl     $4, 0x4000
-        orl     $4, 0x5000
-        orl     $4, 0x6000
-        movq    %cr3, %rax
-        movq    %rax, %cr3
-        pushq   $USER_DS
-        pushq   $USER_RSP
-        pushq   $0x2
-        pushq   $USER_CS
-        pushq   $user
-        iretq
+        CPL3_ENTER user
 .endif
 
 user:
@@ -136,19 +111,5 @@ user:
 
 .if CPL0 == 0
         .data
-        .balign 16
-gdt:
-        .quad   0                               # 0x00
-        .quad   0x00cf9b000000ffff              # 0x08 code32
-        .quad   0x00cf93000000ffff              # 0x10 data
-        .quad   0x00af9b000000ffff              # 0x18 code64
-        .word   TSS_LIM, TSS & 0xffff           # 0x20 64-bit TSS, available (type 9)
-        .byte   (TSS >> 16) & 0xff, 0x89, 0, 0
-        .quad   0
-        .quad   0x00cff3000000ffff              # 0x30 user data, DPL 3
-        .quad   0x00affb000000ffff              # 0x38 user code64, DPL 3
-gdt_end:
-gdtr:
-        .word   gdt_end - gdt - 1
-        .quad   gdt
+        CPL3_GDT
 .endif

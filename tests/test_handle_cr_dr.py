@@ -263,3 +263,27 @@ def test_dr7_gd_turns_the_access_into_db_with_bd(long64) -> None:
     assert mov_dr(vcpu, 0, True) == 1
     exc = vcpu.arch.exception
     assert exc.pending and exc.vector == Vector.DB and exc.payload == cr.DR6_BD and vcpu.hw.reg("rip") == rip
+
+
+# ---------------------------------------------------------------- WRMSR(EFER)
+
+def _wrmsr_efer(vcpu, value: int) -> int:
+    vcpu.hw.set_reg("rcx", EFER)
+    vcpu.hw.set_reg("rax", value & 0xFFFF_FFFF)
+    vcpu.hw.set_reg("rdx", value >> 32)
+    return _exit(vcpu, ExitReason.MSR_WRITE, 0, 2)
+
+
+def test_wrmsr_efer_cannot_change_lme_while_paging(long64) -> None:
+    vcpu = long64.vcpu.vcpu
+    efer = vcpu.hw.efer()
+    assert _wrmsr_efer(vcpu, efer & ~cr.EFER_LME) == 1 and gp_queued(vcpu) and vcpu.hw.efer() == efer
+    assert _wrmsr_efer(vcpu, efer | 1) == 1 and not vcpu.arch.exception.pending        # SCE is fine
+    assert vcpu.hw.efer() & 1
+
+
+def test_wrmsr_efer_lma_bit_is_the_cpus_and_reserved_bits_are_gp(prot32) -> None:
+    vcpu = prot32.vcpu.vcpu
+    assert _wrmsr_efer(vcpu, cr.EFER_LMA) == 1 and not vcpu.arch.exception.pending
+    assert not vcpu.hw.efer() & cr.EFER_LMA                  # no paging: the written LMA is dropped
+    assert _wrmsr_efer(vcpu, 1 << 12) == 1 and gp_queued(vcpu)   # SVME: reserved here

@@ -21,7 +21,7 @@ from unicorn import unicorn_const as UCC
 from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 
 from kvmsim.errors import KvmSimBug
-from kvmsim.hw import ctrlregs, event, paging, quirks
+from kvmsim.hw import ctrlregs, event, fixups, paging, quirks
 from kvmsim.hw.cpux86 import env_of
 from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, falls_through, insn_length
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
@@ -39,6 +39,8 @@ X86_CR4_OSXSAVE = 1 << 18
 X86_CR4_PCE = 1 << 8
 EFLAGS_RF = 1 << 16
 EFLAGS_VM = event.EFLAGS_VM
+# MSRs that hold a linear address; WRMSR of a non-canonical value is #GP (SDM WRMSR).
+CANONICAL_MSRS = frozenset({0xC0000100, 0xC0000101, 0xC0000102, 0x175, 0x176})
 # KVM's exception bitmap with EPT on (vmx update_exception_bitmap); KVM adds #GP for the VMware backdoor.
 DEFAULT_EXCEPTION_BITMAP = frozenset({Vector.UD, Vector.MC, Vector.AC})
 # Enum members read on every exit, bound once (a class-attribute lookup on an Enum costs ~70 ns).
@@ -81,6 +83,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
         """One x86-64 CPU for every mode: the engine is always unicorn's 64-bit one; the state a
         new vCPU starts in is KVM's to set (kvm/reset.py, kvm_vcpu_reset)."""
         uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        uc.ctl_set_cpu_model(quirks.SILICON_CPU_MODEL)   # before anything makes unicorn create its CPU
+        quirks.no_until_address(uc)
+        quirks.fpu_reset(uc)     # XCR0, FCW and MXCSR as KVM's vCPU reset leaves them; unicorn has 0s
         self._uch = uc._uch
         self._env = env_of(uc)
         ids = SNAP_IDS
@@ -233,9 +238,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
             ecx = self.reg("rcx") & 0xFFFF_FFFF
             if ecx not in self.msr_passthrough:
                 return self._exit(insn.reason, 0, dec.length)
-            self._passthrough_msr(insn.reason is ExitReason.MSR_WRITE, ecx)
-            self.set_reg("rip", self.reg("rip") + dec.length)
-            return False
+            return self._passthrough_msr(insn.reason is ExitReason.MSR_WRITE, ecx, dec.length)
         # Soft interrupt: INT3/INTO/INT1/INT n go straight through the guest IDT (not intercepted).
         op = dec.code[-2] if dec.mnemonic == "int" else dec.code[-1]
         vector = {0xCC: Vector.BP, 0xCE: Vector.OF, 0xF1: Vector.DB}.get(op, dec.code[-1])
@@ -357,7 +360,13 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
             self.flush_regs()
             if length:
                 uc.ctl_remove_cache(addr, addr + length + 1)
-                uc.emu_start(self.reg("rip"), addr + length)
+                uc.ctl_set_exits([addr + length])   # emu_start's `until` is inert (quirks.no_until_address)
+                try:
+                    uc.emu_start(self.reg("rip"), addr + length)
+                finally:
+                    uc.ctl_set_exits([])
+                if (addr + length) >> 12 != addr >> 12:
+                    quirks.reset_old_exception(uc)   # the exit's page may have no mapping: no_until_address
                 uc.ctl_remove_cache(addr + length, addr + length + 1)   # the TB with that stop in it
             else:
                 uc.emu_start(self.reg("rip"), 1 << 63, 0, 1)
@@ -377,14 +386,26 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
             raise KvmSimBug(f"unicorn stopped with {err} stepping the instruction at {addr:#x}")
         return False
 
-    def _passthrough_msr(self, write: bool, ecx: int) -> None:
-        """The MSR bitmap lets the guest touch this MSR directly: the CPU's own RDMSR/WRMSR."""
+    def _passthrough_msr(self, write: bool, ecx: int, length: int) -> bool:
+        """The MSR bitmap lets the guest touch this MSR directly: the CPU's own RDMSR/WRMSR.
+        An address MSR (FS/GS/KERNEL_GS base, SYSENTER_ESP/EIP) takes canonical values only:
+        WRMSR of any other is #GP(0) (unicorn stores it)."""
         if write:
-            self.uc.msr_write(ecx, (self.reg("rdx") & 0xFFFF_FFFF) << 32 | (self.reg("rax") & 0xFFFF_FFFF))
+            value = (self.reg("rdx") & 0xFFFF_FFFF) << 32 | (self.reg("rax") & 0xFFFF_FFFF)
+            if ecx in CANONICAL_MSRS and (value >> 47) not in (0, 0x1FFFF):
+                return self._exception(Vector.GP, 0)
+            self.uc.msr_write(ecx, value)
         else:
             val = self.uc.msr_read(ecx)
             self.set_reg("rax", val & 0xFFFF_FFFF)
             self.set_reg("rdx", val >> 32)
+        self.set_reg("rip", self.reg("rip") + length)
+        return False
+
+    def set_xcr0(self, value: int) -> None:
+        """The guest's XCR0, as KVM loads it before VM entry (kvm_load_guest_xsave_state)."""
+        quirks.set_xcr0(self.uc or self._power_on(), value)
+        self._rc.clear()
 
     def _default_op32(self) -> bool:
         mode = self.mode()
@@ -397,8 +418,11 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
             access, addr, size = args
             return self._ept_exit(access, addr)
         if kind == "intr":
+            # The error code QEMU computed (unicorn's hook passes the vector only), and the
+            # vector the CPU would have chosen where QEMU's differs (fixups.correct_exception).
             quirks.reset_old_exception(self.uc)
-            return self._exception(args[0], None)
+            vector, err = fixups.correct_exception(self, args[0], args[1])
+            return self._exception(vector, err)
         raise KvmSimBug(f"unknown pending event {kind}")
 
     def _ept_exit(self, access: int, linear: int) -> bool:
@@ -454,11 +478,15 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
         return False
 
     def _on_unmapped_raw(self, uch: object, access: int, addr: int, size: int, value: int, _: object) -> bool:
-        self._pending = ("mem", access, addr, size)
+        # The first access is the one silicon stops on.  A QEMU helper doing several stores
+        # (FXSAVE, XSAVE, FNSAVE) calls this once per store and goes on (hw/fixups.py stops
+        # those instructions before they run); the ordinary TCG store stops after one call.
+        if self._pending is None:
+            self._pending = ("mem", access, addr, size)
         return False
 
     def _on_intr(self, uc: Uc, intno: int, _: object) -> None:
-        self._pending = ("intr", intno)
+        self._pending = ("intr", intno, quirks.error_code(uc))
         uc.emu_stop()
 
     def request_stop(self) -> None:

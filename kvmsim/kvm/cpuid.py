@@ -1,7 +1,9 @@
 """Model of arch/x86/kvm/cpuid.c: kvm_emulate_cpuid / kvm_cpuid over the entries set by KVM_SET_CPUID2.
 
 The default table is what a VMM would set on a plausible Intel VMX host (Skylake-SP
-class, after KVM's KVM_GET_SUPPORTED_CPUID filtering); scenarios override entries.
+class, after KVM's KVM_GET_SUPPORTED_CPUID filtering); scenarios override entries.  What it
+advertises must run on the silicon (unicorn's hw/quirks.SILICON_CPU_MODEL): checked feature by
+feature in tests/test_native_fidelity.py, which names the known gaps (AVX, AVX2, FMA, F16C).
 """
 
 from __future__ import annotations

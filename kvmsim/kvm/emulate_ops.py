@@ -337,7 +337,11 @@ class VcpuEmulateOps:
         self.vcpu.requests.add("KVM_REQ_TRIPLE_FAULT")
 
     def set_xcr(self, ctxt, index: int, xcr: int) -> int:
-        return 0 if index == 0 and xcr & 1 and not xcr & ~7 else 1
+        if not (index == 0 and xcr & 1 and not xcr & ~7):
+            return 1
+        self.vcpu.arch.msrs["xcr0"] = xcr   # as kvm_emulate_xsetbv: KVM's XCR0, loaded on the silicon
+        self.vcpu.hw.set_xcr0(xcr)
+        return 0
 
     def get_untagged_addr(self, ctxt, addr: int, flags: int) -> int:
         return addr

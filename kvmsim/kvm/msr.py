@@ -50,10 +50,36 @@ def kvm_set_msr(vcpu: KvmVcpu, index: int, data: int) -> int:
     if index not in KVM_MSRS:
         return KVM_MSR_RET_UNSUPPORTED
     if index == 0xC0000080:
-        if data & ~0xD01:   # EFER: only SCE, LME, LMA, NXE
+        if set_efer(vcpu, data):
             return 1
-        vcpu.hw.set_efer(data)
     vcpu.arch.msrs[index] = data
+    return 0
+
+
+EFER_SCE, EFER_LME, EFER_LMA, EFER_NX = 1 << 0, 1 << 8, 1 << 10, 1 << 11
+
+
+def __kvm_valid_efer(vcpu: KvmVcpu, efer: int) -> bool:
+    """LME/LMA need CPUID long mode, NXE needs NX (0x80000001 EDX bits 29 and 20)."""
+    from kvmsim.kvm.cr import guest_cpuid_has
+
+    if efer & (EFER_LME | EFER_LMA) and not guest_cpuid_has(vcpu, 0x80000001, 0, "edx", 29):
+        return False
+    return not (efer & EFER_NX and not guest_cpuid_has(vcpu, 0x80000001, 0, "edx", 20))
+
+
+def set_efer(vcpu: KvmVcpu, efer: int) -> int:
+    """WRMSR(EFER) by the guest: 1 (#GP) for reserved bits, features the guest lacks, or LME
+    changed while paging is on; LMA is the CPU's (vmx_set_efer keeps it), not the written bit."""
+    from kvmsim.kvm import cr
+
+    if efer & ~(EFER_SCE | EFER_LME | EFER_LMA | EFER_NX):
+        return 1
+    if not __kvm_valid_efer(vcpu, efer):
+        return 1
+    if cr.is_paging(vcpu) and (vcpu.hw.efer() ^ efer) & EFER_LME:
+        return 1
+    vcpu.hw.set_efer(efer)
     return 0
 
 

@@ -303,6 +303,7 @@ def kvm_emulate_xsetbv(vcpu: KvmVcpu) -> int:
     bad = hw.cpl() != 0 or index != 0 or not xcr & 1 or xcr & ~0x7 or (xcr & 4 and not xcr & 2)
     if not bad:
         vcpu.arch.msrs["xcr0"] = xcr  # type: ignore[index]
+        hw.set_xcr0(xcr)
     return x86.kvm_complete_insn_gp(vcpu, int(bool(bad)))
 
 

@@ -102,12 +102,14 @@ def _open_vm(sc: Scenario, backend: str) -> VmFd:
     return RealKvm().create_vm(owns_kvm=True)
 
 
-def make_machine(sc: Scenario, backend: str = "sim") -> Machine:
+def make_machine(sc: Scenario, backend: str = "sim", image: GuestImage | None = None) -> Machine:
     """Steps a VMM takes: memory, VM, vCPU, CPUID, boot state, devices.
 
-    Anything that fails half-way releases what was already made (fds, mappings).
+    `image`: an already built guest to load instead of building `sc.guest` (the random-guest
+    campaign patches bytes into one built template).  Anything that fails half-way releases
+    what was already made (fds, mappings).
     """
-    image = build_image(sc)
+    image = build_image(sc) if image is None else image
     vm = _open_vm(sc, backend)
     ram: list[tuple[int, mmap.mmap]] = []
     try:
@@ -284,19 +286,20 @@ def _read_guest(m: Machine, gpa: int, n: int) -> bytes:
 
 
 def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
-                 host_events: bool | None = None, max_exits: int | None = None) -> RunResult:
+                 host_events: bool | None = None, max_exits: int | None = None,
+                 image: GuestImage | None = None) -> RunResult:
     """Build, run and tear down one scenario.
 
     host_events (default: on for the kvm backend): record the real kernel's kvm:* tracepoints
     of the run into RunResult.host_events (realkvm/hostevents.py).  max_exits overrides the
-    scenario's limit (diff replays a run up to a given userspace exit).
+    scenario's limit (diff replays a run up to a given userspace exit).  image: see make_machine.
     """
     tracer = None
     if trace and backend == "sim":
         from kvmsim.trace.recorder import Recorder
 
         tracer = Recorder().start()
-    m = make_machine(sc, backend)
+    m = make_machine(sc, backend, image)
     if max_exits is not None:
         m.vmm.config.max_exits = max_exits
     host = None
