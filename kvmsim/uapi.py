@@ -300,6 +300,7 @@ class KvmIoeventfd(ctypes.Structure):
                 ("fd", ctypes.c_int32), ("flags", ctypes.c_uint32), ("pad", ctypes.c_uint8 * 36)]
 
 
+KVM_MEM_READONLY = 1 << 1          # kvm_userspace_memory_region.flags: a ROM (writes exit as MMIO)
 KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0
 KVM_IOEVENTFD_FLAG_PIO = 1 << 1
 KVM_IOEVENTFD_FLAG_DEASSIGN = 1 << 2

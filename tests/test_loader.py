@@ -21,7 +21,7 @@ BAD = REPO / "tests" / "data" / "bad_scenarios"
 BAD_CASES = [
     ("typo_field.yaml", 8, ["unknown field 'devics'", "did you mean 'devices'"]),
     ("wrong_type.yaml", 8, ["limits.max_exits", "'lots'"]),
-    ("bad_enum.yaml", 6, ["field guest.mode", "'real16', 'prot32' or 'long64'", "(got 'long65')"]),
+    ("bad_enum.yaml", 6, ["field guest.mode", "'real16', 'prot32', 'long64' or 'reset'", "(got 'long65')"]),
     ("missing_guest_file.yaml", 6, ["guest.source", "does-not-exist.S", "not found"]),
     ("yaml_syntax.yaml", 5, ["YAML syntax error", "line 4"]),
     ("bad_device_type.yaml", 8, ["unknown field 'valuez' in devices[1]", "did you mean 'values'",

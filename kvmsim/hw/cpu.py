@@ -13,25 +13,25 @@ import ctypes
 
 from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_16, Cs
 from capstone.x86_const import X86_OP_MEM, X86_REG_RIP
-from unicorn import (UC_ARCH_X86, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED,
-                     UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_MODE_16, UC_MODE_32, UC_MODE_64,
-                     UC_PROT_ALL, Uc, UcError)
+from unicorn import (UC_ARCH_X86, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE_PROT,
+                     UC_MEM_FETCH_UNMAPPED, UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED,
+                     UC_MODE_64, Uc, UcError)
 from unicorn import unicorn_const as UCC
-from unicorn import x86_const as U
 
 from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import ctrlregs, event, fixups, paging, quirks
+from kvmsim.hw.cpux86 import env_of
 from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, falls_through, insn_length
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
+                            EPT_VIOLATION_EXECUTABLE, EPT_VIOLATION_READABLE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
                             CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_NMI, NMI_HOST_INTR_INFO, IntrType,
                             IoExitQual, Vector, Vmcs, insn_exits, intr_info)
-from kvmsim.uapi import KvmRegs, KvmSegment, KvmSregs
 
 from kvmsim.hw.memory import GuestMemory
-from kvmsim.hw.registers import _SNAP_GPRS, REG_IDS, REG_IDS_32, CpuState
+from kvmsim.hw.registers import SNAP_IDS, CpuState
 from kvmsim.hw.trap import InsnTrap, _Decoded
 from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, uc_emu_start
 
@@ -55,13 +55,11 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
         self.uc: Uc | None = None
         self.vmcs = Vmcs()
         self.memslots: dict[int, tuple[int, int, int]] = {}   # slot -> (gpa, size, host address)
+        self.readonly_slots: set[int] = set()                 # KVM_MEM_READONLY slots
         self._slot_list: list[tuple[int, int, int]] = []
         self._dirty: dict[str, tuple[int, int]] = {}   # registers to write at the next entry
         self._wbuf = ctypes.c_uint64()
         self._begin = ctypes.c_uint64()   # emu_start's begin, reused
-        self._pending_regs: KvmRegs | None = None
-        self._pending_sregs: KvmSregs | None = None
-        self.seg_cache: dict[str, KvmSegment] = {}
         self.ept_mmio_gfns: set[int] = set()     # EPT entries KVM turned into MMIO SPTEs (misconfig)
         self.msr_passthrough: set[int] = set()   # MSR bitmap: indices that do not exit
         self.exception_bitmap: frozenset[int] = DEFAULT_EXCEPTION_BITMAP
@@ -71,50 +69,48 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
         self._trap_init()
         self._pending: tuple | None = None
         self.native_exceptions = 0
-        self._reg_ids = REG_IDS
         self._mode: str | None = None        # cached CPU mode; invalidated whenever it can change
         self._uch = None
         self._regbuf = ctypes.c_uint64()
         self._rc: dict[str, int] = {}        # register values read since the guest last ran
-        self._hi: dict[str, int] = {}        # 16/32-bit unicorn: upper halves (and R8-R15) it lacks
         self._efer: int | None = None
         self._mode_stale = False
-        self._mode_key: tuple[int, int, int] | None = None
+        self._mode_key: int | None = None
+        self._hflags_dirty = False
+        self._power_on()
 
     def _power_on(self) -> Uc:
-        sregs = self._pending_sregs or KvmSregs()
-        lma = bool(sregs.efer & paging.EFER_LMA)
-        mode = UC_MODE_64 if lma else (UC_MODE_32 if sregs.cr0 & paging.X86_CR0_PE else UC_MODE_16)
-        uc = Uc(UC_ARCH_X86, mode)
-        uc.ctl_set_cpu_model(quirks.SILICON_CPU_MODEL)
+        """One x86-64 CPU for every mode: the engine is always unicorn's 64-bit one; the state a
+        new vCPU starts in is KVM's to set (kvm/reset.py, kvm_vcpu_reset)."""
+        uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        uc.ctl_set_cpu_model(quirks.SILICON_CPU_MODEL)   # before anything makes unicorn create its CPU
         quirks.no_until_address(uc)
         quirks.fpu_reset(uc)     # XCR0, FCW and MXCSR as KVM's vCPU reset leaves them; unicorn has 0s
-        self._reg_ids = REG_IDS if mode == UC_MODE_64 else REG_IDS_32
         self._uch = uc._uch
-        ids = [self._reg_ids["rip"], self._reg_ids["cs"], self._reg_ids["rflags"], U.UC_X86_REG_CR0,
-               U.UC_X86_REG_CR3, U.UC_X86_REG_CR4] + [self._reg_ids[n] for n in _SNAP_GPRS]
+        self._env = env_of(uc)
+        ids = SNAP_IDS
         self._snap_ids = (ctypes.c_int32 * len(ids))(*ids)
         self._snap_vals = (ctypes.c_uint64 * len(ids))()
         self._snap_ptrs = (ctypes.c_void_p * len(ids))(*(ctypes.addressof(self._snap_vals) + 8 * i
                                                          for i in range(len(ids))))
-        for gpa, size, addr in self.memslots.values():
-            uc.mem_map_ptr(gpa, size, UC_PROT_ALL, addr)
+        for slot, (gpa, size, addr) in self.memslots.items():
+            uc.mem_map_ptr(gpa, size, self._slot_prot(slot), addr)
         # Registered raw (unicorn's Python wrapper adds ~1 us to every MMIO exit); kept alive on self.
         self._unmapped_cb = HOOK_MEM_INVALID_CFUNC(self._on_unmapped_raw)
         self._unmapped_hook = uc_hook_h()
-        status = uclib.uc_hook_add(self._uch, ctypes.byref(self._unmapped_hook), UC_HOOK_MEM_UNMAPPED,
+        status = uclib.uc_hook_add(self._uch, ctypes.byref(self._unmapped_hook),
+                                   UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_WRITE_PROT,
                                    self._unmapped_cb, None, ctypes.c_uint64(1), ctypes.c_uint64(0))
         if status:
             raise UcError(status)
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         self.uc = uc
         self._trap_power_on()
-        if self._pending_sregs is not None:
-            self._apply_sregs(self._pending_sregs)
-        if self._pending_regs is not None:
-            self._apply_regs(self._pending_regs)
-        self._pending_sregs = self._pending_regs = None
         return uc
+
+    def power_off(self) -> None:
+        """The VM is gone: drop the engine and the view into its CPU state (never read freed memory)."""
+        self.uc = self._env = None
 
     def enter_guest(self) -> None:
         """VM entry, run, VM exit: on return the VMCS exit fields describe why the guest stopped."""
@@ -438,9 +434,10 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
         raise KvmSimBug(f"unknown pending event {kind}")
 
     def _ept_exit(self, access: int, linear: int) -> bool:
-        """No memslot behind the access: EPT violation, or misconfig once KVM cached an MMIO SPTE."""
+        """No memslot behind the access: EPT violation, or misconfig once KVM cached an MMIO SPTE.
+        A write to a read-only memslot is an EPT violation on a present, readable+executable entry."""
         fetch = access == UC_MEM_FETCH_UNMAPPED
-        write = access == UC_MEM_WRITE_UNMAPPED
+        write = access == UC_MEM_WRITE_UNMAPPED or access == UC_MEM_WRITE_PROT
         try:
             gpa = self.translate(linear, write=write, fetch=fetch)
         except paging.PageFault:
@@ -449,6 +446,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
             return self._exit(ExitReason.EPT_MISCONFIG, 0, self._insn_len(), gpa=gpa)
         q = (EPT_VIOLATION_ACC_INSTR if fetch else EPT_VIOLATION_ACC_WRITE if write else EPT_VIOLATION_ACC_READ)
         q |= EPT_VIOLATION_GVA_IS_VALID | EPT_VIOLATION_GVA_TRANSLATED
+        if access == UC_MEM_WRITE_PROT:
+            q |= EPT_VIOLATION_READABLE | EPT_VIOLATION_EXECUTABLE
         return self._exit(ExitReason.EPT_VIOLATION, q, self._insn_len(), gpa=gpa, gla=linear)
 
     def _insn_len(self) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 
-from unicorn import UC_PROT_ALL, UcError
+from unicorn import UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UcError
 
 
 from kvmsim.hw import event, paging
@@ -18,15 +18,26 @@ _WALK_ADDR52 = 0x000F_FFFF_FFFF_F000
 class GuestMemory:
     """Mixin of SiliconVcpu: RAM behind memslots and the guest's own paging."""
 
-    def map_memslot(self, slot: int, gpa: int, size: int, host_addr: int) -> None:
+    def map_memslot(self, slot: int, gpa: int, size: int, host_addr: int, readonly: bool = False) -> None:
+        """EPT entries for a memslot: read/write/execute, or read/execute for KVM_MEM_READONLY."""
         self.memslots[slot] = (gpa, size, host_addr)
         self._slot_list = list(self.memslots.values())   # what the page walk scans
+        if readonly:
+            self.readonly_slots.add(slot)
         if self.uc is not None:
-            self.uc.mem_map_ptr(gpa, size, UC_PROT_ALL, host_addr)
+            self.uc.mem_map_ptr(gpa, size, self._slot_prot(slot), host_addr)
             self.code_written(gpa, size)
+
+    def _slot_prot(self, slot: int) -> int:
+        return UC_PROT_READ | UC_PROT_EXEC if slot in self.readonly_slots else UC_PROT_ALL
 
     def gpa_is_ram(self, gpa: int) -> bool:
         return any(g <= gpa < g + s for g, s, _ in self.memslots.values())
+
+    def gpa_is_readonly(self, gpa: int) -> bool:
+        """In a KVM_MEM_READONLY memslot: reads are RAM, writes fault to KVM."""
+        return any(self.memslots[n][0] <= gpa < self.memslots[n][0] + self.memslots[n][1]
+                   for n in self.readonly_slots)
 
     def read_phys(self, gpa: int, size: int) -> int:
         """Guest-physical RAM straight from the memslot's host memory (unicorn's mem_read costs ~4 us)."""

@@ -21,7 +21,7 @@ from kvmsim.kvm.emulate.flags import String, TwoMemOp
 from kvmsim.kvm.emulate.ops import DescPtr, DescStruct, X86Exception
 from kvmsim.kvm.vcpu import KvmMmioFragment, KvmVcpu
 from kvmsim.probe import PROBES, tracepoint
-from kvmsim.uapi import KvmExit
+from kvmsim.uapi import KvmExit, KvmSegment
 
 PAGE_SIZE = 4096
 _SREGS = ("es", "cs", "ss", "ds", "fs", "gs", "tr", "ldt")
@@ -106,6 +106,8 @@ class VcpuEmulateOps:
                     break
             else:
                 return X86EMUL_IO_NEEDED
+            if write and hw.readonly_slots and hw.gpa_is_readonly(gpa):
+                return X86EMUL_IO_NEEDED     # kvm_vcpu_write_guest fails on a KVM_MEM_READONLY slot
             if write:
                 ctypes.memmove(host, bytes(val[done:done + chunk]), chunk)
                 hw.code_written(gpa, chunk)
@@ -156,7 +158,7 @@ class VcpuEmulateOps:
             gpa = self._gva_to_gpa(addr, True, False, fault, False)
             if gpa is None:
                 return X86EMUL_PROPAGATE_FAULT
-            if self.hw.gpa_is_ram(gpa):
+            if self.hw.gpa_is_ram(gpa) and not self.hw.gpa_is_readonly(gpa):
                 cur = self.hw.uc.mem_read(gpa, bytes)
                 if bytes_(cur) != bytes_(old)[:bytes]:
                     return 4  # X86EMUL_CMPXCHG_FAILED
@@ -196,12 +198,11 @@ class VcpuEmulateOps:
         return s.selector, d, s.base >> 32
 
     def set_segment(self, ctxt, selector, desc, base3, seg) -> None:
-        # Simplified: unicorn loads the hidden part from the guest GDT when the selector is written,
-        # which is the descriptor the emulator just read from that same GDT.
-        name = _SREGS[seg]
-        if name in ("tr", "ldt"):
-            return
-        self.hw.set_reg(name, selector)
+        """emulator_set_segment: the descriptor the emulator loaded becomes the cache (kvm_set_segment)."""
+        self.hw.set_segment(_SREGS[seg], KvmSegment(
+            base=desc.base | (base3 << 32), limit=desc.limit_scaled(), selector=selector, type=desc.type,
+            present=desc.p, dpl=desc.dpl, db=desc.d, s=desc.s, l=desc.l, g=desc.g, avl=desc.avl,
+            unusable=0 if desc.p else 1))
 
     def get_cached_segment_base(self, ctxt, seg: int) -> int:
         return self.hw.seg_base(_SREGS[seg])
@@ -469,6 +470,8 @@ def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fau
                 break
         else:
             is_mmio = True
+    if write and not is_mmio and hw.readonly_slots and hw.gpa_is_readonly(gpa):
+        is_mmio = True    # emulator_write_phys fails on a KVM_MEM_READONLY slot: the write is MMIO
     if not is_mmio:
         try:
             if write:

@@ -14,8 +14,9 @@ from kvmsim.kvm import vmx, vmx_controls, x86
 from kvmsim.kvm.cpuid import default_cpuid_entries
 from kvmsim.kvm.iobus import CoalescedMmio, Ioeventfd
 from kvmsim.kvm.msr import VMX_PASSTHROUGH_MSRS
+from kvmsim.kvm.reset import kvm_vcpu_reset
 from kvmsim.kvm.vcpu import Kvm, KvmParams, KvmVcpu
-from kvmsim.uapi import KvmCpuidEntry2, KvmMsrExitReason, KvmRegs, KvmSregs
+from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, KvmRegs, KvmSregs
 
 
 def host_address(memory: memoryview) -> int:
@@ -76,9 +77,14 @@ class SimVmFd:
                                flags: int = 0) -> None:
         if guest_phys_addr & 0xFFF or len(memory) & 0xFFF:
             raise BackendError(f"KVM_SET_USER_MEMORY_REGION: slot {slot} not page aligned (EINVAL)")
+        if flags & ~KVM_MEM_READONLY:
+            raise BackendError(f"KVM_SET_USER_MEMORY_REGION: slot {slot} flags {flags:#x} (EINVAL)")
         self.kvm.memslots[slot] = (guest_phys_addr, len(memory), memory)
+        if flags & KVM_MEM_READONLY:
+            self.kvm.readonly_slots.add(slot)
         for vcpu in self.kvm.vcpus:
-            vcpu.hw.map_memslot(slot, guest_phys_addr, len(memory), host_address(memory))
+            vcpu.hw.map_memslot(slot, guest_phys_addr, len(memory), host_address(memory),
+                                slot in self.kvm.readonly_slots)
 
     def ioeventfd(self, addr: int, length: int, *, pio: bool = False, datamatch: int | None = None) -> Ioeventfd:
         """KVM_IOEVENTFD: MMIO length 0 goes on KVM_FAST_MMIO_BUS (and KVM_MMIO_BUS), as kvm_assign_ioeventfd."""
@@ -104,20 +110,20 @@ class SimVmFd:
 
     def create_vcpu(self, vcpu_id: int = 0) -> SimVcpuFd:
         vcpu = KvmVcpu(self.kvm, vcpu_id)
-        vcpu.arch.cpuid_entries = default_cpuid_entries()
         vcpu.hw.msr_passthrough = set(VMX_PASSTHROUGH_MSRS)   # vmx_vcpu_create: MSR bitmap
         vcpu.hw.exception_bitmap = vmx.vmx_exception_bitmap(self.kvm.params)
         vmx_controls.init_vmcs(vcpu)
+        kvm_vcpu_reset(vcpu)                                  # kvm_arch_vcpu_create, after vcpu_create
+        vcpu.arch.cpuid_entries = default_cpuid_entries()
         vmx_controls.vmx_vcpu_after_set_cpuid(vcpu)        # the default CPUID table above
         for slot, (gpa, size, mem) in self.kvm.memslots.items():
-            vcpu.hw.map_memslot(slot, gpa, size, host_address(mem))
+            vcpu.hw.map_memslot(slot, gpa, size, host_address(mem), slot in self.kvm.readonly_slots)
         self.kvm.vcpus.append(vcpu)
         return SimVcpuFd(vcpu)
 
     def close(self) -> None:
         for vcpu in self.kvm.vcpus:
-            if vcpu.hw.uc is not None:
-                vcpu.hw.uc = None
+            vcpu.hw.power_off()
         self.kvm.vcpus.clear()
 
 

@@ -67,6 +67,8 @@ def kvm_handle_noslot_fault(vcpu: KvmVcpu, gpa: int) -> int:
 def kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int) -> int:
     if not vcpu.hw.gpa_is_ram(gpa):
         return kvm_handle_noslot_fault(vcpu, gpa)
+    if error_code & PFERR_WRITE_MASK and vcpu.hw.gpa_is_readonly(gpa):
+        return RET_PF_EMULATE   # kvm_handle_error_pfn: KVM_PFN_ERR_RO_FAULT (no MMIO SPTE for a ROM)
     return RET_PF_FIXED  # Simplified: RAM memslots are mapped up front, so the fault is spurious-fixed.
 
 

@@ -154,6 +154,7 @@ class Kvm:
 
         self.params = params or KvmParams()
         self.memslots: dict[int, tuple[int, int, memoryview]] = {}
+        self.readonly_slots: set[int] = set()     # KVM_MEM_READONLY
         self.buses: dict[str, KvmIoBus] = {n: KvmIoBus(n) for n in
                                             ("KVM_MMIO_BUS", "KVM_PIO_BUS", "KVM_FAST_MMIO_BUS")}
         self.user_space_msr_mask = KvmMsrExitReason(0)

@@ -36,7 +36,7 @@ from kvmsim.scenario.schema import Scenario
 
 REG_ORDER = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11",
              "r12", "r13", "r14", "r15", "rip", "rflags")
-_CS_MODE = {"real16": CS_MODE_16, "prot32": CS_MODE_32, "long64": CS_MODE_64}
+_CS_MODE = {"real16": CS_MODE_16, "prot32": CS_MODE_32, "long64": CS_MODE_64, "reset": CS_MODE_16}
 
 Runner = Callable[..., RunResult]  # runner.run_scenario's signature
 
@@ -96,8 +96,11 @@ class GuestCode:
         """(length, mnemonic, "mnemonic operands") at RIP, or None outside the image.
 
         Simplified: reads the built image, not guest RAM (no scenario modifies its code), and
-        takes RIP as the linear address (boot.py's segments all have base 0).
+        takes RIP as the linear address (boot.py's segments all have base 0; a "reset" image
+        runs with the reset CS base 0xffff0000, its load address, under a 16-bit IP).
         """
+        if self.image.mode == "reset" and rip < 0x10000:
+            rip += self.image.load_addr
         off = rip - self.image.load_addr
         if not 0 <= off < len(self.image.image):
             return None

@@ -37,18 +37,19 @@ from typing import Callable, Literal, Mapping, Sequence
 
 from kvmsim.errors import GuestBuildError
 
-Mode = Literal["real16", "prot32", "long64"]
+Mode = Literal["real16", "prot32", "long64", "reset"]
 
-MODES: tuple[Mode, ...] = ("real16", "prot32", "long64")
+# "reset": 16-bit code linked at the 64 KiB below 4 GiB, entered at the reset vector 0xfffffff0.
+MODES: tuple[Mode, ...] = ("real16", "prot32", "long64", "reset")
 # Kept in step with kvmsim.vmm.boot.DEFAULT_ORIGIN (the scenario layer may not import vmm/).
-DEFAULT_ORIGIN: dict[str, int] = {"real16": 0x1000, "prot32": 0x100000, "long64": 0x100000}
+DEFAULT_ORIGIN: dict[str, int] = {"real16": 0x1000, "prot32": 0x100000, "long64": 0x100000, "reset": 0xFFFF0000}
 GUEST_LIB_DIR = Path(__file__).resolve().parents[2] / "guests" / "lib"
 TOOLS = ("as", "ld", "objcopy", "nm")
 CACHE_FORMAT = 1  # bump when the cached layout or the build recipe changes
 
-_AS_FLAGS = {"real16": ["--32"], "prot32": ["--32"], "long64": ["--64"]}
-_LD_EMULATION = {"real16": "elf_i386", "prot32": "elf_i386", "long64": "elf_x86_64"}
-_BITS = {"real16": 16, "prot32": 32, "long64": 64}
+_AS_FLAGS = {"real16": ["--32"], "prot32": ["--32"], "long64": ["--64"], "reset": ["--32"]}
+_LD_EMULATION = {"real16": "elf_i386", "prot32": "elf_i386", "long64": "elf_x86_64", "reset": "elf_i386"}
+_BITS = {"real16": 16, "prot32": 32, "long64": 64, "reset": 16}
 
 _LINKER_SCRIPT = """\
 SECTIONS

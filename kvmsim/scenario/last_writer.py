@@ -35,8 +35,9 @@ from kvmsim.scenario.guest_build import GuestImage
 from kvmsim.scenario.undefined_flags import (CONTROL_REGISTER_MOVE, COUNT_RULES, LEAVES_STRAIGHT_LINE, STATUS,
                                              FlagEffect, flag_effect, flag_names, masked_count)
 
-_CS_MODE = {"real16": CS_MODE_16, "prot32": CS_MODE_32, "long64": CS_MODE_64}
-_ADDR_BYTES = {"real16": 2, "prot32": 4, "long64": 4}
+# "reset": 16-bit code linked at 0xffff0000 (its addresses are 32-bit constants).
+_CS_MODE = {"real16": CS_MODE_16, "prot32": CS_MODE_32, "long64": CS_MODE_64, "reset": CS_MODE_16}
+_ADDR_BYTES = {"real16": 2, "prot32": 4, "long64": 4, "reset": 4}
 _STOP_GROUPS = frozenset((CS_GRP_CALL, CS_GRP_RET, CS_GRP_IRET, CS_GRP_INT))
 _RCX_NAMES = frozenset(("rcx", "ecx", "cx", "cl", "ch"))
 MAX_WALK = 4096   # bytes from the anchor symbol to RIP worth disassembling

@@ -16,7 +16,7 @@ from kvmsim.errors import BackendError, ScenarioError
 from kvmsim.scenario.guest_build import GuestImage, build_guest
 from kvmsim.scenario.result import RunResult
 from kvmsim.scenario.schema import Scenario
-from kvmsim.uapi import KvmCpuidEntry2, KvmMsrExitReason, VcpuFd, VmFd
+from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, VcpuFd, VmFd
 from kvmsim.vmm import boot
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.devices import DEVICE_TYPES
@@ -125,7 +125,7 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     for slot, m in enumerate(sc.memory):
         buf = mmap.mmap(-1, m.size)
         ram.append((m.gpa, buf))
-        vm.set_user_memory_region(slot, m.gpa, memoryview(buf))
+        vm.set_user_memory_region(slot, m.gpa, memoryview(buf), KVM_MEM_READONLY if m.readonly else 0)
     _load_image(ram, image, sc)
     vcpu = vm.create_vcpu(0)
     if sc.kvm.cpuid:

@@ -106,7 +106,8 @@ class _Model(BaseModel):
 
 # ---------------------------------------------------------------- guest
 
-GuestMode = Literal["real16", "prot32", "long64"]
+# reset: no boot set-up at all, the vCPU as KVM's reset leaves it (CS:IP f000:fff0, CS base 0xffff0000).
+GuestMode = Literal["real16", "prot32", "long64", "reset"]
 _SYMBOL_RE = re.compile(r"^[A-Za-z_.$][A-Za-z0-9_.$]*$")
 
 
@@ -167,6 +168,7 @@ class Memslot(_Model):
 
     gpa: U64
     size: Size
+    readonly: bool = Field(False, description="KVM_MEM_READONLY: a ROM; reads are RAM, writes exit as MMIO")
 
     @model_validator(mode="after")
     def _page_aligned(self) -> "Memslot":

@@ -27,6 +27,8 @@ real /dev/kvm one.  Guests (guests/lib/kvmsim.inc) rely on this fixed layout:
     real16: CS = DS = ES = FS = GS = SS = 0 (bases 0, limits 0xffff), CR0 = 0x60000010
             (the reset value; KVM's reset CS is f000:fff0 with base 0xffff0000, overridden
             here as selftests do), RFLAGS = 0x2.
+    reset:  nothing is written: the vCPU as KVM's reset leaves it (CS f000, base 0xffff0000,
+            IP 0xfff0: the first fetch is at 0xfffffff0, normally a KVM_MEM_READONLY slot).
     prot32: CR0 = PE|ET|NE (0x31), paging off, CR4 = 0, EFER = 0, RFLAGS = 0x2.
     long64: CR0 = PE|MP|ET|NE|WP|AM|PG (0x80050033), CR3 = 0x4000,
             CR4 = PAE|OSFXSR|OSXMMEXCPT (0x620), EFER = LME|LMA (0x500), RFLAGS = 0x2.
@@ -44,8 +46,9 @@ import struct
 from kvmsim.errors import ScenarioError
 from kvmsim.uapi import KvmRegs, KvmSegment, KvmSregs, VcpuFd
 
-MODES = ("real16", "prot32", "long64")
-DEFAULT_ORIGIN: dict[str, int] = {"real16": 0x1000, "prot32": 0x100000, "long64": 0x100000}
+MODES = ("real16", "prot32", "long64", "reset")
+DEFAULT_ORIGIN: dict[str, int] = {"real16": 0x1000, "prot32": 0x100000, "long64": 0x100000, "reset": 0xFFFF0000}
+RESET_VECTOR = 0xFFFFFFF0
 DEFAULT_STACK: dict[str, int] = {"real16": 0x7C00, "prot32": 0x80000, "long64": 0x80000}
 REAL16_STACK = DEFAULT_STACK["real16"]
 PROT_STACK = DEFAULT_STACK["prot32"]
@@ -219,6 +222,8 @@ def setup_boot(ram: memoryview, ram_gpa: int, vcpu: VcpuFd, mode: str, entry: in
     """
     if mode not in MODES:
         raise ScenarioError(None, None, f"unknown guest mode {mode!r} (one of {', '.join(MODES)})")
+    if mode == "reset":
+        return   # the vCPU stays as KVM's reset left it: the first fetch is at RESET_VECTOR
     if mode == "real16" and not 0 <= entry <= 0xFFFF:
         raise ScenarioError(None, None, f"real16 entry {entry:#x} is not reachable with CS = 0")
     mem = _Ram(memoryview(ram).cast("B"), ram_gpa, mode)
