@@ -218,3 +218,17 @@ def test_clts_runs_natively_while_the_guest_owns_cr0_ts() -> None:
         assert hw.vmcs.vm_exit_reason == R.HLT and not hw.reg("rbx") & 8
     finally:
         m.close()
+
+
+def test_sldt_in_real_mode_is_ud_before_a_descriptor_table_exit() -> None:
+    """SLDT is a candidate while descriptor-table exiting is on; in real mode it is #UD, which
+    comes before the exit."""
+    from kvmsim.hw.vmcs import SECONDARY_EXEC_DESC
+    m = machine(_guest(".byte 0x0f, 0x00, 0x00\n hlt"), "real16")
+    try:
+        hw = m.vcpu.vcpu.hw
+        hw.vmcs.secondary_vm_exec_control |= SECONDARY_EXEC_DESC
+        hw.enter_guest()
+        assert hw.vmcs.vm_exit_reason == R.EXCEPTION_NMI and hw.vmcs.vm_exit_intr_info & 0xFF == 6
+    finally:
+        m.close()

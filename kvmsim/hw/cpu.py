@@ -390,6 +390,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
             self._apply_code_changes()
         if self._pending is not None:
             return self._handle_pending()
+        if err is not None and err.errno == UCC.UC_ERR_INSN_INVALID:
+            return self._exception(Vector.UD, None)   # unicorn refuses it: #UD, as in enter_guest
         if err is not None:
             raise KvmSimBug(f"unicorn stopped with {err} stepping the instruction at {addr:#x}")
         return False

@@ -220,6 +220,8 @@ def classify(code: bytes, mode: str) -> tuple[ExitingInsn | None, int, str]:
     spec = EXITING_INSNS.get(insn.id)
     if spec is not None and spec.reason in _VMX_PROTECTED_ONLY and mode in ("real", "vm86", "compat"):
         return _UD, insn.size, insn.mnemonic
+    if insn.mnemonic in ("sldt", "str", "lldt", "ltr") and mode in ("real", "vm86"):
+        return _UD, insn.size, insn.mnemonic       # not recognised outside protected mode: #UD first
     if spec is not None and insn.id == X.X86_INS_MOV and not (
             code[i] == 0x0F and i + 1 < len(code) and 0x20 <= code[i + 1] <= 0x23):
         spec = None                                # an ordinary MOV
