@@ -358,12 +358,7 @@ gph:    movl $13, %eax
         popl %eax
         outl %eax, $0xe0
 """
-RO_SEG = pytest.mark.xfail(strict=False, reason=(
-    "QEMU's TCG makes no segment type/limit check on a data access; a write through a read-only "
-    "segment needs the CPU stopped on every data write while such a descriptor is loaded (not built)"))
-
-
-@pytest.mark.parametrize("backend", [pytest.param("sim", marks=RO_SEG), pytest.param("kvm", marks=pytest.mark.kvm)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_write_through_read_only_segment_is_gp_in_protected_mode(backend: str) -> None:
     assert reported(_RO_GS, backend, mode="prot32") == [0xAA, GP, 0]
 

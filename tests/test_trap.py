@@ -232,3 +232,15 @@ def test_sldt_in_real_mode_is_ud_before_a_descriptor_table_exit() -> None:
         assert hw.vmcs.vm_exit_reason == R.EXCEPTION_NMI and hw.vmcs.vm_exit_intr_info & 0xFF == 6
     finally:
         m.close()
+
+
+def test_read_only_segment_check_is_armed_only_while_one_is_loaded() -> None:
+    """The per-instruction check (segcheck.py) costs a hook on every instruction: it must be off
+    in ordinary code and come off again when the read-only descriptor is replaced."""
+    m = machine(_guest("hlt"), "prot32")
+    try:
+        hw = m.vcpu.vcpu.hw
+        hw.enter_guest()
+        assert hw._ro_hook is None and hw._ro_segs == frozenset()
+    finally:
+        m.close()

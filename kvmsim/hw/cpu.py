@@ -32,6 +32,7 @@ from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT
 
 from kvmsim.hw.memory import GuestMemory
 from kvmsim.hw.registers import SNAP_IDS, CpuState
+from kvmsim.hw.segcheck import ReadOnlySegments
 from kvmsim.hw.trap import InsnTrap, _Decoded
 from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, uc_emu_start
 
@@ -48,7 +49,7 @@ _ACTION_EXIT, _IO_INSTRUCTION = Action.EXIT, ExitReason.IO_INSTRUCTION
 _IO_INSTRUCTION_NR = int(ExitReason.IO_INSTRUCTION)
 
 
-class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
+class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
     """One logical CPU.  KVM's model drives it with `vmx_vcpu_enter_exit`-style `enter_guest()`."""
 
     def __init__(self) -> None:
@@ -67,6 +68,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
         # A host NMI (perf PMI, watchdog) after this many guest instructions without another exit.
         self.host_nmi_every: int | None = None
         self._trap_init()
+        self._ro_init()
         self._pending: tuple | None = None
         self.native_exceptions = 0
         self._mode: str | None = None        # cached CPU mode; invalidated whenever it can change
@@ -136,6 +138,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
             self._pending = None
             self._check_controls()
             self._check_translation()
+            self._check_ro_segments()
             rip = self.reg("rip")
             start = rip if self._mode == "long64" and not self._mode_stale else self.linear_rip()
             status = 0   # uc_err; an UcError object is built only if we report it
@@ -162,16 +165,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
                 continue
             if status:
                 if status == UCC.UC_ERR_INSN_INVALID:
-                    # Unicorn cannot translate some exiting instructions (VMREAD, VMWRITE): the CPU
-                    # exits on them before any #UD.
-                    dec = self.classify_at(self.linear_rip())
-                    if dec is not None and dec.insn is not None:
-                        if self._exiting_insn(dec):
-                            return
-                        continue
-                    if self._vex_mmio_exit():
-                        return
-                    if self._exception(Vector.UD, None):
+                    if self._insn_invalid():
                         return
                     continue
                 raise KvmSimBug(f"unicorn stopped with {UcError(status)} at rip {self.reg('rip'):#x}")
@@ -249,6 +243,17 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
             IntrType.PRIV_SW_EXCEPTION if vector == Vector.DB else IntrType.SOFT_EXCEPTION)
         return self._deliver(vector, itype, None, cr2=None, inst_len=dec.length)
 
+    def _insn_invalid(self) -> bool:
+        """Unicorn refused the instruction at RIP.  Some exiting instructions it cannot translate
+        (VMREAD, VMWRITE) exit before any #UD; a VEX access to MMIO takes its EPT exit; anything
+        else is #UD.  True on an exit."""
+        dec = self.classify_at(self.linear_rip())
+        if dec is not None and dec.insn is not None and dec.insn.action in (Action.EXIT, Action.MSR, Action.UD):
+            return self._exiting_insn(dec)
+        if self._vex_mmio_exit():
+            return True
+        return self._exception(Vector.UD, None)
+
     def _run_natively(self, dec: _Decoded) -> bool:
         """An instruction that does not exit here: the silicon's own result (fixups.py where unicorn
         would differ), else unicorn runs it; True on an exit."""
@@ -318,6 +323,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
         if reg == 0:
             return 0
         name = insn.reg_name(reg)
+        if name in ("riz", "eiz"):
+            return 0                    # capstone's "no index" in a SIB byte
         full = "r" + name[1:] if name[0] == "e" else name
         v = self.reg(full)
         return v & 0xFFFF_FFFF if name[0] == "e" else v
@@ -391,7 +398,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
         if self._pending is not None:
             return self._handle_pending()
         if err is not None and err.errno == UCC.UC_ERR_INSN_INVALID:
-            return self._exception(Vector.UD, None)   # unicorn refuses it: #UD, as in enter_guest
+            return self._insn_invalid()
         if err is not None:
             raise KvmSimBug(f"unicorn stopped with {err} stepping the instruction at {addr:#x}")
         return False
@@ -427,6 +434,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap):
         if kind == "mem":
             access, addr, size = args
             return self._ept_exit(access, addr)
+        if kind == "gp":                    # segcheck.py: a write through a read-only segment
+            return self._exception(Vector.GP, 0)
         if kind == "intr":
             # The error code QEMU computed (unicorn's hook passes the vector only), and the
             # vector the CPU would have chosen where QEMU's differs (fixups.correct_exception).

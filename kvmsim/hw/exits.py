@@ -137,6 +137,9 @@ _FIXUP_OPCODES = [
     rb"\x0f\x01[\x00-\x0f\x40-\x4f\x80-\x8f]",                           # SGDT/SIDT
     rb"\x0f\xae" + _MEM, rb"[\xd9\xdd][\x30-\x3f\x70-\x7f\xb0-\xbf]",          # FXSAVE/XSAVE/FNSTENV/FNSAVE
 ]
+# Data segment loads (MOV Sreg, POP DS/ES/FS/GS, LDS/LES/LFS/LGS/LSS): segcheck.py looks at what
+# they loaded before the next instruction runs.
+_SEG_LOADS = [rb"[\x8e\x07\x1f\xc4\xc5]", rb"\x0f[\xa1\xa9\xb2\xb4\xb5]"]
 _LOCKED = rb"[\x26\x2e\x36\x3e\x64\x65\x66\x67\xf2\xf3\x40-\x4f]{0,14}\xf0"
 # Opcodes that matter only while their control is 1 (a PAUSE in a spin loop must not stop the CPU
 # when PAUSE exiting is off): mnemonic -> pattern.
@@ -151,7 +154,7 @@ _CONTROLLED_OPCODES = {
 def candidate_pattern(controlled: frozenset[str] = frozenset()) -> re.Pattern[bytes]:
     """Every position that may start an instruction of interest, given which controlled exits are on
     (`controlled` holds EXIT_CONTROLS mnemonics; the descriptor-table ones share two patterns)."""
-    ops = list(_OPCODES) + _FIXUP_OPCODES
+    ops = list(_OPCODES) + _FIXUP_OPCODES + _SEG_LOADS
     for name, pat in _CONTROLLED_OPCODES.items():
         if name in controlled or (name == "lgdt" and controlled & {"lidt", "sgdt", "sidt"}) or \
                 (name == "lldt" and controlled & {"ltr", "sldt", "str"}):
@@ -220,6 +223,8 @@ def classify(code: bytes, mode: str) -> tuple[ExitingInsn | None, int, str]:
     spec = EXITING_INSNS.get(insn.id)
     if spec is not None and spec.reason in _VMX_PROTECTED_ONLY and mode in ("real", "vm86", "compat"):
         return _UD, insn.size, insn.mnemonic
+    if insn.mnemonic == "into" and mode == "long64":
+        return _UD, insn.size, insn.mnemonic       # INTO does not exist in 64-bit mode
     if insn.mnemonic in ("sldt", "str", "lldt", "ltr") and mode in ("real", "vm86"):
         return _UD, insn.size, insn.mnemonic       # not recognised outside protected mode: #UD first
     if spec is not None and insn.id == X.X86_INS_MOV and not (

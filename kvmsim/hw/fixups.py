@@ -98,6 +98,8 @@ def _reg_value(cpu: "SiliconVcpu", insn, reg: int) -> int:
     if reg == X86_REG_INVALID:
         return 0
     name = insn.reg_name(reg)
+    if name in ("riz", "eiz"):
+        return 0                        # capstone's "no index" in a SIB byte
     if name in ("rip", "eip", "ip"):
         return cpu.reg("rip") + insn.size
     if name in _GPR16:
