@@ -136,9 +136,11 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
                 self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)  # host timer/IPI kick
                 return
             self._pending = None
-            self._check_controls()
+            if (vmcs.cpu_based_vm_exec_control, vmcs.secondary_vm_exec_control) != self._controls_key:
+                self._check_controls()
             self._check_translation()
-            self._check_ro_segments()
+            if self._ro_segs or self._mode != "long64" or self._mode_stale:
+                self._check_ro_segments()          # (64-bit mode ignores data segment types)
             rip = self.reg("rip")
             start = rip if self._mode == "long64" and not self._mode_stale else self.linear_rip()
             status = 0   # uc_err; an UcError object is built only if we report it
@@ -170,6 +172,11 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
                     continue
                 raise KvmSimBug(f"unicorn stopped with {UcError(status)} at rip {self.reg('rip'):#x}")
             here = self._rc["rip"] if self._mode == "long64" and not self._mode_stale else self.linear_rip()
+            dec = self._exits.get(here)
+            if dec is not None and dec.mode == self._mode and not self._mode_stale:
+                if self._exiting_insn(dec):           # a stop classified before (the hot path)
+                    return
+                continue
             if self.stop_hook_at(here) is not None:
                 dec = self.classify_at(here)
                 if dec is None:          # RIP no longer fetchable: let the CPU take the fault
@@ -462,12 +469,19 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         return self._exit(ExitReason.EPT_VIOLATION, q, self._insn_len(), gpa=gpa, gla=linear)
 
     def _insn_len(self) -> int:
-        """VM_EXIT_INSTRUCTION_LEN (hardware reports it on EPT misconfig in practice)."""
+        """VM_EXIT_INSTRUCTION_LEN (hardware reports it on EPT misconfig in practice); remembered per
+        address and mode, and forgotten with the classifications when the code changes (trap.py)."""
+        rip, mode = self.linear_rip(), self.mode()
+        known = self._lengths.get(rip)
+        if known is not None and known[0] == mode:
+            return known[1]
         try:
-            code = self.read_linear_bytes(self.linear_rip(), 15)
+            code = self.read_linear_bytes(rip, 15)
         except (paging.PageFault, UcError):
             return 0
-        return insn_length(code, self._cs_mode())
+        n = insn_length(code, self._cs_mode())
+        self._lengths[rip] = (mode, n)
+        return n
 
     def _cs_mode(self) -> int:
         """The capstone mode that decodes like the CPU does now."""

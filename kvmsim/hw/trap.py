@@ -64,6 +64,7 @@ class InsnTrap:
         self._pt_frames: set[int] = set()          # gfns of the page tables scanned pages were walked through
         self._block_hooks: dict[tuple[int, int], int] = {}
         self._exits: dict[int, _Decoded] = {}      # linear address -> classification at the last stop there
+        self._lengths: dict[int, tuple[str, int]] = {}   # linear address -> (mode, length) for EPT exits
         self._maps_stale = False                   # a page-table frame was written
         self._rescan = False
         self._controls_key: tuple | None = None
@@ -217,8 +218,9 @@ class InsnTrap:
         for h in page.hooks.values():
             self._del_stop_hook(h)
         self._unwatch(n, page.gfn)
-        for addr in [a for a in self._exits if a >> 12 == n]:
-            del self._exits[addr]
+        for cache in (self._exits, self._lengths):
+            for addr in [a for a in cache if a >> 12 == n]:
+                del cache[addr]
         self.uc.ctl_remove_cache(n << 12, (n + 1) << 12)
 
     # ------------------------------------------------------------------ keeping scans exact
@@ -238,8 +240,9 @@ class InsnTrap:
     def _rescan_linear(self, lo: int, hi: int, store: tuple[int, bytes] | None = None) -> None:
         """Re-derive the stop hooks of scanned positions in [lo, hi), with `store` (gpa, bytes)
         applied over memory; drop the classifications there."""
-        for addr in [a for a in range(lo, hi) if a in self._exits]:
-            del self._exits[addr]
+        for cache in (self._exits, self._lengths):
+            for addr in [a for a in range(lo, hi) if a in cache]:
+                del cache[addr]
         code = bytearray()
         for a in range(lo & ~0xFFF, hi + _TAIL, PAGE):
             s, e = max(a, lo), min(a + PAGE, hi + _TAIL)
