@@ -88,7 +88,7 @@ def _deliver_once(cpu: EventCpu, vector: int, itype: IntrType, error_code: int |
         ip = cpu.read_linear(base + vector * 4, 2)
         cs = cpu.read_linear(base + vector * 4 + 2, 2)
         sp = cpu.reg("rsp") & 0xFFFF
-        ss_base = cpu.reg("ss") << 4
+        ss_base = cpu.seg_base("ss")            # the descriptor cache (big real mode keeps its own)
         for val in (flags & 0xFFFF, cpu.reg("cs"), ret & 0xFFFF):
             sp = (sp - 2) & 0xFFFF
             cpu.write_linear(ss_base + sp, 2, val)
