@@ -15,28 +15,26 @@ GUEST = "out %al,$0x80\nhlt\n"
 EFER = 0xC0000080
 
 
-@pytest.fixture(params=["prot32", "long64"])
-def vm(request):
-    m = machine(GUEST, mode=request.param)
+def _powered(mode: str):
+    m = machine(GUEST, mode=mode)
     kvm_run(m, KvmExit.IO)          # powered on, stopped at the OUT
     yield m
     m.close()
 
 
+@pytest.fixture(params=["prot32", "long64"])
+def vm(request):
+    yield from _powered(request.param)
+
+
 @pytest.fixture
 def prot32():
-    m = machine(GUEST, mode="prot32")
-    kvm_run(m, KvmExit.IO)
-    yield m
-    m.close()
+    yield from _powered("prot32")
 
 
 @pytest.fixture
 def long64():
-    m = machine(GUEST, mode="long64")
-    kvm_run(m, KvmExit.IO)
-    yield m
-    m.close()
+    yield from _powered("long64")
 
 
 def _exit(vcpu, reason: ExitReason, qual: int, length: int = 3) -> int:

@@ -7,6 +7,8 @@ bits and DR5 aliases DR7 (CR4.DE clear); CR0/CR4 bits a guest sets reach KVM_GET
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from kvmsim.errors import BackendError
@@ -63,31 +65,36 @@ def test_guest_mov_cr8_reads_back(backend: str) -> None:
         m.close()
 
 
+@contextlib.contextmanager
+def _at_the_out(asm: str, backend: str, before=None):
+    """A long64 guest run on `backend` up to its OUT (the state is read there)."""
+    m = make_machine(scenario(asm, "long64"), backend=backend)
+    try:
+        if before is not None:
+            before(m)
+        assert _run(m) == 0 and m.vcpu.mapping.run.exit_reason == KvmExit.IO
+        yield m
+    finally:
+        m.close()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_guest_debug_registers_read_back_with_fixed_bits(backend: str) -> None:
     asm = ("mov $1,%rax\nmov %rax,%dr7\nmov %dr7,%rbx\nxor %eax,%eax\nmov %rax,%dr6\nmov %dr6,%rcx\n"
            "mov $0x1234,%rax\nmov %rax,%dr0\nmov %dr0,%rdx\nmov %dr5,%rsi\nout %al,$0x80\nhlt\n")
-    m = make_machine(scenario(asm, "long64"), backend=backend)
-    try:
-        assert _run(m) == 0 and m.vcpu.mapping.run.exit_reason == KvmExit.IO
+    with _at_the_out(asm, backend) as m:
         r = m.vcpu.get_regs()
         assert (r.rbx, r.rcx, r.rdx, r.rsi) == (0x401, 0xFFFF0FF0, 0x1234, 0x401)
-    finally:
-        m.close()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cr0_cr4_bits_the_guest_sets_reach_kvm_get_sregs(backend: str) -> None:
+    sregs0: list = []
     asm = ("mov %cr4,%rax\nor $0x40000,%eax\nmov %rax,%cr4\nmov %cr0,%rax\nor $4,%eax\nmov %rax,%cr0\n"
            "out %al,$0x80\nhlt\n")
-    m = make_machine(scenario(asm, "long64"), backend=backend)
-    try:
-        s0 = m.vcpu.get_sregs()
-        assert _run(m) == 0 and m.vcpu.mapping.run.exit_reason == KvmExit.IO
-        s = m.vcpu.get_sregs()
+    with _at_the_out(asm, backend, before=lambda m: sregs0.append(m.vcpu.get_sregs())) as m:
+        s, s0 = m.vcpu.get_sregs(), sregs0[0]
         assert s.cr4 == s0.cr4 | 0x40000 and s.cr0 == s0.cr0 | 4     # OSXSAVE, EM; nothing else moved
-    finally:
-        m.close()
 
 
 ENTER_LONG_MODE = """
