@@ -37,6 +37,8 @@ LEGACY_PREFIXES = frozenset({0x66, 0x67, 0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x2
 EFLAGS_CF, EFLAGS_PF, EFLAGS_AF, EFLAGS_ZF, EFLAGS_SF, EFLAGS_OF = 1, 4, 0x10, 0x40, 0x80, 0x800
 ARITH_FLAGS = EFLAGS_CF | EFLAGS_PF | EFLAGS_AF | EFLAGS_ZF | EFLAGS_SF | EFLAGS_OF
 X86_CR4_UMIP = 1 << 11
+X86_CR4_OSFXSR = 1 << 9
+X86_CR0_EM, X86_CR0_TS = 1 << 2, 1 << 3
 _CS_MODES = {"real": CS_MODE_16, "vm86": CS_MODE_16, "prot16": CS_MODE_16, "long64": CS_MODE_64}
 _STACK_REGS = frozenset({X86_REG_RSP, X86_REG_RBP, X86_REG_ESP, X86_REG_EBP, X86_REG_SP, X86_REG_BP})
 _STACK_MNEMONICS = frozenset({"push", "pop", "call", "ret", "leave", "enter", "pushfq", "popfq", "iretq",
@@ -219,7 +221,10 @@ def _match_aligned_sse(code: bytes, mode: str) -> int | None:
 
 
 def _run_aligned_sse(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
-    """SDM: a 16-byte-aligned SSE move to a misaligned operand is #GP(0), whatever the memory."""
+    """SDM: a 16-byte-aligned SSE move to a misaligned operand is #GP(0), whatever the memory.
+    #UD (CR4.OSFXSR clear, CR0.EM set) and #NM (CR0.TS) come first: unicorn raises those itself."""
+    if not cpu.cr(4) & X86_CR4_OSFXSR or cpu.cr(0) & (X86_CR0_EM | X86_CR0_TS):
+        return step(cpu, length)
     mode = cpu.mode()
     linear = mem_linear(cpu, decode(code, mode), mode)
     if linear is not None and linear & 15:
