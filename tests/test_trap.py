@@ -244,3 +244,17 @@ def test_read_only_segment_check_is_armed_only_while_one_is_loaded() -> None:
         assert hw._ro_hook is None and hw._ro_segs == frozenset()
     finally:
         m.close()
+
+
+def test_a_pause_spin_loop_takes_a_pause_loop_exit() -> None:
+    """With PAUSE-loop exiting on (KVM's default where ple_gap != 0), a loop of PAUSEs exits once
+    it has spun past PLE_Window; PAUSEs elsewhere run natively."""
+    m = machine(_guest("spin: pause\n jmp spin"), "long64")
+    try:
+        hw = m.vcpu.vcpu.hw
+        from kvmsim.hw.vmcs import SECONDARY_EXEC_PAUSE_LOOP_EXITING
+        assert hw.vmcs.secondary_vm_exec_control & SECONDARY_EXEC_PAUSE_LOOP_EXITING
+        hw.enter_guest()
+        assert hw.vmcs.vm_exit_reason == R.PAUSE_INSTRUCTION and hw.vmcs.vm_exit_instruction_len == 2
+    finally:
+        m.close()

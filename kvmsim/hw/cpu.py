@@ -28,7 +28,7 @@ from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT
                             EPT_VIOLATION_EXECUTABLE, EPT_VIOLATION_READABLE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
                             CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_NMI, NMI_HOST_INTR_INFO, IntrType,
-                            IoExitQual, Vector, Vmcs, insn_exits, intr_info)
+                            IoExitQual, Vector, Vmcs, insn_exits, intr_info, pause_loop_exits)
 
 from kvmsim.hw.memory import GuestMemory
 from kvmsim.hw.registers import SNAP_IDS, CpuState
@@ -38,6 +38,7 @@ from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, uc_emu_start
 
 X86_CR4_OSXSAVE = 1 << 18
 X86_CR4_PCE = 1 << 8
+PAUSE_CYCLES = 140    # PAUSE latency on Skylake and later (Intel optimization manual)
 EFLAGS_RF = 1 << 16
 EFLAGS_VM = event.EFLAGS_VM
 # MSRs that hold a linear address; WRMSR of a non-canonical value is #GP (SDM WRMSR).
@@ -69,6 +70,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         self.host_nmi_every: int | None = None
         self._trap_init()
         self._ro_init()
+        self._exit_count = 0                  # VM exits so far (a PAUSE loop ends at one)
+        self._ple_rip, self._ple_count, self._ple_exits = -1, 0, -1
         self._pending: tuple | None = None
         self.native_exceptions = 0
         self._mode: str | None = None        # cached CPU mode; invalidated whenever it can change
@@ -197,6 +200,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
     def _exit(self, reason: ExitReason, qual: int = 0, length: int = 0, intr: int = 0, err: int = 0,
               gpa: int = 0, gla: int = 0) -> bool:
         v = self.vmcs
+        self._exit_count += 1
         v.vm_exit_reason, v.exit_qualification, v.vm_exit_instruction_len = int(reason), qual, length
         v.vm_exit_intr_info, v.vm_exit_intr_error_code = intr, err
         v.guest_physical_address, v.guest_linear_address = gpa, gla
@@ -227,6 +231,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         fault = CPL0_FAULT.get(dec.mnemonic)
         if fault is not None and self.cpl() > 0 and not (dec.mnemonic == "rdpmc" and self.cr(4) & X86_CR4_PCE):
             return self._exception(fault, 0 if fault == Vector.GP else None)
+        if dec.mnemonic == "pause" and not insn_exits(self.vmcs, "pause"):
+            return self._pause_loop(dec)
         if insn.action is Action.CONTROL or (insn.action is _ACTION_EXIT and dec.mnemonic in CONTROLLED):
             if not insn_exits(self.vmcs, dec.mnemonic):
                 return self._run_natively(dec)
@@ -249,6 +255,19 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         itype = IntrType.SOFT_INTR if dec.mnemonic == "int" else (
             IntrType.PRIV_SW_EXCEPTION if vector == Vector.DB else IntrType.SOFT_EXCEPTION)
         return self._deliver(vector, itype, None, cr2=None, inst_len=dec.length)
+
+    def _pause_loop(self, dec: _Decoded) -> bool:
+        """PAUSE-loop exiting: a PAUSE exits once its spin loop has lasted longer than PLE_Window.
+        Simplified (no cycle count): PAUSEs at one address with no VM exit between them are one
+        loop, each taking PAUSE_CYCLES (Skylake's PAUSE latency)."""
+        here = self.linear_rip()
+        count = self._ple_count + 1 if self._ple_rip == here and self._ple_exits == self._exit_count else 1
+        self._ple_rip, self._ple_count = here, count
+        if pause_loop_exits(self.vmcs, self.cpl(), count * PAUSE_CYCLES):
+            self._ple_count = 0
+            return self._exit(ExitReason.PAUSE_INSTRUCTION, 0, dec.length)
+        self._ple_exits = self._exit_count
+        return self._run_natively(dec)
 
     def _insn_invalid(self) -> bool:
         """Unicorn refused the instruction at RIP.  Some exiting instructions it cannot translate

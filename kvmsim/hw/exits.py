@@ -140,13 +140,13 @@ _FIXUP_OPCODES = [
 # Data segment loads (MOV Sreg, POP DS/ES/FS/GS, LDS/LES/LFS/LGS/LSS): segcheck.py looks at what
 # they loaded before the next instruction runs.
 _SEG_LOADS = [rb"[\x8e\x07\x1f\xc4\xc5]", rb"\x0f[\xa1\xa9\xb2\xb4\xb5]"]
+_PAUSE = rb"[\x26\x2e\x36\x3e\x64\x65\x66\x67\xf0\xf2\x40-\x4f]{0,14}\xf3" + _PREFIX + rb"{0,13}\x90"   # F3 90
 _LOCKED = rb"[\x26\x2e\x36\x3e\x64\x65\x66\x67\xf2\xf3\x40-\x4f]{0,14}\xf0"
 # Opcodes that matter only while their control is 1 (a PAUSE in a spin loop must not stop the CPU
 # when PAUSE exiting is off): mnemonic -> pattern.
 _CONTROLLED_OPCODES = {
     "invlpg": rb"\x0f\x01[\x38-\x3f\x78-\x7f\xb8-\xbf]",
     "rdrand": rb"\x0f\xc7[\xf0-\xf7]", "rdseed": rb"\x0f\xc7[\xf8-\xff]",
-    "pause": rb"\x90",                                          # with F3 among the prefixes
     "lgdt": rb"\x0f\x01[\x00-\x1f\x40-\x5f\x80-\x9f]", "lldt": rb"\x0f\x00[\x00-\x1f\x40-\x5f\x80-\x9f\xc0-\xdf]",
 }
 
@@ -159,7 +159,9 @@ def candidate_pattern(controlled: frozenset[str] = frozenset()) -> re.Pattern[by
         if name in controlled or (name == "lgdt" and controlled & {"lidt", "sgdt", "sidt"}) or \
                 (name == "lldt" and controlled & {"ltr", "sldt", "str"}):
             ops.append(pat)
-    return re.compile(rb"(?=" + _PREFIX + rb"{0,14}(?:" + b"|".join(ops) + rb")|" + _LOCKED + rb")", re.DOTALL)
+    tops = [_LOCKED] + ([_PAUSE] if "pause" in controlled else [])
+    return re.compile(rb"(?=" + _PREFIX + rb"{0,14}(?:" + b"|".join(ops) + rb")|" + b"|".join(tops) + rb")",
+                      re.DOTALL)
 
 
 CANDIDATE = candidate_pattern()

@@ -26,7 +26,7 @@ from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 
 from kvmsim.hw import paging
 from kvmsim.hw.exits import MAX_INSN, ExitingInsn, candidate_pattern, classify
-from kvmsim.hw.vmcs import EXIT_CONTROLS, insn_exits
+from kvmsim.hw.vmcs import EXIT_CONTROLS, SECONDARY_EXEC_PAUSE_LOOP_EXITING, insn_exits
 
 _UC_EMU_STOP = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p)
 PAGE = 0x1000
@@ -84,6 +84,8 @@ class InsnTrap:
             return
         self._controls_key = key
         on = frozenset(m for m in EXIT_CONTROLS if insn_exits(v, m))
+        if v.secondary_vm_exec_control & SECONDARY_EXEC_PAUSE_LOOP_EXITING:
+            on |= {"pause"}                        # PAUSE-loop exiting watches every PAUSE
         if on != self._controlled:
             self._controlled, self._candidate = on, candidate_pattern(on)
             for n in list(self._pages):
