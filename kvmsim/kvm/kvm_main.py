@@ -51,6 +51,10 @@ class SimVcpuFd:
     def set_sregs(self, sregs: KvmSregs) -> None:
         x86.kvm_arch_vcpu_ioctl_set_sregs(self.vcpu, sregs)
 
+    def get_cpuid(self) -> list[KvmCpuidEntry2]:
+        """KVM_GET_CPUID2: copies, as the ioctl copies out to userspace."""
+        return [KvmCpuidEntry2.from_buffer_copy(e) for e in self.vcpu.arch.cpuid_entries]
+
     def set_cpuid(self, entries: Sequence[KvmCpuidEntry2]) -> None:
         self.vcpu.arch.cpuid_entries = list(entries)
         vmx_controls.vmx_vcpu_after_set_cpuid(self.vcpu)   # kvm_vcpu_after_set_cpuid

@@ -327,6 +327,13 @@ class RealVcpu(_Fd):
     def set_sregs(self, sregs: KvmSregs) -> None:
         _ioctl(self.fd, K.KVM_SET_SREGS, sregs)
 
+    def get_cpuid(self, max_entries: int = 256) -> list[KvmCpuidEntry2]:
+        """KVM_GET_CPUID2 (E2BIG if the vCPU has more than max_entries)."""
+        cpuid = K.kvm_cpuid2(max_entries)()
+        cpuid.nent = max_entries
+        _ioctl(self.fd, K.KVM_GET_CPUID2, cpuid)
+        return [KvmCpuidEntry2.from_buffer_copy(cpuid.entries[i]) for i in range(cpuid.nent)]
+
     def set_cpuid(self, entries: Sequence[KvmCpuidEntry2]) -> None:
         cpuid = K.kvm_cpuid2(len(entries))()
         cpuid.nent = len(entries)
