@@ -368,7 +368,8 @@ class Event(_Model):
 
 class Limits(_Model):
     max_exits: Count = 100_000
-    max_guest_insns: Count = 50_000_000
+    max_guest_insns: Count | None = Field(
+        None, description="stop after this many retired guest instructions (sim; counting slows native code ~100x)")
     wall_seconds: float = Field(30, gt=0)
 
 
