@@ -3,10 +3,12 @@ every limit stop names the limit and how to raise it; guest_insns is in the resu
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from kvmsim.cli import main
 from kvmsim.scenario.loader import load_scenario
 from kvmsim.scenario.runner import make_machine, run_machine, run_scenario
 
@@ -110,3 +112,49 @@ def test_max_exits_detail_says_how_to_raise_it(tmp_path: Path) -> None:
     res = _run(text, tmp_path)
     assert res.stop.detail == "max_exits 7 reached (raise limits.max_exits or --max-exits)"
     assert len(res.userspace) == 7
+
+
+BAD_LIMITS = [("wall_seconds: .inf", "limits.wall_seconds", "finite number"),
+              ("wall_seconds: .nan", "limits.wall_seconds", "finite number"),
+              ("wall_seconds: 1e20", "limits.wall_seconds", "less than or equal to 1000000"),
+              ("wall_seconds: 0", "limits.wall_seconds", "greater than 0"),
+              ("max_exits: 0", "limits.max_exits", "greater than 0"),
+              ("max_exits: 0x10000000000000000", "limits.max_exits", "less than or equal to"),
+              ("max_guest_insns: -5", "limits.max_guest_insns", "greater than 0"),
+              ("max_guest_insns: 99999999999999999999", "limits.max_guest_insns", "less than or equal to")]
+
+
+@pytest.mark.parametrize("line,field,why", BAD_LIMITS)
+def test_bad_limits_are_file_line_errors(tmp_path: Path, capsys, line: str, field: str, why: str) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text(f"name: t\ndescription: d\nguest: {{asm: hlt, mode: long64}}\nlimits: {{{line}}}\n")
+    for cmd in ("check", "run"):
+        assert main([cmd, str(f)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"{f}:4: error: field {field}: ") and why in err, err
+
+
+@pytest.mark.parametrize("flag,value,why", [("--timeout", "inf", "finite number"), ("--timeout", "-1", "greater than 0"),
+                                            ("--max-exits", "0", "greater than 0"), ("--max-insns", "x", "integer")])
+def test_bad_limit_flags_are_usage_errors(tmp_path: Path, capsys, flag: str, value: str, why: str) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text(LOOP.format(mode="long64", n=10))
+    assert main(["run", flag, value, str(f)]) == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: " in err and why in err, err
+
+
+def test_limit_flags_override_the_scenario(tmp_path: Path, capsys) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text(MIXED.format(n=1_000_000))
+    main(["run", "--json", "--max-insns", "0x15", str(f)])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["result"]["guest_insns"] == 21 and doc["result"]["stop"]["detail"].startswith("max_guest_insns 21 ")
+    main(["run", "--json", "--max-exits", "3", str(f)])
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["result"]["userspace"]) == 3 and doc["result"]["stop"]["detail"].startswith("max_exits 3 ")
+    f.write_text(LOOP.format(mode="long64", n=10**15).replace("max_guest_insns: 1000000000000000, ", ""))
+    main(["run", "--json", "--timeout", "0.2", str(f)])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["result"]["stop"]["detail"] == "wall_seconds 0.2 reached (raise limits.wall_seconds or --timeout)"
+    assert doc["result"]["wall_seconds"] < 5

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from kvmsim.scenario.result import Stop, UserspaceExit
+from kvmsim.scenario.schema import LIMIT_FLAGS
 from kvmsim.uapi import KVM_EXIT_IO_IN, KvmExit, KvmInternalError, VcpuFd
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.devices.simple import GuestExit
@@ -24,10 +25,6 @@ _EXIT_NAMES = {int(e): e.name for e in KvmExit}
     int(e) for e in (KvmExit.IO, KvmExit.MMIO, KvmExit.X86_RDMSR, KvmExit.X86_WRMSR, KvmExit.HLT, KvmExit.SHUTDOWN,
                      KvmExit.INTERNAL_ERROR, KvmExit.FAIL_ENTRY, KvmExit.EXCEPTION, KvmExit.INTR))
 Policy = str  # "ignore" | "log" | "stop"  (kvmtool: ignore, --debug-ioport/--debug-mmio log)
-
-
-# limits.<name> in a scenario -> the `run` flag that overrides it
-LIMIT_FLAGS = {"max_exits": "--max-exits", "max_guest_insns": "--max-insns", "wall_seconds": "--timeout"}
 
 
 def limit_detail(name: str, value: float) -> str:
