@@ -70,6 +70,8 @@ def quick_scenario(guest: str, mode: str | None) -> Any:
 def _limit_value(name: str) -> Callable[[str], Any]:
     """argparse type for a limit flag: the scenario schema's own check (finite, positive, bounded)."""
     def parse(text: str) -> Any:
+        if name == "max_guest_insns" and text == "off":
+            return "off"            # not counted: native speed
         from pydantic import ValidationError
         from kvmsim.scenario.schema import Limits
         try:
@@ -81,7 +83,8 @@ def _limit_value(name: str) -> Callable[[str], Any]:
 
 def _add_limit_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-insns", dest="max_guest_insns", type=_limit_value("max_guest_insns"), metavar="N",
-                   help="stop after N retired guest instructions (sim; overrides limits.max_guest_insns)")
+                   help="stop after N retired guest instructions (sim; overrides limits.max_guest_insns; "
+                        "'off': not counted, native speed)")
     p.add_argument("--max-exits", dest="max_exits", type=_limit_value("max_exits"), metavar="N",
                    help="stop after N exits to userspace (overrides limits.max_exits)")
     p.add_argument("--timeout", dest="wall_seconds", type=_limit_value("wall_seconds"), metavar="SECONDS",
@@ -92,6 +95,8 @@ def _apply_limit_flags(scenarios: list[Any], args: argparse.Namespace) -> None:
     """The flags given on the command line replace those limits in every scenario."""
     from kvmsim.scenario.schema import LIMIT_FLAGS
     update = {k: getattr(args, k) for k in LIMIT_FLAGS if getattr(args, k, None) is not None}
+    if update.get("max_guest_insns") == "off":
+        update["max_guest_insns"] = None
     if update:
         for sc in scenarios:
             sc.limits = sc.limits.model_copy(update=update)

@@ -10,6 +10,7 @@ import pytest
 
 from kvmsim.cli import main
 from kvmsim.scenario.loader import load_scenario
+from kvmsim.scenario.schema import DEFAULT_MAX_GUEST_INSNS
 from kvmsim.scenario.runner import make_machine, run_machine, run_scenario
 
 LOOP = """
@@ -88,15 +89,15 @@ guest:
     jnz 1b
     hlt
 """
-    res = _run(text + "limits: {max_guest_insns: 1000}\n", tmp_path)
+    res = _run(text, tmp_path)      # the default limit: counted
     assert res.stop.reason == "hlt"
     assert res.guest_insns == 1 + 2 * 5
 
 
 def test_no_limit_counts_nothing(tmp_path: Path) -> None:
-    """Without max_guest_insns unicorn runs with no count hook (native speed): nothing counted."""
+    """With max_guest_insns: null unicorn runs with no count hook (native speed): nothing counted."""
     f = tmp_path / "s.yaml"
-    f.write_text(LOOP.format(mode="long64", n=5).replace("max_guest_insns: 5, ", "max_exits: 3, ")
+    f.write_text(LOOP.format(mode="long64", n=5).replace("max_guest_insns: 5, ", "max_guest_insns: null, max_exits: 3, ")
                  .replace("jmp 1b", "out %al, $0x80\n    jmp 1b"))
     m = make_machine(load_scenario(f))
     try:
@@ -158,3 +159,19 @@ def test_limit_flags_override_the_scenario(tmp_path: Path, capsys) -> None:
     doc = json.loads(capsys.readouterr().out)
     assert doc["result"]["stop"]["detail"] == "wall_seconds 0.2 reached (raise limits.wall_seconds or --timeout)"
     assert doc["result"]["wall_seconds"] < 5
+
+
+def test_default_limit_stops_a_runaway_guest_by_instruction_count(tmp_path: Path) -> None:
+    text = LOOP.format(mode="long64", n=1).replace("limits: {max_guest_insns: 1, wall_seconds: 60}\n", "")
+    assert "limits:" not in text
+    res = _run(text, tmp_path)
+    assert res.stop.detail == f"max_guest_insns {DEFAULT_MAX_GUEST_INSNS} reached (raise limits.max_guest_insns or --max-insns)"
+    assert res.guest_insns == DEFAULT_MAX_GUEST_INSNS and res.regs["rax"] == DEFAULT_MAX_GUEST_INSNS // 2
+
+
+def test_max_insns_off_runs_uncounted(tmp_path: Path, capsys) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text(MIXED.format(n=5))
+    main(["run", "--json", "--max-insns", "off", "--max-exits", "4", str(f)])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["result"]["guest_insns"] is None and doc["result"]["stop"]["detail"].startswith("max_exits 4 ")

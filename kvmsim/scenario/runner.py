@@ -247,7 +247,8 @@ def _vm_exit_events(sc: Scenario, vcpu: VcpuFd, backend: str) -> None:
 
 
 def _insn_budget(sc: Scenario, vcpu: VcpuFd, config: VmmConfig) -> None:
-    """limits.max_guest_insns: the sim's silicon counts retired instructions and stops at the budget.
+    """limits.max_guest_insns (default 50 M; null: not counted): the sim's silicon counts retired
+    instructions and stops at the budget.
     Not enforced on /dev/kvm (no instruction count there; its runs are bounded by wall time)."""
     model = getattr(vcpu, "vcpu", None)
     if model is None:

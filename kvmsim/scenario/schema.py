@@ -371,6 +371,9 @@ class Event(_Model):
 MAX_EXITS_BOUND = 10**12
 MAX_GUEST_INSNS_BOUND = 10**15
 WALL_SECONDS_BOUND = 1_000_000.0
+# A runaway guest stops here by instruction count, deterministically: ~3 s at the sim's counted
+# speed (~16 M insns/s native code, 2 cores).  The busiest shipped scenario retires 408,042 (nmi).
+DEFAULT_MAX_GUEST_INSNS = 50_000_000
 LimitCount = Annotated[int, BeforeValidator(parse_int), _INT_JSON]
 # limits.<field> -> the flag of `run`/`diff` that overrides it (a limit stop names both)
 LIMIT_FLAGS = {"max_exits": "--max-exits", "max_guest_insns": "--max-insns", "wall_seconds": "--timeout"}
@@ -381,8 +384,9 @@ class Limits(_Model):
 
     max_exits: LimitCount = Field(100_000, gt=0, le=MAX_EXITS_BOUND, description="exits to userspace")
     max_guest_insns: LimitCount | None = Field(
-        None, gt=0, le=MAX_GUEST_INSNS_BOUND,
-        description="stop after this many retired guest instructions (sim; counting slows native code ~100x)")
+        DEFAULT_MAX_GUEST_INSNS, gt=0, le=MAX_GUEST_INSNS_BOUND,
+        description="stop after this many retired guest instructions (sim); null: not counted, "
+                    "for native speed (counting slows native code ~100x)")
     wall_seconds: float = Field(30, gt=0, le=WALL_SECONDS_BOUND, allow_inf_nan=False,
                                 description="wall-clock seconds")
 

@@ -29,7 +29,8 @@ Policy = str  # "ignore" | "log" | "stop"  (kvmtool: ignore, --debug-ioport/--de
 
 def limit_detail(name: str, value: float) -> str:
     """The stop detail of a limit: which one, and how to raise it."""
-    return f"{name} {value:g} reached (raise limits.{name} or {LIMIT_FLAGS[name]})"
+    shown = value if isinstance(value, int) else f"{value:g}"
+    return f"{name} {shown} reached (raise limits.{name} or {LIMIT_FLAGS[name]})"
 
 
 @dataclass
