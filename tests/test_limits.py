@@ -175,3 +175,20 @@ def test_max_insns_off_runs_uncounted(tmp_path: Path, capsys) -> None:
     main(["run", "--json", "--max-insns", "off", "--max-exits", "4", str(f)])
     doc = json.loads(capsys.readouterr().out)
     assert doc["result"]["guest_insns"] is None and doc["result"]["stop"]["detail"].startswith("max_exits 4 ")
+
+
+def test_same_registers_in_another_process(tmp_path: Path, capsys) -> None:
+    """The stop point depends on nothing in the process (hash seed, warm translations, host speed)."""
+    import os
+    import subprocess
+    import sys
+
+    f = tmp_path / "s.yaml"
+    f.write_text(MIXED.format(n=30_011))
+    main(["run", "--json", str(f)])
+    here = json.loads(capsys.readouterr().out)["result"]
+    p = subprocess.run([sys.executable, "-m", "kvmsim", "run", "--json", str(f)], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONHASHSEED": "7"}, timeout=120)
+    there = json.loads(p.stdout)["result"]
+    assert here["guest_insns"] == there["guest_insns"] == 30_011
+    assert here["regs"] == there["regs"] and here["userspace"] == there["userspace"]
