@@ -67,6 +67,41 @@ def quick_scenario(guest: str, mode: str | None) -> Any:
         raise validation_error(guest, e, {}) from None
 
 
+def _limit_value(name: str) -> Callable[[str], Any]:
+    """argparse type for a limit flag: the scenario schema's own check (finite, positive, bounded)."""
+    def parse(text: str) -> Any:
+        if name == "max_guest_insns" and text == "off":
+            return "off"            # not counted: native speed
+        from pydantic import ValidationError
+        from kvmsim.scenario.schema import Limits
+        try:
+            return getattr(Limits.model_validate({name: text}), name)
+        except ValidationError as e:
+            raise argparse.ArgumentTypeError(f"{e.errors()[0]['msg']} (got {text!r})") from None
+    return parse
+
+
+def _add_limit_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-insns", dest="max_guest_insns", type=_limit_value("max_guest_insns"), metavar="N",
+                   help="stop after N retired guest instructions (sim; overrides limits.max_guest_insns; "
+                        "'off': not counted, native speed)")
+    p.add_argument("--max-exits", dest="max_exits", type=_limit_value("max_exits"), metavar="N",
+                   help="stop after N exits to userspace (overrides limits.max_exits)")
+    p.add_argument("--timeout", dest="wall_seconds", type=_limit_value("wall_seconds"), metavar="SECONDS",
+                   help="stop after SECONDS of wall time (overrides limits.wall_seconds)")
+
+
+def _apply_limit_flags(scenarios: list[Any], args: argparse.Namespace) -> None:
+    """The flags given on the command line replace those limits in every scenario."""
+    from kvmsim.scenario.schema import LIMIT_FLAGS
+    update = {k: getattr(args, k) for k in LIMIT_FLAGS if getattr(args, k, None) is not None}
+    if update.get("max_guest_insns") == "off":
+        update["max_guest_insns"] = None
+    if update:
+        for sc in scenarios:
+            sc.limits = sc.limits.model_copy(update=update)
+
+
 # ---------------------------------------------------------------- commands
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -81,6 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ScenarioError(None, None, "run needs scenario files, or --guest FILE.S --mode MODE")
     if not scenarios:
         return status
+    _apply_limit_flags(scenarios, args)
     run_scenario = _runner()
     con, docs = report.make_console(), []
     for sc in scenarios:
@@ -166,6 +202,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print("\n".join(table_lines()))
         return EXIT_OK
     scenarios, status = _load_all(args.files or [DEFAULT_DIR])
+    _apply_limit_flags(scenarios, args)
     ok, why = kvm_probe()
     if not ok:
         print(f"kvmsim: diff: the kvm backend is not available here: {why}", file=sys.stderr)
@@ -252,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trace", action="store_true", help="record and show the event trace")
     r.add_argument("--guest", metavar="FILE.S", help="quick run of a guest source with default devices")
     r.add_argument("--mode", choices=("real16", "prot32", "long64"), help="vCPU mode for --guest")
+    _add_limit_flags(r)
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("check", help="validate scenario files only")
@@ -269,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("files", nargs="*", metavar="FILE")
     d.add_argument("--vendor-table", action="store_true",
                    help="print the known vendor differences (realkvm/vendor.py) and exit")
+    _add_limit_flags(d)
     d.set_defaults(func=cmd_diff)
 
     e = sub.add_parser("emulator-coverage", help="decoder-table coverage vs the kernel's; with FILEs, EMULTYPE use by scenario")

@@ -41,8 +41,8 @@ class Limits:
     """Per guest.  Wall time is the limit by default, so a guest cut by it may end differently from
     run to run.  With insn_slice > 0 the sim's limit is deterministic instead: a host NMI every
     insn_slice guest instructions that pass without a VM exit, and the run ends after max_vm_exits
-    VM exits of any kind (the model has no instruction budget of its own: limits.max_guest_insns is
-    not wired).  Off by default: with host NMIs armed the silicon loses long64 faults (issue 9 report;
+    VM exits of any kind (guests run with limits.max_guest_insns null, uncounted: see guests.scenario;
+    an exact instruction budget there is a possible replacement for this one).  Off by default: with host NMIs armed the silicon loses long64 faults (issue 9 report;
     test_budget_keeps_long64_faults), and sim_wall_seconds is then only a safety net."""
 
     max_exits: int = 1000            # userspace exits

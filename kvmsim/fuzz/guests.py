@@ -117,4 +117,5 @@ def scenario(mode: str, name: str, max_exits: int, wall_seconds: float) -> Scena
     return Scenario.model_validate({
         "name": name, "description": "random guest (kvmsim.fuzz)",
         "guest": {"asm": SOURCE, "mode": mode, "defsym": defines(mode)},
-        "limits": {"max_exits": max_exits, "wall_seconds": wall_seconds}})
+        "limits": {"max_exits": max_exits, "wall_seconds": wall_seconds,
+                   "max_guest_insns": None}})   # the campaign's own budgets (campaign.Limits), uncounted

@@ -34,7 +34,7 @@ from kvmsim.hw.memory import GuestMemory
 from kvmsim.hw.registers import SNAP_IDS, CpuState
 from kvmsim.hw.segcheck import ReadOnlySegments
 from kvmsim.hw.trap import InsnTrap, _Decoded
-from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, uc_emu_start
+from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, emu_counter_offset, uc_emu_start
 
 X86_CR4_OSXSAVE = 1 << 18
 X86_CR4_PCE = 1 << 8
@@ -68,6 +68,13 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         self.kick_pending = False   # set from another thread (a signal to the vCPU thread)
         # A host NMI (perf PMI, watchdog) after this many guest instructions without another exit.
         self.host_nmi_every: int | None = None
+        # The run's instruction budget (limits.max_guest_insns); None: nothing counted, no cost.
+        # guest_insns counts what the silicon retired while a budget is set, stepped instructions
+        # included.  Simplified: an instruction that VM-exits and that KVM completes is not counted.
+        self.insn_limit: int | None = None
+        self.guest_insns = 0
+        self.insn_limit_hit = False
+        self._counter: ctypes.c_size_t | None = None   # unicorn's emu_counter, read in place
         self._trap_init()
         self._ro_init()
         self._exit_count = 0                  # VM exits so far (a PAUSE loop ends at one)
@@ -93,6 +100,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         quirks.fpu_reset(uc)     # XCR0, FCW and MXCSR as KVM's vCPU reset leaves them; unicorn has 0s
         self._uch = uc._uch
         self._env = env_of(uc)
+        self._counter = ctypes.c_size_t.from_address(uc._uch.value + emu_counter_offset())
         ids = SNAP_IDS
         self._snap_ids = (ctypes.c_int32 * len(ids))(*ids)
         self._snap_vals = (ctypes.c_uint64 * len(ids))()
@@ -134,7 +142,10 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         # an unfinished REP string (emulate.c), so drop it here, before the guest can see it.
         if (rflags := self.reg("rflags")) & EFLAGS_RF:
             self.set_reg("rflags", rflags & ~EFLAGS_RF)
+        limit = self.insn_limit
         while True:
+            if limit is not None and self.guest_insns >= limit:
+                return self._insn_budget_spent()
             if self.kick_pending:
                 self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)  # host timer/IPI kick
                 return
@@ -156,8 +167,16 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
                         self.flush_regs()
                 begin = self._begin
                 begin.value = rip
-                status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT,
-                                      ctypes.c_size_t(self.host_nmi_every) if self.host_nmi_every else NO_COUNT)
+                if limit is None:
+                    status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT,
+                                          ctypes.c_size_t(self.host_nmi_every) if self.host_nmi_every else NO_COUNT)
+                else:
+                    # The count hook sees each instruction before it runs; it (or a stop hook, a fault)
+                    # stops at one that then does not run: retired = counter - 1.
+                    left = limit - self.guest_insns
+                    status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT, ctypes.c_size_t(
+                        min(left, self.host_nmi_every) if self.host_nmi_every else left))
+                    self.guest_insns += max(self._counter.value - 1, 0)
                 self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
             if self._rescan:
                 self._rescan = False
@@ -174,6 +193,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
                         return
                     continue
                 raise KvmSimBug(f"unicorn stopped with {UcError(status)} at rip {self.reg('rip'):#x}")
+            if limit is not None and self.guest_insns >= limit:
+                continue                        # the budget is spent before the instruction at RIP
             here = self._rc["rip"] if self._mode == "long64" and not self._mode_stale else self.linear_rip()
             dec = self._exits.get(here)
             if dec is not None and dec.mode == self._mode and not self._mode_stale:
@@ -196,6 +217,17 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
             if quirks.reset_old_exception(uc):
                 continue  # unicorn swallowed an escalated fault and halted: re-run the instruction
             raise KvmSimBug(f"guest stopped for no reason at rip {self.reg('rip'):#x}")
+
+    def retired(self) -> None:
+        """The model completed an instruction itself (not in unicorn): it retires in the guest."""
+        if self.insn_limit is not None:
+            self.guest_insns += 1
+
+    def _insn_budget_spent(self) -> bool:
+        """The instruction budget is spent: the vCPU leaves the guest as for a host kick (KVM_RUN
+        returns -EINTR), and the VMM reads insn_limit_hit.  (Not KVM: a simulator limit.)"""
+        self.insn_limit_hit = self.kick_pending = True
+        return self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)
 
     def _exit(self, reason: ExitReason, qual: int = 0, length: int = 0, intr: int = 0, err: int = 0,
               gpa: int = 0, gla: int = 0) -> bool:
@@ -251,10 +283,14 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         vector = {0xCC: Vector.BP, 0xCE: Vector.OF, 0xF1: Vector.DB}.get(op, dec.code[-1])
         if dec.mnemonic == "into" and not self.reg("rflags") & (1 << 11):
             self.set_reg("rip", self.reg("rip") + dec.length)
+            self.retired()
             return False
         itype = IntrType.SOFT_INTR if dec.mnemonic == "int" else (
             IntrType.PRIV_SW_EXCEPTION if vector == Vector.DB else IntrType.SOFT_EXCEPTION)
-        return self._deliver(vector, itype, None, cr2=None, inst_len=dec.length)
+        if self._deliver(vector, itype, None, cr2=None, inst_len=dec.length):
+            return True
+        self.retired()     # a software interrupt retires once its delivery is done
+        return False
 
     def _pause_loop(self, dec: _Decoded) -> bool:
         """PAUSE-loop exiting: a PAUSE exits once its spin loop has lasted longer than PLE_Window.
@@ -391,6 +427,10 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         other translations; otherwise it is counted out (count = 1), which costs unicorn a flush
         of every translation at the next run."""
         uc = self.uc
+        limit = self.insn_limit
+        left = 0 if limit is None else limit - self.guest_insns
+        if limit is not None and left <= 0:
+            return self._insn_budget_spent()
         page = self._pages.get(addr >> 12)
         hook = page.hooks.pop(addr, None) if page is not None else None
         if hook is not None:
@@ -403,14 +443,21 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
                 uc.ctl_remove_cache(addr, addr + length + 1)
                 uc.ctl_set_exits([addr + length])   # emu_start's `until` is inert (quirks.no_until_address)
                 try:
-                    uc.emu_start(self.reg("rip"), addr + length)
+                    # (With a budget the count stays on: unicorn flushes every translation when it goes off.)
+                    uc.emu_start(self.reg("rip"), addr + length, 0, left)
                 finally:
                     uc.ctl_set_exits([])
+                    if limit is not None:   # the exit address stops before its count hook: counter = retired
+                        self.guest_insns += min(self._counter.value, left)
                 if (addr + length) >> 12 != addr >> 12:
                     quirks.reset_old_exception(uc)   # the exit's page may have no mapping: no_until_address
                 uc.ctl_remove_cache(addr + length, addr + length + 1)   # the TB with that stop in it
             else:
-                uc.emu_start(self.reg("rip"), 1 << 63, 0, 1)
+                try:
+                    uc.emu_start(self.reg("rip"), 1 << 63, 0, 1)
+                finally:
+                    if limit is not None:
+                        self.guest_insns += max(self._counter.value - 1, 0)
         except UcError as e:
             err = e
         finally:
@@ -443,6 +490,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
             self.set_reg("rax", val & 0xFFFF_FFFF)
             self.set_reg("rdx", val >> 32)
         self.set_reg("rip", self.reg("rip") + length)
+        self.retired()
         return False
 
     def set_xcr0(self, value: int) -> None:

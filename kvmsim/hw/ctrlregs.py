@@ -36,6 +36,7 @@ def _set_gpr(cpu, n: int, value: int, long_mode: bool) -> None:
 
 def _retire(cpu, length: int) -> bool:
     cpu.set_reg("rip", cpu.reg("rip") + length)
+    cpu.retired()
     return False
 
 

@@ -179,6 +179,7 @@ def step(cpu: "SiliconVcpu", length: int) -> bool:
 
 def _advance(cpu: "SiliconVcpu", length: int) -> bool:
     cpu.set_reg("rip", cpu.reg("rip") + length)
+    cpu.retired()
     return False
 
 

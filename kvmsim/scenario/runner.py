@@ -20,7 +20,7 @@ from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, Vcpu
 from kvmsim.vmm import boot
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.devices import DEVICE_TYPES
-from kvmsim.vmm.runloop import Vmm, VmmConfig
+from kvmsim.vmm.runloop import Vmm, VmmConfig, limit_detail
 
 _MSR_REASONS = {"unknown": KvmMsrExitReason.UNKNOWN, "inval": KvmMsrExitReason.INVAL,
                 "filter": KvmMsrExitReason.FILTER}
@@ -165,6 +165,7 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
                        msr_answers=dict(sc.userspace.msr), max_exits=sc.limits.max_exits,
                        wall_seconds=sc.limits.wall_seconds, events=_events(sc))
     _vm_exit_events(sc, vcpu, backend)
+    _insn_budget(sc, vcpu, config)
     kick = getattr(vcpu, "kick", None)
     vmm = Vmm(vcpu, pio, mmio_bus, config, kick=kick)
     return Machine(sc, image, vm, vcpu, vmm, ram, devices, ioeventfds, backend, zones)
@@ -245,6 +246,20 @@ def _vm_exit_events(sc: Scenario, vcpu: VcpuFd, backend: str) -> None:
                                 f"events[{i}]: 'every' goes with host: nmi")
 
 
+def _insn_budget(sc: Scenario, vcpu: VcpuFd, config: VmmConfig) -> None:
+    """limits.max_guest_insns (default 50 M; null: not counted): the sim's silicon counts retired
+    instructions and stops at the budget.
+    Not enforced on /dev/kvm (no instruction count there; its runs are bounded by wall time)."""
+    model = getattr(vcpu, "vcpu", None)
+    if model is None:
+        return
+    hw, n = model.hw, sc.limits.max_guest_insns
+    if n is None:
+        return      # nothing counted: unicorn runs without its per-instruction count hook
+    hw.insn_limit = n
+    config.limit_reached = lambda: limit_detail("max_guest_insns", n) if hw.insn_limit_hit else None
+
+
 def run_machine(m: Machine) -> RunResult:
     t0 = time.monotonic()
     stop = m.vmm.run()
@@ -262,6 +277,7 @@ def run_machine(m: Machine) -> RunResult:
         res.devices[name] = {"ring_writes": sum(gpa <= a < gpa + size for a, _n, pio in m.vmm.coalesced if not pio)}
     vcpu_model = getattr(m.vcpu, "vcpu", None)
     if vcpu_model is not None:
+        res.guest_insns = vcpu_model.hw.guest_insns if vcpu_model.hw.insn_limit is not None else None
         res.exits = dict(vcpu_model.stat.exits_by_reason)
         res.emulation = {_emultype_key(t): n for t, n in vcpu_model.stat.emulation_by_type.items()}
         res.exceptions = list(vcpu_model.stat.injected_exceptions)

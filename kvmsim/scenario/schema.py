@@ -366,10 +366,29 @@ class Event(_Model):
         return self
 
 
+# Upper bounds of the limits: far above any useful run, and inside what the machinery takes
+# (unicorn's size_t count, threading.Timer's timestamps; `.inf` or 1e20 seconds overflow them).
+MAX_EXITS_BOUND = 10**12
+MAX_GUEST_INSNS_BOUND = 10**15
+WALL_SECONDS_BOUND = 1_000_000.0
+# A runaway guest stops here by instruction count, deterministically: ~3 s at the sim's counted
+# speed (~16 M insns/s native code, 2 cores).  The busiest shipped scenario retires 408,042 (nmi).
+DEFAULT_MAX_GUEST_INSNS = 50_000_000
+LimitCount = Annotated[int, BeforeValidator(parse_int), _INT_JSON]
+# limits.<field> -> the flag of `run`/`diff` that overrides it (a limit stop names both)
+LIMIT_FLAGS = {"max_exits": "--max-exits", "max_guest_insns": "--max-insns", "wall_seconds": "--timeout"}
+
+
 class Limits(_Model):
-    max_exits: Count = 100_000
-    max_guest_insns: Count = 50_000_000
-    wall_seconds: float = Field(30, gt=0)
+    """When a run stops if the guest does not stop by itself (each a `limit` stop naming it)."""
+
+    max_exits: LimitCount = Field(100_000, gt=0, le=MAX_EXITS_BOUND, description="exits to userspace")
+    max_guest_insns: LimitCount | None = Field(
+        DEFAULT_MAX_GUEST_INSNS, gt=0, le=MAX_GUEST_INSNS_BOUND,
+        description="stop after this many retired guest instructions (sim); null: not counted, "
+                    "for native speed (counting slows native code ~100x)")
+    wall_seconds: float = Field(30, gt=0, le=WALL_SECONDS_BOUND, allow_inf_nan=False,
+                                description="wall-clock seconds")
 
 
 # ---------------------------------------------------------------- expectations

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from kvmsim.scenario.result import Stop, UserspaceExit
+from kvmsim.scenario.schema import LIMIT_FLAGS
 from kvmsim.uapi import KVM_EXIT_IO_IN, KvmExit, KvmInternalError, VcpuFd
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.devices.simple import GuestExit
@@ -26,6 +27,12 @@ _EXIT_NAMES = {int(e): e.name for e in KvmExit}
 Policy = str  # "ignore" | "log" | "stop"  (kvmtool: ignore, --debug-ioport/--debug-mmio log)
 
 
+def limit_detail(name: str, value: float) -> str:
+    """The stop detail of a limit: which one, and how to raise it."""
+    shown = value if isinstance(value, int) else f"{value:g}"
+    return f"{name} {shown} reached (raise limits.{name} or {LIMIT_FLAGS[name]})"
+
+
 @dataclass
 class VmmConfig:
     unclaimed_io: Policy = "ignore"
@@ -35,6 +42,9 @@ class VmmConfig:
     wall_seconds: float = 30.0
     # userspace-exit index → action on the vCPU before the next KVM_RUN (scenario events)
     events: dict[int, list[Callable[[VcpuFd], None]]] = field(default_factory=dict)
+    # Asked when KVM_RUN returns -EINTR: the detail of a limit the backend enforces itself
+    # (the sim's instruction budget), or None.
+    limit_reached: Callable[[], str | None] | None = None
 
 
 class Vmm:
@@ -84,16 +94,19 @@ class Vmm:
                 for action in events.get(n, ()):
                     action(self.vcpu)
             if n >= max_exits:
-                return Stop("limit", detail=f"max_exits {max_exits} reached")
+                return Stop("limit", detail=limit_detail("max_exits", max_exits))
             if not n & 0xFF and time.monotonic() >= deadline:   # exits that come back at once, too
-                return Stop("limit", detail=f"wall_seconds {self.config.wall_seconds} reached")
+                return Stop("limit", detail=limit_detail("wall_seconds", self.config.wall_seconds))
             r = kvm_run()
             if ring is not None and ring.first != ring.last:
                 self._flush_coalesced_mmio(ring)
             if r < 0:
                 if r in (-EINTR, -EAGAIN):
+                    why = self.config.limit_reached() if self.config.limit_reached else None
+                    if why is not None:
+                        return Stop("limit", detail=why)
                     if time.monotonic() >= deadline:
-                        return Stop("limit", detail=f"wall_seconds {self.config.wall_seconds} reached")
+                        return Stop("limit", detail=limit_detail("wall_seconds", self.config.wall_seconds))
                     continue
                 return Stop("error", code=-r, detail=f"KVM_RUN returned {r}")
             stop = self._dispatch(run)
