@@ -122,9 +122,19 @@ class SimVmFd:
         return SimVcpuFd(vcpu)
 
     def close(self) -> None:
+        """Closing the VM fd: the vCPUs' engines go now, and the memslots let go of guest RAM
+        (their views would otherwise keep the VMM's mmaps from closing)."""
         for vcpu in self.kvm.vcpus:
             vcpu.hw.power_off()
         self.kvm.vcpus.clear()
+        for _gpa, _size, mem in self.kvm.memslots.values():
+            if isinstance(mem, memoryview):
+                try:
+                    mem.release()
+                except BufferError:
+                    pass   # exported further (a debugger's view): it goes with its last holder
+        self.kvm.memslots.clear()
+        self.kvm.readonly_slots.clear()
 
 
 class SimKvm:
