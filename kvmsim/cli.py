@@ -67,6 +67,19 @@ def quick_scenario(guest: str, mode: str | None) -> Any:
         raise validation_error(guest, e, {}) from None
 
 
+def _keep_exits(text: str) -> int | None | str:
+    """--keep-exits: a count, `all`, or `default` (runner.keep_exits_for)."""
+    if text.strip().lower() in ("all", "default"):
+        return None if text.strip().lower() == "all" else "default"
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', not {text!r}") from None
+    if not 0 <= n <= 1 << 32:
+        raise argparse.ArgumentTypeError(f"{n} is out of range (0 to {1 << 32}, or 'all')")
+    return n
+
+
 # ---------------------------------------------------------------- commands
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -89,7 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"skipped: {sc.name}: backend {backend} not in its backends {sc.backends}", file=sys.stderr)
             continue
         try:
-            result = run_scenario(sc, backend=backend, trace=args.trace)
+            keep = {} if args.keep_exits == "default" else {"keep_exits": args.keep_exits}
+            result = run_scenario(sc, backend=backend, trace=args.trace, **keep)
         except BackendError as e:
             print(f"kvmsim: {sc.name}: backend {backend}: {e}", file=sys.stderr)
             status = max(status, EXIT_INTERNAL)
@@ -232,7 +246,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             result = run_scenario(sc, backend="sim")
             best = min(best, time.perf_counter() - t0)
         n_exits = sum(result.exits.values())
-        rows.append([sc.name, f"{best * 1000:.1f}", n_exits, len(result.userspace),
+        rows.append([sc.name, f"{best * 1000:.1f}", n_exits, result.userspace_count,
                      f"{n_exits / best:,.0f}" if best > 0 else "-", result.guest_insns or "-"])
     report.make_console().print(report.counts_table(
         f"bench (best of {args.repeat})", ["scenario", "ms", "exits", "userspace", "exits/s", "guest insns"], rows))
@@ -250,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the result and checks as JSON")
     r.add_argument("--backend", choices=("sim", "kvm"), help="default: sim")
     r.add_argument("--trace", action="store_true", help="record and show the event trace")
+    r.add_argument("--keep-exits", type=_keep_exits, default="default", metavar="N|all",
+                   help="userspace exits kept at each end of the exit log (counts stay exact; "
+                        "default 1000, all when the scenario expects a userspace stream)")
     r.add_argument("--guest", metavar="FILE.S", help="quick run of a guest source with default devices")
     r.add_argument("--mode", choices=("real16", "prot32", "long64"), help="vCPU mode for --guest")
     r.set_defaults(func=cmd_run)

@@ -53,12 +53,19 @@ def exits_table(result: RunResult) -> Table:
 
 
 def userspace_lines(result: RunResult) -> list[str]:
-    """`#3 KVM_EXIT_MMIO phys_addr=0xd0000000 len=4 is_write=0 data=34120000`, numbered from 1."""
-    lines = [f"#{i} {u.describe()}" for i, u in enumerate(result.userspace, 1)]
-    if len(lines) > MAX_USERSPACE_LINES:
-        head, tail = MAX_USERSPACE_LINES - 10, 10
-        lines = lines[:head] + [f"... {len(lines) - head - tail} more ..."] + lines[-tail:]
-    return lines
+    """`#3 KVM_EXIT_MMIO phys_addr=0xd0000000 len=4 is_write=0 data=34120000`, numbered from 1 in
+    the whole run; longer streams (or a bounded exit log) show the head, `… M exits omitted`, the tail."""
+    at, omitted = result.userspace_omitted_at, result.userspace_omitted
+    numbered = [(i + (omitted if i > at and omitted else 0), u) for i, u in enumerate(result.userspace, 1)]
+    if len(numbered) > MAX_USERSPACE_LINES:
+        head, tail = numbered[:MAX_USERSPACE_LINES - 10], numbered[-10:]
+    elif omitted:
+        head, tail = numbered[:at], numbered[at:]
+    else:
+        return [f"#{n} {u.describe()}" for n, u in numbered]
+    gap = tail[0][0] - head[-1][0] - 1 if head and tail else omitted
+    return ([f"#{n} {u.describe()}" for n, u in head] + [f"… {gap} exits omitted"]
+            + [f"#{n} {u.describe()}" for n, u in tail])
 
 
 def print_checks(console: Console, checks: Iterable[Check]) -> None:
@@ -91,8 +98,8 @@ def print_run(console: Console, result: RunResult, checks: list[Check], trace: b
         console.print(exits_table(result))
     if result.emulation:
         plain(console, "emulation: " + ", ".join(f"{k}={n}" for k, n in sorted(result.emulation.items())))
-    if result.userspace:
-        plain(console, f"userspace exits ({len(result.userspace)}):", "bold")
+    if result.userspace_count:
+        plain(console, f"userspace exits ({result.userspace_count}):", "bold")
         for line in userspace_lines(result):
             plain(console, "  " + line)
     if result.serial:
