@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from kvmsim.errors import BackendError, KvmSimBug, ScenarioError
 
@@ -67,6 +67,32 @@ def quick_scenario(guest: str, mode: str | None) -> Any:
         raise validation_error(guest, e, {}) from None
 
 
+SERIAL_JSON_MAX = 1 << 20   # serial characters in --json output; the rest is in --serial-out FILE
+
+
+def _bounded_serial(doc: dict[str, Any]) -> dict[str, Any]:
+    """Long serial output in --json: its first and last half MiB, with serial_omitted saying how much
+    is missing between them (the report bounds it likewise; --serial-out has all of it)."""
+    text = doc.get("serial") or ""
+    if len(text) > SERIAL_JSON_MAX:
+        half = SERIAL_JSON_MAX // 2
+        doc["serial"] = text[:half] + text[-half:]
+        doc["serial_omitted"] = {"at": half, "chars": len(text) - 2 * half}
+    return doc
+
+
+def _open_serial_out(path: str | None) -> BinaryIO | None:
+    """--serial-out FILE: every run's serial output, whole and in run order ('-' is stdout)."""
+    if path is None:
+        return None
+    if path == "-":
+        return sys.stdout.buffer
+    try:
+        return open(path, "wb")   # noqa: SIM115 - lives for the whole command
+    except OSError as e:
+        raise ScenarioError(path, None, f"--serial-out: cannot write: {e.strerror}") from None
+
+
 def _keep_exits(text: str) -> int | None | str:
     """--keep-exits: a count, `all`, or `default` (runner.keep_exits_for)."""
     if text.strip().lower() in ("all", "default"):
@@ -96,6 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return status
     run_scenario = _runner()
     con, docs = report.make_console(), []
+    serial_out = _open_serial_out(args.serial_out)
     for sc in scenarios:
         backend = args.backend or "sim"
         if backend not in sc.backends:
@@ -108,6 +135,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"kvmsim: {sc.name}: backend {backend}: {e}", file=sys.stderr)
             status = max(status, EXIT_INTERNAL)
             continue
+        if serial_out is not None:
+            serial_out.write(result.serial.encode("utf-8", "replace"))
+            serial_out.flush()
         checks = check(sc, result)
         unchecked = [c.name for c in checks if backend != "sim" and c.name in SIM_ONLY]
         checks = [c for c in checks if c.name not in unchecked]
@@ -116,13 +146,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             status = max(status, EXIT_FAIL)
         if args.json:
             docs.append({"scenario": sc.name, "file": str(sc.path) if sc.path else None, "passed": ok,
-                         "result": result.to_dict(), "checks": [c.to_dict() for c in checks],
+                         "result": _bounded_serial(result.to_dict()), "checks": [c.to_dict() for c in checks],
                          "not_checked": unchecked})
         else:
             report.print_run(con, result, checks, trace=args.trace)
             if unchecked:
                 report.plain(con, f"not checked on {backend} (model facts the host does not report): "
                              + ", ".join(unchecked), "dim")
+    if serial_out is not None and serial_out is not sys.stdout.buffer:
+        serial_out.close()
     if args.json:
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, default=str))
     return status
@@ -264,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the result and checks as JSON")
     r.add_argument("--backend", choices=("sim", "kvm"), help="default: sim")
     r.add_argument("--trace", action="store_true", help="record and show the event trace")
+    r.add_argument("--serial-out", metavar="FILE",
+                   help="write the whole serial output of every run to FILE (the report shows at most "
+                        "200 lines of it, wrapped; --json at most 1 MiB)")
     r.add_argument("--keep-exits", type=_keep_exits, default="default", metavar="N|all",
                    help="userspace exits kept at each end of the exit log (counts stay exact; "
                         "default 1000, all when the scenario expects a userspace stream)")
