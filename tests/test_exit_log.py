@@ -112,3 +112,15 @@ def test_diff_compares_whole_streams(monkeypatch) -> None:
     with pytest.raises(Done):
         diff_scenario(_pio_loop(), "kvm_intel")
     assert seen and seen[0]["keep_exits"] is None
+
+
+def test_regbank_access_log_is_bounded() -> None:
+    from kvmsim.vmm.devices.simple import RegBank
+
+    bank = RegBank(values={0: 0x1234})
+    for i in range(RegBank.LOG_LIMIT + 500):
+        assert bank.io_read(0, 4) == bytes.fromhex("34120000")
+        bank.io_write(4, bytes([i & 0xFF]))
+    assert bank.counters["reads"] == bank.counters["writes"] == RegBank.LOG_LIMIT + 500
+    assert len(bank.log) == RegBank.LOG_LIMIT
+    assert bank.log[:3] == [("r", 0, bytes.fromhex("34120000")), ("w", 4, b"\0"), ("r", 0, bytes.fromhex("34120000"))]
