@@ -55,3 +55,18 @@ def test_close_releases_guest_ram_and_engine() -> None:
     assert hw.uc is None
     assert bufs and all(buf.closed for buf in bufs)
     assert not m.vm.kvm.memslots
+
+
+def test_machine_and_vm_are_context_managers() -> None:
+    from kvmsim.kvm.kvm_main import SimKvm
+
+    sc = load_scenario(REPO / "scenarios" / "cpuid.yaml")
+    with make_machine(sc) as m:
+        res = run_machine(m)
+        hw, bufs = m.vcpu.vcpu.hw, [b for _gpa, b in m.ram]
+    assert res.stop.reason == "debug-exit" and hw.uc is None
+    assert bufs and all(b.closed for b in bufs) and not m.ram
+    with SimKvm().create_vm() as vm:
+        cpu = vm.create_vcpu(0).vcpu.hw
+        assert cpu.uc is not None
+    assert cpu.uc is None and not vm.kvm.vcpus

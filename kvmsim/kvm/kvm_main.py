@@ -121,6 +121,12 @@ class SimVmFd:
         self.kvm.vcpus.append(vcpu)
         return SimVcpuFd(vcpu)
 
+    def __enter__(self) -> "SimVmFd":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Closing the VM fd: the vCPUs' engines go now, and the memslots let go of guest RAM
         (their views would otherwise keep the VMM's mmaps from closing)."""

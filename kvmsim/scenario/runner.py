@@ -46,6 +46,12 @@ class Machine:
     backend: str
     coalesced_zones: dict[str, tuple[int, int]] = field(default_factory=dict)  # name → (gpa, size)
 
+    def __enter__(self) -> "Machine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Release the VM (its fds and kvm_run mappings), then guest RAM."""
         self.vm.close()
