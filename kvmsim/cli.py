@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from kvmsim.errors import BackendError, KvmSimBug, ScenarioError
 
@@ -102,6 +102,45 @@ def _apply_limit_flags(scenarios: list[Any], args: argparse.Namespace) -> None:
             sc.limits = sc.limits.model_copy(update=update)
 
 
+SERIAL_JSON_MAX = 1 << 20   # serial characters in --json output; the rest is in --serial-out FILE
+
+
+def _bounded_serial(doc: dict[str, Any]) -> dict[str, Any]:
+    """Long serial output in --json: its first and last half MiB, with serial_omitted saying how much
+    is missing between them (the report bounds it likewise; --serial-out has all of it)."""
+    text = doc.get("serial") or ""
+    if len(text) > SERIAL_JSON_MAX:
+        half = SERIAL_JSON_MAX // 2
+        doc["serial"] = text[:half] + text[-half:]
+        doc["serial_omitted"] = {"at": half, "chars": len(text) - 2 * half}
+    return doc
+
+
+def _open_serial_out(path: str | None) -> BinaryIO | None:
+    """--serial-out FILE: every run's serial output, whole and in run order ('-' is stdout)."""
+    if path is None:
+        return None
+    if path == "-":
+        return sys.stdout.buffer
+    try:
+        return open(path, "wb")   # noqa: SIM115 - lives for the whole command
+    except OSError as e:
+        raise ScenarioError(path, None, f"--serial-out: cannot write: {e.strerror}") from None
+
+
+def _keep_exits(text: str) -> int | None | str:
+    """--keep-exits: a count, `all`, or `default` (runner.keep_exits_for)."""
+    if text.strip().lower() in ("all", "default"):
+        return None if text.strip().lower() == "all" else "default"
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', not {text!r}") from None
+    if not 0 <= n <= 1 << 32:
+        raise argparse.ArgumentTypeError(f"{n} is out of range (0 to {1 << 32}, or 'all')")
+    return n
+
+
 # ---------------------------------------------------------------- commands
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -119,17 +158,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     _apply_limit_flags(scenarios, args)
     run_scenario = _runner()
     con, docs = report.make_console(), []
+    serial_out = _open_serial_out(args.serial_out)
     for sc in scenarios:
         backend = args.backend or "sim"
         if backend not in sc.backends:
             print(f"skipped: {sc.name}: backend {backend} not in its backends {sc.backends}", file=sys.stderr)
             continue
         try:
-            result = run_scenario(sc, backend=backend, trace=args.trace)
+            keep = {} if args.keep_exits == "default" else {"keep_exits": args.keep_exits}
+            result = run_scenario(sc, backend=backend, trace=args.trace, **keep)
         except BackendError as e:
             print(f"kvmsim: {sc.name}: backend {backend}: {e}", file=sys.stderr)
             status = max(status, EXIT_INTERNAL)
             continue
+        if serial_out is not None:
+            serial_out.write(result.serial.encode("utf-8", "replace"))
+            serial_out.flush()
         checks = check(sc, result)
         unchecked = [c.name for c in checks if backend != "sim" and c.name in SIM_ONLY]
         checks = [c for c in checks if c.name not in unchecked]
@@ -138,13 +182,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             status = max(status, EXIT_FAIL)
         if args.json:
             docs.append({"scenario": sc.name, "file": str(sc.path) if sc.path else None, "passed": ok,
-                         "result": result.to_dict(), "checks": [c.to_dict() for c in checks],
+                         "result": _bounded_serial(result.to_dict()), "checks": [c.to_dict() for c in checks],
                          "not_checked": unchecked})
         else:
             report.print_run(con, result, checks, trace=args.trace)
             if unchecked:
                 report.plain(con, f"not checked on {backend} (model facts the host does not report): "
                              + ", ".join(unchecked), "dim")
+    if serial_out is not None and serial_out is not sys.stdout.buffer:
+        serial_out.close()
     if args.json:
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, default=str))
     return status
@@ -269,7 +315,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             result = run_scenario(sc, backend="sim")
             best = min(best, time.perf_counter() - t0)
         n_exits = sum(result.exits.values())
-        rows.append([sc.name, f"{best * 1000:.1f}", n_exits, len(result.userspace),
+        rows.append([sc.name, f"{best * 1000:.1f}", n_exits, result.userspace_count,
                      f"{n_exits / best:,.0f}" if best > 0 else "-", result.guest_insns or "-"])
     report.make_console().print(report.counts_table(
         f"bench (best of {args.repeat})", ["scenario", "ms", "exits", "userspace", "exits/s", "guest insns"], rows))
@@ -287,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the result and checks as JSON")
     r.add_argument("--backend", choices=("sim", "kvm"), help="default: sim")
     r.add_argument("--trace", action="store_true", help="record and show the event trace")
+    r.add_argument("--serial-out", metavar="FILE",
+                   help="write the whole serial output of every run to FILE (the report shows at most "
+                        "200 lines of it, wrapped; --json at most 1 MiB)")
+    r.add_argument("--keep-exits", type=_keep_exits, default="default", metavar="N|all",
+                   help="userspace exits kept at each end of the exit log (counts stay exact; "
+                        "default 1000, all when the scenario expects a userspace stream)")
     r.add_argument("--guest", metavar="FILE.S", help="quick run of a guest source with default devices")
     r.add_argument("--mode", choices=("real16", "prot32", "long64"), help="vCPU mode for --guest")
     _add_limit_flags(r)

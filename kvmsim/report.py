@@ -16,6 +16,8 @@ from kvmsim.scenario.expect import Check
 from kvmsim.scenario.result import RunResult
 
 MAX_USERSPACE_LINES = 60  # longer streams show the head and the tail
+SERIAL_WIDTH = 120        # serial lines wrap here in the report
+MAX_SERIAL_LINES = 200    # longer serial output shows the head and the tail (all of it: --serial-out)
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -53,12 +55,46 @@ def exits_table(result: RunResult) -> Table:
 
 
 def userspace_lines(result: RunResult) -> list[str]:
-    """`#3 KVM_EXIT_MMIO phys_addr=0xd0000000 len=4 is_write=0 data=34120000`, numbered from 1."""
-    lines = [f"#{i} {u.describe()}" for i, u in enumerate(result.userspace, 1)]
-    if len(lines) > MAX_USERSPACE_LINES:
-        head, tail = MAX_USERSPACE_LINES - 10, 10
-        lines = lines[:head] + [f"... {len(lines) - head - tail} more ..."] + lines[-tail:]
-    return lines
+    """`#3 KVM_EXIT_MMIO phys_addr=0xd0000000 len=4 is_write=0 data=34120000`, numbered from 1 in
+    the whole run; longer streams (or a bounded exit log) show the head, `… M exits omitted`, the tail."""
+    at, omitted = result.userspace_omitted_at, result.userspace_omitted
+    numbered = [(i + (omitted if i > at and omitted else 0), u) for i, u in enumerate(result.userspace, 1)]
+    if len(numbered) > MAX_USERSPACE_LINES:
+        head, tail = numbered[:MAX_USERSPACE_LINES - 10], numbered[-10:]
+    elif omitted:
+        head, tail = numbered[:at], numbered[at:]
+    else:
+        return [f"#{n} {u.describe()}" for n, u in numbered]
+    gap = tail[0][0] - head[-1][0] - 1 if head and tail else omitted
+    return ([f"#{n} {u.describe()}" for n, u in head] + [f"… {gap} exits omitted"]
+            + [f"#{n} {u.describe()}" for n, u in tail])
+
+
+def serial_lines(serial: str, width: int = SERIAL_WIDTH, max_lines: int = MAX_SERIAL_LINES) -> list[str]:
+    """The guest's serial output for the report: wrapped at `width`, at most `max_lines` lines
+    (the head, `… N lines omitted`, the tail), however much the guest printed."""
+    lines: list[str] = []
+    limit = max_lines + 1   # enough to know that lines must be dropped
+    tail: list[str] = []
+    more = 0
+    for raw in serial.rstrip("\n").split("\n"):
+        raw = raw.replace("\r", "")
+        for i in range(0, max(len(raw), 1), width):
+            piece = raw[i:i + width]
+            if len(lines) < limit:
+                lines.append(piece)
+            else:
+                tail.append(piece)
+                more += 1
+                if len(tail) > 2 * max_lines:
+                    del tail[:-max_lines]
+    if not more:
+        return lines
+    allp = lines + tail[-max_lines:]
+    total = len(lines) + more
+    head_n, tail_n = max_lines - max_lines // 4, max_lines // 4
+    kept_tail = allp[-tail_n:] if tail_n else []
+    return lines[:head_n] + [f"… {total - head_n - tail_n} lines omitted (--serial-out FILE for all of it)"] + kept_tail
 
 
 def print_checks(console: Console, checks: Iterable[Check]) -> None:
@@ -91,13 +127,13 @@ def print_run(console: Console, result: RunResult, checks: list[Check], trace: b
         console.print(exits_table(result))
     if result.emulation:
         plain(console, "emulation: " + ", ".join(f"{k}={n}" for k, n in sorted(result.emulation.items())))
-    if result.userspace:
-        plain(console, f"userspace exits ({len(result.userspace)}):", "bold")
+    if result.userspace_count:
+        plain(console, f"userspace exits ({result.userspace_count}):", "bold")
         for line in userspace_lines(result):
             plain(console, "  " + line)
     if result.serial:
         plain(console, "serial:", "bold")
-        for line in result.serial.rstrip("\n").split("\n"):
+        for line in serial_lines(result.serial):
             plain(console, "  | " + line)
     if result.regs:
         plain(console, "registers: " + regs_line(result.regs))

@@ -122,8 +122,25 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         return uc
 
     def power_off(self) -> None:
-        """The VM is gone: drop the engine and the view into its CPU state (never read freed memory)."""
-        self.uc = self._env = None
+        """The VM is gone: close the engine now rather than at the next garbage collection.
+
+        Unicorn's Python wrapper keeps our bound-method hooks in the Uc, which keeps us, which
+        keeps the Uc: without this the engine (1 GiB of reserved code buffer) outlives the run
+        until the cycle collector happens to run.  Hook handles die with it, so the trap and
+        read-only-segment bookkeeping starts afresh should the CPU ever be powered on again.
+        """
+        uc, self.uc, self._env, self._uch = self.uc, None, None, None
+        if uc is None:
+            return
+        close = getattr(uc, "_Uc__finalizer", None)   # the wrapper's weakref.finalize: uc_close, once
+        if close is not None:
+            close()
+        callbacks = getattr(uc, "_callbacks", None)
+        if isinstance(callbacks, dict):
+            callbacks.clear()                          # drops the bound methods: the cycle is broken
+        self._unmapped_cb = self._unmapped_hook = None
+        self._trap_init()
+        self._ro_init()
 
     def enter_guest(self) -> None:
         """VM entry, run, VM exit: on return the VMCS exit fields describe why the guest stopped."""

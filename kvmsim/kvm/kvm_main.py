@@ -125,10 +125,26 @@ class SimVmFd:
         self.kvm.vcpus.append(vcpu)
         return SimVcpuFd(vcpu)
 
+    def __enter__(self) -> "SimVmFd":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
+        """Closing the VM fd: the vCPUs' engines go now, and the memslots let go of guest RAM
+        (their views would otherwise keep the VMM's mmaps from closing)."""
         for vcpu in self.kvm.vcpus:
             vcpu.hw.power_off()
         self.kvm.vcpus.clear()
+        for _gpa, _size, mem in self.kvm.memslots.values():
+            if isinstance(mem, memoryview):
+                try:
+                    mem.release()
+                except BufferError:
+                    pass   # exported further (a debugger's view): it goes with its last holder
+        self.kvm.memslots.clear()
+        self.kvm.readonly_slots.clear()
 
 
 class SimKvm:

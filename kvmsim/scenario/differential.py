@@ -22,6 +22,8 @@ a scenario DIFF.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -251,7 +253,7 @@ def diff_scenario(sc: Scenario, module: str, run: Runner | None = None) -> Compa
 
     if (why := skip_reason(sc)) is not None:
         return Comparison(sc.name, "SKIP", host=module, reason=why)
-    run = run or run_scenario
+    run = run or functools.partial(run_scenario, keep_exits=None)   # the streams are compared whole
     sim = run(sc, backend="sim")
     kvm = run(sc, backend="kvm", host_events=False)
 

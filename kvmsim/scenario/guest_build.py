@@ -13,7 +13,10 @@ linker script that puts everything (text, rodata, data, the exception table, bss
 section, and `objcopy -O binary` gives the bytes loaded at `load_addr`.
 
 Results are cached by content hash (source, every file it includes, mode, origin,
-defines, tool versions) under `$KVMSIM_CACHE_DIR/guests` (default `~/.cache/kvmsim/guests`).
+defines, tool versions) under `$KVMSIM_CACHE_DIR/guests`, by default the user's cache directory
+(`$XDG_CACHE_HOME/kvmsim/guests`, `~/.cache/kvmsim/guests` without it), whatever directory the
+command runs in.  The cache holds at most CACHE_MAX_BYTES (`$KVMSIM_CACHE_MAX_BYTES`): storing an
+image evicts the least recently used ones (a hit refreshes an entry's mtime) until it fits.
 
 Errors are `GuestBuildError`s that quote the assembler's own `file:line: Error: ...`
 lines, with the file named as the user wrote it (inline YAML `asm:` text gets the YAML
@@ -144,10 +147,25 @@ def binutils_available() -> bool:
     return True
 
 
+CACHE_MAX_BYTES = 64 << 20   # a built guest is a few KiB of image and symbols
+
+
 def cache_dir() -> Path:
+    """$KVMSIM_CACHE_DIR, else the XDG base-directory cache ($XDG_CACHE_HOME if absolute, else ~/.cache)."""
     base = os.environ.get("KVMSIM_CACHE_DIR")
-    root = Path(base) if base else Path.home() / ".cache" / "kvmsim"
+    if base:
+        root = Path(base)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        root = (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "kvmsim"
     return root / "guests"
+
+
+def cache_max_bytes() -> int:
+    try:
+        return max(0, int(os.environ.get("KVMSIM_CACHE_MAX_BYTES", CACHE_MAX_BYTES)))
+    except ValueError:
+        return CACHE_MAX_BYTES
 
 
 # ---------------------------------------------------------------- build
@@ -311,6 +329,10 @@ def _cache_load(key: str) -> GuestImage | None:
         return None
     if len(image) != meta.get("size"):
         return None
+    try:
+        os.utime(d / f"{key}.json")   # recently used: the last to be evicted
+    except OSError:
+        pass
     return GuestImage(mode=meta["mode"], load_addr=meta["load_addr"], entry=meta["entry"],
                       image=image, symbols=meta["symbols"])
 
@@ -326,5 +348,35 @@ def _cache_store(key: str, img: GuestImage) -> None:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, d / f"{key}{suffix}")
+        _evict(d, cache_max_bytes(), keep=key)
     except OSError:
         pass  # Simplified: an unwritable cache only costs a rebuild next time.
+
+
+def _evict(d: Path, limit: int, keep: str) -> None:
+    """Remove least recently used entries (by their .json's mtime) until the cache fits `limit`;
+    the entry just stored stays even when it alone is larger."""
+    entries = []
+    total = 0
+    for meta in d.glob("*.json"):
+        key = meta.stem
+        try:
+            st = meta.stat()
+            size = st.st_size + (d / f"{key}.bin").stat().st_size
+        except OSError:
+            size, st = 0, None
+        total += size
+        entries.append((st.st_mtime_ns if st else 0, key, size))
+    if total <= limit:
+        return
+    for _mtime, key, size in sorted(entries):
+        if key == keep:
+            continue
+        for suffix in (".json", ".bin"):
+            try:
+                (d / f"{key}{suffix}").unlink()
+            except FileNotFoundError:
+                pass
+        total -= size
+        if total <= limit:
+            break

@@ -105,7 +105,11 @@ class RunResult:
     backend: str                                                 # "sim" | "kvm"
     stop: Stop
     exits: dict[str, int] = field(default_factory=dict)          # VMX EXIT_REASON name -> count
-    userspace: list[UserspaceExit] = field(default_factory=list)  # in order
+    userspace: list[UserspaceExit] = field(default_factory=list)  # in order; see userspace_omitted
+    # A bounded exit log (runner.DEFAULT_KEEP_EXITS) keeps the first and last exits: this many more
+    # happened between userspace[userspace_omitted_at - 1] and userspace[userspace_omitted_at].
+    userspace_omitted: int = 0
+    userspace_omitted_at: int = 0
     emulation: dict[str, int] = field(default_factory=dict)      # EMULTYPE key ("PF", "0", ...) -> calls
     serial: str = ""
     regs: dict[str, int] = field(default_factory=dict)           # struct kvm_regs names, final values
@@ -118,10 +122,21 @@ class RunResult:
     trace: list[Any] | None = None                               # only with --trace
     host_events: dict[str, Any] | None = None                    # kvm backend: real kvm:* tracepoint counts
 
+    @property
+    def userspace_count(self) -> int:
+        """Every exit to userspace in the run, kept or omitted."""
+        return len(self.userspace) + self.userspace_omitted
+
+    def userspace_marker(self) -> str:
+        return f"… {self.userspace_omitted} exits omitted"
+
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dc_fields(self)}
         d["stop"] = asdict(self.stop)
         d["userspace"] = [u.to_dict() for u in self.userspace]
+        if self.userspace_omitted:   # the marker sits where the records are missing
+            d["userspace"].insert(self.userspace_omitted_at, {"omitted": self.userspace_omitted})
+        d["userspace_count"] = self.userspace_count
         for k in ("exits", "emulation", "regs", "sregs"):
             d[k] = dict(sorted(d[k].items()))
         d["devices"] = {n: dict(sorted(c.items())) for n, c in sorted(self.devices.items())}
@@ -138,7 +153,7 @@ class RunResult:
     def from_dict(cls, d: dict[str, Any]) -> "RunResult":
         kw = {f.name: d[f.name] for f in dc_fields(cls) if f.name in d}
         kw["stop"] = Stop(**d["stop"])
-        kw["userspace"] = [UserspaceExit.from_dict(u) for u in d.get("userspace", [])]
+        kw["userspace"] = [UserspaceExit.from_dict(u) for u in d.get("userspace", []) if "omitted" not in u]
         return cls(**kw)
 
     @classmethod

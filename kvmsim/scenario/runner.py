@@ -10,7 +10,7 @@ import functools
 import mmap
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Union
 
 from kvmsim.errors import BackendError, ScenarioError
 from kvmsim.scenario.guest_build import GuestImage, build_guest
@@ -21,6 +21,11 @@ from kvmsim.vmm import boot
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.devices import DEVICE_TYPES
 from kvmsim.vmm.runloop import Vmm, VmmConfig, limit_detail
+
+# The exit log's default bound: the first and the last this many userspace exits are kept, the ones
+# between only counted (RunResult.userspace_omitted); ~500 bytes a record.
+DEFAULT_KEEP_EXITS = 1000
+KeepExits = Union[int, None, Literal["default"]]   # N each end | None: all | "default": see keep_exits_for
 
 _MSR_REASONS = {"unknown": KvmMsrExitReason.UNKNOWN, "inval": KvmMsrExitReason.INVAL,
                 "filter": KvmMsrExitReason.FILTER}
@@ -41,10 +46,24 @@ class Machine:
     backend: str
     coalesced_zones: dict[str, tuple[int, int]] = field(default_factory=dict)  # name → (gpa, size)
 
+    def __enter__(self) -> "Machine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Release the VM (its fds and kvm_run mappings), then guest RAM."""
         self.vm.close()
         _release_ram(self.ram)
+
+
+def keep_exits_for(sc: Scenario, keep: KeepExits = "default") -> int | None:
+    """How many exits each end of the log keeps: a scenario that expects a userspace stream keeps
+    all of it (its check compares the whole stream); others keep DEFAULT_KEEP_EXITS."""
+    if keep != "default":
+        return keep  # type: ignore[return-value]
+    return None if sc.expect.userspace is not None else DEFAULT_KEEP_EXITS
 
 
 def _release_ram(ram: list[tuple[int, mmap.mmap]]) -> None:
@@ -163,7 +182,8 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
             pio.register(params["port"], dev.size, dev)
     config = VmmConfig(unclaimed_io=sc.userspace.unclaimed_io, unclaimed_mmio=sc.userspace.unclaimed_mmio,
                        msr_answers=dict(sc.userspace.msr), max_exits=sc.limits.max_exits,
-                       wall_seconds=sc.limits.wall_seconds, events=_events(sc))
+                       wall_seconds=sc.limits.wall_seconds, events=_events(sc),
+                       keep_exits=keep_exits_for(sc))
     _vm_exit_events(sc, vcpu, backend)
     _insn_budget(sc, vcpu, config)
     kick = getattr(vcpu, "kick", None)
@@ -268,6 +288,8 @@ def run_machine(m: Machine) -> RunResult:
     sregs = m.vcpu.get_sregs()
     serial = "".join(d.text for d in m.devices.values() if hasattr(d, "text"))
     res = RunResult(scenario=m.scenario.name, backend=m.backend, stop=stop, userspace=m.vmm.exits,
+                    userspace_omitted=m.vmm.exits_omitted,
+                    userspace_omitted_at=m.vmm.config.keep_exits if m.vmm.exits_omitted else 0,
                     serial=serial, regs=regs.as_dict(),
                     sregs={k: getattr(sregs, k) for k in ("cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base")},
                     devices={n: dict(d.counters) for n, d in m.devices.items()}, wall_seconds=wall)
@@ -303,12 +325,13 @@ def _read_guest(m: Machine, gpa: int, n: int) -> bytes:
 
 def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
                  host_events: bool | None = None, max_exits: int | None = None,
-                 image: GuestImage | None = None) -> RunResult:
+                 image: GuestImage | None = None, keep_exits: KeepExits = "default") -> RunResult:
     """Build, run and tear down one scenario.
 
     host_events (default: on for the kvm backend): record the real kernel's kvm:* tracepoints
     of the run into RunResult.host_events (realkvm/hostevents.py).  max_exits overrides the
     scenario's limit (diff replays a run up to a given userspace exit).  image: see make_machine.
+    keep_exits: records kept at each end of the exit log (None: all; default: keep_exits_for).
     """
     tracer = None
     if trace and backend == "sim":
@@ -318,6 +341,7 @@ def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
     m = make_machine(sc, backend, image)
     if max_exits is not None:
         m.vmm.config.max_exits = max_exits
+    m.vmm.config.keep_exits = keep_exits_for(sc, keep_exits)
     host = None
     try:
         if backend == "kvm" and (host_events is None or host_events):

@@ -45,6 +45,9 @@ class VmmConfig:
     # Asked when KVM_RUN returns -EINTR: the detail of a limit the backend enforces itself
     # (the sim's instruction budget), or None.
     limit_reached: Callable[[], str | None] | None = None
+    # Exit log bound: the first and the last `keep_exits` records are kept, the ones between only
+    # counted (Vmm.exits_omitted); None keeps every record.
+    keep_exits: int | None = None
 
 
 class Vmm:
@@ -55,6 +58,7 @@ class Vmm:
         self.vcpu, self.pio, self.mmio, self.config = vcpu, pio, mmio, config
         self.kick = kick
         self.exits: list[UserspaceExit] = []
+        self.exits_omitted = 0    # records dropped from the middle of `exits` (config.keep_exits)
         self.coalesced: list[tuple[int, int, bool]] = []  # drained ring entries: (phys_addr, len, pio)
         self.log: list[str] = []
         self._stop: Stop | None = None
@@ -78,6 +82,7 @@ class Vmm:
         try:
             return self._loop(deadline)
         finally:
+            self._trim_exits()
             self._run_mmio_data.release()
             self._mapping.release()
             self._run_mmio = self._run_mmio_data = self._mapping = None
@@ -88,8 +93,13 @@ class Vmm:
         run = self.vcpu.mapping.run
         ring = getattr(self.vcpu.mapping, "ring", None)  # coalesced MMIO, drained after every KVM_RUN
         exits, events, max_exits, kvm_run = self.exits, self.config.events, self.config.max_exits, self.vcpu.run
+        keep = self.config.keep_exits
+        cap = len(exits) + (1 << 62) if keep is None else 3 * keep   # trim once the middle holds `keep`
         while True:
             n = len(exits)
+            if n >= cap:
+                n = self._trim_exits()
+            n += self.exits_omitted
             if events:
                 for action in events.get(n, ()):
                     action(self.vcpu)
@@ -112,6 +122,20 @@ class Vmm:
             stop = self._dispatch(run)
             if stop is not None:
                 return stop
+
+    @property
+    def exit_count(self) -> int:
+        """Userspace exits so far, kept or omitted."""
+        return len(self.exits) + self.exits_omitted
+
+    def _trim_exits(self) -> int:
+        """Drop the records between the first and the last `keep_exits`; amortised O(1) per exit."""
+        keep = self.config.keep_exits
+        if keep is not None and len(self.exits) > 2 * keep:
+            cut = len(self.exits) - keep
+            self.exits_omitted += cut - keep
+            del self.exits[keep:cut]
+        return len(self.exits)
 
     def _flush_coalesced_mmio(self, ring) -> None:
         """kvmtool kvm_cpu__handle_coalesced_mmio: replay the ring's writes on the buses, in order."""
