@@ -183,10 +183,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     paths = scenario_files(args.files or [DEFAULT_DIR])
     if not paths:
         raise ScenarioError(", ".join(args.files or [DEFAULT_DIR]), None, "no scenario files (*.yaml) found")
+    from kvmsim.scenario.runner import preflight
     status = EXIT_OK
     for p in paths:
         try:
-            print(f"ok: {load_scenario(p).name}")
+            sc = load_scenario(p)
+            preflight(sc)  # assembles and links the guest and places its image, as `run` would
+            print(f"ok: {sc.name}")
         except ScenarioError as e:
             _err(e)
             status = EXIT_INPUT
@@ -318,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mode", choices=("real16", "prot32", "long64"), help="vCPU mode for --guest")
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("check", help="validate scenario files only")
+    c = sub.add_parser("check", help="validate scenario files (and build their guests) without running them")
     c.add_argument("files", nargs="*", metavar="FILE", help=f"default: {DEFAULT_DIR}/")
     c.set_defaults(func=cmd_check)
 
