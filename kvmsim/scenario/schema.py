@@ -219,6 +219,9 @@ class DebugExit(_Device):
     size: IoSize = 4
 
 
+MAX_REGBANK = 1 << 20  # not KVM's: the VMM keeps a regbank's bytes in host memory
+
+
 class RegBank(_Device):
     """A bank of MMIO registers at gpa: reads return `values` (offset -> value), writes are stored."""
 
@@ -230,6 +233,9 @@ class RegBank(_Device):
 
     @model_validator(mode="after")
     def _offsets_inside(self) -> "RegBank":
+        if self.size > MAX_REGBANK:
+            raise FieldError(("size",), f"regbank size {self.size:#x} is more than kvmsim keeps in memory "
+                             f"({MAX_REGBANK:#x})")
         for off in self.values:
             if off >= self.size:
                 raise FieldError(("values", off), f"offset {off:#x} is outside the bank (size {self.size:#x})")
@@ -720,6 +726,22 @@ class Scenario(_Model):
                     raise FieldError(("devices", i, "gpa"), f"{d.type} at {gpa:#x} is inside RAM "
                                      f"(memslot {s.gpa:#x}+{s.size:#x}); MMIO devices need unbacked GPAs")
         self._check_device_overlap()
+        self._check_ioeventfds()
+
+    def _check_ioeventfds(self) -> None:
+        """KVM_IOEVENTFD's EEXIST: same bus and address, and a zero length on either, or equal lengths
+        with either one matching any value or both the same datamatch (as real KVM answers)."""
+        seen: list[tuple[int, Any]] = []
+        for i, d in enumerate(self.devices):
+            if d.type != "ioeventfd":
+                continue
+            for j, o in seen:
+                same_place = (d.port is None) == (o.port is None) and d.address() == o.address()
+                if same_place and (not d.len or not o.len or (d.len == o.len and (
+                        d.datamatch is None or o.datamatch is None or d.datamatch == o.datamatch))):
+                    raise FieldError(("devices", i), f"ioeventfd at {d.address():#x} collides with devices[{j}] "
+                                     f"{o.name!r} (KVM_IOEVENTFD: EEXIST)")
+            seen.append((i, d))
 
     def _check_device_overlap(self) -> None:
         """The VMM's port and MMIO buses give each address to one device (vmm/bus.py register)."""
