@@ -1,8 +1,8 @@
 """kvmsim command line: parse arguments and dispatch; the layout lives in report.py.
 
-Exit status: 0 ok, 1 an expectation (or a sim/kvm diff) failed, 2 bad input (ScenarioError,
-usage), 3 internal error / not implemented / backend unavailable.  No traceback is shown
-unless KVMSIM_DEBUG=1.
+Exit status (README table): 0 ok, 1 an expectation (or a sim/kvm diff) failed or a guest with
+no `expect.stop` did not stop normally, 2 bad input (ScenarioError, usage), 3 internal error /
+backend unavailable, 141 stdout closed early.  No traceback is shown unless KVMSIM_DEBUG=1.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Callable
 from kvmsim.errors import BackendError, KvmSimBug, ScenarioError
 
 EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_SIGPIPE = 128 + 13  # stdout closed early (`kvmsim run X | head -1`): quiet, as a shell reports SIGPIPE
 DEFAULT_DIR = "scenarios"
 
 
@@ -27,6 +28,19 @@ def _runner() -> Callable:
     """run_scenario, imported when a command needs it (keeps `kvmsim check/schema` light)."""
     from kvmsim.scenario.runner import run_scenario
     return run_scenario
+
+
+def _console() -> Any:
+    """report's console, but a closed stdout raises BrokenPipeError (main exits quietly) instead of
+    rich's own SystemExit(1), which would read as a failed expectation."""
+    from kvmsim import report
+    con = report.make_console()
+
+    def broken_pipe() -> None:
+        con.quiet = True
+        raise BrokenPipeError
+    con.on_broken_pipe = broken_pipe
+    return con
 
 
 def _err(err: BaseException) -> None:
@@ -143,52 +157,102 @@ def _keep_exits(text: str) -> int | None | str:
 
 # ---------------------------------------------------------------- commands
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _bug_lines(where: str | None, e: BaseException) -> list[str]:
+    """A kvmsim bug as two lines: what broke (naming the file) and where to report it."""
+    kind = "kvmsim bug" if isinstance(e, KvmSimBug) else "internal error"
+    first = str(e) if isinstance(e, KvmSimBug) else (str(e).split("\n") or [""])[0]  # a bug carries vCPU state
+    at = f"{where}: " if where else ""
+    attach = f"{where} and " if where else ""
+    return [f"kvmsim: {at}{kind}: {type(e).__name__}: {first}",
+            f"  please report it with {attach}the traceback that KVMSIM_DEBUG=1 prints"]
+
+
+def _error_doc(path: str | None, name: str | None, status: int, e: BaseException) -> dict[str, Any]:
+    """The --json object for a file that has no result (bad input, backend or internal error)."""
+    kind = {EXIT_INPUT: "input", EXIT_INTERNAL: "internal"}.get(status, "error")
+    if isinstance(e, BackendError):
+        kind = "backend"
+    line = e.line if isinstance(e, ScenarioError) else None
+    msg = e.msg if isinstance(e, ScenarioError) else f"{type(e).__name__}: {e}"
+    return {"scenario": name, "file": path, "passed": False, "status": status,
+            "error": {"kind": kind, "line": line, "message": msg}}
+
+
+def _run_one(args: argparse.Namespace, sc: Any, con: Any, serial_out: Any = None) -> tuple[int, dict[str, Any]]:
+    """Run and check one scenario: (status, its --json document); prints its human report."""
     from kvmsim import report
-    from kvmsim.scenario.expect import check
+    from kvmsim.scenario.expect import check, check_normal_stop
     from kvmsim.scenario.result import SIM_ONLY  # model facts a real host does not report
+    backend = args.backend or "sim"
+    path = str(sc.path) if sc.path else None
+    if backend not in sc.backends:
+        why = f"backend {backend} not in its backends {sc.backends}"
+        print(f"skipped: {sc.name}: {why}", file=sys.stderr)
+        return EXIT_OK, {"scenario": sc.name, "file": path, "passed": None, "skipped": why}
+    keep = {} if args.keep_exits == "default" else {"keep_exits": args.keep_exits}
+    result = _runner()(sc, backend=backend, trace=args.trace, **keep)
+    if serial_out is not None:
+        serial_out.write(result.serial.encode("utf-8", "replace"))
+        serial_out.flush()
+    checks = check(sc, result)
+    if sc.expect.stop is None:
+        checks.insert(0, check_normal_stop(result))
+    unchecked = [c.name for c in checks if backend != "sim" and c.name in SIM_ONLY]
+    checks = [c for c in checks if c.name not in unchecked]
+    ok = all(c.passed for c in checks)
+    if not args.json:
+        report.print_run(con, result, checks, trace=args.trace)
+        if unchecked:
+            report.plain(con, f"not checked on {backend} (model facts the host does not report): "
+                         + ", ".join(unchecked), "dim")
+    return (EXIT_OK if ok else EXIT_FAIL), {
+        "scenario": sc.name, "file": path, "passed": ok, "result": _bounded_serial(result.to_dict()),
+        "checks": [c.to_dict() for c in checks], "not_checked": unchecked}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Each file loaded, run and reported on its own: one that fails never hides the others."""
+    from kvmsim import report
+    from kvmsim.scenario.loader import load_scenario, scenario_files
+    if args.guest and args.files:
+        raise ScenarioError(None, None, "run: give scenario files or --guest FILE.S, not both")
+    if args.mode and not args.guest:
+        raise ScenarioError(None, None, "run: --mode applies only to --guest FILE.S (a scenario file "
+                            "sets guest.mode)")
+    items: list[tuple[str, Callable[[], Any]]]
     if args.guest:
-        scenarios, status = [quick_scenario(args.guest, args.mode)], EXIT_OK
+        items = [(args.guest, lambda: quick_scenario(args.guest, args.mode))]
     elif args.files:
-        scenarios, status = _load_all(args.files)
+        paths = scenario_files(args.files)
+        if not paths:
+            raise ScenarioError(", ".join(args.files), None, "no scenario files (*.yaml) found")
+        items = [(str(p), (lambda p=p: load_scenario(p))) for p in paths]
     else:
         raise ScenarioError(None, None, "run needs scenario files, or --guest FILE.S --mode MODE")
-    if not scenarios:
-        return status
-    _apply_limit_flags(scenarios, args)
-    run_scenario = _runner()
-    con, docs = report.make_console(), []
+    con, docs, status = _console(), [], EXIT_OK
     serial_out = _open_serial_out(args.serial_out)
-    for sc in scenarios:
-        backend = args.backend or "sim"
-        if backend not in sc.backends:
-            print(f"skipped: {sc.name}: backend {backend} not in its backends {sc.backends}", file=sys.stderr)
-            continue
+    for where, load in items:
+        name = None
         try:
-            keep = {} if args.keep_exits == "default" else {"keep_exits": args.keep_exits}
-            result = run_scenario(sc, backend=backend, trace=args.trace, **keep)
+            sc = load()
+            name = sc.name
+            _apply_limit_flags([sc], args)
+            st, doc = _run_one(args, sc, con, serial_out)
+        except BrokenPipeError:
+            raise
+        except ScenarioError as e:  # bad input, incl. a guest that does not assemble or link
+            _err(e)
+            st, doc = EXIT_INPUT, _error_doc(where, name, EXIT_INPUT, e)
         except BackendError as e:
-            print(f"kvmsim: {sc.name}: backend {backend}: {e}", file=sys.stderr)
-            status = max(status, EXIT_INTERNAL)
-            continue
-        if serial_out is not None:
-            serial_out.write(result.serial.encode("utf-8", "replace"))
-            serial_out.flush()
-        checks = check(sc, result)
-        unchecked = [c.name for c in checks if backend != "sim" and c.name in SIM_ONLY]
-        checks = [c for c in checks if c.name not in unchecked]
-        ok = all(c.passed for c in checks)
-        if not ok:
-            status = max(status, EXIT_FAIL)
-        if args.json:
-            docs.append({"scenario": sc.name, "file": str(sc.path) if sc.path else None, "passed": ok,
-                         "result": _bounded_serial(result.to_dict()), "checks": [c.to_dict() for c in checks],
-                         "not_checked": unchecked})
-        else:
-            report.print_run(con, result, checks, trace=args.trace)
-            if unchecked:
-                report.plain(con, f"not checked on {backend} (model facts the host does not report): "
-                             + ", ".join(unchecked), "dim")
+            print(f"kvmsim: {name or where}: backend {args.backend or 'sim'}: {e}", file=sys.stderr)
+            st, doc = EXIT_INTERNAL, _error_doc(where, name, EXIT_INTERNAL, e)
+        except Exception as e:  # noqa: BLE001 - a kvmsim bug in one file must not lose the others
+            if os.environ.get("KVMSIM_DEBUG") == "1":
+                raise
+            print("\n".join(_bug_lines(where, e)), file=sys.stderr)
+            st, doc = EXIT_INTERNAL, _error_doc(where, name, EXIT_INTERNAL, e)
+        status = max(status, st)
+        docs.append(doc)
     if serial_out is not None and serial_out is not sys.stdout.buffer:
         serial_out.close()
     if args.json:
@@ -201,10 +265,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     paths = scenario_files(args.files or [DEFAULT_DIR])
     if not paths:
         raise ScenarioError(", ".join(args.files or [DEFAULT_DIR]), None, "no scenario files (*.yaml) found")
+    from kvmsim.scenario.runner import preflight
     status = EXIT_OK
     for p in paths:
         try:
-            print(f"ok: {load_scenario(p).name}")
+            sc = load_scenario(p)
+            preflight(sc)  # assembles and links the guest and places its image, as `run` would
+            print(f"ok: {sc.name}")
         except ScenarioError as e:
             _err(e)
             status = EXIT_INPUT
@@ -227,7 +294,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             rows.append({"file": p.name, "error": f"line {e.line}: {e.msg.splitlines()[0]}" if e.line
                          else e.msg.splitlines()[0]})
             status = EXIT_INPUT
-    report.make_console().print(report.scenario_table(rows))
+    _console().print(report.scenario_table(rows))
     return status
 
 
@@ -344,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limit_flags(r)
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("check", help="validate scenario files only")
+    c = sub.add_parser("check", help="validate scenario files (and build their guests) without running them")
     c.add_argument("files", nargs="*", metavar="FILE", help=f"default: {DEFAULT_DIR}/")
     c.set_defaults(func=cmd_check)
 
@@ -389,12 +456,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        return EXIT_OK
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail and print again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_SIGPIPE
     except Exception as e:  # noqa: BLE001 - the one place that turns surprises into a message
         if os.environ.get("KVMSIM_DEBUG") == "1":
             raise
-        kind = "kvmsim bug" if isinstance(e, KvmSimBug) else "internal error"
-        first = str(e) if isinstance(e, KvmSimBug) else str(e).split("\n")[0]  # a bug carries vCPU state
-        print(f"kvmsim: {kind}: {type(e).__name__}: {first}", file=sys.stderr)
-        print("  please report it; rerun with KVMSIM_DEBUG=1 to see the traceback", file=sys.stderr)
+        print("\n".join(_bug_lines(None, e)), file=sys.stderr)
         return EXIT_INTERNAL

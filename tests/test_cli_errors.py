@@ -151,11 +151,13 @@ HELLO = """\
 
 
 def test_run_guest_with_default_devices(tmp_path: Path, capsys) -> None:
-    """`run --guest FILE.S --mode long64`: serial at 0x3f8 and debug-exit at 0xf4 are there."""
+    """`run --guest FILE.S --mode long64`: serial at 0x3f8 and debug-exit at 0xf4 are there;
+    the guest's own `EXIT 7` makes the run fail (status 1), as any non-zero debug-exit code does."""
     src = tmp_path / "hello.S"
     src.write_text(HELLO)
-    assert main(["run", "--json", "--guest", str(src), "--mode", "long64"]) == 0
+    assert main(["run", "--json", "--guest", str(src), "--mode", "long64"]) == 1
     doc = json.loads(capsys.readouterr().out)
+    assert doc["passed"] is False and doc["checks"][0]["name"] == "stop (implicit)"
     res = doc["result"]
     assert res["serial"] == "hi from the guest\n"
     assert res["stop"] == {"reason": "debug-exit", "code": 7, "suberror": None, "detail": ""}

@@ -24,6 +24,10 @@ from kvmsim.scenario.schema import FieldError, Scenario
 Loc = tuple[str, ...]
 VALUE = "<value>"  # lines[loc + (VALUE,)]: the line a scalar value's text starts on
 MAX_REPORTED = 6  # errors listed per file, so the message fits on one screen
+# Bounds on hostile input (the largest shipped scenario is a few KiB, a few hundred nodes, depth < 10).
+MAX_BYTES = 1 << 20  # a scenario file is read whole; larger is refused before parsing
+MAX_DEPTH = 64  # nesting of mappings/sequences, counting what aliases expand to
+MAX_NODES = 100_000  # YAML nodes after alias expansion (a "billion laughs" file stops here)
 
 
 class _YamlFloat(float):
@@ -38,8 +42,26 @@ class _DuplicateKey(Exception):
         self.line, self.msg = line, msg
 
 
+class _TooDeep(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys and keeps float text."""
+    """SafeLoader that rejects duplicate keys, keeps float text and bounds nesting while composing."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        # PyYAML composes recursively: stop well before Python's recursion limit.
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
@@ -86,16 +108,62 @@ def _record_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int], keys: _Loade
             _record_lines(item, loc + (str(i),), lines, keys)
 
 
+def _check_expansion(path: str, root: yaml.Node) -> None:
+    """Refuse a node graph whose alias expansion is too deep, too large or recursive."""
+    size: dict[int, int] = {}  # id(node) -> nodes it expands to
+    active: set[int] = set()
+
+    def walk(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise ScenarioError(path, node.start_mark.line + 1,
+                                f"YAML nested deeper than {MAX_DEPTH} levels (counting aliases)")
+        if id(node) in size:
+            return size[id(node)]
+        if id(node) in active:
+            raise ScenarioError(path, node.start_mark.line + 1, "YAML alias refers to itself (recursive anchor)")
+        active.add(id(node))
+        n = 1
+        if isinstance(node, yaml.MappingNode):
+            n += sum(walk(k, depth + 1) + walk(v, depth + 1) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            n += sum(walk(v, depth + 1) for v in node.value)
+        active.discard(id(node))
+        if n > MAX_NODES:
+            raise ScenarioError(path, node.start_mark.line + 1,
+                                f"YAML aliases expand to more than {MAX_NODES:,} nodes (anchor or node here)")
+        size[id(node)] = n
+        return n
+
+    walk(root, 1)
+
+
+def _line_at(text: str, index: int) -> int:
+    return text.count("\n", 0, max(index, 0)) + 1
+
+
 def parse_yaml(text: str, path: str) -> tuple[Any, dict[Loc, int]]:
     """The document and its line table; YAML errors become ScenarioError at the YAML mark."""
-    loader = _Loader(text)
+    if len(text) > MAX_BYTES:
+        raise ScenarioError(path, None, f"file too large ({len(text):,} characters; a scenario is at most "
+                            f"{MAX_BYTES:,})")
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow (NUL, other controls)
+        ch = e.character if isinstance(e.character, int) else ord(e.character)
+        raise ScenarioError(path, _line_at(text, e.position),
+                            f"character U+{ch:04X} is not allowed in a YAML file") from None
     try:
         node = loader.get_single_node()
         if node is None:
             raise ScenarioError(path, 1, "the file is empty (a scenario needs name, description, guest)")
+        _check_expansion(path, node)
         lines: dict[Loc, int] = {(): node.start_mark.line + 1}
         _record_lines(node, (), lines, _Loader(""))
         data = loader.construct_document(node)
+    except _TooDeep as e:
+        raise ScenarioError(path, e.line, f"YAML nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, OverflowError) as e:  # e.g. an integer literal too long for int()
+        raise ScenarioError(path, None, f"YAML value cannot be read: {str(e).splitlines()[0]}") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         what = e.problem or e.context or "malformed YAML"
@@ -252,13 +320,21 @@ def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
     shown = str(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise ScenarioError(shown, None, f"file too large (more than {MAX_BYTES:,} bytes; "
+                                "a scenario is a few KiB)")
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text() did
+    except UnicodeDecodeError as e:
+        raise ScenarioError(shown, raw.count(b"\n", 0, e.start) + 1,
+                            f"not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start}") from None
     except FileNotFoundError:
         raise ScenarioError(shown, None, "no such file or directory") from None
     except IsADirectoryError:
         raise ScenarioError(shown, None, "is a directory, not a scenario file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScenarioError(shown, None, f"cannot read: {e}") from None
+    except OSError as e:
+        raise ScenarioError(shown, None, f"cannot read: {e.strerror or e}") from None
     data, lines = parse_yaml(text, shown)
     if not isinstance(data, dict):
         raise ScenarioError(shown, lines.get(()), "a scenario is a mapping of fields "

@@ -78,10 +78,26 @@ def _release_ram(ram: list[tuple[int, mmap.mmap]]) -> None:
 def build_image(sc: Scenario) -> GuestImage:
     g = sc.guest
     if g.asm is not None:
-        line = sc.line_of("guest", "asm") or 0
+        line = sc.asm_line_offset()  # where the text starts: the key's line for `asm: insn`, the next for `|`
         return build_guest(None, g.asm, g.mode, display_name=str(sc.path or "<asm>"), line_offset=line,
                            defines=g.defsym)
     return build_guest(g.source_path, None, g.mode, display_name=g.source, defines=g.defsym)
+
+
+def preflight(sc: Scenario) -> GuestImage:
+    """What `run` can reject before the guest starts and the schema cannot see: the guest assembles
+    and links, and its image lies inside one memslot.  `check` and `make_machine` both call this."""
+    image = build_image(sc)
+    _image_slot(sc, image)
+    return image
+
+
+def _image_slot(sc: Scenario, image: GuestImage) -> int:
+    for i, m in enumerate(sc.memory):
+        if m.gpa <= image.load_addr and image.load_addr + len(image.image) <= m.gpa + m.size:
+            return i
+    raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("memory"),
+                        f"guest image at {image.load_addr:#x}+{len(image.image):#x} is not inside any memory slot")
 
 
 def _params(sc: Scenario):
@@ -128,7 +144,7 @@ def make_machine(sc: Scenario, backend: str = "sim", image: GuestImage | None = 
     campaign patches bytes into one built template).  Anything that fails half-way releases
     what was already made (fds, mappings).
     """
-    image = build_image(sc) if image is None else image
+    image = preflight(sc) if image is None else image
     vm = _open_vm(sc, backend)
     ram: list[tuple[int, mmap.mmap]] = []
     try:

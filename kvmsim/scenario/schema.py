@@ -163,6 +163,13 @@ class Guest(_Model):
 
 # ---------------------------------------------------------------- memory and devices
 
+# What KVM_SET_USER_MEMORY_REGION accepts (kvm_set_memory_region, kvm_arch_prepare_memory_region):
+KVM_MEM_MAX_NR_PAGES = (1 << 31) - 1
+GPA_BITS = 52  # kvm_mmu_max_gfn() on any host (MAXPHYADDR <= 52); a narrower host answers EINVAL itself
+# Not KVM's: both backends back every slot with host memory, so the scenario's RAM is bounded.
+MAX_SCENARIO_RAM = 4 << 30
+
+
 class Memslot(_Model):
     """One KVM_SET_USER_MEMORY_REGION slot of RAM; guest-physical space outside every slot is MMIO."""
 
@@ -171,11 +178,21 @@ class Memslot(_Model):
     readonly: bool = Field(False, description="KVM_MEM_READONLY: a ROM; reads are RAM, writes exit as MMIO")
 
     @model_validator(mode="after")
-    def _page_aligned(self) -> "Memslot":
+    def _as_kvm_checks_it(self) -> "Memslot":
+        """The EINVAL cases of KVM_SET_USER_MEMORY_REGION, in the kernel's order, as field errors."""
         if self.gpa % 4096:
-            raise FieldError(("gpa",), f"memslot gpa {self.gpa:#x} is not 4K-aligned")
+            raise FieldError(("gpa",), f"memslot gpa {self.gpa:#x} is not 4K-aligned (KVM: EINVAL)")
         if self.size % 4096:
-            raise FieldError(("size",), f"memslot size {self.size:#x} is not a multiple of 4K")
+            raise FieldError(("size",), f"memslot size {self.size:#x} is not a multiple of 4K (KVM: EINVAL)")
+        if self.size >> 12 > KVM_MEM_MAX_NR_PAGES:
+            raise FieldError(("size",), f"memslot size {self.size:#x} is more than KVM_MEM_MAX_NR_PAGES "
+                             f"({KVM_MEM_MAX_NR_PAGES:#x}) pages (KVM: EINVAL)")
+        if self.gpa + self.size > 1 << GPA_BITS:
+            raise FieldError(("gpa",), f"memslot {self.gpa:#x}+{self.size:#x} ends beyond the {GPA_BITS}-bit "
+                             "guest-physical space (kvm_mmu_max_gfn; KVM: EINVAL)")
+        if self.size > MAX_SCENARIO_RAM:
+            raise FieldError(("size",), f"memslot size {self.size:#x} is more than kvmsim backs with host "
+                             f"memory ({MAX_SCENARIO_RAM:#x} in all)")
         return self
 
 
@@ -202,6 +219,9 @@ class DebugExit(_Device):
     size: IoSize = 4
 
 
+MAX_REGBANK = 1 << 20  # not KVM's: the VMM keeps a regbank's bytes in host memory
+
+
 class RegBank(_Device):
     """A bank of MMIO registers at gpa: reads return `values` (offset -> value), writes are stored."""
 
@@ -213,6 +233,9 @@ class RegBank(_Device):
 
     @model_validator(mode="after")
     def _offsets_inside(self) -> "RegBank":
+        if self.size > MAX_REGBANK:
+            raise FieldError(("size",), f"regbank size {self.size:#x} is more than kvmsim keeps in memory "
+                             f"({MAX_REGBANK:#x})")
         for off in self.values:
             if off >= self.size:
                 raise FieldError(("values", off), f"offset {off:#x} is outside the bank (size {self.size:#x})")
@@ -249,6 +272,8 @@ class Ioeventfd(_Device):
     def _gpa_or_port(self) -> "Ioeventfd":
         if (self.gpa is None) == (self.port is None):
             raise ValueError("give exactly one of 'gpa' (MMIO) or 'port' (PIO)")
+        if self.len == 0 and self.datamatch is not None:  # kvm_assign_ioeventfd
+            raise FieldError(("datamatch",), "datamatch needs a non-zero len (KVM_IOEVENTFD: EINVAL)")
         return self
 
 
@@ -263,6 +288,14 @@ class CoalescedMmio(_Device):
 Device = Annotated[Union[Serial16550, DebugExit, RegBank, TestReport, PortValue, Ioeventfd, CoalescedMmio],
                    Field(discriminator="type")]
 DEVICE_TYPES = ("serial16550", "debug-exit", "regbank", "test-report", "port-value", "ioeventfd", "coalesced-mmio")
+
+
+_FIXED_SPAN = {"serial16550": 8, "test-report": 4}  # the VMM device's own size (vmm/devices)
+
+
+def _vmm_span(d: Any) -> int:
+    """Bytes of port or MMIO space a device claims on the VMM's bus."""
+    return _FIXED_SPAN.get(d.type) or getattr(d, "size", None) or getattr(d, "len", 0) or 1
 
 
 def default_devices() -> list:
@@ -363,6 +396,11 @@ class Event(_Model):
             raise ValueError("give exactly one of 'at' or 'every'")
         if (self.inject is None) == (self.host is None):
             raise ValueError("give exactly one of 'inject' or 'host'")
+        if self.at is not None and self.host is not None:
+            raise ValueError("'at' goes with inject: nmi or {irq: N} (a host NMI is 'every: {guest_insns: N}, "
+                             "host: nmi')")
+        if self.every is not None and self.inject is not None:
+            raise ValueError("'every' goes with host: nmi")
         return self
 
 
@@ -692,16 +730,54 @@ class Scenario(_Model):
     def _check_memory(self) -> None:
         slots = sorted(enumerate(self.memory), key=lambda s: s[1].gpa)
         for (_, a), (j, b) in zip(slots, slots[1:]):
-            if b.gpa < a.gpa + a.size:
-                raise FieldError(("memory", j), f"memslot at {b.gpa:#x} overlaps the one at {a.gpa:#x}")
+            if b.gpa < a.gpa + a.size:  # KVM: EEXIST
+                raise FieldError(("memory", j), f"memslot at {b.gpa:#x} overlaps the one at {a.gpa:#x} (KVM: EEXIST)")
+        if sum(m.size for m in self.memory) > MAX_SCENARIO_RAM:
+            raise FieldError(("memory",), f"memslots total more than kvmsim backs with host memory "
+                             f"({MAX_SCENARIO_RAM:#x})")
         for i, d in enumerate(self.devices):
             gpa = getattr(d, "gpa", None)
             if gpa is None:
                 continue
+            end = gpa + max(_vmm_span(d), 1)
             for s in self.memory:
-                if s.gpa <= gpa < s.gpa + s.size:
+                if gpa < s.gpa + s.size and s.gpa < end:
                     raise FieldError(("devices", i, "gpa"), f"{d.type} at {gpa:#x} is inside RAM "
                                      f"(memslot {s.gpa:#x}+{s.size:#x}); MMIO devices need unbacked GPAs")
+        self._check_device_overlap()
+        self._check_ioeventfds()
+
+    def _check_ioeventfds(self) -> None:
+        """KVM_IOEVENTFD's EEXIST: same bus and address, and a zero length on either, or equal lengths
+        with either one matching any value or both the same datamatch (as real KVM answers)."""
+        seen: list[tuple[int, Any]] = []
+        for i, d in enumerate(self.devices):
+            if d.type != "ioeventfd":
+                continue
+            for j, o in seen:
+                same_place = (d.port is None) == (o.port is None) and d.address() == o.address()
+                if same_place and (not d.len or not o.len or (d.len == o.len and (
+                        d.datamatch is None or o.datamatch is None or d.datamatch == o.datamatch))):
+                    raise FieldError(("devices", i), f"ioeventfd at {d.address():#x} collides with devices[{j}] "
+                                     f"{o.name!r} (KVM_IOEVENTFD: EEXIST)")
+            seen.append((i, d))
+
+    def _check_device_overlap(self) -> None:
+        """The VMM's port and MMIO buses give each address to one device (vmm/bus.py register)."""
+        claimed: list[tuple[str, int, int, int]] = []  # bus, base, end, device index
+        for i, d in enumerate(self.devices):
+            if d.type in ("ioeventfd", "coalesced-mmio"):
+                continue  # in-kernel (KVM's buses), not the VMM's
+            bus, field = ("mmio", "gpa") if getattr(d, "gpa", None) is not None else ("pio", "port")
+            base = getattr(d, field)
+            end = base + _vmm_span(d)
+            for b, lo, hi, j in claimed:
+                if b == bus and base < hi and lo < end:
+                    other = self.devices[j]
+                    raise FieldError(("devices", i, field),
+                                     f"{d.type} at {base:#x}+{end - base:#x} overlaps devices[{j}] {other.name!r} "
+                                     f"at {lo:#x}+{hi - lo:#x} on the {bus} bus")
+            claimed.append((bus, base, end, i))
 
     def _check_expect(self) -> None:
         e, names = self.expect, {d.name for d in self.devices}
