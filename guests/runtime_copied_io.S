@@ -53,13 +53,7 @@ PORT = 0xe0
 # copy_to_slot: bytes [ESI, ECX) to test_insn, the rest of the slot NOPs (realmode.c's loop).
 copy_to_slot:
         movl    $test_insn, %edi
-1:      cmpl    %ecx, %esi
-        je      2f
-        movb    (%esi), %al
-        movb    %al, (%edi)
-        incl    %esi
-        incl    %edi
-        jmp     1b
+        COPY_BYTES %ecx
 2:      cmpl    $test_insn_end, %edi
         je      3f
         movb    $0x90, (%edi)

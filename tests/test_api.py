@@ -70,6 +70,26 @@ GUEST = bytes.fromhex(
 VENDOR = b"kvmsimkvmsim"   # leaf 0 vendor string installed through set_cpuid
 
 
+def _real_mode_at(vcpu, ip: int = 0x1000) -> None:
+    """Point a reset vCPU's CS:IP at 0000:ip (the reset state has CS base 0xffff0000, IP 0xfff0)."""
+    sregs = vcpu.get_sregs()
+    sregs.cs.base = sregs.cs.selector = 0
+    vcpu.set_sregs(sregs)
+    regs = vcpu.get_regs()
+    regs.rip = ip
+    vcpu.set_regs(regs)
+
+
+def _vcpu_running(vm, code: bytes):
+    """64 KiB of RAM at GPA 0 with `code` at 0x1000, and a vCPU about to run it in real mode."""
+    ram = mmap.mmap(-1, 0x10000)
+    ram[0x1000:0x1000 + len(code)] = code
+    vm.set_user_memory_region(0, 0, ram)
+    vcpu = vm.create_vcpu(0)
+    _real_mode_at(vcpu)
+    return vcpu
+
+
 def _run_guest(backend: str) -> tuple[list[tuple], dict[str, int], list, int]:
     """Boot GUEST in real mode and answer its exits; returns (exits, regs, coalesced, eventfd count)."""
     exits: list[tuple] = []
@@ -88,11 +108,7 @@ def _run_guest(backend: str) -> tuple[list[tuple], dict[str, int], list, int]:
             [(e.function, e.index, e.ebx) for e in cpuid]
         sregs = vcpu.get_sregs()
         assert (sregs.cs.selector, sregs.cs.base, vcpu.get_regs().rip) == (0xF000, 0xFFFF0000, 0xFFF0)
-        sregs.cs.base = sregs.cs.selector = 0
-        vcpu.set_sregs(sregs)
-        regs = vcpu.get_regs()
-        regs.rip = 0x1000
-        vcpu.set_regs(regs)
+        _real_mode_at(vcpu)
         previous = None
         for _ in range(10):
             ex = vcpu.run()
@@ -146,16 +162,7 @@ def test_backends_agree_on_the_same_vmm_code() -> None:
 
 def test_vm_context_manager_releases_the_engine() -> None:
     with Kvm("sim") as kvm, kvm.create_vm() as vm:
-        ram = mmap.mmap(-1, 0x10000)
-        ram[0x1000] = 0xF4   # hlt
-        vm.set_user_memory_region(0, 0, ram)
-        vcpu = vm.create_vcpu(0)
-        sregs = vcpu.get_sregs()
-        sregs.cs.base = sregs.cs.selector = 0
-        vcpu.set_sregs(sregs)
-        regs = vcpu.get_regs()
-        regs.rip = 0x1000
-        vcpu.set_regs(regs)
+        vcpu = _vcpu_running(vm, b"\xf4")   # hlt
         assert isinstance(vcpu.run(), Hlt)
         hw = vcpu.fd.vcpu.hw
         assert hw.uc is not None
@@ -186,16 +193,7 @@ def test_kick_stops_a_spinning_guest_with_intr(backend: str) -> None:
 
     _need(backend)
     with Kvm(backend) as kvm, kvm.create_vm() as vm:
-        ram = mmap.mmap(-1, 0x10000)
-        ram[0x1000:0x1002] = b"\xeb\xfe"   # jmp $
-        vm.set_user_memory_region(0, 0, ram)
-        vcpu = vm.create_vcpu(0)
-        sregs = vcpu.get_sregs()
-        sregs.cs.base = sregs.cs.selector = 0
-        vcpu.set_sregs(sregs)
-        regs = vcpu.get_regs()
-        regs.rip = 0x1000
-        vcpu.set_regs(regs)
+        vcpu = _vcpu_running(vm, b"\xeb\xfe")   # jmp $
         timer = threading.Timer(0.2, vcpu.fd.kick)
         timer.start()
         try:
@@ -210,16 +208,7 @@ def test_closing_the_vm_unmaps_kvm_run_even_with_an_exit_in_hand() -> None:
     """An exit's data view must not keep the real vCPU's kvm_run mapping alive after the VM is closed."""
     _need("kvm")
     with Kvm("kvm") as kvm, kvm.create_vm() as vm:
-        ram = mmap.mmap(-1, 0x10000)
-        ram[0x1000:0x1002] = b"\xe4\x60"   # in al, 0x60
-        vm.set_user_memory_region(0, 0, ram)
-        vcpu = vm.create_vcpu(0)
-        sregs = vcpu.get_sregs()
-        sregs.cs.base = sregs.cs.selector = 0
-        vcpu.set_sregs(sregs)
-        regs = vcpu.get_regs()
-        regs.rip = 0x1000
-        vcpu.set_regs(regs)
+        vcpu = _vcpu_running(vm, b"\xe4\x60")   # in al, 0x60
         ex = vcpu.run()
         assert isinstance(ex, Io) and len(ex.data) == 1
         kvm_run_mmap = vcpu.fd._mmap

@@ -37,14 +37,8 @@ GUEST = """
         call    buf                     # the slot runs once as NOPs, as realmode.c reuses its slot
         movl    $snip_start, %esi
         movl    $buf, %edi
-1:      cmpl    $snip_end, %esi
-        je      2f
-        movb    (%esi), %al
-        movb    %al, (%edi)
-        incl    %esi
-        incl    %edi
-        jmp     1b
-2:      movb    $0xc3, (%edi)           # ret
+        COPY_BYTES $snip_end
+        movb    $0xc3, (%edi)           # ret
         call    buf                     # the copy runs here
         EXIT    0
 
