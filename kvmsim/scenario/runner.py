@@ -14,12 +14,13 @@ from typing import Any, Literal, Union
 
 from kvmsim.errors import BackendError, ScenarioError
 from kvmsim.scenario.guest_build import GuestImage, build_guest
-from kvmsim.scenario.result import RunResult
+from kvmsim.scenario.result import RunResult, Stop
 from kvmsim.scenario.schema import Scenario
 from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, VcpuFd, VmFd
 from kvmsim.vmm import boot
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.devices import DEVICE_TYPES
+from kvmsim.vmm.devices.python import DeviceError
 from kvmsim.vmm.runloop import Vmm, VmmConfig, limit_detail
 
 # The exit log's default bound: the first and the last this many userspace exits are kept, the ones
@@ -190,9 +191,11 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
             zones[name] = (d.gpa, d.size)
             continue
         params = d.model_dump(exclude={"type", "name"})
+        if d.type == "python":
+            params.update(cls=d.device_class, spec=params.pop("class_"))
         dev = DEVICE_TYPES[d.type](name=name, **params)
         devices[name] = dev
-        if "gpa" in params:
+        if params.get("gpa") is not None:
             mmio_bus.register(params["gpa"], dev.size, dev)
         else:
             pio.register(params["port"], dev.size, dev)
@@ -308,7 +311,12 @@ def run_machine(m: Machine) -> RunResult:
                     userspace_omitted_at=m.vmm.config.keep_exits if m.vmm.exits_omitted else 0,
                     serial=serial, regs=regs.as_dict(),
                     sregs={k: getattr(sregs, k) for k in ("cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base")},
-                    devices={n: dict(d.counters) for n, d in m.devices.items()}, wall_seconds=wall)
+                    devices={}, wall_seconds=wall)
+    for n, d in m.devices.items():
+        try:
+            res.devices[n] = dict(d.counters)
+        except DeviceError as e:     # a Python device's state() failed: the run ends in its error
+            res.devices[n], res.stop = {}, Stop("device-error", detail=str(e))
     for name, efd in m.ioeventfds.items():
         res.devices[name] = {"kicks": efd.read_count()}
     for name, (gpa, size) in m.coalesced_zones.items():

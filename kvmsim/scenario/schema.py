@@ -285,9 +285,98 @@ class CoalescedMmio(_Device):
     size: Size
 
 
-Device = Annotated[Union[Serial16550, DebugExit, RegBank, TestReport, PortValue, Ioeventfd, CoalescedMmio],
+MAX_SEQUENCE = 4096  # not KVM's: the values a sequence device keeps in host memory
+
+
+class _Sequence(_Device):
+    """A register answering `values` in order, one per read; then `after`: hold the last value or
+    repeat from the first.  Writes are counted and the last one kept (expect.devices: reads,
+    writes, last_write)."""
+
+    values: list[U64] = Field(min_length=1, max_length=MAX_SEQUENCE)
+    after: Literal["hold", "repeat"] = "hold"
+
+    @model_validator(mode="after")
+    def _values_fit(self) -> "_Sequence":
+        for i, v in enumerate(self.values):
+            if v >> (8 * self.size):  # type: ignore[attr-defined]
+                raise FieldError(("values", i), f"value {v:#x} is wider than the register "
+                                 f"({self.size} byte{'s' if self.size > 1 else ''})")  # type: ignore[attr-defined]
+        return self
+
+
+class PortSequence(_Sequence):
+    """An I/O port that answers `values` in order (a status register reading busy, busy, ready)."""
+
+    type: Literal["port-sequence"]
+    port: U16
+    size: IoSize = 1
+
+    @model_validator(mode="after")
+    def _inside_port_space(self) -> "PortSequence":
+        if self.port + self.size > 0x10000:
+            raise FieldError(("port",), f"port {self.port:#x}+{self.size} runs past port 0xffff")
+        return self
+
+
+class MmioSequence(_Sequence):
+    """An MMIO register that answers `values` in order."""
+
+    type: Literal["mmio-sequence"]
+    gpa: U64
+    size: AccessLen = 4
+
+
+MAX_PYDEVICE_SPAN = 1 << 32  # not KVM's: a bound on the MMIO range one Python device claims
+
+
+class PythonDevice(_Device):
+    """A device written in Python (`class: "module:Class"`, vmm/devices/python.py has the protocol):
+    the module is imported relative to the scenario's directory, then sys.path, when the file is
+    loaded; the class is built with `args` as keyword arguments at load time (check) and again
+    for each run."""
+
+    type: Literal["python"]
+    class_: str = Field(alias="class", description="'module:Class'; module relative to the YAML file's "
+                        "directory, or on sys.path")
+    port: U16 | None = None
+    gpa: U64 | None = None
+    size: Size | None = Field(None, description="ports or bytes claimed; default 1 (port) or 0x1000 (gpa)")
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the class")
+
+    _cls: Any = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _load_class(self, info: ValidationInfo) -> "PythonDevice":
+        from kvmsim.scenario.pydevice import DeviceClassError, load_device_class
+
+        if (self.gpa is None) == (self.port is None):
+            raise ValueError("give exactly one of 'gpa' (MMIO) or 'port' (PIO)")
+        if self.size is None:
+            self.size = 1 if self.port is not None else 0x1000
+        if self.port is not None and self.port + self.size > 0x10000:
+            raise FieldError(("size",), f"ports {self.port:#x}+{self.size:#x} run past port 0xffff")
+        if self.gpa is not None and self.size > MAX_PYDEVICE_SPAN:
+            raise FieldError(("size",), f"size {self.size:#x} is more than one Python device may claim "
+                             f"({MAX_PYDEVICE_SPAN:#x})")
+        base = (info.context or {}).get("base_dir")
+        try:
+            self._cls = load_device_class(self.class_, Path(base) if base is not None else None, self.args)
+        except DeviceClassError as e:
+            raise FieldError(("class",) if e.field == "class" else ("args",), str(e)) from None
+        return self
+
+    @property
+    def device_class(self) -> Any:
+        """The user's class, imported and checked against the protocol at load time."""
+        return self._cls
+
+
+Device = Annotated[Union[Serial16550, DebugExit, RegBank, TestReport, PortValue, Ioeventfd, CoalescedMmio,
+                         PortSequence, MmioSequence, PythonDevice],
                    Field(discriminator="type")]
-DEVICE_TYPES = ("serial16550", "debug-exit", "regbank", "test-report", "port-value", "ioeventfd", "coalesced-mmio")
+DEVICE_TYPES = ("serial16550", "debug-exit", "regbank", "test-report", "port-value", "ioeventfd", "coalesced-mmio",
+                "port-sequence", "mmio-sequence", "python")
 
 
 _FIXED_SPAN = {"serial16550": 8, "test-report": 4}  # the VMM device's own size (vmm/devices)
@@ -432,7 +521,7 @@ class Limits(_Model):
 # ---------------------------------------------------------------- expectations
 
 StopReason = Literal["debug-exit", "shutdown", "internal-error", "hlt", "fail-entry", "limit",
-                     "mmio-unclaimed", "io-unclaimed", "exception"]
+                     "mmio-unclaimed", "io-unclaimed", "exception", "device-error"]
 
 
 def parse_suberror(v: Any) -> int:
