@@ -19,6 +19,7 @@ from kvmsim.scenario.schema import Scenario
 from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, VcpuFd, VmFd
 from kvmsim.vmm import boot
 from kvmsim.vmm.bus import Bus
+from kvmsim.vmm.cpuid import table_entries as cpuid_table_entries
 from kvmsim.vmm.devices import DEVICE_TYPES
 from kvmsim.vmm.devices.python import DeviceError
 from kvmsim.vmm.runloop import Vmm, VmmConfig, limit_detail
@@ -164,7 +165,9 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
         vm.set_user_memory_region(slot, m.gpa, memoryview(buf), KVM_MEM_READONLY if m.readonly else 0)
     _load_image(ram, image, sc)
     vcpu = vm.create_vcpu(0)
-    if sc.kvm.cpuid:
+    if sc.kvm.cpuid_replaced:
+        vcpu.set_cpuid(cpuid_table_entries(sc.kvm.cpuid.entries))  # type: ignore[union-attr]
+    elif sc.kvm.cpuid_overrides:
         vcpu.set_cpuid(_cpuid_with_overrides(vm, sc, backend))
     if backend == "kvm":
         # Each KVM_RUN is bounded by the watchdog; the whole run by VmmConfig.wall_seconds (kick).
@@ -235,7 +238,7 @@ def _cpuid_with_overrides(vm: VmFd, sc: Scenario, backend: str) -> list[KvmCpuid
 
         base = default_cpuid_entries()
     entries = {(e.function, e.index): e for e in base}
-    for o in sc.kvm.cpuid:
+    for o in sc.kvm.cpuid_overrides:
         e = entries.setdefault((o.function, o.index), KvmCpuidEntry2(function=o.function, index=o.index,
                                                                       flags=KVM_CPUID_FLAG_SIGNIFCANT_INDEX if o.index else 0))
         for reg in ("eax", "ebx", "ecx", "edx"):

@@ -402,6 +402,53 @@ class CpuidOverride(_Model):
     edx: U32 | None = None
 
 
+KVM_MAX_CPUID_ENTRIES = 256  # KVM_SET_CPUID2 with more: E2BIG
+
+
+class CpuidEntry(_Model):
+    """One kvm_cpuid_entry2 of a replacing table; registers left out are 0.  The flag
+    KVM_CPUID_FLAG_SIGNIFCANT_INDEX is set by leaf, as QEMU and the kernel do (vmm/cpuid.py)."""
+
+    function: U32
+    index: U32 = 0
+    eax: U32 = 0
+    ebx: U32 = 0
+    ecx: U32 = 0
+    edx: U32 = 0
+
+
+class CpuidTable(_Model):
+    """`kvm.cpuid: {replace: true, entries: [...]}`: KVM_SET_CPUID2 with exactly these entries
+    (replace: false means the entries override leaves of the default table, as the list form)."""
+
+    replace: bool
+    entries: list[CpuidEntry] = Field(max_length=KVM_MAX_CPUID_ENTRIES)
+
+    @model_validator(mode="after")
+    def _as_kvm_checks_it(self) -> "CpuidTable":
+        from kvmsim.vmm.cpuid import cpuid_function_is_indexed
+
+        seen: dict[tuple[int, int], int] = {}
+        for i, e in enumerate(self.entries):
+            if e.index and not cpuid_function_is_indexed(e.function):
+                raise FieldError(("entries", i, "index"), f"leaf {e.function:#x} has no subleaves (KVM answers "
+                                 "it for any ECX), so its index must be 0")
+            if (e.function, e.index) in seen:
+                raise FieldError(("entries", i), f"leaf {e.function:#x} index {e.index:#x} is already "
+                                 f"entries[{seen[e.function, e.index]}]")
+            seen[e.function, e.index] = i
+            # kvm_check_cpuid: the guest's virtual-address width must be one KVM can run.
+            if e.function == 0x80000008 and self.replace and (e.eax >> 8 & 0xFF) not in (0, 48, 57):
+                raise FieldError(("entries", i, "eax"), f"leaf 0x80000008 EAX[15:8] = {e.eax >> 8 & 0xff} "
+                                 "virtual-address bits; KVM_SET_CPUID2 takes 0, 48 or 57 (KVM: EINVAL)")
+        return self
+
+
+def _cpuid_form(v: Any) -> str:
+    """kvm.cpuid is a list of overrides or a {replace, entries} mapping; anything else: the list's error."""
+    return "table" if isinstance(v, (dict, CpuidTable)) else "list"
+
+
 def _version_text(v: Any) -> Any:
     # YAML reads `version: 6.10` as the float 6.1; the loader keeps the text it was written as.
     if isinstance(v, float):
@@ -426,8 +473,20 @@ class Kvm(_Model):
     user_space_msr: list[Literal["unknown", "inval", "filter"]] = Field(default_factory=list)
     exit_on_emulation_failure: bool = False
     emulator: Emulator = Field(default_factory=Emulator)
-    cpuid: list[CpuidOverride] = Field(default_factory=list)
+    cpuid: Annotated[Union[Annotated[list[CpuidOverride], Tag("list")], Annotated[CpuidTable, Tag("table")]],
+                     Discriminator(_cpuid_form)] = Field(
+        default_factory=list, description="a list: leaves overridden on the default table; "
+        "{replace: true, entries: [...]}: the whole table KVM_SET_CPUID2 gets")
     msrs: dict[U32, U64] = Field(default_factory=dict)
+
+    @property
+    def cpuid_replaced(self) -> bool:
+        return isinstance(self.cpuid, CpuidTable) and self.cpuid.replace
+
+    @property
+    def cpuid_overrides(self) -> list[Any]:
+        """The override entries (list form, or a table with replace: false)."""
+        return list(self.cpuid.entries) if isinstance(self.cpuid, CpuidTable) else self.cpuid
 
 
 Policy = Literal["ignore", "log", "stop"]
