@@ -178,7 +178,8 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
             mask |= _MSR_REASONS[r]
         vm.enable_user_space_msr(mask)
     gpa0, ram0 = next(((g, b) for g, b in ram if g <= image.load_addr < g + len(b)), ram[0])
-    boot.setup_boot(memoryview(ram0), gpa0, vcpu, image.mode, image.entry)
+    boot.setup_boot(memoryview(ram0), gpa0, vcpu, image.mode, image.entry,
+                    user=[(r.addr, r.size) for r in sc.paging.user])
     pio, mmio_bus = Bus("pio"), Bus("mmio")
     devices: dict[str, Any] = {}
     ioeventfds: dict[str, Any] = {}

@@ -391,6 +391,45 @@ def default_devices() -> list:
     return [Serial16550(type="serial16550"), DebugExit(type="debug-exit")]
 
 
+# ---------------------------------------------------------------- boot page tables
+
+USER_PAGE = 2 << 20          # vmm/boot.py maps 0-4 GiB with 2 MiB pages: U/S is per 2 MiB page
+IDENTITY_MAP_END = 4 << 30
+
+
+class UserRange(_Model):
+    """Guest addresses (identity-mapped: also the GPAs) whose pages get U/S=1, so CPL3 may use them."""
+
+    addr: Annotated[int, BeforeValidator(parse_size), Field(ge=0, lt=1 << 64), _SIZE_JSON]  # 0x400000 or 4M
+    size: Size
+
+    @model_validator(mode="after")
+    def _whole_pages_inside_the_map(self) -> "UserRange":
+        for name, v in (("addr", self.addr), ("size", self.size)):
+            if v % USER_PAGE:
+                raise FieldError((name,), f"{name} {v:#x} is not a multiple of 2 MiB (the boot page tables "
+                                 "map with 2 MiB pages, so U/S=1 is set a 2 MiB page at a time)")
+        if self.addr + self.size > IDENTITY_MAP_END:
+            raise FieldError(("size",), f"{self.addr:#x}+{self.size:#x} runs past 4 GiB, the end of the boot "
+                             "page tables' identity map")
+        return self
+
+
+class Paging(_Model):
+    """The boot page tables (long64): which ranges user mode (CPL3) may access."""
+
+    user: list[UserRange] = Field(default_factory=list, description="ranges marked U/S=1 at every level")
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> "Paging":
+        for i, r in enumerate(self.user):
+            for j, o in enumerate(self.user[:i]):
+                if r.addr < o.addr + o.size and o.addr < r.addr + r.size:
+                    raise FieldError(("user", i), f"{r.addr:#x}+{r.size:#x} overlaps user[{j}] "
+                                     f"{o.addr:#x}+{o.size:#x}")
+        return self
+
+
 # ---------------------------------------------------------------- kvm module parameters
 
 class CpuidOverride(_Model):
@@ -817,6 +856,7 @@ class Scenario(_Model):
     devices: list[Device] = Field(default_factory=default_devices,
                                   description="default: serial16550 at 0x3f8 and debug-exit at 0xf4")
     kvm: Kvm = Field(default_factory=Kvm)
+    paging: Paging = Field(default_factory=Paging)
     userspace: Userspace = Field(default_factory=Userspace)
     events: list[Event] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
@@ -859,6 +899,9 @@ class Scenario(_Model):
         self._name_devices()
         self._check_memory()
         self._check_expect()
+        if self.paging.user and self.guest.mode != "long64":
+            raise FieldError(("paging", "user"), f"paging.user needs guest.mode long64 (a {self.guest.mode} "
+                             "guest starts without the boot page tables)")
         if len(set(self.backends)) != len(self.backends):
             raise FieldError(("backends",), "a backend is listed twice")
         return self
