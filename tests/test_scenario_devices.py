@@ -198,3 +198,17 @@ def test_sequence_register_hold_and_repeat() -> None:
     assert [rep.io_read(1, 1) for _ in range(4)] == [b"\x01", b"\x03", b"\x01", b"\x03"]
     rep.io_write(1, b"\xaa")
     assert rep.counters == {"reads": 4, "writes": 1, "last_write": 0xAA00}
+
+
+def test_a_constructor_failing_only_at_run_is_bad_input_not_a_crash(tmp_path: Path, capsys) -> None:
+    """Loading builds one trial instance; if building it again for the run raises, that is a
+    status-2 error naming the device's line (never a traceback)."""
+    (tmp_path / "once.py").write_text(
+        "class Dev:\n    built = 0\n    def __init__(self):\n        Dev.built += 1\n"
+        "        if Dev.built > 1:\n            raise OSError('already claimed')\n"
+        "    def read(self, offset, size):\n        return 0\n    def write(self, offset, size, value):\n        pass\n")
+    f = _guest(tmp_path, "hlt", "  - {type: python, class: 'once:Dev', port: 0x70}\n")
+    assert main(["run", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{f}:9: error: ") and "raised in __init__: OSError: already claimed" in err, err
+    assert "Traceback" not in err

@@ -197,7 +197,11 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
         params = d.model_dump(exclude={"type", "name"})
         if d.type == "python":
             params.update(cls=d.device_class, spec=params.pop("class_"))
-        dev = DEVICE_TYPES[d.type](name=name, **params)
+        try:
+            dev = DEVICE_TYPES[d.type](name=name, **params)
+        except DeviceError as e:    # a Python device's constructor failed this time (it passed at load)
+            raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("devices", sc.devices.index(d)),
+                                str(e)) from None
         devices[name] = dev
         if params.get("gpa") is not None:
             mmio_bus.register(params["gpa"], dev.size, dev)
