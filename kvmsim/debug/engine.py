@@ -157,6 +157,7 @@ class Debugger:
         self._pending = _Pending()
         self._interrupts = 0
         self._in_silicon = False
+        self._sim_ident: int | None = None
         self.current = None
         self._started = False
         self._finished = False
@@ -174,6 +175,7 @@ class Debugger:
 
     # ------------------------------------------------------------------ the simulation thread
     def _sim_main(self) -> None:
+        self._sim_ident = threading.get_ident()
         first = self._to_sim.get()
         if first.how == "kill":
             return
@@ -202,6 +204,8 @@ class Debugger:
         self.trace.append(ev)
         if ev.kind == "tp" and ev.name == "kvm_exit":
             self.exit_counts[exit_reason_name(ev.fields.get("exit_reason", 0))] += 1
+        if threading.get_ident() != self._sim_ident:
+            return                  # a kernel function the user called at a stop (inject): no stop there
         if ev.kind == "call" and ev.name == "kvm_arch_vcpu_ioctl_run" and self._pending.run_sets:
             self._apply_run_sets()
         stage = stage_of(ev)
