@@ -220,6 +220,8 @@ class Debugger:
 
     def _at_kvm_run(self) -> None:
         """Before each KVM_RUN (no kernel frame is live): start or stop watching."""
+        if self._pending.run_sets:
+            self._apply_run_sets()      # kvm_run set at a userspace exit: after the VMM's answer
         if self.wants_probes():
             if not self._watching:
                 self._watch()
@@ -252,8 +254,6 @@ class Debugger:
         self.trace.append(ev)
         if threading.get_ident() != self._sim_ident:
             return                  # a kernel function the user called at a stop (inject): no stop there
-        if ev.kind == "call" and ev.name == "kvm_arch_vcpu_ioctl_run" and self._pending.run_sets:
-            self._apply_run_sets()
         stage = stage_of(ev)
         hits = self.table.match_event(ev, self)
         kind = None
