@@ -590,10 +590,17 @@ class Debugger:
         label = f"[{stage}] " if stage else ""
         if ev.kind == "tp":
             return f"{head}{label}{ev.name}: {what}"
-        args = ", ".join(f"{k}={v:#x}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v}"
-                         for k, v in ev.fields.items())
+        args = ", ".join(_arg(k, v) for k, v in ev.fields.items())
         return f"{head}{label}{'' if ev.kind == 'call' else 'return from '}{ev.name}({args})" + \
             (f" = {ev.fields.get('ret')}" if ev.kind == "ret" else "") + f"  guest at {where}"
+
+
+def _arg(name: str, v: Any) -> str:
+    if name == "emulation_type" and isinstance(v, int):
+        from kvmsim.kvm.emulate.codes import EmulType
+        names = "|".join(f.name for f in EmulType if f & v) or "0"
+        return f"{name}={int(v):#x} ({names})"
+    return f"{name}={v:#x}" if isinstance(v, int) and not isinstance(v, bool) else f"{name}={v}"
 
 
 def _kernel_chain() -> list[str]:
