@@ -71,7 +71,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         self.host_nmi_every: int | None = None
         # The run's instruction budget (limits.max_guest_insns); None: nothing counted, no cost.
         # guest_insns counts what the silicon retired while a budget is set, stepped instructions
-        # included.  Simplified: an instruction that VM-exits and that KVM completes is not counted.
+        # included, and so is an instruction that VM-exits and that KVM completes (the kernel's
+        # kvm_pmu_instruction_retired when it skips or emulates one).
         self.insn_limit: int | None = None
         self.guest_insns = 0
         self.insn_limit_hit = False
@@ -200,9 +201,10 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
                     left = 1 if limit is None else limit - self.guest_insns
                     if self._dbg_step:
                         left = min(left, 1)
+                    self._between = False
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT, ctypes.c_size_t(
                         min(left, self.host_nmi_every) if self.host_nmi_every else left))
-                    done = max(self._counter.value - 1, 0)
+                    done = self._counted_retired()
                     if limit is not None:
                         self.guest_insns += done
                     if self._dbg_on:
@@ -257,6 +259,13 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
             if quirks.reset_old_exception(uc):
                 continue  # unicorn swallowed an escalated fault and halted: re-run the instruction
             raise KvmSimBug(f"guest stopped for no reason at rip {self.reg('rip'):#x}")
+
+    def _counted_retired(self) -> int:
+        """Instructions a counted uc_emu_start retired.  The count hook sees each instruction before
+        it runs, so a stop by it, a stop hook or a fault leaves the counter one past the retired ones;
+        a stop between instructions (a block hook, a page-table write, a kick) comes before the next
+        count hook, which then does not run: the counter is exact."""
+        return max(self._counter.value - (0 if self._between else 1), 0)
 
     def retired(self) -> None:
         """The model completed an instruction itself (not in unicorn): it retires in the guest."""
@@ -496,11 +505,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
                     quirks.reset_old_exception(uc)   # the exit's page may have no mapping: no_until_address
                 uc.ctl_remove_cache(addr + length, addr + length + 1)   # the TB with that stop in it
             else:
+                self._between = False
                 try:
                     uc.emu_start(self.reg("rip"), 1 << 63, 0, 1)
                 finally:
                     if limit is not None:
-                        self.guest_insns += max(self._counter.value - 1, 0)
+                        self.guest_insns += self._counted_retired()
         except UcError as e:
             err = e
         finally:
@@ -639,5 +649,6 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
     def request_stop(self) -> None:
         """A signal to the vCPU thread: kick the guest out (like an IPI), from any thread."""
         self.kick_pending = True
+        self._between = True
         if self.uc is not None:
             self.uc.emu_stop()
