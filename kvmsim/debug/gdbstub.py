@@ -241,6 +241,8 @@ class GdbStub:
             pass
         finally:
             self.conn = None
+            if self.stop.kind == "ended":
+                self.finished = True             # nothing left to debug: gdb saw the exit
 
     # ------------------------------------------------------------ dispatch
     def handle(self, pkt: bytes) -> bytes | None:
@@ -416,7 +418,7 @@ class GdbStub:
 
     def stop_reply(self, stop: TargetStop) -> bytes:
         if stop.kind == "ended":
-            self._console(f"kvmsim: the run ended: {stop.detail}\n" if stop.detail else "")
+            self._console(f"kvmsim: {stop.detail}\n" if stop.detail else "")
             return b"W%02x" % (stop.code & 0xFF)
         mode = self.target.mode()
         if self.noticed_mode is not None and layout_for(mode) is not self.layout:
