@@ -12,7 +12,9 @@ class RspClient:
     """Speaks to the stub as gdb does: framed packets, acks until no-ack mode."""
 
     def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.port = port
         self.sock = socket.create_connection((host, port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # as gdb does
         self.buf = b""
         self.ack = True
         self.acks: list[bytes] = []

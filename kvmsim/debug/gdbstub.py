@@ -256,7 +256,7 @@ class GdbStub:
         t = self.target
         c, rest = pkt[:1], pkt[1:]
         if pkt.startswith(b"qSupported"):
-            return self._supported(rest)
+            return self._supported(pkt[len(b"qSupported"):])
         if pkt == b"QStartNoAckMode":
             self.conn and self.conn.send_packet(b"OK")
             if self.conn:
@@ -332,6 +332,7 @@ class GdbStub:
         return b""                               # unsupported: the empty reply
 
     def _supported(self, rest: bytes) -> bytes:
+        self.peer_features = set()
         for item in rest.lstrip(b":").split(b";"):
             if item.endswith(b"+"):
                 self.peer_features.add(item[:-1].decode(errors="replace"))
