@@ -389,24 +389,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return status
 
 
-def cmd_debug_gdb(args: argparse.Namespace) -> int:
-    """`kvmsim debug FILE --gdb [HOST:]PORT`: serve the scenario's vCPU to gdb (debug/gdbserve.py)."""
-    from kvmsim.debug.gdbserve import serve_scenario
-    from kvmsim.debug.gdbstub import parse_endpoint
-    from kvmsim.scenario.loader import load_scenario
-
-    if args.gdb is None:
-        print("kvmsim debug: the interactive debugger is not in this build; use --gdb [HOST:]PORT",
-              file=sys.stderr)
-        return EXIT_INPUT
-    try:
-        parse_endpoint(args.gdb)
-    except ValueError:
-        print(f"kvmsim debug: --gdb wants [HOST:]PORT, not {args.gdb!r}", file=sys.stderr)
-        return EXIT_INPUT
-    return serve_scenario(load_scenario(Path(args.file)), args.gdb, sys.stdout, elf=args.elf)
-
-
 def cmd_build(args: argparse.Namespace) -> int:
     """`kvmsim build FILE --elf OUT`: the scenario's guest, linked, with its symbols (for gdb)."""
     from kvmsim.scenario.loader import load_scenario
@@ -466,13 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("files", nargs="*", metavar="FILE")
     b.add_argument("--repeat", type=int, default=3, metavar="N")
     b.set_defaults(func=cmd_bench)
-
-    g = sub.add_parser("debug", help="debug a scenario (--gdb: serve its vCPU to gdb)")
-    g.add_argument("file", metavar="FILE")
-    g.add_argument("--gdb", metavar="[HOST:]PORT",
-                   help="serve the GDB remote protocol (host 127.0.0.1 unless given)")
-    g.add_argument("--elf", metavar="OUT", help="where to write the guest ELF for gdb (default: a temp dir)")
-    g.set_defaults(func=cmd_debug_gdb)
+    from kvmsim.debug.command import add_parser as add_debug_parser
+    from kvmsim.debug.gdbserve import add_gdb_arguments
+    add_gdb_arguments(add_debug_parser(sub))      # --gdb [HOST:]PORT, --elf OUT
 
     bl = sub.add_parser("build", help="build a scenario's guest and write its ELF (symbols for gdb)")
     bl.add_argument("file", metavar="FILE")

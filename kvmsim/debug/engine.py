@@ -41,7 +41,8 @@ Engine API (front ends — the REPL, the gdb stub, notebooks — use only this):
         guest linear address through the guest's page tables, or GPA (DebugError if unmapped)
     dbg.translate(linear) -> GPA
     dbg.symbol(name) -> linear | None;  dbg.symbolize(addr) -> "name+0x4"
-  Current stop: dbg.current (Stop), dbg.trace (recent probe events), dbg.exit_counts
+  Current stop: dbg.current (Stop), dbg.exit_counts (VM exits by reason so far), dbg.trace (recent
+  probe events, recorded while the engine watches the probe stream: see wants_probes)
   Objects behind the views: dbg.machine (runner.Machine), dbg.kvcpu (KvmVcpu), dbg.hw (silicon)
 
 DebugError is the one exception front ends catch for bad arguments and states.
@@ -57,7 +58,6 @@ from typing import Any, Iterator
 
 from kvmsim.debug.breakpoints import Breakpoint, BreakpointTable, DebugError, parse_spec
 from kvmsim.hw import paging
-from kvmsim.hw.vmcs import exit_reason_name
 from kvmsim.probe import PROBES, Event
 
 # The stages of one exit, in the order KVM goes through them, and the probe event of each.
@@ -126,12 +126,12 @@ class _Pending:
 class Debugger:
     """One scenario under the debugger (see the module docstring for the API)."""
 
-    def __init__(self, scenario: Any, image: Any = None) -> None:
+    def __init__(self, scenario: Any, image: Any = None, watch_always: bool = False) -> None:
         self.scenario = scenario
+        self.watch_always = watch_always     # record the whole probe stream (trace) even when nothing stops
         self._image = image
         self.table = BreakpointTable()
         self.trace: deque[Event] = deque(maxlen=TRACE_KEEP)
-        self.exit_counts: Counter[str] = Counter()
         self.displays: list[str] = []
         self.current: Stop | None = None
         self.machine: Any = None
@@ -146,17 +146,25 @@ class Debugger:
         self._image = m.image
         m.vmm.config.wall_seconds = 1e9      # the user's think time is no guest time
         m.vmm.kick = None
+        ioctl_run = m.vcpu.run
+
+        def run() -> int:                    # KVM_RUN as the VMM calls it: a point with no kernel frame
+            self._at_kvm_run()
+            return ioctl_run()
+        m.vcpu.run = run
         self.kvcpu = m.vcpu.vcpu
         self.hw = self.kvcpu.hw
         self.hw.debug_stop = self._on_silicon_stop
         self.trace.clear()
-        self.exit_counts.clear()
         self._to_sim: queue.Queue = queue.Queue()
         self._to_ui: queue.Queue = queue.Queue()
         self._motion = _Motion()
         self._pending = _Pending()
         self._interrupts = 0
         self._in_silicon = False
+        self._watching = False
+        self._fix_stack = False
+        self._sim_ident: int | None = None
         self.current = None
         self._started = False
         self._finished = False
@@ -169,18 +177,23 @@ class Debugger:
         return self.table.by_number
 
     @property
+    def exit_counts(self) -> Counter[str]:
+        """VM exits so far by reason (the vCPU's own statistics: counted whether watched or not)."""
+        return Counter({k: v for k, v in self.kvcpu.stat.exits_by_reason.items() if v})
+
+    @property
     def image(self) -> Any:
         return self.machine.image
 
     # ------------------------------------------------------------------ the simulation thread
     def _sim_main(self) -> None:
+        self._sim_ident = threading.get_ident()
         first = self._to_sim.get()
         if first.how == "kill":
             return
         self._apply(first)
         from kvmsim.scenario.runner import run_machine
 
-        PROBES.subscribe(self._on_event)
         final: Stop | None
         try:
             res = run_machine(self.machine)
@@ -192,16 +205,53 @@ class Debugger:
         except Exception as e:      # a simulator bug: reported, the session lives on
             final = Stop("error", text=f"{type(e).__name__}: {e}")
         finally:
-            PROBES.unsubscribe(self._on_event)
+            self._unwatch()
         if final is not None:
             self._finished = True
             self._to_ui.put(final)
 
+    # Watching the probe stream costs every modelled kernel function a wrapper and every tracepoint its
+    # fields, so the engine subscribes only while something needs it: a breakpoint on an exit, a
+    # stage, a function or a tracepoint, a motion through stages, a pending Ctrl-C.  Guest-code
+    # breakpoints and stepi need no probes (silicon stop hooks).
+    def wants_probes(self) -> bool:
+        return (self.watch_always or self._interrupts > 0 or self._motion.how in ("next", "step", "finish", "until")
+                or any(b.enabled and b.kind != "rip" for b in self.table.all()))
+
+    def _at_kvm_run(self) -> None:
+        """Before each KVM_RUN (no kernel frame is live): start or stop watching."""
+        if self.wants_probes():
+            if not self._watching:
+                self._watch()
+        elif self._watching:
+            self._unwatch()
+
+    def _watch(self) -> None:
+        """Subscribe.  Mid-KVM_RUN (from a stop in guest code) the kernel frames already live were
+        entered unprobed: until this KVM_RUN ends, the stack is read from the Python frames."""
+        mid = not PROBES.enabled and _kernel_chain() != []
+        PROBES.subscribe(self._on_event)
+        self._watching = True
+        if mid:
+            PROBES.stack[:] = _kernel_chain()
+            self._fix_stack = True
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            PROBES.unsubscribe(self._on_event)
+            self._watching = self._fix_stack = False
+
     def _on_event(self, ev: Event) -> None:
         """The probe subscriber: record, then stop here if a breakpoint or the motion says so."""
+        if self._fix_stack and threading.get_ident() == self._sim_ident:
+            chain = _kernel_chain()
+            PROBES.stack[:] = chain
+            ev.stack = tuple(chain[:-1] if ev.kind == "call" and chain and chain[-1] == ev.name else chain)
+            if not chain:
+                self._fix_stack = False
         self.trace.append(ev)
-        if ev.kind == "tp" and ev.name == "kvm_exit":
-            self.exit_counts[exit_reason_name(ev.fields.get("exit_reason", 0))] += 1
+        if threading.get_ident() != self._sim_ident:
+            return                  # a kernel function the user called at a stop (inject): no stop there
         if ev.kind == "call" and ev.name == "kvm_arch_vcpu_ioctl_run" and self._pending.run_sets:
             self._apply_run_sets()
         stage = stage_of(ev)
@@ -231,6 +281,10 @@ class Debugger:
             hits = self.table.match_rip(here, self)
             if not hits:
                 return              # a condition was false, or an ignore count ran
+        if why == "interrupt" and self._interrupts == 1:
+            if not self._watching:
+                self._watch()       # the first Ctrl-C stops at the next VM exit
+            return
         self._in_silicon = True
         try:
             kind = "breakpoint" if hits else why
@@ -250,6 +304,8 @@ class Debugger:
         if m.how == "kill":
             raise _Killed()
         self._motion = m
+        if self.wants_probes() and not self._watching:
+            self._watch()
         self.hw.debug_cancel_step()
         if m.how == "stepi":
             self.hw.debug_single_step()
@@ -322,8 +378,8 @@ class Debugger:
     def interrupt(self) -> None:
         """Ctrl-C while running: stop at the next exit; asked again, stop the guest where it is."""
         self._interrupts += 1
-        if self._interrupts > 1:
-            self.hw.debug_interrupt()
+        if self._interrupts > 1 or not self._watching:
+            self.hw.debug_interrupt()     # (unwatched, the silicon stop starts watching: hw/debugtrap.py)
 
     def restart(self) -> Stop:
         self.close(release=True)
@@ -538,6 +594,34 @@ class Debugger:
                          for k, v in ev.fields.items())
         return f"{head}{label}{'' if ev.kind == 'call' else 'return from '}{ev.name}({args})" + \
             (f" = {ev.fields.get('ret')}" if ev.kind == "ret" else "") + f"  guest at {where}"
+
+
+def _kernel_chain() -> list[str]:
+    """The modelled kernel functions live on this thread's Python stack, outermost first."""
+    import sys
+    from kvmsim import probe
+
+    codes = _kfunc_codes(len(probe._PROBED))
+    out = []
+    f = sys._getframe(1)
+    while f is not None:
+        name = codes.get(f.f_code)
+        if name is not None:
+            out.append(name)
+        f = f.f_back
+    out.reverse()
+    return out
+
+
+_CODES: dict[int, dict[Any, str]] = {}
+
+
+def _kfunc_codes(n: int) -> dict[Any, str]:
+    got = _CODES.get(n)
+    if got is None:
+        from kvmsim import probe
+        got = _CODES[n] = {f.__code__: getattr(f, "__kfunc__", f.__name__) for f in probe._PROBED}
+    return got
 
 
 class _Regs:

@@ -7,17 +7,67 @@ The vCPU waits, stopped before its first instruction, until gdb connects.
 
 from __future__ import annotations
 
+import argparse
+import io
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 from kvmsim.debug.engine import Debugger
 from kvmsim.debug.gdbstub import GdbStub, listen, parse_endpoint, serve_forever
 from kvmsim.debug.gdbtarget import DebuggerTarget
 
 
-def serve_scenario(scenario, endpoint: str, out: TextIO, elf: str | None = None,
+# REPL commands that move the guest: through `monitor` they would change registers behind gdb's
+# register cache, so gdb's own continue/stepi (and `monitor break ...`) do that instead.
+MOTIONS = frozenset(("continue", "c", "next", "n", "step", "s", "stepi", "si", "finish", "until", "run",
+                     "restart", "quit", "q", "EOF"))
+
+
+def add_gdb_arguments(parser: argparse.ArgumentParser) -> None:
+    """`kvmsim debug`'s gdb options; with --gdb the command serves gdb instead of the prompt."""
+    parser.add_argument("--gdb", metavar="[HOST:]PORT",
+                        help="serve the guest vCPU to gdb over the GDB remote protocol (host 127.0.0.1 "
+                             "unless given; port 0 picks a free one)")
+    parser.add_argument("--elf", metavar="OUT", help="with --gdb: write the guest ELF (symbols) here "
+                                                     "(default: a temporary directory; the path is printed)")
+    shell = parser.get_default("func")
+
+    def run(args: argparse.Namespace) -> int:
+        if args.gdb is None:
+            return shell(args)
+        from kvmsim.debug.command import load
+        try:
+            parse_endpoint(args.gdb)
+        except ValueError:
+            print(f"kvmsim debug: --gdb wants [HOST:]PORT, not {args.gdb!r}", file=sys.stderr)
+            return 2
+        return serve_scenario(load(args), args.gdb, sys.stdout, elf=args.elf, command=repl_command)
+    parser.set_defaults(func=run)
+
+
+def repl_command(dbg: Debugger) -> Callable[[str], str]:
+    """`monitor LINE`: the REPL's command LINE, its output captured for gdb's console; `exit` shows
+    the current exit (the REPL's `exit` would end the session: gdb's `kill` does that)."""
+    from kvmsim.debug.gdbtarget import fallback_command
+    from kvmsim.debug.repl import DebugShell
+
+    def run(line: str) -> str:
+        word = line.split()[0] if line.split() else ""
+        if word == "exit":
+            return fallback_command(dbg, line)
+        if word in MOTIONS:
+            return (f"error: `{word}` moves the guest behind gdb's back; use gdb's continue/stepi, and "
+                    f"`monitor break ...` to stop at exits, stages or kernel functions")
+        buf = io.StringIO()
+        DebugShell(dbg, stdout=buf).onecmd(line)
+        return buf.getvalue()
+    return run
+
+
+def serve_scenario(scenario: Any, endpoint: str, out: TextIO, elf: str | None = None,
                    command: Callable[[Debugger], Callable[[str], str]] | None = None) -> int:
     """Serve one scenario to gdb until gdb detaches or kills it; returns the CLI exit status.
 
