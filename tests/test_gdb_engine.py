@@ -134,3 +134,34 @@ def test_mode_switch_layouts(session):
     xml = s.c.ask(b"qXfer:features:read:target.xml:0,3000")
     assert b"<architecture>i386:x86-64</architecture>" in xml
     assert s.reg("rip") == s.image.symbols["long64"] and s.reg("cs") == 0x18
+
+
+SPIN = """\
+name: gdb-spin
+description: a guest that loops natively forever (no exits), for gdb's Ctrl-C
+guest:
+  mode: long64
+  asm: |
+    .include "kvmsim.inc"
+    GUEST_ENTRY
+    spin:   incq    %rax
+            jmp     spin
+memory: [{gpa: 0x0, size: 2M}]
+limits: {max_guest_insns: null, wall_seconds: 60}
+"""
+
+
+def test_ctrl_c_stops_a_spinning_guest_and_kill_ends_it(session, tmp_path):
+    path = tmp_path / "spin.yaml"
+    path.write_text(SPIN)
+    s = session(path)
+    s.c.send(b"vCont;c")
+    import time
+    time.sleep(0.3)
+    s.c.send_raw(b"\x03")
+    assert s.c.recv().startswith(b"T02")
+    spin = s.image.symbols["spin"]
+    assert s.reg("rip") in (spin, spin + 3) and s.reg("rax") > 0     # it ran, and stopped in the loop
+    s.c.send(b"k")
+    s.thread.join(10)
+    assert not s.thread.is_alive() and s.stub.finished
