@@ -85,7 +85,7 @@ def serve_scenario(scenario: Any, endpoint: str, out: TextIO, elf: str | None = 
         server = listen(host, port)
     except OSError as e:
         dbg.close()
-        print(f"kvmsim debug: cannot listen on {host}:{port}: {e.strerror or e}", file=out)
+        print(f"kvmsim debug: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
         return 2
     target = DebuggerTarget(dbg, command(dbg) if command else None)
     bound = server.getsockname()
