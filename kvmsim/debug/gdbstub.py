@@ -251,6 +251,11 @@ class GdbStub:
             return self._handle(pkt)
         except (ValueError, IndexError, KeyError):
             return b"E01"                        # a malformed packet: an error reply, not a crash
+        except Disconnected:
+            raise
+        except Exception as e:                   # a bug behind the packet: say so, keep the session
+            self.log(f"gdb stub: {pkt[:40]!r} failed: {type(e).__name__}: {e}")
+            return b"E01"
 
     def _handle(self, pkt: bytes) -> bytes | None:
         t = self.target
