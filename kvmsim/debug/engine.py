@@ -220,6 +220,8 @@ class Debugger:
 
     def _at_kvm_run(self) -> None:
         """Before each KVM_RUN (no kernel frame is live): start or stop watching."""
+        if self._pending.run_sets:
+            self._apply_run_sets()      # kvm_run set at a userspace exit: after the VMM's answer
         if self.wants_probes():
             if not self._watching:
                 self._watch()
@@ -252,8 +254,6 @@ class Debugger:
         self.trace.append(ev)
         if threading.get_ident() != self._sim_ident:
             return                  # a kernel function the user called at a stop (inject): no stop there
-        if ev.kind == "call" and ev.name == "kvm_arch_vcpu_ioctl_run" and self._pending.run_sets:
-            self._apply_run_sets()
         stage = stage_of(ev)
         hits = self.table.match_event(ev, self)
         kind = None
@@ -590,10 +590,17 @@ class Debugger:
         label = f"[{stage}] " if stage else ""
         if ev.kind == "tp":
             return f"{head}{label}{ev.name}: {what}"
-        args = ", ".join(f"{k}={v:#x}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v}"
-                         for k, v in ev.fields.items())
+        args = ", ".join(_arg(k, v) for k, v in ev.fields.items())
         return f"{head}{label}{'' if ev.kind == 'call' else 'return from '}{ev.name}({args})" + \
             (f" = {ev.fields.get('ret')}" if ev.kind == "ret" else "") + f"  guest at {where}"
+
+
+def _arg(name: str, v: Any) -> str:
+    if name == "emulation_type" and isinstance(v, int):
+        from kvmsim.kvm.emulate.codes import EmulType
+        names = "|".join(f.name for f in EmulType if f & v) or "0"
+        return f"{name}={int(v):#x} ({names})"
+    return f"{name}={v:#x}" if isinstance(v, int) and not isinstance(v, bool) else f"{name}={v}"
 
 
 def _kernel_chain() -> list[str]:

@@ -64,10 +64,29 @@ def sregs(dbg: "Debugger") -> list[str]:
     gb, gl = hw.gdtr()
     ib, il = hw.idtr()
     out.append(f"gdt base {gb:016x} limit {gl:04x}   idt base {ib:016x} limit {il:04x}")
+    out += gdt_entries(dbg, gb, gl)
     out.append(f"cr0 {hw.cr(0):016x} [{bits(hw.cr(0), _CR0)}]")
     out.append(f"cr2 {hw.cr(2):016x}  cr3 {hw.cr(3):016x}  cr8 {hw.cr(8):x}")
     out.append(f"cr4 {hw.cr(4):016x} [{bits(hw.cr(4), _CR4)}]")
     out.append(f"efer {hw.efer():016x} [{bits(hw.efer(), _EFER)}]   mode {dbg.mode()}")
+    return out
+
+
+def gdt_entries(dbg: "Debugger", base: int, limit: int, most: int = 16) -> list[str]:
+    """The GDT's present descriptors, decoded (vmm/boot.decode_descriptor)."""
+    from kvmsim.vmm.boot import decode_descriptor
+
+    out = []
+    for off in range(8, min(limit + 1, 8 * most), 8):
+        try:
+            raw = int.from_bytes(dbg.read_memory(base + off, 8), "little")
+        except DebugError:
+            break
+        if not raw:
+            continue
+        d = decode_descriptor(raw)
+        out.append(f"  gdt[{off:#04x}] base {d['base']:08x} limit {d['limit']:08x} type {d['type']:x} s {d['s']} "
+                   f"dpl {d['dpl']} p {d['present']} l {d['l']} db {d['db']} g {d['g']}")
     return out
 
 

@@ -229,12 +229,13 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
             if self._dbg_on:
                 if self._dbg_boundary(here):
                     continue
-                if here in self._dbg_addrs:        # stopped for a breakpoint reported already
-                    if self.stop_hook_at(here) is None:
-                        if self._dbg_step_over(here):
-                            return
-                        continue
-                    self._dbg_reported = None     # trap.py's hook is here too: the exit path runs it
+                if here in self._dbg_addrs and self.stop_hook_at(here) is None:
+                    if self._dbg_step_over(here):      # stopped only for a breakpoint reported already
+                        return
+                    continue
+                if self._dbg_reported is not None:     # the instruction reported runs now (or exits)
+                    self._dbg_reported = None
+                    self._dbg_update()
             dec = self._exits.get(here)
             if dec is not None and dec.mode == self._mode and not self._mode_stale:
                 if self._exiting_insn(dec):           # a stop classified before (the hot path)

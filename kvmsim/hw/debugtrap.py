@@ -33,7 +33,8 @@ class DebugTrap:
         self._dbg_reported: int | None = None      # the breakpoint just reported (step over it next)
 
     def _dbg_update(self) -> None:
-        self._dbg_on = bool(self._dbg_addrs) or self._dbg_step or self._dbg_interrupt
+        self._dbg_on = (bool(self._dbg_addrs) or self._dbg_step or self._dbg_interrupt
+                        or self._dbg_reported is not None)
 
     # ------------------------------------------------------------------ the debugger's side
     def add_debug_breakpoint(self, linear: int) -> None:
@@ -100,6 +101,7 @@ class DebugTrap:
         if why is None:
             return False
         self._dbg_reported = here if here in self._dbg_addrs else None
+        self._dbg_update()
         if self.debug_stop is not None:
             self.debug_stop(why, here)
         self.flush_regs()                  # what the user set reaches the CPU; then reread it all
@@ -108,6 +110,7 @@ class DebugTrap:
         rip = self.linear_rip()
         if rip != here:
             self._dbg_reported = None      # the user moved RIP: a breakpoint there stops
+        self._dbg_update()
         return True
 
     def _dbg_step_over(self, here: int) -> bool:
@@ -115,6 +118,7 @@ class DebugTrap:
         natively with the hook lifted (an exiting instruction never gets here: trap.py's hook at
         the same address classifies it first).  True on an exit."""
         self._dbg_reported = None
+        self._dbg_update()
         return self._step_native(here)
 
     def _dbg_lift(self, addr: int) -> object | None:
