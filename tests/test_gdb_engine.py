@@ -75,6 +75,15 @@ def test_break_on_symbol_step_and_memory(session):
     assert "IO_INSTRUCTION" in vmcs
 
 
+def test_the_first_step_runs_the_first_instruction(session):
+    s = session(LONG64)
+    assert s.reg("rip") == s.image.entry
+    assert s.c.ask(b"vCont;s:1").startswith(b"T05")
+    assert s.reg("rip") == s.image.entry + 5 and s.reg("rax") == 0x11     # movl $0x11, %eax: 5 bytes
+    s.c.ask(b"s")
+    assert s.reg("rip") == s.image.symbols["pio_out"] and s.reg("rcx") == 0x22
+
+
 def test_hw_breakpoint_and_register_write_change_what_the_guest_does(session):
     s = session(LONG64)
     after = s.image.symbols["after_out"]
