@@ -190,6 +190,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
                         self.flush_regs()
                 begin = self._begin
                 begin.value = rip
+                self._block_stop = False
                 if limit is None and not (self._dbg_on and self._dbg_step):
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT,
                                           ctypes.c_size_t(self.host_nmi_every) if self.host_nmi_every else NO_COUNT)
@@ -202,7 +203,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
                         left = min(left, 1)
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT, ctypes.c_size_t(
                         min(left, self.host_nmi_every) if self.host_nmi_every else left))
-                    done = max(self._counter.value - 1, 0)
+                    # (A stop by the block hook of an unscanned page comes before that block's
+                    # first count hook: then every counted instruction retired.)
+                    done = self._counter.value if self._block_stop else max(self._counter.value - 1, 0)
                     if limit is not None:
                         self.guest_insns += done
                     if self._dbg_on:

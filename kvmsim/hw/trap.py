@@ -67,6 +67,7 @@ class InsnTrap:
         self._lengths: dict[int, tuple[str, int]] = {}   # linear address -> (mode, length) for EPT exits
         self._maps_stale = False                   # a page-table frame was written
         self._rescan = False
+        self._block_stop = False
         self._controls_key: tuple | None = None
         self._controlled: frozenset[str] = frozenset()
         self._candidate = candidate_pattern()
@@ -140,6 +141,7 @@ class InsnTrap:
         self._set_block_hooks()
         uc.ctl_remove_cache(first << 12, (last + 2) << 12)
         self._rescan = True
+        self._block_stop = True      # stopped before this block's first count hook: counter = retired
         uc.emu_stop()
 
     # ------------------------------------------------------------------ scanning
