@@ -16,6 +16,8 @@ has no packet that says the architecture changed, so the stub keeps serving the 
 (registers stay consistent) and, at the first stop in the other mode, says so on gdb's console
 (an `O` packet).  gdb then re-reads the description when it connects again: `disconnect`
 (the guest stays stopped, the stub waits for the next connection) and `target remote` again.
+(QEMU's x86 stub serves one fixed description instead, the 64-bit one in qemu-system-x86_64, and
+leaves 16/32-bit code to `set architecture`.)
 """
 
 from __future__ import annotations
