@@ -208,6 +208,7 @@ def test_parse_endpoint():
     assert parse_endpoint("127.0.0.1:1234") == ("127.0.0.1", 1234)
     assert parse_endpoint(":1234") == ("127.0.0.1", 1234)
     assert parse_endpoint("1234") == ("127.0.0.1", 1234)
+    assert parse_endpoint("[::1]:1234") == ("::1", 1234)
     for bad in ("x:y", "1:99999", ""):
         with pytest.raises(ValueError):
             parse_endpoint(bad)

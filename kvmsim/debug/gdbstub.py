@@ -464,6 +464,7 @@ class GdbStub:
 def parse_endpoint(spec: str) -> tuple[str, int]:
     """`HOST:PORT`, `:PORT` or `PORT` (host 127.0.0.1 by default); ValueError when malformed."""
     host, _, port = spec.rpartition(":")
+    host = host.strip("[]")                  # [::1]:1234
     n = int(port)
     if not 0 <= n <= 65535:
         raise ValueError(f"port {n} out of range")
