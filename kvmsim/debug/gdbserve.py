@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -85,6 +86,8 @@ def serve_scenario(scenario: Any, endpoint: str, out: TextIO, elf: str | None = 
         server = listen(host, port)
     except OSError as e:
         dbg.close()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         print(f"kvmsim debug: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
         return 2
     target = DebuggerTarget(dbg, command(dbg) if command else None)
@@ -102,4 +105,6 @@ def serve_scenario(scenario: Any, endpoint: str, out: TextIO, elf: str | None = 
         if cur is not None and not cur.running:
             print(cur.text, file=out, flush=True)
         dbg.close()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)    # the ELF we made; gdb has read it by now
     return 0
