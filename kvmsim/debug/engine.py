@@ -18,7 +18,8 @@ Engine API (front ends — the REPL, the gdb stub, notebooks — use only this):
     dbg.next()            to the next VM exit (tracepoint kvm_exit)
     dbg.step()            to the next stage of the exit (STAGES)
     dbg.stepi()           one guest instruction, natively (count = 1 in the engine); an
-                          instruction that exits completes through KVM first
+                          instruction that exits completes through KVM first.  From a stop at
+                          an exit stage: to the instruction boundary where the guest resumes
     dbg.finish()          to this exit's VM entry
     dbg.until(expr)       to the first stage where the Python expression is true
     dbg.resume(how, arg)  the same by name: "continue" "next" "step" "stepi" "finish" "until"
@@ -44,6 +45,8 @@ Engine API (front ends — the REPL, the gdb stub, notebooks — use only this):
   Current stop: dbg.current (Stop), dbg.exit_counts (VM exits by reason so far), dbg.trace (recent
   probe events, recorded while the engine watches the probe stream: see wants_probes)
   Objects behind the views: dbg.machine (runner.Machine), dbg.kvcpu (KvmVcpu), dbg.hw (silicon)
+  Any REPL command from another front end (gdb's `monitor`): repl.DebugShell(dbg, stdout=buf).onecmd(line)
+  Threads: the simulation runs on its own thread; call the engine from one controlling thread.
 
 DebugError is the one exception front ends catch for bad arguments and states.
 """
@@ -191,7 +194,11 @@ class Debugger:
         first = self._to_sim.get()
         if first.how == "kill":
             return
-        self._apply(first)
+        self._in_silicon = True         # before the first KVM_RUN the guest is at an instruction boundary
+        try:
+            self._apply(first)
+        finally:
+            self._in_silicon = False
         from kvmsim.scenario.runner import run_machine
 
         final: Stop | None

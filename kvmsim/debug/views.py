@@ -371,7 +371,9 @@ def event_line(ev: Event) -> str:
 
 def trace(dbg: "Debugger", n: int = 20) -> list[str]:
     evs = list(dbg.trace)[-n:] if n > 0 else []
-    return [event_line(e) for e in evs] or ["no events yet"]
+    return [event_line(e) for e in evs] or [
+        "no events recorded: the probe stream is watched while a breakpoint on an exit, a function or a "
+        "tracepoint, or a motion through stages (next, step, finish, until) needs it"]
 
 
 def info_exits(dbg: "Debugger") -> list[str]:

@@ -29,6 +29,7 @@ class DebugTrap:
         self._dbg_step = False                     # stop at the next instruction boundary
         self._dbg_stepped = False                  # an instruction completed since the step began
         self._dbg_mark = 0                         # _exit_count when the step began
+        self._dbg_from = -1                        # ... and the linear RIP
         self._dbg_interrupt = False                # Ctrl-C: stop where the CPU is
         self._dbg_reported: int | None = None      # the breakpoint just reported (step over it next)
 
@@ -58,6 +59,7 @@ class DebugTrap:
         """Stop at the next instruction boundary after one guest instruction completes (natively,
         or by KVM after its exit)."""
         self._dbg_step, self._dbg_stepped, self._dbg_mark = True, False, self._exit_count
+        self._dbg_from = self.linear_rip()
         self._dbg_update()
 
     def debug_cancel_step(self) -> None:
@@ -92,7 +94,8 @@ class DebugTrap:
         if self._dbg_interrupt:
             self._dbg_interrupt = False
             why = "interrupt"
-        elif self._dbg_step and (self._dbg_stepped or self._exit_count != self._dbg_mark):
+        elif self._dbg_step and (self._dbg_stepped or self._exit_count != self._dbg_mark or here != self._dbg_from):
+            # (RIP moved: an engine run stopped by a block hook retires its instructions uncounted)
             self._dbg_step = False
             why = "step"
         elif here in self._dbg_addrs and self._dbg_reported != here:

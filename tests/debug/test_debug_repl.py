@@ -120,3 +120,20 @@ def test_every_command_has_help():
 def test_usage_errors_are_status_2(argv, why, capsys):
     assert cli.main(argv) == 2
     assert why in capsys.readouterr().err
+
+
+def test_until_run_display_and_print(tmp_path, capsys):
+    guest = tmp_path / "loop.S"
+    guest.write_text('.include "kvmsim.inc"\n.globl _start\n' + LOOP)
+    script = tmp_path / "cmds"
+    script.write_text("display regs.rcx\nuntil regs.rcx == 2 and ev.name == 'kvm_exit'\np vmcs.exit_qualification >> 16\n"
+                      "run\ntrace 2\nc\n")
+    status = cli.main(["debug", "--guest", str(guest), "--mode", "long64", "-x", str(script), "--batch"])
+    out = capsys.readouterr().out
+    assert status == 0
+    until = block(out, "until regs.rcx == 2 and ev.name == 'kvm_exit'")
+    assert until.startswith("[vm-exit] kvm_exit: vcpu 0 reason IO_INSTRUCTION") and "1: regs.rcx = 0x2 (2)" in until
+    assert block(out, "p vmcs.exit_qualification >> 16").strip() == "0x80 (128)"      # the port
+    assert block(out, "run").startswith("stopped before the first KVM_RUN at 0x100000 <_start>")
+    assert "no events recorded" in block(out, "trace 2")                    # a fresh run, nothing watched yet
+    assert "run ended: debug-exit 0" in block(out, "c") and "IO_INSTRUCTION 6" in block(out, "c")
