@@ -114,13 +114,6 @@ class DebuggerTarget:
         if self.dbg.current is not None and not self.dbg.current.running:
             return self._to_target(self.dbg.current)
         try:
-            if step and self.dbg.current is not None and self.dbg.current.kind == "start":
-                # The engine's first stepi only reaches the first instruction boundary (nothing
-                # has run before the first KVM_RUN); gdb's step runs one instruction.
-                at = self.dbg.current.rip
-                first = self.dbg.stepi()
-                if first.kind not in ("step", "breakpoint") or first.rip != at:
-                    return self._to_target(first)
             stop = self.dbg.stepi() if step else self.dbg.cont()
         except DebugError as e:
             return TargetStop("ended", str(e))
