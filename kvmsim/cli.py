@@ -389,6 +389,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    """`kvmsim build FILE --elf OUT`: the scenario's guest, linked, with its symbols (for gdb)."""
+    from kvmsim.scenario.loader import load_scenario
+    from kvmsim.scenario.runner import build_image
+
+    image = build_image(load_scenario(Path(args.file)), elf_out=Path(args.elf))
+    print(f"{args.elf}: {image.mode} guest at {image.load_addr:#x}, entry {image.entry:#x}, "
+          f"{len(image.symbols)} symbols")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- parser and main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -438,7 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=int, default=3, metavar="N")
     b.set_defaults(func=cmd_bench)
     from kvmsim.debug.command import add_parser as add_debug_parser
-    add_debug_parser(sub)
+    from kvmsim.debug.gdbserve import add_gdb_arguments
+    add_gdb_arguments(add_debug_parser(sub))      # --gdb [HOST:]PORT, --elf OUT
+
+    bl = sub.add_parser("build", help="build a scenario's guest and write its ELF (symbols for gdb)")
+    bl.add_argument("file", metavar="FILE")
+    bl.add_argument("--elf", metavar="OUT", required=True)
+    bl.set_defaults(func=cmd_build)
     return p
 
 
