@@ -57,6 +57,14 @@ class Terminal:
                 raise AssertionError(f"{text!r} (x{count}) never appeared; screen:\n{s}")
             time.sleep(0.1)
 
+    def prompt(self, timeout: float = 30.0) -> None:
+        """Until an empty prompt is the last line: keys typed earlier could race a Ctrl-C's handler."""
+        end = time.monotonic() + timeout
+        while (self.screen().rstrip().splitlines() or [""])[-1].strip() != "(kvmsim)":
+            if time.monotonic() > end:
+                raise AssertionError(f"no fresh prompt; screen:\n{self.screen()}")
+            time.sleep(0.1)
+
     def close(self) -> None:
         subprocess.run([TMUX, "-L", self.sock, "kill-server"], capture_output=True, timeout=10)
 
@@ -99,6 +107,7 @@ def test_an_mmio_exit_stage_by_stage_at_the_prompt(term):
     t.type("half a command", enter=False)
     t.key("C-c")                                   # Ctrl-C at the prompt: the line goes, the session stays
     t.wait("^C")
+    t.prompt()
     t.type("info break")
     t.wait("1    break       y    1     exit EPT_VIOLATION")
     t.type("break func complete_emulated_m", enter=False)
@@ -109,6 +118,8 @@ def test_an_mmio_exit_stage_by_stage_at_the_prompt(term):
     t.key("Up")                                    # readline history
     t.wait("(kvmsim) break func complete_emulated_mmio", count=2)
     t.key("C-c")
+    t.wait("^C", count=2)
+    t.prompt()
     t.type("set reg rbx 0xd0000010")
     t.wait("rbx = 0xd0000010")
     t.type("finish")
