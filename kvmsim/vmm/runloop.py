@@ -132,8 +132,8 @@ class Vmm:
         if not self.hlt_resumed:
             return ""
         last = self.exits[-1].reason if self.exits else ""
-        return (f"; vmm.on_hlt: resume re-entered {self.hlt_resumed} KVM_EXIT_HLT"
-                f"{' (the last exit was HLT)' if last == 'HLT' else ''}")
+        return (f"; the guest halted {self.hlt_resumed} times under vmm.on_hlt: resume"
+                f"{' (last exit: KVM_EXIT_HLT)' if last == 'HLT' else ''}")
 
     @property
     def exit_count(self) -> int:
