@@ -118,9 +118,10 @@ class Vmm:
                 if r in (-EINTR, -EAGAIN):
                     why = self.config.limit_reached() if self.config.limit_reached else None
                     if why is not None:
-                        return Stop("limit", detail=why)
+                        return Stop("limit", detail=why + self._hlt_note())
                     if time.monotonic() >= deadline:
-                        return Stop("limit", detail=limit_detail("wall_seconds", self.config.wall_seconds))
+                        return Stop("limit", detail=limit_detail("wall_seconds", self.config.wall_seconds)
+                                    + self._hlt_note())
                     continue
                 return Stop("error", code=-r, detail=f"KVM_RUN returned {r}")
             stop = self._dispatch(run)
