@@ -68,11 +68,11 @@ SCHEMA_CASES = {
     "long64-cr3-beyond-maxphyaddr": (_head("long64") + "vcpu:\n  sregs: {cr3: 0x4000000000004000}\n", 5,
                                      "at or above MAXPHYADDR (46)"),
     "prot32-lma-without-paging": (_head() + "vcpu:\n  sregs: {efer: 0x500}\n", 5,
-                                  "vcpu.sregs.efer: EFER.LMA without EFER.LME and CR0.PG"),
+                                  "vcpu.sregs.efer: EFER.LMA without both EFER.LME and CR0.PG"),
     "prot32-cs-l": (_head() + "vcpu:\n  sregs:\n    cs: {l: 1}\n", 6,
                     "vcpu.sregs.cs: a 64-bit code segment (cs.l=1) outside 64-bit paging"),
     "long64-leaves-paging": (_head("long64") + "vcpu:\n  sregs: {cr0: 0x31}\n", 5,
-                             "vcpu.sregs.cr0: EFER.LMA without EFER.LME and CR0.PG"),
+                             "vcpu.sregs.cr0: EFER.LMA without both EFER.LME and CR0.PG"),
     "cr4-feature-not-in-cpuid": (_head("long64") + "vcpu:\n  sregs: {cr4: 0x1620}\n", 5,
                                  "cr4 0x1620 sets bits 0x1000 whose feature the vCPU's CPUID does not have"),
     "on-hlt-unknown": (_head() + "vmm: {on_hlt: wait}\n", 4, "field vmm.on_hlt"),
@@ -108,6 +108,8 @@ PREFLIGHT_CASES = {
                             "not inside any memory slot"),
     "load-on-the-boot-tables": ("name: t\ndescription: x\nguest:\n  asm: hlt\n  mode: long64\n  load: 0x5000\n", 6,
                                 "overlaps the long64 boot tables at 0x2000-0x9fff"),
+    "real16-load-beyond-64k": ("name: t\ndescription: x\nguest:\n  asm: hlt\n  mode: real16\n  load: 0x10000\n", 6,
+                               "field guest.load: real16 entry 0x10000 is not reachable with CS = 0"),
     "boot-tables-outside-ram": ("name: t\ndescription: x\nguest:\n  asm: hlt\n  mode: prot32\n  load: 0x100000\n"
                                 "memory: [{gpa: 0x100000, size: 1M}]\n", 7, "boot tables need writable RAM"),
 }

@@ -93,8 +93,8 @@ def build_image(sc: Scenario) -> GuestImage:
 def _with_entry(sc: Scenario, image: GuestImage) -> GuestImage:
     entry = sc.guest.entry
     if entry is None:
-        return image
-    if isinstance(entry, str):
+        entry = image.entry         # _start, else the load address
+    elif isinstance(entry, str):
         if entry not in image.symbols:
             near = difflib.get_close_matches(entry, [n for n in image.symbols if not n.startswith(".")], 1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
@@ -102,9 +102,11 @@ def _with_entry(sc: Scenario, image: GuestImage) -> GuestImage:
                                 f"field guest.entry: no symbol {entry!r} in the guest{hint}")
         entry = image.symbols[entry]
     if image.mode == "real16" and entry > 0xFFFF:
-        raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("guest", "entry"),
-                            f"field guest.entry: real16 entry {entry:#x} is not reachable with CS = 0")
-    return dataclasses.replace(image, entry=entry)
+        field = "entry" if sc.guest.entry is not None else "load"
+        raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("guest", field),
+                            f"field guest.{field}: real16 entry {entry:#x} is not reachable with CS = 0 "
+                            "(boot.py's real16 set-up); load and enter below 0x10000")
+    return image if entry == image.entry else dataclasses.replace(image, entry=entry)
 
 
 def preflight(sc: Scenario) -> GuestImage:

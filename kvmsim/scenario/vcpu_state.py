@@ -126,7 +126,7 @@ def sregs_problem(sc: "Scenario") -> tuple[tuple[str, ...], str] | None:
             return blame("cr3", "cr0", "efer"), (f"cr3 {s.cr3:#x} has bits at or above MAXPHYADDR ({maxphy}) "
                                                  f"{einval}")
     elif s.efer & EFER_LMA:
-        return blame("efer", "cr0"), (f"EFER.LMA without EFER.LME and CR0.PG (efer {s.efer:#x}, cr0 {s.cr0:#x}"
+        return blame("efer", "cr0"), (f"EFER.LMA without both EFER.LME and CR0.PG (efer {s.efer:#x}, cr0 {s.cr0:#x}"
                                       f"{', the ' + mode + ' boot value' if 'cr0' not in given else ''}) {einval}")
     elif s.cs.l:
         return blame("cs", "efer", "cr0"), (f"a 64-bit code segment (cs.l=1) outside 64-bit paging (efer "
