@@ -76,6 +76,8 @@ SCHEMA_CASES = {
     "cr4-feature-not-in-cpuid": (_head("long64") + "vcpu:\n  sregs: {cr4: 0x1620}\n", 5,
                                  "cr4 0x1620 sets bits 0x1000 whose feature the vCPU's CPUID does not have"),
     "on-hlt-unknown": (_head() + "vmm: {on_hlt: wait}\n", 4, "field vmm.on_hlt"),
+    "hlt-stop-with-resume": (_head() + "vmm: {on_hlt: resume}\nexpect:\n  stop: {reason: hlt}\n", 6,
+                             "expects a hlt stop but vmm.on_hlt: resume re-enters"),
     "unknown-vmm-key": (_head() + "vmm: {on_halt: resume}\n", 4, "did you mean 'on_hlt'"),
     "entry-in-reset-mode": ("name: t\ndescription: x\nguest:\n  asm: hlt\n  mode: reset\n  entry: 0x10\n", 6,
                             "mode reset starts at the reset vector"),

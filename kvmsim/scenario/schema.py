@@ -762,10 +762,6 @@ class SregsState(_Model):
         return self
 
 
-GPR_FIELDS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11", "r12",
-              "r13", "r14", "r15", "rip", "rflags")
-
-
 class RegsState(_Model):
     """KVM_SET_REGS applied after the mode's boot set-up: given registers replace the boot values
     (RIP = entry, RSP = the mode's stack, RFLAGS = 0x2, others 0)."""
@@ -965,6 +961,9 @@ class Scenario(_Model):
             if dev not in names:
                 raise FieldError(("expect", "devices", dev),
                                  f"no device named {dev!r} (devices: {', '.join(sorted(names)) or 'none'})")
+        if e.stop and e.stop.reason == "hlt" and self.vmm.on_hlt == "resume":
+            raise FieldError(("expect", "stop", "reason"), "expects a hlt stop but vmm.on_hlt: resume re-enters "
+                             "the guest after every KVM_EXIT_HLT")
         if e.stop and e.stop.reason == "debug-exit" and not any(d.type == "debug-exit" for d in self.devices):
             raise FieldError(("expect", "stop", "reason"), "expects a debug-exit stop but there is no debug-exit device")
         if (e.serial is not None or e.serial_contains is not None) and not any(
