@@ -82,7 +82,8 @@ def _sim_cpuid_limits(sc: "Scenario") -> tuple[int, int, bool]:
     from kvmsim.kvm import cr
     from kvmsim.kvm.cpuid import default_cpuid_entries
 
-    if sc.kvm.cpuid:
+    cpuid = sc.kvm.cpuid      # a list of overrides, or a model with entries/replace (either form)
+    if getattr(cpuid, "entries", cpuid) or getattr(cpuid, "replace", False):
         return MAX_MAXPHYADDR, 0, True
     table = {(e.function, e.index): e for e in default_cpuid_entries()}
 
