@@ -141,11 +141,12 @@ def _boot_sregs_einval_cases():
     def cs_l_without_lma(s): s.cs.l = 1
     def lme_pg_without_pae(s): s.cr0, s.efer = 0x80000011, 0x500
     def lme_pg_without_lma(s): s.cr0, s.cr4, s.efer = 0x80000011, 0x20, 0x100
+    def lme_pg_cr3_bit63(s): s.cr0, s.cr4, s.efer, s.cr3 = 0x80000011, 0x20, 0x500, 1 << 63 | 0x4000
     def apic_reserved(s): s.apic_base = 0xFEE00901
     def x2apic_without_enable(s): s.apic_base = 0xFEE00500
     def cr4_smxe(s): s.cr4 = 1 << 14
     return [pg_without_pe, nw_without_cd, cr0_high, lma_without_paging, cs_l_without_lma, lme_pg_without_pae,
-            lme_pg_without_lma, apic_reserved, x2apic_without_enable, cr4_smxe]
+            lme_pg_without_lma, lme_pg_cr3_bit63, apic_reserved, x2apic_without_enable, cr4_smxe]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
