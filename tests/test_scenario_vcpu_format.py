@@ -197,16 +197,52 @@ def test_scenario_state_is_applied_over_the_boot_state(backend: str) -> None:
     assert (r.rsp, r.rbx, r.rip, r.rflags) == (0x70000, 0x5EED, m.image.entry, 0x2)
 
 
-def test_a_state_the_vcpus_cpuid_refuses_is_bad_input_at_run(tmp_path: Path, capsys) -> None:
-    """With its own kvm.cpuid the scenario's CPUID-dependent CR4 bits are left to the ioctl: the sim's
-    KVM_SET_SREGS answers EINVAL (no SMEP in CPUID.7), reported at vcpu.sregs with status 2."""
+def test_cpuid_dependent_cr4_bits_follow_the_scenarios_cpuid(tmp_path: Path, capsys) -> None:
+    """CR4.SMEP needs CPUID.7:EBX.SMEP in the table the vCPU gets: the sim's default has it, a
+    scenario's kvm.cpuid (overrides or a whole table) may take it away; `check` says so at cr4."""
+    head = "name: t\ndescription: x\nguest: {asm: hlt, mode: long64}\n"
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(head + "vcpu:\n  sregs: {cr4: 0x100620}\n")
+    assert main(["check", str(ok)]) == 0
+    for name, cpuid in [("override", "kvm:\n  cpuid: [{function: 7, ebx: 0}]\n"),
+                        ("replace", "kvm:\n  cpuid: {replace: true, entries: [{function: 0, eax: 7}, "
+                                    "{function: 7, ebx: 0x1}]}\n")]:
+        f = tmp_path / f"{name}.yaml"
+        f.write_text(head + cpuid + "vcpu:\n  sregs: {cr4: 0x100620}\n")
+        for command in ("check", "run"):
+            assert main([command, str(f)]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"{f}:7: error: field vcpu.sregs.cr4: cr4 0x100620 sets bits 0x100000 whose "
+                                  "feature the vCPU's CPUID does not have"), err
+    # with SMEP in the override (bit 7) the same state is taken by the sim's KVM_SET_SREGS
     f = tmp_path / "smep.yaml"
-    f.write_text("name: t\ndescription: x\nguest: {asm: hlt, mode: long64}\n"
-                 "kvm:\n  cpuid: [{function: 7, ebx: 0}]\n"
-                 "vcpu:\n  sregs: {cr4: 0x100620}\n")
-    assert main(["run", str(f)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"{f}:7: error: field vcpu.sregs: KVM_SET_SREGS failed: EINVAL"), err
+    f.write_text(head + "kvm:\n  cpuid: [{function: 7, ebx: 0x80}]\nvcpu:\n  sregs: {cr4: 0x100620}\n")
+    assert main(["check", str(f)]) == 0
+    res = run_scenario(load_scenario(f))
+    assert res.sregs["cr4"] == 0x100620 and res.stop.reason == "hlt"
+
+
+def test_a_state_the_host_refuses_is_bad_input_at_vcpu_sregs(tmp_path: Path, monkeypatch) -> None:
+    """An EINVAL from KVM_SET_SREGS at set-up (a host CPUID that lacks what the sim's has) is a
+    status-2 error at vcpu.sregs naming the ioctl, not a crash."""
+    from kvmsim.kvm import kvm_main
+
+    f = tmp_path / "s.yaml"
+    f.write_text("name: t\ndescription: x\nguest: {asm: hlt, mode: long64}\nvcpu:\n  sregs: {cr4: 0x620}\n")
+    sc = load_scenario(f)
+
+    calls, real = [], kvm_main.SimVcpuFd.set_sregs
+
+    def refuse_the_second(self, sregs):     # the boot set-up's goes through, the scenario's fails
+        calls.append(1)
+        if len(calls) == 2:
+            raise BackendError("KVM_SET_SREGS failed: EINVAL (Invalid argument)")
+        real(self, sregs)
+    monkeypatch.setattr(kvm_main.SimVcpuFd, "set_sregs", refuse_the_second)
+    with pytest.raises(ScenarioError) as exc:
+        make_machine(sc)
+    assert exc.value.line == 5
+    assert exc.value.msg == "field vcpu.sregs: KVM_SET_SREGS failed: EINVAL (Invalid argument)"
 
 
 # ---------------------------------------------------------------- vmm.on_hlt

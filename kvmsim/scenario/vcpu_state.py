@@ -21,9 +21,6 @@ X86_CR4_PAE = 1 << 5
 EFER_LME, EFER_LMA = 1 << 8, 1 << 10
 SEGMENT_FIELDS = ("selector", "base", "limit", "type", "present", "dpl", "db", "s", "l", "g", "avl")
 SREG_SCALARS = ("cr0", "cr3", "cr4", "efer", "apic_base")
-# Not KVM's: the largest MAXPHYADDR any host has; a scenario with its own kvm.cpuid is checked
-# against this bound only (the sim's and the host's tables decide the rest when the run starts).
-MAX_MAXPHYADDR = 52
 
 
 def apply_sregs(sregs: KvmSregs, want: "SregsState") -> KvmSregs:
@@ -77,22 +74,28 @@ def boot_sregs(mode: str) -> KvmSregs:
 
 
 def _sim_cpuid_limits(sc: "Scenario") -> tuple[int, int, bool]:
-    """(MAXPHYADDR, CPUID-dependent reserved CR4 bits, x2APIC allowed) of the vCPU's CPUID table:
-    the sim's default one; with a scenario kvm.cpuid only the architectural bounds."""
+    """(MAXPHYADDR, CPUID-dependent reserved CR4 bits, x2APIC allowed) of the table the sim's vCPU
+    gets: the default one, the scenario's kvm.cpuid over it, or the scenario's whole table
+    (runner.make_machine).  Simplified: entries are looked up by (leaf, subleaf) exactly."""
     from kvmsim.kvm import cr
     from kvmsim.kvm.cpuid import default_cpuid_entries
+    from kvmsim.scenario.runner import _cpuid_with_overrides
+    from kvmsim.vmm.cpuid import table_entries
 
-    cpuid = sc.kvm.cpuid      # a list of overrides, or a model with entries/replace (either form)
-    if getattr(cpuid, "entries", cpuid) or getattr(cpuid, "replace", False):
-        return MAX_MAXPHYADDR, 0, True
-    table = {(e.function, e.index): e for e in default_cpuid_entries()}
+    if sc.kvm.cpuid_replaced:
+        entries = table_entries(sc.kvm.cpuid.entries)  # type: ignore[union-attr]
+    elif sc.kvm.cpuid_overrides:
+        entries = _cpuid_with_overrides(None, sc, "sim")  # type: ignore[arg-type]  # the sim needs no VM
+    else:
+        entries = default_cpuid_entries()
+    table = {(e.function, e.index): e for e in entries}
 
     def has(leaf: int, sub: int, reg: str, bit: int) -> bool:
         e = table.get((leaf, sub))
         return e is not None and bool(getattr(e, reg) >> bit & 1)
 
     e = table.get((0x80000008, 0))
-    maxphy = (e.eax & 0xFF) if e is not None and e.eax & 0xFF else 36
+    maxphy = (e.eax & 0xFF) if e is not None and e.eax & 0xFF else 36     # cpuid_maxphyaddr
     rsvd = 0
     for cr4_bit, feature in cr.CR4_FEATURES.items():
         if not has(*feature):
