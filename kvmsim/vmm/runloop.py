@@ -49,6 +49,9 @@ class VmmConfig:
     # Exit log bound: the first and the last `keep_exits` records are kept, the ones between only
     # counted (Vmm.exits_omitted); None keeps every record.
     keep_exits: int | None = None
+    # KVM_EXIT_HLT: "stop" ends the run (stop.reason hlt); "resume" issues KVM_RUN again (the
+    # guest goes on after its HLT), bounded by max_exits / wall_seconds like any other exit.
+    on_hlt: str = "stop"
 
 
 class Vmm:
@@ -68,6 +71,7 @@ class Vmm:
         self._run_mmio = None
         self._run_mmio_data: memoryview | None = None
         self._mapping: memoryview | None = None   # the whole vCPU mmap (pio data page), bound likewise
+        self.hlt_resumed = 0      # KVM_EXIT_HLTs re-entered (config.on_hlt == "resume")
 
     def run(self) -> Stop:
         """KVM_RUN until the guest ends the run, KVM reports something fatal, or a limit is hit."""
@@ -107,9 +111,9 @@ class Vmm:
                 for action in events.get(n, ()):
                     action(self.vcpu)
             if n >= max_exits:
-                return Stop("limit", detail=limit_detail("max_exits", max_exits))
+                return Stop("limit", detail=limit_detail("max_exits", max_exits) + self._hlt_note())
             if not n & 0xFF and time.monotonic() >= deadline:   # exits that come back at once, too
-                return Stop("limit", detail=limit_detail("wall_seconds", self.config.wall_seconds))
+                return Stop("limit", detail=limit_detail("wall_seconds", self.config.wall_seconds) + self._hlt_note())
             r = kvm_run()
             if ring is not None and ring.first != ring.last:
                 self._flush_coalesced_mmio(ring)
@@ -117,14 +121,23 @@ class Vmm:
                 if r in (-EINTR, -EAGAIN):
                     why = self.config.limit_reached() if self.config.limit_reached else None
                     if why is not None:
-                        return Stop("limit", detail=why)
+                        return Stop("limit", detail=why + self._hlt_note())
                     if time.monotonic() >= deadline:
-                        return Stop("limit", detail=limit_detail("wall_seconds", self.config.wall_seconds))
+                        return Stop("limit", detail=limit_detail("wall_seconds", self.config.wall_seconds)
+                                    + self._hlt_note())
                     continue
                 return Stop("error", code=-r, detail=f"KVM_RUN returned {r}")
             stop = self._dispatch(run)
             if stop is not None:
                 return stop
+
+    def _hlt_note(self) -> str:
+        """A limit hit by a guest that keeps halting under on_hlt: resume says so."""
+        if not self.hlt_resumed:
+            return ""
+        last = self.exits[-1].reason if self.exits else ""
+        return (f"; the guest halted {self.hlt_resumed} times under vmm.on_hlt: resume"
+                f"{' (last exit: KVM_EXIT_HLT)' if last == 'HLT' else ''}")
 
     @property
     def exit_count(self) -> int:
@@ -166,6 +179,9 @@ class Vmm:
             if reason == _X86_RDMSR or reason == _X86_WRMSR:
                 return self._msr(run, rec, reason == _X86_RDMSR)
             if reason == _HLT:
+                if self.config.on_hlt == "resume":
+                    self.hlt_resumed += 1
+                    return None
                 return Stop("hlt")
             if reason == _SHUTDOWN:
                 return Stop("shutdown")
