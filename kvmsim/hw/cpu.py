@@ -368,7 +368,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
             return False
         if self.gpa_is_ram(gpa):
             return False
-        return self._ept_exit(UC_MEM_WRITE_UNMAPPED if write else UC_MEM_READ_UNMAPPED, linear)
+        return self._ept_exit(UC_MEM_WRITE_UNMAPPED if write else UC_MEM_READ_UNMAPPED, gpa, linear)
 
     def _mem_operand(self, here: int, code: bytes) -> tuple[int, bool] | None:
         """(linear address, is written) of the memory operand of the instruction at `here`."""
@@ -524,7 +524,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         self._pending = None
         if kind == "mem":
             access, addr, size = args
-            return self._ept_exit(access, addr)
+            # Unicorn's unmapped-memory hook reports the physical address (cputlb.c passes paddr):
+            # that is the GPA the EPT exit carries.  Simplified: the linear address is not known here.
+            return self._ept_exit(access, addr, addr)
         if kind == "gp":                    # segcheck.py: a write through a read-only segment
             return self._exception(Vector.GP, 0)
         if kind == "intr":
@@ -535,18 +537,14 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
             return self._exception(vector, err)
         raise KvmSimBug(f"unknown pending event {kind}")
 
-    def _ept_exit(self, access: int, linear: int) -> bool:
-        """No memslot behind the access: EPT violation, or misconfig once KVM cached an MMIO SPTE.
-        A write to a read-only memslot is an EPT violation on a present, readable+executable entry."""
-        fetch = access == UC_MEM_FETCH_UNMAPPED
-        write = access == UC_MEM_WRITE_UNMAPPED or access == UC_MEM_WRITE_PROT
-        try:
-            gpa = self.translate(linear, write=write, fetch=fetch)
-        except paging.PageFault:
-            gpa = linear  # unicorn reported a physical address
+    def _ept_exit(self, access: int, gpa: int, linear: int) -> bool:
+        """No memslot behind the access at `gpa`: EPT violation, or misconfig once KVM cached an MMIO
+        SPTE.  A write to a read-only memslot is an EPT violation on a present, readable+executable entry."""
         if (gpa >> 12) in self.ept_mmio_gfns:
             return self._exit(ExitReason.EPT_MISCONFIG, 0, self._insn_len(), gpa=gpa)
-        q = (EPT_VIOLATION_ACC_INSTR if fetch else EPT_VIOLATION_ACC_WRITE if write else EPT_VIOLATION_ACC_READ)
+        q = (EPT_VIOLATION_ACC_INSTR if access == UC_MEM_FETCH_UNMAPPED
+             else EPT_VIOLATION_ACC_WRITE if access == UC_MEM_WRITE_UNMAPPED or access == UC_MEM_WRITE_PROT
+             else EPT_VIOLATION_ACC_READ)
         q |= EPT_VIOLATION_GVA_IS_VALID | EPT_VIOLATION_GVA_TRANSLATED
         if access == UC_MEM_WRITE_PROT:
             q |= EPT_VIOLATION_READABLE | EPT_VIOLATION_EXECUTABLE
