@@ -22,7 +22,7 @@ from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import ctrlregs, event, fixups, paging, quirks
-from kvmsim.hw.cpux86 import env_of
+from kvmsim.hw.cpux86 import R_SS, env_of, live_u32
 from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, falls_through, insn_length
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
                             EPT_VIOLATION_EXECUTABLE, EPT_VIOLATION_READABLE,
@@ -59,6 +59,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         self.memslots: dict[int, tuple[int, int, int]] = {}   # slot -> (gpa, size, host address)
         self.readonly_slots: set[int] = set()                 # KVM_MEM_READONLY slots
         self._slot_list: list[tuple[int, int, int]] = []
+        self._pt_tables: dict[int, tuple[memoryview, int] | bool] = {}   # memory.py: walk's table views
+        self._pt_tables_for: list | None = None                          # ... valid for this _slot_list
         self._dirty: dict[str, tuple[int, int]] = {}   # registers to write at the next entry
         self._wbuf = ctypes.c_uint64()
         self._begin = ctypes.c_uint64()   # emu_start's begin, reused
@@ -89,6 +91,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         self._mode_stale = False
         self._mode_key: int | None = None
         self._hflags_dirty = False
+        self._hflags: ctypes.c_uint32 | None = None     # env->hflags, read in place (cpux86.live_u32)
+        self._ss_flags: ctypes.c_uint32 | None = None   # env->segs[R_SS].flags, likewise
         self._power_on()
 
     def _power_on(self) -> Uc:
@@ -100,6 +104,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         quirks.fpu_reset(uc)     # XCR0, FCW and MXCSR as KVM's vCPU reset leaves them; unicorn has 0s
         self._uch = uc._uch
         self._env = env_of(uc)
+        self._hflags = live_u32(self._env, "hflags")
+        self._ss_flags = live_u32(self._env, "flags", R_SS)
         self._counter = ctypes.c_size_t.from_address(uc._uch.value + emu_counter_offset())
         ids = SNAP_IDS
         self._snap_ids = (ctypes.c_int32 * len(ids))(*ids)
@@ -130,6 +136,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         read-only-segment bookkeeping starts afresh should the CPU ever be powered on again.
         """
         uc, self.uc, self._env, self._uch = self.uc, None, None, None
+        self._hflags = self._ss_flags = None
+        self._pt_tables.clear()        # views of guest RAM the VMM is about to release
         if uc is None:
             return
         close = getattr(uc, "_Uc__finalizer", None)   # the wrapper's weakref.finalize: uc_close, once
