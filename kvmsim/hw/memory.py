@@ -58,13 +58,19 @@ class GuestMemory:
         paging_tmpl.h walk_addr_generic) does: raises paging.PageFault.  The common case (4-level paging, every
         entry present and permitting the access, tables in RAM memslots) reads the entries straight
         from the memslots' host memory; anything else is left to paging.walk, which decides."""
-        cr0, efer = self.cr(0), self.efer()
+        regs = self._rc                # registers read since the guest last ran (registers.py)
+        cr0, efer = regs.get(0), self._efer
+        if cr0 is None:
+            cr0 = self.cr(0)
+        if efer is None:
+            efer = self.efer()
         if cr0 & paging.X86_CR0_PG and efer & paging.EFER_LMA:
             tables = self._pt_tables
             if self._pt_tables_for is not self._slot_list:   # the memslots changed: forget the views
                 tables.clear()
                 self._pt_tables_for = self._slot_list
-            table = self.cr(3) & _WALK_ADDR52
+            cr3 = regs.get(3)
+            table = (self.cr(3) if cr3 is None else cr3) & _WALK_ADDR52
             allowed_w = allowed_u = True
             nx = False
             shift = 39
