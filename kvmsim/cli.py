@@ -457,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("files", nargs="*", metavar="FILE")
     b.add_argument("--repeat", type=int, default=3, metavar="N")
     b.set_defaults(func=cmd_bench)
+    from kvmsim.debug.command import add_parser as add_debug_parser
+    add_debug_parser(sub)
     return p
 
 

@@ -85,7 +85,7 @@ class Stop:
     """Why the run ended.
 
     reason: debug-exit | shutdown | internal-error | hlt | fail-entry | limit | mmio-unclaimed |
-            io-unclaimed | exception
+            io-unclaimed | exception | device-error (a scenario's Python device raised)
     code:   debug-exit value written, KVM_EXIT_EXCEPTION vector, fail-entry hardware reason, ...
     suberror: KVM_INTERNAL_ERROR_* for internal-error
     detail: one human line ("max_exits 10000 reached", "unclaimed MMIO read at 0xfee00000", ...)

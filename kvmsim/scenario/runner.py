@@ -14,12 +14,14 @@ from typing import Any, Literal, Union
 
 from kvmsim.errors import BackendError, ScenarioError
 from kvmsim.scenario.guest_build import GuestImage, build_guest
-from kvmsim.scenario.result import ExitStream, RunResult
+from kvmsim.scenario.result import ExitStream, RunResult, Stop
 from kvmsim.scenario.schema import Scenario
 from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, VcpuFd, VmFd
 from kvmsim.vmm import boot
 from kvmsim.vmm.bus import Bus
+from kvmsim.vmm.cpuid import table_entries as cpuid_table_entries
 from kvmsim.vmm.devices import DEVICE_TYPES
+from kvmsim.vmm.devices.python import DeviceError
 from kvmsim.vmm.runloop import Vmm, VmmConfig, limit_detail
 
 # The exit log's default bound: the first and the last this many userspace exits are kept, the ones
@@ -163,7 +165,9 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
         vm.set_user_memory_region(slot, m.gpa, memoryview(buf), KVM_MEM_READONLY if m.readonly else 0)
     _load_image(ram, image, sc)
     vcpu = vm.create_vcpu(0)
-    if sc.kvm.cpuid:
+    if sc.kvm.cpuid_replaced:
+        vcpu.set_cpuid(cpuid_table_entries(sc.kvm.cpuid.entries))  # type: ignore[union-attr]
+    elif sc.kvm.cpuid_overrides:
         vcpu.set_cpuid(_cpuid_with_overrides(vm, sc, backend))
     if backend == "kvm":
         # Each KVM_RUN is bounded by the watchdog; the whole run by VmmConfig.wall_seconds (kick).
@@ -174,7 +178,8 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
             mask |= _MSR_REASONS[r]
         vm.enable_user_space_msr(mask)
     gpa0, ram0 = next(((g, b) for g, b in ram if g <= image.load_addr < g + len(b)), ram[0])
-    boot.setup_boot(memoryview(ram0), gpa0, vcpu, image.mode, image.entry)
+    boot.setup_boot(memoryview(ram0), gpa0, vcpu, image.mode, image.entry,
+                    user=[(r.addr, r.size) for r in sc.paging.user])
     pio, mmio_bus = Bus("pio"), Bus("mmio")
     devices: dict[str, Any] = {}
     ioeventfds: dict[str, Any] = {}
@@ -190,9 +195,15 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
             zones[name] = (d.gpa, d.size)
             continue
         params = d.model_dump(exclude={"type", "name"})
-        dev = DEVICE_TYPES[d.type](name=name, **params)
+        if d.type == "python":
+            params.update(cls=d.device_class, spec=params.pop("class_"))
+        try:
+            dev = DEVICE_TYPES[d.type](name=name, **params)
+        except DeviceError as e:    # a Python device's constructor failed this time (it passed at load)
+            raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("devices", sc.devices.index(d)),
+                                str(e)) from None
         devices[name] = dev
-        if "gpa" in params:
+        if params.get("gpa") is not None:
             mmio_bus.register(params["gpa"], dev.size, dev)
         else:
             pio.register(params["port"], dev.size, dev)
@@ -232,7 +243,7 @@ def _cpuid_with_overrides(vm: VmFd, sc: Scenario, backend: str) -> list[KvmCpuid
 
         base = default_cpuid_entries()
     entries = {(e.function, e.index): e for e in base}
-    for o in sc.kvm.cpuid:
+    for o in sc.kvm.cpuid_overrides:
         e = entries.setdefault((o.function, o.index), KvmCpuidEntry2(function=o.function, index=o.index,
                                                                       flags=KVM_CPUID_FLAG_SIGNIFCANT_INDEX if o.index else 0))
         for reg in ("eax", "ebx", "ecx", "edx"):
@@ -308,7 +319,12 @@ def run_machine(m: Machine) -> RunResult:
                     userspace_omitted_at=m.vmm.config.keep_exits if m.vmm.exits_omitted else 0,
                     serial=serial, regs=regs.as_dict(),
                     sregs={k: getattr(sregs, k) for k in ("cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base")},
-                    devices={n: dict(d.counters) for n, d in m.devices.items()}, wall_seconds=wall)
+                    devices={}, wall_seconds=wall)
+    for n, d in m.devices.items():
+        try:
+            res.devices[n] = dict(d.counters)
+        except DeviceError as e:     # a Python device's state() failed: the run ends in its error
+            res.devices[n], res.stop = {}, Stop("device-error", detail=str(e))
     for name, efd in m.ioeventfds.items():
         res.devices[name] = {"kicks": efd.read_count()}
     for name, (gpa, size) in m.coalesced_zones.items():

@@ -285,9 +285,98 @@ class CoalescedMmio(_Device):
     size: Size
 
 
-Device = Annotated[Union[Serial16550, DebugExit, RegBank, TestReport, PortValue, Ioeventfd, CoalescedMmio],
+MAX_SEQUENCE = 4096  # not KVM's: the values a sequence device keeps in host memory
+
+
+class _Sequence(_Device):
+    """A register answering `values` in order, one per read; then `after`: hold the last value or
+    repeat from the first.  Writes are counted and the last one kept (expect.devices: reads,
+    writes, last_write)."""
+
+    values: list[U64] = Field(min_length=1, max_length=MAX_SEQUENCE)
+    after: Literal["hold", "repeat"] = "hold"
+
+    @model_validator(mode="after")
+    def _values_fit(self) -> "_Sequence":
+        for i, v in enumerate(self.values):
+            if v >> (8 * self.size):  # type: ignore[attr-defined]
+                raise FieldError(("values", i), f"value {v:#x} is wider than the register "
+                                 f"({self.size} byte{'s' if self.size > 1 else ''})")  # type: ignore[attr-defined]
+        return self
+
+
+class PortSequence(_Sequence):
+    """An I/O port that answers `values` in order (a status register reading busy, busy, ready)."""
+
+    type: Literal["port-sequence"]
+    port: U16
+    size: IoSize = 1
+
+    @model_validator(mode="after")
+    def _inside_port_space(self) -> "PortSequence":
+        if self.port + self.size > 0x10000:
+            raise FieldError(("port",), f"port {self.port:#x}+{self.size} runs past port 0xffff")
+        return self
+
+
+class MmioSequence(_Sequence):
+    """An MMIO register that answers `values` in order."""
+
+    type: Literal["mmio-sequence"]
+    gpa: U64
+    size: AccessLen = 4
+
+
+MAX_PYDEVICE_SPAN = 1 << 32  # not KVM's: a bound on the MMIO range one Python device claims
+
+
+class PythonDevice(_Device):
+    """A device written in Python (`class: "module:Class"`, vmm/devices/python.py has the protocol):
+    the module is imported relative to the scenario's directory, then sys.path, when the file is
+    loaded; the class is built with `args` as keyword arguments at load time (check) and again
+    for each run."""
+
+    type: Literal["python"]
+    class_: str = Field(alias="class", description="'module:Class'; module relative to the YAML file's "
+                        "directory, or on sys.path")
+    port: U16 | None = None
+    gpa: U64 | None = None
+    size: Size | None = Field(None, description="ports or bytes claimed; default 1 (port) or 0x1000 (gpa)")
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the class")
+
+    _cls: Any = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _load_class(self, info: ValidationInfo) -> "PythonDevice":
+        from kvmsim.scenario.pydevice import DeviceClassError, load_device_class
+
+        if (self.gpa is None) == (self.port is None):
+            raise ValueError("give exactly one of 'gpa' (MMIO) or 'port' (PIO)")
+        if self.size is None:
+            self.size = 1 if self.port is not None else 0x1000
+        if self.port is not None and self.port + self.size > 0x10000:
+            raise FieldError(("size",), f"ports {self.port:#x}+{self.size:#x} run past port 0xffff")
+        if self.gpa is not None and self.size > MAX_PYDEVICE_SPAN:
+            raise FieldError(("size",), f"size {self.size:#x} is more than one Python device may claim "
+                             f"({MAX_PYDEVICE_SPAN:#x})")
+        base = (info.context or {}).get("base_dir")
+        try:
+            self._cls = load_device_class(self.class_, Path(base) if base is not None else None, self.args)
+        except DeviceClassError as e:
+            raise FieldError(("class",) if e.field == "class" else ("args",), str(e)) from None
+        return self
+
+    @property
+    def device_class(self) -> Any:
+        """The user's class, imported and checked against the protocol at load time."""
+        return self._cls
+
+
+Device = Annotated[Union[Serial16550, DebugExit, RegBank, TestReport, PortValue, Ioeventfd, CoalescedMmio,
+                         PortSequence, MmioSequence, PythonDevice],
                    Field(discriminator="type")]
-DEVICE_TYPES = ("serial16550", "debug-exit", "regbank", "test-report", "port-value", "ioeventfd", "coalesced-mmio")
+DEVICE_TYPES = ("serial16550", "debug-exit", "regbank", "test-report", "port-value", "ioeventfd", "coalesced-mmio",
+                "port-sequence", "mmio-sequence", "python")
 
 
 _FIXED_SPAN = {"serial16550": 8, "test-report": 4}  # the VMM device's own size (vmm/devices)
@@ -302,6 +391,45 @@ def default_devices() -> list:
     return [Serial16550(type="serial16550"), DebugExit(type="debug-exit")]
 
 
+# ---------------------------------------------------------------- boot page tables
+
+USER_PAGE = 2 << 20          # vmm/boot.py maps 0-4 GiB with 2 MiB pages: U/S is per 2 MiB page
+IDENTITY_MAP_END = 4 << 30
+
+
+class UserRange(_Model):
+    """Guest addresses (identity-mapped: also the GPAs) whose pages get U/S=1, so CPL3 may use them."""
+
+    addr: Annotated[int, BeforeValidator(parse_size), Field(ge=0, lt=1 << 64), _SIZE_JSON]  # 0x400000 or 4M
+    size: Size
+
+    @model_validator(mode="after")
+    def _whole_pages_inside_the_map(self) -> "UserRange":
+        for name, v in (("addr", self.addr), ("size", self.size)):
+            if v % USER_PAGE:
+                raise FieldError((name,), f"{name} {v:#x} is not a multiple of 2 MiB (the boot page tables "
+                                 "map with 2 MiB pages, so U/S=1 is set a 2 MiB page at a time)")
+        if self.addr + self.size > IDENTITY_MAP_END:
+            raise FieldError(("size",), f"{self.addr:#x}+{self.size:#x} runs past 4 GiB, the end of the boot "
+                             "page tables' identity map")
+        return self
+
+
+class Paging(_Model):
+    """The boot page tables (long64): which ranges user mode (CPL3) may access."""
+
+    user: list[UserRange] = Field(default_factory=list, description="ranges marked U/S=1 at every level")
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> "Paging":
+        for i, r in enumerate(self.user):
+            for j, o in enumerate(self.user[:i]):
+                if r.addr < o.addr + o.size and o.addr < r.addr + r.size:
+                    raise FieldError(("user", i), f"{r.addr:#x}+{r.size:#x} overlaps user[{j}] "
+                                     f"{o.addr:#x}+{o.size:#x}")
+        return self
+
+
 # ---------------------------------------------------------------- kvm module parameters
 
 class CpuidOverride(_Model):
@@ -311,6 +439,53 @@ class CpuidOverride(_Model):
     ebx: U32 | None = None
     ecx: U32 | None = None
     edx: U32 | None = None
+
+
+KVM_MAX_CPUID_ENTRIES = 256  # KVM_SET_CPUID2 with more: E2BIG
+
+
+class CpuidEntry(_Model):
+    """One kvm_cpuid_entry2 of a replacing table; registers left out are 0.  The flag
+    KVM_CPUID_FLAG_SIGNIFCANT_INDEX is set by leaf, as QEMU and the kernel do (vmm/cpuid.py)."""
+
+    function: U32
+    index: U32 = 0
+    eax: U32 = 0
+    ebx: U32 = 0
+    ecx: U32 = 0
+    edx: U32 = 0
+
+
+class CpuidTable(_Model):
+    """`kvm.cpuid: {replace: true, entries: [...]}`: KVM_SET_CPUID2 with exactly these entries
+    (replace: false means the entries override leaves of the default table, as the list form)."""
+
+    replace: bool
+    entries: list[CpuidEntry] = Field(max_length=KVM_MAX_CPUID_ENTRIES)
+
+    @model_validator(mode="after")
+    def _as_kvm_checks_it(self) -> "CpuidTable":
+        from kvmsim.vmm.cpuid import cpuid_function_is_indexed
+
+        seen: dict[tuple[int, int], int] = {}
+        for i, e in enumerate(self.entries):
+            if e.index and not cpuid_function_is_indexed(e.function):
+                raise FieldError(("entries", i, "index"), f"leaf {e.function:#x} has no subleaves (KVM answers "
+                                 "it for any ECX), so its index must be 0")
+            if (e.function, e.index) in seen:
+                raise FieldError(("entries", i), f"leaf {e.function:#x} index {e.index:#x} is already "
+                                 f"entries[{seen[e.function, e.index]}]")
+            seen[e.function, e.index] = i
+            # kvm_check_cpuid: the guest's virtual-address width must be one KVM can run.
+            if e.function == 0x80000008 and self.replace and (e.eax >> 8 & 0xFF) not in (0, 48, 57):
+                raise FieldError(("entries", i, "eax"), f"leaf 0x80000008 EAX[15:8] = {e.eax >> 8 & 0xff} "
+                                 "virtual-address bits; KVM_SET_CPUID2 takes 0, 48 or 57 (KVM: EINVAL)")
+        return self
+
+
+def _cpuid_form(v: Any) -> str:
+    """kvm.cpuid is a list of overrides or a {replace, entries} mapping; anything else: the list's error."""
+    return "table" if isinstance(v, (dict, CpuidTable)) else "list"
 
 
 def _version_text(v: Any) -> Any:
@@ -337,8 +512,20 @@ class Kvm(_Model):
     user_space_msr: list[Literal["unknown", "inval", "filter"]] = Field(default_factory=list)
     exit_on_emulation_failure: bool = False
     emulator: Emulator = Field(default_factory=Emulator)
-    cpuid: list[CpuidOverride] = Field(default_factory=list)
+    cpuid: Annotated[Union[Annotated[list[CpuidOverride], Tag("list")], Annotated[CpuidTable, Tag("table")]],
+                     Discriminator(_cpuid_form)] = Field(
+        default_factory=list, description="a list: leaves overridden on the default table; "
+        "{replace: true, entries: [...]}: the whole table KVM_SET_CPUID2 gets")
     msrs: dict[U32, U64] = Field(default_factory=dict)
+
+    @property
+    def cpuid_replaced(self) -> bool:
+        return isinstance(self.cpuid, CpuidTable) and self.cpuid.replace
+
+    @property
+    def cpuid_overrides(self) -> list[Any]:
+        """The override entries (list form, or a table with replace: false)."""
+        return list(self.cpuid.entries) if isinstance(self.cpuid, CpuidTable) else self.cpuid
 
 
 Policy = Literal["ignore", "log", "stop"]
@@ -432,7 +619,7 @@ class Limits(_Model):
 # ---------------------------------------------------------------- expectations
 
 StopReason = Literal["debug-exit", "shutdown", "internal-error", "hlt", "fail-entry", "limit",
-                     "mmio-unclaimed", "io-unclaimed", "exception"]
+                     "mmio-unclaimed", "io-unclaimed", "exception", "device-error"]
 
 
 def parse_suberror(v: Any) -> int:
@@ -669,6 +856,7 @@ class Scenario(_Model):
     devices: list[Device] = Field(default_factory=default_devices,
                                   description="default: serial16550 at 0x3f8 and debug-exit at 0xf4")
     kvm: Kvm = Field(default_factory=Kvm)
+    paging: Paging = Field(default_factory=Paging)
     userspace: Userspace = Field(default_factory=Userspace)
     events: list[Event] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
@@ -711,6 +899,9 @@ class Scenario(_Model):
         self._name_devices()
         self._check_memory()
         self._check_expect()
+        if self.paging.user and self.guest.mode != "long64":
+            raise FieldError(("paging", "user"), f"paging.user needs guest.mode long64 (a {self.guest.mode} "
+                             "guest starts without the boot page tables)")
         if len(set(self.backends)) != len(self.backends):
             raise FieldError(("backends",), "a backend is listed twice")
         return self

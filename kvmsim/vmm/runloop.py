@@ -16,6 +16,7 @@ from kvmsim.scenario.result import Stop, UserspaceExit
 from kvmsim.scenario.schema import LIMIT_FLAGS
 from kvmsim.uapi import KVM_EXIT_IO_IN, KvmExit, KvmInternalError, VcpuFd
 from kvmsim.vmm.bus import Bus
+from kvmsim.vmm.devices.python import DeviceError
 from kvmsim.vmm.devices.simple import GuestExit
 
 EINTR, EAGAIN = 4, 11
@@ -88,6 +89,8 @@ class Vmm:
         self._mapping = memoryview(self.vcpu.mapping.buf).cast("B")
         try:
             return self._loop(deadline)
+        except DeviceError as e:       # a scenario's Python device failed: the VMM stops
+            return Stop("device-error", detail=str(e))
         finally:
             self._trim_exits()
             self._run_mmio_data.release()
