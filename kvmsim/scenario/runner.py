@@ -17,7 +17,7 @@ from typing import Any, Literal, Union
 
 from kvmsim.errors import BackendError, ScenarioError
 from kvmsim.scenario.guest_build import GuestImage, build_guest
-from kvmsim.scenario.result import RunResult, Stop
+from kvmsim.scenario.result import ExitStream, RunResult, Stop
 from kvmsim.scenario.schema import Scenario
 from kvmsim.scenario.vcpu_state import apply_vcpu_state
 from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, VcpuFd, VmFd
@@ -408,13 +408,15 @@ def _read_guest(m: Machine, gpa: int, n: int) -> bytes:
 
 def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
                  host_events: bool | None = None, max_exits: int | None = None,
-                 image: GuestImage | None = None, keep_exits: KeepExits = "default") -> RunResult:
+                 image: GuestImage | None = None, keep_exits: KeepExits = "default",
+                 exits_stream: ExitStream | None = None) -> RunResult:
     """Build, run and tear down one scenario.
 
     host_events (default: on for the kvm backend): record the real kernel's kvm:* tracepoints
     of the run into RunResult.host_events (realkvm/hostevents.py).  max_exits overrides the
     scenario's limit (diff replays a run up to a given userspace exit).  image: see make_machine.
     keep_exits: records kept at each end of the exit log (None: all; default: keep_exits_for).
+    exits_stream: every userspace exit also goes there, as the run goes (`run --exits-jsonl`).
     """
     tracer = None
     if trace and backend == "sim":
@@ -425,6 +427,9 @@ def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
     if max_exits is not None:
         m.vmm.config.max_exits = max_exits
     m.vmm.config.keep_exits = keep_exits_for(sc, keep_exits)
+    if exits_stream is not None:
+        exits_stream.begin(sc.name, str(sc.path) if sc.path else None, backend)
+        m.vmm.config.exit_sink = exits_stream.write
     host = None
     try:
         if backend == "kvm" and (host_events is None or host_events):
@@ -442,4 +447,6 @@ def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
         res.trace = tracer.lines()
     if host is not None:
         res.host_events = host.summary
+    if exits_stream is not None:
+        exits_stream.end(res)
     return res

@@ -52,6 +52,12 @@ class VmmConfig:
     # KVM_EXIT_HLT: "stop" ends the run (stop.reason hlt); "resume" issues KVM_RUN again (the
     # guest goes on after its HLT), bounded by max_exits / wall_seconds like any other exit.
     on_hlt: str = "stop"
+    # Given every record in order, in batches while the run goes and the rest when it ends
+    # (`run --exits-jsonl`, result.ExitStream); None: nothing is streamed and nothing is spent on it.
+    exit_sink: Callable[[list[UserspaceExit]], None] | None = None
+
+
+STREAM_BATCH = 4096   # records held before they go to exit_sink when the log keeps them all
 
 
 class Vmm:
@@ -63,6 +69,7 @@ class Vmm:
         self.kick = kick
         self.exits: list[UserspaceExit] = []
         self.exits_omitted = 0    # records dropped from the middle of `exits` (config.keep_exits)
+        self._streamed = 0        # exits[:_streamed] already went to config.exit_sink
         self.coalesced: list[tuple[int, int, bool]] = []  # drained ring entries: (phys_addr, len, pio)
         self.log: list[str] = []
         self._stop: Stop | None = None
@@ -100,12 +107,12 @@ class Vmm:
         run = self.vcpu.mapping.run
         ring = getattr(self.vcpu.mapping, "ring", None)  # coalesced MMIO, drained after every KVM_RUN
         exits, events, max_exits, kvm_run = self.exits, self.config.events, self.config.max_exits, self.vcpu.run
-        keep = self.config.keep_exits
-        cap = len(exits) + (1 << 62) if keep is None else 3 * keep   # trim once the middle holds `keep`
+        cap = self._log_cap()
         while True:
             n = len(exits)
             if n >= cap:
                 n = self._trim_exits()
+                cap = self._log_cap()
             n += self.exits_omitted
             if events:
                 for action in events.get(n, ()):
@@ -144,13 +151,25 @@ class Vmm:
         """Userspace exits so far, kept or omitted."""
         return len(self.exits) + self.exits_omitted
 
-    def _trim_exits(self) -> int:
-        """Drop the records between the first and the last `keep_exits`; amortised O(1) per exit."""
+    def _log_cap(self) -> int:
+        """Log length at which _trim_exits runs next: once the middle holds `keep_exits` records,
+        or, streaming a log that keeps everything, every STREAM_BATCH new records."""
         keep = self.config.keep_exits
+        if keep is not None:
+            return 3 * keep
+        return len(self.exits) + (STREAM_BATCH if self.config.exit_sink is not None else 1 << 62)
+
+    def _trim_exits(self) -> int:
+        """Stream the records not yet streamed, then drop the ones between the first and the last
+        `keep_exits`; amortised O(1) per exit."""
+        keep, sink = self.config.keep_exits, self.config.exit_sink
+        if sink is not None and self._streamed < len(self.exits):
+            sink(self.exits[self._streamed:])
         if keep is not None and len(self.exits) > 2 * keep:
             cut = len(self.exits) - keep
             self.exits_omitted += cut - keep
             del self.exits[keep:cut]
+        self._streamed = len(self.exits)
         return len(self.exits)
 
     def _flush_coalesced_mmio(self, ring) -> None:
