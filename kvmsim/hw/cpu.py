@@ -170,7 +170,10 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         # Unicorn has no instruction breakpoints, so it neither honours nor clears RFLAGS.RF; the
         # CPU clears RF when the next instruction completes (SDM 18.3.1.1).  KVM leaves RF set on
         # an unfinished REP string (emulate.c), so drop it here, before the guest can see it.
-        if (rflags := self.reg("rflags")) & EFLAGS_RF:
+        rflags = self._rc.get("rflags")     # self.reg("rflags"), its cached value looked up in place
+        if rflags is None:
+            rflags = self.reg("rflags")
+        if rflags & EFLAGS_RF:
             self.set_reg("rflags", rflags & ~EFLAGS_RF)
         limit = self.insn_limit
         while True:
@@ -184,10 +187,15 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
             self._pending = None
             if (vmcs.cpu_based_vm_exec_control, vmcs.secondary_vm_exec_control) != self._controls_key:
                 self._check_controls()
-            self._check_translation()
+            rc = self._rc
+            xkey = (rc.get(0), rc.get(3), rc.get(4), self._efer)   # _check_translation's own test, first
+            if xkey != self._xlate_key or None in xkey:
+                self._check_translation()
             if self._ro_segs or self._mode != "long64" or self._mode_stale:
                 self._check_ro_segments()          # (64-bit mode ignores data segment types)
-            rip = self.reg("rip")
+            rip = self._rc.get("rip")
+            if rip is None:
+                rip = self.reg("rip")
             start = rip if self._mode == "long64" and not self._mode_stale else self.linear_rip()
             status = 0   # uc_err; an UcError object is built only if we report it
             dec = self._exits.get(start)
@@ -212,7 +220,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
                     self._between = False
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT, ctypes.c_size_t(
                         min(left, self.host_nmi_every) if self.host_nmi_every else left))
-                    done = self._counted_retired()
+                    done = self._counter.value - (0 if self._between else 1)   # _counted_retired, inlined
+                    if done < 0:
+                        done = 0
                     if limit is not None:
                         self.guest_insns += done
                     if self._dbg_on:
@@ -601,7 +611,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
     def _insn_len(self) -> int:
         """VM_EXIT_INSTRUCTION_LEN (hardware reports it on EPT misconfig in practice); remembered per
         address and mode, and forgotten with the classifications when the code changes (trap.py)."""
-        rip, mode = self.linear_rip(), self.mode()
+        if self._mode == "long64" and not self._mode_stale:   # linear_rip() and mode(), their fast path
+            rip, mode = self._rc.get("rip"), "long64"
+            if rip is None:
+                rip = self.reg("rip")
+        else:
+            rip, mode = self.linear_rip(), self.mode()
         known = self._lengths.get(rip)
         if known is not None and known[0] == mode:
             return known[1]

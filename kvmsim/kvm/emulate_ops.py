@@ -74,7 +74,10 @@ class VcpuEmulateOps:
         raise KvmSimBug("KVM_EMULATOR_BUG_ON")
 
     def read_gpr(self, ctxt, reg: int) -> int:
-        return self.hw.reg(_GPR_NAMES[reg])
+        hw = self.hw
+        name = _GPR_NAMES[reg]
+        v = hw._rc.get(name)      # hw.reg's cached value, looked up in place (registers.py)
+        return hw.reg(name) if v is None else v
 
     def write_gpr(self, ctxt, reg: int, val: int) -> None:
         self.hw.set_reg(_GPR_NAMES[reg], val)
@@ -224,10 +227,13 @@ class VcpuEmulateOps:
     def get_cr(self, ctxt, cr: int) -> int:
         """emulator_get_cr: CR0/CR4 as KVM reads them (read shadows), CR8 from arch.cr8."""
         vcpu = self.vcpu
+        if cr == 4:   # kvm_read_cr4, inlined: guest-owned bits from the CPU, the rest from the read shadow
+            hw = self.hw
+            v = hw._rc.get(4)
+            owned = vcpu.arch.cr4_guest_owned_bits
+            return ((hw.cr(4) if v is None else v) & owned) | (hw.vmcs.cr4_read_shadow & ~owned)
         if cr == 0:
             return crs.kvm_read_cr0(vcpu)
-        if cr == 4:
-            return crs.kvm_read_cr4(vcpu)
         if cr == 8:
             return crs.kvm_get_cr8(vcpu)
         return self.hw.cr(cr) if cr in _CRS else 0
