@@ -62,6 +62,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         self._slot_list: list[tuple[int, int, int]] = []
         self._pt_tables: dict[int, tuple[memoryview, int] | bool] = {}   # memory.py: walk's table views
         self._pt_tables_for: list | None = None                          # ... valid for this _slot_list
+        self._walk_memo: dict[tuple, tuple] = {}                          # memory.py: walk's entries read
         self._dirty: dict[str, tuple[int, int]] = {}   # registers to write at the next entry
         self._wbuf = ctypes.c_uint64()
         self._begin = ctypes.c_uint64()   # emu_start's begin, reused
@@ -142,6 +143,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         uc, self.uc, self._env, self._uch = self.uc, None, None, None
         self._hflags = self._ss_flags = None
         self._pt_tables.clear()        # views of guest RAM the VMM is about to release
+        self._walk_memo.clear()
         if uc is None:
             return
         close = getattr(uc, "_Uc__finalizer", None)   # the wrapper's weakref.finalize: uc_close, once

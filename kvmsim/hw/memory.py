@@ -13,6 +13,7 @@ from kvmsim.hw.vmcs import Vector
 
 _WALK_ADDR52 = 0x000F_FFFF_FFFF_F000
 _PT_TABLES_MAX = 4096   # paging structures whose place in host memory the walk remembers
+_WALK_MEMO_MAX = 4096   # translations the walk remembers with the entries they were read from
 
 
 class GuestMemory:
@@ -66,11 +67,26 @@ class GuestMemory:
             efer = self.efer()
         if cr0 & paging.X86_CR0_PG and efer & paging.EFER_LMA:
             tables = self._pt_tables
+            memo = self._walk_memo
             if self._pt_tables_for is not self._slot_list:   # the memslots changed: forget the views
                 tables.clear()
+                memo.clear()
                 self._pt_tables_for = self._slot_list
             cr3 = regs.get(3)
-            table = (self.cr(3) if cr3 is None else cr3) & _WALK_ADDR52
+            if cr3 is None:
+                cr3 = self.cr(3)
+            # Simulator cache, not kernel behaviour: the entries this walk read last time, re-read and
+            # compared; all unchanged (same CR0/CR3/EFER and access) gives the same translation.
+            key = (linear >> 12, write, user, fetch, cr0, cr3, efer)
+            hit = memo.get(key)
+            if hit is not None:
+                for view, index, value in hit[0]:
+                    if view[index] != value:
+                        break
+                else:
+                    return hit[1] | (linear & 0xFFF)
+            read = []
+            table = cr3 & _WALK_ADDR52
             allowed_w = allowed_u = True
             nx = False
             shift = 39
@@ -81,7 +97,9 @@ class GuestMemory:
                 if not found:
                     break                              # a table outside RAM: paging.walk reads it
                 view, first = found
-                entry = view[first + ((linear >> shift) & 0x1FF)]
+                index = first + ((linear >> shift) & 0x1FF)
+                entry = view[index]
+                read.append((view, index, entry))
                 if not entry & 1:
                     break                              # not present: paging.walk raises the #PF
                 allowed_w = allowed_w and entry & 2
@@ -92,7 +110,11 @@ class GuestMemory:
                             or (fetch and nx and efer & paging.EFER_NX):
                         break                          # protection fault: paging.walk raises it
                     size = 1 << shift
-                    return entry & _WALK_ADDR52 & ~(size - 1) | (linear & (size - 1))
+                    gpa = entry & _WALK_ADDR52 & ~(size - 1) | (linear & (size - 1))
+                    if len(memo) >= _WALK_MEMO_MAX:
+                        memo.clear()
+                    memo[key] = (tuple(read), gpa & ~0xFFF)
+                    return gpa
                 table = entry & _WALK_ADDR52
                 shift -= 9
         return paging.walk(self.read_phys, cr0, self.cr(3), self.cr(4), efer, linear, write=write, user=user, fetch=fetch)
