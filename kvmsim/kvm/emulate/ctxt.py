@@ -68,12 +68,13 @@ class Operand:
 class ReadCache:
     """struct read_cache: 1024 bytes plus pos/end cursors (mem_read and io_read)."""
 
-    __slots__ = ("data", "pos", "end")
+    __slots__ = ("data", "pos", "end", "view")
 
     def __init__(self) -> None:
         self.data = bytearray(1024)
         self.pos = 0
         self.end = 0
+        self.view = memoryview(self.data)   # not kernel state: one view of data, sliced per read
 
 
 class FetchCache:

@@ -636,10 +636,22 @@ def _decode_operands(ctxt: X86EmulateCtxt, memop: Operand, d: int, has_seg_overr
             ctxt.seg_override = VCPU_SREG_DS
         memop.seg = ctxt.seg_override
 
-        # 11. operands: src, src2, dst
-        decode_operand(ctxt, ctxt.src, (d >> SrcShift) & OpMask)
-        decode_operand(ctxt, ctxt.src2, (d >> Src2Shift) & OpMask)
-        decode_operand(ctxt, ctxt.dst, (d >> DstShift) & OpMask)
+        # 11. operands: src, src2, dst (decode_operand's OpNone/OpImplicit case without the call)
+        code = (d >> SrcShift) & OpMask
+        if code <= OpImplicit or code == 31:
+            ctxt.src.type = OP_NONE
+        else:
+            decode_operand(ctxt, ctxt.src, code)
+        code = (d >> Src2Shift) & OpMask
+        if code <= OpImplicit or code == 31:
+            ctxt.src2.type = OP_NONE
+        else:
+            decode_operand(ctxt, ctxt.src2, code)
+        code = (d >> DstShift) & OpMask
+        if code <= OpImplicit or code == 31:
+            ctxt.dst.type = OP_NONE
+        else:
+            decode_operand(ctxt, ctxt.dst, code)
         if ctxt.rip_relative and ctxt.memopp is not None:
             ctxt.memopp.ea = address_mask(ctxt, ctxt.memopp.ea + ctxt._eip)
         return EMULATION_OK

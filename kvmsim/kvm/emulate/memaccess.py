@@ -216,8 +216,7 @@ def read_emulated(ctxt: X86EmulateCtxt, addr: int, size: int) -> tuple[int, byte
         if end + size >= len(data):  # KVM_EMULATOR_BUG_ON
             ctxt.ops.vm_bugged(ctxt)
             return X86EMUL_UNHANDLEABLE, b""
-        rc = ctxt.ops.read_emulated(ctxt, addr, memoryview(data)[end:end + size], size,
-                                    ctxt.exception)
+        rc = ctxt.ops.read_emulated(ctxt, addr, mc.view[end:end + size], size, ctxt.exception)
         if rc != X86EMUL_CONTINUE:
             return rc, b""
         mc.end = end + size
