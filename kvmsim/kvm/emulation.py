@@ -65,11 +65,14 @@ def init_emulate_ctxt(vcpu: KvmVcpu) -> X86EmulateCtxt:
     if ctxt is None:
         ctxt = emulate_ctxt(vcpu)
     hw = vcpu.hw
-    reg = hw.reg
-    ctxt.eflags = eflags = reg("rflags")
+    rc = hw._rc      # hw.reg's cached values, looked up in place (registers.py); hw.reg on a miss
+    eflags = rc.get("rflags")
+    ctxt.eflags = eflags = hw.reg("rflags") if eflags is None else eflags
     ctxt.tf = (eflags & _EFLAGS_TF) != 0
-    ctxt.eip = reg("rip")
-    ctxt.mode = _MODES[hw.mode()]
+    eip = rc.get("rip")
+    ctxt.eip = hw.reg("rip") if eip is None else eip
+    mode = hw._mode  # hw.mode(), its fast path: the cached mode while nothing made it stale
+    ctxt.mode = _MODES[hw.mode() if mode is None or hw._mode_stale else mode]
     ctxt.interruptibility = 0
     ctxt.have_exception = False
     exc = ctxt.exception
@@ -199,7 +202,9 @@ def _writeback(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, r: int) -> int:
     if not ctxt.have_exception or _is_trap(ctxt.exception.vector):
         hw.retired()   # kvm_pmu_trigger_event(INSTRUCTIONS_RETIRED): the emulated instruction retires
         x86.kvm_rip_write(vcpu, ctxt.eip)
-        rflags = hw.reg("rflags")
+        rflags = hw._rc.get("rflags")   # hw.reg("rflags"), its cached value looked up in place
+        if rflags is None:
+            rflags = hw.reg("rflags")
         eflags = ctxt.eflags
         if r and (ctxt.tf or rflags & _EFLAGS_TF) and eflags & _EFLAGS_TF:
             x86.kvm_queue_exception_p(vcpu, Vector.DB, 1 << 14)
