@@ -65,6 +65,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         self._walk_memo: dict[tuple, tuple] = {}                          # memory.py: walk's entries read
         self._dirty: dict[str, tuple[int, int]] = {}   # registers to write at the next entry
         self._wbuf = ctypes.c_uint64()
+        self._wbuf_ref = ctypes.byref(self._wbuf)     # made once: passed to every uc_reg_write
         self._begin = ctypes.c_uint64()   # emu_start's begin, reused
         self.ept_mmio_gfns: set[int] = set()     # EPT entries KVM turned into MMIO SPTEs (misconfig)
         self.msr_passthrough: set[int] = set()   # MSR bitmap: indices that do not exit
@@ -90,6 +91,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         self._mode: str | None = None        # cached CPU mode; invalidated whenever it can change
         self._uch = None
         self._regbuf = ctypes.c_uint64()
+        self._regbuf_ref = ctypes.byref(self._regbuf)   # made once: passed to every uc_reg_read
         self._rc: dict[str, int] = {}        # register values read since the guest last ran
         self._efer: int | None = None
         self._mode_stale = False
@@ -235,7 +237,13 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
                 self._apply_code_changes()
                 if self._pending is None and not status:
                     continue
-            if self._pending is not None:
+            pending = self._pending
+            if pending is not None:
+                if pending[0] == "mem":            # _handle_pending's EPT case, inlined (the MMIO path)
+                    self._pending = None
+                    if self._ept_exit(pending[1], pending[2], pending[2]):
+                        return
+                    continue
                 if self._handle_pending():
                     return
                 continue

@@ -131,7 +131,7 @@ class CpuState:
             return v
         buf = self._regbuf
         buf.value = 0
-        uc_reg_read(self._uch, REG_IDS[name], ctypes.byref(buf))
+        uc_reg_read(self._uch, REG_IDS[name], self._regbuf_ref)
         v = self._rc[name] = buf.value
         return v
 
@@ -150,10 +150,10 @@ class CpuState:
 
     def flush_regs(self) -> None:
         """Write the registers changed since the guest last ran into unicorn (before it runs)."""
-        uch, buf = self._uch, self._wbuf
+        uch, buf, ref = self._uch, self._wbuf, self._wbuf_ref
         for rid, value in self._dirty.values():
             buf.value = value
-            uc_reg_write(uch, rid, ctypes.byref(buf))
+            uc_reg_write(uch, rid, ref)
         self._dirty.clear()
         if self._hflags_dirty:   # EFLAGS.VM/IOPL/TF are part of the translation flags
             self._hflags_dirty = False
@@ -211,7 +211,7 @@ class CpuState:
             return v
         buf = self._regbuf
         buf.value = 0
-        uc_reg_read(self._uch, _CR_IDS[n], ctypes.byref(buf))
+        uc_reg_read(self._uch, _CR_IDS[n], self._regbuf_ref)
         self._rc[n] = buf.value
         return buf.value
 
