@@ -116,6 +116,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         ids = SNAP_IDS
         self._snap_ids = (ctypes.c_int32 * len(ids))(*ids)
         self._snap_vals = (ctypes.c_uint64 * len(ids))()
+        self._snap_view = memoryview(self._snap_vals).cast("B").cast("Q")   # tolist() beats vals[:]
         self._snap_ptrs = (ctypes.c_void_p * len(ids))(*(ctypes.addressof(self._snap_vals) + 8 * i
                                                          for i in range(len(ids))))
         for slot, (gpa, size, addr) in self.memslots.items():

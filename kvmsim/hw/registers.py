@@ -32,6 +32,7 @@ MSR_EFER = 0xC0000080
 _SNAP_GPRS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")
 SNAP_IDS = [U.UC_X86_REG_RIP, U.UC_X86_REG_CS, U.UC_X86_REG_RFLAGS, U.UC_X86_REG_CR0, U.UC_X86_REG_CR3,
             U.UC_X86_REG_CR4] + [GPR_IDS[n] for n in _SNAP_GPRS]
+_SNAP_COUNT = len(SNAP_IDS)
 _CR_IDS = {0: U.UC_X86_REG_CR0, 2: U.UC_X86_REG_CR2, 3: U.UC_X86_REG_CR3, 4: U.UC_X86_REG_CR4, 8: U.UC_X86_REG_CR8}
 _MODE_HFLAGS = HF_PE_MASK | HF_CS32_MASK | HF_CS64_MASK | HF_LMA_MASK
 APIC_BASE_RESET = 0xFEE00900       # MSR_IA32_APICBASE after reset: the default base, BSP, enabled
@@ -260,9 +261,8 @@ class CpuState:
     def _snapshot(self) -> None:
         """After guest execution: reread RIP, CS, RFLAGS, CR0, CR3, CR4 and the legacy GPRs in one
         uc_reg_read_batch, and revalidate the cached mode against the translation flags."""
-        vals = self._snap_vals
-        uc_reg_read_batch(self._uch, self._snap_ids, self._snap_ptrs, len(vals))
-        rip, cs, rflags, cr0, cr3, cr4, rax, rbx, rcx, rdx, rsi, rdi = vals[:]
+        uc_reg_read_batch(self._uch, self._snap_ids, self._snap_ptrs, _SNAP_COUNT)
+        rip, cs, rflags, cr0, cr3, cr4, rax, rbx, rcx, rdx, rsi, rdi = self._snap_view.tolist()
         self._rc = {"rip": rip, "cs": cs & 0xFFFF, "rflags": rflags, 0: cr0, 3: cr3, 4: cr4, "rax": rax,
                     "rbx": rbx, "rcx": rcx, "rdx": rdx, "rsi": rsi, "rdi": rdi}
         self._mode_stale = False
