@@ -1,6 +1,6 @@
-"""The simulator's own caches (decode steps 2-9 by instruction bytes, the page walk's entries) never
-change what the guest or userspace sees: rewritten code and rewritten page tables are seen at once,
-and a run with probes on (caches bypassed) gives the same exits as one without."""
+"""The simulator's own caches (the page walk's entries; any decode-side cache) never change what the
+guest or userspace sees: rewritten code and rewritten page tables are seen at once, and a run with
+probes on gives the same exits as one without."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _mmio_lens(traced: bool) -> list[tuple[str, int]]:
     return seen
 
 
-def test_decode_cache_sees_an_instruction_rewritten_at_the_same_rip() -> None:
+def test_emulator_decodes_an_instruction_rewritten_at_the_same_rip() -> None:
     assert _mmio_lens(traced=False) == [("MMIO", 4), ("MMIO", 1), ("HLT", 0)]
 
 

@@ -99,7 +99,7 @@ class X86EmulateCtxt:
                  'rip_relative', 'rex_prefix', 'lock_prefix', 'rep_prefix', 'regs_valid',
                  'regs_dirty', 'modrm', 'modrm_mod', 'modrm_reg', 'modrm_rm', 'modrm_seg',
                  'seg_override', 'd', '_eip', 'is_branch', 'vex_l', 'vex', 'src', 'src2', 'dst',
-                 'memop', 'memopp', '_regs', 'fetch', 'io_read', 'mem_read', 'decode_cache')
+                 'memop', 'memopp', '_regs', 'fetch', 'io_read', 'mem_read')
 
     def __init__(self, ops: X86EmulateOps, vcpu: Any = None,
                  features: EmulatorFeatures | None = None) -> None:
@@ -151,8 +151,6 @@ class X86EmulateCtxt:
         self.fetch = FetchCache()
         self.io_read = ReadCache()
         self.mem_read = ReadCache()
-        # Not kernel state: the simulator's cache of decode steps 2-9 by instruction bytes (decode.py).
-        self.decode_cache: dict[tuple, tuple] = {}
 
 
 def reg_read(ctxt: X86EmulateCtxt, nr: int) -> int:

@@ -26,7 +26,7 @@ from .flags import (BitOp, ByteOp, IncSP, CheckPerm, DstShift, Escape, Group, Gr
                     OpMem64, OpMemFAddr, OpOne, OpReg, OpSI, OpSS, OpXLat, Prefix, RMExt,
                     ShadowStack, Src2Shift, SrcMask, SrcMem,
                     SrcMem16, SrcMem32, SrcReg, SrcShift, Sse, Stack, EmulateOnUD)
-from kvmsim.probe import PROBES, kfunc
+from kvmsim.probe import kfunc
 
 from .memaccess import SegmentedAddress, __linearize, address_mask, emulate_gp
 from .tables import opcode_map_0f_38, opcode_table, twobyte_table
@@ -41,7 +41,6 @@ _RARE = NotImpl | Stack | Op3264 | Sse | Mmx | Intercept | CheckPerm | NearBranc
 _VEC = Sse | Mmx
 _CET_RELEVANT = IsBranch | ShadowStack  # is_ibt_instruction needs IsBranch
 _EMULTYPE_TRAP_UD = int(EMULTYPE_TRAP_UD)  # plain int: IntFlag `&` runs Python code
-_DECODE_CACHE_MAX = 4096   # entries of X86EmulateCtxt.decode_cache before it starts afresh
 # Legacy-prefix classes by byte (0 = not a prefix), for the step-3 loop.
 _PFX_OP, _PFX_AD, _PFX_SEG, _PFX_REX, _PFX_LOCK, _PFX_REP = 1, 2, 3, 4, 5, 6
 _PREFIX_KIND = tuple(
@@ -422,31 +421,6 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
             if rc != X86EMUL_CONTINUE:
                 return _decode_failed(ctxt, rc)
 
-        # Simulator cache, not kernel behaviour: steps 2-9 depend only on the bytes fetched (still
-        # fetched above, so code changes are seen), the mode and TRAP_UD; they are replayed from it.
-        # Bypassed under probes (traces stay identical) and in real/vm86 mode (CS.D is read).
-        key = None
-        if (mode >= X86EMUL_MODE_PROT16 and not PROBES.enabled and not ctxt.rex_prefix
-                and not ctxt.lock_prefix and not ctxt.rep_prefix and not ctxt.vex):
-            end0 = f.end
-            key = (mode, emul_type & _EMULTYPE_TRAP_UD, bytes(f.data[:end0]))
-            hit = ctxt.decode_cache.get(key)
-            if hit is not None:
-                (ptr, ctxt.b, ctxt.opcode_len, ctxt.op_bytes, ctxt.ad_bytes, ctxt.rex_prefix,
-                 ctxt.lock_prefix, ctxt.rep_prefix, seg, modrm, d, ctxt.is_branch, ctxt.execute,
-                 check_perm, intercept) = hit
-                f.ptr = ptr
-                ctxt._eip = eip0 + ptr
-                if modrm is not None:
-                    ctxt.modrm = modrm
-                ctxt.d = d
-                if d & _RARE:
-                    ctxt.check_perm, ctxt.intercept = check_perm, intercept
-                has_seg_override = seg is not None
-                if has_seg_override:
-                    ctxt.seg_override = seg
-                return _decode_operands(ctxt, memop, d, has_seg_override)
-
         # 2. default operand/address sizes
         if mode == X86EMUL_MODE_PROT64:
             def_op, def_ad = 4, 8
@@ -512,8 +486,7 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
         d = opcode.flags
 
         # 5. ModRM; C4/C5 are VEX (not LES/LDS) in 64-bit mode or with mod == 3
-        has_modrm = d & ModRM
-        if has_modrm:
+        if d & ModRM:
             ptr = f.ptr
             if ptr < f.end:  # insn_fetch(ctxt, 1), inlined
                 ctxt.modrm = data[ptr]
@@ -524,7 +497,6 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
         ctxt._eip = eip0 + f.ptr
         if ((b == 0xC4 or b == 0xC5) and ctxt.opcode_len == 1
                 and (mode == X86EMUL_MODE_PROT64 or ctxt.modrm & 0xC0 == 0xC0)):
-            key = None     # VEX: not cached
             ctxt.d = d
             if ctxt.features.vex_moves:
                 from .vex import decode_vex
@@ -578,10 +550,8 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
         ctxt.is_branch = (opcode.flags & IsBranch) != 0
         if d == 0:
             return EMULATION_FAILED
-        if d & _CET_RELEVANT:
-            key = None     # _cet_blocks reads CR4 and the CET MSRs: not cached
-            if _cet_blocks(ctxt):
-                return EMULATION_FAILED
+        if d & _CET_RELEVANT and _cet_blocks(ctxt):
+            return EMULATION_FAILED
         ctxt.execute = opcode.execute
 
         # 8. a #UD intercept only emulates EmulateOnUD opcodes
@@ -608,22 +578,6 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
             elif d & Mmx:
                 ctxt.op_bytes = 8
 
-        if key is not None and f.end == end0:   # nothing fetched beyond the key's bytes
-            cache = ctxt.decode_cache
-            if len(cache) >= _DECODE_CACHE_MAX:
-                cache.clear()
-            cache[key] = (f.ptr, ctxt.b, ctxt.opcode_len, ctxt.op_bytes, ctxt.ad_bytes, ctxt.rex_prefix,
-                          ctxt.lock_prefix, ctxt.rep_prefix, ctxt.seg_override if has_seg_override else None,
-                          ctxt.modrm if has_modrm else None, d, ctxt.is_branch, ctxt.execute,
-                          ctxt.check_perm, ctxt.intercept)
-        return _decode_operands(ctxt, memop, d, has_seg_override)
-    except _FetchFailed as e:  # insn_fetch's `goto done`
-        return _decode_failed(ctxt, e.rc)
-
-
-def _decode_operands(ctxt: X86EmulateCtxt, memop: Operand, d: int, has_seg_override: bool) -> int:
-    """Steps 10-11 of x86_decode_insn (they read registers: never cached)."""
-    try:
         # 10. ModRM/SIB or moffs; default segment
         if d & ModRM:
             decode_modrm(ctxt, memop)
