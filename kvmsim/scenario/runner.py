@@ -16,7 +16,7 @@ from kvmsim.errors import BackendError, ScenarioError
 from kvmsim.scenario.guest_build import GuestImage, build_guest
 from kvmsim.scenario.result import RunResult
 from kvmsim.scenario.schema import Scenario
-from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, VcpuFd, VmFd
+from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, KvmSregs, VcpuFd, VmFd
 from kvmsim.vmm import boot
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.devices import DEVICE_TYPES
@@ -89,7 +89,36 @@ def preflight(sc: Scenario) -> GuestImage:
     and links, and its image lies inside one memslot.  `check` and `make_machine` both call this."""
     image = build_image(sc)
     _image_slot(sc, image)
+    _dry_boot(sc, image)
     return image
+
+
+class _DryVcpu:
+    """What boot.setup_boot asks of a vCPU, doing nothing: preflight runs the boot set-up's own checks."""
+
+    def get_sregs(self) -> KvmSregs:
+        return KvmSregs()
+
+    def set_sregs(self, sregs: KvmSregs) -> None:
+        pass
+
+    def set_regs(self, regs: Any) -> None:
+        pass
+
+
+def _dry_boot(sc: Scenario, image: GuestImage) -> None:
+    """The boot set-up (descriptor and page tables in the image's slot) into scratch memory of the
+    slot's size, mapped lazily: where `run` would find no RAM for a table, `check` says so too."""
+    slot = sc.memory[_image_slot(sc, image)]
+    buf = mmap.mmap(-1, slot.size)
+    try:
+        boot.setup_boot(memoryview(buf), slot.gpa, _DryVcpu(), image.mode, image.entry)  # type: ignore[arg-type]
+        err = None
+    except ScenarioError as e:
+        err = e.msg
+    _release_ram([(slot.gpa, buf)])   # a view still held by the error's frames goes with them
+    if err is not None:
+        raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("memory"), err)
 
 
 def _image_slot(sc: Scenario, image: GuestImage) -> int:
