@@ -155,6 +155,16 @@ def _keep_exits(text: str) -> int | None | str:
     return n
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 # ---------------------------------------------------------------- commands
 
 def _bug_lines(where: str | None, e: BaseException) -> list[str]:
@@ -339,6 +349,27 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return status
 
 
+def _per_file(sc: Any, action: Callable[[Any], Any]) -> tuple[int, Any]:
+    """action(sc) for one scenario of a batch: (EXIT_OK, its value), or the file's error reported on
+    stderr and (its status, None), so that the batch goes on with the next file."""
+    where = str(sc.path) if sc.path else sc.name
+    try:
+        return EXIT_OK, action(sc)
+    except BrokenPipeError:
+        raise
+    except ScenarioError as e:   # e.g. a guest that does not assemble
+        _err(e)
+        return EXIT_INPUT, None
+    except BackendError as e:
+        print(f"kvmsim: {where}: backend sim: {e}", file=sys.stderr)
+        return EXIT_INTERNAL, None
+    except Exception as e:  # noqa: BLE001 - a kvmsim bug in one file must not lose the others
+        if os.environ.get("KVMSIM_DEBUG") == "1":
+            raise
+        print("\n".join(_bug_lines(where, e)), file=sys.stderr)
+        return EXIT_INTERNAL, None
+
+
 def cmd_emulator_coverage(args: argparse.Namespace) -> int:
     """Per decoder table, entries modelled vs the kernel's; with FILEs, which EMULTYPEs scenarios drive."""
     from kvmsim import report
@@ -353,7 +384,11 @@ def cmd_emulator_coverage(args: argparse.Namespace) -> int:
     for sc in scenarios:
         if "sim" not in sc.backends:
             continue
-        for k, n in run_scenario(sc, backend="sim").emulation.items():
+        st, res = _per_file(sc, lambda sc: run_scenario(sc, backend="sim"))
+        status = max(status, st)
+        if res is None:
+            continue
+        for k, n in res.emulation.items():
             if n:
                 total[k] = total.get(k, 0) + n
                 users.setdefault(k, []).append(sc.name)
@@ -376,11 +411,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for sc in scenarios:
         if "sim" not in sc.backends:
             continue
-        best, result = float("inf"), None
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            result = run_scenario(sc, backend="sim")
-            best = min(best, time.perf_counter() - t0)
+        def timed(sc: Any) -> tuple[float, Any]:
+            best, result = float("inf"), None
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                result = run_scenario(sc, backend="sim")
+                best = min(best, time.perf_counter() - t0)
+            return best, result
+        st, got = _per_file(sc, timed)
+        status = max(status, st)
+        if got is None:
+            rows.append([sc.name, "error", "-", "-", "-", "-"])
+            continue
+        best, result = got
         n_exits = sum(result.exits.values())
         rows.append([sc.name, f"{best * 1000:.1f}", n_exits, result.userspace_count,
                      f"{n_exits / best:,.0f}" if best > 0 else "-", result.guest_insns or "-"])
@@ -435,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="throughput figures (PIO, native, MMIO, emulator); with FILEs, time scenarios")
     b.add_argument("files", nargs="*", metavar="FILE")
-    b.add_argument("--repeat", type=int, default=3, metavar="N")
+    b.add_argument("--repeat", type=_at_least_one, default=3, metavar="N")
     b.set_defaults(func=cmd_bench)
     return p
 
