@@ -192,7 +192,7 @@ def build_guest(source: Path | str | None, asm_text: str | None, mode: Mode,
         display = display_name or str(source)
         if not path.is_file():
             raise GuestBuildError(display, None, "guest source not found")
-        text = path.read_text(errors="replace")
+        text = _read_source(path, display).decode("utf-8", "replace")
         inc_dirs.insert(0, path.resolve().parent)
     else:
         display = display_name or "<asm>"
@@ -333,6 +333,21 @@ def _rewrite_paths(msg: str, names: Mapping[str, str], src: str, line_offset: in
 
 # ---------------------------------------------------------------- cache
 
+MAX_SOURCE_BYTES = 4 << 20   # a guest source or include file (the largest shipped one is a few KiB)
+
+
+def _read_source(path: Path, display: str) -> bytes:
+    """A source or include file, bounded: /proc/kcore is a "regular file" too, /proc/self/mem answers EIO."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_SOURCE_BYTES + 1)
+    except OSError as e:
+        raise GuestBuildError(display, None, f"cannot read guest source {str(path)!r}: {e.strerror or e}") from None
+    if len(data) > MAX_SOURCE_BYTES:
+        raise GuestBuildError(display, None, f"guest source {str(path)!r} is larger than {MAX_SOURCE_BYTES >> 20} MiB")
+    return data
+
+
 def _included_texts(text: str, inc_dirs: list[Path], seen: set[Path]) -> list[str]:
     """Texts of every file `.include`d (recursively) that the include path resolves."""
     out = []
@@ -342,7 +357,7 @@ def _included_texts(text: str, inc_dirs: list[Path], seen: set[Path]) -> list[st
             if p.is_file():
                 if p not in seen:
                     seen.add(p)
-                    body = p.read_bytes().decode("latin-1")
+                    body = _read_source(p, name).decode("latin-1")
                     out += [f"{name}\0{body}", *_included_texts(body, inc_dirs, seen)]
                 break
     return out
