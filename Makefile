@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test bench fuzz-emulator fuzz-guests fuzz-guests-diff diff check clean
+.PHONY: run test bench fuzz-emulator fuzz-guests fuzz-guests-diff fuzz-scenarios diff check clean
 
 run: $(STAMP)
 	$(BIN)/kvmsim run scenarios/mmio-read-no-decode.yaml
@@ -28,7 +28,14 @@ FUZZ_ARGS    = --count $(FUZZ_GUESTS) --seed $(FUZZ_SEED) --jobs $(FUZZ_JOBS)
 fuzz-guests: $(STAMP)
 	$(BIN)/python -m kvmsim.fuzz $(FUZZ_ARGS)
 
-fuzz-guests-diff: $(STAMP)
+fuzz-guests-# Seeded mutants of scenarios/*.yaml through `kvmsim check` and `kvmsim run` (kvmsim/fuzz/scenarios.py):
+# FUZZ_SCENARIOS files; non-zero exit on any BUG (status 3, hang, oversized output, check/run disagreeing).
+FUZZ_SCENARIOS ?= 2000
+
+fuzz-scenarios: $(STAMP)
+	$(BIN)/python -m kvmsim.fuzz.scenarios --count $(FUZZ_SCENARIOS) --seed $(FUZZ_SEED) --jobs $(FUZZ_JOBS)
+
+diff: $(STAMP)
 	$(BIN)/python -m kvmsim.fuzz --diff $(FUZZ_ARGS)
 
 diff: $(STAMP)
