@@ -319,6 +319,65 @@ def op_kvm(rng: random.Random, data: Any) -> None:
         ["unknown", "inval", "filter", "bogus"], rng.choice([True, False, "yes", 2, None])])
 
 
+_TOP = 0xFFFF_FFFF_FFFF_F000
+
+
+def op_valid_edges(rng: random.Random, data: Any) -> None:
+    """Settings the schema accepts, at the edges of what they allow: these files reach `run`."""
+    pick = rng.randrange(7)
+    n = f"edge{rng.randrange(1000)}"
+    if pick == 0:
+        k = data.get("kvm") if isinstance(data.get("kvm"), dict) else data.setdefault("kvm", {})
+        k[rng.choice(["enable_ept", "unrestricted_guest", "mmio_caching", "force_emulation_prefix",
+                      "enable_vmware_backdoor", "host_is_hypervisor", "exit_on_emulation_failure"])] = rng.random() < 0.5
+    elif pick == 1:
+        devs = data.get("devices") if isinstance(data.get("devices"), list) else data.setdefault("devices", [])
+        devs.append(rng.choice([
+            {"type": "port-value", "port": 0xFFFF, "size": 1, "value": 0xFF, "name": n},
+            {"type": "port-value", "port": 0xFFFC, "size": 4, "value": 0xFFFFFFFF, "name": n},
+            {"type": "port-value", "port": 0xFFFE, "size": 4, "value": 1, "name": n},
+            {"type": "regbank", "gpa": _TOP, "size": 0x1000, "width": 8, "values": {0xFF8: (1 << 64) - 1}, "name": n},
+            {"type": "regbank", "gpa": (1 << 52) - 0x1000, "name": n},
+            {"type": "regbank", "gpa": 0xFEE00000, "size": 1, "width": 1, "name": n},
+            {"type": "coalesced-mmio", "gpa": _TOP, "size": 0x1000, "name": n},
+            {"type": "ioeventfd", "port": 0xFFFF, "len": 1, "name": n},
+            {"type": "ioeventfd", "gpa": 0xFFFF_FFFF_FFFF_FFF8, "len": 8, "datamatch": (1 << 64) - 1, "name": n},
+            {"type": "ioeventfd", "port": 0xF4, "len": 4, "name": n},
+            {"type": "test-report", "port": 0xFFFC, "name": n},
+            {"type": "serial16550", "port": 0xFFF8, "name": n}]))
+    elif pick == 2:
+        mem = data.get("memory") if isinstance(data.get("memory"), list) else data.setdefault(
+            "memory", [{"gpa": 0, "size": 2 << 20}])
+        mem.append(rng.choice([{"gpa": (1 << 46) - 0x1000, "size": 0x1000}, {"gpa": 0xFFFF0000, "size": 0x10000,
+                                                                           "readonly": True},
+                               {"gpa": 0x100000000, "size": 0x1000, "readonly": True},
+                               {"gpa": 0xC0000000, "size": 0x1000}]))
+    elif pick == 3:
+        data["events"] = [rng.choice([
+            {"at": {"exit": rng.choice([0, 1, 2, 10**12])}, "inject": "nmi"},
+            {"at": {"userspace_exit": rng.choice([0, 1, 5])}, "inject": {"irq": rng.choice([0, 2, 8, 32, 255])}},
+            {"every": {"guest_insns": rng.choice([1, 2, 7, 1000])}, "host": "nmi"}]) for _ in range(rng.choice([1, 2]))]
+    elif pick == 4:
+        data["userspace"] = {"unclaimed_io": rng.choice(["ignore", "log", "stop"]),
+                             "unclaimed_mmio": rng.choice(["ignore", "log", "stop"]),
+                             "msr": {rng.choice([0, 0x10, 0xC0000080, 0xFFFFFFFF]): rng.choice([0, (1 << 64) - 1])}}
+    elif pick == 5:
+        k = data.get("kvm") if isinstance(data.get("kvm"), dict) else data.setdefault("kvm", {})
+        k["cpuid"] = [rng.choice([{"function": 0x80000008, "eax": rng.choice([0x3034, 0x3020, 0x3000, 0])},
+                                  {"function": 0, "eax": rng.choice([0, 1, 0xFFFFFFFF])},
+                                  {"function": 1, "ecx": 0, "edx": 0},
+                                  {"function": 0xD, "index": rng.choice([0, 1, 63, 0xFFFFFFFF]), "eax": 0xFFFFFFFF},
+                                  {"function": 0xFFFFFFFF, "eax": 1}])]
+        if rng.random() < 0.5:
+            k["msrs"] = {rng.choice([0x10, 0x1B, 0xC0000080, 0x3A, 0xFFFFFFFF]): rng.choice([0, 1, (1 << 64) - 1])}
+        if rng.random() < 0.3:
+            k["user_space_msr"] = rng.sample(["unknown", "inval", "filter"], rng.randrange(1, 4))
+    else:
+        k = data.get("kvm") if isinstance(data.get("kvm"), dict) else data.setdefault("kvm", {})
+        k["emulator"] = {"version": rng.choice(["5.10", "6.1", "6.6", "6.18", "0.0", "99.99"]),
+                         "vex_moves": rng.random() < 0.5}
+
+
 # ---------------------------------------------------------------- textual operators (on the bytes)
 
 def op_alias_bomb(rng: random.Random, text: bytes) -> bytes:
@@ -415,6 +474,7 @@ STRUCTURAL: dict[str, Callable[[random.Random, Any], None]] = {
     "number-string": op_number_string, "unknown-field": op_unknown_field, "swap-sections": op_swap_sections,
     "memslots": op_memslots, "devices": op_devices, "image-outside": op_image_outside, "broken-asm": op_broken_asm,
     "guest": op_guest, "events": op_events, "limits": op_limits, "expect": op_expect, "kvm": op_kvm,
+    "valid-edges": op_valid_edges,
 }
 TEXTUAL: dict[str, Callable[[random.Random, bytes], bytes]] = {
     "alias-bomb": op_alias_bomb, "deep-nesting": op_deep_nesting, "nul-control": op_nul, "non-utf8": op_non_utf8,
@@ -422,6 +482,7 @@ TEXTUAL: dict[str, Callable[[random.Random, bytes], bytes]] = {
 }
 # How often each is drawn (structural ones carry most of the semantic checks).
 WEIGHTS: dict[str, int] = {**{k: 6 for k in STRUCTURAL}, "memslots": 10, "devices": 10, "boundary": 10,
+                           "valid-edges": 14,
                            "broken-asm": 8, **{k: 3 for k in TEXTUAL}, "huge": 2}
 OPS = tuple(WEIGHTS)
 
