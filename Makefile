@@ -28,15 +28,15 @@ FUZZ_ARGS    = --count $(FUZZ_GUESTS) --seed $(FUZZ_SEED) --jobs $(FUZZ_JOBS)
 fuzz-guests: $(STAMP)
 	$(BIN)/python -m kvmsim.fuzz $(FUZZ_ARGS)
 
-fuzz-guests-# Seeded mutants of scenarios/*.yaml through `kvmsim check` and `kvmsim run` (kvmsim/fuzz/scenarios.py):
+fuzz-guests-diff: $(STAMP)
+	$(BIN)/python -m kvmsim.fuzz --diff $(FUZZ_ARGS)
+
+# Seeded mutants of scenarios/*.yaml through `kvmsim check` and `kvmsim run` (kvmsim/fuzz/scenarios.py):
 # FUZZ_SCENARIOS files; non-zero exit on any BUG (status 3, hang, oversized output, check/run disagreeing).
 FUZZ_SCENARIOS ?= 2000
 
 fuzz-scenarios: $(STAMP)
 	$(BIN)/python -m kvmsim.fuzz.scenarios --count $(FUZZ_SCENARIOS) --seed $(FUZZ_SEED) --jobs $(FUZZ_JOBS)
-
-diff: $(STAMP)
-	$(BIN)/python -m kvmsim.fuzz --diff $(FUZZ_ARGS)
 
 diff: $(STAMP)
 	$(BIN)/kvmsim diff scenarios/*.yaml
