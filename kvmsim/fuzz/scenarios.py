@@ -204,6 +204,7 @@ def summary(results: list[FileResult], seed: int, seconds: float, jobs: int) -> 
     labels = Counter(r.label for r in results)
     out = [f"scenario mutants: seed {seed}, {len(results)} files from {len(mutate.corpus())} shipped scenarios, "
            f"{jobs} job(s), {seconds:.0f} s",
+           f"the campaign again: make fuzz-scenarios FUZZ_SCENARIOS={len(results)} FUZZ_SEED={seed} FUZZ_JOBS={jobs}",
            f"each file: kvmsim check FILE; kvmsim run FILE {' '.join(RUN_FLAGS)}", ""]
     width = max([len("outcome")] + [len(k) for k in labels])
     out.append(f"{'outcome':<{width}}  {'files':>6}")
