@@ -121,3 +121,12 @@ def test_replay_runs_the_real_cli(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "$ kvmsim check" in out and "$ kvmsim run" in out and "outcome: " in out
     assert (tmp_path / "s1-00000.yaml").is_file()
+
+
+def test_json_problem() -> None:
+    assert fs.json_problem(0, 0, b'{"scenario": "x", "passed": true}') == ""
+    assert fs.json_problem(2, 2, b'{"scenario": null, "file": "f", "error": {"kind": "input"}}') == ""
+    assert "not one JSON document" in fs.json_problem(1, 1, b"")
+    assert "not one JSON document" in fs.json_problem(1, 1, b'{"a": 1}\n{"b": 2}')
+    assert "status 3 with --json, 1 without" in fs.json_problem(3, 1, b"{}")
+    assert "not a result or error object" in fs.json_problem(0, 0, b"[1, 2]")

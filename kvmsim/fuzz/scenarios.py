@@ -12,7 +12,8 @@ Exit status: 0 no BUG, 1 at least one BUG, 2 bad arguments.
     3. each file is classified (classify): status 3 from either command, a run with more than
        OUTPUT_BOUND bytes of output, a file `check` accepts and `run` rejects (status 2: rejected
        before the guest starts) or the other way round, a worker silent for HANG_AFTER seconds
-       (hang), dead (crash) or above MAX_RSS (memory) are BUGs;
+       (hang), dead (crash) or above MAX_RSS (memory) are BUGs; every JSON_EVERY-th file also runs
+       with --json, a BUG unless stdout is one JSON document and the status is the same;
     4. the summary: files by outcome, outcomes by mutation operator, and per BUG a replay command.
 
 In-process commands keep a file at ~0.1 s instead of ~0.7 s for two interpreter start-ups; the
@@ -45,6 +46,8 @@ OUTPUT_BOUND = 256 << 10     # bytes one command may print (a report bounds its 
 HANG_AFTER = 90.0            # seconds for check + run of one file (run: 5 s; each assembler run: 20 s)
 MAX_RSS = 3 << 30            # a worker above this is killed (BUG memory)
 KEEP = 2048                  # bytes of each command's output kept for the record
+JSON_EVERY = 4               # every 4th file also runs with --json: one document, the same status
+JSON_KEEP = 64 << 20         # stdout bytes of a --json run kept to parse
 
 # Outcome kinds and labels
 REJECTED, RAN, BUG = "rejected", "ran", "bug"
@@ -68,28 +71,34 @@ class FileResult:
 
 # ---------------------------------------------------------------- one file (in a worker)
 
-def _capture(argv: list[str]) -> tuple[int, int, str]:
-    """cli.main(argv) with fds 1 and 2 on a pipe: (status, bytes printed, the first KEEP of them)."""
+def _capture(argv: list[str], stdout_keep: int = 0) -> tuple[int, int, str, bytes]:
+    """cli.main(argv) with fds 1 and 2 on pipes: (status, bytes printed on both, the first KEEP of
+    them, the first `stdout_keep` bytes of stdout alone)."""
     from kvmsim import cli
 
-    r, w = os.pipe()
-    got = {"n": 0, "head": b""}
+    pipes = [os.pipe(), os.pipe()]        # fd 1, fd 2
+    got = {"n": 0, "head": b"", "out": b""}
+    lock = threading.Lock()
 
-    def drain() -> None:
+    def drain(r: int, is_out: bool) -> None:
         while chunk := os.read(r, 1 << 16):
-            got["n"] += len(chunk)
-            if len(got["head"]) < KEEP:
-                got["head"] += chunk[:KEEP - len(got["head"])]
+            with lock:
+                got["n"] += len(chunk)
+                if len(got["head"]) < KEEP:
+                    got["head"] += chunk[:KEEP - len(got["head"])]
+                if is_out and len(got["out"]) < stdout_keep:
+                    got["out"] += chunk[:stdout_keep - len(got["out"])]
         os.close(r)
 
-    t = threading.Thread(target=drain, daemon=True)
-    t.start()
+    threads = [threading.Thread(target=drain, args=(r, i == 0), daemon=True) for i, (r, _w) in enumerate(pipes)]
+    for t in threads:
+        t.start()
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    os.dup2(w, 1)
-    os.dup2(w, 2)
-    os.close(w)
+    for fd, (_r, w) in zip((1, 2), pipes):
+        os.dup2(w, fd)
+        os.close(w)
     try:
         status = cli.main(argv)
     except SystemExit as e:   # not expected from main(); counted as what it says
@@ -101,8 +110,22 @@ def _capture(argv: list[str]) -> tuple[int, int, str]:
         os.dup2(saved[1], 2)
         os.close(saved[0])
         os.close(saved[1])
-        t.join()
-    return status, got["n"], got["head"].decode("utf-8", "replace")
+        for t in threads:
+            t.join()
+    return status, got["n"], got["head"].decode("utf-8", "replace"), got["out"]
+
+
+def json_problem(status: int, human_status: int, stdout: bytes) -> str:
+    """Why `run --json` broke its promise (one JSON document, the same status as without --json), or ''."""
+    if status != human_status:
+        return f"status {status} with --json, {human_status} without"
+    try:
+        doc = json.loads(stdout)
+    except ValueError as e:
+        return f"stdout is not one JSON document ({len(stdout):,} bytes): {e}"
+    if not isinstance(doc, dict) or "scenario" not in doc and "error" not in doc and "file" not in doc:
+        return f"the JSON document is not a result or error object: {str(doc)[:80]}"
+    return ""
 
 
 def _first_line(text: str, prefer: tuple[str, ...] = ()) -> str:
@@ -138,9 +161,13 @@ def classify(check: int, run: int, check_out: tuple[int, str], run_out: tuple[in
 def one_file(seed: int, index: int, directory: Path) -> FileResult:
     """Steps 1-3 for one mutant; the file is deleted again unless it is a BUG."""
     base, ops, path = mutate.write_mutant(seed, index, directory)
-    check_st, check_n, check_text = _capture(["check", str(path)])
-    run_st, run_n, run_text = _capture(["run", str(path), *RUN_FLAGS])
+    check_st, check_n, check_text, _ = _capture(["check", str(path)])
+    run_st, run_n, run_text, _ = _capture(["run", str(path), *RUN_FLAGS])
     kind, label, detail = classify(check_st, run_st, (check_n, check_text), (run_n, run_text))
+    if kind != BUG and index % JSON_EVERY == 0:
+        js_st, _n, js_text, js_out = _capture(["run", "--json", str(path), *RUN_FLAGS], stdout_keep=JSON_KEEP)
+        if (why := json_problem(js_st, run_st, js_out)):
+            kind, label, detail = BUG, "BUG run --json", f"{why}; {_first_line(js_text, ('error',))}"
     if kind != BUG:
         path.unlink(missing_ok=True)
     return FileResult(index, base, ops, check_st, run_st, max(check_n, run_n), kind, label, detail)
@@ -234,9 +261,9 @@ def replay(seed: int, index: int, directory: Path, timeout: float = HANG_AFTER) 
     print(f"mutant {seed}:{index} of {base} [{ops}]: {path}")
     st: list[int] = []
     outs: list[tuple[int, str]] = []
+    env = {k: v for k, v in os.environ.items() if k != "KVMSIM_DEBUG"}
     for argv in (["check", str(path)], ["run", str(path), *RUN_FLAGS]):
         print(f"$ kvmsim {' '.join(argv)}")
-        env = {k: v for k, v in os.environ.items() if k != "KVMSIM_DEBUG"}
         try:
             p = subprocess.run(kvmsim + argv, capture_output=True, timeout=timeout, env=env, check=False)
         except subprocess.TimeoutExpired:
@@ -248,6 +275,17 @@ def replay(seed: int, index: int, directory: Path, timeout: float = HANG_AFTER) 
         st.append(p.returncode)
         outs.append((len(p.stdout) + len(p.stderr), text[:KEEP]))
     kind, label, detail = classify(st[0], st[1], outs[0], outs[1])
+    if kind != BUG and index % JSON_EVERY == 0:
+        argv = ["run", "--json", str(path), *RUN_FLAGS]
+        print(f"$ kvmsim {' '.join(argv)}")
+        try:
+            p = subprocess.run(kvmsim + argv, capture_output=True, timeout=timeout, env=env, check=False)
+            why = json_problem(p.returncode, st[1], p.stdout)
+        except subprocess.TimeoutExpired:
+            why = f"no end after {timeout:.0f} s"
+        print(f"  {why or 'one JSON document, same status'}")
+        if why:
+            kind, label, detail = BUG, "BUG run --json", why
     print(f"outcome: {label}" + (f": {detail}" if detail else ""))
     return 1 if kind == BUG else 0
 
