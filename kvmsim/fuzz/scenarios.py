@@ -237,7 +237,9 @@ def summary(results: list[FileResult], seed: int, seconds: float, jobs: int) -> 
     out.append(f"{'outcome':<{width}}  {'files':>6}")
     for label, n in sorted(labels.items(), key=lambda kv: (kv[0].startswith("BUG"), -kv[1])):
         out.append(f"{label:<{width}}  {n:>6}")
-    out += ["", f"rejected {kinds[REJECTED]}, ran {kinds[RAN]}, BUGs {kinds[BUG]}", ""]
+    js = sum(r.index % JSON_EVERY == 0 and r.label != "BUG hang" for r in results)
+    out += ["", f"rejected {kinds[REJECTED]}, ran {kinds[RAN]}, BUGs {kinds[BUG]}; "
+            f"{js} of the files also ran with --json", ""]
     rows: dict[str, Counter] = {}
     for r in results:
         rows.setdefault(r.ops.split("+")[0], Counter())[r.kind] += 1
