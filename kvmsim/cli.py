@@ -341,6 +341,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
             _err(e)
             status = max(status, EXIT_INPUT)
             continue
+        except BrokenPipeError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a kvmsim bug in one file must not lose the others
+            if os.environ.get("KVMSIM_DEBUG") == "1":
+                raise
+            print("\n".join(_bug_lines(str(sc.path) if sc.path else sc.name, e)), file=sys.stderr)
+            c = Comparison(sc.name, "ERROR", host=module, reason=f"internal error: {type(e).__name__}: {e}")
+            status = max(status, EXIT_INTERNAL)
         comparisons.append(c)
         if c.status == "DIFF":
             status = max(status, EXIT_FAIL)

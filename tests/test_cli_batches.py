@@ -62,3 +62,28 @@ def test_a_crash_in_one_file_is_status_3_and_the_rest_still_run(command: list[st
 def test_bench_repeat_must_be_positive(capsys) -> None:
     assert main(["bench", "--repeat", "0", str(GOOD)]) == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.kvm
+def test_diff_goes_on_after_a_crash_in_one_file(tmp_path: Path, capsys, monkeypatch) -> None:
+    from kvmsim.realkvm.probe import kvm_available
+    from kvmsim.scenario import differential
+
+    ok, why = kvm_available()
+    if not ok:
+        pytest.skip(f"no usable KVM: {why}")
+    real = differential.diff_scenario
+
+    def flaky(sc, module):
+        if sc.name == "good-copy":
+            raise RuntimeError("boom")
+        return real(sc, module)
+
+    monkeypatch.setattr(differential, "diff_scenario", flaky)
+    f = _files(tmp_path)
+    serial = ROOT / "scenarios" / "serial-hello-long64.yaml"
+    status = main(["diff", str(f["good-copy"]), str(serial)])
+    out, err = capsys.readouterr()
+    assert status == 3
+    assert f"kvmsim: {f['good-copy']}: internal error: RuntimeError: boom" in err
+    assert "MATCH  serial-hello-long64" in out
