@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test bench fuzz-emulator fuzz-guests fuzz-guests-diff fuzz-scenarios diff check clean
+.PHONY: run test bench bench-million fuzz-emulator fuzz-guests fuzz-guests-diff fuzz-scenarios diff check clean
 
 run: $(STAMP)
 	$(BIN)/kvmsim run scenarios/mmio-read-no-decode.yaml
@@ -14,6 +14,14 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/kvmsim bench
+
+# Issue 10's long-run figures: 1,000,000 PIO and 1,000,000 MMIO exits, each one `kvmsim run`
+# (guest build cached first, so it is not timed); wall, user CPU seconds and peak RSS per run.
+bench-million: $(STAMP)
+	@$(BIN)/kvmsim check scenarios/bench/million-*.yaml >/dev/null
+	@for f in scenarios/bench/million-pio.yaml scenarios/bench/million-mmio.yaml; do \
+	  /usr/bin/time -f "$$f: %e s wall, %U s user, %M KB peak RSS" $(BIN)/kvmsim run $$f >/dev/null || exit 1; \
+	done
 
 fuzz-emulator: $(STAMP)
 	$(BIN)/python -m pytest -q -m fuzz tests/emulate
@@ -47,6 +55,10 @@ check: $(STAMP)
 $(STAMP): pyproject.toml
 	@command -v as >/dev/null && command -v ld >/dev/null && command -v objcopy >/dev/null || \
 	  { echo "installing binutils (as, ld, objcopy)"; (apt-get update -qq && apt-get install -y -qq binutils) >/dev/null; }
+	@command -v tmux >/dev/null || { echo "installing tmux (the debugger's terminal tests)"; \
+	  (apt-get update -qq && apt-get install -y -qq tmux) >/dev/null || echo "tmux not installed: those tests skip"; }
+	@command -v gdb >/dev/null || { echo "installing gdb (tests attach it to kvmsim debug --gdb)"; \
+	  (apt-get update -qq && apt-get install -y -qq gdb) >/dev/null || echo "no gdb: its tests will skip"; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

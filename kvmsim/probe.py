@@ -75,9 +75,10 @@ _PLAIN: dict[Callable, Callable] = {}    # probed twin -> plain function
 
 def _rebind(mapping: dict[Callable, Callable]) -> None:
     """Swap probed functions in kvmsim modules' globals and module-level dict tables."""
+    me = sys.modules[__name__]
     for name, mod in list(sys.modules.items()):
-        if not name.startswith("kvmsim") or mod is None:
-            continue
+        if not name.startswith("kvmsim") or mod is None or mod is me:
+            continue    # (our own _PROBED/_PLAIN are dict tables by the isupper() rule: not theirs to swap)
         for attr, val in list(vars(mod).items()):
             if isinstance(val, FunctionType) and val in mapping:   # kfuncs are plain functions;
                 setattr(mod, attr, mapping[val])                      # ctypes ones are not hashable

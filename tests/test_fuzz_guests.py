@@ -76,7 +76,7 @@ def test_mmio_operands_reach_userspace() -> None:
 
 def test_a_spinning_guest_ends_at_the_instruction_budget_every_time() -> None:
     """`jmp .`: a host NMI every insn_slice instructions, and the run ends at max_vm_exits VM exits."""
-    lim = cp.Limits(insn_slice=10_000, max_vm_exits=50)
+    lim = cp.Limits(insn_slice=10_000, max_vm_exits=50, sim_wall_seconds=60.0)   # the wall is only a safety net here: never the stop under load
     for mode in guests.MODES:
         res = cp.run_sim(mode, guests.guest_image(mode, b"\xeb\xfe"), lim)
         out = classify(res)

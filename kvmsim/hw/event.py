@@ -33,8 +33,8 @@ class EventCpu(Protocol):
 
     def mode(self) -> str: ...            # "real", "prot32", "prot16", "long64", "compat"
     def idtr(self) -> tuple[int, int]: ...
-    def read_linear(self, addr: int, size: int) -> int: ...   # raises DeliveryFault(#PF)
-    def write_linear(self, addr: int, size: int, value: int) -> None: ...
+    def read_linear(self, addr: int, size: int, user: bool | None = None) -> int: ...   # raises DeliveryFault(#PF)
+    def write_linear(self, addr: int, size: int, value: int, user: bool | None = None) -> None: ...
     def reg(self, name: str) -> int: ...
     def set_reg(self, name: str, value: int) -> None: ...
     def load_cs(self, selector: int) -> None: ...
@@ -101,7 +101,7 @@ def _deliver_once(cpu: EventCpu, vector: int, itype: IntrType, error_code: int |
     gate_size = 16 if long_mode else 8
     if vector * gate_size + gate_size - 1 > limit:
         raise DeliveryFault(Vector.GP, vector * 8 + 2 + ext)
-    lo = cpu.read_linear(base + vector * gate_size, 8)
+    lo = cpu.read_linear(base + vector * gate_size, 8, user=False)   # IDT reads are implicit supervisor accesses
     gtype = (lo >> 40) & 0xF
     present = (lo >> 47) & 1
     if not present or gtype not in ((0xE, 0xF) if long_mode else (0x6, 0x7, 0xE, 0xF)):
@@ -109,7 +109,7 @@ def _deliver_once(cpu: EventCpu, vector: int, itype: IntrType, error_code: int |
     selector = (lo >> 16) & 0xFFFF
     offset = (lo & 0xFFFF) | ((lo >> 32) & 0xFFFF0000)
     if long_mode:
-        offset |= cpu.read_linear(base + vector * 16 + 8, 4) << 32
+        offset |= cpu.read_linear(base + vector * 16 + 8, 4, user=False) << 32
     cpl = cpu.cpl() if hasattr(cpu, "cpl") else 0
     if itype == IntrType.SOFT_INTR and (lo >> 45) & 3 < cpl:
         raise DeliveryFault(Vector.GP, vector * 8 + 2)           # INT n through a gate above CPL

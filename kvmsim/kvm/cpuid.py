@@ -49,12 +49,13 @@ def kvm_find_cpuid_entry_index(vcpu: KvmVcpu, function: int, index: int) -> KvmC
     return None
 
 
-def get_out_of_range_cpuid_entry(vcpu: KvmVcpu, function: int, index: int) -> KvmCpuidEntry2 | None:
+def get_out_of_range_cpuid_entry(vcpu: KvmVcpu, function: int, index: int) -> tuple[KvmCpuidEntry2 | None, int]:
     """cpuid.c: a leaf above its class's maximum (or in a class that does not exist) reads as the
-    max basic leaf, with the requested index; AMD and Hygon vendor strings get zeros instead."""
+    max basic leaf, with the requested index; AMD and Hygon vendor strings get zeros instead.
+    Returns (entry, the function whose leaf-specific rules apply: the max basic leaf when redirected)."""
     basic = kvm_find_cpuid_entry_index(vcpu, 0, 0)
     if basic is None or (basic.ebx, basic.edx, basic.ecx) in _AMD_LIKE:
-        return None
+        return None, function
     if 0x40000000 <= function <= 0x4FFFFFFF:
         cls = kvm_find_cpuid_entry_index(vcpu, function & 0xFFFFFF00, 0)
     elif function >= 0xC0000000:
@@ -62,21 +63,32 @@ def get_out_of_range_cpuid_entry(vcpu: KvmVcpu, function: int, index: int) -> Kv
     else:
         cls = kvm_find_cpuid_entry_index(vcpu, function & 0x80000000, 0)
     if cls is not None and function <= cls.eax:
-        return None
-    return kvm_find_cpuid_entry_index(vcpu, basic.eax, index)
+        return None, function
+    return kvm_find_cpuid_entry_index(vcpu, basic.eax, index), basic.eax
 
 
 def kvm_cpuid(vcpu: KvmVcpu, eax: int, ecx: int) -> tuple[int, int, int, int]:
-    """Out-of-range leaves return the highest basic leaf, as Intel CPUs do."""
-    entry = kvm_find_cpuid_entry_index(vcpu, eax, ecx)
+    """Out-of-range leaves return the highest basic leaf, as Intel CPUs do; a missing subleaf of
+    the topology leaves 0xb / 0x1f still passes CL through, with EDX (the x2APIC ID) from subleaf 1."""
+    function = eax
+    entry = kvm_find_cpuid_entry_index(vcpu, function, ecx)
     found = entry is not None
+    used_max_basic = False
     if entry is None:
-        entry = get_out_of_range_cpuid_entry(vcpu, eax, ecx)
-    out = (entry.eax, entry.ebx, entry.ecx, entry.edx) if entry else (0, 0, 0, 0)
+        entry, function = get_out_of_range_cpuid_entry(vcpu, function, ecx)
+        used_max_basic = entry is not None
+    if entry is not None:
+        out = (entry.eax, entry.ebx, entry.ecx, entry.edx)
+    else:
+        out = (0, 0, 0, 0)
+        if function in (0xB, 0x1F) and (sub := kvm_find_cpuid_entry_index(vcpu, function, 1)) is not None:
+            out = (0, 0, ecx & 0xFF, sub.edx)
     if PROBES.enabled:
         tracepoint("kvm_cpuid", function=eax, index=ecx, rax=out[0], rbx=out[1], rcx=out[2], rdx=out[3],
-                   found=found, text=f"func {eax:x} idx {ecx:x} rax {out[0]:x} rbx {out[1]:x} rcx {out[2]:x} "
-                                     f"rdx {out[3]:x}, cpuid entry {'found' if found else 'not found'}")
+                   found=found, used_max_basic=used_max_basic,
+                   text=f"func {eax:x} idx {ecx:x} rax {out[0]:x} rbx {out[1]:x} rcx {out[2]:x} "
+                        f"rdx {out[3]:x}, cpuid entry {'found' if found else 'not found'}"
+                        + (", used max basic" if used_max_basic else ""))
     return out
 
 

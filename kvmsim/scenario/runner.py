@@ -6,20 +6,26 @@ everything after that is the same userspace code.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import functools
 import mmap
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Union
 
 from kvmsim.errors import BackendError, ScenarioError
 from kvmsim.scenario.guest_build import GuestImage, build_guest
-from kvmsim.scenario.result import RunResult
+from kvmsim.scenario.result import ExitStream, RunResult, Stop
 from kvmsim.scenario.schema import Scenario
-from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, KvmSregs, VcpuFd, VmFd
+from kvmsim.scenario.vcpu_state import apply_vcpu_state
+from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, VcpuFd, VmFd
 from kvmsim.vmm import boot
 from kvmsim.vmm.bus import Bus
+from kvmsim.vmm.cpuid import table_entries as cpuid_table_entries
 from kvmsim.vmm.devices import DEVICE_TYPES
+from kvmsim.vmm.devices.python import DeviceError
 from kvmsim.vmm.runloop import Vmm, VmmConfig, limit_detail
 
 # The exit log's default bound: the first and the last this many userspace exits are kept, the ones
@@ -75,50 +81,66 @@ def _release_ram(ram: list[tuple[int, mmap.mmap]]) -> None:
     ram.clear()
 
 
-def build_image(sc: Scenario) -> GuestImage:
+def build_image(sc: Scenario, elf_out: Path | None = None) -> GuestImage:
+    """The guest linked at guest.load (default: the mode's origin), entered at guest.entry;
+    `elf_out` also writes its linked ELF there (symbols for gdb)."""
     g = sc.guest
     if g.asm is not None:
         line = sc.asm_line_offset()  # where the text starts: the key's line for `asm: insn`, the next for `|`
-        return build_guest(None, g.asm, g.mode, display_name=str(sc.path or "<asm>"), line_offset=line,
-                           defines=g.defsym)
-    return build_guest(g.source_path, None, g.mode, display_name=g.source, defines=g.defsym)
+        image = build_guest(None, g.asm, g.mode, g.load, display_name=str(sc.path or "<asm>"), line_offset=line,
+                            defines=g.defsym, elf_out=elf_out)
+    else:
+        image = build_guest(g.source_path, None, g.mode, g.load, display_name=g.source, defines=g.defsym,
+                            elf_out=elf_out)
+    return _with_entry(sc, image)
+
+
+def _with_entry(sc: Scenario, image: GuestImage) -> GuestImage:
+    entry = sc.guest.entry
+    if entry is None:
+        entry = image.entry         # _start, else the load address
+    elif isinstance(entry, str):
+        if entry not in image.symbols:
+            near = difflib.get_close_matches(entry, [n for n in image.symbols if not n.startswith(".")], 1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("guest", "entry"),
+                                f"field guest.entry: no symbol {entry!r} in the guest{hint}")
+        entry = image.symbols[entry]
+    if image.mode == "real16" and entry > 0xFFFF:
+        field = "entry" if sc.guest.entry is not None else "load"
+        raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("guest", field),
+                            f"field guest.{field}: real16 entry {entry:#x} is not reachable with CS = 0 "
+                            "(boot.py's real16 set-up); load and enter below 0x10000")
+    return image if entry == image.entry else dataclasses.replace(image, entry=entry)
 
 
 def preflight(sc: Scenario) -> GuestImage:
     """What `run` can reject before the guest starts and the schema cannot see: the guest assembles
-    and links, and its image lies inside one memslot.  `check` and `make_machine` both call this."""
+    and links, its entry symbol exists, its image lies inside one memslot and clear of the boot
+    tables, which lie inside one memslot too.  `check` and `make_machine` both call this."""
     image = build_image(sc)
     _image_slot(sc, image)
-    _dry_boot(sc, image)
+    _boot_tables_slot(sc, image)
     return image
 
 
-class _DryVcpu:
-    """What boot.setup_boot asks of a vCPU, doing nothing: preflight runs the boot set-up's own checks."""
-
-    def get_sregs(self) -> KvmSregs:
-        return KvmSregs()
-
-    def set_sregs(self, sregs: KvmSregs) -> None:
-        pass
-
-    def set_regs(self, regs: Any) -> None:
-        pass
-
-
-def _dry_boot(sc: Scenario, image: GuestImage) -> None:
-    """The boot set-up (descriptor and page tables in the image's slot) into scratch memory of the
-    slot's size, mapped lazily: where `run` would find no RAM for a table, `check` says so too."""
-    slot = sc.memory[_image_slot(sc, image)]
-    buf = mmap.mmap(-1, slot.size)
-    try:
-        boot.setup_boot(memoryview(buf), slot.gpa, _DryVcpu(), image.mode, image.entry)  # type: ignore[arg-type]
-        err = None
-    except ScenarioError as e:
-        err = e.msg
-    _release_ram([(slot.gpa, buf)])   # a view still held by the error's frames goes with them
-    if err is not None:
-        raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("memory"), err)
+def _boot_tables_slot(sc: Scenario, image: GuestImage) -> None:
+    """prot32/long64: setup_boot writes its GDT, TSS, IDT (and long64's page tables) at
+    boot.GDT_BASE..TABLES_END; they need RAM and must not land on the image."""
+    end = boot.TABLES_END.get(image.mode, 0)
+    if not end:
+        return
+    where = str(sc.path) if sc.path else None
+    lo = boot.GDT_BASE
+    if lo < image.end and image.load_addr < end:
+        raise ScenarioError(where, sc.line_of("guest", "load"),
+                            f"field guest.load: the guest image at {image.load_addr:#x}+{len(image.image):#x} "
+                            f"overlaps the {image.mode} boot tables at {lo:#x}-{end - 1:#x} (GDT, TSS, IDT"
+                            f"{', page tables' if image.mode == 'long64' else ''}); load it elsewhere")
+    if not any(m.gpa <= lo and end <= m.gpa + m.size and not m.readonly for m in sc.memory):
+        raise ScenarioError(where, sc.line_of("memory"),
+                            f"{image.mode} boot tables need writable RAM at {lo:#x}-{end - 1:#x} "
+                            "(one memslot); none covers it")
 
 
 def _image_slot(sc: Scenario, image: GuestImage) -> int:
@@ -192,7 +214,9 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
         vm.set_user_memory_region(slot, m.gpa, memoryview(buf), KVM_MEM_READONLY if m.readonly else 0)
     _load_image(ram, image, sc)
     vcpu = vm.create_vcpu(0)
-    if sc.kvm.cpuid:
+    if sc.kvm.cpuid_replaced:
+        vcpu.set_cpuid(cpuid_table_entries(sc.kvm.cpuid.entries))  # type: ignore[union-attr]
+    elif sc.kvm.cpuid_overrides:
         vcpu.set_cpuid(_cpuid_with_overrides(vm, sc, backend))
     if backend == "kvm":
         # Each KVM_RUN is bounded by the watchdog; the whole run by VmmConfig.wall_seconds (kick).
@@ -202,8 +226,11 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
         for r in sc.kvm.user_space_msr:
             mask |= _MSR_REASONS[r]
         vm.enable_user_space_msr(mask)
-    gpa0, ram0 = next(((g, b) for g, b in ram if g <= image.load_addr < g + len(b)), ram[0])
-    boot.setup_boot(memoryview(ram0), gpa0, vcpu, image.mode, image.entry)
+    anchor = boot.GDT_BASE if boot.TABLES_END.get(image.mode) else image.load_addr  # the slot boot writes
+    gpa0, ram0 = next(((g, b) for g, b in ram if g <= anchor < g + len(b)), ram[0])
+    boot.setup_boot(memoryview(ram0), gpa0, vcpu, image.mode, image.entry,
+                    user=[(r.addr, r.size) for r in sc.paging.user])
+    apply_vcpu_state(sc, vcpu)
     pio, mmio_bus = Bus("pio"), Bus("mmio")
     devices: dict[str, Any] = {}
     ioeventfds: dict[str, Any] = {}
@@ -219,16 +246,22 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
             zones[name] = (d.gpa, d.size)
             continue
         params = d.model_dump(exclude={"type", "name"})
-        dev = DEVICE_TYPES[d.type](name=name, **params)
+        if d.type == "python":
+            params.update(cls=d.device_class, spec=params.pop("class_"))
+        try:
+            dev = DEVICE_TYPES[d.type](name=name, **params)
+        except DeviceError as e:    # a Python device's constructor failed this time (it passed at load)
+            raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("devices", sc.devices.index(d)),
+                                str(e)) from None
         devices[name] = dev
-        if "gpa" in params:
+        if params.get("gpa") is not None:
             mmio_bus.register(params["gpa"], dev.size, dev)
         else:
             pio.register(params["port"], dev.size, dev)
     config = VmmConfig(unclaimed_io=sc.userspace.unclaimed_io, unclaimed_mmio=sc.userspace.unclaimed_mmio,
                        msr_answers=dict(sc.userspace.msr), max_exits=sc.limits.max_exits,
                        wall_seconds=sc.limits.wall_seconds, events=_events(sc),
-                       keep_exits=keep_exits_for(sc))
+                       keep_exits=keep_exits_for(sc), on_hlt=sc.vmm.on_hlt)
     _vm_exit_events(sc, vcpu, backend)
     _insn_budget(sc, vcpu, config)
     kick = getattr(vcpu, "kick", None)
@@ -261,7 +294,7 @@ def _cpuid_with_overrides(vm: VmFd, sc: Scenario, backend: str) -> list[KvmCpuid
 
         base = default_cpuid_entries()
     entries = {(e.function, e.index): e for e in base}
-    for o in sc.kvm.cpuid:
+    for o in sc.kvm.cpuid_overrides:
         e = entries.setdefault((o.function, o.index), KvmCpuidEntry2(function=o.function, index=o.index,
                                                                       flags=KVM_CPUID_FLAG_SIGNIFCANT_INDEX if o.index else 0))
         for reg in ("eax", "ebx", "ecx", "edx"):
@@ -337,7 +370,12 @@ def run_machine(m: Machine) -> RunResult:
                     userspace_omitted_at=m.vmm.config.keep_exits if m.vmm.exits_omitted else 0,
                     serial=serial, regs=regs.as_dict(),
                     sregs={k: getattr(sregs, k) for k in ("cr0", "cr2", "cr3", "cr4", "cr8", "efer", "apic_base")},
-                    devices={n: dict(d.counters) for n, d in m.devices.items()}, wall_seconds=wall)
+                    devices={}, wall_seconds=wall)
+    for n, d in m.devices.items():
+        try:
+            res.devices[n] = dict(d.counters)
+        except DeviceError as e:     # a Python device's state() failed: the run ends in its error
+            res.devices[n], res.stop = {}, Stop("device-error", detail=str(e))
     for name, efd in m.ioeventfds.items():
         res.devices[name] = {"kicks": efd.read_count()}
     for name, (gpa, size) in m.coalesced_zones.items():
@@ -370,13 +408,15 @@ def _read_guest(m: Machine, gpa: int, n: int) -> bytes:
 
 def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
                  host_events: bool | None = None, max_exits: int | None = None,
-                 image: GuestImage | None = None, keep_exits: KeepExits = "default") -> RunResult:
+                 image: GuestImage | None = None, keep_exits: KeepExits = "default",
+                 exits_stream: ExitStream | None = None) -> RunResult:
     """Build, run and tear down one scenario.
 
     host_events (default: on for the kvm backend): record the real kernel's kvm:* tracepoints
     of the run into RunResult.host_events (realkvm/hostevents.py).  max_exits overrides the
     scenario's limit (diff replays a run up to a given userspace exit).  image: see make_machine.
     keep_exits: records kept at each end of the exit log (None: all; default: keep_exits_for).
+    exits_stream: every userspace exit also goes there, as the run goes (`run --exits-jsonl`).
     """
     tracer = None
     if trace and backend == "sim":
@@ -387,6 +427,9 @@ def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
     if max_exits is not None:
         m.vmm.config.max_exits = max_exits
     m.vmm.config.keep_exits = keep_exits_for(sc, keep_exits)
+    if exits_stream is not None:
+        exits_stream.begin(sc.name, str(sc.path) if sc.path else None, backend)
+        m.vmm.config.exit_sink = exits_stream.write
     host = None
     try:
         if backend == "kvm" and (host_events is None or host_events):
@@ -404,4 +447,6 @@ def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
         res.trace = tracer.lines()
     if host is not None:
         res.host_events = host.summary
+    if exits_stream is not None:
+        exits_stream.end(res)
     return res

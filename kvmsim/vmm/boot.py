@@ -13,6 +13,7 @@ real /dev/kvm one.  Guests (guests/lib/kvmsim.inc) rely on this fixed layout:
     0x4000                                                          PML4 (1 entry -> PDPT)
     0x5000                                                          PDPT (4 entries -> PDs)
     0x6000-0x9fff                                                   4 PDs: 2 MiB pages, 0-4 GiB
+                                                                    (U/S=0 but on paging.user ranges)
     0x7c00     SS:SP = 0:0x7c00
     0x80000                              ESP = 0x80000              RSP = 0x80000
     0x100000                             image origin (EIP = entry) image origin (RIP = entry)
@@ -42,6 +43,7 @@ ScenarioError.
 from __future__ import annotations
 
 import struct
+from typing import Sequence
 
 from kvmsim.errors import ScenarioError
 from kvmsim.uapi import KvmRegs, KvmSegment, KvmSregs, VcpuFd
@@ -87,7 +89,7 @@ CR4_LONG64 = X86_CR4_PAE | X86_CR4_OSFXSR | X86_CR4_OSXMMEXCPT  # 0x620
 EFER_LONG64 = EFER_LME | EFER_LMA                              # 0x500
 
 # Page-table entry bits.
-PTE_PRESENT, PTE_WRITE, PTE_LARGE = 1 << 0, 1 << 1, 1 << 7
+PTE_PRESENT, PTE_WRITE, PTE_USER, PTE_LARGE = 1 << 0, 1 << 1, 1 << 2, 1 << 7
 LARGE_PAGE_SIZE = 2 << 20
 
 # Segment types (SDM vol. 3 table 3-1 / 3-2).
@@ -173,15 +175,23 @@ def write_gdt(ram: _Ram) -> None:
     ram.write(TSS_BASE, bytes(0x66) + struct.pack("<H", TSS_LIMIT + 1))
 
 
-def write_page_tables(ram: _Ram) -> None:
-    """Identity map of 0-4 GiB with 2 MiB pages (selftests' virt_map, simplified to large pages)."""
-    ram.write(PML4_BASE, struct.pack("<Q", PDPT_BASE | PTE_PRESENT | PTE_WRITE) + bytes(4088))
+def write_page_tables(ram: _Ram, user: Sequence[tuple[int, int]] = ()) -> None:
+    """Identity map of 0-4 GiB with 2 MiB pages (selftests' virt_map, simplified to large pages).
+
+    `user`: (addr, size) ranges, 2 MiB-aligned, whose pages get U/S=1, as do the PDPT and PML4
+    entries above them (U/S must be set at every level for CPL3 to reach a page)."""
+    def is_user(page: int) -> bool:
+        return any(a <= page * LARGE_PAGE_SIZE < a + n for a, n in user)
+
+    user_pd = [any(is_user(i * 512 + j) for j in range(512)) for i in range(PD_COUNT)]
+    top = PTE_PRESENT | PTE_WRITE
+    ram.write(PML4_BASE, struct.pack("<Q", PDPT_BASE | top | (PTE_USER if any(user_pd) else 0)) + bytes(4088))
     ram.write(PDPT_BASE, struct.pack(f"<{PD_COUNT}Q", *(
-        PD_BASE + i * 0x1000 | PTE_PRESENT | PTE_WRITE for i in range(PD_COUNT)))
+        PD_BASE + i * 0x1000 | top | (PTE_USER if user_pd[i] else 0) for i in range(PD_COUNT)))
         + bytes(4096 - 8 * PD_COUNT))
     for i in range(PD_COUNT):
         ram.write(PD_BASE + i * 0x1000, struct.pack("<512Q", *(
-            (i * 512 + j) * LARGE_PAGE_SIZE | PTE_PRESENT | PTE_WRITE | PTE_LARGE
+            (i * 512 + j) * LARGE_PAGE_SIZE | top | PTE_LARGE | (PTE_USER if is_user(i * 512 + j) else 0)
             for j in range(512))))
 
 
@@ -211,14 +221,24 @@ def _protected_sregs(sregs: KvmSregs, mode: str) -> None:
         sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer = CR0_PROT32, 0, 0, 0
 
 
+def mode_sregs(sregs: KvmSregs, mode: str) -> None:
+    """Step 2 of setup_boot on a kvm_sregs: the segments, tables, CRs and EFER `mode` starts with
+    (reset: unchanged).  The scenario checks a `vcpu.sregs` override against this state."""
+    if mode == "real16":
+        _real16_sregs(sregs)
+    elif mode in ("prot32", "long64"):
+        _protected_sregs(sregs, mode)
+
+
 def setup_boot(ram: memoryview, ram_gpa: int, vcpu: VcpuFd, mode: str, entry: int,
-               stack_top: int | None = None) -> None:
+               stack_top: int | None = None, user: Sequence[tuple[int, int]] = ()) -> None:
     """Put the vCPU at `entry` in `mode` with the layout in the module docstring.
 
     1. write the tables the mode needs into RAM (GDT+TSS, zeroed IDT, page tables);
     2. KVM_GET_SREGS, replace segments/descriptor tables/CRs/EFER, KVM_SET_SREGS
        (apic_base and the rest of the reset state stay as KVM made them);
     3. KVM_SET_REGS with RIP = entry, RSP = stack_top, RFLAGS = 0x2, other GPRs 0.
+    `user` (long64): (addr, size) ranges of 2 MiB pages marked U/S=1 (scenario paging.user).
     """
     if mode not in MODES:
         raise ScenarioError(None, None, f"unknown guest mode {mode!r} (one of {', '.join(MODES)})")
@@ -228,14 +248,12 @@ def setup_boot(ram: memoryview, ram_gpa: int, vcpu: VcpuFd, mode: str, entry: in
         raise ScenarioError(None, None, f"real16 entry {entry:#x} is not reachable with CS = 0")
     mem = _Ram(memoryview(ram).cast("B"), ram_gpa, mode)
     sregs = vcpu.get_sregs()
-    if mode == "real16":
-        _real16_sregs(sregs)
-    else:
+    if mode != "real16":
         write_gdt(mem)
         mem.write(IDT_BASE, bytes(IDT_LIMIT[mode] + 1))
         if mode == "long64":
-            write_page_tables(mem)
-        _protected_sregs(sregs, mode)
+            write_page_tables(mem, user)
+    mode_sregs(sregs, mode)
     vcpu.set_sregs(sregs)
 
     regs = KvmRegs()

@@ -25,6 +25,8 @@ from .fastop import fastop, test_cc
 from .flags import (CheckPerm, DstDI, DstMask, Fastop, ImplicitOps, Intercept, Mmx, Mov,
                     No64, NoAccess, NoWrite, Priv, PrivUD, Prot, SrcMask, SrcMemFAddr, SrcSI,
                     SrcWrite, Sse, String, Undefined, Lock)
+from kvmsim.probe import kfunc
+
 from .memaccess import (SegmentedAddress, address_mask, emulate_gp, emulate_nm, emulate_ud,
                         register_address, register_address_increment, segmented_read,
                         writeback)
@@ -116,6 +118,7 @@ def _rare_checks(ctxt: X86EmulateCtxt, check_intercepts: bool) -> int | None:
     return None
 
 
+@kfunc()
 def x86_emulate_insn(ctxt: X86EmulateCtxt, check_intercepts: bool = False) -> int:
     """Execute the decoded instruction. EMULATION_OK / FAILED / RESTART / INTERCEPTED.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kvmsim.vmm.devices.python import PythonDevice
+from kvmsim.vmm.devices.sequence import SequenceRegister
 from kvmsim.vmm.devices.simple import DebugExit, PortValue, RegBank, TestReport
 from kvmsim.vmm.devices.serial16550 import Serial16550
 
@@ -11,4 +13,7 @@ DEVICE_TYPES = {
     "regbank": RegBank,
     "test-report": TestReport,
     "port-value": PortValue,
+    "port-sequence": SequenceRegister,
+    "mmio-sequence": SequenceRegister,
+    "python": PythonDevice,
 }
