@@ -378,6 +378,79 @@ def op_valid_edges(rng: random.Random, data: Any) -> None:
                          "vex_moves": rng.random() < 0.5}
 
 
+_REGS = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r15", "rip", "rflags"]
+_SEGS = ["cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"]
+_CRS = {"cr0": [0, 1, 0x31, 0x60000010, 0x80000001, 0x80050033, 0xE0000011, 1 << 32],
+        "cr3": [0, 0x4000, 0x4FFF, 1 << 46, 1 << 52, 1 << 63],
+        "cr4": [0, 0x20, 0x620, 0x1000, 1 << 20, 1 << 23, 0x3FFFFF, 1 << 32],
+        "efer": [0, 0x100, 0x400, 0x500, 0xD01, 1 << 12, 1 << 63],
+        "apic_base": [0, 0xFEE00900, 0xFEE00D00, 0xFEE00500, 1 << 52]}
+
+
+def op_new_formats(rng: random.Random, data: Any) -> None:
+    """The newer scenario fields (vcpu regs/sregs, guest.load/entry, vmm.on_hlt, paging.user, sequence
+    devices, a replacing CPUID table), with values at and beyond their edges."""
+    pick = rng.randrange(9)
+    vcpu = data.get("vcpu") if isinstance(data.get("vcpu"), dict) else data.setdefault("vcpu", {})
+    n = f"seq{rng.randrange(1000)}"
+    if pick == 0:
+        regs = vcpu.setdefault("regs", {}) if isinstance(vcpu.get("regs", {}), dict) else {}
+        for _ in range(rng.choice([1, 2, 3])):
+            regs[rng.choice(_REGS)] = rng.choice(BOUNDARY[:30] + [0x2, 0x202, 0x3002, 0x7C00, 0x100000])
+        vcpu["regs"] = regs
+    elif pick == 1:
+        sregs = vcpu.setdefault("sregs", {}) if isinstance(vcpu.get("sregs", {}), dict) else {}
+        cr = rng.choice(list(_CRS))
+        sregs[cr] = rng.choice(_CRS[cr] + [rng.choice(BOUNDARY)])
+        vcpu["sregs"] = sregs
+    elif pick == 2:
+        sregs = vcpu.setdefault("sregs", {}) if isinstance(vcpu.get("sregs", {}), dict) else {}
+        sregs[rng.choice(_SEGS)] = {k: rng.choice(v) for k, v in {
+            "selector": [0, 8, 0x10, 0x18, 0x20, 0xFFFF, 0x10000], "base": [0, 0xFFFF0000, 1 << 32, 1 << 63],
+            "limit": [0, 0xFFFF, 0xFFFFFFFF, 1 << 32], "type": [0, 3, 0xB, 0xF, 16], "present": [0, 1, 2],
+            "dpl": [0, 3, 4], "db": [0, 1], "s": [0, 1], "l": [0, 1], "g": [0, 1], "avl": [0, 1]}.items()
+            if rng.random() < 0.5}
+        vcpu["sregs"] = sregs
+    elif pick == 3:
+        sregs = vcpu.setdefault("sregs", {}) if isinstance(vcpu.get("sregs", {}), dict) else {}
+        sregs[rng.choice(["gdt", "idt"])] = {"base": rng.choice([0, 0x2000, 0xFFFFF000, 1 << 47, 1 << 63, 1 << 64]),
+                                             "limit": rng.choice([0, 0x2F, 0xFFF, 0xFFFF, 0x10000])}
+        vcpu["sregs"] = sregs
+    elif pick == 4:
+        g = data.get("guest")
+        if isinstance(g, dict):
+            if rng.random() < 0.6:
+                g["load"] = rng.choice([0, 0x1000, 0x2000, 0x7000, 0x10000, 0xFFFF0, 0x1FF000, 0xFFFFF000,
+                                        1 << 32, 1 << 40, 0xFFFFFFFFFFFFF000, -1])
+            else:
+                g["entry"] = rng.choice(["_start", "nosuch", "", "1bad", 0, 0xFFF0, 0x100000, 1 << 63, -1])
+    elif pick == 5:
+        data["vmm"] = {"on_hlt": rng.choice(["stop", "resume", "resume", "halt", None])}
+    elif pick == 6:
+        data["paging"] = {"user": [{"addr": rng.choice([0, 0x100000, 0x200000, 0xFFE00000, 0xFFFFFFFF, 1 << 32,
+                                                        1 << 47, (1 << 64) - 0x1000, "4M"]),
+                                    "size": rng.choice([1, 0x1000, 0x200000, 1 << 32, 1 << 40, "2M"])}
+                                   for _ in range(rng.choice([1, 2]))]}
+    elif pick == 7:
+        devs = data.get("devices") if isinstance(data.get("devices"), list) else data.setdefault("devices", [])
+        size = rng.choice([1, 2, 4, 8])
+        values = [rng.choice([0, 1, (1 << (8 * size)) - 1, 1 << (8 * size), (1 << 64) - 1])
+                  for _ in range(rng.choice([1, 3, 4096, 4097]))]
+        d = {"type": "port-sequence", "port": rng.choice([0x60, 0x64, 0xF4, 0xFFFF]), "size": size}
+        if rng.random() < 0.5:
+            d = {"type": "mmio-sequence", "gpa": rng.choice([0xD0000000, 0xFFFFFFFFFFFFFFF8, 0x1000]), "size": size}
+        d.update(values=values, after=rng.choice(["hold", "repeat", "stop"]), name=n)
+        devs.append(d)
+    else:
+        k = data.get("kvm") if isinstance(data.get("kvm"), dict) else data.setdefault("kvm", {})
+        entries = [{"function": rng.choice([0, 1, 7, 0xD, 0x80000000, 0x80000008, 0x40000000]),
+                    "index": rng.choice([0, 1]), "eax": rng.choice([0, 0xD, 0x80000008, 0xFFFFFFFF])}
+                   for _ in range(rng.choice([0, 1, 3, 257]))]
+        if entries and rng.random() < 0.1:
+            entries[0]["flags"] = 1   # not a field: the flag is set by leaf
+        k["cpuid"] = {"replace": rng.choice([True, False]), "entries": entries}
+
+
 # ---------------------------------------------------------------- textual operators (on the bytes)
 
 def op_alias_bomb(rng: random.Random, text: bytes) -> bytes:
@@ -474,7 +547,7 @@ STRUCTURAL: dict[str, Callable[[random.Random, Any], None]] = {
     "number-string": op_number_string, "unknown-field": op_unknown_field, "swap-sections": op_swap_sections,
     "memslots": op_memslots, "devices": op_devices, "image-outside": op_image_outside, "broken-asm": op_broken_asm,
     "guest": op_guest, "events": op_events, "limits": op_limits, "expect": op_expect, "kvm": op_kvm,
-    "valid-edges": op_valid_edges,
+    "valid-edges": op_valid_edges, "new-formats": op_new_formats,
 }
 TEXTUAL: dict[str, Callable[[random.Random, bytes], bytes]] = {
     "alias-bomb": op_alias_bomb, "deep-nesting": op_deep_nesting, "nul-control": op_nul, "non-utf8": op_non_utf8,
@@ -482,7 +555,7 @@ TEXTUAL: dict[str, Callable[[random.Random, bytes], bytes]] = {
 }
 # How often each is drawn (structural ones carry most of the semantic checks).
 WEIGHTS: dict[str, int] = {**{k: 6 for k in STRUCTURAL}, "memslots": 10, "devices": 10, "boundary": 10,
-                           "valid-edges": 14,
+                           "valid-edges": 14, "new-formats": 14,
                            "broken-asm": 8, **{k: 3 for k in TEXTUAL}, "huge": 2}
 OPS = tuple(WEIGHTS)
 
@@ -503,6 +576,20 @@ def mutant(seed: int, index: int) -> tuple[str, str, bytes]:
         except (IndexError, KeyError, TypeError, AttributeError, ValueError):
             pass   # the operator did not fit this file's shape: the file stays as the earlier ones left it
     return name, "+".join(ops), dump(data)
+
+
+def prepare_dir(directory: Path) -> None:
+    """Beside the mutants, what the shipped scenarios find beside themselves: their Python device
+    modules (scenarios/*.py, links), so a mutant of a `type: python` scenario still loads its class."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for src in SCENARIO_DIR.glob("*.py"):
+        link = directory / src.name
+        if not link.exists():
+            try:
+                link.symlink_to(src)
+            except FileExistsError:
+                pass   # another worker made it first
 
 
 def write_mutant(seed: int, index: int, directory: Path) -> tuple[str, str, Path]:

@@ -177,6 +177,7 @@ def worker(seed: int, start: int, count: int, directory: Path) -> int:
     """Step 2: {"start": i} then one JSON record per file, on stdout."""
     os.environ.pop("KVMSIM_DEBUG", None)
     os.environ["KVMSIM_CACHE_DIR"] = str(directory / "cache")   # mutants do not evict the user's guest cache
+    mutate.prepare_dir(directory)
     out = os.fdopen(os.dup(1), "w", buffering=1)   # records go here; fd 1 itself is captured per command
     for i in range(start, start + count):
         out.write(json.dumps({"start": i}) + "\n")
@@ -257,7 +258,7 @@ def summary(results: list[FileResult], seed: int, seconds: float, jobs: int) -> 
 
 def replay(seed: int, index: int, directory: Path, timeout: float = HANG_AFTER) -> int:
     """Write the mutant, run `kvmsim check` and `kvmsim run` on it as a user would; 1 if it is a BUG."""
-    directory.mkdir(parents=True, exist_ok=True)
+    mutate.prepare_dir(directory)
     base, ops, path = mutate.write_mutant(seed, index, directory)
     kvmsim = [sys.executable, "-m", "kvmsim"]
     print(f"mutant {seed}:{index} of {base} [{ops}]: {path}")
