@@ -25,7 +25,7 @@ from kvmsim.hw import ctrlregs, event, fixups, paging, quirks
 from kvmsim.hw.cpux86 import R_SS, env_of, live_u32
 from kvmsim.hw.debugtrap import DebugTrap
 from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, falls_through, insn_length
-from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
+from kvmsim.hw.vmcs import (VMX_EXIT_REASONS_FAILED_VMENTRY, EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
                             EPT_VIOLATION_EXECUTABLE, EPT_VIOLATION_READABLE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
                             CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_NMI, NMI_HOST_INTR_INFO, IntrType,
@@ -69,6 +69,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         self.msr_passthrough: set[int] = set()   # MSR bitmap: indices that do not exit
         self.exception_bitmap: frozenset[int] = DEFAULT_EXCEPTION_BITMAP
         self.kick_pending = False   # set from another thread (a signal to the vCPU thread)
+        self.entry_checks_due = False   # KVM_SET_SREGS wrote guest state the next VM entry must check
         # A host NMI (perf PMI, watchdog) after this many guest instructions without another exit.
         self.host_nmi_every: int | None = None
         # The run's instruction budget (limits.max_guest_insns); None: nothing counted, no cost.
@@ -159,6 +160,11 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         """VM entry, run, VM exit: on return the VMCS exit fields describe why the guest stopped."""
         uc = self.uc or self._power_on()
         vmcs = self.vmcs
+        if self.entry_checks_due:
+            if self._invalid_guest_segments():   # VM-entry failure: KVM_EXIT_FAIL_ENTRY (vmx.py)
+                self._exit(int(ExitReason.INVALID_STATE) | VMX_EXIT_REASONS_FAILED_VMENTRY)  # type: ignore[arg-type]
+                return
+            self.entry_checks_due = False
         if vmcs.vm_entry_intr_info_field & 0x80000000:
             info, vmcs.vm_entry_intr_info_field = vmcs.vm_entry_intr_info_field, 0
             if self._deliver(info & 0xFF, IntrType(info & 0x700),
@@ -287,6 +293,30 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         returns -EINTR), and the VMM reads insn_limit_hit.  (Not KVM: a simulator limit.)"""
         self.insn_limit_hit = self.kick_pending = True
         return self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)
+
+    def _invalid_guest_segments(self) -> str:
+        """The VM-entry checks on guest segment and descriptor-table bases (SDM 26.3.1.2, 26.3.1.3)
+        that KVM_SET_SREGS lets through; '' if they pass.  Simplified: only the base-address checks
+        (48-bit canonical linear addresses); the access-rights and limit checks are not modelled."""
+        s = self.get_sregs()
+
+        def canonical(a: int) -> bool:
+            return (a >> 47) in (0, (1 << 17) - 1)
+
+        if s.cs.base >> 32:
+            return f"CS base {s.cs.base:#x} has bits 63:32 set"
+        for name in ("ss", "ds", "es"):
+            seg = getattr(s, name)
+            if seg.present and not seg.unusable and seg.base >> 32:
+                return f"{name.upper()} base {seg.base:#x} has bits 63:32 set"
+        for name in ("fs", "gs", "tr", "ldt"):
+            seg = getattr(s, name)
+            if (name != "ldt" or (seg.present and not seg.unusable)) and not canonical(seg.base):
+                return f"{name.upper()} base {seg.base:#x} is not canonical"
+        for name in ("gdt", "idt"):
+            if not canonical(getattr(s, name).base):
+                return f"{name.upper()}R base {getattr(s, name).base:#x} is not canonical"
+        return ""
 
     def _exit(self, reason: ExitReason, qual: int = 0, length: int = 0, intr: int = 0, err: int = 0,
               gpa: int = 0, gla: int = 0) -> bool:
