@@ -41,6 +41,11 @@ CASES = {
                             "  - {type: ioeventfd, gpa: 0x80000000, len: 0, name: b}\n", 8, "EEXIST"),
     "ioeventfd-same-datamatch": (DEVS + "  - {type: ioeventfd, port: 0x80, len: 1, datamatch: 1}\n"
                                  "  - {type: ioeventfd, port: 0x80, len: 1, datamatch: 1, name: b}\n", 8, "EEXIST"),
+    "cpuid-table-refuses-boot-state": ("kvm:\n  cpuid:\n    replace: true\n    entries:\n"
+                                       "      - {function: 0x80000008, eax: 13}\n", 5,
+                                       "long64 boot state is refused under this CPUID table: cr3 0x4000"),
+    "cpuid-override-refuses-boot-state": ("kvm:\n  cpuid:\n    - {function: 0x80000008, eax: 12}\n", 5,
+                                          "MAXPHYADDR (12)"),
     "event-at-with-host-nmi": ("events:\n  - {at: {userspace_exit: 1}, host: nmi}\n", 5, "'at' goes with inject"),
     "event-every-with-inject": ("events:\n  - {every: {guest_insns: 10}, inject: nmi}\n", 5,
                                 "'every' goes with host: nmi"),

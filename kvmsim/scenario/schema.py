@@ -1144,6 +1144,9 @@ class Scenario(_Model):
         from kvmsim.scenario.vcpu_state import sregs_problem
 
         found = sregs_problem(self)
+        if found is not None and not self.vcpu.sregs.model_fields_set:   # the boot state itself, under kvm.cpuid
+            raise FieldError(("kvm", "cpuid"), f"the {self.guest.mode} boot state is refused under this CPUID "
+                             f"table: {found[1]}")
         if found is not None:
             raise FieldError(("vcpu", "sregs") + found[0], found[1])
 
