@@ -70,6 +70,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         self.exception_bitmap: frozenset[int] = DEFAULT_EXCEPTION_BITMAP
         self.kick_pending = False   # set from another thread (a signal to the vCPU thread)
         self.entry_checks_due = False   # KVM_SET_SREGS wrote guest state the next VM entry must check
+        self.written_rflags: int | None = None   # RFLAGS as KVM_SET_REGS wrote it (the engine drops reserved bits)
         # A host NMI (perf PMI, watchdog) after this many guest instructions without another exit.
         self.host_nmi_every: int | None = None
         # The run's instruction budget (limits.max_guest_insns); None: nothing counted, no cost.
@@ -164,7 +165,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
             if self._invalid_guest_segments():   # VM-entry failure: KVM_EXIT_FAIL_ENTRY (vmx.py)
                 self._exit(int(ExitReason.INVALID_STATE) | VMX_EXIT_REASONS_FAILED_VMENTRY)  # type: ignore[arg-type]
                 return
-            self.entry_checks_due = False
+            self.entry_checks_due, self.written_rflags = False, None
         if vmcs.vm_entry_intr_info_field & 0x80000000:
             info, vmcs.vm_entry_intr_info_field = vmcs.vm_entry_intr_info_field, 0
             if self._deliver(info & 0xFF, IntrType(info & 0x700),
@@ -295,13 +296,25 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         return self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)
 
     def _invalid_guest_segments(self) -> str:
-        """The VM-entry checks on guest segment and descriptor-table bases (SDM 26.3.1.2, 26.3.1.3)
-        that KVM_SET_SREGS lets through; '' if they pass.  Simplified: only the base-address checks
-        (48-bit canonical linear addresses); the access-rights and limit checks are not modelled."""
+        """The VM-entry checks on guest segment and descriptor-table bases, RIP and RFLAGS (SDM
+        26.3.1.2-4) that KVM_SET_SREGS / KVM_SET_REGS let through; '' if they pass.  Simplified: the
+        access-rights and limit checks are not modelled (48-bit canonical linear addresses)."""
         s = self.get_sregs()
 
         def canonical(a: int) -> bool:
             return (a >> 47) in (0, (1 << 17) - 1)
+
+        rip = self.reg("rip")
+        rflags = self.reg("rflags") if self.written_rflags is None else self.written_rflags
+        long_mode = bool(s.efer & paging.EFER_LMA)
+        if (not long_mode or not s.cs.l) and rip >> 32:
+            return f"RIP {rip:#x} has bits 63:32 set outside 64-bit mode"
+        if long_mode and s.cs.l and not canonical(rip):
+            return f"RIP {rip:#x} is not canonical"
+        if rflags & ~0x3F7FD7 or not rflags & 2:     # reserved: 63:22, 15, 5, 3 zero; bit 1 one
+            return f"RFLAGS {rflags:#x} has reserved bits wrong"
+        if rflags & (1 << 17) and (long_mode or not s.cr0 & 1):
+            return f"RFLAGS.VM set with {'IA-32e mode' if long_mode else 'CR0.PE clear'}"
 
         if s.cs.base >> 32:
             return f"CS base {s.cs.base:#x} has bits 63:32 set"

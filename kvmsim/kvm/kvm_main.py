@@ -50,6 +50,8 @@ class SimVcpuFd:
         regs = KvmRegs.from_buffer_copy(regs)
         regs.rflags |= X86_EFLAGS_FIXED
         self.vcpu.hw.set_regs(regs)
+        self.vcpu.hw.entry_checks_due = True   # RIP and RFLAGS are checked at the next VM entry
+        self.vcpu.hw.written_rflags = regs.rflags
 
     def get_sregs(self) -> KvmSregs:
         return x86.kvm_arch_vcpu_ioctl_get_sregs(self.vcpu)
