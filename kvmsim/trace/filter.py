@@ -40,7 +40,7 @@ def compile_filter(expr: str) -> ast.Expression:
         tok = m.group(m.lastgroup)   # type: ignore[arg-type]
         out.append(_PY_OP.get(tok, tok) if m.lastgroup == "op" else tok)
     try:
-        tree = ast.parse(" ".join(out), mode="eval")
+        tree = ast.parse(" ".join(out).strip(), mode="eval")
     except SyntaxError:
         raise BadFilter(expr, "not a filter expression") from None
     for node in ast.walk(tree):
