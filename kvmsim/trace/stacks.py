@@ -28,7 +28,7 @@ Stack = tuple[str, ...]   # innermost first
 def kstack(ev: Event) -> Stack:
     """The kernel stack at a call event, innermost first, as bpftrace's kstack has it."""
     frames = (ev.name, *reversed(ev.stack))
-    if ev.stack and ev.stack[0] == "kvm_arch_vcpu_ioctl_run":
+    if frames[-1] == "kvm_arch_vcpu_ioctl_run":
         frames += SYSCALL_FRAMES
     return frames
 
