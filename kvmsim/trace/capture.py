@@ -2,16 +2,19 @@
 
     cap = capture_sim(scenario)          # cap.result (RunResult), cap.events (probe.Event list)
     cap = capture_kvm(scenario)          # cap.lines (report.TraceLine list) or cap.unavailable
+    result = stream_sim(scenario, on_line)   # each TraceLine as it happens, nothing kept (bounded memory)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-from kvmsim.probe import Event
+from kvmsim.probe import PROBES, Event
+from kvmsim.trace.clock import VirtualClock
 from kvmsim.trace.recorder import Recorder
-from kvmsim.trace.report import TraceLine, parse_line, sim_lines
+from kvmsim.trace.report import SIM_COMM, SIM_PID, TraceLine, parse_line, sim_lines
+from kvmsim.trace.tracepoints import format_event, parse_event
 from kvmsim.trace.tracepoints import TRACEPOINTS
 
 
@@ -34,6 +37,27 @@ def capture_sim(sc: Any, functions: bool = True) -> Capture:
     finally:
         rec.stop()
     return Capture(result=result, events=rec.events, lines=list(sim_lines(rec.events)))
+
+
+def stream_sim(sc: Any, on_line: Callable[[TraceLine], None]) -> Any:
+    """Run on the sim and hand each tracepoint to on_line as it is emitted; returns the RunResult.
+
+    The same lines, timestamps included, as capture_sim(sc).lines, without keeping the stream."""
+    from kvmsim.scenario.runner import run_scenario
+
+    clock = VirtualClock()
+
+    def sub(ev: Event) -> None:
+        ts = clock.stamp(ev)
+        if ev.kind == "tp":
+            text = format_event(ev.name, ev.fields)
+            on_line(TraceLine(SIM_COMM, SIM_PID, 0, ts, ev.name, text, parse_event(ev.name, text) or {}))
+
+    PROBES.subscribe(sub)
+    try:
+        return run_scenario(sc, backend="sim")
+    finally:
+        PROBES.unsubscribe(sub)
 
 
 def capture_kvm(sc: Any) -> Capture:

@@ -41,7 +41,7 @@ def add_parsers(sub: Any, load_all: Callable) -> dict[str, argparse.ArgumentPars
 
 
 def cmd_trace(args: argparse.Namespace, load_all: Callable) -> int:
-    from kvmsim.trace.capture import capture_kvm, capture_sim
+    from kvmsim.trace.capture import capture_kvm, stream_sim
     from kvmsim.trace.filter import EventFilter
     from kvmsim.trace.report import format_line
 
@@ -67,8 +67,9 @@ def cmd_trace(args: argparse.Namespace, load_all: Callable) -> int:
                 return EXIT_INTERNAL
             if cap.module == "kvm_pvm":
                 print(PVM_NOTE)
-        else:
-            cap = capture_sim(sc)
+        else:   # streamed: a million-exit run prints as it goes, in bounded memory
+            stream_sim(sc, lambda line: print(format_line(line)) if keep(line.event, line.fields) else None)
+            continue
         for line in cap.lines:
             if keep(line.event, line.fields):
                 print(format_line(line))
@@ -89,7 +90,8 @@ def modelled_functions() -> set[str]:
 
 def cmd_stacks(args: argparse.Namespace, load_all: Callable) -> int:
     from kvmsim.trace import stacks
-    from kvmsim.trace.capture import capture_sim
+    from kvmsim.probe import PROBES
+    from kvmsim.scenario.runner import run_scenario
 
     known = modelled_functions()
     if args.function not in known:
@@ -99,7 +101,13 @@ def cmd_stacks(args: argparse.Namespace, load_all: Callable) -> int:
     hist: Counter = Counter()
     for sc in scenarios:
         if "sim" in sc.backends:
-            hist += stacks.histogram(capture_sim(sc).events, args.function)
+            counter = stacks.StackCounter(args.function)
+            PROBES.subscribe(counter)
+            try:
+                run_scenario(sc, backend="sim")
+            finally:
+                PROBES.unsubscribe(counter)
+            hist += counter.hist
     if args.svg:
         from kvmsim.trace.flamegraph import render_svg
         Path(args.svg).write_text(render_svg(hist, f"{args.function}: {sum(hist.values())} calls"))

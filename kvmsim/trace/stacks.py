@@ -38,6 +38,18 @@ def histogram(events: Iterable[Event], func: str) -> Counter[Stack]:
     return Counter(kstack(ev) for ev in events if ev.kind == "call" and ev.name == func)
 
 
+class StackCounter:
+    """A probe subscriber that keeps only the histogram (bounded memory for long runs)."""
+
+    def __init__(self, func: str) -> None:
+        self.func = func
+        self.hist: Counter[Stack] = Counter()
+
+    def __call__(self, ev: Event) -> None:
+        if ev.kind == "call" and ev.name == self.func:
+            self.hist[kstack(ev)] += 1
+
+
 def functions(events: Iterable[Event]) -> Counter[str]:
     """Every modelled function the run called, with its call count (what --func can name)."""
     return Counter(ev.name for ev in events if ev.kind == "call")
