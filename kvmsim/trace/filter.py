@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from kvmsim.errors import ScenarioError
+from kvmsim.trace.tracepoints import TRACEPOINTS
 
 _TOKENS = re.compile(r'\s*(?:(?P<num>0x[0-9a-fA-F]+|\d+)|(?P<str>"[^"]*"|\'[^\']*\')|(?P<name>[A-Za-z_]\w*)'
                      r'|(?P<op>&&|\|\||==|!=|<=|>=|<|>|~|&|!|\(|\)))')
@@ -100,11 +101,26 @@ def _compare(op: ast.cmpop, a: Any, b: Any) -> bool:
 
 
 class EventFilter:
-    """-e globs (none: every event) and an optional --filter expression."""
+    """-e globs (none: every event) and an optional --filter expression.
+
+    As trace-cmd does, a name that matches no kvm tracepoint and a filter on a field that none
+    of the selected events has are errors (a typo would otherwise print nothing)."""
 
     def __init__(self, events: list[str] | None = None, expr: str | None = None) -> None:
         self.events = [e.split(":", 1)[-1] for e in events or []]   # `kvm:kvm_exit` as well as `kvm_exit`
+        for glob in self.events:
+            if not any(fnmatch.fnmatchcase(name, glob) for name in TRACEPOINTS):
+                raise ScenarioError("-e", None, f"no kvm tracepoint matches {glob!r}; "
+                                                f"known: {', '.join(TRACEPOINTS)}")
         self.tree = compile_filter(expr) if expr else None
+        if self.tree is not None:
+            selected = [tp for name, tp in TRACEPOINTS.items()
+                        if not self.events or any(fnmatch.fnmatchcase(name, g) for g in self.events)]
+            known = {f for tp in selected for f in tp.fields}
+            unknown = sorted({n.id for n in ast.walk(self.tree) if isinstance(n, ast.Name)} - known)
+            if unknown:
+                raise BadFilter(expr or "", f"no selected event has the field {', '.join(unknown)} "
+                                            f"(fields: {', '.join(sorted(known))})")
 
     def __call__(self, event: str, fields: dict[str, Any]) -> bool:
         if self.events and not any(fnmatch.fnmatchcase(event, g) for g in self.events):

@@ -127,11 +127,19 @@ def test_event_and_field_filters(capsys) -> None:
     assert all(t.fields.get("exit_reason") != 30 for t in other if t.event == "kvm_exit")
 
 
-@pytest.mark.parametrize("expr", ["port = 1", "port == ", "__import__('os')", "a.b == 1", "x == [1]"])
+@pytest.mark.parametrize("expr", ["port = 1", "port == ", "__import__('os')", "a.b == 1", "x == [1]", "prot == 1"])
 def test_bad_filter_is_bad_input(capsys, expr: str) -> None:
     assert main(["trace", str(REPO / "scenarios" / "port-in.yaml"), "--filter", expr]) == 2
     err = capsys.readouterr().err
     assert "bad filter" in err and "Traceback" not in err
+
+
+def test_unknown_event_or_field_of_the_selected_events_is_bad_input(capsys) -> None:
+    f = str(REPO / "scenarios" / "port-in.yaml")
+    assert main(["trace", f, "-e", "kvm_exitt"]) == 2
+    assert "no kvm tracepoint matches 'kvm_exitt'" in capsys.readouterr().err
+    assert main(["trace", f, "-e", "kvm_pio", "--filter", "gpa == 0"]) == 2   # gpa is kvm_mmio's, not kvm_pio's
+    assert "no selected event has the field gpa" in capsys.readouterr().err
 
 
 def test_every_tracepoint_prints_and_parses() -> None:
