@@ -161,3 +161,16 @@ def test_every_tracepoint_prints_and_parses() -> None:
     assert format_event("kvm_userspace_exit", {"reason": 6, "errno": -4}) == "reason restart (4)"
     assert format_event("kvm_emulate_insn", {k: sample[k] for k in TRACEPOINTS["kvm_emulate_insn"].fields}) \
         == "f0000:fff0:0f 0b (real) failed"
+
+
+def test_same_bytes_across_processes_and_hash_seeds() -> None:
+    import os
+    import subprocess
+    import sys
+    outs = []
+    for seed in ("1", "2"):
+        p = subprocess.run([sys.executable, "-m", "kvmsim", "trace", str(REPO / "scenarios" / "serial-hello-long64.yaml")],
+                           capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert p.returncode == 0, p.stderr
+        outs.append(p.stdout)
+    assert outs[0] == outs[1] and len(parse_report(outs[0])) > 0
