@@ -45,7 +45,7 @@ MMIO_TYPES = {0: "unsatisfied-read", 1: "read", 2: "write"}
 MMIO_TYPE_NUMBERS = {v: k for k, v in MMIO_TYPES.items()}
 
 # KVM_REQ_* bit numbers (include/linux/kvm_host.h, arch/x86/include/asm/kvm_host.h) for kvm_exit's requests.
-KVM_REQ_BITS = {"KVM_REQ_TLB_FLUSH": 0, "KVM_REQ_VM_DEAD": 1, "KVM_REQ_UNBLOCK": 2, "KVM_REQ_OUTSIDE_GUEST_MODE": 3,
+KVM_REQ_BITS = {"KVM_REQ_TLB_FLUSH": 0, "KVM_REQ_VM_DEAD": 1, "KVM_REQ_UNBLOCK": 2, "KVM_REQ_DIRTY_RING_SOFT_FULL": 3,
                 "KVM_REQ_MIGRATE_TIMER": 8, "KVM_REQ_REPORT_TPR_ACCESS": 9, "KVM_REQ_TRIPLE_FAULT": 10,
                 "KVM_REQ_MMU_SYNC": 11, "KVM_REQ_CLOCK_UPDATE": 12, "KVM_REQ_LOAD_MMU_PGD": 13,
                 "KVM_REQ_EVENT": 14, "KVM_REQ_APF_HALT": 15, "KVM_REQ_STEAL_UPDATE": 16, "KVM_REQ_NMI": 17,

@@ -174,3 +174,12 @@ def test_same_bytes_across_processes_and_hash_seeds() -> None:
         assert p.returncode == 0, p.stderr
         outs.append(p.stdout)
     assert outs[0] == outs[1] and len(parse_report(outs[0])) > 0
+
+
+def test_every_modelled_tracepoint_has_its_trace_h_printer() -> None:
+    """No tracepoint the kernel model emits falls back to key=value text."""
+    import re as _re
+    names = set()
+    for path in (REPO / "kvmsim" / "kvm").rglob("*.py"):
+        names |= set(_re.findall(r'tracepoint\(\s*"(\w+)"', path.read_text()))
+    assert names and names <= set(TRACEPOINTS), names - set(TRACEPOINTS)
