@@ -476,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("file", metavar="FILE")
     bl.add_argument("--elf", metavar="OUT", required=True)
     bl.set_defaults(func=cmd_build)
+
+    from kvmsim.trace.commands import add_parsers   # trace, stacks
+    add_parsers(sub, lambda files: _load_all(files))
     return p
 
 
