@@ -76,8 +76,8 @@ _PLAIN: dict[Callable, Callable] = {}    # probed twin -> plain function
 def _rebind(mapping: dict[Callable, Callable]) -> None:
     """Swap probed functions in kvmsim modules' globals and module-level dict tables."""
     for name, mod in list(sys.modules.items()):
-        if not name.startswith("kvmsim") or mod is None:
-            continue
+        if not name.startswith("kvmsim") or mod is None or name == __name__:
+            continue   # not probe.py itself: "_PROBED".isupper(), and rewriting its own tables broke re-subscribing
         for attr, val in list(vars(mod).items()):
             if isinstance(val, FunctionType) and val in mapping:   # kfuncs are plain functions;
                 setattr(mod, attr, mapping[val])                      # ctypes ones are not hashable
