@@ -144,6 +144,8 @@ def census_chart(census: dict[str, Any], path: str) -> None:
 
     exits = census["exits"]
     emul = census["by_emultype_combination"]
+    plt.rcParams["svg.fonttype"] = "none"   # labels stay <text>, so the SVG can be read back
+    plt.rcParams["svg.hashsalt"] = "kvmsim"  # deterministic ids
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, data, title in ((a, exits, "VM exits by reason"), (b, emul, "x86_emulate_instruction by EMULTYPE")):
         keys = list(data)[::-1]
