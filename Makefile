@@ -42,6 +42,10 @@ check: $(STAMP)
 $(STAMP): pyproject.toml
 	@command -v as >/dev/null && command -v ld >/dev/null && command -v objcopy >/dev/null || \
 	  { echo "installing binutils (as, ld, objcopy)"; (apt-get update -qq && apt-get install -y -qq binutils) >/dev/null; }
+	@command -v tmux >/dev/null || { echo "installing tmux (the debugger's terminal tests)"; \
+	  (apt-get update -qq && apt-get install -y -qq tmux) >/dev/null || echo "tmux not installed: those tests skip"; }
+	@command -v gdb >/dev/null || { echo "installing gdb (tests attach it to kvmsim debug --gdb)"; \
+	  (apt-get update -qq && apt-get install -y -qq gdb) >/dev/null || echo "no gdb: its tests will skip"; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

@@ -265,6 +265,9 @@ def collect() -> list[Figure]:
     figs.append(Figure("PIO round trips (real KVM)", real_pio, "/s", pio, "sim", note=why))
     native, native_bare = native_ratio()
     figs.append(Figure("native guest insns (sim)", native, "/s", native_bare, "bare unicorn", ">= 0.8x bare"))
+    from kvmsim.debug.bench import debug_pio_round_trips
+    figs.append(Figure("PIO round trips (debugger attached, no breakpoints)", debug_pio_round_trips(), "/s", pio,
+                       "sim", ">= 0.5x sim"))
     mmio = sim_mmio_round_trips()
     figs.append(Figure("MMIO round trips (sim)", mmio, "/s", target=">= 30,000/s",
                        note="" if mmio else "guests/mmio_loop.S or the emulator path missing"))

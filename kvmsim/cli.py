@@ -435,6 +435,17 @@ def _add_export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--perfetto", metavar="OUT", help="also write a Chrome/Perfetto trace-event JSON timeline")
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    """`kvmsim build FILE --elf OUT`: the scenario's guest, linked, with its symbols (for gdb)."""
+    from kvmsim.scenario.loader import load_scenario
+    from kvmsim.scenario.runner import build_image
+
+    image = build_image(load_scenario(Path(args.file)), elf_out=Path(args.elf))
+    print(f"{args.elf}: {image.mode} guest at {image.load_addr:#x}, entry {image.entry:#x}, "
+          f"{len(image.symbols)} symbols")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- parser and main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -495,6 +506,15 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--json", action="store_true", help="print the census as JSON")
     ce.add_argument("--chart", metavar="OUT.svg|OUT.png", help="chart of exits and emulations (needs matplotlib)")
     ce.set_defaults(func=cmd_census)
+
+    from kvmsim.debug.command import add_parser as add_debug_parser
+    from kvmsim.debug.gdbserve import add_gdb_arguments
+    add_gdb_arguments(add_debug_parser(sub))      # --gdb [HOST:]PORT, --elf OUT
+
+    bl = sub.add_parser("build", help="build a scenario's guest and write its ELF (symbols for gdb)")
+    bl.add_argument("file", metavar="FILE")
+    bl.add_argument("--elf", metavar="OUT", required=True)
+    bl.set_defaults(func=cmd_build)
     return p
 
 

@@ -78,9 +78,10 @@ _PLAIN: dict[Callable, Callable] = {}    # probed twin -> plain function
 
 def _rebind(mapping: dict[Callable, Callable]) -> None:
     """Swap probed functions in kvmsim modules' globals and module-level dict tables."""
+    me = sys.modules[__name__]
     for name, mod in list(sys.modules.items()):
-        if not name.startswith("kvmsim") or mod is None or name == __name__:
-            continue   # not probe.py itself: "_PROBED".isupper(), and rewriting its own tables broke re-subscribing
+        if not name.startswith("kvmsim") or mod is None or mod is me:
+            continue    # (our own _PROBED/_PLAIN are dict tables by the isupper() rule: not theirs to swap)
         for attr, val in list(vars(mod).items()):
             if isinstance(val, FunctionType) and val in mapping:   # kfuncs are plain functions;
                 setattr(mod, attr, mapping[val])                      # ctypes ones are not hashable
@@ -110,7 +111,7 @@ def kfunc(*arg_names: str) -> Callable[[F], F]:
                 ret = fn(*args, **kwargs)
             finally:
                 stack.pop()
-            emit("ret", name, {"ret": ret if ret is None or ret.__class__ is int or isinstance(ret, int) else repr(ret)})
+            emit("ret", name, {"ret": ret if ret is None or isinstance(ret, int) else repr(ret)})
             return ret
 
         probed.__kfunc__ = name  # type: ignore[attr-defined]

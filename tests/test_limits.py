@@ -70,11 +70,32 @@ def test_same_registers_on_three_runs(tmp_path: Path) -> None:
 
 
 def test_exiting_and_stepped_instructions(tmp_path: Path) -> None:
-    """Per iteration inc, the three CR moves and jmp retire in the guest; the OUT exits to
-    userspace and is completed by KVM (not counted, see hw/cpu.py)."""
-    res = _run(MIXED.format(n=1 + 5 * 100), tmp_path)
-    assert res.guest_insns == 501
+    """Per iteration inc, the three CR moves, the OUT and jmp retire: the OUT exits to userspace and
+    KVM completes it, which counts it retired as kvm_skip_emulated_instruction does."""
+    res = _run(MIXED.format(n=1 + 6 * 100), tmp_path)
+    assert res.guest_insns == 601
     assert res.regs["rcx"] == 100 and len(res.userspace) == 100
+
+
+@pytest.mark.parametrize("mode", ["real16", "prot32", "long64"])
+def test_straight_line_code_across_pages_counts_every_instruction(tmp_path: Path, mode: str) -> None:
+    """10,000 NOPs over three pages, then OUT and HLT: a page's first block stops the silicon
+    between instructions (its scan), and no instruction may go uncounted there."""
+    text = f"""
+name: insn-pages
+description: limits test
+guest:
+  mode: {mode}
+  asm: |
+    .rept 10000
+    nop
+    .endr
+    out %al, $0x80
+    hlt
+"""
+    res = _run(text, tmp_path)
+    assert res.stop.reason == "hlt" and len(res.userspace) == 2
+    assert res.guest_insns == 10_002
 
 
 def test_guest_insns_reported_when_the_guest_ends_itself(tmp_path: Path) -> None:
@@ -91,7 +112,7 @@ guest:
 """
     res = _run(text, tmp_path)      # the default limit: counted
     assert res.stop.reason == "hlt"
-    assert res.guest_insns == 1 + 2 * 5
+    assert res.guest_insns == 1 + 2 * 5 + 1     # and the HLT, which KVM skips (retired)
 
 
 def test_no_limit_counts_nothing(tmp_path: Path) -> None:

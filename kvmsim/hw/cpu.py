@@ -23,6 +23,7 @@ from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import ctrlregs, event, fixups, paging, quirks
 from kvmsim.hw.cpux86 import env_of
+from kvmsim.hw.debugtrap import DebugTrap
 from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, falls_through, insn_length
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
                             EPT_VIOLATION_EXECUTABLE, EPT_VIOLATION_READABLE,
@@ -50,7 +51,7 @@ _ACTION_EXIT, _IO_INSTRUCTION = Action.EXIT, ExitReason.IO_INSTRUCTION
 _IO_INSTRUCTION_NR = int(ExitReason.IO_INSTRUCTION)
 
 
-class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
+class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
     """One logical CPU.  KVM's model drives it with `vmx_vcpu_enter_exit`-style `enter_guest()`."""
 
     def __init__(self) -> None:
@@ -70,13 +71,15 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         self.host_nmi_every: int | None = None
         # The run's instruction budget (limits.max_guest_insns); None: nothing counted, no cost.
         # guest_insns counts what the silicon retired while a budget is set, stepped instructions
-        # included.  Simplified: an instruction that VM-exits and that KVM completes is not counted.
+        # included, and so is an instruction that VM-exits and that KVM completes (the kernel's
+        # kvm_pmu_instruction_retired when it skips or emulates one).
         self.insn_limit: int | None = None
         self.guest_insns = 0
         self.insn_limit_hit = False
         self._counter: ctypes.c_size_t | None = None   # unicorn's emu_counter, read in place
         self._trap_init()
         self._ro_init()
+        self._dbg_init()
         self._exit_count = 0                  # VM exits so far (a PAUSE loop ends at one)
         self._ple_rip, self._ple_count, self._ple_exits = -1, 0, -1
         self._pending: tuple | None = None
@@ -119,6 +122,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         self.uc = uc
         self._trap_power_on()
+        self._dbg_power_on()
         return uc
 
     def power_off(self) -> None:
@@ -141,6 +145,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         self._unmapped_cb = self._unmapped_hook = None
         self._trap_init()
         self._ro_init()
+        self._dbg_hooks.clear()
 
     def enter_guest(self) -> None:
         """VM entry, run, VM exit: on return the VMCS exit fields describe why the guest stopped."""
@@ -166,6 +171,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
             if self.kick_pending:
                 self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)  # host timer/IPI kick
                 return
+            if self._dbg_on and self._dbg_boundary(self.linear_rip()):
+                continue                           # a debugger stop (debugtrap.py); state may have changed
             self._pending = None
             if (vmcs.cpu_based_vm_exec_control, vmcs.secondary_vm_exec_control) != self._controls_key:
                 self._check_controls()
@@ -184,16 +191,24 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
                         self.flush_regs()
                 begin = self._begin
                 begin.value = rip
-                if limit is None:
+                if limit is None and not (self._dbg_on and self._dbg_step):
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT,
                                           ctypes.c_size_t(self.host_nmi_every) if self.host_nmi_every else NO_COUNT)
                 else:
                     # The count hook sees each instruction before it runs; it (or a stop hook, a fault)
-                    # stops at one that then does not run: retired = counter - 1.
-                    left = limit - self.guest_insns
+                    # stops at one that then does not run: retired = counter - 1.  A debugger's single
+                    # step counts one instruction out.
+                    left = 1 if limit is None else limit - self.guest_insns
+                    if self._dbg_step:
+                        left = min(left, 1)
+                    self._between = False
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT, ctypes.c_size_t(
                         min(left, self.host_nmi_every) if self.host_nmi_every else left))
-                    self.guest_insns += max(self._counter.value - 1, 0)
+                    done = self._counted_retired()
+                    if limit is not None:
+                        self.guest_insns += done
+                    if self._dbg_on:
+                        self._dbg_progress(done)
                 self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
             if self._rescan:
                 self._rescan = False
@@ -213,6 +228,16 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
             if limit is not None and self.guest_insns >= limit:
                 continue                        # the budget is spent before the instruction at RIP
             here = self._rc["rip"] if self._mode == "long64" and not self._mode_stale else self.linear_rip()
+            if self._dbg_on:
+                if self._dbg_boundary(here):
+                    continue
+                if here in self._dbg_addrs and self.stop_hook_at(here) is None:
+                    if self._dbg_step_over(here):      # stopped only for a breakpoint reported already
+                        return
+                    continue
+                if self._dbg_reported is not None:     # the instruction reported runs now (or exits)
+                    self._dbg_reported = None
+                    self._dbg_update()
             dec = self._exits.get(here)
             if dec is not None and dec.mode == self._mode and not self._mode_stale:
                 if self._exiting_insn(dec):           # a stop classified before (the hot path)
@@ -235,10 +260,19 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
                 continue  # unicorn swallowed an escalated fault and halted: re-run the instruction
             raise KvmSimBug(f"guest stopped for no reason at rip {self.reg('rip'):#x}")
 
+    def _counted_retired(self) -> int:
+        """Instructions a counted uc_emu_start retired.  The count hook sees each instruction before
+        it runs, so a stop by it, a stop hook or a fault leaves the counter one past the retired ones;
+        a stop between instructions (a block hook, a page-table write, a kick) comes before the next
+        count hook, which then does not run: the counter is exact."""
+        return max(self._counter.value - (0 if self._between else 1), 0)
+
     def retired(self) -> None:
         """The model completed an instruction itself (not in unicorn): it retires in the guest."""
         if self.insn_limit is not None:
             self.guest_insns += 1
+        if self._dbg_on:
+            self._dbg_progress(1)
 
     def _insn_budget_spent(self) -> bool:
         """The instruction budget is spent: the vCPU leaves the guest as for a host kick (KVM_RUN
@@ -452,6 +486,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
         hook = page.hooks.pop(addr, None) if page is not None else None
         if hook is not None:
             self._del_stop_hook(hook)
+        dbg_hook = self._dbg_lift(addr) if self._dbg_hooks else None
         self._pending = None
         err = None
         try:
@@ -470,11 +505,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
                     quirks.reset_old_exception(uc)   # the exit's page may have no mapping: no_until_address
                 uc.ctl_remove_cache(addr + length, addr + length + 1)   # the TB with that stop in it
             else:
+                self._between = False
                 try:
                     uc.emu_start(self.reg("rip"), 1 << 63, 0, 1)
                 finally:
                     if limit is not None:
-                        self.guest_insns += max(self._counter.value - 1, 0)
+                        self.guest_insns += self._counted_retired()
         except UcError as e:
             err = e
         finally:
@@ -482,6 +518,10 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
             self._mode_stale = True
             if hook is not None and self._pages.get(addr >> 12) is page:
                 page.hooks[addr] = self._add_stop_hook(addr)
+            if dbg_hook is not None:
+                self._dbg_arm(addr)
+            if self._dbg_on and err is None:
+                self._dbg_progress(1)
         if self._rescan:
             self._rescan = False
             self._apply_code_changes()
@@ -609,5 +649,6 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments):
     def request_stop(self) -> None:
         """A signal to the vCPU thread: kick the guest out (like an IPI), from any thread."""
         self.kick_pending = True
+        self._between = True
         if self.uc is not None:
             self.uc.emu_stop()

@@ -67,6 +67,7 @@ class InsnTrap:
         self._lengths: dict[int, tuple[str, int]] = {}   # linear address -> (mode, length) for EPT exits
         self._maps_stale = False                   # a page-table frame was written
         self._rescan = False
+        self._between = False     # the last stop came between instructions (see cpu._counted_retired)
         self._controls_key: tuple | None = None
         self._controlled: frozenset[str] = frozenset()
         self._candidate = candidate_pattern()
@@ -139,7 +140,7 @@ class InsnTrap:
                 self._scan_page(n)
         self._set_block_hooks()
         uc.ctl_remove_cache(first << 12, (last + 2) << 12)
-        self._rescan = True
+        self._rescan = self._between = True
         uc.emu_stop()
 
     # ------------------------------------------------------------------ scanning
@@ -231,7 +232,7 @@ class InsnTrap:
         mapping the bytes are updated at once for the bytes the store leaves; QEMU retranslates any
         block the store rewrites (precise self-modifying code), and the new block has the new hooks."""
         if (gpa >> 12) in self._pt_frames or ((gpa + size - 1) >> 12) in self._pt_frames:
-            self._maps_stale = self._rescan = True   # remapped code is rescanned at the next stop
+            self._maps_stale = self._rescan = self._between = True   # remapped code is rescanned at the next stop
             uc.emu_stop()
         data = (value & ((1 << 8 * size) - 1)).to_bytes(size, "little")
         for gfn in {gpa >> 12, (gpa + size - 1) >> 12}:

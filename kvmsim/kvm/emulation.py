@@ -197,6 +197,7 @@ def _writeback(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, r: int) -> int:
     if ctxt.interruptibility:
         hw.vmcs.guest_interruptibility_info |= ctxt.interruptibility
     if not ctxt.have_exception or _is_trap(ctxt.exception.vector):
+        hw.retired()   # kvm_pmu_trigger_event(INSTRUCTIONS_RETIRED): the emulated instruction retires
         x86.kvm_rip_write(vcpu, ctxt.eip)
         rflags = hw.reg("rflags")
         eflags = ctxt.eflags

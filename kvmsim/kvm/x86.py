@@ -247,6 +247,7 @@ def kvm_skip_emulated_instruction(vcpu: KvmVcpu) -> int:
     r = vmx.vmx_skip_emulated_instruction(vcpu)
     if r == 0:
         return 0
+    vcpu.hw.retired()   # kvm_pmu_instruction_retired: the skipped instruction retires in the guest
     if rflags & EFLAGS_TF:
         kvm_queue_exception_p(vcpu, Vector.DB, 1 << 14)  # DR6.BS
     return r

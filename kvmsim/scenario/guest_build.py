@@ -173,12 +173,14 @@ def cache_max_bytes() -> int:
 def build_guest(source: Path | str | None, asm_text: str | None, mode: Mode,
                 origin: int | None = None, *, display_name: str | None = None,
                 line_offset: int = 0, defines: Mapping[str, int] | None = None,
-                include_dirs: Sequence[Path] = (), use_cache: bool = True) -> GuestImage:
+                include_dirs: Sequence[Path] = (), use_cache: bool = True,
+                elf_out: Path | None = None) -> GuestImage:
     """Assemble and link one guest; exactly one of `source` and `asm_text` is given.
 
     `display_name` names the source in messages (default: `source` as written, or
     `<asm>` for inline text); assembler line N is reported as N + `line_offset`.
     `defines` become extra `--defsym NAME=value` (e.g. CPUID_LEAF, PIO_LOOP_COUNT).
+    `elf_out`: also keep the linked ELF there (symbols for gdb); the build then skips the cache.
     """
     if mode not in MODES:
         raise GuestBuildError(display_name, None, f"unknown guest mode {mode!r} (one of {', '.join(MODES)})")
@@ -200,10 +202,10 @@ def build_guest(source: Path | str | None, asm_text: str | None, mode: Mode,
     inc_dirs.append(GUEST_LIB_DIR)
 
     key = _cache_key(text, inc_dirs, mode, origin, defines)
-    cached = _cache_load(key) if use_cache else None
+    cached = _cache_load(key) if use_cache and elf_out is None else None
     if cached is not None:
         return cached
-    image = _build(text, display, line_offset, mode, origin, defines, inc_dirs)
+    image = _build(text, display, line_offset, mode, origin, defines, inc_dirs, elf_out)
     if use_cache:
         _cache_store(key, image)
     return image
@@ -220,7 +222,7 @@ def _mode_defsyms(mode: str, defines: Mapping[str, int]) -> list[str]:
 
 
 def _build(text: str, display: str, line_offset: int, mode: str, origin: int,
-           defines: Mapping[str, int], inc_dirs: list[Path]) -> GuestImage:
+           defines: Mapping[str, int], inc_dirs: list[Path], elf_out: Path | None = None) -> GuestImage:
     _tool_versions()  # raises the friendly error if binutils is missing
     with tempfile.TemporaryDirectory(prefix="kvmsim-guest-") as tmp:
         t = Path(tmp)
@@ -242,6 +244,8 @@ def _build(text: str, display: str, line_offset: int, mode: str, origin: int,
         _run(["objcopy", "-O", "binary", str(elf), str(binf)], "objcopy failed", display, fix)
         nm = _run(["nm", "-n", str(elf)], "nm failed", display, fix)
         image = binf.read_bytes()
+        if elf_out is not None:
+            shutil.copyfile(elf, elf_out)
 
     symbols: dict[str, int] = {}
     for line in nm.splitlines():

@@ -10,6 +10,7 @@ import functools
 import mmap
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Union
 
 from kvmsim.errors import BackendError, ScenarioError
@@ -77,13 +78,14 @@ def _release_ram(ram: list[tuple[int, mmap.mmap]]) -> None:
     ram.clear()
 
 
-def build_image(sc: Scenario) -> GuestImage:
+def build_image(sc: Scenario, elf_out: Path | None = None) -> GuestImage:
+    """The scenario's guest; `elf_out` also writes its linked ELF there (symbols for gdb)."""
     g = sc.guest
     if g.asm is not None:
         line = sc.asm_line_offset()  # where the text starts: the key's line for `asm: insn`, the next for `|`
         return build_guest(None, g.asm, g.mode, display_name=str(sc.path or "<asm>"), line_offset=line,
-                           defines=g.defsym)
-    return build_guest(g.source_path, None, g.mode, display_name=g.source, defines=g.defsym)
+                           defines=g.defsym, elf_out=elf_out)
+    return build_guest(g.source_path, None, g.mode, display_name=g.source, defines=g.defsym, elf_out=elf_out)
 
 
 def preflight(sc: Scenario) -> GuestImage:

@@ -26,6 +26,8 @@ from .flags import (BitOp, ByteOp, IncSP, CheckPerm, DstShift, Escape, Group, Gr
                     OpMem64, OpMemFAddr, OpOne, OpReg, OpSI, OpSS, OpXLat, Prefix, RMExt,
                     ShadowStack, Src2Shift, SrcMask, SrcMem,
                     SrcMem16, SrcMem32, SrcReg, SrcShift, Sse, Stack, EmulateOnUD)
+from kvmsim.probe import kfunc
+
 from .memaccess import SegmentedAddress, __linearize, address_mask, emulate_gp
 from .tables import opcode_map_0f_38, opcode_table, twobyte_table
 
@@ -393,6 +395,7 @@ def _cet_blocks(ctxt: X86EmulateCtxt) -> bool:
 
 
 # --- the decoder -------------------------------------------------------------------------
+@kfunc("emulation_type")
 def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
                     emulation_type: int) -> int:
     """Decode one instruction into ctxt. EMULATION_OK or EMULATION_FAILED."""

@@ -9,8 +9,6 @@ REP with rCX == 0; 4 operand reads through segmented_read; 5 intercept POST_MEMA
 
 from __future__ import annotations
 
-from kvmsim.probe import kfunc
-
 from .codes import (EMULATION_FAILED, EMULATION_INTERCEPTED, EMULATION_OK, EMULATION_RESTART,
                     OP_MEM, OP_MM, OP_NONE, OP_REG, PF_VECTOR, PFERR_WRITE_MASK, REPE_PREFIX,
                     REPNE_PREFIX, VCPU_REGS_RAX, VCPU_REGS_RCX, VCPU_REGS_RDI,
@@ -27,6 +25,8 @@ from .fastop import fastop, test_cc
 from .flags import (CheckPerm, DstDI, DstMask, Fastop, ImplicitOps, Intercept, Mmx, Mov,
                     No64, NoAccess, NoWrite, Priv, PrivUD, Prot, SrcMask, SrcMemFAddr, SrcSI,
                     SrcWrite, Sse, String, Undefined, Lock)
+from kvmsim.probe import kfunc
+
 from .memaccess import (SegmentedAddress, address_mask, emulate_gp, emulate_nm, emulate_ud,
                         register_address, register_address_increment, segmented_read,
                         writeback)
@@ -118,7 +118,7 @@ def _rare_checks(ctxt: X86EmulateCtxt, check_intercepts: bool) -> int | None:
     return None
 
 
-@kfunc()   # the seed's bpftrace probe point; its return tells OK / FAILED / RESTART apart
+@kfunc()
 def x86_emulate_insn(ctxt: X86EmulateCtxt, check_intercepts: bool = False) -> int:
     """Execute the decoded instruction. EMULATION_OK / FAILED / RESTART / INTERCEPTED.
 
