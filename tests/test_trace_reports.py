@@ -349,3 +349,17 @@ def test_cli_bad_input_is_status_2_without_a_traceback(tmp_path) -> None:
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert "Traceback" not in r.stderr
     assert re.search(r"bad\.jsonl:1: not a kvmsim event line", _cli("census", str(bad)).stderr)
+
+
+def test_write_jsonl_as_a_function_round_trips(traced, tmp_path) -> None:
+    """The exporter other commands call (kvmsim trace --jsonl): same lines, another clock labelled."""
+    from kvmsim.trace.events import RunInfo, write_jsonl
+    evs = [(ev, t) for what, ev, t in read_events(traced["jsonl"]) if what == "event"]
+    out = tmp_path / "again.jsonl"
+    with open(out, "w") as f:
+        n = write_jsonl(evs, f, RunInfo("again"), clock="virtual")
+    assert n == len(evs) + 2
+    first = json.loads(out.read_text().splitlines()[0])
+    assert first["fields"]["clock"] == "virtual"
+    back = [(ev.seq, ev.kind, ev.name, ev.stack, t) for what, ev, t in read_events(out) if what == "event"]
+    assert back == [(ev.seq, ev.kind, ev.name, ev.stack, t) for ev, t in evs]

@@ -93,9 +93,10 @@ def run_end(res: Any) -> dict[str, Any]:
 class JsonlWriter:
     """Consumer that streams every event to a file (bounded memory: one line at a time)."""
 
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: IO[str], clock: str = CLOCK) -> None:
         self.out = out
         self.lines = 0
+        self.clock = clock     # what ts_ns means (another clock, e.g. trace/clock.py's virtual one, says so)
 
     def _write(self, obj: dict[str, Any]) -> None:
         self.out.write(json.dumps(obj, separators=(",", ":"), default=_jsonable))
@@ -105,7 +106,7 @@ class JsonlWriter:
     def begin_run(self, run: RunInfo) -> None:
         self._write({"seq": 0, "kind": "meta", "name": "run", "depth": 0, "ts_ns": 0,
                      "fields": {"scenario": run.scenario, "file": run.file, "backend": run.backend,
-                                "clock": CLOCK}})
+                                "clock": self.clock}})
 
     def feed(self, ev: Event, ts_ns: int) -> None:
         self._write({"seq": ev.seq, "kind": ev.kind, "name": ev.name, "depth": len(ev.stack),
@@ -124,12 +125,17 @@ def _jsonable(v: Any) -> Any:
     return repr(v)
 
 
-def write_jsonl(events: Iterable[tuple[Event, int]], out: IO[str]) -> int:
+def write_jsonl(events: Iterable[tuple[Event, int]], out: IO[str], run: RunInfo | None = None,
+                clock: str = CLOCK) -> int:
     """The exporter as a function (`kvmsim trace --jsonl` can call it): (Event, ts_ns) pairs to
-    lines; returns how many were written."""
-    w = JsonlWriter(out)
+    lines, framed by the run's meta lines when `run` is given; returns how many lines were written."""
+    w = JsonlWriter(out, clock)
+    if run is not None:
+        w.begin_run(run)
     for ev, t in events:
         w.feed(ev, t)
+    if run is not None:
+        w.end_run(run)
     out.flush()
     return w.lines
 
