@@ -120,6 +120,8 @@ class JsonlWriter:
 def _jsonable(v: Any) -> Any:
     if isinstance(v, (bytes, bytearray, memoryview)):
         return bytes(v).hex()
+    if isinstance(v, (set, frozenset)):
+        return sorted(v, key=str)
     if hasattr(v, "__int__"):
         return int(v)
     return repr(v)
