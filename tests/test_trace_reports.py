@@ -363,3 +363,16 @@ def test_write_jsonl_as_a_function_round_trips(traced, tmp_path) -> None:
     assert first["fields"]["clock"] == "virtual"
     back = [(ev.seq, ev.kind, ev.name, ev.stack, t) for what, ev, t in read_events(out) if what == "event"]
     assert back == [(ev.seq, ev.kind, ev.name, ev.stack, t) for ev, t in evs]
+
+
+def test_cli_census_runs_a_scenario_and_writes_the_exports(tmp_path) -> None:
+    jl, pf = tmp_path / "e.jsonl", tmp_path / "t.json"
+    r = _cli("census", "scenarios/mmio-read-no-decode.yaml", "--json", "--jsonl", str(jl), "--perfetto", str(pf))
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    (log,) = d["run_logs"]                       # the run's own exit log, from its RunResult
+    assert d["by_emultype_combination"] == {k: n for k, n in log["emulation"].items() if n}
+    assert d["exits"] == log["exits"]
+    assert json.loads(pf.read_text())["traceEvents"]
+    r2 = _cli("census", str(jl), "--json")       # the recorded file reports the same
+    assert json.loads(r2.stdout) == d
