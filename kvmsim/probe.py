@@ -104,14 +104,22 @@ def kfunc(*arg_names: str) -> Callable[[F], F]:
         def probed(*args: Any, **kwargs: Any) -> Any:
             if not PROBES.enabled:
                 return fn(*args, **kwargs)
-            emit, stack = PROBES.emit, PROBES.stack
-            emit("call", name, {a: (args[i] if i < len(args) else kwargs.get(a)) for a, i in picks} if picks else {})
+            p = PROBES            # emit() inlined: this runs twice per modelled call while tracing
+            stack = p.stack
+            p.seq = seq = p.seq + 1
+            ev = Event(seq, "call", name, tuple(stack),
+                       {a: (args[i] if i < len(args) else kwargs.get(a)) for a, i in picks} if picks else {})
+            for sub in p._fan:
+                sub(ev)
             stack.append(name)
             try:
                 ret = fn(*args, **kwargs)
             finally:
                 stack.pop()
-            emit("ret", name, {"ret": ret if ret is None or isinstance(ret, int) else repr(ret)})
+            p.seq = seq = p.seq + 1
+            ev = Event(seq, "ret", name, tuple(stack), {"ret": ret if ret is None or isinstance(ret, int) else repr(ret)})
+            for sub in p._fan:
+                sub(ev)
             return ret
 
         probed.__kfunc__ = name  # type: ignore[attr-defined]
