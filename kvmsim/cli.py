@@ -142,6 +142,17 @@ def _open_serial_out(path: str | None) -> BinaryIO | None:
         raise ScenarioError(path, None, f"--serial-out: cannot write: {e.strerror}") from None
 
 
+def _open_exits_jsonl(path: str | None) -> Any:
+    """--exits-jsonl FILE: every userspace exit of every run, as JSON Lines (result.ExitStream)."""
+    if path is None:
+        return None
+    from kvmsim.scenario.result import ExitStream
+    try:
+        return ExitStream(open(path, "w", encoding="utf-8"))   # noqa: SIM115 - lives for the whole command
+    except OSError as e:
+        raise ScenarioError(path, None, f"--exits-jsonl: cannot write: {e.strerror}") from None
+
+
 def _keep_exits(text: str) -> int | None | str:
     """--keep-exits: a count, `all`, or `default` (runner.keep_exits_for)."""
     if text.strip().lower() in ("all", "default"):
@@ -178,7 +189,8 @@ def _error_doc(path: str | None, name: str | None, status: int, e: BaseException
             "error": {"kind": kind, "line": line, "message": msg}}
 
 
-def _run_one(args: argparse.Namespace, sc: Any, con: Any, serial_out: Any = None) -> tuple[int, dict[str, Any]]:
+def _run_one(args: argparse.Namespace, sc: Any, con: Any, serial_out: Any = None,
+             exits_out: Any = None) -> tuple[int, dict[str, Any]]:
     """Run and check one scenario: (status, its --json document); prints its human report."""
     from kvmsim import report
     from kvmsim.scenario.expect import check, check_normal_stop
@@ -190,6 +202,8 @@ def _run_one(args: argparse.Namespace, sc: Any, con: Any, serial_out: Any = None
         print(f"skipped: {sc.name}: {why}", file=sys.stderr)
         return EXIT_OK, {"scenario": sc.name, "file": path, "passed": None, "skipped": why}
     keep = {} if args.keep_exits == "default" else {"keep_exits": args.keep_exits}
+    if exits_out is not None:
+        keep["exits_stream"] = exits_out
     result = _runner()(sc, backend=backend, trace=args.trace, **keep)
     if serial_out is not None:
         serial_out.write(result.serial.encode("utf-8", "replace"))
@@ -231,13 +245,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ScenarioError(None, None, "run needs scenario files, or --guest FILE.S --mode MODE")
     con, docs, status = _console(), [], EXIT_OK
     serial_out = _open_serial_out(args.serial_out)
+    exits_out = _open_exits_jsonl(getattr(args, "exits_jsonl", None))
     for where, load in items:
         name = None
         try:
             sc = load()
             name = sc.name
             _apply_limit_flags([sc], args)
-            st, doc = _run_one(args, sc, con, serial_out)
+            st, doc = _run_one(args, sc, con, serial_out, exits_out)
         except BrokenPipeError:
             raise
         except ScenarioError as e:  # bad input, incl. a guest that does not assemble or link
@@ -255,6 +270,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         docs.append(doc)
     if serial_out is not None and serial_out is not sys.stdout.buffer:
         serial_out.close()
+    if exits_out is not None:
+        exits_out.out.close()
     if args.json:
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, default=str))
     return status
@@ -463,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--keep-exits", type=_keep_exits, default="default", metavar="N|all",
                    help="userspace exits kept at each end of the exit log (counts stay exact; "
                         "default 1000, all when the scenario expects a userspace stream)")
+    r.add_argument("--exits-jsonl", metavar="FILE",
+                   help="write every userspace exit of every run to FILE as JSON Lines, while it runs "
+                        "(whatever --keep-exits keeps; schema in the README)")
     r.add_argument("--guest", metavar="FILE.S", help="quick run of a guest source with default devices")
     r.add_argument("--mode", choices=("real16", "prot32", "long64"), help="vCPU mode for --guest")
     _add_limit_flags(r)
@@ -515,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("file", metavar="FILE")
     bl.add_argument("--elf", metavar="OUT", required=True)
     bl.set_defaults(func=cmd_build)
+
+    from kvmsim.trace.commands import add_parsers   # trace, stacks
+    add_parsers(sub, lambda files: _load_all(files))
     return p
 
 

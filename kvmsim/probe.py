@@ -136,3 +136,8 @@ def tracepoint(name: str, **fields: Any) -> None:
     """Emit a kernel tracepoint (callers guard with `if PROBES.enabled` on hot paths)."""
     if PROBES.enabled:
         PROBES.emit("tp", name, fields)
+
+
+def kfunc_names() -> set[str]:
+    """Every modelled kernel function (@kfunc) imported so far."""
+    return {getattr(fn, "__kfunc__", fn.__name__) for fn in _PROBED}

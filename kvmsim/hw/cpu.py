@@ -22,7 +22,7 @@ from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import ctrlregs, event, fixups, paging, quirks
-from kvmsim.hw.cpux86 import env_of
+from kvmsim.hw.cpux86 import R_SS, env_of, live_u32
 from kvmsim.hw.debugtrap import DebugTrap
 from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, falls_through, insn_length
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
@@ -60,6 +60,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         self.memslots: dict[int, tuple[int, int, int]] = {}   # slot -> (gpa, size, host address)
         self.readonly_slots: set[int] = set()                 # KVM_MEM_READONLY slots
         self._slot_list: list[tuple[int, int, int]] = []
+        self._pt_tables: dict[int, tuple[memoryview, int] | bool] = {}   # memory.py: walk's table views
+        self._pt_tables_for: list | None = None                          # ... valid for this _slot_list
         self._dirty: dict[str, tuple[int, int]] = {}   # registers to write at the next entry
         self._wbuf = ctypes.c_uint64()
         self._begin = ctypes.c_uint64()   # emu_start's begin, reused
@@ -92,6 +94,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         self._mode_stale = False
         self._mode_key: int | None = None
         self._hflags_dirty = False
+        self._hflags: ctypes.c_uint32 | None = None     # env->hflags, read in place (cpux86.live_u32)
+        self._ss_flags: ctypes.c_uint32 | None = None   # env->segs[R_SS].flags, likewise
         self._power_on()
 
     def _power_on(self) -> Uc:
@@ -103,6 +107,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         quirks.fpu_reset(uc)     # XCR0, FCW and MXCSR as KVM's vCPU reset leaves them; unicorn has 0s
         self._uch = uc._uch
         self._env = env_of(uc)
+        self._hflags = live_u32(self._env, "hflags")
+        self._ss_flags = live_u32(self._env, "flags", R_SS)
         self._counter = ctypes.c_size_t.from_address(uc._uch.value + emu_counter_offset())
         ids = SNAP_IDS
         self._snap_ids = (ctypes.c_int32 * len(ids))(*ids)
@@ -134,6 +140,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         read-only-segment bookkeeping starts afresh should the CPU ever be powered on again.
         """
         uc, self.uc, self._env, self._uch = self.uc, None, None, None
+        self._hflags = self._ss_flags = None
+        self._pt_tables.clear()        # views of guest RAM the VMM is about to release
         if uc is None:
             return
         close = getattr(uc, "_Uc__finalizer", None)   # the wrapper's weakref.finalize: uc_close, once
@@ -402,7 +410,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
             return False
         if self.gpa_is_ram(gpa):
             return False
-        return self._ept_exit(UC_MEM_WRITE_UNMAPPED if write else UC_MEM_READ_UNMAPPED, linear)
+        return self._ept_exit(UC_MEM_WRITE_UNMAPPED if write else UC_MEM_READ_UNMAPPED, gpa, linear)
 
     def _mem_operand(self, here: int, code: bytes) -> tuple[int, bool] | None:
         """(linear address, is written) of the memory operand of the instruction at `here`."""
@@ -564,7 +572,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         self._pending = None
         if kind == "mem":
             access, addr, size = args
-            return self._ept_exit(access, addr)
+            # Unicorn's unmapped-memory hook reports the physical address (cputlb.c passes paddr):
+            # that is the GPA the EPT exit carries.  Simplified: the linear address is not known here.
+            return self._ept_exit(access, addr, addr)
         if kind == "gp":                    # segcheck.py: a write through a read-only segment
             return self._exception(Vector.GP, 0)
         if kind == "intr":
@@ -575,18 +585,14 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
             return self._exception(vector, err)
         raise KvmSimBug(f"unknown pending event {kind}")
 
-    def _ept_exit(self, access: int, linear: int) -> bool:
-        """No memslot behind the access: EPT violation, or misconfig once KVM cached an MMIO SPTE.
-        A write to a read-only memslot is an EPT violation on a present, readable+executable entry."""
-        fetch = access == UC_MEM_FETCH_UNMAPPED
-        write = access == UC_MEM_WRITE_UNMAPPED or access == UC_MEM_WRITE_PROT
-        try:
-            gpa = self.translate(linear, write=write, fetch=fetch)
-        except paging.PageFault:
-            gpa = linear  # unicorn reported a physical address
+    def _ept_exit(self, access: int, gpa: int, linear: int) -> bool:
+        """No memslot behind the access at `gpa`: EPT violation, or misconfig once KVM cached an MMIO
+        SPTE.  A write to a read-only memslot is an EPT violation on a present, readable+executable entry."""
         if (gpa >> 12) in self.ept_mmio_gfns:
             return self._exit(ExitReason.EPT_MISCONFIG, 0, self._insn_len(), gpa=gpa)
-        q = (EPT_VIOLATION_ACC_INSTR if fetch else EPT_VIOLATION_ACC_WRITE if write else EPT_VIOLATION_ACC_READ)
+        q = (EPT_VIOLATION_ACC_INSTR if access == UC_MEM_FETCH_UNMAPPED
+             else EPT_VIOLATION_ACC_WRITE if access == UC_MEM_WRITE_UNMAPPED or access == UC_MEM_WRITE_PROT
+             else EPT_VIOLATION_ACC_READ)
         q |= EPT_VIOLATION_GVA_IS_VALID | EPT_VIOLATION_GVA_TRANSLATED
         if access == UC_MEM_WRITE_PROT:
             q |= EPT_VIOLATION_READABLE | EPT_VIOLATION_EXECUTABLE

@@ -161,6 +161,15 @@ def env_of(uc: Uc) -> CPUX86StateHead:
     return env
 
 
+def live_u32(env: CPUX86StateHead, field: str, seg: int | None = None) -> ctypes.c_uint32:
+    """A 32-bit field of the live CPUX86State (`hflags`, or a descriptor cache's `flags` with `seg`)
+    as one ctypes scalar whose .value reads it in place: read on every exit, it skips building the
+    array and structure views that `env.segs[seg].flags` makes on each access."""
+    off = CPUX86StateHead.hflags.offset if seg is None else (
+        CPUX86StateHead.segs.offset + seg * ctypes.sizeof(SegmentCache) + getattr(SegmentCache, field).offset)
+    return ctypes.c_uint32.from_address(ctypes.addressof(env) + off)
+
+
 def update_hflags(env: CPUX86StateHead) -> None:
     """Recompute the translation flags from CR0/CR4/EFER/EFLAGS and the CS/SS/DS/ES caches, as
     QEMU does after loading a whole CPU state (x86_update_hflags)."""

@@ -412,7 +412,7 @@ def _run_fxstate(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
         except paging.PageFault:
             return step(cpu, length)   # the CPU's own #PF, raised by the native step
         if not cpu.gpa_is_ram(gpa):
-            return cpu._ept_exit(UC_MEM_WRITE_UNMAPPED if write else UC_MEM_READ_UNMAPPED, addr)
+            return cpu._ept_exit(UC_MEM_WRITE_UNMAPPED if write else UC_MEM_READ_UNMAPPED, gpa, addr)
         addr = (addr | 0xFFF) + 1
     return step(cpu, length)
 

@@ -11,8 +11,8 @@ from kvmsim.hw import event, paging
 from kvmsim.hw.vmcs import Vector
 
 
-_U64_AT = ctypes.c_uint64.from_address
 _WALK_ADDR52 = 0x000F_FFFF_FFFF_F000
+_PT_TABLES_MAX = 4096   # paging structures whose place in host memory the walk remembers
 
 
 class GuestMemory:
@@ -58,21 +58,30 @@ class GuestMemory:
         paging_tmpl.h walk_addr_generic) does: raises paging.PageFault.  The common case (4-level paging, every
         entry present and permitting the access, tables in RAM memslots) reads the entries straight
         from the memslots' host memory; anything else is left to paging.walk, which decides."""
-        cr0, efer = self.cr(0), self.efer()
+        regs = self._rc                # registers read since the guest last ran (registers.py)
+        cr0, efer = regs.get(0), self._efer
+        if cr0 is None:
+            cr0 = self.cr(0)
+        if efer is None:
+            efer = self.efer()
         if cr0 & paging.X86_CR0_PG and efer & paging.EFER_LMA:
-            slots = self._slot_list
-            table = self.cr(3) & _WALK_ADDR52
+            tables = self._pt_tables
+            if self._pt_tables_for is not self._slot_list:   # the memslots changed: forget the views
+                tables.clear()
+                self._pt_tables_for = self._slot_list
+            cr3 = regs.get(3)
+            table = (self.cr(3) if cr3 is None else cr3) & _WALK_ADDR52
             allowed_w = allowed_u = True
             nx = False
             shift = 39
             while True:
-                pte = table + ((linear >> shift) & 0x1FF) * 8
-                for g, sz, host in slots:
-                    if g <= pte and pte + 8 <= g + sz:
-                        entry = _U64_AT(host + pte - g).value
-                        break
-                else:
+                found = tables.get(table)
+                if found is None:
+                    found = self._pt_table(table)
+                if not found:
                     break                              # a table outside RAM: paging.walk reads it
+                view, first = found
+                entry = view[first + ((linear >> shift) & 0x1FF)]
                 if not entry & 1:
                     break                              # not present: paging.walk raises the #PF
                 allowed_w = allowed_w and entry & 2
@@ -87,6 +96,22 @@ class GuestMemory:
                 table = entry & _WALK_ADDR52
                 shift -= 9
         return paging.walk(self.read_phys, cr0, self.cr(3), self.cr(4), efer, linear, write=write, user=user, fetch=fetch)
+
+    def _pt_table(self, table: int) -> tuple[memoryview, int] | bool:
+        """The 4 KiB paging structure at GPA `table` as (64-bit view of its memslot's host memory,
+        index of its first entry), or False outside RAM; remembered until the memslots change.
+        The entries themselves are read afresh on every walk."""
+        for g, sz, host in self._slot_list:
+            if g <= table and table + 0x1000 <= g + sz:
+                view = memoryview((ctypes.c_char * sz).from_address(host)).cast("B").cast("Q")
+                found: tuple[memoryview, int] | bool = (view, (table - g) >> 3)
+                break
+        else:
+            found = False
+        if len(self._pt_tables) >= _PT_TABLES_MAX:
+            self._pt_tables.clear()
+        self._pt_tables[table] = found
+        return found
 
     def translate(self, linear: int, write: bool = False, fetch: bool = False, user: bool | None = None) -> int:
         """user=None: a user access iff CPL 3; False for the CPU's implicit supervisor accesses

@@ -266,7 +266,7 @@ class CpuState:
         self._rc = {"rip": rip, "cs": cs & 0xFFFF, "rflags": rflags, 0: cr0, 3: cr3, 4: cr4, "rax": rax,
                     "rbx": rbx, "rcx": rcx, "rdx": rdx, "rsi": rsi, "rdi": rdi}
         self._mode_stale = False
-        key = (self._env.hflags & _MODE_HFLAGS) | (rflags & event.EFLAGS_VM)
+        key = (self._hflags.value & _MODE_HFLAGS) | (rflags & event.EFLAGS_VM)
         if key != self._mode_key:   # EFER changes by a WRMSR exit (set_efer) or with LMA, in the key
             self._mode_key = key
             self._mode = self._efer = None
@@ -276,7 +276,7 @@ class CpuState:
         if self._mode_stale:
             # After guest execution: the mode can only have changed with the translation flags or EFLAGS.VM.
             self._mode_stale = False
-            key = (self._env.hflags & _MODE_HFLAGS) | (self.reg("rflags") & event.EFLAGS_VM)
+            key = (self._hflags.value & _MODE_HFLAGS) | (self.reg("rflags") & event.EFLAGS_VM)
             if key != self._mode_key:
                 self._mode_key = key
                 self._mode = self._efer = None
@@ -296,7 +296,7 @@ class CpuState:
 
     def cpl(self) -> int:
         """vmx_get_cpl: SS.DPL (0 in real mode, 3 in virtual-8086 mode as SS.DPL is there)."""
-        return 0 if self.mode() == "real" else (self._env.segs[R_SS].flags >> 13) & 3
+        return 0 if self.mode() == "real" else (self._ss_flags.value >> 13) & 3
 
     def seg_base(self, name: str) -> int:
         return self._cache(name).base

@@ -14,7 +14,7 @@ from kvmsim.kvm import vmx, vmx_controls, x86
 from kvmsim.kvm.cpuid import default_cpuid_entries
 from kvmsim.kvm.iobus import CoalescedMmio, Ioeventfd
 from kvmsim.kvm.msr import VMX_PASSTHROUGH_MSRS
-from kvmsim.kvm.reset import kvm_vcpu_reset
+from kvmsim.kvm.reset import X86_EFLAGS_FIXED, kvm_vcpu_reset
 from kvmsim.kvm.vcpu import Kvm, KvmParams, KvmVcpu
 from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, KvmRegs, KvmSregs
 
@@ -42,14 +42,19 @@ class SimVcpuFd:
         return self.vcpu.hw.get_regs()
 
     def set_regs(self, regs: KvmRegs) -> None:
+        """__set_regs: RFLAGS always gets its fixed bit 1 (kvm_set_rflags(regs->rflags | 2))."""
         self.vcpu.arch.emulate_regs_need_sync_from_vcpu = True
+        regs = KvmRegs.from_buffer_copy(regs)
+        regs.rflags |= X86_EFLAGS_FIXED
         self.vcpu.hw.set_regs(regs)
 
     def get_sregs(self) -> KvmSregs:
         return x86.kvm_arch_vcpu_ioctl_get_sregs(self.vcpu)
 
     def set_sregs(self, sregs: KvmSregs) -> None:
-        x86.kvm_arch_vcpu_ioctl_set_sregs(self.vcpu, sregs)
+        """KVM_SET_SREGS; an invalid state fails as the real ioctl does (realkvm/backend.py's message)."""
+        if x86.kvm_arch_vcpu_ioctl_set_sregs(self.vcpu, sregs) == -x86.EINVAL:
+            raise BackendError("KVM_SET_SREGS failed: EINVAL (Invalid argument)")
 
     def get_cpuid(self) -> list[KvmCpuidEntry2]:
         """KVM_GET_CPUID2: copies, as the ioctl copies out to userspace."""

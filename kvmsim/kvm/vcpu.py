@@ -113,6 +113,7 @@ class KvmVcpuArch:
     event_exit_inst_len: int = 0
     last_vmentry_cpu: int = 0
     cr8: int = 0                           # the TPR while the LAPIC is in userspace
+    apic_base: int = 0xFEE00900            # MSR_IA32_APICBASE: default base, enabled, BSP
     cr0_guest_owned_bits: int = 0          # CR0/CR4 bits the guest writes without an exit
     cr4_guest_owned_bits: int = 0
     cr4_guest_rsvd_bits: int = 0           # CR4 bits the guest's CPUID does not allow

@@ -300,18 +300,65 @@ def kvm_arch_vcpu_ioctl_get_sregs(vcpu: KvmVcpu) -> KvmSregs:
     if vcpu.hw.uc is not None:
         sregs.cr0, sregs.cr4 = cr.kvm_read_cr0(vcpu), cr.kvm_read_cr4(vcpu)
     sregs.cr8 = cr.kvm_get_cr8(vcpu)
+    sregs.apic_base = vcpu.arch.apic_base      # kvm_get_apic_base
     return sregs
 
 
-def kvm_arch_vcpu_ioctl_set_sregs(vcpu: KvmVcpu, sregs: KvmSregs) -> None:
-    """__set_sregs_common: the CPU's state, then kvm_set_cr8 and the vendor set_cr0/set_cr4
-    (read shadows, UMIP emulation)."""
+def kvm_vcpu_is_legal_cr3(vcpu: KvmVcpu, cr3: int) -> bool:
+    """No bit at or above the guest's MAXPHYADDR (simplified: no LAM control bits in CR3)."""
+    return not cr3 >> cr.cpuid_maxphyaddr(vcpu)
+
+
+def kvm_is_valid_sregs(vcpu: KvmVcpu, sregs: KvmSregs) -> bool:
+    """What KVM_SET_SREGS refuses before touching anything: EFER.LME with CR0.PG is 64-bit
+    paging (CR4.PAE, EFER.LMA and a legal CR3 required); otherwise EFER.LMA and CS.L must be
+    clear; then the CR4 and CR0 validity checks of MOV to CR."""
+    if sregs.efer & cr.EFER_LME and sregs.cr0 & cr.X86_CR0_PG:
+        if not sregs.cr4 & cr.X86_CR4_PAE or not sregs.efer & cr.EFER_LMA:
+            return False
+        if not kvm_vcpu_is_legal_cr3(vcpu, sregs.cr3):
+            return False
+    elif sregs.efer & cr.EFER_LMA or sregs.cs.l:
+        return False
+    return cr.kvm_is_valid_cr4(vcpu, sregs.cr4) and cr.kvm_is_valid_cr0(vcpu, sregs.cr0)
+
+
+MSR_IA32_APICBASE_ENABLE, X2APIC_ENABLE = 1 << 11, 1 << 10
+APIC_BASE_RSVD_LOW = 0x2FF          # bits 7:0 and 9 (bit 8 is BSP)
+
+
+def kvm_apic_set_base(vcpu: KvmVcpu, value: int, host_initiated: bool) -> int:
+    """1 for a reserved bit (above MAXPHYADDR, 7:0, 9; x2APIC without CPUID.1:ECX.X2APIC) or
+    x2APIC enabled with the APIC disabled (LAPIC_MODE_INVALID).  Simplified: no in-kernel LAPIC,
+    so the value is only stored (what KVM_GET_SREGS returns) and the mode-transition checks
+    of a guest WRMSR are not modelled."""
+    if vcpu.arch.apic_base == value:
+        return 0
+    rsvd = (((1 << 64) - 1) ^ ((1 << cr.cpuid_maxphyaddr(vcpu)) - 1)) | APIC_BASE_RSVD_LOW
+    if not cr.guest_cpuid_has(vcpu, 1, 0, "ecx", 21):
+        rsvd |= X2APIC_ENABLE
+    if value & rsvd or (value & X2APIC_ENABLE and not value & MSR_IA32_APICBASE_ENABLE):
+        return 1
+    vcpu.arch.apic_base = value
+    return 0
+
+
+def kvm_arch_vcpu_ioctl_set_sregs(vcpu: KvmVcpu, sregs: KvmSregs) -> int:
+    """__set_sregs_common: -EINVAL for a state kvm_is_valid_sregs or kvm_apic_set_base refuses
+    (nothing changed); else the CPU's state, then kvm_set_cr8 and the vendor set_cr0/set_cr4
+    (read shadows, UMIP emulation).  Simplified: the EFER/CR writes of the kernel's order are
+    one engine update (hw.set_sregs)."""
     from kvmsim.kvm import vmx_controls
 
+    if not kvm_is_valid_sregs(vcpu, sregs):
+        return -EINVAL
+    if kvm_apic_set_base(vcpu, sregs.apic_base, True):
+        return -EINVAL
     vcpu.hw.set_sregs(sregs)
     cr.kvm_set_cr8(vcpu, sregs.cr8)
     vmx_controls.vmx_set_cr0(vcpu, sregs.cr0)
     vmx_controls.vmx_set_cr4(vcpu, sregs.cr4)
+    return 0
 
 
 # vmx.py implements the vendor hooks x86.c calls (kvm_x86_ops); it imports this module, so last.

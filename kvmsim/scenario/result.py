@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields as dc_fields
-from typing import Any
+from typing import Any, Iterable, TextIO
 
 # Fields whose integer values are printed in hex by describe(); the rest are decimal.
 HEX_FIELDS = frozenset({"port", "phys_addr", "index", "gpa", "nr", "hardware_exit_reason",
@@ -159,6 +159,59 @@ class RunResult:
     @classmethod
     def from_json(cls, text: str) -> "RunResult":
         return cls.from_dict(json.loads(text))
+
+
+class ExitStream:
+    """`kvmsim run --exits-jsonl FILE`: every userspace exit of every run as JSON Lines, written
+    while the run goes (the exit log in memory stays bounded).  Three kinds of line, told apart
+    by their first key (README, "The exit log as JSON Lines"):
+
+      {"scenario": NAME, "file": PATH, "backend": "sim"}          a run starts
+      {"n": 1, "reason": "MMIO", "fields": {...}}                  one exit: UserspaceExit.to_dict() and its number
+      {"end": {"scenario": NAME, "userspace_count": N, "stop": {...}}}   the run ended; N exit lines came before
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.count = 0
+        self._encode = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+
+    def begin(self, scenario: str, file: str | None, backend: str) -> None:
+        self.count = 0
+        self.out.write(self._encode({"scenario": scenario, "file": file, "backend": backend}) + "\n")
+
+    def write(self, records: list[UserspaceExit]) -> None:
+        """Vmm's exit_sink: the next records, in order."""
+        encode, n = self._encode, self.count
+        lines = []
+        for rec in records:
+            n += 1
+            lines.append(encode({"n": n, "reason": rec.reason, "fields": rec.fields}))
+        self.count = n
+        lines.append("")
+        self.out.write("\n".join(lines))
+
+    def end(self, result: "RunResult") -> None:
+        self.out.write(self._encode({"end": {"scenario": result.scenario, "userspace_count": result.userspace_count,
+                                             "stop": asdict(result.stop)}}) + "\n")
+        self.out.flush()
+
+
+def read_exit_stream(lines: Iterable[str]) -> list[tuple[dict[str, Any], list[UserspaceExit], dict[str, Any] | None]]:
+    """Parse --exits-jsonl output back: (run header, its exits, its end object or None) per run."""
+    runs: list[tuple[dict[str, Any], list[UserspaceExit], dict[str, Any] | None]] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        obj = json.loads(line)
+        if "scenario" in obj:
+            runs.append((obj, [], None))
+        elif "n" in obj:
+            runs[-1][1].append(UserspaceExit.from_dict(obj))
+        else:
+            header, exits, _ = runs[-1]
+            runs[-1] = (header, exits, obj["end"])
+    return runs
 
 
 def _sorted_deep(v: Any) -> Any:

@@ -6,6 +6,8 @@ everything after that is the same userspace code.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import functools
 import mmap
 import time
@@ -15,8 +17,9 @@ from typing import Any, Literal, Union
 
 from kvmsim.errors import BackendError, ScenarioError
 from kvmsim.scenario.guest_build import GuestImage, build_guest
-from kvmsim.scenario.result import RunResult, Stop
+from kvmsim.scenario.result import ExitStream, RunResult, Stop
 from kvmsim.scenario.schema import Scenario
+from kvmsim.scenario.vcpu_state import apply_vcpu_state
 from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, VcpuFd, VmFd
 from kvmsim.vmm import boot
 from kvmsim.vmm.bus import Bus
@@ -79,21 +82,65 @@ def _release_ram(ram: list[tuple[int, mmap.mmap]]) -> None:
 
 
 def build_image(sc: Scenario, elf_out: Path | None = None) -> GuestImage:
-    """The scenario's guest; `elf_out` also writes its linked ELF there (symbols for gdb)."""
+    """The guest linked at guest.load (default: the mode's origin), entered at guest.entry;
+    `elf_out` also writes its linked ELF there (symbols for gdb)."""
     g = sc.guest
     if g.asm is not None:
         line = sc.asm_line_offset()  # where the text starts: the key's line for `asm: insn`, the next for `|`
-        return build_guest(None, g.asm, g.mode, display_name=str(sc.path or "<asm>"), line_offset=line,
-                           defines=g.defsym, elf_out=elf_out)
-    return build_guest(g.source_path, None, g.mode, display_name=g.source, defines=g.defsym, elf_out=elf_out)
+        image = build_guest(None, g.asm, g.mode, g.load, display_name=str(sc.path or "<asm>"), line_offset=line,
+                            defines=g.defsym, elf_out=elf_out)
+    else:
+        image = build_guest(g.source_path, None, g.mode, g.load, display_name=g.source, defines=g.defsym,
+                            elf_out=elf_out)
+    return _with_entry(sc, image)
+
+
+def _with_entry(sc: Scenario, image: GuestImage) -> GuestImage:
+    entry = sc.guest.entry
+    if entry is None:
+        entry = image.entry         # _start, else the load address
+    elif isinstance(entry, str):
+        if entry not in image.symbols:
+            near = difflib.get_close_matches(entry, [n for n in image.symbols if not n.startswith(".")], 1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("guest", "entry"),
+                                f"field guest.entry: no symbol {entry!r} in the guest{hint}")
+        entry = image.symbols[entry]
+    if image.mode == "real16" and entry > 0xFFFF:
+        field = "entry" if sc.guest.entry is not None else "load"
+        raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("guest", field),
+                            f"field guest.{field}: real16 entry {entry:#x} is not reachable with CS = 0 "
+                            "(boot.py's real16 set-up); load and enter below 0x10000")
+    return image if entry == image.entry else dataclasses.replace(image, entry=entry)
 
 
 def preflight(sc: Scenario) -> GuestImage:
     """What `run` can reject before the guest starts and the schema cannot see: the guest assembles
-    and links, and its image lies inside one memslot.  `check` and `make_machine` both call this."""
+    and links, its entry symbol exists, its image lies inside one memslot and clear of the boot
+    tables, which lie inside one memslot too.  `check` and `make_machine` both call this."""
     image = build_image(sc)
     _image_slot(sc, image)
+    _boot_tables_slot(sc, image)
     return image
+
+
+def _boot_tables_slot(sc: Scenario, image: GuestImage) -> None:
+    """prot32/long64: setup_boot writes its GDT, TSS, IDT (and long64's page tables) at
+    boot.GDT_BASE..TABLES_END; they need RAM and must not land on the image."""
+    end = boot.TABLES_END.get(image.mode, 0)
+    if not end:
+        return
+    where = str(sc.path) if sc.path else None
+    lo = boot.GDT_BASE
+    if lo < image.end and image.load_addr < end:
+        raise ScenarioError(where, sc.line_of("guest", "load"),
+                            f"field guest.load: the guest image at {image.load_addr:#x}+{len(image.image):#x} "
+                            f"overlaps the {image.mode} boot tables at {lo:#x}-{end - 1:#x} (GDT, TSS, IDT"
+                            f"{', page tables' if image.mode == 'long64' else ''}); load it elsewhere")
+    if not any(m.gpa <= lo and end <= m.gpa + m.size and not m.readonly for m in sc.memory):
+        raise ScenarioError(where, sc.line_of("memory"),
+                            f"{image.mode} boot tables need writable RAM at {lo:#x}-{end - 1:#x} "
+                            "(one memslot); none covers it")
 
 
 def _image_slot(sc: Scenario, image: GuestImage) -> int:
@@ -179,9 +226,11 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
         for r in sc.kvm.user_space_msr:
             mask |= _MSR_REASONS[r]
         vm.enable_user_space_msr(mask)
-    gpa0, ram0 = next(((g, b) for g, b in ram if g <= image.load_addr < g + len(b)), ram[0])
+    anchor = boot.GDT_BASE if boot.TABLES_END.get(image.mode) else image.load_addr  # the slot boot writes
+    gpa0, ram0 = next(((g, b) for g, b in ram if g <= anchor < g + len(b)), ram[0])
     boot.setup_boot(memoryview(ram0), gpa0, vcpu, image.mode, image.entry,
                     user=[(r.addr, r.size) for r in sc.paging.user])
+    apply_vcpu_state(sc, vcpu)
     pio, mmio_bus = Bus("pio"), Bus("mmio")
     devices: dict[str, Any] = {}
     ioeventfds: dict[str, Any] = {}
@@ -212,7 +261,7 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     config = VmmConfig(unclaimed_io=sc.userspace.unclaimed_io, unclaimed_mmio=sc.userspace.unclaimed_mmio,
                        msr_answers=dict(sc.userspace.msr), max_exits=sc.limits.max_exits,
                        wall_seconds=sc.limits.wall_seconds, events=_events(sc),
-                       keep_exits=keep_exits_for(sc))
+                       keep_exits=keep_exits_for(sc), on_hlt=sc.vmm.on_hlt)
     _vm_exit_events(sc, vcpu, backend)
     _insn_budget(sc, vcpu, config)
     kick = getattr(vcpu, "kick", None)
@@ -359,13 +408,15 @@ def _read_guest(m: Machine, gpa: int, n: int) -> bytes:
 
 def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
                  host_events: bool | None = None, max_exits: int | None = None,
-                 image: GuestImage | None = None, keep_exits: KeepExits = "default") -> RunResult:
+                 image: GuestImage | None = None, keep_exits: KeepExits = "default",
+                 exits_stream: ExitStream | None = None) -> RunResult:
     """Build, run and tear down one scenario.
 
     host_events (default: on for the kvm backend): record the real kernel's kvm:* tracepoints
     of the run into RunResult.host_events (realkvm/hostevents.py).  max_exits overrides the
     scenario's limit (diff replays a run up to a given userspace exit).  image: see make_machine.
     keep_exits: records kept at each end of the exit log (None: all; default: keep_exits_for).
+    exits_stream: every userspace exit also goes there, as the run goes (`run --exits-jsonl`).
     """
     tracer = None
     if trace and backend == "sim":
@@ -376,6 +427,9 @@ def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
     if max_exits is not None:
         m.vmm.config.max_exits = max_exits
     m.vmm.config.keep_exits = keep_exits_for(sc, keep_exits)
+    if exits_stream is not None:
+        exits_stream.begin(sc.name, str(sc.path) if sc.path else None, backend)
+        m.vmm.config.exit_sink = exits_stream.write
     host = None
     try:
         if backend == "kvm" and (host_events is None or host_events):
@@ -393,4 +447,6 @@ def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
         res.trace = tracer.lines()
     if host is not None:
         res.host_events = host.summary
+    if exits_stream is not None:
+        exits_stream.end(res)
     return res

@@ -127,6 +127,16 @@ def guest_source_candidates(source: str, base_dir: Path | None) -> list[Path]:
     return seen
 
 
+def parse_entry(v: Any) -> int | str:
+    """guest.entry: an address (int, '0x...', decimal text) or a symbol name."""
+    if isinstance(v, str) and _SYMBOL_RE.match(v.strip()):
+        return v.strip()
+    v = parse_int(v)
+    if not 0 <= v < 1 << 64:
+        raise ValueError(f"entry address {v:#x} is outside 0..2^64-1")
+    return v
+
+
 class Guest(_Model):
     """Guest code: a GNU as source file or inline text, and the mode the vCPU starts in."""
 
@@ -135,6 +145,11 @@ class Guest(_Model):
     mode: GuestMode
     defsym: dict[str, Annotated[int, BeforeValidator(parse_int), _INT_JSON]] = Field(
         default_factory=dict, description="as --defsym NAME=VALUE")
+    load: U64 | None = Field(None, description="GPA the image is linked and loaded at (default: the "
+                                               "mode's origin, 0x1000 real16, 0x100000 prot32/long64)")
+    entry: Annotated[Union[int, str], BeforeValidator(parse_entry), _INT_JSON] | None = Field(
+        None, description="where execution begins: a symbol of the guest or an address (default: "
+                          "_start, else the load address)")
 
     _source_path: Path | None = PrivateAttr(None)
 
@@ -145,6 +160,12 @@ class Guest(_Model):
         for name in self.defsym:
             if not _SYMBOL_RE.match(name):
                 raise FieldError(("defsym", name), f"not a valid assembler symbol name: {name!r}")
+        if self.mode == "reset" and self.entry is not None:
+            raise FieldError(("entry",), "mode reset starts at the reset vector (CS base 0xffff0000, IP "
+                             "0xfff0); set vcpu.regs.rip and vcpu.sregs.cs to start elsewhere")
+        if self.mode == "real16" and isinstance(self.entry, int) and self.entry > 0xFFFF:
+            raise FieldError(("entry",), f"real16 entry {self.entry:#x} is not reachable with CS = 0 "
+                             "(at most 0xffff)")
         if self.source is not None:
             base = (info.context or {}).get("base_dir")
             cands = guest_source_candidates(self.source, Path(base) if base is not None else None)
@@ -831,6 +852,149 @@ class Expect(_Model):
     exceptions: list[ExpectException] | None = None
 
 
+# ---------------------------------------------------------------- initial vCPU state and the VMM
+
+def parse_bit(v: Any) -> int:
+    """A one-bit descriptor field: 0/1 or false/true."""
+    if isinstance(v, bool):
+        return int(v)
+    return parse_int(v)
+
+
+Bit = Annotated[int, BeforeValidator(parse_bit), Field(ge=0, le=1), _INT_JSON]
+U4 = Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=15), _INT_JSON]
+U2 = Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=3), _INT_JSON]
+
+
+class SegmentState(_Model):
+    """A struct kvm_segment override; omitted fields keep what the mode's boot set-up chose.
+    `limit` is byte-granular as KVM reports it (0xffffffff for a flat g=1 segment); the segment
+    is unusable exactly when it is not present (as VMX's access-rights byte)."""
+
+    selector: U16 | None = None
+    base: U64 | None = None
+    limit: U32 | None = None
+    type: U4 | None = None
+    present: Bit | None = None
+    dpl: U2 | None = None
+    db: Bit | None = None
+    s: Bit | None = None
+    l: Bit | None = None  # noqa: E741 - struct kvm_segment's name
+    g: Bit | None = None
+    avl: Bit | None = None
+
+
+class DtableState(_Model):
+    """struct kvm_dtable (GDTR / IDTR); omitted fields keep the boot value."""
+
+    base: U64 | None = None
+    limit: U16 | None = None
+
+
+# Architectural bits (SDM vol. 3 2.5, 2.2.1, 2.3): what `vcpu:` accepts at all.
+_CR0_BITS = 0xE005003F            # PE MP EM TS ET NE WP AM NW CD PG
+_EFER_MODELLED = 0x1 | 0x100 | 0x400 | 0x800   # SCE LME LMA NXE
+_RFLAGS_RESERVED = ~0x3F7FD7 & ((1 << 64) - 1)   # bits 3, 5, 15, 22-63 (bit 1 KVM sets itself)
+_APIC_BASE_RSVD_LOW = 0x2FF       # bits 7:0 and 9 (kvm_apic_set_base)
+_APIC_ENABLE, _APIC_X2APIC = 1 << 11, 1 << 10
+
+
+class SregsState(_Model):
+    """KVM_SET_SREGS applied after the mode's boot set-up: given fields replace the boot values."""
+
+    cr0: U64 | None = None
+    cr3: U64 | None = None
+    cr4: U64 | None = None
+    efer: U64 | None = None
+    apic_base: U64 | None = None
+    cs: SegmentState | None = None
+    ds: SegmentState | None = None
+    es: SegmentState | None = None
+    fs: SegmentState | None = None
+    gs: SegmentState | None = None
+    ss: SegmentState | None = None
+    tr: SegmentState | None = None
+    ldt: SegmentState | None = None
+    gdt: DtableState | None = None
+    idt: DtableState | None = None
+
+    @model_validator(mode="after")
+    def _kvm_rejects(self) -> "SregsState":
+        """The checks that need no other field (kvm_is_valid_cr0, reserved bits) as field errors."""
+        cr0, cr4, efer, apic = self.cr0, self.cr4, self.efer, self.apic_base
+        if cr0 is not None:
+            if cr0 >> 32:
+                raise FieldError(("cr0",), f"cr0 {cr0:#x} sets bits 63:32 (KVM_SET_SREGS: EINVAL)")
+            if cr0 & ~_CR0_BITS:
+                raise FieldError(("cr0",), f"cr0 {cr0:#x} sets reserved bits {cr0 & ~_CR0_BITS:#x}")
+            if cr0 & (1 << 29) and not cr0 & (1 << 30):
+                raise FieldError(("cr0",), f"cr0 {cr0:#x}: NW without CD (KVM_SET_SREGS: EINVAL)")
+            if cr0 & (1 << 31) and not cr0 & 1:
+                raise FieldError(("cr0",), f"cr0 {cr0:#x}: PG without PE (KVM_SET_SREGS: EINVAL)")
+        if cr4 is not None:
+            from kvmsim.kvm.cr import CR4_RESERVED_BITS
+            if cr4 & CR4_RESERVED_BITS:
+                raise FieldError(("cr4",), f"cr4 {cr4:#x} sets bits KVM never allows ({cr4 & CR4_RESERVED_BITS:#x}; "
+                                 "KVM_SET_SREGS: EINVAL)")
+        if efer is not None and efer & ~_EFER_MODELLED:
+            raise FieldError(("efer",), f"efer {efer:#x} sets bits {efer & ~_EFER_MODELLED:#x}; kvmsim models "
+                             "SCE, LME, LMA and NXE (0xd01)")
+        if apic is not None:
+            if apic & _APIC_BASE_RSVD_LOW:
+                raise FieldError(("apic_base",), f"apic_base {apic:#x} sets reserved bits "
+                                 f"{apic & _APIC_BASE_RSVD_LOW:#x} (KVM_SET_SREGS: EINVAL)")
+            if apic & _APIC_X2APIC and not apic & _APIC_ENABLE:
+                raise FieldError(("apic_base",), f"apic_base {apic:#x}: x2APIC enabled with the APIC "
+                                 "disabled (KVM_SET_SREGS: EINVAL)")
+        return self
+
+
+class RegsState(_Model):
+    """KVM_SET_REGS applied after the mode's boot set-up: given registers replace the boot values
+    (RIP = entry, RSP = the mode's stack, RFLAGS = 0x2, others 0)."""
+
+    rax: U64 | None = None
+    rbx: U64 | None = None
+    rcx: U64 | None = None
+    rdx: U64 | None = None
+    rsi: U64 | None = None
+    rdi: U64 | None = None
+    rsp: U64 | None = None
+    rbp: U64 | None = None
+    r8: U64 | None = None
+    r9: U64 | None = None
+    r10: U64 | None = None
+    r11: U64 | None = None
+    r12: U64 | None = None
+    r13: U64 | None = None
+    r14: U64 | None = None
+    r15: U64 | None = None
+    rip: U64 | None = None
+    rflags: U64 | None = None
+
+    @model_validator(mode="after")
+    def _rflags_reserved(self) -> "RegsState":
+        if self.rflags is not None and self.rflags & _RFLAGS_RESERVED:
+            raise FieldError(("rflags",), f"rflags {self.rflags:#x} sets reserved bits "
+                             f"{self.rflags & _RFLAGS_RESERVED:#x} (3, 5, 15 and 22-63 must be 0)")
+        return self
+
+
+class VcpuState(_Model):
+    """The vCPU's initial state, over what the mode's boot set-up chose (vmm/boot.py)."""
+
+    regs: RegsState = Field(default_factory=RegsState)
+    sregs: SregsState = Field(default_factory=SregsState)
+
+
+class VmmSettings(_Model):
+    """How the userspace VMM's run loop behaves."""
+
+    on_hlt: Literal["stop", "resume"] = Field(
+        "stop", description="KVM_EXIT_HLT: stop the run (stop.reason hlt), or KVM_RUN again "
+                            "(the guest continues after its HLT; bounded by limits)")
+
+
 # ---------------------------------------------------------------- the scenario
 
 DIFFABLE_FIELDS = ("stop", "exits", "userspace", "emulation", "serial", "regs", "sregs", "memory",
@@ -860,6 +1024,8 @@ class Scenario(_Model):
     userspace: Userspace = Field(default_factory=Userspace)
     events: list[Event] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
+    vcpu: VcpuState = Field(default_factory=VcpuState, description="initial registers over the boot state")
+    vmm: VmmSettings = Field(default_factory=VmmSettings)
     backends: list[Literal["sim", "kvm"]] = Field(default_factory=lambda: ["sim", "kvm"], min_length=1)
     known_failure: str | None = Field(
         None, min_length=1, description="why the sim fails this scenario today: its test is then an "
@@ -899,6 +1065,7 @@ class Scenario(_Model):
         self._name_devices()
         self._check_memory()
         self._check_expect()
+        self._check_vcpu()
         if self.paging.user and self.guest.mode != "long64":
             raise FieldError(("paging", "user"), f"paging.user needs guest.mode long64 (a {self.guest.mode} "
                              "guest starts without the boot page tables)")
@@ -970,12 +1137,24 @@ class Scenario(_Model):
                                      f"at {lo:#x}+{hi - lo:#x} on the {bus} bus")
             claimed.append((bus, base, end, i))
 
+    def _check_vcpu(self) -> None:
+        """KVM_SET_SREGS's EINVAL cases on the state the run will set: the boot state of the
+        mode with `vcpu.sregs` over it (kvm/x86.py kvm_is_valid_sregs, as the field to fix)."""
+        from kvmsim.scenario.vcpu_state import sregs_problem
+
+        found = sregs_problem(self)
+        if found is not None:
+            raise FieldError(("vcpu", "sregs") + found[0], found[1])
+
     def _check_expect(self) -> None:
         e, names = self.expect, {d.name for d in self.devices}
         for dev in e.devices or {}:
             if dev not in names:
                 raise FieldError(("expect", "devices", dev),
                                  f"no device named {dev!r} (devices: {', '.join(sorted(names)) or 'none'})")
+        if e.stop and e.stop.reason == "hlt" and self.vmm.on_hlt == "resume":
+            raise FieldError(("expect", "stop", "reason"), "expects a hlt stop but vmm.on_hlt: resume re-enters "
+                             "the guest after every KVM_EXIT_HLT")
         if e.stop and e.stop.reason == "debug-exit" and not any(d.type == "debug-exit" for d in self.devices):
             raise FieldError(("expect", "stop", "reason"), "expects a debug-exit stop but there is no debug-exit device")
         if (e.serial is not None or e.serial_contains is not None) and not any(

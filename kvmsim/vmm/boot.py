@@ -221,6 +221,15 @@ def _protected_sregs(sregs: KvmSregs, mode: str) -> None:
         sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer = CR0_PROT32, 0, 0, 0
 
 
+def mode_sregs(sregs: KvmSregs, mode: str) -> None:
+    """Step 2 of setup_boot on a kvm_sregs: the segments, tables, CRs and EFER `mode` starts with
+    (reset: unchanged).  The scenario checks a `vcpu.sregs` override against this state."""
+    if mode == "real16":
+        _real16_sregs(sregs)
+    elif mode in ("prot32", "long64"):
+        _protected_sregs(sregs, mode)
+
+
 def setup_boot(ram: memoryview, ram_gpa: int, vcpu: VcpuFd, mode: str, entry: int,
                stack_top: int | None = None, user: Sequence[tuple[int, int]] = ()) -> None:
     """Put the vCPU at `entry` in `mode` with the layout in the module docstring.
@@ -239,14 +248,12 @@ def setup_boot(ram: memoryview, ram_gpa: int, vcpu: VcpuFd, mode: str, entry: in
         raise ScenarioError(None, None, f"real16 entry {entry:#x} is not reachable with CS = 0")
     mem = _Ram(memoryview(ram).cast("B"), ram_gpa, mode)
     sregs = vcpu.get_sregs()
-    if mode == "real16":
-        _real16_sregs(sregs)
-    else:
+    if mode != "real16":
         write_gdt(mem)
         mem.write(IDT_BASE, bytes(IDT_LIMIT[mode] + 1))
         if mode == "long64":
             write_page_tables(mem, user)
-        _protected_sregs(sregs, mode)
+    mode_sregs(sregs, mode)
     vcpu.set_sregs(sregs)
 
     regs = KvmRegs()

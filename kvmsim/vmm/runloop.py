@@ -49,6 +49,15 @@ class VmmConfig:
     # Exit log bound: the first and the last `keep_exits` records are kept, the ones between only
     # counted (Vmm.exits_omitted); None keeps every record.
     keep_exits: int | None = None
+    # KVM_EXIT_HLT: "stop" ends the run (stop.reason hlt); "resume" issues KVM_RUN again (the
+    # guest goes on after its HLT), bounded by max_exits / wall_seconds like any other exit.
+    on_hlt: str = "stop"
+    # Given every record in order, in batches while the run goes and the rest when it ends
+    # (`run --exits-jsonl`, result.ExitStream); None: nothing is streamed and nothing is spent on it.
+    exit_sink: Callable[[list[UserspaceExit]], None] | None = None
+
+
+STREAM_BATCH = 4096   # records held before they go to exit_sink when the log keeps them all
 
 
 class Vmm:
@@ -60,6 +69,7 @@ class Vmm:
         self.kick = kick
         self.exits: list[UserspaceExit] = []
         self.exits_omitted = 0    # records dropped from the middle of `exits` (config.keep_exits)
+        self._streamed = 0        # exits[:_streamed] already went to config.exit_sink
         self.coalesced: list[tuple[int, int, bool]] = []  # drained ring entries: (phys_addr, len, pio)
         self.log: list[str] = []
         self._stop: Stop | None = None
@@ -68,6 +78,7 @@ class Vmm:
         self._run_mmio = None
         self._run_mmio_data: memoryview | None = None
         self._mapping: memoryview | None = None   # the whole vCPU mmap (pio data page), bound likewise
+        self.hlt_resumed = 0      # KVM_EXIT_HLTs re-entered (config.on_hlt == "resume")
 
     def run(self) -> Stop:
         """KVM_RUN until the guest ends the run, KVM reports something fatal, or a limit is hit."""
@@ -96,20 +107,20 @@ class Vmm:
         run = self.vcpu.mapping.run
         ring = getattr(self.vcpu.mapping, "ring", None)  # coalesced MMIO, drained after every KVM_RUN
         exits, events, max_exits, kvm_run = self.exits, self.config.events, self.config.max_exits, self.vcpu.run
-        keep = self.config.keep_exits
-        cap = len(exits) + (1 << 62) if keep is None else 3 * keep   # trim once the middle holds `keep`
+        cap = self._log_cap()
         while True:
             n = len(exits)
             if n >= cap:
                 n = self._trim_exits()
+                cap = self._log_cap()
             n += self.exits_omitted
             if events:
                 for action in events.get(n, ()):
                     action(self.vcpu)
             if n >= max_exits:
-                return Stop("limit", detail=limit_detail("max_exits", max_exits))
+                return Stop("limit", detail=limit_detail("max_exits", max_exits) + self._hlt_note())
             if not n & 0xFF and time.monotonic() >= deadline:   # exits that come back at once, too
-                return Stop("limit", detail=limit_detail("wall_seconds", self.config.wall_seconds))
+                return Stop("limit", detail=limit_detail("wall_seconds", self.config.wall_seconds) + self._hlt_note())
             r = kvm_run()
             if ring is not None and ring.first != ring.last:
                 self._flush_coalesced_mmio(ring)
@@ -117,27 +128,48 @@ class Vmm:
                 if r in (-EINTR, -EAGAIN):
                     why = self.config.limit_reached() if self.config.limit_reached else None
                     if why is not None:
-                        return Stop("limit", detail=why)
+                        return Stop("limit", detail=why + self._hlt_note())
                     if time.monotonic() >= deadline:
-                        return Stop("limit", detail=limit_detail("wall_seconds", self.config.wall_seconds))
+                        return Stop("limit", detail=limit_detail("wall_seconds", self.config.wall_seconds)
+                                    + self._hlt_note())
                     continue
                 return Stop("error", code=-r, detail=f"KVM_RUN returned {r}")
             stop = self._dispatch(run)
             if stop is not None:
                 return stop
 
+    def _hlt_note(self) -> str:
+        """A limit hit by a guest that keeps halting under on_hlt: resume says so."""
+        if not self.hlt_resumed:
+            return ""
+        last = self.exits[-1].reason if self.exits else ""
+        return (f"; the guest halted {self.hlt_resumed} times under vmm.on_hlt: resume"
+                f"{' (last exit: KVM_EXIT_HLT)' if last == 'HLT' else ''}")
+
     @property
     def exit_count(self) -> int:
         """Userspace exits so far, kept or omitted."""
         return len(self.exits) + self.exits_omitted
 
-    def _trim_exits(self) -> int:
-        """Drop the records between the first and the last `keep_exits`; amortised O(1) per exit."""
+    def _log_cap(self) -> int:
+        """Log length at which _trim_exits runs next: once the middle holds `keep_exits` records,
+        or, streaming a log that keeps everything, every STREAM_BATCH new records."""
         keep = self.config.keep_exits
+        if keep is not None:
+            return 3 * keep
+        return len(self.exits) + (STREAM_BATCH if self.config.exit_sink is not None else 1 << 62)
+
+    def _trim_exits(self) -> int:
+        """Stream the records not yet streamed, then drop the ones between the first and the last
+        `keep_exits`; amortised O(1) per exit."""
+        keep, sink = self.config.keep_exits, self.config.exit_sink
+        if sink is not None and self._streamed < len(self.exits):
+            sink(self.exits[self._streamed:])
         if keep is not None and len(self.exits) > 2 * keep:
             cut = len(self.exits) - keep
             self.exits_omitted += cut - keep
             del self.exits[keep:cut]
+        self._streamed = len(self.exits)
         return len(self.exits)
 
     def _flush_coalesced_mmio(self, ring) -> None:
@@ -166,6 +198,9 @@ class Vmm:
             if reason == _X86_RDMSR or reason == _X86_WRMSR:
                 return self._msr(run, rec, reason == _X86_RDMSR)
             if reason == _HLT:
+                if self.config.on_hlt == "resume":
+                    self.hlt_resumed += 1
+                    return None
                 return Stop("hlt")
             if reason == _SHUTDOWN:
                 return Stop("shutdown")

@@ -14,7 +14,7 @@ def test_readme_walkthrough_is_what_the_debugger_prints(capsys):
     m = re.search(r"<!-- debug-walkthrough:begin -->\n```text\n(.*?)\n```\n<!-- debug-walkthrough:end -->", readme, re.S)
     assert m, "README: the debug-walkthrough block is missing"
     status = cli.main(["debug", str(REPO / "scenarios/mmio-read-no-decode.yaml"),
-                       "-x", str(REPO / "examples/debug-walkthrough.cmds"), "--batch"])
+                       "-x", str(REPO / "scenarios/debug/walkthrough.cmds"), "--batch"])
     out = capsys.readouterr().out.rstrip("\n")
     assert status == 0
     assert out == m.group(1)
