@@ -376,3 +376,19 @@ def test_cli_census_runs_a_scenario_and_writes_the_exports(tmp_path) -> None:
     assert json.loads(pf.read_text())["traceEvents"]
     r2 = _cli("census", str(jl), "--json")       # the recorded file reports the same
     assert json.loads(r2.stdout) == d
+
+
+def test_cli_trace_jsonl_is_the_same_stream_as_the_trace_lines(tmp_path) -> None:
+    """kvmsim trace --jsonl: every probe event; its tracepoints are the printed lines, in order, on
+    the same virtual clock; and stat/census read it (stat says its times are not measured)."""
+    out = tmp_path / "t.jsonl"
+    r = _cli("trace", "scenarios/mmio-read-no-decode.yaml", "--jsonl", str(out))
+    assert r.returncode == 0, r.stderr
+    printed = [(m[2], m[1]) for m in re.finditer(r"^\s*\S+-\d+\s+\[\d+\]\s+(\d+\.\d{6}): (\w+):", r.stdout, re.M)]
+    tps = [(ev.name, f"{t // 10**9}.{t // 1000 % 10**6:06d}") for what, ev, t in read_events(out) if what == "event" and ev.kind == "tp"]
+    assert printed and printed == tps
+    calls = [ev.name for what, ev, t in read_events(out) if what == "event" and ev.kind == "call"]
+    assert "x86_emulate_instruction" in calls and "complete_emulated_mmio" in calls
+    s = _cli("stat", str(out))
+    assert s.returncode == 0 and "Time: NOT measured" in s.stdout
+    assert _cli("trace", "scenarios/mmio-read-no-decode.yaml", "--jsonl", str(out), "--backend", "kvm").returncode == 2

@@ -39,6 +39,7 @@ class RunInfo:
     file: str | None = None
     backend: str = "sim"
     end: dict[str, Any] = field(default_factory=dict)   # stop, exits, emulation (the run's own log)
+    clock: str = CLOCK                                   # what the events' ts_ns mean
 
 
 class Consumer(Protocol):
@@ -142,6 +143,36 @@ def write_jsonl(events: Iterable[tuple[Event, int]], out: IO[str], run: RunInfo 
     return w.lines
 
 
+class JsonlSession:
+    """One run's events to a JSON Lines file with the caller's clock, beside whatever else watches
+    the run (`kvmsim trace --jsonl` stamps them with trace/clock.py's virtual clock):
+
+        with JsonlSession(out, RunInfo(sc.name), clock.stamp, "virtual") as js:
+            res = run_it()
+        js.end(res)
+    """
+
+    def __init__(self, out: IO[str], run: RunInfo, stamp: Callable[[Event], int], clock: str) -> None:
+        run.clock = clock
+        self.run, self.stamp = run, stamp
+        self.writer = JsonlWriter(out, clock)
+
+    def _sub(self, ev: Event) -> None:
+        self.writer.feed(ev, self.stamp(ev))
+
+    def __enter__(self) -> "JsonlSession":
+        self.writer.begin_run(self.run)
+        PROBES.subscribe(self._sub)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        PROBES.unsubscribe(self._sub)
+
+    def end(self, res: Any) -> None:
+        self.run.end = run_end(res)
+        self.writer.end_run(self.run)
+
+
 class JsonlError(ValueError):
     """A line that does not follow the schema: the file, line number and why."""
 
@@ -165,7 +196,8 @@ def read_events(path: str | Path) -> Iterator[tuple[str, Any, int]]:
             if kind == "meta":
                 if name == "run":
                     stack.clear()
-                    run = RunInfo(fields.get("scenario", "?"), fields.get("file"), fields.get("backend", "sim"))
+                    run = RunInfo(fields.get("scenario", "?"), fields.get("file"), fields.get("backend", "sim"),
+                                  clock=fields.get("clock", CLOCK))
                     yield "run", run, 0
                 elif name == "end" and run is not None:
                     run.end = fields

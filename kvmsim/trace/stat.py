@@ -18,7 +18,7 @@ from typing import Any
 
 from kvmsim.hw.vmcs import exit_reason_name
 from kvmsim.probe import Event
-from kvmsim.trace.events import RunInfo
+from kvmsim.trace.events import CLOCK, RunInfo
 
 EVENTS = ("vmexit", "mmio", "ioport")
 KEYS = ("sample", "time")
@@ -78,10 +78,13 @@ class KvmStat:
         self.unfinished = 0          # begins that no end followed before the run stopped
         self._vcpus: dict[int, _Vcpu] = {}
         self._last_vcpu = 0
+        self.other_clocks: set[str] = set()   # a recorded file on another clock (kvmsim trace --jsonl's virtual one)
 
     # ---- consumer protocol
     def begin_run(self, run: RunInfo) -> None:
         self._vcpus.clear()
+        if run.clock != CLOCK:
+            self.other_clocks.add(run.clock)
 
     def end_run(self, run: RunInfo) -> None:
         self.unfinished += sum(1 for v in self._vcpus.values() if v.start is not None and v.key is not None)
@@ -144,7 +147,9 @@ class KvmStat:
         rows = self.rows(sort_key)
         total_n = sum(s.n for _, s in rows)
         total_t = sum(s.time for _, s in rows)
-        out = ["", TIME_LABEL, "", "Analyze events for all VMs, all VCPUs:", "",
+        label = TIME_LABEL if not self.other_clocks else \
+            "Time: NOT measured: the file's timestamps are on " + "; ".join(sorted(self.other_clocks))
+        out = ["", label, "", "Analyze events for all VMs, all VCPUs:", "",
                f"{NAMES[self.event]:>{DECODE_LEN}} {'Samples':>10} {'Samples%':>9} {'Time%':>9} "
                f"{'Min Time':>11} {'Max Time':>11} {'Avg time':>16} ", ""]
         for name, s in rows:
