@@ -54,9 +54,10 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
     """VM entry and exit (reference §1.3): trace kvm_entry, run, host NMI, trace kvm_exit."""
     hw = vcpu.hw
     if PROBES.enabled:
-        tracepoint("kvm_entry", vcpu_id=vcpu.vcpu_id, rip=hw.get_regs().rip, immediate_exit=False,
+        rip = hw.reg("rip")   # one register, not two full KVM_GET_REGS snapshots per entry
+        tracepoint("kvm_entry", vcpu_id=vcpu.vcpu_id, rip=rip, immediate_exit=False,
                    intr_info=hw.vmcs.vm_entry_intr_info_field, error_code=hw.vmcs.vm_entry_exception_error_code,
-                   text=f"vcpu {vcpu.vcpu_id}, rip 0x{hw.get_regs().rip:x}")
+                   text=f"vcpu {vcpu.vcpu_id}, rip 0x{rip:x}")
     hw.enter_guest()
     v = hw.vmcs
     # A host NMI (intr info 0x80000202) is handled by the host's NMI handler right here;

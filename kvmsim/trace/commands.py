@@ -29,6 +29,8 @@ def add_parsers(sub: Any, load_all: Callable) -> dict[str, argparse.ArgumentPars
                    help="ftrace filter on the event's fields, e.g. 'port == 0x3f8 && rw == 1'")
     t.add_argument("--backend", choices=("sim", "kvm"), default="sim",
                    help="kvm: the real host's tracepoints (tracefs) for the same scenario")
+    t.add_argument("--jsonl", metavar="OUT", help="also write every probe event (calls, returns, tracepoints) "
+                   "as JSON Lines, on the same virtual clock (sim; schema in the README)")
     t.set_defaults(func=lambda a: cmd_trace(a, load_all))
 
     s = sub.add_parser("stacks", help="bpftrace-style stack histograms of a modelled kernel function")
@@ -46,6 +48,7 @@ def cmd_trace(args: argparse.Namespace, load_all: Callable) -> int:
     from kvmsim.trace.report import format_line
 
     keep = EventFilter(args.event, args.filter)
+    jsonl = _open_jsonl(args)
     scenarios, status = load_all(args.files)
     if args.backend == "kvm":
         from kvmsim.scenario.runner import kvm_probe
@@ -68,12 +71,39 @@ def cmd_trace(args: argparse.Namespace, load_all: Callable) -> int:
             if cap.module == "kvm_pvm":
                 print(PVM_NOTE)
         else:   # streamed: a million-exit run prints as it goes, in bounded memory
-            stream_sim(sc, lambda line: print(format_line(line)) if keep(line.event, line.fields) else None)
+            def show(line: Any) -> None:
+                if keep(line.event, line.fields):
+                    print(format_line(line))
+            if jsonl is None:
+                stream_sim(sc, show)
+            else:
+                from kvmsim.trace.clock import VirtualClock
+                from kvmsim.trace.events import JsonlSession, RunInfo
+                with JsonlSession(jsonl, RunInfo(sc.name, str(sc.path) if sc.path else None), VirtualClock().stamp,
+                                  JSONL_CLOCK) as session:
+                    res = stream_sim(sc, show)
+                session.end(res)
             continue
         for line in cap.lines:
             if keep(line.event, line.fields):
                 print(format_line(line))
     return status
+
+
+JSONL_CLOCK = "virtual ns (trace/clock.py: fixed costs per event, not measured), as the trace lines"
+
+
+def _open_jsonl(args: argparse.Namespace) -> Any:
+    """--jsonl OUT for kvmsim trace (sim only: the host's tracefs has no modelled call stack)."""
+    if not getattr(args, "jsonl", None):
+        return None
+    if args.backend != "sim":
+        raise ScenarioError(args.jsonl, None, "--jsonl: the sim backend only (the host's tracefs has "
+                            "tracepoints, not the modelled kernel calls)")
+    try:
+        return open(args.jsonl, "w", encoding="utf-8")   # noqa: SIM115 - lives for the whole command
+    except OSError as e:
+        raise ScenarioError(args.jsonl, None, f"--jsonl: cannot write: {e.strerror}") from None
 
 
 def modelled_functions() -> set[str]:
