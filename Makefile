@@ -6,8 +6,10 @@ STAMP   := $(VENV)/.installed
 
 .PHONY: run test bench bench-million fuzz-emulator fuzz-guests fuzz-guests-diff fuzz-scenarios diff check clean
 
+# The demo: a mixed workload's run report, then the emulation census of it and of its nested twin.
 run: $(STAMP)
-	$(BIN)/kvmsim run scenarios/mmio-read-no-decode.yaml
+	$(BIN)/kvmsim run --keep-exits 3 scenarios/census.yaml
+	$(BIN)/kvmsim census scenarios/census.yaml scenarios/census-nested.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

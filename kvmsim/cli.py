@@ -457,6 +457,52 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return status
 
 
+def _report_cmd(args: argparse.Namespace, consumer: Any) -> Any:
+    """Feed FILEs to a report and to the exports asked for (trace/feed.py)."""
+    from contextlib import ExitStack
+    from kvmsim.trace.feed import export_consumers, feed_files
+    with ExitStack() as stack:
+        consumers = [consumer] + export_consumers(stack, args.jsonl, args.perfetto)
+        return feed_files(args.files, consumers)
+
+
+def cmd_stat(args: argparse.Namespace) -> int:
+    """`perf kvm stat report` for scenarios run now or recorded event files (trace/stat.py)."""
+    from kvmsim.trace.stat import KvmStat
+    stat = KvmStat(args.event)
+    _report_cmd(args, stat)
+    print("\n".join(stat.report(args.key)))
+    return EXIT_OK
+
+
+def cmd_census(args: argparse.Namespace) -> int:
+    """Who calls the emulator, how, on what, with what result (trace/census.py)."""
+    from kvmsim.trace.census import Census
+    census = Census()
+    _report_cmd(args, census)
+    doc = census.to_dict()
+    if args.chart:
+        from kvmsim.trace.export import census_chart, chart_available
+        ok, why = chart_available()
+        if not ok:
+            raise ScenarioError(args.chart, None, f"--chart: {why}")
+        if not args.chart.endswith((".svg", ".png")):
+            raise ScenarioError(args.chart, None, "--chart: the file name ends in .svg or .png")
+        census_chart(doc, args.chart)
+    if args.json:
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        print("\n".join(census.report()))
+    return EXIT_OK
+
+
+def _add_export_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE", help="scenario YAML files or directories (run on the sim), "
+                   "or .jsonl event files written by --jsonl")
+    p.add_argument("--jsonl", metavar="OUT", help="also write every probe event as JSON Lines (README schema)")
+    p.add_argument("--perfetto", metavar="OUT", help="also write a Chrome/Perfetto trace-event JSON timeline")
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     """`kvmsim build FILE --elf OUT`: the scenario's guest, linked, with its symbols (for gdb)."""
     from kvmsim.scenario.loader import load_scenario
@@ -519,6 +565,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("files", nargs="*", metavar="FILE")
     b.add_argument("--repeat", type=_at_least_one, default=3, metavar="N")
     b.set_defaults(func=cmd_bench)
+
+    st = sub.add_parser("stat", help="perf kvm stat report: exits (or MMIO / port accesses) with handling times")
+    _add_export_flags(st)
+    st.add_argument("--event", choices=("vmexit", "mmio", "ioport"), default="vmexit")
+    st.add_argument("--key", choices=("sample", "time"), default="sample", help="sort by count or by mean time")
+    st.set_defaults(func=cmd_stat)
+
+    ce = sub.add_parser("census", help="emulations by EMULTYPE, entry path, instruction, outcome; host NMIs")
+    _add_export_flags(ce)
+    ce.add_argument("--json", action="store_true", help="print the census as JSON")
+    ce.add_argument("--chart", metavar="OUT.svg|OUT.png", help="chart of exits and emulations (needs matplotlib)")
+    ce.set_defaults(func=cmd_census)
+
     from kvmsim.debug.command import add_parser as add_debug_parser
     from kvmsim.debug.gdbserve import add_gdb_arguments
     add_gdb_arguments(add_debug_parser(sub))      # --gdb [HOST:]PORT, --elf OUT
@@ -527,6 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("file", metavar="FILE")
     bl.add_argument("--elf", metavar="OUT", required=True)
     bl.set_defaults(func=cmd_build)
+
+    from kvmsim.trace.commands import add_parsers   # trace, stacks
+    add_parsers(sub, lambda files: _load_all(files))
     return p
 
 
