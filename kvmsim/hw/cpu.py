@@ -33,6 +33,7 @@ from kvmsim.hw.vmcs import (VMX_EXIT_REASONS_FAILED_VMENTRY, EPT_VIOLATION_ACC_I
 
 from kvmsim.hw.memory import GuestMemory
 from kvmsim.hw.registers import SNAP_IDS, CpuState
+from kvmsim.hw.cslimit import CodeLimit
 from kvmsim.hw.segcheck import ReadOnlySegments
 from kvmsim.hw.trap import InsnTrap, _Decoded
 from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, emu_counter_offset, uc_emu_start
@@ -51,7 +52,7 @@ _ACTION_EXIT, _IO_INSTRUCTION = Action.EXIT, ExitReason.IO_INSTRUCTION
 _IO_INSTRUCTION_NR = int(ExitReason.IO_INSTRUCTION)
 
 
-class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
+class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, DebugTrap):
     """One logical CPU.  KVM's model drives it with `vmx_vcpu_enter_exit`-style `enter_guest()`."""
 
     def __init__(self) -> None:
@@ -83,6 +84,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         self._counter: ctypes.c_size_t | None = None   # unicorn's emu_counter, read in place
         self._trap_init()
         self._ro_init()
+        self._cs_limit_init()
         self._dbg_init()
         self._exit_count = 0                  # VM exits so far (a PAUSE loop ends at one)
         self._ple_rip, self._ple_count, self._ple_exits = -1, 0, -1
@@ -155,6 +157,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         self._unmapped_cb = self._unmapped_hook = None
         self._trap_init()
         self._ro_init()
+        self._cs_limit_init()
         self._dbg_hooks.clear()
 
     def enter_guest(self) -> None:
@@ -194,6 +197,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
             self._check_translation()
             if self._ro_segs or self._mode != "long64" or self._mode_stale:
                 self._check_ro_segments()          # (64-bit mode ignores data segment types)
+                self._check_code_limit()
             rip = self.reg("rip")
             start = rip if self._mode == "long64" and not self._mode_stale else self.linear_rip()
             status = 0   # uc_err; an UcError object is built only if we report it
@@ -618,7 +622,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
             # Unicorn's unmapped-memory hook reports the physical address (cputlb.c passes paddr):
             # that is the GPA the EPT exit carries.  Simplified: the linear address is not known here.
             return self._ept_exit(access, addr, addr)
-        if kind == "gp":                    # segcheck.py: a write through a read-only segment
+        if kind == "gp":                    # segcheck.py, cslimit.py: a read-only segment write, a fetch past CS's limit
             return self._exception(Vector.GP, 0)
         if kind == "intr":
             # The error code QEMU computed (unicorn's hook passes the vector only), and the
