@@ -4,10 +4,12 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test bench bench-million fuzz-emulator fuzz-guests fuzz-guests-diff diff check clean
+.PHONY: run test bench bench-million fuzz-emulator fuzz-guests fuzz-guests-diff fuzz-scenarios diff check clean
 
+# The demo: a mixed workload's run report, then the emulation census of it and of its nested twin.
 run: $(STAMP)
-	$(BIN)/kvmsim run scenarios/mmio-read-no-decode.yaml
+	$(BIN)/kvmsim run --keep-exits 3 scenarios/census.yaml
+	$(BIN)/kvmsim census scenarios/census.yaml scenarios/census-nested.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -38,6 +40,13 @@ fuzz-guests: $(STAMP)
 
 fuzz-guests-diff: $(STAMP)
 	$(BIN)/python -m kvmsim.fuzz --diff $(FUZZ_ARGS)
+
+# Seeded mutants of scenarios/*.yaml through `kvmsim check` and `kvmsim run` (kvmsim/fuzz/scenarios.py):
+# FUZZ_SCENARIOS files; non-zero exit on any BUG (status 3, hang, oversized output, check/run disagreeing).
+FUZZ_SCENARIOS ?= 2000
+
+fuzz-scenarios: $(STAMP)
+	$(BIN)/python -m kvmsim.fuzz.scenarios --count $(FUZZ_SCENARIOS) --seed $(FUZZ_SEED) --jobs $(FUZZ_JOBS)
 
 diff: $(STAMP)
 	$(BIN)/kvmsim diff scenarios/*.yaml

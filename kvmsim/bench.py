@@ -5,6 +5,10 @@
   native insns/s      guest ALU loop with no exits, vs bare unicorn on the same image
   MMIO round trips/s  guest MMIO-read loop: EPT → emulator → userspace → NO_DECODE
   emulated insns/s    decode + execute of an instruction mix (kvm/emulate alone)
+  tracing cost        PIO round trips with tracing off after a trace session (the probes patched in
+                      and back out) vs never traced; with full stack capture on (every probe event's
+                      call stack counted, bpftrace's @[kstack]); the peak heap of streaming a run's
+                      events to a JSON Lines file at two run lengths (bounded: it does not grow)
 Round-trip figures: one warm-up run, then the best of REPEAT runs; VM creation is not timed.
 Real-KVM figures are added where /dev/kvm exists.  Timings are wall-clock: run on a quiet machine.
 The note column starts with each figure's verdict against its target: met, MISSED or not measured.
@@ -27,6 +31,7 @@ from kvmsim.scenario.schema import Scenario
 PIO_ITERS = 20_000
 NATIVE_ITERS = 3_000_000
 MMIO_ITERS = 5_000
+STREAM_ITERS = (1_000, 4_000)   # two run lengths: the peak heap must not grow with the run
 
 
 _TARGET_RE = re.compile(r">=\s*(?P<num>[0-9][0-9,]*(?:\.[0-9]+)?)(?P<x>x)?\b.*")
@@ -159,6 +164,67 @@ def sim_mmio_round_trips(iters: int = MMIO_ITERS) -> float | None:
     return _best_rate(lambda n: _scenario("guests/mmio_loop.S", {"MMIO_LOOP_COUNT": n}, devices), iters)
 
 
+class _StackCapture:
+    """Full stack capture: every probe event counted by its call stack (bpftrace's @[kstack] = count())."""
+
+    def __init__(self) -> None:
+        from collections import Counter
+        self.stacks: Counter = Counter()
+
+    def __call__(self, ev) -> None:
+        self.stacks[(ev.stack, ev.name)] += 1
+
+
+def traced_pio_round_trips(iters: int = PIO_ITERS // 4) -> float:
+    """PIO round trips with full stack capture on (fewer iterations: it is the slow path)."""
+    from kvmsim.probe import PROBES
+    cap = _StackCapture()
+    PROBES.subscribe(cap)
+    try:
+        return _best_rate(lambda n: _scenario("guests/pio_loop.S", {"PIO_LOOP_COUNT": n}), iters)
+    finally:
+        PROBES.unsubscribe(cap)
+
+
+def pio_after_tracing(iters: int = PIO_ITERS) -> float:
+    """PIO round trips once a trace session has come and gone: the probes must be patched back out."""
+    from kvmsim.probe import PROBES
+    cap = _StackCapture()
+    PROBES.subscribe(cap)
+    _loop_rate(_scenario("guests/pio_loop.S", {"PIO_LOOP_COUNT": 100}), 100)
+    PROBES.unsubscribe(cap)
+    return sim_pio_round_trips(iters)
+
+
+def stream_peak_heap(iters: int) -> float:
+    """Peak Python heap (KiB, tracemalloc) while a PIO loop of `iters` exits streams every probe event
+    to a JSON Lines file; the VM is built before the measurement starts."""
+    import os
+    import tempfile
+    import tracemalloc
+    from kvmsim.trace.events import JsonlWriter, Tap
+    m = make_machine(_scenario("guests/pio_loop.S", {"PIO_LOOP_COUNT": iters}), "sim")
+    m.vmm.config.keep_exits = 100     # the VMM's own exit log bounded below both run lengths
+    fd, path = tempfile.mkstemp(suffix=".jsonl")
+    os.close(fd)
+    try:
+        with open(path, "w") as f:
+            tap = Tap([JsonlWriter(f)])
+            from kvmsim.probe import PROBES
+            tracemalloc.start()
+            PROBES.subscribe(tap)
+            try:
+                run_machine(m)
+            finally:
+                PROBES.unsubscribe(tap)
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+        return peak / 1024
+    finally:
+        m.close()
+        os.unlink(path)
+
+
 def emulated_insns() -> float | None:
     try:
         from kvmsim.kvm.emulate.bench import bench_emulated_insns
@@ -207,6 +273,17 @@ def collect() -> list[Figure]:
                        note="" if mmio else "guests/mmio_loop.S or the emulator path missing"))
     real_mmio, why = _real("real_mmio_round_trips", 1.0)
     figs.append(Figure("MMIO round trips (real KVM)", real_mmio, "/s", mmio, "sim", note=why))
+    off_again = pio_after_tracing()
+    figs.append(Figure("PIO round trips (sim, tracing off after a session)", off_again, "/s", pio,
+                       "never traced", ">= 0.95x never traced"))
+    traced = traced_pio_round_trips()
+    figs.append(Figure("PIO round trips (sim, full stack capture on)", traced, "/s", pio, "tracing off",
+                       ">= 25,000/s"))
+    small, big = STREAM_ITERS
+    heap_small, heap_big = stream_peak_heap(small), stream_peak_heap(big)
+    figs.append(Figure(f"trace stream peak heap ({big:,} exits to a file)", heap_big, " KiB", heap_small,
+                       f"{small:,} exits", note="bounded" if heap_big < 1.5 * heap_small else
+                       "grows with the run: not bounded"))
     emu = emulated_insns()
     figs.append(Figure("emulated insns (decode+execute)", emu, "/s", target=">= 20,000/s",
                        note="" if emu else "kvm/emulate/bench.py missing"))

@@ -166,6 +166,16 @@ def _keep_exits(text: str) -> int | None | str:
     return n
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 # ---------------------------------------------------------------- commands
 
 def _bug_lines(where: str | None, e: BaseException) -> list[str]:
@@ -348,12 +358,41 @@ def cmd_diff(args: argparse.Namespace) -> int:
             _err(e)
             status = max(status, EXIT_INPUT)
             continue
+        except BrokenPipeError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a kvmsim bug in one file must not lose the others
+            if os.environ.get("KVMSIM_DEBUG") == "1":
+                raise
+            print("\n".join(_bug_lines(str(sc.path) if sc.path else sc.name, e)), file=sys.stderr)
+            c = Comparison(sc.name, "ERROR", host=module, reason=f"internal error: {type(e).__name__}: {e}")
+            status = max(status, EXIT_INTERNAL)
         comparisons.append(c)
         if c.status == "DIFF":
             status = max(status, EXIT_FAIL)
         print("\n".join(report.diff_lines(c)), flush=True)
     print("\n".join(report.diff_summary(comparisons, module)))
     return status
+
+
+def _per_file(sc: Any, action: Callable[[Any], Any]) -> tuple[int, Any]:
+    """action(sc) for one scenario of a batch: (EXIT_OK, its value), or the file's error reported on
+    stderr and (its status, None), so that the batch goes on with the next file."""
+    where = str(sc.path) if sc.path else sc.name
+    try:
+        return EXIT_OK, action(sc)
+    except BrokenPipeError:
+        raise
+    except ScenarioError as e:   # e.g. a guest that does not assemble
+        _err(e)
+        return EXIT_INPUT, None
+    except BackendError as e:
+        print(f"kvmsim: {where}: backend sim: {e}", file=sys.stderr)
+        return EXIT_INTERNAL, None
+    except Exception as e:  # noqa: BLE001 - a kvmsim bug in one file must not lose the others
+        if os.environ.get("KVMSIM_DEBUG") == "1":
+            raise
+        print("\n".join(_bug_lines(where, e)), file=sys.stderr)
+        return EXIT_INTERNAL, None
 
 
 def cmd_emulator_coverage(args: argparse.Namespace) -> int:
@@ -370,7 +409,11 @@ def cmd_emulator_coverage(args: argparse.Namespace) -> int:
     for sc in scenarios:
         if "sim" not in sc.backends:
             continue
-        for k, n in run_scenario(sc, backend="sim").emulation.items():
+        st, res = _per_file(sc, lambda sc: run_scenario(sc, backend="sim"))
+        status = max(status, st)
+        if res is None:
+            continue
+        for k, n in res.emulation.items():
             if n:
                 total[k] = total.get(k, 0) + n
                 users.setdefault(k, []).append(sc.name)
@@ -393,17 +436,71 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for sc in scenarios:
         if "sim" not in sc.backends:
             continue
-        best, result = float("inf"), None
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            result = run_scenario(sc, backend="sim")
-            best = min(best, time.perf_counter() - t0)
+        def timed(sc: Any) -> tuple[float, Any]:
+            best, result = float("inf"), None
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                result = run_scenario(sc, backend="sim")
+                best = min(best, time.perf_counter() - t0)
+            return best, result
+        st, got = _per_file(sc, timed)
+        status = max(status, st)
+        if got is None:
+            rows.append([sc.name, "error", "-", "-", "-", "-"])
+            continue
+        best, result = got
         n_exits = sum(result.exits.values())
         rows.append([sc.name, f"{best * 1000:.1f}", n_exits, result.userspace_count,
                      f"{n_exits / best:,.0f}" if best > 0 else "-", result.guest_insns or "-"])
     report.make_console().print(report.counts_table(
         f"bench (best of {args.repeat})", ["scenario", "ms", "exits", "userspace", "exits/s", "guest insns"], rows))
     return status
+
+
+def _report_cmd(args: argparse.Namespace, consumer: Any) -> Any:
+    """Feed FILEs to a report and to the exports asked for (trace/feed.py)."""
+    from contextlib import ExitStack
+    from kvmsim.trace.feed import export_consumers, feed_files
+    with ExitStack() as stack:
+        consumers = [consumer] + export_consumers(stack, args.jsonl, args.perfetto)
+        return feed_files(args.files, consumers)
+
+
+def cmd_stat(args: argparse.Namespace) -> int:
+    """`perf kvm stat report` for scenarios run now or recorded event files (trace/stat.py)."""
+    from kvmsim.trace.stat import KvmStat
+    stat = KvmStat(args.event)
+    _report_cmd(args, stat)
+    print("\n".join(stat.report(args.key)))
+    return EXIT_OK
+
+
+def cmd_census(args: argparse.Namespace) -> int:
+    """Who calls the emulator, how, on what, with what result (trace/census.py)."""
+    from kvmsim.trace.census import Census
+    census = Census()
+    _report_cmd(args, census)
+    doc = census.to_dict()
+    if args.chart:
+        from kvmsim.trace.export import census_chart, chart_available
+        ok, why = chart_available()
+        if not ok:
+            raise ScenarioError(args.chart, None, f"--chart: {why}")
+        if not args.chart.endswith((".svg", ".png")):
+            raise ScenarioError(args.chart, None, "--chart: the file name ends in .svg or .png")
+        census_chart(doc, args.chart)
+    if args.json:
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        print("\n".join(census.report()))
+    return EXIT_OK
+
+
+def _add_export_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE", help="scenario YAML files or directories (run on the sim), "
+                   "or .jsonl event files written by --jsonl")
+    p.add_argument("--jsonl", metavar="OUT", help="also write every probe event as JSON Lines (README schema)")
+    p.add_argument("--perfetto", metavar="OUT", help="also write a Chrome/Perfetto trace-event JSON timeline")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -466,8 +563,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="throughput figures (PIO, native, MMIO, emulator); with FILEs, time scenarios")
     b.add_argument("files", nargs="*", metavar="FILE")
-    b.add_argument("--repeat", type=int, default=3, metavar="N")
+    b.add_argument("--repeat", type=_at_least_one, default=3, metavar="N")
     b.set_defaults(func=cmd_bench)
+
+    st = sub.add_parser("stat", help="perf kvm stat report: exits (or MMIO / port accesses) with handling times")
+    _add_export_flags(st)
+    st.add_argument("--event", choices=("vmexit", "mmio", "ioport"), default="vmexit")
+    st.add_argument("--key", choices=("sample", "time"), default="sample", help="sort by count or by mean time")
+    st.set_defaults(func=cmd_stat)
+
+    ce = sub.add_parser("census", help="emulations by EMULTYPE, entry path, instruction, outcome; host NMIs")
+    _add_export_flags(ce)
+    ce.add_argument("--json", action="store_true", help="print the census as JSON")
+    ce.add_argument("--chart", metavar="OUT.svg|OUT.png", help="chart of exits and emulations (needs matplotlib)")
+    ce.set_defaults(func=cmd_census)
+
     from kvmsim.debug.command import add_parser as add_debug_parser
     from kvmsim.debug.gdbserve import add_gdb_arguments
     add_gdb_arguments(add_debug_parser(sub))      # --gdb [HOST:]PORT, --elf OUT
@@ -476,6 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("file", metavar="FILE")
     bl.add_argument("--elf", metavar="OUT", required=True)
     bl.set_defaults(func=cmd_build)
+
+    from kvmsim.trace.commands import add_parsers   # trace, stacks
+    add_parsers(sub, lambda files: _load_all(files))
     return p
 
 

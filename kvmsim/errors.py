@@ -25,4 +25,10 @@ class KvmSimBug(KvmSimError):
 
 
 class BackendError(KvmSimError):
-    """A backend could not do what was asked (e.g. an ioctl on /dev/kvm failed)."""
+    """A backend could not do what was asked (e.g. an ioctl on /dev/kvm failed).
+
+    `errno` is the ioctl's error number where there is one (the same on both backends)."""
+
+    def __init__(self, msg: str = "", errno: int | None = None) -> None:
+        super().__init__(msg)
+        self.errno = errno

@@ -42,11 +42,13 @@ class Probes:
     def __init__(self) -> None:
         self.enabled = False
         self._subs: list[Subscriber] = []
+        self._fan: tuple[Subscriber, ...] = ()   # snapshot emit iterates (a subscriber may unsubscribe)
         self.stack: list[str] = []
         self.seq = 0
 
     def subscribe(self, sub: Subscriber) -> None:
         self._subs.append(sub)
+        self._fan = tuple(self._subs)
         if not self.enabled:
             _rebind(_PROBED)
         self.enabled = True
@@ -54,6 +56,7 @@ class Probes:
     def unsubscribe(self, sub: Subscriber) -> None:
         if sub in self._subs:
             self._subs.remove(sub)
+        self._fan = tuple(self._subs)
         if self.enabled and not self._subs:
             _rebind(_PLAIN)
             self.stack.clear()
@@ -62,7 +65,7 @@ class Probes:
     def emit(self, kind: str, name: str, fields: dict[str, Any]) -> None:
         self.seq += 1
         ev = Event(self.seq, kind, name, tuple(self.stack), fields)
-        for sub in tuple(self._subs):
+        for sub in self._fan:
             sub(ev)
 
 
@@ -101,14 +104,22 @@ def kfunc(*arg_names: str) -> Callable[[F], F]:
         def probed(*args: Any, **kwargs: Any) -> Any:
             if not PROBES.enabled:
                 return fn(*args, **kwargs)
-            fields = {a: (args[i] if i < len(args) else kwargs.get(a)) for a, i in picks}
-            PROBES.emit("call", name, fields)
-            PROBES.stack.append(name)
+            p = PROBES            # emit() inlined: this runs twice per modelled call while tracing
+            stack = p.stack
+            p.seq = seq = p.seq + 1
+            ev = Event(seq, "call", name, tuple(stack),
+                       {a: (args[i] if i < len(args) else kwargs.get(a)) for a, i in picks} if picks else {})
+            for sub in p._fan:
+                sub(ev)
+            stack.append(name)
             try:
                 ret = fn(*args, **kwargs)
             finally:
-                PROBES.stack.pop()
-            PROBES.emit("ret", name, {"ret": ret if isinstance(ret, (int, type(None))) else repr(ret)})
+                stack.pop()
+            p.seq = seq = p.seq + 1
+            ev = Event(seq, "ret", name, tuple(stack), {"ret": ret if ret is None or isinstance(ret, int) else repr(ret)})
+            for sub in p._fan:
+                sub(ev)
             return ret
 
         probed.__kfunc__ = name  # type: ignore[attr-defined]
@@ -125,3 +136,8 @@ def tracepoint(name: str, **fields: Any) -> None:
     """Emit a kernel tracepoint (callers guard with `if PROBES.enabled` on hot paths)."""
     if PROBES.enabled:
         PROBES.emit("tp", name, fields)
+
+
+def kfunc_names() -> set[str]:
+    """Every modelled kernel function (@kfunc) imported so far."""
+    return {getattr(fn, "__kfunc__", fn.__name__) for fn in _PROBED}

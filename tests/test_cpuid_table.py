@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from kvmsim.cli import main
 from kvmsim.kvm.cpuid import default_cpuid_entries
 from kvmsim.scenario.loader import load_scenario
 from kvmsim.scenario.runner import make_machine
 from kvmsim.uapi import KVM_CPUID_FLAG_SIGNIFCANT_INDEX
 from kvmsim.vmm.cpuid import INDEXED_LEAVES
+from badinput import assert_bad_input
 
 HEAD = "name: t\ndescription: cpuid\nguest: {asm: hlt, mode: long64}\nkvm:\n  cpuid:\n"
 
@@ -37,12 +37,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_cpuid_table_is_status_2_with_file_line(case: str, command: str, tmp_path: Path, capsys) -> None:
     body, line, fragment = CASES[case]
-    f = tmp_path / f"{case}.yaml"
-    f.write_text(HEAD + body)
-    assert main([command, str(f)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"{f}:{line}: error: "), err
-    assert fragment in err, err
+    assert_bad_input(command, tmp_path / f"{case}.yaml", HEAD + body, line, fragment, capsys)
 
 
 def _sim_table(tmp_path: Path, body: str) -> list[tuple[int, int, int, int, int, int, int]]:

@@ -16,31 +16,13 @@ from kvmsim.scenario.loader import load_scenario
 from kvmsim.scenario.result import RunResult, read_exit_stream
 from kvmsim.scenario.runner import run_scenario
 from kvmsim.vmm.runloop import STREAM_BATCH
+from mmio_rw import mmio_rw_text
 
 pytestmark = pytest.mark.skipif(not binutils_available(), reason="needs GNU binutils")
 REPO = Path(__file__).resolve().parents[1]
 LOOPS = 2600   # MMIO read + MMIO write per iteration, then EXIT: 2 * LOOPS + 1 exits (> STREAM_BATCH)
 
-MMIO_RW = f"""name: mmio-rw-loop
-description: MMIO reads and writes of a register bank, then the debug-exit OUT
-guest:
-  mode: long64
-  asm: |
-    .include "kvmsim.inc"
-    .globl _start
-    _start:
-        movl $0xd0000000, %ebx
-        movl ${LOOPS}, %ecx
-    1:  movl (%rbx), %eax
-        movl %ecx, 4(%rbx)
-        decl %ecx
-        jnz 1b
-        EXIT 0
-devices:
-  - {{type: debug-exit, port: 0xf4}}
-  - {{type: regbank, gpa: 0xd0000000, size: 0x1000, values: {{0x0: 0x1234}}}}
-limits: {{max_exits: 100000}}
-"""
+MMIO_RW = mmio_rw_text(LOOPS)
 
 
 @pytest.fixture(scope="module")

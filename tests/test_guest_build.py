@@ -335,3 +335,31 @@ def test_native_loop_checksum(mode: str) -> None:
     run = run_flat(guest("native_loop", mode), rcx=1000)
     assert run.exit_code == 0 and run.outs == [(0xF4, 4, 0)]
     assert (run.regs["rbx"], run.regs["rsi"], run.regs["rcx"]) == (native_checksum(1000), 3000, 0)
+
+
+def test_unreadable_or_endless_source_is_a_build_error(tmp_path) -> None:
+    """/proc/self/mem passes is_file() and answers EIO; a source above the bound is refused unread."""
+    from kvmsim.errors import GuestBuildError
+    from kvmsim.scenario import guest_build as gb
+
+    with pytest.raises(GuestBuildError, match="cannot read guest source.*Input/output error"):
+        gb.build_guest(Path("/proc/self/mem"), None, "long64", use_cache=False)
+    big = tmp_path / "big.S"
+    big.write_bytes(b"# " + b"x" * gb.MAX_SOURCE_BYTES + b"\n")
+    with pytest.raises(GuestBuildError, match="larger than 4 MiB"):
+        gb.build_guest(big, None, "long64", use_cache=False)
+    inc = tmp_path / "inc.S"
+    inc.write_text('.include "/proc/self/mem"\nhlt\n')
+    with pytest.raises(GuestBuildError, match="cannot read guest source '/proc/[0-9]+/mem'"):
+        gb.build_guest(inc, None, "long64", use_cache=True)
+
+
+def test_hostile_assembler_input_is_bounded(tmp_path) -> None:
+    """Sources that make `as` write or allocate without end fail within the tool bounds, not the disk."""
+    from kvmsim.errors import GuestBuildError
+    from kvmsim.scenario import guest_build as gb
+
+    for body, why in [(".skip 0x7fffffffff", "output exceeded 64 MiB"), (".fill 0x10000000, 1, 0", "output exceeded"),
+                      ('.include "/dev/zero"', "")]:
+        with pytest.raises(GuestBuildError, match=f"assembly failed(.|\\n)*{why}"):
+            gb.build_guest(None, f".globl _start\n_start:\n{body}\n", "long64", use_cache=False)

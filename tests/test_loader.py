@@ -140,7 +140,7 @@ def test_guest_source_resolves_repo_relative(tmp_path: Path) -> None:
     ("", 1, "empty"),
     ("- 1\n- 2\n", 1, "a scenario is a mapping"),
     ("name: a\ndescription: b\nguest: {asm: hlt, mode: long64}\nmemory: [{gpa: 0x1000, size: 3K}]\n", 4,
-     "memory[0].size: memslot size 0xc00 is not a multiple of 4K"),
+     "memory[0].size: memslot 0: KVM_SET_USER_MEMORY_REGION: memory_size 0xc00 is not a multiple of the page size (EINVAL)"),
     ("name: a\ndescription: b\nguest: {asm: hlt, mode: long64}\ndevices:\n  - {type: regbank, gpa: 0x1000}\n", 5,
      "inside RAM"),
     ("name: a\ndescription: b\nguest: {asm: hlt, source: x.S, mode: long64}\n", 3, "exactly one of 'source'"),

@@ -12,6 +12,7 @@ from kvmsim.cli import main
 from kvmsim.scenario.loader import load_scenario
 from kvmsim.scenario.runner import run_scenario
 from kvmsim.vmm import boot
+from badinput import assert_bad_input
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = "name: t\ndescription: paging\nguest: {asm: hlt, mode: long64}\n"
@@ -30,12 +31,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_user_range_is_status_2_with_file_line(case: str, command: str, tmp_path: Path, capsys) -> None:
     body, line, fragment = CASES[case]
-    f = tmp_path / f"{case}.yaml"
-    f.write_text(HEAD + body)
-    assert main([command, str(f)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"{f}:{line}: error: "), err
-    assert fragment in err, err
+    assert_bad_input(command, tmp_path / f"{case}.yaml", HEAD + body, line, fragment, capsys)
 
 
 def test_user_ranges_need_the_long64_page_tables(tmp_path: Path, capsys) -> None:

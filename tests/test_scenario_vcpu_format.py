@@ -17,6 +17,7 @@ from kvmsim.errors import BackendError, ScenarioError
 from kvmsim.realkvm.probe import kvm_available
 from kvmsim.scenario.loader import load_scenario
 from kvmsim.scenario.runner import make_machine, run_scenario
+from badinput import assert_bad_input
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ["sim", pytest.param("kvm", marks=pytest.mark.kvm)]
@@ -121,13 +122,7 @@ PREFLIGHT_CASES = {
 @pytest.mark.parametrize("case", sorted(PREFLIGHT_CASES))
 def test_check_rejects_what_run_rejects(case: str, command: str, tmp_path: Path, capsys) -> None:
     text, line, fragment = PREFLIGHT_CASES[case]
-    f = tmp_path / f"{case}.yaml"
-    f.write_text(text)
-    assert main([command, str(f)]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and fragment in err, err
-    if line is not None:
-        assert err.startswith(f"{f}:{line}: error: "), err
+    assert_bad_input(command, tmp_path / f"{case}.yaml", text, line, fragment, capsys)
 
 
 # ---------------------------------------------------------------- KVM_SET_SREGS on both backends

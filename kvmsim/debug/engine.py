@@ -62,6 +62,7 @@ from typing import Any, Iterator
 from kvmsim.debug.breakpoints import Breakpoint, BreakpointTable, DebugError, parse_spec
 from kvmsim.hw import paging
 from kvmsim.probe import PROBES, Event
+from kvmsim.trace.tracepoints import format_event
 
 # The stages of one exit, in the order KVM goes through them, and the probe event of each.
 STAGES = ("vm-exit", "exit-handler", "emulator-decode", "emulator-execute", "userspace-exit",
@@ -593,7 +594,7 @@ class Debugger:
         head = f"Breakpoint {', '.join(map(str, hits))}, " if hits else ""
         if ev is None:
             return f"{head}{ {'step': 'stepped to', 'interrupt': 'interrupted at'}.get(kind, 'guest at')} {where}"
-        what = ev.fields.get("text") if ev.kind == "tp" else None
+        what = format_event(ev.name, ev.fields) if ev.kind == "tp" else None   # trace.h's TP_printk text
         label = f"[{stage}] " if stage else ""
         if ev.kind == "tp":
             return f"{head}{label}{ev.name}: {what}"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from kvmsim.debug.breakpoints import DebugError, parse_int
 from kvmsim.hw import vmcs as V
 from kvmsim.probe import PROBES, Event
+from kvmsim.trace.tracepoints import format_event
 from kvmsim.uapi import KvmExit
 
 if TYPE_CHECKING:
@@ -361,7 +362,7 @@ def disas(dbg: "Debugger", addr: int | None = None, count: int = 8, physical: bo
 def event_line(ev: Event) -> str:
     depth = "  " * len(ev.stack)
     if ev.kind == "tp":
-        return f"{ev.seq:>7} {depth}{ev.name}: {ev.fields.get('text', '')}"
+        return f"{ev.seq:>7} {depth}{ev.name}: {format_event(ev.name, ev.fields)}"
     args = ", ".join(f"{k}={v:#x}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v}"
                      for k, v in ev.fields.items() if k != "text")
     if ev.kind == "call":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from kvmsim.fuzz import guests
 from kvmsim.fuzz.outcome import PVM_EMULATION_FAILURE, Outcome, bug, classify, diff_outcome
@@ -177,14 +178,14 @@ def worker(mode: str, seed: int, start: int, count: int, limits: Limits, diff: b
 
 @dataclass
 class _Worker:
-    mode: str
+    key: Any                      # which piece of work: the mode (guests), a label (scenarios)
     start: int
     end: int
     proc: subprocess.Popen
     err: Any                      # its stderr (a temporary file): the last line names a crash
     buf: bytes = b""
-    current: int | None = None    # the guest announced and not yet reported
-    next: int = -1                # the first guest it has not reported (set from start)
+    current: int | None = None    # the item announced and not yet reported
+    next: int = -1                # the first item it has not reported (set from start)
     since: float = field(default_factory=time.monotonic)
 
 
@@ -196,12 +197,19 @@ def worker_command(mode: str, start: int, end: int, seed: int, limits: Limits, d
             "--wall", str(limits.wall_seconds), "--sim-wall", str(limits.sim_wall_seconds)] + (["--diff"] if diff else [])
 
 
-def _spawn(mode: str, start: int, end: int, seed: int, limits: Limits, diff: bool) -> _Worker:
+def _spawn(key: Any, start: int, end: int, argv: list[str]) -> _Worker:
     env = dict(os.environ, UC_IGNORE_REG_BREAK="1")
     err = tempfile.TemporaryFile()
-    proc = subprocess.Popen(worker_command(mode, start, end, seed, limits, diff), stdout=subprocess.PIPE,
-                            stderr=err, env=env)
-    return _Worker(mode, start, end, proc, err, next=start)
+    # Its own process group: killing a worker also kills what it started (an assembler, say).
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env, start_new_session=True)
+    return _Worker(key, start, end, proc, err, next=start)
+
+
+def _kill(w: _Worker) -> None:
+    try:
+        os.killpg(w.proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _last_line(f: Any) -> str:
@@ -210,52 +218,76 @@ def _last_line(f: Any) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def _rss(pid: int) -> int:
+    """Resident set size of a process in bytes (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def chunks(modes: list[str], count: int, jobs: int) -> list[tuple[str, int, int]]:
     """Step 1: (mode, start, end) pieces, about `jobs` per mode so the workers stay busy to the end."""
     size = max(1, -(-count // max(1, jobs)))
     return [(m, s, min(count, s + size)) for m in modes for s in range(0, count, size)]
 
 
-def campaign(modes: list[str], count: int, seed: int, limits: Limits, jobs: int = 1,
-             diff: bool = False, progress: bool = False, hang_grace: float = HANG_GRACE) -> list[Record]:
-    """Steps 1-3: every guest's record, in (mode, index) order."""
-    todo = chunks(modes, count, jobs)
-    records: list[Record] = []
+def run_pool(todo: list[tuple[Any, int, int]], command: Callable[[Any, int, int], list[str]],
+             on_record: Callable[[Any, dict[str, Any]], None],
+             on_lost: Callable[[Any, int, str, str], None], jobs: int, hang_after: float,
+             progress: Callable[[], None] | None = None, max_rss: int = 0, noun: str = "item") -> None:
+    """Steps 2-3 for any campaign: run pieces (key, start, end) of work in up to `jobs` workers.
+
+    A worker prints {"start": i} before item i and one JSON record with "index" after it.  An item
+    whose worker is silent for `hang_after` seconds (on_lost kind "hang"), dies ("crash") or grows
+    past `max_rss` bytes ("memory") is charged to it, and a new worker carries on after it.
+    """
+    todo = list(todo)
     sel = selectors.DefaultSelector()
     running: list[_Worker] = []
-    hang_after = limits.sim_wall + (limits.wall_seconds if diff else 0.0) + hang_grace
-    total, t0 = len(modes) * count, time.monotonic()
 
     def start_next() -> None:
         while todo and len(running) < jobs:
-            w = _spawn(*todo.pop(0), seed=seed, limits=limits, diff=diff)
+            key, s, e = todo.pop(0)
+            w = _spawn(key, s, e, command(key, s, e))
             running.append(w)
             sel.register(w.proc.stdout, selectors.EVENT_READ, w)  # type: ignore[arg-type]
 
-    def retire(w: _Worker, why: str) -> None:
-        """The worker is gone (finished, crashed or killed): count its guest, resume after it."""
+    def retire(w: _Worker, why: str, kind: str) -> None:
+        """The worker is gone (finished, crashed or killed): count its item, resume after it."""
         sel.unregister(w.proc.stdout)  # type: ignore[arg-type]
         running.remove(w)
         rc = w.proc.wait()
+        _kill(w)   # anything it left running in its group
         w.proc.stdout.close()  # type: ignore[union-attr]
         last = _last_line(w.err)
         w.err.close()
-        # A worker that dies before announcing a guest is charged with the next one, so none is lost.
+        # A worker that dies before announcing an item is charged with the next one, so none is lost.
         i = w.current if w.current is not None else (w.next if w.next < w.end else None)
         if i is not None:
-            code = guests.guest_bytes(seed, w.mode, i)
-            err = why if why else f"worker exited with status {rc} during this guest" + (f": {last}" if last else "")
-            records.append(Record(w.mode, i, code.hex(), bug("hang" if why else "crash", err)))
+            err = why if why else f"worker exited with status {rc} during this {noun}" + (f": {last}" if last else "")
+            on_lost(w.key, i, err, kind or "crash")
             if i + 1 < w.end:
-                todo.insert(0, (w.mode, i + 1, w.end))
+                todo.insert(0, (w.key, i + 1, w.end))
 
+    try:
+        _pool_loop(sel, running, start_next, retire, on_record, hang_after, progress, max_rss, noun)
+    finally:
+        for w in list(running):   # interrupted: no worker (or its children) outlives the campaign
+            _kill(w)
+
+
+def _pool_loop(sel: Any, running: list[_Worker], start_next: Callable[[], None],
+               retire: Callable[[_Worker, str, str], None], on_record: Callable[[Any, dict[str, Any]], None],
+               hang_after: float, progress: Callable[[], None] | None, max_rss: int, noun: str) -> None:
     start_next()
     while running:
         for key, _ in sel.select(timeout=1.0):
             w: _Worker = key.data
             chunk = os.read(w.proc.stdout.fileno(), 65536)  # type: ignore[union-attr]
             if not chunk:
-                retire(w, "")
+                retire(w, "", "")
                 continue
             w.buf += chunk
             *lines, w.buf = w.buf.split(b"\n")
@@ -264,17 +296,39 @@ def campaign(modes: list[str], count: int, seed: int, limits: Limits, jobs: int 
                 if "start" in d:
                     w.current, w.since = d["start"], time.monotonic()
                 else:
-                    records.append(Record.from_dict(d))
+                    on_record(w.key, d)
                     w.current, w.next = None, d["index"] + 1
-                    if progress and len(records) % 500 == 0:
-                        print(f"  {len(records)}/{total} guests, {time.monotonic() - t0:.0f} s",
-                              file=sys.stderr, flush=True)
+                    if progress is not None:
+                        progress()
         now = time.monotonic()
         for w in [w for w in running if w.current is not None and now - w.since > hang_after]:
-            w.proc.kill()
-            retire(w, f"no result {now - w.since:.0f} s after the guest started "
-                      f"(wall limits: sim {limits.sim_wall} s, kvm {limits.wall_seconds} s)")
+            _kill(w)
+            retire(w, f"no result {now - w.since:.0f} s after the {noun} started", "hang")
+        if max_rss:
+            for w in [w for w in running if _rss(w.proc.pid) > max_rss]:
+                _kill(w)
+                retire(w, f"worker memory above {max_rss >> 20} MiB", "memory")
         start_next()
+
+
+def campaign(modes: list[str], count: int, seed: int, limits: Limits, jobs: int = 1,
+             diff: bool = False, progress: bool = False, hang_grace: float = HANG_GRACE) -> list[Record]:
+    """Steps 1-3: every guest's record, in (mode, index) order."""
+    records: list[Record] = []
+    hang_after = limits.sim_wall + (limits.wall_seconds if diff else 0.0) + hang_grace
+    total, t0 = len(modes) * count, time.monotonic()
+
+    def on_lost(mode: str, i: int, err: str, kind: str) -> None:
+        if kind == "hang":
+            err = f"{err} (wall limits: sim {limits.sim_wall} s, kvm {limits.wall_seconds} s)"
+        records.append(Record(mode, i, guests.guest_bytes(seed, mode, i).hex(), bug(kind, err)))
+
+    def tick() -> None:
+        if progress and len(records) % 500 == 0:
+            print(f"  {len(records)}/{total} guests, {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+
+    run_pool(chunks(modes, count, jobs), lambda m, s, e: worker_command(m, s, e, seed, limits, diff),
+             lambda _m, d: records.append(Record.from_dict(d)), on_lost, jobs, hang_after, tick, noun="guest")
     order = {m: k for k, m in enumerate(modes)}
     return sorted(records, key=lambda r: (order[r.mode], r.index))
 

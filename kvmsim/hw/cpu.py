@@ -25,7 +25,7 @@ from kvmsim.hw import ctrlregs, event, fixups, paging, quirks
 from kvmsim.hw.cpux86 import R_SS, env_of, live_u32
 from kvmsim.hw.debugtrap import DebugTrap
 from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, falls_through, insn_length
-from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
+from kvmsim.hw.vmcs import (VMX_EXIT_REASONS_FAILED_VMENTRY, EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
                             EPT_VIOLATION_EXECUTABLE, EPT_VIOLATION_READABLE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
                             CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_NMI, NMI_HOST_INTR_INFO, IntrType,
@@ -33,6 +33,7 @@ from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT
 
 from kvmsim.hw.memory import GuestMemory
 from kvmsim.hw.registers import SNAP_IDS, CpuState
+from kvmsim.hw.cslimit import CodeLimit
 from kvmsim.hw.segcheck import ReadOnlySegments
 from kvmsim.hw.trap import InsnTrap, _Decoded
 from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, emu_counter_offset, uc_emu_start
@@ -51,7 +52,7 @@ _ACTION_EXIT, _IO_INSTRUCTION = Action.EXIT, ExitReason.IO_INSTRUCTION
 _IO_INSTRUCTION_NR = int(ExitReason.IO_INSTRUCTION)
 
 
-class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
+class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, DebugTrap):
     """One logical CPU.  KVM's model drives it with `vmx_vcpu_enter_exit`-style `enter_guest()`."""
 
     def __init__(self) -> None:
@@ -71,6 +72,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         self.msr_passthrough: set[int] = set()   # MSR bitmap: indices that do not exit
         self.exception_bitmap: frozenset[int] = DEFAULT_EXCEPTION_BITMAP
         self.kick_pending = False   # set from another thread (a signal to the vCPU thread)
+        self.entry_checks_due = False   # KVM_SET_SREGS wrote guest state the next VM entry must check
+        self.written_rflags: int | None = None   # RFLAGS as KVM_SET_REGS wrote it (the engine drops reserved bits)
         # A host NMI (perf PMI, watchdog) after this many guest instructions without another exit.
         self.host_nmi_every: int | None = None
         # The run's instruction budget (limits.max_guest_insns); None: nothing counted, no cost.
@@ -83,6 +86,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         self._counter: ctypes.c_size_t | None = None   # unicorn's emu_counter, read in place
         self._trap_init()
         self._ro_init()
+        self._cs_limit_init()
         self._dbg_init()
         self._exit_count = 0                  # VM exits so far (a PAUSE loop ends at one)
         self._ple_rip, self._ple_count, self._ple_exits = -1, 0, -1
@@ -158,12 +162,18 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         self._unmapped_cb = self._unmapped_hook = None
         self._trap_init()
         self._ro_init()
+        self._cs_limit_init()
         self._dbg_hooks.clear()
 
     def enter_guest(self) -> None:
         """VM entry, run, VM exit: on return the VMCS exit fields describe why the guest stopped."""
         uc = self.uc or self._power_on()
         vmcs = self.vmcs
+        if self.entry_checks_due:
+            if self._invalid_guest_segments():   # VM-entry failure: KVM_EXIT_FAIL_ENTRY (vmx.py)
+                self._exit(int(ExitReason.INVALID_STATE) | VMX_EXIT_REASONS_FAILED_VMENTRY)  # type: ignore[arg-type]
+                return
+            self.entry_checks_due, self.written_rflags = False, None
         if vmcs.vm_entry_intr_info_field & 0x80000000:
             info, vmcs.vm_entry_intr_info_field = vmcs.vm_entry_intr_info_field, 0
             if self._deliver(info & 0xFF, IntrType(info & 0x700),
@@ -198,6 +208,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
                 self._check_translation()
             if self._ro_segs or self._mode != "long64" or self._mode_stale:
                 self._check_ro_segments()          # (64-bit mode ignores data segment types)
+                self._check_code_limit()
             rip = self._rc.get("rip")
             if rip is None:
                 rip = self.reg("rip")
@@ -308,6 +319,42 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
         returns -EINTR), and the VMM reads insn_limit_hit.  (Not KVM: a simulator limit.)"""
         self.insn_limit_hit = self.kick_pending = True
         return self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)
+
+    def _invalid_guest_segments(self) -> str:
+        """The VM-entry checks on guest segment and descriptor-table bases, RIP and RFLAGS (SDM
+        26.3.1.2-4) that KVM_SET_SREGS / KVM_SET_REGS let through; '' if they pass.  Simplified: the
+        access-rights and limit checks are not modelled (48-bit canonical linear addresses)."""
+        s = self.get_sregs()
+
+        def canonical(a: int) -> bool:
+            return (a >> 47) in (0, (1 << 17) - 1)
+
+        rip = self.reg("rip")
+        rflags = self.reg("rflags") if self.written_rflags is None else self.written_rflags
+        long_mode = bool(s.efer & paging.EFER_LMA)
+        if (not long_mode or not s.cs.l) and rip >> 32:
+            return f"RIP {rip:#x} has bits 63:32 set outside 64-bit mode"
+        if long_mode and s.cs.l and not canonical(rip):
+            return f"RIP {rip:#x} is not canonical"
+        if rflags & ~0x3F7FD7 or not rflags & 2:     # reserved: 63:22, 15, 5, 3 zero; bit 1 one
+            return f"RFLAGS {rflags:#x} has reserved bits wrong"
+        if rflags & (1 << 17) and (long_mode or not s.cr0 & 1):
+            return f"RFLAGS.VM set with {'IA-32e mode' if long_mode else 'CR0.PE clear'}"
+
+        if s.cs.base >> 32:
+            return f"CS base {s.cs.base:#x} has bits 63:32 set"
+        for name in ("ss", "ds", "es"):
+            seg = getattr(s, name)
+            if seg.present and not seg.unusable and seg.base >> 32:
+                return f"{name.upper()} base {seg.base:#x} has bits 63:32 set"
+        for name in ("fs", "gs", "tr", "ldt"):
+            seg = getattr(s, name)
+            if (name != "ldt" or (seg.present and not seg.unusable)) and not canonical(seg.base):
+                return f"{name.upper()} base {seg.base:#x} is not canonical"
+        for name in ("gdt", "idt"):
+            if not canonical(getattr(s, name).base):
+                return f"{name.upper()}R base {getattr(s, name).base:#x} is not canonical"
+        return ""
 
     def _exit(self, reason: ExitReason, qual: int = 0, length: int = 0, intr: int = 0, err: int = 0,
               gpa: int = 0, gla: int = 0) -> bool:
@@ -596,7 +643,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, DebugTrap):
             # Unicorn's unmapped-memory hook reports the physical address (cputlb.c passes paddr):
             # that is the GPA the EPT exit carries.  Simplified: the linear address is not known here.
             return self._ept_exit(access, addr, addr)
-        if kind == "gp":                    # segcheck.py: a write through a read-only segment
+        if kind == "gp":                    # segcheck.py, cslimit.py: a read-only segment write, a fetch past CS's limit
             return self._exception(Vector.GP, 0)
         if kind == "intr":
             # The error code QEMU computed (unicorn's hook passes the vector only), and the

@@ -29,6 +29,15 @@ class GuestMemory:
             self.uc.mem_map_ptr(gpa, size, self._slot_prot(slot), host_addr)
             self.code_written(gpa, size)
 
+    def unmap_memslot(self, slot: int) -> None:
+        """The memslot's EPT entries go (KVM_MR_DELETE, and the first half of KVM_MR_MOVE)."""
+        gpa, size, _ = self.memslots.pop(slot)
+        self._slot_list = list(self.memslots.values())
+        self.readonly_slots.discard(slot)
+        if self.uc is not None:
+            self.uc.mem_unmap(gpa, size)
+            self.code_written(gpa, size)
+
     def _slot_prot(self, slot: int) -> int:
         return UC_PROT_READ | UC_PROT_EXEC if slot in self.readonly_slots else UC_PROT_ALL
 

@@ -111,6 +111,7 @@ class CpuState:
         for name in KvmSregs.SEGMENTS:
             seg_to_cache(self._cache(name), getattr(s, name))
         self._state_changed()
+        self.entry_checks_due = True   # the next VM entry checks what was written (cpu._invalid_guest_segments)
 
     def _cache(self, name: str) -> SegmentCache:
         env = self._env

@@ -92,12 +92,12 @@ def flush_emulator_regs(vcpu: KvmVcpu) -> None:
 
 
 def _trace_emulate_insn(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, failed: bool) -> None:
-    n = ctxt.fetch.end
+    n = ctxt.fetch.ptr   # the decoded length, as trace.h takes it (fetch.ptr - fetch.data), not the prefetch
     insn = bytes(ctxt.fetch.data[:n])
-    csbase = vcpu.hw.seg_base("cs")
-    tracepoint("kvm_emulate_insn", rip=ctxt.eip, csbase=csbase, len=n, insn=insn.hex(),
+    csbase = vcpu.hw.seg_base("cs") & 0xFFFF_FFFF
+    tracepoint("kvm_emulate_insn", rip=ctxt._eip - n, csbase=csbase, len=n, insn=insn.hex(),
                flags=_MODE_NAMES[ctxt.mode], failed=failed,
-               text=f"{csbase:x}:{ctxt.eip:x}:{' '.join(f'{b:02x}' for b in insn)} ({_MODE_NAMES[ctxt.mode]})"
+               text=f"{csbase:x}:{ctxt._eip - n:x}:{' '.join(f'{b:02x}' for b in insn)} ({_MODE_NAMES[ctxt.mode]})"
                     + (" failed" if failed else ""))
 
 

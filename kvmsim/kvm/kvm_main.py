@@ -13,6 +13,7 @@ from kvmsim.errors import BackendError
 from kvmsim.kvm import vmx, vmx_controls, x86
 from kvmsim.kvm.cpuid import default_cpuid_entries
 from kvmsim.kvm.iobus import CoalescedMmio, Ioeventfd
+from kvmsim.memslot import KvmUserspaceMemoryRegion, kvm_set_memory_region_check
 from kvmsim.kvm.msr import VMX_PASSTHROUGH_MSRS
 from kvmsim.kvm.reset import X86_EFLAGS_FIXED, kvm_vcpu_reset
 from kvmsim.kvm.vcpu import Kvm, KvmParams, KvmVcpu
@@ -21,6 +22,8 @@ from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, KvmR
 
 def host_address(memory: memoryview) -> int:
     """The host virtual address of a writable buffer (the userspace_addr of a memslot)."""
+    if memory.nbytes == 0:
+        return 0   # an empty buffer has none: a slot deletion passes 0
     return ctypes.addressof(ctypes.c_char.from_buffer(memory))
 
 
@@ -47,6 +50,8 @@ class SimVcpuFd:
         regs = KvmRegs.from_buffer_copy(regs)
         regs.rflags |= X86_EFLAGS_FIXED
         self.vcpu.hw.set_regs(regs)
+        self.vcpu.hw.entry_checks_due = True   # RIP and RFLAGS are checked at the next VM entry
+        self.vcpu.hw.written_rflags = regs.rflags
 
     def get_sregs(self) -> KvmSregs:
         return x86.kvm_arch_vcpu_ioctl_get_sregs(self.vcpu)
@@ -81,19 +86,48 @@ class SimVmFd:
 
     def __init__(self, params: KvmParams | None = None) -> None:
         self.kvm = Kvm(params)
+        self._flags: dict[int, int] = {}    # slot -> kvm_userspace_memory_region.flags
 
     def set_user_memory_region(self, slot: int, guest_phys_addr: int, memory: memoryview,
                                flags: int = 0) -> None:
-        if guest_phys_addr & 0xFFF or len(memory) & 0xFFF:
-            raise BackendError(f"KVM_SET_USER_MEMORY_REGION: slot {slot} not page aligned (EINVAL)")
-        if flags & ~KVM_MEM_READONLY:
-            raise BackendError(f"KVM_SET_USER_MEMORY_REGION: slot {slot} flags {flags:#x} (EINVAL)")
-        self.kvm.memslots[slot] = (guest_phys_addr, len(memory), memory)
+        """KVM_SET_USER_MEMORY_REGION: userspace_addr and memory_size are the buffer's; its errors
+        (kvm_set_memory_region_check) raise BackendError with .errno as the kernel's."""
+        memory = memoryview(memory).cast("B") if memory.nbytes else memory
+        mem = KvmUserspaceMemoryRegion(slot & 0xFFFF_FFFF, flags & 0xFFFF_FFFF, guest_phys_addr,
+                                       memory.nbytes, host_address(memory))
+        err, change = kvm_set_memory_region_check(self._slot_table(), self.kvm.params.enable_ept, mem)
+        if err is not None:
+            raise BackendError(err.message(), errno=-err.errno)
+        if change == "none":
+            return
+        if change in ("delete", "move"):                 # kvm_set_memslot: the old mapping goes first
+            old = self.kvm.memslots.pop(mem.slot)
+            for vcpu in self.kvm.vcpus:
+                vcpu.hw.unmap_memslot(mem.slot)
+            if change == "delete":
+                self.kvm.readonly_slots.discard(mem.slot)
+                self._flags.pop(mem.slot, None)
+                if isinstance(old[2], memoryview):
+                    try:
+                        old[2].release()
+                    except BufferError:
+                        pass
+                return
+        self.kvm.memslots[mem.slot] = (guest_phys_addr, mem.memory_size, memory)
+        self._flags[mem.slot] = mem.flags
+        if change == "flags":
+            return   # only KVM_MEM_LOG_DIRTY_PAGES can change, and dirty logging is not modelled
         if flags & KVM_MEM_READONLY:
-            self.kvm.readonly_slots.add(slot)
+            self.kvm.readonly_slots.add(mem.slot)
+        first, last = guest_phys_addr >> 12, (guest_phys_addr + mem.memory_size - 1) >> 12
         for vcpu in self.kvm.vcpus:
-            vcpu.hw.map_memslot(slot, guest_phys_addr, len(memory), host_address(memory),
-                                slot in self.kvm.readonly_slots)
+            # Simplified: a new memslot generation makes KVM rebuild stale MMIO SPTEs; here those in the slot go.
+            vcpu.hw.ept_mmio_gfns = {g for g in vcpu.hw.ept_mmio_gfns if not first <= g <= last}
+            vcpu.hw.map_memslot(mem.slot, guest_phys_addr, mem.memory_size, mem.userspace_addr,
+                                mem.slot in self.kvm.readonly_slots)
+
+    def _slot_table(self) -> dict[int, tuple[int, int, int, int]]:
+        return {s: (g, sz, host_address(m), self._flags.get(s, 0)) for s, (g, sz, m) in self.kvm.memslots.items()}
 
     def ioeventfd(self, addr: int, length: int, *, pio: bool = False, datamatch: int | None = None) -> Ioeventfd:
         """KVM_IOEVENTFD: MMIO length 0 goes on KVM_FAST_MMIO_BUS (and KVM_MMIO_BUS), as kvm_assign_ioeventfd."""

@@ -54,8 +54,10 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
     """VM entry and exit (reference §1.3): trace kvm_entry, run, host NMI, trace kvm_exit."""
     hw = vcpu.hw
     if PROBES.enabled:
-        tracepoint("kvm_entry", vcpu_id=vcpu.vcpu_id, rip=hw.get_regs().rip,
-                   text=f"vcpu {vcpu.vcpu_id}, rip 0x{hw.get_regs().rip:x}")
+        rip = hw.reg("rip")   # one register, not two full KVM_GET_REGS snapshots per entry
+        tracepoint("kvm_entry", vcpu_id=vcpu.vcpu_id, rip=rip, immediate_exit=False,
+                   intr_info=hw.vmcs.vm_entry_intr_info_field, error_code=hw.vmcs.vm_entry_exception_error_code,
+                   text=f"vcpu {vcpu.vcpu_id}, rip 0x{rip:x}")
     hw.enter_guest()
     v = hw.vmcs
     # A host NMI (intr info 0x80000202) is handled by the host's NMI handler right here;
@@ -66,6 +68,7 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
         info = vmx_get_exit_info(vcpu)
         tracepoint("kvm_exit", exit_reason=v.vm_exit_reason, guest_rip=hw.reg("rip"), isa=KVM_ISA_VMX,
                    info1=info[1], info2=info[2], intr_info=info[3], error_code=info[4], vcpu_id=vcpu.vcpu_id,
+                   requests=frozenset(vcpu.requests),
                    text=f"vcpu {vcpu.vcpu_id} reason {exit_reason_name(v.vm_exit_reason)} rip 0x{hw.reg('rip'):x} "
                         f"info1 0x{info[1]:016x} info2 0x{info[2]:016x} intr_info 0x{info[3]:08x} "
                         f"error_code 0x{info[4]:08x}")

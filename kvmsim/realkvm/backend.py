@@ -40,7 +40,7 @@ def _ioctl(fd: int, request: int, arg: object = None) -> int:
     r = _raw_ioctl(fd, request, arg)
     if r < 0:
         name = K.IOCTL_NAMES.get(request, hex(request))
-        raise BackendError(f"{name} failed: {_errno.errorcode.get(-r, '?')} ({os.strerror(-r)})")
+        raise BackendError(f"{name} failed: {_errno.errorcode.get(-r, '?')} ({os.strerror(-r)})", errno=-r)
     return r
 
 
@@ -184,8 +184,6 @@ class RealVm(_Fd):
         """
         mv = memoryview(memory)
         size = mv.nbytes
-        if size % mmap.PAGESIZE or guest_phys_addr % mmap.PAGESIZE:
-            raise BackendError(f"memslot {slot}: gpa {guest_phys_addr:#x} / size {size:#x} not page-aligned")
         pin = (ctypes.c_char * size).from_buffer(mv) if size else None
         region = K.KvmUserspaceMemoryRegion(slot=slot, flags=flags, guest_phys_addr=guest_phys_addr,
                                             memory_size=size,

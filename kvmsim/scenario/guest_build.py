@@ -194,7 +194,7 @@ def build_guest(source: Path | str | None, asm_text: str | None, mode: Mode,
         display = display_name or str(source)
         if not path.is_file():
             raise GuestBuildError(display, None, "guest source not found")
-        text = path.read_text(errors="replace")
+        text = _read_source(path, display).decode("utf-8", "replace")
         inc_dirs.insert(0, path.resolve().parent)
     else:
         display = display_name or "<asm>"
@@ -256,15 +256,53 @@ def _build(text: str, display: str, line_offset: int, mode: str, origin: int,
     return GuestImage(mode=mode, load_addr=origin, entry=entry, image=image, symbols=symbols)
 
 
+# Bounds on one tool run, so that hostile source (`.skip 1 << 40`, `.incbin "/dev/zero"`, `.rept 10**9`)
+# is an error, not a hang or the host's memory: wall time, address space, bytes written, message lines.
+TOOL_SECONDS = 20
+TOOL_MEMORY = 1 << 30
+TOOL_FILE_BYTES = 64 << 20      # the largest object/image a tool may write (guest images are KiB)
+TOOL_MESSAGE_LINES = 30
+
+
+def _tool_limits() -> None:
+    """In the tool's child process, before exec: its resource limits (exceeding them fails the tool)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (TOOL_MEMORY, TOOL_MEMORY))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (TOOL_FILE_BYTES, TOOL_FILE_BYTES))
+    # CPU time too: a tool whose caller is gone (killed) must still end by itself.
+    resource.setrlimit(resource.RLIMIT_CPU, (TOOL_SECONDS + 5, TOOL_SECONDS + 10))
+
+
+def _bounded(msg: str) -> str:
+    lines = msg.splitlines()
+    if len(lines) <= TOOL_MESSAGE_LINES:
+        return "\n".join(ln[:500] for ln in lines)
+    return "\n".join([ln[:500] for ln in lines[:TOOL_MESSAGE_LINES]]
+                     + [f"... and {len(lines) - TOOL_MESSAGE_LINES:,} more lines"])
+
+
 def _run(argv: list[str], what: str, display: str, fix: Callable[[str], str]) -> str:
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        proc = subprocess.run(argv, capture_output=True, check=False, timeout=TOOL_SECONDS,
+                              preexec_fn=_tool_limits)
     except FileNotFoundError:
         raise _missing_tool(argv[0]) from None
+    except subprocess.TimeoutExpired:
+        raise GuestBuildError(display, None, f"{what}: {argv[0]} did not finish in {TOOL_SECONDS} s "
+                              "(a guest this large or slow to build is refused)") from None
+    out = proc.stdout.decode("utf-8", "replace")
     if proc.returncode != 0:
-        msg = fix((proc.stderr + proc.stdout).strip())
+        msg = _bounded(fix((proc.stderr.decode("utf-8", "replace") + out).strip()))
+        if proc.returncode < 0:   # killed by a signal: a resource limit above, or a crash of the tool
+            import signal
+            sig = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else proc.returncode
+            why = {"SIGXFSZ": f"its output exceeded {TOOL_FILE_BYTES >> 20} MiB",
+                   "SIGXCPU": f"it used more than {TOOL_SECONDS} s of CPU"}.get(str(sig), f"killed by {sig}")
+            msg = f"{argv[0]}: {why} (a guest this large is refused; memory bound {TOOL_MEMORY >> 30} GiB)" + (
+                f"\n{msg}" if msg else "")
         raise GuestBuildError(display, _first_error_line(msg, display), f"{what}:\n{msg}")
-    return proc.stdout
+    return out
 
 
 def _first_error_line(msg: str, display: str) -> int | None:
@@ -299,6 +337,21 @@ def _rewrite_paths(msg: str, names: Mapping[str, str], src: str, line_offset: in
 
 # ---------------------------------------------------------------- cache
 
+MAX_SOURCE_BYTES = 4 << 20   # a guest source or include file (the largest shipped one is a few KiB)
+
+
+def _read_source(path: Path, display: str) -> bytes:
+    """A source or include file, bounded: /proc/kcore is a "regular file" too, /proc/self/mem answers EIO."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_SOURCE_BYTES + 1)
+    except OSError as e:
+        raise GuestBuildError(display, None, f"cannot read guest source {str(path)!r}: {e.strerror or e}") from None
+    if len(data) > MAX_SOURCE_BYTES:
+        raise GuestBuildError(display, None, f"guest source {str(path)!r} is larger than {MAX_SOURCE_BYTES >> 20} MiB")
+    return data
+
+
 def _included_texts(text: str, inc_dirs: list[Path], seen: set[Path]) -> list[str]:
     """Texts of every file `.include`d (recursively) that the include path resolves."""
     out = []
@@ -308,7 +361,7 @@ def _included_texts(text: str, inc_dirs: list[Path], seen: set[Path]) -> list[st
             if p.is_file():
                 if p not in seen:
                     seen.add(p)
-                    body = p.read_bytes().decode("latin-1")
+                    body = _read_source(p, name).decode("latin-1")
                     out += [f"{name}\0{body}", *_included_texts(body, inc_dirs, seen)]
                 break
     return out

@@ -27,7 +27,7 @@ MAX_REPORTED = 6  # errors listed per file, so the message fits on one screen
 # Bounds on hostile input (the largest shipped scenario is a few KiB, a few hundred nodes, depth < 10).
 MAX_BYTES = 1 << 20  # a scenario file is read whole; larger is refused before parsing
 MAX_DEPTH = 64  # nesting of mappings/sequences, counting what aliases expand to
-MAX_NODES = 100_000  # YAML nodes after alias expansion (a "billion laughs" file stops here)
+MAX_NODES = 20_000  # YAML nodes, as written and after alias expansion (the largest shipped file has 384)
 
 
 class _YamlFloat(float):
@@ -48,17 +48,27 @@ class _TooDeep(Exception):
         self.line = line
 
 
+class _TooMany(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys, keeps float text and bounds nesting while composing."""
+    """SafeLoader that rejects duplicate keys, keeps float text and bounds nesting and node count while composing."""
 
     _depth = 0
+    _nodes = 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         # PyYAML composes recursively: stop well before Python's recursion limit.
         self._depth += 1
+        self._nodes += 1
         try:
             if self._depth > MAX_DEPTH:
                 raise _TooDeep(self.peek_event().start_mark.line + 1)
+            if self._nodes > MAX_NODES:   # before composing them all: 300,000 list items take ~20 s
+                raise _TooMany(self.peek_event().start_mark.line + 1)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -162,6 +172,8 @@ def parse_yaml(text: str, path: str) -> tuple[Any, dict[Loc, int]]:
         data = loader.construct_document(node)
     except _TooDeep as e:
         raise ScenarioError(path, e.line, f"YAML nested deeper than {MAX_DEPTH} levels") from None
+    except _TooMany as e:
+        raise ScenarioError(path, e.line, f"more than {MAX_NODES:,} YAML nodes (a scenario has a few hundred)") from None
     except (ValueError, OverflowError) as e:  # e.g. an integer literal too long for int()
         raise ScenarioError(path, None, f"YAML value cannot be read: {str(e).splitlines()[0]}") from None
     except yaml.MarkedYAMLError as e:

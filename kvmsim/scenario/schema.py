@@ -184,11 +184,10 @@ class Guest(_Model):
 
 # ---------------------------------------------------------------- memory and devices
 
-# What KVM_SET_USER_MEMORY_REGION accepts (kvm_set_memory_region, kvm_arch_prepare_memory_region):
-KVM_MEM_MAX_NR_PAGES = (1 << 31) - 1
-GPA_BITS = 52  # kvm_mmu_max_gfn() on any host (MAXPHYADDR <= 52); a narrower host answers EINVAL itself
 # Not KVM's: both backends back every slot with host memory, so the scenario's RAM is bounded.
+# (What KVM_SET_USER_MEMORY_REGION refuses is kvmsim/memslot.py's, asked by Scenario._check_memory.)
 MAX_SCENARIO_RAM = 4 << 30
+VMM_USERSPACE_ADDR = 0x1000_0000   # where the checks suppose the VMM maps slot 0, the others after it
 
 
 class Memslot(_Model):
@@ -197,24 +196,6 @@ class Memslot(_Model):
     gpa: U64
     size: Size
     readonly: bool = Field(False, description="KVM_MEM_READONLY: a ROM; reads are RAM, writes exit as MMIO")
-
-    @model_validator(mode="after")
-    def _as_kvm_checks_it(self) -> "Memslot":
-        """The EINVAL cases of KVM_SET_USER_MEMORY_REGION, in the kernel's order, as field errors."""
-        if self.gpa % 4096:
-            raise FieldError(("gpa",), f"memslot gpa {self.gpa:#x} is not 4K-aligned (KVM: EINVAL)")
-        if self.size % 4096:
-            raise FieldError(("size",), f"memslot size {self.size:#x} is not a multiple of 4K (KVM: EINVAL)")
-        if self.size >> 12 > KVM_MEM_MAX_NR_PAGES:
-            raise FieldError(("size",), f"memslot size {self.size:#x} is more than KVM_MEM_MAX_NR_PAGES "
-                             f"({KVM_MEM_MAX_NR_PAGES:#x}) pages (KVM: EINVAL)")
-        if self.gpa + self.size > 1 << GPA_BITS:
-            raise FieldError(("gpa",), f"memslot {self.gpa:#x}+{self.size:#x} ends beyond the {GPA_BITS}-bit "
-                             "guest-physical space (kvm_mmu_max_gfn; KVM: EINVAL)")
-        if self.size > MAX_SCENARIO_RAM:
-            raise FieldError(("size",), f"memslot size {self.size:#x} is more than kvmsim backs with host "
-                             f"memory ({MAX_SCENARIO_RAM:#x} in all)")
-        return self
 
 
 class _Device(_Model):
@@ -1086,10 +1067,7 @@ class Scenario(_Model):
             seen[d.name] = i
 
     def _check_memory(self) -> None:
-        slots = sorted(enumerate(self.memory), key=lambda s: s[1].gpa)
-        for (_, a), (j, b) in zip(slots, slots[1:]):
-            if b.gpa < a.gpa + a.size:  # KVM: EEXIST
-                raise FieldError(("memory", j), f"memslot at {b.gpa:#x} overlaps the one at {a.gpa:#x} (KVM: EEXIST)")
+        self._check_memslots()
         if sum(m.size for m in self.memory) > MAX_SCENARIO_RAM:
             raise FieldError(("memory",), f"memslots total more than kvmsim backs with host memory "
                              f"({MAX_SCENARIO_RAM:#x})")
@@ -1104,6 +1082,29 @@ class Scenario(_Model):
                                      f"(memslot {s.gpa:#x}+{s.size:#x}); MMIO devices need unbacked GPAs")
         self._check_device_overlap()
         self._check_ioeventfds()
+
+    def _check_memslots(self) -> None:
+        """Each slot as the VMM passes it to KVM_SET_USER_MEMORY_REGION (slot id = its index), through
+        the same checks as the sim's ioctl (kvmsim/memslot.py), then kvmsim's own RAM bound."""
+        from kvmsim.memslot import KvmUserspaceMemoryRegion, kvm_set_memory_region_check
+        from kvmsim.uapi import KVM_MEM_READONLY
+        made: dict[int, tuple[int, int, int, int]] = {}
+        addr = VMM_USERSPACE_ADDR
+        for i, m in enumerate(self.memory):
+            mem = KvmUserspaceMemoryRegion(i, KVM_MEM_READONLY if m.readonly else 0, m.gpa, m.size, addr)
+            err, _change = kvm_set_memory_region_check(made, self.kvm.enable_ept, mem)
+            if err is not None and err.field == "userspace_addr":   # the slots add up past any VMM's mmap
+                raise FieldError(("memory", i, "size"), f"memslot {i}: size {m.size:#x} (with the slots before it) "
+                                 "is more than a VMM can map in its address space (KVM_SET_USER_MEMORY_REGION: "
+                                 "EINVAL from access_ok)")
+            if err is not None:
+                where = ("memory", i, err.field) if err.field in ("gpa", "size") else ("memory", i)
+                raise FieldError(where, f"memslot {i}: {err.message()}")
+            if m.size > MAX_SCENARIO_RAM:
+                raise FieldError(("memory", i, "size"), f"memslot size {m.size:#x} is more than kvmsim backs "
+                                 f"with host memory ({MAX_SCENARIO_RAM:#x} in all)")
+            made[i] = (m.gpa, m.size, addr, mem.flags)
+            addr += m.size
 
     def _check_ioeventfds(self) -> None:
         """KVM_IOEVENTFD's EEXIST: same bus and address, and a zero length on either, or equal lengths
@@ -1143,6 +1144,9 @@ class Scenario(_Model):
         from kvmsim.scenario.vcpu_state import sregs_problem
 
         found = sregs_problem(self)
+        if found is not None and not self.vcpu.sregs.model_fields_set:   # the boot state itself, under kvm.cpuid
+            raise FieldError(("kvm", "cpuid"), f"the {self.guest.mode} boot state is refused under this CPUID "
+                             f"table: {found[1]}")
         if found is not None:
             raise FieldError(("vcpu", "sregs") + found[0], found[1])
 

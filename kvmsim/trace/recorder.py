@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 
 from kvmsim.probe import PROBES, Event
+from kvmsim.trace.tracepoints import format_event
 
 
 class Recorder:
@@ -33,7 +34,7 @@ class Recorder:
         out = []
         for ev in self.events:
             if ev.kind == "tp":
-                out.append(f"{'  ' * len(ev.stack)}{ev.name}: {ev.fields.get('text', _fmt(ev.fields))}")
+                out.append(f"{'  ' * len(ev.stack)}{ev.name}: {format_event(ev.name, ev.fields)}")
             elif ev.kind == "call":
                 args = _fmt(ev.fields)
                 out.append(f"{'  ' * len(ev.stack)}{ev.name}({args}) {{")

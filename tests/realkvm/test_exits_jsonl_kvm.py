@@ -9,6 +9,7 @@ import pytest
 
 from kvmsim.cli import main
 from kvmsim.scenario.result import read_exit_stream
+from mmio_rw import mmio_rw_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -16,25 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.kvm
 def test_kvm_stream_equals_sim_stream(tmp_path: Path, capsys, binutils) -> None:
     scenario = tmp_path / "rw.yaml"
-    scenario.write_text("""name: rw
-description: MMIO reads and writes, then EXIT
-guest:
-  mode: long64
-  asm: |
-    .include "kvmsim.inc"
-    .globl _start
-    _start:
-        movl $0xd0000000, %ebx
-        movl $300, %ecx
-    1:  movl (%rbx), %eax
-        movl %ecx, 4(%rbx)
-        decl %ecx
-        jnz 1b
-        EXIT 0
-devices:
-  - {type: debug-exit, port: 0xf4}
-  - {type: regbank, gpa: 0xd0000000, size: 0x1000, values: {0x0: 0x1234}}
-""")
+    scenario.write_text(mmio_rw_text(300))
     runs = {}
     for backend in ("sim", "kvm"):
         out = tmp_path / f"{backend}.jsonl"
