@@ -19,16 +19,10 @@ import kvmsim
 from kvmsim import Hlt, Io, IoDirection, Kvm, Mmio
 from kvmsim.errors import BackendError
 from kvmsim.realkvm.probe import kvm_available
+from backends import BACKENDS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BACKEND_PARAMS = ["sim", pytest.param("kvm", marks=pytest.mark.kvm)]
 
-
-def _need(backend: str) -> None:
-    if backend == "kvm":
-        ok, why = kvm_available()
-        if not ok:
-            pytest.skip(f"no usable KVM: {why}")
 
 
 def readme_snippet() -> str:
@@ -40,9 +34,8 @@ def readme_snippet() -> str:
     return m.group(1)
 
 
-@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_readme_vmm_loop_runs_as_written(backend: str, tmp_path: Path) -> None:
-    _need(backend)
     script = tmp_path / "vmm.py"
     script.write_text(readme_snippet())
     r = subprocess.run([sys.executable, str(script), backend], capture_output=True, text=True, timeout=60)
@@ -138,9 +131,8 @@ def _run_guest(backend: str) -> tuple[list[tuple], dict[str, int], list, int]:
                                   + r.rcx.to_bytes(4, "little"))}, coalesced, efd.read_count()
 
 
-@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_typed_exits_and_vcpu_state(backend: str) -> None:
-    _need(backend)
     exits, regs, coalesced, kicks = _run_guest(backend)
     assert exits == [
         ("Io", 0x60, 1, IoDirection.IN, 1, b"\x5a"),
@@ -156,7 +148,6 @@ def test_typed_exits_and_vcpu_state(backend: str) -> None:
 
 @pytest.mark.kvm
 def test_backends_agree_on_the_same_vmm_code() -> None:
-    _need("kvm")
     assert _run_guest("sim") == _run_guest("kvm")
 
 
@@ -184,14 +175,13 @@ def test_package_root_exports_the_api() -> None:
     assert kvmsim.Kvm is Kvm and kvmsim.Io is Io and set(kvmsim.__all__) <= set(dir(kvmsim))
 
 
-@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_kick_stops_a_spinning_guest_with_intr(backend: str) -> None:
     """The README's recipe for a guest that never exits: kick from a timer, run() returns Intr."""
     import threading
 
     from kvmsim import Intr
 
-    _need(backend)
     with Kvm(backend) as kvm, kvm.create_vm() as vm:
         vcpu = _vcpu_running(vm, b"\xeb\xfe")   # jmp $
         timer = threading.Timer(0.2, vcpu.fd.kick)
@@ -206,7 +196,6 @@ def test_kick_stops_a_spinning_guest_with_intr(backend: str) -> None:
 @pytest.mark.kvm
 def test_closing_the_vm_unmaps_kvm_run_even_with_an_exit_in_hand() -> None:
     """An exit's data view must not keep the real vCPU's kvm_run mapping alive after the VM is closed."""
-    _need("kvm")
     with Kvm("kvm") as kvm, kvm.create_vm() as vm:
         vcpu = _vcpu_running(vm, b"\xe4\x60")   # in al, 0x60
         ex = vcpu.run()

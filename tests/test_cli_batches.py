@@ -66,12 +66,8 @@ def test_bench_repeat_must_be_positive(capsys) -> None:
 
 @pytest.mark.kvm
 def test_diff_goes_on_after_a_crash_in_one_file(tmp_path: Path, capsys, monkeypatch) -> None:
-    from kvmsim.realkvm.probe import kvm_available
     from kvmsim.scenario import differential
 
-    ok, why = kvm_available()
-    if not ok:
-        pytest.skip(f"no usable KVM: {why}")
     real = differential.diff_scenario
 
     def flaky(sc, module):

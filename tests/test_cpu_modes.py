@@ -16,14 +16,12 @@ import pytest
 
 from kvmsim.kvm.kvm_main import SimKvm
 from kvmsim.scenario.loader import load_scenario
-from kvmsim.scenario.runner import kvm_probe, make_machine
+from kvmsim.scenario.runner import make_machine
 from kvmsim.scenario.schema import Scenario
 from kvmsim.uapi import KVM_MEM_READONLY, KvmExit, KvmRegs, KvmSregs
 from kvmsim.vmm import boot
+from backends import BACKENDS
 
-_KVM_OK, _KVM_WHY = kvm_probe()
-needs_kvm = [pytest.mark.kvm, pytest.mark.skipif(not _KVM_OK, reason=f"no usable KVM: {_KVM_WHY}")]
-BACKENDS = [pytest.param("sim"), pytest.param("kvm", marks=needs_kvm)]
 ROOT = Path(__file__).resolve().parents[1]
 
 ROM_GPA, ROM_SIZE = 0xFFFF0000, 0x10000
@@ -77,7 +75,7 @@ def test_new_vcpu_is_in_the_architectural_reset_state(backend: str) -> None:
 
 
 @pytest.mark.kvm
-@pytest.mark.skipif(not _KVM_OK, reason=f"no usable KVM: {_KVM_WHY}")
+@pytest.mark.kvm
 def test_new_vcpu_state_equals_real_kvm_field_by_field() -> None:
     sim, real = _open_vm("sim"), _open_vm("kvm")
     try:
@@ -288,7 +286,7 @@ _VMX_UNUSABLE_AR = {"type": 0, "present": 0, "dpl": 0, "db": 0, "s": 0, "l": 0, 
 
 
 @pytest.mark.kvm
-@pytest.mark.skipif(not _KVM_OK, reason=f"no usable KVM: {_KVM_WHY}")
+@pytest.mark.kvm
 @pytest.mark.parametrize("mode", ["real16", "prot32", "long64"])
 def test_set_sregs_round_trip_equals_real_kvm(mode: str) -> None:
     """boot.py's KVM_SET_SREGS for each mode (unusable LDTR included), then one with arbitrary

@@ -17,10 +17,8 @@ from kvmsim.report import diff_lines
 from kvmsim.scenario.differential import diff_scenario, skip_reason
 from kvmsim.scenario.loader import load_scenario
 from kvmsim.scenario.result import BACKEND_AGREED, diff_results
-from kvmsim.scenario.runner import kvm_probe, run_scenario
+from kvmsim.scenario.runner import run_scenario
 
-_KVM_OK, _KVM_WHY = kvm_probe()
-needs_kvm = [pytest.mark.kvm, pytest.mark.skipif(not _KVM_OK, reason=f"no usable KVM: {_KVM_WHY}")]
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = sorted((ROOT / "scenarios").glob("emulator-*.yaml"))
@@ -32,7 +30,7 @@ def test_every_family_has_a_scenario_in_both_modes() -> None:
     assert {f"emulator-{f}-{m}" for f in FAMILY_NAMES for m in ("long64", "prot32")} <= names
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=needs_kvm) for p in FAMILIES], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.kvm) for p in FAMILIES], ids=lambda p: p.stem)
 def test_family_matches_the_kernel_emulator(path: Path) -> None:
     sc = load_scenario(path)
     if (why := skip_reason(sc)) is not None:
@@ -43,7 +41,7 @@ def test_family_matches_the_kernel_emulator(path: Path) -> None:
     assert {d.vendor.name for d in c.vendor} <= {"pvm-out-retired"}
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=needs_kvm) for p in FAMILIES[:2]], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.kvm) for p in FAMILIES[:2]], ids=lambda p: p.stem)
 def test_mmio_streams_and_results_are_identical_field_by_field(path: Path) -> None:
     """The same check without the vendor table: everything but the final RIP is equal."""
     sc = load_scenario(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -46,15 +47,9 @@ class Session:
 
 @pytest.fixture
 def session():
-    made: list[Session] = []
-
-    def make(path: Path) -> Session:
-        s = Session(path)
-        made.append(s)
-        return s
-    yield make
-    for s in made:
-        s.close()
+    """Open stub sessions; each is closed when the test ends."""
+    with contextlib.ExitStack() as made:
+        yield lambda path: made.enter_context(contextlib.closing(Session(path)))
 
 
 def test_break_on_symbol_step_and_memory(session):

@@ -26,6 +26,7 @@ import pytest
 
 from nativecase import MARK_TRY, run, run_with_fixups, words
 from kvmsim.realkvm.backend import vendor_module
+from backends import BACKENDS
 
 MODES = ["real16", "prot32", "long64"]
 MMIO = {"real16": 0x8000, "prot32": 0xD0000000, "long64": 0xD0000000}
@@ -55,7 +56,7 @@ EXPECTED_LOCK_MOV = [("MMIO", None, None), ("MMIO", None, None), ("IO", 0xE0, 1)
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("backend", ["sim", pytest.param("kvm", marks=pytest.mark.kvm)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_point6_exits_after_lock_mov_to_mmio(backend: str, mode: str) -> None:
     """Every exit after the LOCK MOV arrives (the stream is the emulator's: the write reaches the
     register bank, then the guest gets #UD)."""
@@ -98,8 +99,7 @@ MOVBE_REG = ".byte 0x0f, 0x38, 0xf0, 0xc1"
 
 
 @pytest.mark.parametrize("mode", ["prot32", "long64"])
-@pytest.mark.parametrize("backend", ["sim",
-                                     pytest.param("kvm", marks=pytest.mark.kvm)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_point6_movbe_register_form_is_ud_and_the_handler_outs_arrive(backend: str, mode: str) -> None:
     body = f"TRY {MOVBE_REG}\n movzbl kvmsim_fault_vector, %eax\n outl %eax, $0xe0\n"
     r = run(body, backend, mode, **_extra(mode))

@@ -15,9 +15,9 @@ import pytest
 from nativecase import NO_FAULT, reported, run, run_with_fixups, words
 from kvmsim.hw import fixups
 from kvmsim.realkvm.backend import vendor_module
+from backends import BACKENDS
 
 GP, SS, UD, PF = 13, 12, 6, 14
-BACKENDS = ["sim", pytest.param("kvm", marks=pytest.mark.kvm)]
 
 # What kvm_pvm does instead, and why (it runs every CPL0 guest instruction in KVM's emulator).
 PVM_ARTEFACTS = {

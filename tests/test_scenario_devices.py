@@ -12,6 +12,7 @@ import pytest
 from kvmsim.cli import main
 from kvmsim.scenario.loader import load_scenario
 from kvmsim.scenario.runner import run_scenario
+from badinput import assert_bad_input
 
 HEAD = ("name: t\ndescription: devices\nguest: {asm: hlt, mode: long64}\n"
         "devices:\n  - {type: serial16550}\n  - {type: debug-exit}\n")
@@ -92,12 +93,7 @@ def _write(tmp_path: Path, body: str, name: str = "s.yaml") -> Path:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_device_is_status_2_with_file_line(case: str, command: str, tmp_path: Path, capsys) -> None:
     body, line, fragment = CASES[case]
-    f = _write(tmp_path, body)
-    assert main([command, str(f)]) == 2
-    out = capsys.readouterr()
-    assert "ok:" not in out.out and "Traceback" not in out.err
-    assert out.err.startswith(f"{f}:{line}: error: "), out.err
-    assert fragment in out.err, out.err
+    assert_bad_input(command, _write(tmp_path, body), None, line, fragment, capsys)
 
 
 def _guest(tmp_path: Path, asm: str, devices: str, expect: str = "") -> Path:

@@ -14,20 +14,13 @@ import pytest
 from kvmsim import Kvm
 from kvmsim.cli import main
 from kvmsim.errors import BackendError, ScenarioError
-from kvmsim.realkvm.probe import kvm_available
 from kvmsim.scenario.loader import load_scenario
 from kvmsim.scenario.runner import make_machine, run_scenario
 from badinput import assert_bad_input
+from backends import BACKENDS
 
 REPO = Path(__file__).resolve().parents[1]
-BACKENDS = ["sim", pytest.param("kvm", marks=pytest.mark.kvm)]
 
-
-def _need(backend: str) -> None:
-    if backend == "kvm":
-        ok, why = kvm_available()
-        if not ok:
-            pytest.skip(f"no usable KVM: {why}")
 
 
 def _head(mode: str = "prot32", guest_extra: str = "") -> str:
@@ -147,7 +140,6 @@ def _boot_sregs_einval_cases():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("change", _boot_sregs_einval_cases(), ids=lambda f: f.__name__)
 def test_set_sregs_einval_as_the_kernel(backend: str, change) -> None:
-    _need(backend)
     with Kvm(backend) as kvm, kvm.create_vm() as vm:
         vcpu = vm.create_vcpu(0)
         before = vcpu.get_sregs()
@@ -162,7 +154,6 @@ def test_set_sregs_einval_as_the_kernel(backend: str, change) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_valid_sregs_and_regs_are_taken(backend: str) -> None:
     """A 64-bit state (LME|LMA, PG, PAE), an apic_base move and RFLAGS without bit 1 (KVM sets it)."""
-    _need(backend)
     with Kvm(backend) as kvm, kvm.create_vm() as vm:
         vcpu = vm.create_vcpu(0)
         s = vcpu.get_sregs()
@@ -181,7 +172,6 @@ def test_valid_sregs_and_regs_are_taken(backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_scenario_state_is_applied_over_the_boot_state(backend: str) -> None:
     """Given fields replace the boot values, omitted ones (FS's type and limit, CS) stay."""
-    _need(backend)
     sc = load_scenario(REPO / "scenarios" / "vcpu-sregs-sse-prot32.yaml")
     with make_machine(sc, backend) as m:
         s, r = m.vcpu.get_sregs(), m.vcpu.get_regs()

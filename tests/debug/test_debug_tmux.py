@@ -3,6 +3,7 @@ capture-pane.  Skips when tmux is absent (`make .venv/.installed` installs it wi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -71,15 +72,9 @@ class Terminal:
 
 @pytest.fixture
 def term(tmp_path):
-    made: list[Terminal] = []
-
-    def start(argv: list[str]) -> Terminal:
-        t = Terminal(argv, tmp_path)
-        made.append(t)
-        return t
-    yield start
-    for t in made:
-        t.close()
+    """Start terminals; each is closed when the test ends."""
+    with contextlib.ExitStack() as made:
+        yield lambda argv: made.enter_context(contextlib.closing(Terminal(argv, tmp_path)))
 
 
 def test_an_mmio_exit_stage_by_stage_at_the_prompt(term):

@@ -4,20 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from kvmsim.realkvm.probe import kvm_available
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not any(item.get_closest_marker("kvm") for item in items):
-        return
-    ok, why = kvm_available()
-    if not ok:
-        skip = pytest.mark.skip(reason=f"no usable KVM: {why}")
-        for item in items:
-            if item.get_closest_marker("kvm"):
-                item.add_marker(skip)
-
-
 @pytest.fixture(scope="session")
 def kvm():
     from kvmsim.realkvm.backend import RealKvm

@@ -15,9 +15,9 @@ from kvmsim.errors import BackendError
 from kvmsim.scenario.runner import make_machine
 from kvmsim.uapi import KvmExit
 from tests.simvm import scenario
+from backends import BACKENDS
 
 EINVAL = 22
-BACKENDS = ["sim", pytest.param("kvm", marks=pytest.mark.kvm)]
 
 
 def _run(m) -> int:
