@@ -422,7 +422,7 @@ def test_emulated_xsetbv_loads_xcr0_into_the_silicon_too(xcr: int, ok: bool) -> 
 
     from simvm import kvm_run, machine
     from kvmsim.hw import quirks
-    from kvmsim.kvm.emulate_ops import VcpuEmulateOps
+    from kvmsim.kvm.emulator_ops import VcpuEmulateOps
 
     m = machine("outb %al, $0x80\n hlt\n")
     try:

@@ -39,7 +39,7 @@ class SimVcpuFd:
         return x86.kvm_arch_vcpu_ioctl_run(self.vcpu)
 
     def get_regs(self) -> KvmRegs:
-        from kvmsim.kvm.emulation import flush_emulator_regs
+        from kvmsim.kvm.x86_emulate import flush_emulator_regs
 
         flush_emulator_regs(self.vcpu)
         return self.vcpu.hw.get_regs()

@@ -72,7 +72,7 @@ def kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int) -> int:
     return RET_PF_FIXED  # Simplified: RAM memslots are mapped up front, so the fault is spurious-fixed.
 
 
-# kvmsim.kvm.emulation.x86_emulate_instruction, bound on first use (emulation imports x86, whose
+# kvmsim.kvm.x86_emulate.x86_emulate_instruction, bound on first use (x86_emulate imports x86, whose
 # vmx imports this module); a module global, so that probing swaps it like any other call site.
 x86_emulate_instruction = None
 EMULTYPE_PF = int(_EMULTYPE_PF)
@@ -80,9 +80,9 @@ EMULTYPE_PF = int(_EMULTYPE_PF)
 
 def _bind_emulation():
     global x86_emulate_instruction
-    from kvmsim.kvm import emulation
+    from kvmsim.kvm import x86_emulate
 
-    x86_emulate_instruction = emulation.x86_emulate_instruction
+    x86_emulate_instruction = x86_emulate.x86_emulate_instruction
     return x86_emulate_instruction
 
 

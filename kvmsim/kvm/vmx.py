@@ -176,7 +176,7 @@ def skip_emulated_instruction(vcpu: KvmVcpu) -> int:
                 rip &= 0xFFFF_FFFF
             x86.kvm_rip_write(vcpu, rip & ((1 << 64) - 1))
     else:
-        from kvmsim.kvm.emulation import EMULTYPE_SKIP, kvm_emulate_instruction
+        from kvmsim.kvm.x86_emulate import EMULTYPE_SKIP, kvm_emulate_instruction
 
         if not kvm_emulate_instruction(vcpu, EMULTYPE_SKIP):
             return 0
@@ -230,7 +230,7 @@ def handle_exception_nmi(vcpu: KvmVcpu) -> int:
         x86.kvm_queue_exception(vcpu, Vector.NM)
         return 1
     if vector == Vector.UD and itype == IntrType.HARD_EXCEPTION:                      # 4
-        from kvmsim.kvm.emulation import handle_ud
+        from kvmsim.kvm.x86_emulate import handle_ud
 
         return handle_ud(vcpu)
     error_code = vcpu.hw.vmcs.vm_exit_intr_error_code if info & INTR_INFO_DELIVER_CODE_MASK else 0
@@ -238,7 +238,7 @@ def handle_exception_nmi(vcpu: KvmVcpu) -> int:
         if error_code:
             x86.kvm_queue_exception_e(vcpu, Vector.GP, error_code)
             return 1
-        from kvmsim.kvm.emulation import EMULTYPE_VMWARE_GP, kvm_emulate_instruction
+        from kvmsim.kvm.x86_emulate import EMULTYPE_VMWARE_GP, kvm_emulate_instruction
 
         return kvm_emulate_instruction(vcpu, EMULTYPE_VMWARE_GP)
     if vector == Vector.AC:                                                            # 10: #AC
@@ -268,7 +268,7 @@ def handle_io(vcpu: KvmVcpu) -> int:
     qual = vmx_get_exit_qual(vcpu)
     vcpu.stat.io_exits += 1
     if qual & IO_QUAL_STRING:
-        from kvmsim.kvm.emulation import kvm_emulate_instruction
+        from kvmsim.kvm.x86_emulate import kvm_emulate_instruction
 
         return kvm_emulate_instruction(vcpu, 0)
     return pio.kvm_fast_pio(vcpu, (qual & IO_QUAL_SIZE_MASK) + 1, qual >> IO_QUAL_PORT_SHIFT,
@@ -391,7 +391,7 @@ def handle_dr(vcpu: KvmVcpu) -> int:
 @kfunc()
 def handle_desc(vcpu: KvmVcpu) -> int:
     """LGDT/LIDT/LLDT/LTR/SGDT/SIDT/SLDT/STR exit only while KVM emulates CR4.UMIP: emulate them."""
-    from kvmsim.kvm.emulation import kvm_emulate_instruction
+    from kvmsim.kvm.x86_emulate import kvm_emulate_instruction
 
     return kvm_emulate_instruction(vcpu, 0)
 

@@ -1,7 +1,7 @@
 """Model of arch/x86/kvm/x86.c: KVM_RUN, the vcpu_run loop, event injection, skipping instructions.
 
 Port I/O lives in pio.py, MSRs in msr.py, hypercalls in hypercall.py and the emulator
-entry (x86_emulate_instruction) in emulation.py; all are x86.c in the kernel.
+entry (x86_emulate_instruction) in x86_emulate.py; all are x86.c in the kernel.
 """
 
 from __future__ import annotations

@@ -14,12 +14,16 @@ The emulator never touches vCPU state directly; everything goes through these ca
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .ctxt import X86EmulateCtxt
+
+# The callbacks keep the kernel's parameter name `bytes`, which hides the builtin there.
+as_bytes = builtins.bytes
 
 
 @dataclass

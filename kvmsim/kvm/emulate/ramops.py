@@ -18,7 +18,7 @@ from .codes import (EFER_LMA, EFER_LME, EFER_SCE, EMULATION_OK, EMULATION_RESTAR
 from .ctxt import X86EmulateCtxt, EmulatorFeatures, init_decode_cache
 from .decode import x86_decode_insn
 from .emulate import x86_emulate_insn
-from .ops import DescPtr, DescStruct, SegmentState, X86Exception
+from .ops import DescPtr, DescStruct, SegmentState, X86Exception, as_bytes
 
 MODES = {"real16": X86EMUL_MODE_REAL, "prot16": X86EMUL_MODE_PROT16,
          "prot32": X86EMUL_MODE_PROT32, "long64": X86EMUL_MODE_PROT64}
@@ -145,7 +145,7 @@ class RamOps:
 
     def write_emulated(self, ctxt, addr, val, bytes, fault):  # type: ignore[no-untyped-def]
         if self._is_mmio(addr):
-            self.mmio_writes.append((addr, bytes_(val)))
+            self.mmio_writes.append((addr, as_bytes(val)))
             return X86EMUL_CONTINUE
         return self.write_std(ctxt, addr, val, bytes, fault, False)
 
@@ -170,7 +170,7 @@ class RamOps:
         return 1
 
     def pio_out_emulated(self, ctxt, size, port, val, count):  # type: ignore[no-untyped-def]
-        self.pio_outs.append((port, size, bytes_(val)))
+        self.pio_outs.append((port, size, bytes(val)))
         return 1
 
     def get_segment(self, ctxt, seg):  # type: ignore[no-untyped-def]
@@ -278,9 +278,6 @@ class RamOps:
             self.xmm[i] = bytes(image[160 + 16 * i:176 + 16 * i]) + self.xmm[i][16:]
         return X86EMUL_CONTINUE
 
-
-def bytes_(val) -> bytes:  # type: ignore[no-untyped-def]
-    return bytes(val)
 
 
 def make_ctxt(ops: RamOps, rip: int = 0, eflags: int = 0x2,

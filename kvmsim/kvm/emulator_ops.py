@@ -18,7 +18,7 @@ from kvmsim.kvm import cr as crs
 from kvmsim.kvm.emulate.codes import (GPR_NAMES, X86EMUL_CONTINUE, X86EMUL_IO_NEEDED, X86EMUL_MODE_PROT64,
                                       X86EMUL_PROPAGATE_FAULT, X86EMUL_UNHANDLEABLE)
 from kvmsim.kvm.emulate.flags import String, TwoMemOp
-from kvmsim.kvm.emulate.ops import DescPtr, DescStruct, X86Exception
+from kvmsim.kvm.emulate.ops import DescPtr, DescStruct, X86Exception, as_bytes
 from kvmsim.kvm.vcpu import KvmMmioFragment, KvmVcpu
 from kvmsim.probe import PROBES, tracepoint
 from kvmsim.uapi import KvmExit, KvmSegment
@@ -163,9 +163,9 @@ class VcpuEmulateOps:
                 return X86EMUL_PROPAGATE_FAULT
             if self.hw.gpa_is_ram(gpa) and not self.hw.gpa_is_readonly(gpa):
                 cur = self.hw.uc.mem_read(gpa, bytes)
-                if bytes_(cur) != bytes_(old)[:bytes]:
+                if as_bytes(cur) != as_bytes(old)[:bytes]:
                     return 4  # X86EMUL_CMPXCHG_FAILED
-                self.hw.uc.mem_write(gpa, bytes_(new)[:bytes])
+                self.hw.uc.mem_write(gpa, as_bytes(new)[:bytes])
                 self.hw.code_written(gpa, bytes)
                 return X86EMUL_CONTINUE
         return self.write_emulated(ctxt, addr, new, bytes, fault)
@@ -188,7 +188,7 @@ class VcpuEmulateOps:
         return r
 
     def pio_out_emulated(self, ctxt, size, port, val, count) -> int:
-        return pio.emulator_pio_out(self.vcpu, size, port, bytearray(bytes_(val)), count)
+        return pio.emulator_pio_out(self.vcpu, size, port, bytearray(bytes(val)), count)
 
     # ------------------------------------------------------------ segments and tables
     def get_segment(self, ctxt, seg: int):
@@ -402,9 +402,6 @@ class VcpuEmulateOps:
             self.write_sse_reg(ctxt, i, image[160 + 16 * i:176 + 16 * i])
         return X86EMUL_CONTINUE
 
-
-def bytes_(v) -> bytes:
-    return bytes(v)
 
 
 def complete_emulated_rdmsr(vcpu: KvmVcpu) -> int:

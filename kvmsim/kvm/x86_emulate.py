@@ -24,7 +24,7 @@ from kvmsim.kvm.emulate.ctxt import EmulatorFeatures, X86EmulateCtxt, emulator_w
     init_decode_cache, emulator_invalidate_register_cache
 from kvmsim.kvm.emulate.decode import x86_decode_insn
 from kvmsim.kvm.emulate.emulate import x86_emulate_insn
-from kvmsim.kvm.emulate_ops import VcpuEmulateOps, run_mmio
+from kvmsim.kvm.emulator_ops import VcpuEmulateOps, run_mmio
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KvmExit
