@@ -9,6 +9,9 @@ Free when off: `@kfunc` returns the plain function.  The first subscriber swaps 
 kvmsim module global and module-level table entry that names a probed function for
 its probed twin (as ftrace patches call sites); the last unsubscribe swaps them back.
 Tracepoints cost one `PROBES.enabled` test.
+
+Time is virtual: each event carries `insns`, the running vCPU's retired guest instructions when
+it was emitted (`PROBES.clock`, installed by kvm/ when a vCPU is created), and `seq` breaks ties.
 """
 
 from __future__ import annotations
@@ -24,13 +27,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(slots=True)
 class Event:
-    """One observation: kind is 'call', 'ret' or 'tp' (tracepoint); seq orders them."""
+    """One observation: kind is 'call', 'ret' or 'tp' (tracepoint); seq orders them.
+    Its virtual timestamp is (insns, seq): retired guest instructions at emission, then order."""
 
     seq: int
     kind: str
     name: str
     stack: tuple[str, ...]
     fields: dict[str, Any] = field(default_factory=dict)
+    insns: int = 0
+
+
+def no_clock() -> int:
+    """The trace clock while no vCPU exists: nothing has retired."""
+    return 0
 
 
 Subscriber = Callable[[Event], None]  # may raise to abort the run (e.g. the debugger's quit)
@@ -45,6 +55,7 @@ class Probes:
         self._fan: tuple[Subscriber, ...] = ()   # snapshot emit iterates (a subscriber may unsubscribe)
         self.stack: list[str] = []
         self.seq = 0
+        self.clock: Callable[[], int] = no_clock   # retired guest instructions of the running vCPU
 
     def subscribe(self, sub: Subscriber) -> None:
         self._subs.append(sub)
@@ -64,7 +75,7 @@ class Probes:
 
     def emit(self, kind: str, name: str, fields: dict[str, Any]) -> None:
         self.seq += 1
-        ev = Event(self.seq, kind, name, tuple(self.stack), fields)
+        ev = Event(self.seq, kind, name, tuple(self.stack), fields, self.clock())
         for sub in self._fan:
             sub(ev)
 
@@ -108,7 +119,8 @@ def kfunc(*arg_names: str) -> Callable[[F], F]:
             stack = p.stack
             p.seq = seq = p.seq + 1
             ev = Event(seq, "call", name, tuple(stack),
-                       {a: (args[i] if i < len(args) else kwargs.get(a)) for a, i in picks} if picks else {})
+                       {a: (args[i] if i < len(args) else kwargs.get(a)) for a, i in picks} if picks else {},
+                       p.clock())
             for sub in p._fan:
                 sub(ev)
             stack.append(name)
@@ -117,7 +129,8 @@ def kfunc(*arg_names: str) -> Callable[[F], F]:
             finally:
                 stack.pop()
             p.seq = seq = p.seq + 1
-            ev = Event(seq, "ret", name, tuple(stack), {"ret": ret if ret is None or isinstance(ret, int) else repr(ret)})
+            ev = Event(seq, "ret", name, tuple(stack), {"ret": ret if ret is None or isinstance(ret, int) else repr(ret)},
+                       p.clock())
             for sub in p._fan:
                 sub(ev)
             return ret
@@ -133,7 +146,8 @@ def kfunc(*arg_names: str) -> Callable[[F], F]:
 
 
 def tracepoint(name: str, **fields: Any) -> None:
-    """Emit a kernel tracepoint (callers guard with `if PROBES.enabled` on hot paths)."""
+    """Emit a kernel tracepoint: its fields only, in TP_STRUCT__entry order (kvm/trace.py's
+    TRACE_EVENTS prints them).  Callers guard with `if PROBES.enabled` on hot paths."""
     if PROBES.enabled:
         PROBES.emit("tp", name, fields)
 

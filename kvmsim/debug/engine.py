@@ -61,8 +61,8 @@ from typing import Any, Iterator
 
 from kvmsim.debug.breakpoints import Breakpoint, BreakpointTable, DebugError, parse_spec
 from kvmsim.hw import paging
+from kvmsim.kvm.trace import format_event
 from kvmsim.probe import PROBES, Event
-from kvmsim.trace.tracepoints import format_event
 
 # The stages of one exit, in the order KVM goes through them, and the probe event of each.
 STAGES = ("vm-exit", "exit-handler", "emulator-decode", "emulator-execute", "userspace-exit",

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from kvmsim.debug.breakpoints import DebugError, parse_int
 from kvmsim.hw import vmcs as V
+from kvmsim.kvm.trace import format_event
 from kvmsim.probe import PROBES, Event
-from kvmsim.trace.tracepoints import format_event
 from kvmsim.uapi import KvmExit
 
 if TYPE_CHECKING:
@@ -364,7 +364,7 @@ def event_line(ev: Event) -> str:
     if ev.kind == "tp":
         return f"{ev.seq:>7} {depth}{ev.name}: {format_event(ev.name, ev.fields)}"
     args = ", ".join(f"{k}={v:#x}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v}"
-                     for k, v in ev.fields.items() if k != "text")
+                     for k, v in ev.fields.items())
     if ev.kind == "call":
         return f"{ev.seq:>7} {depth}{ev.name}({args}) {{"
     return f"{ev.seq:>7} {depth}}} = {ev.fields.get('ret')}"

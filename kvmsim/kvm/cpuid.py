@@ -85,10 +85,7 @@ def kvm_cpuid(vcpu: KvmVcpu, eax: int, ecx: int) -> tuple[int, int, int, int]:
             out = (0, 0, ecx & 0xFF, sub.edx)
     if PROBES.enabled:
         tracepoint("kvm_cpuid", function=eax, index=ecx, rax=out[0], rbx=out[1], rcx=out[2], rdx=out[3],
-                   found=found, used_max_basic=used_max_basic,
-                   text=f"func {eax:x} idx {ecx:x} rax {out[0]:x} rbx {out[1]:x} rcx {out[2]:x} "
-                        f"rdx {out[3]:x}, cpuid entry {'found' if found else 'not found'}"
-                        + (", used max basic" if used_max_basic else ""))
+                   found=found, used_max_basic=used_max_basic)
     return out
 
 

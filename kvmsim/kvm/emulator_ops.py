@@ -25,14 +25,12 @@ from kvmsim.uapi import KvmExit, KvmSegment
 
 PAGE_SIZE = 4096
 _SREGS = ("es", "cs", "ss", "ds", "fs", "gs", "tr", "ldt")
-_MMIO_TYPES = {0: "unsatisfied-read", 1: "read", 2: "write"}
 APIC_DEFAULT_PHYS_BASE = 0xFEE00000
 
 
 def _trace_mmio(kind: int, length: int, gpa: int, val: bytes) -> None:
     v = int.from_bytes(bytes(val[:8]), "little")
-    tracepoint("kvm_mmio", type=kind, len=length, gpa=gpa, val=v,
-               text=f"mmio {_MMIO_TYPES[kind]} len {length} gpa 0x{gpa:x} val 0x{v:x}")
+    tracepoint("kvm_mmio", type=kind, len=length, gpa=gpa, val=v)
 
 
 _string_at = ctypes.string_at

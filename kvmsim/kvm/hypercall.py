@@ -19,8 +19,7 @@ def kvm_emulate_hypercall(vcpu: KvmVcpu) -> int:
     nr = hw.reg("rax") & mask
     a = [hw.reg(r) & mask for r in ("rbx", "rcx", "rdx", "rsi")]
     if PROBES.enabled:
-        tracepoint("kvm_hypercall", nr=nr, a0=a[0], a1=a[1], a2=a[2], a3=a[3],
-                   text=f"nr 0x{nr:x} a0 0x{a[0]:x} a1 0x{a[1]:x} a2 0x{a[2]:x} a3 0x{a[3]:x}")
+        tracepoint("kvm_hypercall", nr=nr, a0=a[0], a1=a[1], a2=a[2], a3=a[3])
     if hw.cpl() != 0:
         ret = -KVM_EPERM
     elif nr in _RET_ZERO:

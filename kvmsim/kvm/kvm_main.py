@@ -16,6 +16,7 @@ from kvmsim.kvm.iobus import CoalescedMmio, Ioeventfd
 from kvmsim.memslot import KvmUserspaceMemoryRegion, kvm_set_memory_region_check
 from kvmsim.kvm.msr import VMX_PASSTHROUGH_MSRS
 from kvmsim.kvm.reset import X86_EFLAGS_FIXED, kvm_vcpu_reset
+from kvmsim.kvm.trace import install_trace_clock, remove_trace_clock
 from kvmsim.kvm.vcpu import Kvm, KvmParams, KvmVcpu
 from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, KvmRegs, KvmSregs
 
@@ -153,6 +154,7 @@ class SimVmFd:
 
     def create_vcpu(self, vcpu_id: int = 0) -> SimVcpuFd:
         vcpu = KvmVcpu(self.kvm, vcpu_id)
+        install_trace_clock(vcpu.hw)                          # probe events now count its retired instructions
         vcpu.hw.msr_passthrough = set(VMX_PASSTHROUGH_MSRS)   # vmx_vcpu_create: MSR bitmap
         vcpu.hw.exception_bitmap = vmx.vmx_exception_bitmap(self.kvm.params)
         vmx_controls.init_vmcs(vcpu)
@@ -174,6 +176,7 @@ class SimVmFd:
         """Closing the VM fd: the vCPUs' engines go now, and the memslots let go of guest RAM
         (their views would otherwise keep the VMM's mmaps from closing)."""
         for vcpu in self.kvm.vcpus:
+            remove_trace_clock(vcpu.hw)
             vcpu.hw.power_off()
         self.kvm.vcpus.clear()
         for _gpa, _size, mem in self.kvm.memslots.values():

@@ -27,8 +27,7 @@ def handle_ept_violation(vcpu: KvmVcpu) -> int:
     gpa = vcpu.hw.vmcs.guest_physical_address
     if PROBES.enabled:
         tracepoint("kvm_page_fault", vcpu_id=vcpu.vcpu_id, guest_rip=vcpu.hw.reg("rip"), fault_address=gpa,
-                   error_code=q, text=f"vcpu {vcpu.vcpu_id} rip 0x{vcpu.hw.reg('rip'):x} "
-                                      f"address 0x{gpa:016x} error_code 0x{q:x}")
+                   error_code=q)
     error_code = PFERR_USER_MASK if q & EPT_VIOLATION_ACC_READ else 0  # "user" encodes a read for EPT
     error_code |= PFERR_WRITE_MASK if q & EPT_VIOLATION_ACC_WRITE else 0
     error_code |= PFERR_FETCH_MASK if q & EPT_VIOLATION_ACC_INSTR else 0
@@ -47,7 +46,7 @@ def handle_ept_misconfig(vcpu: KvmVcpu) -> int:
         from kvmsim.kvm.x86 import kvm_skip_emulated_instruction
 
         if PROBES.enabled:
-            tracepoint("kvm_fast_mmio", gpa=gpa, text=f"fast mmio at gpa 0x{gpa:x}")
+            tracepoint("kvm_fast_mmio", gpa=gpa)
         return kvm_skip_emulated_instruction(vcpu)
     return kvm_mmu_page_fault(vcpu, gpa, PFERR_RSVD_MASK)
 

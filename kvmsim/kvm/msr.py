@@ -105,8 +105,7 @@ def kvm_msr_user_space(vcpu: KvmVcpu, index: int, exit_reason: KvmExit, data: in
 
 
 def _trace_msr(write: bool, ecx: int, data: int, exception: bool) -> None:
-    tracepoint("kvm_msr", write=int(write), ecx=ecx, data=data, exception=exception,
-               text=f"msr_{'write' if write else 'read'} {ecx:x} = 0x{data:x}{' (#GP)' if exception else ''}")
+    tracepoint("kvm_msr", write=int(write), ecx=ecx, data=data, exception=exception)
 
 
 @kfunc()

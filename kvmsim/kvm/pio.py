@@ -20,9 +20,7 @@ _PIO_DATA_OFFSET = KVM_PIO_PAGE_OFFSET * PAGE_SIZE
 
 def _trace_pio(is_in: bool, port: int, size: int, count: int, data: bytes) -> None:
     val = int.from_bytes(data[:size], "little")
-    tracepoint("kvm_pio", rw=0 if is_in else 1, port=port, size=size, count=count, val=val,
-               text=f"pio_{'read' if is_in else 'write'} at 0x{port:x} size {size} count {count} "
-                    f"val 0x{val:x} {'(...)' if count > 1 else ''}".rstrip())
+    tracepoint("kvm_pio", rw=0 if is_in else 1, port=port, size=size, count=count, val=val)
 
 
 @kfunc("port", "size", "count", "is_in")

@@ -56,8 +56,7 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
     if PROBES.enabled:
         rip = hw.reg("rip")   # one register, not two full KVM_GET_REGS snapshots per entry
         tracepoint("kvm_entry", vcpu_id=vcpu.vcpu_id, rip=rip, immediate_exit=False,
-                   intr_info=hw.vmcs.vm_entry_intr_info_field, error_code=hw.vmcs.vm_entry_exception_error_code,
-                   text=f"vcpu {vcpu.vcpu_id}, rip 0x{rip:x}")
+                   intr_info=hw.vmcs.vm_entry_intr_info_field, error_code=hw.vmcs.vm_entry_exception_error_code)
     hw.enter_guest()
     v = hw.vmcs
     # A host NMI (intr info 0x80000202) is handled by the host's NMI handler right here;
@@ -68,10 +67,7 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
         info = vmx_get_exit_info(vcpu)
         tracepoint("kvm_exit", exit_reason=v.vm_exit_reason, guest_rip=hw.reg("rip"), isa=KVM_ISA_VMX,
                    info1=info[1], info2=info[2], intr_info=info[3], error_code=info[4], vcpu_id=vcpu.vcpu_id,
-                   requests=frozenset(vcpu.requests),
-                   text=f"vcpu {vcpu.vcpu_id} reason {exit_reason_name(v.vm_exit_reason)} rip 0x{hw.reg('rip'):x} "
-                        f"info1 0x{info[1]:016x} info2 0x{info[2]:016x} intr_info 0x{info[3]:08x} "
-                        f"error_code 0x{info[4]:08x}")
+                   requests=frozenset(vcpu.requests))
     vmx_complete_interrupts(vcpu)
     return EXIT_FASTPATH_NONE
 
@@ -212,7 +208,7 @@ def vmx_inject_nmi(vcpu: KvmVcpu) -> None:
 def vmx_inject_irq(vcpu: KvmVcpu, irq: int) -> None:
     vcpu.stat.irq_injections += 1
     if PROBES.enabled:
-        tracepoint("kvm_inj_virq", vector=irq, soft=False, reinjected=False, text=f"IRQ 0x{irq:x}")
+        tracepoint("kvm_inj_virq", vector=irq, soft=False, reinjected=False)
     vcpu.hw.vmcs.vm_entry_intr_info_field = intr_info(irq, IntrType.EXT_INTR)
 
 
@@ -312,8 +308,7 @@ def kvm_emulate_xsetbv(vcpu: KvmVcpu) -> int:
 
 def _trace_cr(write: bool, cr_num: int, val: int) -> None:
     if PROBES.enabled:
-        tracepoint("kvm_cr", rw=int(write), cr=cr_num, val=val,
-                   text=f"cr_{'write' if write else 'read'} {cr_num:x} = 0x{val:x}")
+        tracepoint("kvm_cr", rw=int(write), cr=cr_num, val=val)
 
 
 @kfunc()

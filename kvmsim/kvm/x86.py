@@ -14,8 +14,6 @@ from kvmsim.uapi import KvmExit, KvmSregs
 
 EINTR = 4
 EINVAL = 22
-EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
-                   10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC"}
 EFLAGS_TF, EFLAGS_IF, EFLAGS_RF = 1 << 8, 1 << 9, 1 << 16
 _KVM_EXIT_UNKNOWN = int(KvmExit.UNKNOWN)
 
@@ -48,10 +46,7 @@ def kvm_arch_vcpu_ioctl_run(vcpu: KvmVcpu) -> int:
 def _out(vcpu: KvmVcpu, r: int) -> int:
     post_kvm_run_save(vcpu)
     if PROBES.enabled:
-        reason = vcpu.run.exit_reason
-        name = KvmExit(reason).kname if reason in KvmExit._value2member_map_ else str(reason)
-        text = f"reason {name} ({reason})" if r >= 0 else f"reason {'restart' if r == -EINTR else 'error'} ({r})"
-        tracepoint("kvm_userspace_exit", reason=reason, errno=r, text=text)
+        tracepoint("kvm_userspace_exit", reason=vcpu.run.exit_reason, errno=r)
     return r
 
 
@@ -204,8 +199,7 @@ def kvm_complete_insn_gp(vcpu: KvmVcpu, err: int) -> int:
 
 def trace_kvm_inj_exception(vector: int, has_error: bool, error_code: int, reinjected: bool) -> None:
     tracepoint("kvm_inj_exception", exception=vector, has_error=has_error, error_code=error_code,
-               reinjected=reinjected, text=f"{EXCEPTION_NAMES.get(vector, vector)}"
-               + (f" (0x{error_code:x})" if has_error else "") + (" [reinjected]" if reinjected else ""))
+               reinjected=reinjected)
 
 
 def exception_has_error_code(vector: int) -> bool:

@@ -96,9 +96,7 @@ def _trace_emulate_insn(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, failed: bool) -> No
     insn = bytes(ctxt.fetch.data[:n])
     csbase = vcpu.hw.seg_base("cs") & 0xFFFF_FFFF
     tracepoint("kvm_emulate_insn", rip=ctxt._eip - n, csbase=csbase, len=n, insn=insn.hex(),
-               flags=_MODE_NAMES[ctxt.mode], failed=failed,
-               text=f"{csbase:x}:{ctxt._eip - n:x}:{' '.join(f'{b:02x}' for b in insn)} ({_MODE_NAMES[ctxt.mode]})"
-                    + (" failed" if failed else ""))
+               flags=_MODE_NAMES[ctxt.mode], failed=failed)
 
 
 @kfunc("emulation_type")

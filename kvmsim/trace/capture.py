@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from kvmsim.kvm.trace import TRACE_EVENTS
 from kvmsim.probe import PROBES, Event
 from kvmsim.trace.clock import VirtualClock
 from kvmsim.trace.recorder import Recorder
-from kvmsim.trace.report import SIM_COMM, SIM_PID, TraceLine, parse_line, sim_lines
-from kvmsim.trace.tracepoints import format_event, parse_event
-from kvmsim.trace.tracepoints import TRACEPOINTS
+from kvmsim.trace.report import TraceLine, parse_line, sim_line, sim_lines
 
 
 @dataclass
@@ -50,8 +49,7 @@ def stream_sim(sc: Any, on_line: Callable[[TraceLine], None]) -> Any:
     def sub(ev: Event) -> None:
         ts = clock.stamp(ev)
         if ev.kind == "tp":
-            text = format_event(ev.name, ev.fields)
-            on_line(TraceLine(SIM_COMM, SIM_PID, 0, ts, ev.name, text, parse_event(ev.name, text) or {}))
+            on_line(sim_line(ev, ts))
 
     PROBES.subscribe(sub)
     try:
@@ -61,7 +59,7 @@ def stream_sim(sc: Any, on_line: Callable[[TraceLine], None]) -> Any:
 
 
 def capture_kvm(sc: Any) -> Capture:
-    """Run on /dev/kvm with the host's kvm tracepoints (those of TRACEPOINTS it has) on for this process."""
+    """Run on /dev/kvm with the host's kvm tracepoints (those of TRACE_EVENTS it has) on for this process."""
     from kvmsim.realkvm.backend import vendor_module
     from kvmsim.realkvm.tracefs import _find_tracefs, open_trace
     from kvmsim.scenario.runner import run_scenario
@@ -71,7 +69,7 @@ def capture_kvm(sc: Any) -> Capture:
     if root is None:
         cap.unavailable = why
         return cap
-    names = [n for n in TRACEPOINTS if (root / "events" / "kvm" / n).is_dir()]
+    names = [n for n in TRACE_EVENTS if (root / "events" / "kvm" / n).is_dir()]
     trace, why = open_trace(names)
     if trace is None:
         cap.unavailable = why

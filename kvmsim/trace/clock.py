@@ -1,34 +1,34 @@
-"""A deterministic virtual clock for trace timestamps: same scenario, same bytes.
+"""Trace timestamps on virtual time: retired guest instructions, so the same scenario gives the same bytes.
 
-Nothing here is measured.  Each probe event advances the clock by a fixed cost by kind, and
-the gaps no probe sees (the guest running between kvm_entry and kvm_exit, the VMM between
-kvm_userspace_exit and the next KVM_RUN) by fixed amounts, so timestamps order events and
-space them plausibly; for measured handling time see `kvmsim stat`.
+Every probe event carries `insns`, the running vCPU's retired guest instructions when it was
+emitted (probe.py, kvm/trace.py's trace clock).  A report shows one instruction as one
+microsecond, so `trace-cmd report`'s `sec.micros` column reads as instructions since the vCPU
+was created.  Everything KVM and the VMM do between two instructions takes no virtual time; the
+nanoseconds keep those events apart in stream order (the first at a count is .000, the next
+.001, ... capped at .999).  Nothing here is measured: for handling time see `kvmsim stat`.
 """
 
 from __future__ import annotations
 
 from kvmsim.probe import Event
 
-BOOT_NS = 1_000_000_000          # the trace starts 1 s after "boot", as a host trace never starts at 0
-COST_NS = {"call": 50, "ret": 10, "tp": 20}
-GUEST_NS = 1_000                 # kvm_entry → kvm_exit: time in the guest
-USERSPACE_NS = 2_000             # kvm_userspace_exit → next KVM_RUN: time in the VMM
+INSN_NS = 1_000                  # one retired guest instruction = 1 us of virtual time
+START_NS = 0                     # instruction 0: the vCPU's reset state
 
 
 class VirtualClock:
-    """`stamp(ev)` gives each event its timestamp in ns, in stream order."""
+    """`stamp(ev)` gives each event its timestamp in ns; called in stream order."""
 
-    def __init__(self, start_ns: int = BOOT_NS) -> None:
+    def __init__(self, start_ns: int = START_NS) -> None:
+        self.start = start_ns
         self.now = start_ns
-        self._gap = 0
+        self._insns = -1
+        self._tie = 0
 
     def stamp(self, ev: Event) -> int:
-        self.now += self._gap + COST_NS.get(ev.kind, 0)
-        self._gap = 0
-        if ev.kind == "tp":
-            if ev.name == "kvm_entry":
-                self._gap = GUEST_NS
-            elif ev.name == "kvm_userspace_exit":
-                self._gap = USERSPACE_NS
+        if ev.insns != self._insns:
+            self._insns, self._tie = ev.insns, 0
+        elif self._tie < INSN_NS - 1:
+            self._tie += 1
+        self.now = self.start + ev.insns * INSN_NS + self._tie
         return self.now

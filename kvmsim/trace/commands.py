@@ -90,7 +90,8 @@ def cmd_trace(args: argparse.Namespace, load_all: Callable) -> int:
     return status
 
 
-JSONL_CLOCK = "virtual ns (trace/clock.py: fixed costs per event, not measured), as the trace lines"
+JSONL_CLOCK = ("virtual ns: retired guest instructions x 1000, the ns ordering events at one count "
+               "(trace/clock.py, not measured), as the trace lines")
 
 
 def _open_jsonl(args: argparse.Namespace) -> Any:

@@ -17,6 +17,7 @@ import json
 from typing import IO, Any
 
 from kvmsim.hw.vmcs import exit_reason_name
+from kvmsim.kvm.trace import format_event
 from kvmsim.probe import Event
 from kvmsim.trace.events import CLOCK, RunInfo
 
@@ -106,7 +107,7 @@ class PerfettoWriter:
                 self._exit = (ts, reason, {"exit_reason": reason, "guest_rip": hex(f.get("guest_rip", 0)),
                                            "intr_info": hex(f.get("intr_info", 0))})
             elif name == "kvm_userspace_exit":
-                self._user_reason = str(f.get("text") or f.get("reason", "userspace exit"))
+                self._user_reason = format_event(name, f)     # "reason KVM_EXIT_IO (2)", as trace.h prints it
 
     def end_run(self, run: RunInfo) -> None:
         """Close what the run left open, so every B has its E and the last exit shows."""

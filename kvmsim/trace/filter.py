@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from kvmsim.errors import ScenarioError
-from kvmsim.trace.tracepoints import TRACEPOINTS
+from kvmsim.kvm.trace import TRACE_EVENTS
 
 _TOKENS = re.compile(r'\s*(?:(?P<num>0x[0-9a-fA-F]+|\d+)|(?P<str>"[^"]*"|\'[^\']*\')|(?P<name>[A-Za-z_]\w*)'
                      r'|(?P<op>&&|\|\||==|!=|<=|>=|<|>|~|&|!|\(|\)))')
@@ -109,12 +109,12 @@ class EventFilter:
     def __init__(self, events: list[str] | None = None, expr: str | None = None) -> None:
         self.events = [e.split(":", 1)[-1] for e in events or []]   # `kvm:kvm_exit` as well as `kvm_exit`
         for glob in self.events:
-            if not any(fnmatch.fnmatchcase(name, glob) for name in TRACEPOINTS):
+            if not any(fnmatch.fnmatchcase(name, glob) for name in TRACE_EVENTS):
                 raise ScenarioError("-e", None, f"no kvm tracepoint matches {glob!r}; "
-                                                f"known: {', '.join(TRACEPOINTS)}")
+                                                f"known: {', '.join(TRACE_EVENTS)}")
         self.tree = compile_filter(expr) if expr else None
         if self.tree is not None:
-            selected = [tp for name, tp in TRACEPOINTS.items()
+            selected = [tp for name, tp in TRACE_EVENTS.items()
                         if not self.events or any(fnmatch.fnmatchcase(name, g) for g in self.events)]
             known = {f for tp in selected for f in tp.fields}
             unknown = sorted({n.id for n in ast.walk(self.tree) if isinstance(n, ast.Name)} - known)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 
 from kvmsim.probe import PROBES, Event
-from kvmsim.trace.tracepoints import format_event
+from kvmsim.kvm.trace import format_event
 
 
 class Recorder:
@@ -49,4 +49,4 @@ class Recorder:
 
 def _fmt(fields: dict) -> str:
     return ", ".join(f"{k}={hex(v) if isinstance(v, int) and not isinstance(v, bool) else v}"
-                     for k, v in fields.items() if k != "text")
+                     for k, v in fields.items())

@@ -3,7 +3,7 @@
     kvmsim-1000  [000]     1.000070: kvm_exit:             vcpu 0 reason IO_INSTRUCTION rip 0x1000 ...
 
 One line per event: `comm-pid [cpu] seconds.micros: event: text`, the text being the
-event's TP_printk output (tracepoints.py).  `parse_report` accepts this layout and
+event's TP_printk output (kvm/trace.py).  `parse_report` accepts this layout and
 tracefs's own (`cat trace`, which adds irq flags), so sim and host traces read alike.
 """
 
@@ -13,9 +13,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+from kvmsim.kvm.trace import format_event
 from kvmsim.probe import Event
 from kvmsim.trace.clock import VirtualClock
-from kvmsim.trace.tracepoints import format_event, parse_event
+from kvmsim.trace.tracepoints import parse_event
 
 SIM_COMM, SIM_PID = "kvmsim", 1000   # the simulated vCPU thread: fixed, so runs compare byte for byte
 
@@ -64,13 +65,17 @@ def parse_report(text: str) -> list[TraceLine]:
             and (t := parse_line(line)) is not None]
 
 
+def sim_line(ev: Event, ts_ns: int) -> TraceLine:
+    """One sim tracepoint as a report line: its TP_printk text, and the fields read back from it
+    (so filters see the kernel's representation, as they do for a host trace)."""
+    text = format_event(ev.name, ev.fields)
+    return TraceLine(SIM_COMM, SIM_PID, 0, ts_ns, ev.name, text, parse_event(ev.name, text) or {})
+
+
 def sim_lines(events: Iterable[Event], clock: VirtualClock | None = None) -> Iterator[TraceLine]:
-    """The tracepoints of a sim probe stream as report lines; every event advances the clock."""
+    """The tracepoints of a sim probe stream as report lines, stamped on the virtual clock."""
     clock = clock or VirtualClock()
     for ev in events:
         ts = clock.stamp(ev)
-        if ev.kind != "tp":
-            continue
-        text = format_event(ev.name, ev.fields)
-        cpu = 0
-        yield TraceLine(SIM_COMM, SIM_PID, cpu, ts, ev.name, text, parse_event(ev.name, text) or {})
+        if ev.kind == "tp":
+            yield sim_line(ev, ts)

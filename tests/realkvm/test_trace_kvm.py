@@ -16,7 +16,7 @@ from kvmsim.cli import main
 from kvmsim.scenario.loader import load_scenario
 from kvmsim.trace.capture import capture_kvm, capture_sim
 from kvmsim.trace.report import format_line, parse_report
-from kvmsim.trace.tracepoints import format_event
+from kvmsim.kvm.trace import format_event
 
 pytestmark = pytest.mark.kvm
 REPO = Path(__file__).resolve().parents[2]
