@@ -12,6 +12,9 @@ from typing import Any, Callable
 
 from kvmsim.kvm.trace import TRACE_EVENTS
 from kvmsim.probe import PROBES, Event
+from kvmsim.realkvm.backend import vendor_module
+from kvmsim.realkvm.tracefs import _find_tracefs, open_trace
+from kvmsim.scenario.runner import run_scenario
 from kvmsim.trace.clock import VirtualClock
 from kvmsim.trace.recorder import Recorder
 from kvmsim.trace.report import TraceLine, parse_line, sim_line, sim_lines
@@ -28,8 +31,6 @@ class Capture:
 
 def capture_sim(sc: Any, functions: bool = True) -> Capture:
     """Run on the sim with every probe on; the run's result and its whole event stream."""
-    from kvmsim.scenario.runner import run_scenario
-
     rec = Recorder(functions=functions).start()
     try:
         result = run_scenario(sc, backend="sim")
@@ -42,8 +43,6 @@ def stream_sim(sc: Any, on_line: Callable[[TraceLine], None]) -> Any:
     """Run on the sim and hand each tracepoint to on_line as it is emitted; returns the RunResult.
 
     The same lines, timestamps included, as capture_sim(sc).lines, without keeping the stream."""
-    from kvmsim.scenario.runner import run_scenario
-
     clock = VirtualClock()
 
     def sub(ev: Event) -> None:
@@ -60,10 +59,6 @@ def stream_sim(sc: Any, on_line: Callable[[TraceLine], None]) -> Any:
 
 def capture_kvm(sc: Any) -> Capture:
     """Run on /dev/kvm with the host's kvm tracepoints (those of TRACE_EVENTS it has) on for this process."""
-    from kvmsim.realkvm.backend import vendor_module
-    from kvmsim.realkvm.tracefs import _find_tracefs, open_trace
-    from kvmsim.scenario.runner import run_scenario
-
     cap = Capture(module=vendor_module())
     root, _, why = _find_tracefs()
     if root is None:

@@ -7,12 +7,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
 from kvmsim.errors import ScenarioError
+from kvmsim.probe import PROBES, kfunc_names
+from kvmsim.trace import stacks
+from kvmsim.trace.clock import VirtualClock
+from kvmsim.trace.flamegraph import render_svg
 
 EXIT_OK, EXIT_INPUT, EXIT_INTERNAL = 0, 2, 3
 PVM_NOTE = ("# host kvm_pvm: a paravirtual KVM; every CPL0 guest instruction goes through its emulator "
@@ -43,7 +49,11 @@ def add_parsers(sub: Any, load_all: Callable) -> dict[str, argparse.ArgumentPars
 
 
 def cmd_trace(args: argparse.Namespace, load_all: Callable) -> int:
+    # Here, not at the top: cli.py imports this module to build its parser for every command, and
+    # these load the kernel model and the runner (unicorn); `kvmsim check` stays light (cli.py's rule).
+    from kvmsim.scenario.runner import kvm_probe
     from kvmsim.trace.capture import capture_kvm, stream_sim
+    from kvmsim.trace.events import JsonlSession, RunInfo
     from kvmsim.trace.filter import EventFilter
     from kvmsim.trace.report import format_line
 
@@ -51,7 +61,6 @@ def cmd_trace(args: argparse.Namespace, load_all: Callable) -> int:
     jsonl = _open_jsonl(args)
     scenarios, status = load_all(args.files)
     if args.backend == "kvm":
-        from kvmsim.scenario.runner import kvm_probe
         ok, why = kvm_probe()
         if not ok:
             print(f"kvmsim: trace: the kvm backend is not available here: {why}", file=sys.stderr)
@@ -77,8 +86,6 @@ def cmd_trace(args: argparse.Namespace, load_all: Callable) -> int:
             if jsonl is None:
                 stream_sim(sc, show)
             else:
-                from kvmsim.trace.clock import VirtualClock
-                from kvmsim.trace.events import JsonlSession, RunInfo
                 with JsonlSession(jsonl, RunInfo(sc.name, str(sc.path) if sc.path else None), VirtualClock().stamp,
                                   JSONL_CLOCK) as session:
                     res = stream_sim(sc, show)
@@ -109,20 +116,14 @@ def _open_jsonl(args: argparse.Namespace) -> Any:
 
 def modelled_functions() -> set[str]:
     """Every @kfunc of the kernel model (imports each kvmsim.kvm module once)."""
-    import importlib
-    import pkgutil
-
-    import kvmsim.kvm
-    from kvmsim import probe
+    import kvmsim.kvm   # the whole kernel model, on purpose, and only for `stacks` (see cmd_trace)
     for mod in pkgutil.walk_packages(kvmsim.kvm.__path__, "kvmsim.kvm."):
         importlib.import_module(mod.name)
-    return probe.kfunc_names()
+    return kfunc_names()
 
 
 def cmd_stacks(args: argparse.Namespace, load_all: Callable) -> int:
-    from kvmsim.trace import stacks
-    from kvmsim.probe import PROBES
-    from kvmsim.scenario.runner import run_scenario
+    from kvmsim.scenario.runner import run_scenario   # the runner loads when the command runs (see cmd_trace)
 
     known = modelled_functions()
     if args.function not in known:
@@ -140,7 +141,6 @@ def cmd_stacks(args: argparse.Namespace, load_all: Callable) -> int:
                 PROBES.unsubscribe(counter)
             hist += counter.hist
     if args.svg:
-        from kvmsim.trace.flamegraph import render_svg
         Path(args.svg).write_text(render_svg(hist, f"{args.function}: {sum(hist.values())} calls"))
     sys.stdout.write(stacks.format_folded(hist) if args.folded else stacks.format_bpftrace(hist))
     return status

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Protocol
 
 from kvmsim.probe import PROBES, Event
+from kvmsim.scenario.runner import run_scenario
 
 SCHEMA_KEYS = ("seq", "kind", "name", "depth", "ts_ns", "fields")
 KINDS = ("call", "ret", "tp", "meta")
@@ -69,7 +70,6 @@ class Tap:
 
     def run(self, sc: Any, backend: str = "sim") -> Any:
         """Run one scenario with every consumer watching; the RunResult."""
-        from kvmsim.scenario.runner import run_scenario
         info = RunInfo(sc.name, str(sc.path) if getattr(sc, "path", None) else None, backend)
         for c in self.consumers:
             c.begin_run(info)

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from kvmsim.errors import ScenarioError
+from kvmsim.scenario.loader import load_scenario, scenario_files
 from kvmsim.trace.events import Consumer, JsonlError, JsonlWriter, Tap, replay
+from kvmsim.trace.export import PerfettoWriter
 
 
 def feed_files(files: Iterable[str], consumers: list[Consumer]) -> list[Any]:
     """Run or replay every file into the consumers; the RunResults of the runs made here."""
-    from kvmsim.scenario.loader import load_scenario, scenario_files
     results = []
     for f in files:
         p = Path(f)
@@ -55,7 +56,6 @@ def export_consumers(stack: ExitStack, jsonl: str | None, perfetto: str | None) 
     if jsonl:
         out.append(JsonlWriter(open_out(stack, jsonl, "jsonl")))
     if perfetto:
-        from kvmsim.trace.export import PerfettoWriter
         w = PerfettoWriter(open_out(stack, perfetto, "perfetto"))
         stack.callback(w.close)
         out.append(w)
