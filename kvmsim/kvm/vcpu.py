@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from kvmsim.hw.cpu import SiliconVcpu
+from kvmsim.kvm.iobus import KvmIoBus
 from kvmsim.uapi import KvmCpuidEntry2, KvmMsrExitReason, KvmRunMapping
 
 # Completion callbacks (vcpu->arch.complete_userspace_io): 1 resume, 0 back to userspace, <0 -errno.
@@ -151,8 +152,6 @@ class Kvm:
     """struct kvm: memslots, I/O buses, and the VM-wide settings."""
 
     def __init__(self, params: KvmParams | None = None) -> None:
-        from kvmsim.kvm.iobus import KvmIoBus
-
         self.params = params or KvmParams()
         self.memslots: dict[int, tuple[int, int, memoryview]] = {}
         self.readonly_slots: set[int] = set()     # KVM_MEM_READONLY
