@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from kvmsim.hw.vmcs import EXCEPTIONS_WITH_ERROR_CODE
 from kvmsim.kvm import cr
-from kvmsim.kvm.kvm_cache_regs import EFLAGS_IF, EFLAGS_RF, EFLAGS_TF  # noqa: F401 (x86.EFLAGS_*)
+from kvmsim.kvm.kvm_cache_regs import EFLAGS_IF
 from kvmsim.kvm.kvm_x86_ops import KvmX86Ops, kvm_ops_update, kvm_x86_ops
 from kvmsim.kvm.vcpu import KvmVcpu
 # x86.c's exception queueing, one module down so that cr.py and cpuid.py can use it too;
@@ -30,7 +30,7 @@ _KVM_EXIT_UNKNOWN = int(KvmExit.UNKNOWN)
 # ---------------------------------------------------------------- vendor module
 
 def kvm_x86_vendor_init(ops: KvmX86Ops) -> None:
-    """The vendor module's init (vmx/main.c vt_init) hands over its kvm_x86_ops; loading the same
+    """The vendor module's init (vmx.py vmx_init) hands over its kvm_x86_ops; loading the same
     vendor again changes nothing (the kernel refuses a second vendor with -EEXIST).
     Simplified: no hardware setup, no capability probing."""
     if kvm_x86_ops.name != ops.name:
