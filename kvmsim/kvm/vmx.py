@@ -1,4 +1,4 @@
-"""Model of arch/x86/kvm/vmx/vmx.c: vmx_vcpu_run, vmx_handle_exit, kvm_vmx_exit_handlers and the handlers."""
+"""Model of arch/x86/kvm/vmx/vmx.c: vmx_vcpu_run, vmx_handle_exit, kvm_vmx_exit_handlers, the handlers, vmx_x86_ops."""
 
 from __future__ import annotations
 
