@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from kvmsim.errors import BackendError, KvmSimBug, ScenarioError
+from kvmsim.vmm.limits import LIMIT_FLAGS
 
 EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_SIGPIPE = 128 + 13  # stdout closed early (`kvmsim run X | head -1`): quiet, as a shell reports SIGPIPE
@@ -107,7 +108,6 @@ def _add_limit_flags(p: argparse.ArgumentParser) -> None:
 
 def _apply_limit_flags(scenarios: list[Any], args: argparse.Namespace) -> None:
     """The flags given on the command line replace those limits in every scenario."""
-    from kvmsim.scenario.schema import LIMIT_FLAGS
     update = {k: getattr(args, k) for k in LIMIT_FLAGS if getattr(args, k, None) is not None}
     if update.get("max_guest_insns") == "off":
         update["max_guest_insns"] = None

@@ -177,8 +177,6 @@ KNOWN: set[str] = {
     'up: kvmsim.realkvm.bench -> kvmsim.scenario.schema (realkvm -> scenario)',
     'up: kvmsim.realkvm.vendor -> kvmsim.scenario.result (realkvm -> scenario)',
     'up: kvmsim.scenario.runner -> kvmsim.trace.recorder (scenario -> trace)',
-    'up: kvmsim.vmm.runloop -> kvmsim.scenario.result (vmm -> scenario)',
-    'up: kvmsim.vmm.runloop -> kvmsim.scenario.schema (vmm -> scenario)',
 }
 
 

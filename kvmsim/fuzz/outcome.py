@@ -18,7 +18,8 @@ from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
 
 from kvmsim.fuzz.guests import TRAILER_BYTE, TRAILER_PORT, VECTOR_PORT
 from kvmsim.realkvm.vendor import DiffContext, explain
-from kvmsim.scenario.result import RunResult, UserspaceExit, diff_paths
+from kvmsim.scenario.result import RunResult, diff_paths
+from kvmsim.vmm.exits import UserspaceExit
 
 # Exception mnemonics (SDM vol. 3 table 6-1); other vectors print as "vector N".
 VECTOR_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",

@@ -17,7 +17,7 @@ from typing import Any, Literal, Union
 
 from kvmsim.errors import BackendError, ScenarioError
 from kvmsim.scenario.guest_build import GuestImage, build_guest
-from kvmsim.scenario.result import ExitStream, RunResult, Stop
+from kvmsim.scenario.result import ExitStream, RunResult
 from kvmsim.scenario.schema import Scenario
 from kvmsim.scenario.vcpu_state import apply_vcpu_state
 from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, VcpuFd, VmFd
@@ -26,7 +26,9 @@ from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.cpuid import table_entries as cpuid_table_entries
 from kvmsim.vmm.devices import DEVICE_TYPES
 from kvmsim.vmm.devices.python import DeviceError
-from kvmsim.vmm.runloop import Vmm, VmmConfig, limit_detail
+from kvmsim.vmm.exits import Stop
+from kvmsim.vmm.limits import limit_detail
+from kvmsim.vmm.runloop import Vmm, VmmConfig
 
 # The exit log's default bound: the first and the last this many userspace exits are kept, the ones
 # between only counted (RunResult.userspace_omitted); ~500 bytes a record.

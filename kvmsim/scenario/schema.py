@@ -602,8 +602,6 @@ WALL_SECONDS_BOUND = 1_000_000.0
 # speed (~16 M insns/s native code, 2 cores).  The busiest shipped scenario retires 408,042 (nmi).
 DEFAULT_MAX_GUEST_INSNS = 50_000_000
 LimitCount = Annotated[int, BeforeValidator(parse_int), _INT_JSON]
-# limits.<field> -> the flag of `run`/`diff` that overrides it (a limit stop names both)
-LIMIT_FLAGS = {"max_exits": "--max-exits", "max_guest_insns": "--max-insns", "wall_seconds": "--timeout"}
 
 
 class Limits(_Model):
