@@ -335,9 +335,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     """Run each scenario on sim and on /dev/kvm; MATCH, or the first divergence (differential.py)."""
     from kvmsim import report
     from kvmsim.realkvm.backend import vendor_module
-    from kvmsim.realkvm.vendor import table_lines
     from kvmsim.scenario.differential import Comparison, diff_scenario
     from kvmsim.scenario.runner import kvm_probe
+    from kvmsim.scenario.vendor import table_lines  # here, not at the top: as every command's, loaded by diff only
     if args.vendor_table:
         print("\n".join(table_lines()))
         return EXIT_OK
@@ -553,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("diff", help="run on sim and on /dev/kvm and compare")
     d.add_argument("files", nargs="*", metavar="FILE")
     d.add_argument("--vendor-table", action="store_true",
-                   help="print the known vendor differences (realkvm/vendor.py) and exit")
+                   help="print the known vendor differences (scenario/vendor.py) and exit")
     _add_limit_flags(d)
     d.set_defaults(func=cmd_diff)
 

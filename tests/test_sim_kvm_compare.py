@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from kvmsim.realkvm.hostevents import summarise
-from kvmsim.realkvm.vendor import VENDOR_DIFFERENCES, X86_EFLAGS_RF
 from kvmsim.report import diff_lines
 from kvmsim.scenario.differential import GuestCode, compare, skip_reason
 from kvmsim.scenario.guest_build import GuestImage
 from kvmsim.scenario.loader import load_scenario
 from kvmsim.scenario.result import RunResult
 from kvmsim.scenario.schema import Scenario
+from kvmsim.scenario.vendor import VENDOR_DIFFERENCES, X86_EFLAGS_RF
 from kvmsim.vmm.exits import Stop, UserspaceExit
 
 ORIGIN = 0x100000
