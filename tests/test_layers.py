@@ -99,7 +99,6 @@ KNOWN: set[str] = {
     'local import without a why: kvmsim/fuzz/__main__.py: kvmsim.scenario.runner',
     'local import without a why: kvmsim/fuzz/campaign.py: kvmsim.errors',
     'local import without a why: kvmsim/fuzz/campaign.py: kvmsim.realkvm.backend',
-    'local import without a why: kvmsim/fuzz/campaign.py: kvmsim.scenario.result',
     'local import without a why: kvmsim/fuzz/campaign.py: kvmsim.scenario.runner',
     'local import without a why: kvmsim/fuzz/scenarios.py: kvmsim.cli',
     'local import without a why: kvmsim/kvm/cr.py: kvmsim.hw.vmcs',

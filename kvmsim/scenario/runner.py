@@ -20,7 +20,7 @@ from kvmsim.scenario.guest_build import GuestImage, build_guest
 from kvmsim.scenario.result import ExitStream, RunResult
 from kvmsim.scenario.schema import Scenario
 from kvmsim.scenario.vcpu_state import apply_vcpu_state
-from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, VcpuFd, VmFd
+from kvmsim.uapi import KVM_MEM_READONLY, HostEvent, KvmCpuidEntry2, KvmMsrExitReason, VcpuFd, VmFd
 from kvmsim.vmm import boot
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.cpuid import table_entries as cpuid_table_entries
@@ -320,27 +320,28 @@ def _events(sc: Scenario) -> dict[int, list]:
 
 
 def _vm_exit_events(sc: Scenario, vcpu: VcpuFd, backend: str) -> None:
-    """Events tied to VM exits or guest instructions need the model's insides (sim only).
+    """Events tied to VM exits or guest instructions: host events on the vCPU's virtual time
+    (uapi.HostEvent), which only the sim's vCPU fd keeps.
 
     `at: {exit: N}` lands before the VM entry that follows the Nth VM exit (as an ioctl from another
     userspace thread would); `every: {guest_insns: N}, host: nmi` is a host NMI after N guest
     instructions without another exit (the count restarts at every exit, so runs stay deterministic).
     """
-    model = getattr(vcpu, "vcpu", None)
+    queue = getattr(vcpu, "host_event", None)
     for i, ev in enumerate(sc.events):
         if ev.at is not None and ev.at.userspace_exit is not None:
             continue
-        if model is None:
+        if queue is None:
             raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("events", i),
                                 f"events[{i}]: VM-exit and guest-instruction events need the sim backend")
         if ev.at is not None:
-            act = _inject_action(ev.inject) if ev.inject is not None else None
-            if act is None:
+            if ev.inject is None:
                 raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("events", i),
                                     f"events[{i}]: 'at: exit' takes inject: nmi or {{irq: N}}")
-            model.exit_events.setdefault(ev.at.exit, []).append(lambda v, a=act: a(vcpu))
+            queue(HostEvent("KVM_NMI", at_exit=ev.at.exit) if ev.inject == "nmi"
+                  else HostEvent("KVM_INTERRUPT", ev.inject.irq, at_exit=ev.at.exit))
         elif ev.host == "nmi":
-            model.hw.host_nmi_every = ev.every.guest_insns
+            queue(HostEvent("HOST_NMI", ev.every.guest_insns))
         else:
             raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("events", i),
                                 f"events[{i}]: 'every' goes with host: nmi")
