@@ -31,6 +31,12 @@ def _runner() -> Callable:
     return run_scenario
 
 
+def _recorder() -> Any:
+    """A trace.recorder.Recorder for `run --trace`, imported only then (as _runner)."""
+    from kvmsim.trace.recorder import Recorder  # only `run --trace` needs the trace layer
+    return Recorder()
+
+
 def _console() -> Any:
     """report's console, but a closed stdout raises BrokenPipeError (main exits quietly) instead of
     rich's own SystemExit(1), which would read as a failed expectation."""
@@ -214,7 +220,7 @@ def _run_one(args: argparse.Namespace, sc: Any, con: Any, serial_out: Any = None
     keep = {} if args.keep_exits == "default" else {"keep_exits": args.keep_exits}
     if exits_out is not None:
         keep["exits_stream"] = exits_out
-    result = _runner()(sc, backend=backend, trace=args.trace, **keep)
+    result = _runner()(sc, backend=backend, trace=_recorder() if args.trace else None, **keep)
     if serial_out is not None:
         serial_out.write(result.serial.encode("utf-8", "replace"))
         serial_out.flush()

@@ -132,7 +132,6 @@ KNOWN: set[str] = {
     'local import without a why: kvmsim/scenario/runner.py: kvmsim.realkvm.backend',
     'local import without a why: kvmsim/scenario/runner.py: kvmsim.realkvm.hostevents',
     'local import without a why: kvmsim/scenario/runner.py: kvmsim.realkvm.probe',
-    'local import without a why: kvmsim/scenario/runner.py: kvmsim.trace.recorder',
     'local import without a why: kvmsim/scenario/runner.py: kvmsim.uapi',
     'local import without a why: kvmsim/scenario/schema.py: kvmsim.kvm.cr',
     'local import without a why: kvmsim/scenario/schema.py: kvmsim.memslot',
@@ -167,7 +166,6 @@ KNOWN: set[str] = {
     'up: kvmsim.debug.command -> kvmsim.cli (debug -> cli)',
     'up: kvmsim.fuzz.scenarios -> kvmsim.cli (tools -> cli)',
     'up: kvmsim.kvm.kvm_main -> kvmsim.memslot (kvm -> api)',
-    'up: kvmsim.scenario.runner -> kvmsim.trace.recorder (scenario -> trace)',
 }
 
 

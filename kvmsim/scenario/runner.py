@@ -13,7 +13,7 @@ import mmap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Protocol, Union
 
 from kvmsim.errors import BackendError, ScenarioError
 from kvmsim.scenario.guest_build import GuestImage, build_guest
@@ -409,23 +409,32 @@ def _read_guest(m: Machine, gpa: int, n: int) -> bytes:
     return b""
 
 
-def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
+class Tracer(Protocol):
+    """What records a sim run's probe events as trace lines (trace/recorder.py's Recorder): the
+    caller passes one in, so that the scenario layer never imports the observers above it."""
+
+    def start(self) -> object: ...
+    def stop(self) -> None: ...
+    def lines(self) -> list[str]: ...
+
+
+def run_scenario(sc: Scenario, backend: str = "sim", trace: Tracer | None = None,
                  host_events: bool | None = None, max_exits: int | None = None,
                  image: GuestImage | None = None, keep_exits: KeepExits = "default",
                  exits_stream: ExitStream | None = None) -> RunResult:
     """Build, run and tear down one scenario.
 
+    trace: on the sim, record the run with this tracer into RunResult.trace (`run --trace`
+    passes a trace.recorder.Recorder); the kvm backend has no probes and ignores it.
     host_events (default: on for the kvm backend): record the real kernel's kvm:* tracepoints
     of the run into RunResult.host_events (realkvm/hostevents.py).  max_exits overrides the
     scenario's limit (diff replays a run up to a given userspace exit).  image: see make_machine.
     keep_exits: records kept at each end of the exit log (None: all; default: keep_exits_for).
     exits_stream: every userspace exit also goes there, as the run goes (`run --exits-jsonl`).
     """
-    tracer = None
-    if trace and backend == "sim":
-        from kvmsim.trace.recorder import Recorder
-
-        tracer = Recorder().start()
+    tracer = trace if backend == "sim" and trace is not None else None
+    if tracer is not None:
+        tracer.start()
     m = make_machine(sc, backend, image)
     if max_exits is not None:
         m.vmm.config.max_exits = max_exits
