@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, Union
 
 from kvmsim.errors import BackendError, ScenarioError
+from kvmsim.realkvm.probe import kvm_available
 from kvmsim.scenario.guest_build import GuestImage, build_guest
 from kvmsim.scenario.result import ExitStream, RunResult
 from kvmsim.scenario.schema import Scenario
-from kvmsim.scenario.vcpu_state import apply_vcpu_state
-from kvmsim.uapi import KVM_MEM_READONLY, HostEvent, KvmCpuidEntry2, KvmMsrExitReason, VcpuFd, VmFd
+from kvmsim.scenario.vcpu_state import apply_vcpu_state, cpuid_with_overrides
+from kvmsim.uapi import KVM_MEM_READONLY, HostEvent, KvmMsrExitReason, VcpuFd, VmFd
 from kvmsim.vmm import boot
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.cpuid import table_entries as cpuid_table_entries
@@ -154,7 +155,7 @@ def _image_slot(sc: Scenario, image: GuestImage) -> int:
 
 
 def _params(sc: Scenario):
-    from kvmsim.kvm.vcpu import KvmParams
+    from kvmsim.kvm.vcpu import KvmParams  # the sim model (unicorn) loads only for a sim run
 
     k = sc.kvm
     return KvmParams(enable_ept=k.enable_ept, unrestricted_guest=k.unrestricted_guest,
@@ -170,19 +171,17 @@ BACKENDS = ("sim", "kvm")
 @functools.lru_cache(maxsize=1)
 def kvm_probe() -> tuple[bool, str]:
     """realkvm.probe.kvm_available(), asked once per process."""
-    from kvmsim.realkvm.probe import kvm_available
-
     return kvm_available()
 
 
 def _open_vm(sc: Scenario, backend: str) -> VmFd:
     if backend == "sim":
-        from kvmsim.kvm.kvm_main import SimKvm
+        from kvmsim.kvm.kvm_main import SimKvm  # each backend loads only for a run on it (the sim: unicorn)
 
         return SimKvm().create_vm(_params(sc))
     if backend != "kvm":
         raise BackendError(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
-    from kvmsim.realkvm.backend import RealKvm
+    from kvmsim.realkvm.backend import RealKvm  # likewise: /dev/kvm ioctls only for a kvm run
 
     ok, why = kvm_probe()
     if not ok:
@@ -219,7 +218,7 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     if sc.kvm.cpuid_replaced:
         vcpu.set_cpuid(cpuid_table_entries(sc.kvm.cpuid.entries))  # type: ignore[union-attr]
     elif sc.kvm.cpuid_overrides:
-        vcpu.set_cpuid(_cpuid_with_overrides(vm, sc, backend))
+        vcpu.set_cpuid(cpuid_with_overrides(vm, sc, backend))
     if backend == "kvm":
         # Each KVM_RUN is bounded by the watchdog; the whole run by VmmConfig.wall_seconds (kick).
         vcpu.run_timeout = min(vcpu.run_timeout or sc.limits.wall_seconds, sc.limits.wall_seconds)
@@ -279,30 +278,6 @@ def _load_image(ram: list[tuple[int, mmap.mmap]], image: GuestImage, sc: Scenari
             return
     raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("memory"),
                         f"guest image at {image.load_addr:#x}+{len(image.image):#x} is not inside any memory slot")
-
-
-def _cpuid_with_overrides(vm: VmFd, sc: Scenario, backend: str) -> list[KvmCpuidEntry2]:
-    """The scenario's kvm.cpuid on top of the backend's base table.
-
-    sim: the model's default table (the one create_vcpu installs); kvm: KVM_GET_SUPPORTED_CPUID,
-    which is what RealVm.create_vcpu installs (as KVM selftests' vm_vcpu_add).
-    """
-    from kvmsim.uapi import KVM_CPUID_FLAG_SIGNIFCANT_INDEX
-
-    if backend == "kvm":
-        base = vm.kvm.supported_cpuid()  # type: ignore[attr-defined]
-    else:
-        from kvmsim.kvm.cpuid import default_cpuid_entries
-
-        base = default_cpuid_entries()
-    entries = {(e.function, e.index): e for e in base}
-    for o in sc.kvm.cpuid_overrides:
-        e = entries.setdefault((o.function, o.index), KvmCpuidEntry2(function=o.function, index=o.index,
-                                                                      flags=KVM_CPUID_FLAG_SIGNIFCANT_INDEX if o.index else 0))
-        for reg in ("eax", "ebx", "ecx", "edx"):
-            if getattr(o, reg) is not None:
-                setattr(e, reg, getattr(o, reg))
-    return list(entries.values())
 
 
 def _inject_action(inj):
@@ -395,7 +370,7 @@ def run_machine(m: Machine) -> RunResult:
 
 
 def _emultype_key(t: int) -> str:
-    from kvmsim.kvm.emulate.codes import EmulType
+    from kvmsim.kvm.emulate.codes import EmulType  # only for sim results (the model is loaded by then)
 
     if t == 0:
         return "0"
@@ -445,7 +420,7 @@ def run_scenario(sc: Scenario, backend: str = "sim", trace: Tracer | None = None
     host = None
     try:
         if backend == "kvm" and (host_events is None or host_events):
-            from kvmsim.realkvm.hostevents import HostEventRecorder
+            from kvmsim.realkvm.hostevents import HostEventRecorder  # tracefs, for kvm runs only
 
             with HostEventRecorder() as host:
                 res = run_machine(m)
