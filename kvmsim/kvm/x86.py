@@ -89,7 +89,7 @@ def vcpu_run(vcpu: KvmVcpu) -> int:
 def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
     """Service requests, inject events, run the vendor vcpu_run, then handle_exit (reference §8.3)."""
     if vcpu.host_events and kvm_deliver_host_events(vcpu):
-        return 1   # kvm_vcpu_exit_request: a signal came; no entry, vcpu_run returns -EINTR
+        return 1   # kvm_vcpu_exit_request: no entry, vcpu_run returns -EINTR (simplified: checked before injection)
     if vcpu.requests:                                           # kvm_request_pending
         reqs = vcpu.requests
         if "KVM_REQ_TRIPLE_FAULT" in reqs:
