@@ -18,7 +18,8 @@ from kvmsim.memslot import KvmUserspaceMemoryRegion, kvm_set_memory_region_check
 from kvmsim.kvm.reset import X86_EFLAGS_FIXED, kvm_vcpu_reset
 from kvmsim.kvm.vcpu import Kvm, KvmParams, KvmVcpu
 from kvmsim.kvm.x86_emulate import flush_emulator_regs
-from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, KvmRegs, KvmSregs
+from kvmsim.uapi import (HOST_EVENT_REQUESTS, KVM_MEM_READONLY, HostEvent, KvmCpuidEntry2, KvmMsrExitReason, KvmRegs,
+                         KvmSregs)
 
 
 def host_address(memory: memoryview) -> int:
@@ -72,8 +73,14 @@ class SimVcpuFd:
         x86.kvm_inject_nmi(self.vcpu)
 
     def interrupt(self, irq: int) -> None:
-        self.vcpu.arch.interrupt_pending = irq
-        self.vcpu.requests.add("KVM_REQ_EVENT")
+        x86.kvm_vcpu_ioctl_interrupt(self.vcpu, irq)
+
+    def host_event(self, ev: HostEvent) -> None:
+        """Queue a uapi.HostEvent on this vCPU's virtual time (its VM-exit count); one already due
+        lands before the next entry.  Sim only: /dev/kvm has no such clock."""
+        if ev.request not in HOST_EVENT_REQUESTS:
+            raise BackendError(f"unknown host event {ev.request!r} (one of {', '.join(HOST_EVENT_REQUESTS)})")
+        self.vcpu.host_events.setdefault(max(ev.at_exit, self.vcpu.stat.exits), []).append(ev)
 
     def kick(self) -> None:
         """What a signal to the vCPU thread does: KVM_RUN returns -EINTR soon."""

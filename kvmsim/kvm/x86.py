@@ -105,9 +105,8 @@ def vcpu_run(vcpu: KvmVcpu) -> int:
 @kfunc()
 def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
     """Service requests, inject events, run the vendor vcpu_run, then handle_exit (reference §8.3)."""
-    if vcpu.exit_events:
-        for action in vcpu.exit_events.pop(vcpu.stat.exits, ()):
-            action(vcpu)   # a userspace thread's ioctl that lands before this VM entry
+    if vcpu.host_events and kvm_deliver_host_events(vcpu):
+        return 1   # kvm_vcpu_exit_request: no entry, vcpu_run returns -EINTR (simplified: checked before injection)
     if vcpu.requests:                                           # kvm_request_pending
         reqs = vcpu.requests
         if "KVM_REQ_TRIPLE_FAULT" in reqs:
@@ -141,6 +140,27 @@ def kvm_inject_nmi(vcpu: KvmVcpu) -> None:
     """KVM_NMI → kvm_vcpu_ioctl_nmi → kvm_inject_nmi: queue, KVM_REQ_NMI."""
     vcpu.arch.nmi_queued += 1
     vcpu.requests.add("KVM_REQ_NMI")
+
+
+def kvm_vcpu_ioctl_interrupt(vcpu: KvmVcpu, irq: int) -> None:
+    """KVM_INTERRUPT (userspace PIC): queue the vector, KVM_REQ_EVENT."""
+    vcpu.arch.interrupt_pending = irq
+    vcpu.requests.add("KVM_REQ_EVENT")
+
+
+def kvm_deliver_host_events(vcpu: KvmVcpu) -> bool:
+    """The uapi.HostEvents due at this VM-exit count, in the order queued (the ioctl another thread
+    issued, the signal, the host NMI timer lands before this entry); True if a signal is now pending."""
+    for ev in vcpu.host_events.pop(vcpu.stat.exits, ()):
+        if ev.request == "KVM_NMI":
+            kvm_inject_nmi(vcpu)
+        elif ev.request == "KVM_INTERRUPT":
+            kvm_vcpu_ioctl_interrupt(vcpu, ev.arg)
+        elif ev.request == "SIGNAL":
+            vcpu.signal_pending = True
+        elif ev.request == "HOST_NMI":
+            vcpu.hw.host_nmi_every = ev.arg or None
+    return vcpu.signal_pending
 
 
 def kvm_check_and_inject_events(vcpu: KvmVcpu) -> None:
