@@ -12,6 +12,7 @@ from kvmsim.hw.vmcs import (CPU_BASED_NMI_WINDOW_EXITING, GPR_ORDER, GUEST_INTR_
 from kvmsim.kvm import cpuid, cr, hypercall, mmu, msr, pio, vmx_controls, x86
 from kvmsim.kvm.kvm_cache_regs import kvm_get_linear_rip, kvm_register_read, kvm_register_write, kvm_rip_write
 from kvmsim.kvm.kvm_x86_ops import KvmX86Ops
+from kvmsim.kvm.trace import KVM_ISA_VMX
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.x86_emulate import EMULTYPE_SKIP, EMULTYPE_VMWARE_GP, handle_ud, kvm_emulate_instruction
 from kvmsim.kvm.x86_exception import (kvm_complete_insn_gp, kvm_inject_gp, kvm_queue_exception,
@@ -24,7 +25,6 @@ EXIT_FASTPATH_NONE = 0
 EIO = 5
 KVM_GUESTDBG_USE_HW_BP = 0x00020000
 _EPT_MISCONFIG = int(ExitReason.EPT_MISCONFIG)
-KVM_ISA_VMX = 1
 _REASON_NAMES: dict[int, str] = {}   # exit_reason_name memo (vcpu.stat.exits_by_reason keys)
 
 
