@@ -133,6 +133,31 @@ def test_memory_at_a_moved_or_deleted_slot_is_gone() -> None:
     buf.close()
 
 
+def test_memslot_at_follows_every_slot_change() -> None:
+    """hw.memslot_at (kvm_vcpu_gfn_to_memslot) finds the slot holding a GPA, its first and last byte
+    included, remembers no slot that a move or delete took away, and knows which slots are read-only."""
+    buf = mmap.mmap(-1, 3 * PAGE)
+    with Kvm("sim") as kvm, kvm.create_vm() as vm:
+        ram, rom = memoryview(buf)[:2 * PAGE], memoryview(buf)[2 * PAGE:]
+        vm.set_user_memory_region(0, 0x10000, ram)
+        vm.set_user_memory_region(1, 0x40000, rom, readonly=True)
+        hw = vm.create_vcpu(0).fd.vcpu.hw
+        for gpa in (0x10000, 0x11FFF):
+            assert hw.memslot_at(gpa)[:2] == (0x10000, 2 * PAGE)
+            assert hw.gpa_is_ram(gpa) and not hw.gpa_is_readonly(gpa)
+        assert hw.memslot_at(0x40FFF)[:2] == (0x40000, PAGE) and hw.gpa_is_readonly(0x40FFF)
+        assert hw.memslot_at(0x12000) is None and hw.memslot_at(0xFFFF) is None
+        assert hw.memslot_at(0x11000) is not None          # the last slot found, then moved away
+        vm.set_user_memory_region(0, 0x80000, ram)
+        assert hw.memslot_at(0x11000) is None and hw.memslot_at(0x81000)[:2] == (0x80000, 2 * PAGE)
+        assert hw.memslot_at(0x40000) is not None
+        vm.set_user_memory_region(1, 0x40000, bytearray())   # delete the ROM
+        assert hw.memslot_at(0x40000) is None and not hw.gpa_is_readonly(0x40000)
+        ram.release()
+        rom.release()
+    buf.close()
+
+
 def _host_limit_and_tdp() -> tuple[int, bool]:
     """The real host's kvm_mmu_max_gfn inputs: TDP on (kvm_intel ept / kvm_amd npt) and CPUID 0x80000008's width.
     kvm_pvm runs guests on shadow paging.  The width comes from /proc/cpuinfo's address sizes (the
