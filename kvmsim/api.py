@@ -316,7 +316,7 @@ class Vm:
         GPA and size page-aligned.  The VM keeps it pinned until it is closed, so the guest
         never sees freed memory.  readonly=True is KVM_MEM_READONLY (a ROM: writes exit as MMIO).
         An empty buffer deletes the slot; the same buffer at another GPA moves it.  What the kernel
-        refuses raises BackendError with `.errno` as the kernel's (EINVAL, EEXIST: kvmsim/memslot.py).
+        refuses raises BackendError with `.errno` as the kernel's (EINVAL, EEXIST: kvmsim/kvm/memslot.py).
         """
         self.fd.set_user_memory_region(slot, guest_phys_addr, memoryview(memory),
                                        flags | (KVM_MEM_READONLY if readonly else 0))

@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
     ("hw", 1, ("kvmsim.hw",)),
     ("kvm", 2, ("kvmsim.kvm",)),
     ("realkvm", 2, ("kvmsim.realkvm",)),       # the same ABI backed by /dev/kvm: a peer of kvm/
-    ("api", 3, ("kvmsim", "kvmsim.api", "kvmsim.memslot")),   # "kvmsim": the package root re-exports the API
+    ("api", 3, ("kvmsim", "kvmsim.api")),   # "kvmsim": the package root re-exports the API
     ("vmm", 4, ("kvmsim.vmm",)),
     ("scenario", 5, ("kvmsim.scenario",)),
     ("trace", 6, ("kvmsim.trace",)),
@@ -141,7 +141,6 @@ KNOWN: set[str] = {
     'local import without a why: kvmsim/scenario/runner.py: kvmsim.trace.recorder',
     'local import without a why: kvmsim/scenario/runner.py: kvmsim.uapi',
     'local import without a why: kvmsim/scenario/schema.py: kvmsim.kvm.cr',
-    'local import without a why: kvmsim/scenario/schema.py: kvmsim.memslot',
     'local import without a why: kvmsim/scenario/schema.py: kvmsim.scenario.pydevice',
     'local import without a why: kvmsim/scenario/schema.py: kvmsim.scenario.vcpu_state',
     'local import without a why: kvmsim/scenario/schema.py: kvmsim.uapi',
@@ -172,7 +171,6 @@ KNOWN: set[str] = {
     'up: kvmsim.debug.bench -> kvmsim.bench (debug -> tools)',
     'up: kvmsim.debug.command -> kvmsim.cli (debug -> cli)',
     'up: kvmsim.fuzz.scenarios -> kvmsim.cli (tools -> cli)',
-    'up: kvmsim.kvm.kvm_main -> kvmsim.memslot (kvm -> api)',
     'up: kvmsim.realkvm.bench -> kvmsim.scenario.runner (realkvm -> scenario)',
     'up: kvmsim.realkvm.bench -> kvmsim.scenario.schema (realkvm -> scenario)',
     'up: kvmsim.realkvm.vendor -> kvmsim.scenario.result (realkvm -> scenario)',

@@ -1,4 +1,4 @@
-"""KVM_SET_USER_MEMORY_REGION's errors (kvmsim/memslot.py): the sim's ioctl through kvmsim.api answers
+"""KVM_SET_USER_MEMORY_REGION's errors (kvmsim/kvm/memslot.py): the sim's ioctl through kvmsim.api answers
 EINVAL / EEXIST where the kernel's kvm_vm_ioctl_set_memory_region, __kvm_set_memory_region and
 kvm_arch_prepare_memory_region do, `check` reports the same refusals at the memslot's line, and where
 /dev/kvm exists every case is asked of the real kernel too and must get the same errno.
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kvmsim import memslot
+from kvmsim.kvm import memslot
 from kvmsim.api import Kvm
 from kvmsim.cli import main
 from kvmsim.errors import BackendError

@@ -13,7 +13,7 @@ from kvmsim.errors import BackendError
 from kvmsim.kvm import vmx, vmx_controls, x86
 from kvmsim.kvm.cpuid import default_cpuid_entries
 from kvmsim.kvm.iobus import CoalescedMmio, Ioeventfd
-from kvmsim.memslot import KvmUserspaceMemoryRegion, kvm_set_memory_region_check
+from kvmsim.kvm.memslot import KvmUserspaceMemoryRegion, kvm_set_memory_region_check
 from kvmsim.kvm.msr import VMX_PASSTHROUGH_MSRS
 from kvmsim.kvm.reset import X86_EFLAGS_FIXED, kvm_vcpu_reset
 from kvmsim.kvm.vcpu import Kvm, KvmParams, KvmVcpu
