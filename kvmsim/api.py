@@ -379,7 +379,7 @@ class Kvm:
         else:
             if params is not None:
                 raise BackendError("params are the simulated module parameters; a real KVM has the host's")
-            from kvmsim.realkvm.backend import RealKvm
+            from kvmsim.realkvm.backend import RealKvm  # late, as SimKvm: `import kvmsim` stays light
 
             self._sys = RealKvm(path)
 
@@ -391,7 +391,7 @@ class Kvm:
         """KVM_GET_SUPPORTED_CPUID (sim: the model's default table, the one create_vcpu installs)."""
         if self.backend == "kvm":
             return self._sys.supported_cpuid()
-        from kvmsim.kvm.cpuid import default_cpuid_entries
+        from kvmsim.kvm.cpuid import default_cpuid_entries  # late: kvm/ loads the whole model (see SimKvm)
 
         return default_cpuid_entries()
 

@@ -30,8 +30,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from kvmsim.errors import KvmSimBug
 from kvmsim.fuzz import guests
 from kvmsim.fuzz.outcome import PVM_EMULATION_FAILURE, Outcome, bug, classify, diff_outcome
+from kvmsim.realkvm.backend import vendor_module
+from kvmsim.scenario.result import RunResult, Stop
+from kvmsim.scenario.runner import make_machine, run_machine, run_scenario
 
 HANG_GRACE = 10.0   # seconds past a guest's wall limit before its worker counts as hung
 OVERRUN = 5.0       # seconds past the wall limit that a run which did end still counts as a hang
@@ -91,9 +95,6 @@ def _one_line(e: BaseException) -> str:
 
 def run_sim(mode: str, image: Any, limits: Limits) -> Any:
     """One guest on the sim, as runner.run_scenario does it, with the VM-exit budget armed."""
-    from kvmsim.scenario.result import RunResult, Stop
-    from kvmsim.scenario.runner import make_machine, run_machine
-
     sc = guests.scenario(mode, f"fuzz-{mode}", limits.max_exits, limits.sim_wall)
     m = make_machine(sc, "sim", image)
     try:
@@ -119,9 +120,6 @@ def run_sim(mode: str, image: Any, limits: Limits) -> Any:
 def run_guest(mode: str, code: bytes, limits: Limits, diff: bool = False,
               module: str = "") -> tuple[Outcome, Outcome | None, dict[str, Any]]:
     """Run one guest on sim (and on kvm with diff): its outcome, the diff outcome, the raw results."""
-    from kvmsim.errors import KvmSimBug
-    from kvmsim.scenario.runner import run_scenario
-
     image = guests.guest_image(mode, code)
     raw: dict[str, Any] = {}
     t0 = time.monotonic()
@@ -163,7 +161,6 @@ def worker(mode: str, seed: int, start: int, count: int, limits: Limits, diff: b
     """Step 2: records on stdout, one JSON line each, after a {"start": i} line per guest."""
     module = ""
     if diff:
-        from kvmsim.realkvm.backend import vendor_module
         module = vendor_module()
     guests.template(mode)
     for i in range(start, start + count):
