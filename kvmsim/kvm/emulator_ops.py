@@ -76,7 +76,7 @@ class VcpuEmulateOps:
     def read_gpr(self, ctxt, reg: int) -> int:
         hw = self.hw
         name = _GPR_NAMES[reg]
-        v = hw._rc.get(name)      # hw.reg's cached value, looked up in place (registers.py)
+        v = hw._rc.get(name)      # hw.reg, inlined: its cached value, else the call (registers.py)
         return hw.reg(name) if v is None else v
 
     def write_gpr(self, ctxt, reg: int, val: int) -> None:
