@@ -24,6 +24,7 @@ from kvmsim.debug.command import add_parser as add_debug_parser
 from kvmsim.debug.gdbserve import add_gdb_arguments
 from kvmsim.errors import BackendError, KvmSimBug, ScenarioError
 from kvmsim.trace.commands import add_parsers as add_trace_parsers   # trace, stacks
+from kvmsim.vmm.limits import LIMIT_FLAGS
 
 EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_SIGPIPE = 128 + 13  # stdout closed early (`kvmsim run X | head -1`): quiet, as a shell reports SIGPIPE
@@ -37,6 +38,12 @@ def _runner() -> Callable:
     # per command, not at the top: startup (module docstring)
     from kvmsim.scenario.runner import run_scenario
     return run_scenario
+
+
+def _recorder() -> Any:
+    """A trace.recorder.Recorder for `run --trace`, imported only then (as _runner)."""
+    from kvmsim.trace.recorder import Recorder  # only `run --trace` needs the trace layer
+    return Recorder()
 
 
 def _console() -> Any:
@@ -103,7 +110,6 @@ def _add_limit_flags(p: argparse.ArgumentParser) -> None:
 
 def _apply_limit_flags(scenarios: list[Any], args: argparse.Namespace) -> None:
     """The flags given on the command line replace those limits in every scenario."""
-    from kvmsim.scenario.schema import LIMIT_FLAGS
     update = {k: getattr(args, k) for k in LIMIT_FLAGS if getattr(args, k, None) is not None}
     if update.get("max_guest_insns") == "off":
         update["max_guest_insns"] = None
@@ -212,7 +218,7 @@ def _run_one(args: argparse.Namespace, sc: Any, con: Any, serial_out: Any = None
     keep = {} if args.keep_exits == "default" else {"keep_exits": args.keep_exits}
     if exits_out is not None:
         keep["exits_stream"] = exits_out
-    result = _runner()(sc, backend=backend, trace=args.trace, **keep)
+    result = _runner()(sc, backend=backend, trace=_recorder() if args.trace else None, **keep)
     if serial_out is not None:
         serial_out.write(result.serial.encode("utf-8", "replace"))
         serial_out.flush()
@@ -339,9 +345,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     # per command, not at the top: startup (module docstring)
     from kvmsim import report
     from kvmsim.realkvm.backend import vendor_module
-    from kvmsim.realkvm.vendor import table_lines
     from kvmsim.scenario.differential import Comparison, diff_scenario
     from kvmsim.scenario.runner import kvm_probe
+    from kvmsim.scenario.vendor import table_lines  # here, not at the top: as every command's, loaded by diff only
     if args.vendor_table:
         print("\n".join(table_lines()))
         return EXIT_OK
@@ -566,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("diff", help="run on sim and on /dev/kvm and compare")
     d.add_argument("files", nargs="*", metavar="FILE")
     d.add_argument("--vendor-table", action="store_true",
-                   help="print the known vendor differences (realkvm/vendor.py) and exit")
+                   help="print the known vendor differences (scenario/vendor.py) and exit")
     _add_limit_flags(d)
     d.set_defaults(func=cmd_diff)
 

@@ -7,7 +7,8 @@ nothing below them knows who listens.
 
 Free when off: `@kfunc` returns the plain function.  The first subscriber swaps every
 kvmsim module global and module-level table entry that names a probed function for
-its probed twin (as ftrace patches call sites); the last unsubscribe swaps them back.
+its probed twin (as ftrace patches call sites), and so every field of a module-level
+record of an `@ops_table` class (kvm_x86_ops); the last unsubscribe swaps them back.
 Tracepoints cost one `PROBES.enabled` test.
 """
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -76,8 +78,14 @@ _PROBED: dict[Callable, Callable] = {}   # plain function -> probed twin
 _PLAIN: dict[Callable, Callable] = {}    # probed twin -> plain function
 
 
+def ops_table(cls: type[T]) -> type[T]:
+    """Mark a record class of callbacks (kvm_x86_ops): its module-level instances are call sites too."""
+    cls.__ops_table__ = True  # type: ignore[attr-defined]
+    return cls
+
+
 def _rebind(mapping: dict[Callable, Callable]) -> None:
-    """Swap probed functions in kvmsim modules' globals and module-level dict tables."""
+    """Swap probed functions in kvmsim modules' globals, module-level dict tables and ops records."""
     me = sys.modules[__name__]
     for name, mod in list(sys.modules.items()):
         if not name.startswith("kvmsim") or mod is None or mod is me:
@@ -89,6 +97,11 @@ def _rebind(mapping: dict[Callable, Callable]) -> None:
                 for k, v in list(val.items()):
                     if isinstance(v, FunctionType) and v in mapping:
                         val[k] = mapping[v]
+            elif getattr(type(val), "__ops_table__", False):
+                for slot in type(val).__slots__:
+                    v = getattr(val, slot)
+                    if isinstance(v, FunctionType) and v in mapping:
+                        setattr(val, slot, mapping[v])
 
 
 def kfunc(*arg_names: str) -> Callable[[F], F]:

@@ -8,6 +8,7 @@ vCPU fd (realkvm/).  Offsets are checked by tests/test_uapi.py against reference
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Protocol, Sequence
 
@@ -304,6 +305,32 @@ KVM_MEM_READONLY = 1 << 1          # kvm_userspace_memory_region.flags: a ROM (w
 KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0
 KVM_IOEVENTFD_FLAG_PIO = 1 << 1
 KVM_IOEVENTFD_FLAG_DEASSIGN = 1 << 2
+
+
+# What a host does to a running vCPU from outside it (HostEvent.request): an ioctl that another
+# userspace thread issues while KVM_RUN runs, a signal to the vCPU thread, or an NMI hitting the
+# host CPU while the guest runs on it.
+HOST_EVENT_REQUESTS = {
+    "KVM_NMI": "KVM_NMI on the vCPU fd (arg unused)",
+    "KVM_INTERRUPT": "KVM_INTERRUPT on the vCPU fd, userspace PIC (arg: the vector)",
+    "SIGNAL": "a signal to the vCPU thread: KVM_RUN returns -EINTR, KVM_EXIT_INTR, without entering (arg unused)",
+    "HOST_NMI": "a host NMI after every arg guest instructions without a VM exit (EXCEPTION_NMI exits, "
+                "not for the guest)",
+}
+
+
+@dataclass(frozen=True)
+class HostEvent:
+    """One host event on the vCPU's virtual time: plain data, so KVM never holds userspace objects.
+
+    The clock is the vCPU's VM-exit count: the event lands before the VM entry that follows the
+    `at_exit`-th VM exit (0: before the first entry), as a real ioctl from another thread lands
+    before some entry.  Only the sim has that clock (`host_event()` on its vCPU fd); /dev/kvm has none.
+    """
+
+    request: str          # a key of HOST_EVENT_REQUESTS
+    arg: int = 0
+    at_exit: int = 0
 
 
 class VcpuFd(Protocol):

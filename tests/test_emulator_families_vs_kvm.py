@@ -2,7 +2,7 @@
 CPL0 instruction through KVM's emulator; the model emulates each MMIO access): the MMIO exit
 stream, registers and results table must be identical (scenarios/emulator-<family>-<mode>.yaml).
 
-Differences the host's vendor module explains are labelled by `kvmsim diff` (realkvm/vendor.py),
+Differences the host's vendor module explains are labelled by `kvmsim diff` (scenario/vendor.py),
 never dropped; anything else fails the test with the first divergence.
 """
 

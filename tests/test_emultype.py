@@ -293,18 +293,18 @@ def test_injected_ud_through_a_zero_limit_idt_is_a_triple_fault() -> None:
 
 
 def test_kvm_multiple_exception_promotes_and_then_shuts_down() -> None:
-    from kvmsim.kvm import x86
+    from kvmsim.kvm import x86_exception
 
     m = make_machine(_sc(HEAD + "    EXIT 0\n"))
     try:
         vcpu = m.vcpu.vcpu
-        x86.kvm_queue_exception_e(vcpu, Vector.GP, 0)
-        x86.kvm_inject_page_fault(vcpu, 0x1000, 2)        # #GP then #PF: benign pair, #PF replaces it
+        x86_exception.kvm_queue_exception_e(vcpu, Vector.GP, 0)
+        x86_exception.kvm_inject_page_fault(vcpu, 0x1000, 2)        # #GP then #PF: benign pair, #PF replaces it
         assert vcpu.arch.exception.vector == Vector.PF
-        x86.kvm_queue_exception_e(vcpu, Vector.GP, 0)     # #PF then #GP → #DF(0)
+        x86_exception.kvm_queue_exception_e(vcpu, Vector.GP, 0)     # #PF then #GP → #DF(0)
         exc = vcpu.arch.exception
         assert (exc.vector, exc.has_error_code, exc.error_code) == (Vector.DF, True, 0)
-        x86.kvm_queue_exception(vcpu, Vector.UD)          # anything during #DF → triple fault
+        x86_exception.kvm_queue_exception(vcpu, Vector.UD)          # anything during #DF → triple fault
         assert "KVM_REQ_TRIPLE_FAULT" in vcpu.requests
     finally:
         m.close()

@@ -12,8 +12,9 @@ import pytest
 
 from kvmsim.cli import main
 from kvmsim.scenario.expect import check
-from kvmsim.scenario.result import RunResult, Stop, UserspaceExit, diff_results
+from kvmsim.scenario.result import RunResult, diff_results
 from kvmsim.scenario.schema import Scenario
+from kvmsim.vmm.exits import Stop, UserspaceExit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -200,7 +201,8 @@ def test_cli_run_human_and_json(tmp_path: Path, capsys, fake_runner) -> None:
 
 PLUGIN_CONFTEST = """
 import sys, types
-from kvmsim.scenario.result import RunResult, Stop
+from kvmsim.scenario.result import RunResult
+from kvmsim.vmm.exits import Stop
 mod = types.ModuleType("kvmsim.scenario.runner")
 mod.run_scenario = lambda sc, backend="sim", trace=False: RunResult(sc.name, backend, Stop("hlt"), serial="hi\\n")
 sys.modules["kvmsim.scenario.runner"] = mod

@@ -18,8 +18,9 @@ from kvmsim.fuzz import guests
 from kvmsim.fuzz.__main__ import main
 from kvmsim.fuzz.outcome import PVM_EMULATION_FAILURE, PVM_REP_IN, classify, diff_outcome, streams_agree
 from kvmsim.scenario.guest_build import binutils_available
-from kvmsim.scenario.result import RunResult, Stop, UserspaceExit
+from kvmsim.scenario.result import RunResult
 from kvmsim.scenario.runner import run_scenario
+from kvmsim.vmm.exits import Stop, UserspaceExit
 
 pytestmark = pytest.mark.skipif(not binutils_available(), reason="GNU as/ld/objcopy not found")
 LIMITS = cp.Limits(max_exits=200, wall_seconds=2.0)

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from kvmsim.realkvm.hostevents import summarise
-from kvmsim.realkvm.vendor import VENDOR_DIFFERENCES, X86_EFLAGS_RF
 from kvmsim.report import diff_lines
 from kvmsim.scenario.differential import GuestCode, compare, skip_reason
 from kvmsim.scenario.guest_build import GuestImage
 from kvmsim.scenario.loader import load_scenario
-from kvmsim.scenario.result import RunResult, Stop, UserspaceExit
+from kvmsim.scenario.result import RunResult
 from kvmsim.scenario.schema import Scenario
+from kvmsim.scenario.vendor import VENDOR_DIFFERENCES, X86_EFLAGS_RF
+from kvmsim.vmm.exits import Stop, UserspaceExit
 
 ORIGIN = 0x100000
 # _start: in al, dx (ec) ; out dx, al (ee) ; mov eax, 0 (b8 00000000) ; out 0xf4, eax (e7 f4)

@@ -9,11 +9,12 @@ from kvmsim.report import diff_lines, diff_summary
 from kvmsim.scenario.differential import GuestCode, compare
 from kvmsim.scenario.guest_build import GuestImage, build_guest
 from kvmsim.scenario.last_writer import FlagWriters
-from kvmsim.scenario.result import RunResult, Stop, UserspaceExit
+from kvmsim.scenario.result import RunResult
 from kvmsim.scenario.schema import Scenario
 from kvmsim.scenario.undefined_flags import (AF, CF, COUNT_RULES, FLAG_EFFECTS, LEAVES_STRAIGHT_LINE,
                                              NO_STATUS_FLAGS, OF, PF, SF, STATUS, ZF, FlagEffect, flag_effect,
                                              flag_names, masked_count)
+from kvmsim.vmm.exits import Stop, UserspaceExit
 
 
 # ---------------------------------------------------------------- the table against the SDM's words

@@ -34,8 +34,8 @@ from kvmsim.errors import KvmSimBug
 from kvmsim.fuzz import guests
 from kvmsim.fuzz.outcome import PVM_EMULATION_FAILURE, Outcome, bug, classify, diff_outcome
 from kvmsim.realkvm.backend import vendor_module
-from kvmsim.scenario.result import RunResult, Stop
 from kvmsim.scenario.runner import make_machine, run_machine, run_scenario
+from kvmsim.uapi import HostEvent
 
 HANG_GRACE = 10.0   # seconds past a guest's wall limit before its worker counts as hung
 OVERRUN = 5.0       # seconds past the wall limit that a run which did end still counts as a hang
@@ -59,10 +59,6 @@ class Limits:
     @property
     def sim_wall(self) -> float:
         return self.sim_wall_seconds if self.insn_slice else self.wall_seconds
-
-
-class _VmExitBudget(Exception):
-    """Raised by a VM-exit event in the model when a run has used its VM exits."""
 
 
 @dataclass
@@ -94,27 +90,29 @@ def _one_line(e: BaseException) -> str:
 
 
 def run_sim(mode: str, image: Any, limits: Limits) -> Any:
-    """One guest on the sim, as runner.run_scenario does it, with the VM-exit budget armed."""
+    """One guest on the sim, as runner.run_scenario does it, with the VM-exit budget armed: host
+    events (uapi.HostEvent) for a host NMI every insn_slice guest instructions, and a signal to
+    the vCPU thread at max_vm_exits VM exits (KVM_RUN returns -EINTR before that entry: the vCPU
+    state is whole)."""
     sc = guests.scenario(mode, f"fuzz-{mode}", limits.max_exits, limits.sim_wall)
     m = make_machine(sc, "sim", image)
     try:
         if limits.insn_slice:
-            model = m.vcpu.vcpu   # type: ignore[attr-defined]
-            model.hw.host_nmi_every = limits.insn_slice
-
-            def out_of_budget(_vcpu: Any) -> None:
-                raise _VmExitBudget
-
-            model.exit_events.setdefault(limits.max_vm_exits, []).append(out_of_budget)
-        try:
-            return run_machine(m)
-        except _VmExitBudget:   # raised before a VM entry: the vCPU state is whole
-            return RunResult(scenario=sc.name, backend="sim", userspace=list(m.vmm.exits),
-                             regs=m.vcpu.get_regs().as_dict(),
-                             stop=Stop("limit", detail=f"max_vm_exits {limits.max_vm_exits} reached "
-                                       f"(a host NMI every {limits.insn_slice} guest instructions)"))
+            m.vcpu.host_event(HostEvent("HOST_NMI", limits.insn_slice))            # type: ignore[attr-defined]
+            m.vcpu.host_event(HostEvent("SIGNAL", at_exit=limits.max_vm_exits))   # type: ignore[attr-defined]
+            m.vmm.config.limit_reached = _vm_exit_budget(m, limits)
+        return run_machine(m)
     finally:
         m.close()
+
+
+def _vm_exit_budget(m: Any, limits: Limits) -> Callable[[], str | None]:
+    """The VMM's question at -EINTR: the VM-exit budget's stop detail once the budget's signal came,
+    else whatever the machine answered before (the instruction limit)."""
+    before, stat = m.vmm.config.limit_reached, m.vcpu.vcpu.stat
+    detail = (f"max_vm_exits {limits.max_vm_exits} reached "
+              f"(a host NMI every {limits.insn_slice} guest instructions)")
+    return lambda: detail if stat.exits >= limits.max_vm_exits else (before() if before else None)
 
 
 def run_guest(mode: str, code: bytes, limits: Limits, diff: bool = False,

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
 
 from kvmsim.fuzz.guests import TRAILER_BYTE, TRAILER_PORT, VECTOR_PORT
-from kvmsim.realkvm.vendor import DiffContext, explain
-from kvmsim.scenario.result import RunResult, UserspaceExit, diff_paths
+from kvmsim.scenario.result import RunResult, diff_paths
+from kvmsim.scenario.vendor import DiffContext, explain
+from kvmsim.vmm.exits import UserspaceExit
 
 # Exception mnemonics (SDM vol. 3 table 6-1); other vectors print as "vector N".
 VECTOR_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
@@ -96,7 +97,7 @@ def streams_agree(sim: RunResult, kvm: RunResult) -> bool:
 
 
 # Differences a kvm_pvm host is known to make on random guests.  kvm_pvm runs every CPL0 guest
-# instruction through KVM's emulator (realkvm/vendor.py), so an instruction the emulator does not
+# instruction through KVM's emulator (scenario/vendor.py), so an instruction the emulator does not
 # know ends in KVM_INTERNAL_ERROR_EMULATION there, while VMX silicon executes it natively.  Labelled
 # only when kvm's stream equals the sim's up to that failure; "presumed" because no VMX host here
 # can confirm what the instruction does natively (the row keeps its own count, never "agree").
@@ -139,7 +140,7 @@ def _exit_info_word(sim: RunResult, kvm: RunResult, path: str) -> bool:
     """`userspace.i.fields.data.j` is one of get_exit_info's five words in an emulation failure that
     otherwise agrees.  x86.c prepare_emulation_failure_exit puts them after data[0] (flags) and, with
     KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, after the two words of instruction bytes:
-    data[3..7] (ndata 8) or data[1..5] (ndata 6).  realkvm/vendor.py labels the ndata 8 form only."""
+    data[3..7] (ndata 8) or data[1..5] (ndata 6).  scenario/vendor.py labels the ndata 8 form only."""
     parts = path.split(".")
     if len(parts) != 5 or parts[2:4] != ["fields", "data"] or not parts[1].isdigit() or not parts[4].isdigit():
         return False

@@ -1,4 +1,2 @@
-"""Model of arch/x86/kvm.  vmx.py is loaded first: its exit-handler table names functions from
-x86.py, pio.py, msr.py, cpuid.py, hypercall.py and mmu.py, which call back into vmx (kvm_x86_ops)."""
-
-from kvmsim.kvm import vmx as _vmx  # noqa: F401
+"""Model of arch/x86/kvm: x86.c and its parts call the vendor module (vmx.py) only through
+kvm_x86_ops (kvm_x86_ops.py), which VM creation installs (kvm_main.py → vmx_init)."""

@@ -9,6 +9,7 @@ feature in tests/test_native_fidelity.py, which names the known gaps (AVX, AVX2,
 from __future__ import annotations
 
 from kvmsim.kvm.vcpu import KvmVcpu
+from kvmsim.kvm.x86_exception import kvm_skip_emulated_instruction
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KVM_CPUID_FLAG_SIGNIFCANT_INDEX, KvmCpuidEntry2
 
@@ -99,8 +100,3 @@ def kvm_emulate_cpuid(vcpu: KvmVcpu) -> int:
     for name, v in (("rax", a), ("rbx", b), ("rcx", c), ("rdx", d)):
         hw.set_reg(name, v)
     return kvm_skip_emulated_instruction(vcpu)
-
-
-# x86.py imports vmx.py, whose exit table needs this module's handlers: import x86 last so
-# that importing this module first does not meet a half-built vmx table.
-from kvmsim.kvm.x86 import kvm_skip_emulated_instruction  # noqa: E402

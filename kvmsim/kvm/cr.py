@@ -7,8 +7,11 @@ read shadows KVM keeps in the VMCS (kvm_read_cr0/kvm_read_cr4 with the register 
 
 from __future__ import annotations
 
+from kvmsim.hw.vmcs import Vector
 from kvmsim.kvm import cpuid
+from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
 from kvmsim.kvm.vcpu import KvmVcpu
+from kvmsim.kvm.x86_exception import kvm_queue_exception
 
 X86_CR0_PE, X86_CR0_MP, X86_CR0_EM, X86_CR0_TS = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 X86_CR0_ET, X86_CR0_NE, X86_CR0_WP, X86_CR0_AM = 1 << 4, 1 << 5, 1 << 16, 1 << 18
@@ -139,8 +142,6 @@ def kvm_is_valid_cr0(vcpu: KvmVcpu, cr0: int) -> bool:
 
 def kvm_set_cr0(vcpu: KvmVcpu, cr0: int) -> int:
     """1 (#GP) when the value is invalid or the paging transition is not allowed, else 0."""
-    from kvmsim.kvm import vmx_controls
-
     old_cr0 = kvm_read_cr0(vcpu)
     if not kvm_is_valid_cr0(vcpu, cr0):
         return 1
@@ -157,7 +158,7 @@ def kvm_set_cr0(vcpu: KvmVcpu, cr0: int) -> int:
         return 1
     if not cr0 & X86_CR0_PG and (vcpu.hw.mode() == "long64" or kvm_read_cr4(vcpu) & X86_CR4_PCIDE):
         return 1
-    vmx_controls.vmx_set_cr0(vcpu, cr0)
+    kvm_x86_ops.set_cr0(vcpu, cr0)
     # kvm_post_set_cr0: MMU context reset / TLB flush: the silicon flushes on its own CR0 write.
     return 0
 
@@ -186,8 +187,6 @@ def kvm_is_valid_cr4(vcpu: KvmVcpu, cr4: int) -> bool:
 
 
 def kvm_set_cr4(vcpu: KvmVcpu, cr4: int) -> int:
-    from kvmsim.kvm import vmx_controls
-
     old_cr4 = kvm_read_cr4(vcpu)
     if not kvm_is_valid_cr4(vcpu, cr4):
         return 1
@@ -202,7 +201,7 @@ def kvm_set_cr4(vcpu: KvmVcpu, cr4: int) -> int:
     if cr4 & X86_CR4_PCIDE and not old_cr4 & X86_CR4_PCIDE:
         if kvm_read_cr3(vcpu) & X86_CR3_PCID_MASK or not is_long_mode(vcpu):
             return 1
-    vmx_controls.vmx_set_cr4(vcpu, cr4)
+    kvm_x86_ops.set_cr4(vcpu, cr4)
     # kvm_post_set_cr4: MMU/TLB work only (the silicon flushes on its own CR4 write).
     return 0
 
@@ -228,9 +227,6 @@ def kvm_get_cr8(vcpu: KvmVcpu) -> int:
 
 def kvm_require_dr(vcpu: KvmVcpu, dr: int) -> bool:
     """DR4/DR5 with CR4.DE: #UD (queued here), False."""
-    from kvmsim.hw.vmcs import Vector
-    from kvmsim.kvm.x86 import kvm_queue_exception
-
     if dr not in (4, 5) or not kvm_read_cr4(vcpu) & X86_CR4_DE:
         return True
     kvm_queue_exception(vcpu, Vector.UD)

@@ -12,6 +12,7 @@ import ctypes
 from unicorn import UcError
 from unicorn import x86_const as U
 
+from kvmsim.errors import KvmSimBug
 from kvmsim.hw import paging
 from kvmsim.hw.apicdef import APIC_DEFAULT_PHYS_BASE
 from kvmsim.kvm import cpuid, msr, pio
@@ -20,6 +21,7 @@ from kvmsim.kvm.emulate.codes import (GPR_NAMES, X86EMUL_CMPXCHG_FAILED, X86EMUL
                                       X86EMUL_MODE_PROT64, X86EMUL_PROPAGATE_FAULT, X86EMUL_UNHANDLEABLE)
 from kvmsim.kvm.emulate.flags import String, TwoMemOp
 from kvmsim.kvm.emulate.ops import DescPtr, DescStruct, X86Exception, as_bytes
+from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
 from kvmsim.kvm.vcpu import KvmMmioFragment, KvmVcpu
 from kvmsim.probe import PROBES, tracepoint
 from kvmsim.uapi import KvmExit, KvmSegment
@@ -70,7 +72,6 @@ class VcpuEmulateOps:
 
     # ------------------------------------------------------------ registers
     def vm_bugged(self, ctxt) -> None:
-        from kvmsim.errors import KvmSimBug
         raise KvmSimBug("KVM_EMULATOR_BUG_ON")
 
     def read_gpr(self, ctxt, reg: int) -> int:
@@ -325,9 +326,7 @@ class VcpuEmulateOps:
         return True
 
     def set_nmi_mask(self, ctxt, masked: bool) -> None:
-        from kvmsim.kvm.vmx import vmx_set_nmi_mask
-
-        vmx_set_nmi_mask(self.vcpu, masked)
+        kvm_x86_ops.set_nmi_mask(self.vcpu, masked)
 
     def is_smm(self, ctxt) -> bool:
         return False

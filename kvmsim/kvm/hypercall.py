@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from kvmsim.kvm.kvm_cache_regs import is_64_bit_mode
 from kvmsim.kvm.vcpu import KvmVcpu
+from kvmsim.kvm.x86_exception import kvm_skip_emulated_instruction
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KVM_ENOSYS, KVM_EPERM, KvmHc
 
@@ -33,8 +35,3 @@ def kvm_emulate_hypercall(vcpu: KvmVcpu) -> int:
     hw.set_reg("rax", ret & ((1 << 64) - 1))
     vcpu.stat.hypercalls += 1
     return kvm_skip_emulated_instruction(vcpu)
-
-
-# x86.py imports vmx.py, whose exit table needs this module's handlers: import x86 last so
-# that importing this module first does not meet a half-built vmx table.
-from kvmsim.kvm.x86 import is_64_bit_mode, kvm_skip_emulated_instruction  # noqa: E402

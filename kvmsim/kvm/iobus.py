@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kvmsim.uapi import KVM_COALESCED_MMIO_MAX
+
 
 class KvmIoDevice(Protocol):
     """struct kvm_io_device_ops: 0 when the device took the access, else -EOPNOTSUPP."""
@@ -101,8 +103,6 @@ class CoalescedMmio:
         return -EOPNOTSUPP
 
     def write(self, addr: int, length: int, data: bytes) -> int:
-        from kvmsim.uapi import KVM_COALESCED_MMIO_MAX
-
         ring = self.ring
         if length > 8 or (ring.last + 1) % KVM_COALESCED_MMIO_MAX == ring.first:
             return -EOPNOTSUPP  # ring full: fall back to a normal exit

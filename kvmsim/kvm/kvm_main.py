@@ -10,14 +10,16 @@ import ctypes
 from typing import Sequence
 
 from kvmsim.errors import BackendError
-from kvmsim.kvm import vmx, vmx_controls, x86
+from kvmsim.kvm import vmx, x86
 from kvmsim.kvm.cpuid import default_cpuid_entries
 from kvmsim.kvm.iobus import CoalescedMmio, Ioeventfd
+from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
 from kvmsim.kvm.memslot import KvmUserspaceMemoryRegion, kvm_set_memory_region_check
-from kvmsim.kvm.msr import VMX_PASSTHROUGH_MSRS
 from kvmsim.kvm.reset import X86_EFLAGS_FIXED, kvm_vcpu_reset
 from kvmsim.kvm.vcpu import Kvm, KvmParams, KvmVcpu
-from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, KvmRegs, KvmSregs
+from kvmsim.kvm.x86_emulate import flush_emulator_regs
+from kvmsim.uapi import (HOST_EVENT_REQUESTS, KVM_MEM_READONLY, HostEvent, KvmCpuidEntry2, KvmMsrExitReason, KvmRegs,
+                         KvmSregs)
 
 
 def host_address(memory: memoryview) -> int:
@@ -39,8 +41,6 @@ class SimVcpuFd:
         return x86.kvm_arch_vcpu_ioctl_run(self.vcpu)
 
     def get_regs(self) -> KvmRegs:
-        from kvmsim.kvm.x86_emulate import flush_emulator_regs
-
         flush_emulator_regs(self.vcpu)
         return self.vcpu.hw.get_regs()
 
@@ -67,14 +67,20 @@ class SimVcpuFd:
 
     def set_cpuid(self, entries: Sequence[KvmCpuidEntry2]) -> None:
         self.vcpu.arch.cpuid_entries = list(entries)
-        vmx_controls.vmx_vcpu_after_set_cpuid(self.vcpu)   # kvm_vcpu_after_set_cpuid
+        kvm_x86_ops.vcpu_after_set_cpuid(self.vcpu)   # kvm_vcpu_after_set_cpuid
 
     def nmi(self) -> None:
         x86.kvm_inject_nmi(self.vcpu)
 
     def interrupt(self, irq: int) -> None:
-        self.vcpu.arch.interrupt_pending = irq
-        self.vcpu.requests.add("KVM_REQ_EVENT")
+        x86.kvm_vcpu_ioctl_interrupt(self.vcpu, irq)
+
+    def host_event(self, ev: HostEvent) -> None:
+        """Queue a uapi.HostEvent on this vCPU's virtual time (its VM-exit count); one already due
+        lands before the next entry.  Sim only: /dev/kvm has no such clock."""
+        if ev.request not in HOST_EVENT_REQUESTS:
+            raise BackendError(f"unknown host event {ev.request!r} (one of {', '.join(HOST_EVENT_REQUESTS)})")
+        self.vcpu.host_events.setdefault(max(ev.at_exit, self.vcpu.stat.exits), []).append(ev)
 
     def kick(self) -> None:
         """What a signal to the vCPU thread does: KVM_RUN returns -EINTR soon."""
@@ -85,6 +91,7 @@ class SimVmFd:
     """A VM fd: memslots, ioeventfds, coalesced MMIO, capabilities, vCPUs."""
 
     def __init__(self, params: KvmParams | None = None) -> None:
+        vmx.vmx_init()     # kvm_intel is loaded before a VM exists (a no-op once it is)
         self.kvm = Kvm(params)
         self._flags: dict[int, int] = {}    # slot -> kvm_userspace_memory_region.flags
 
@@ -153,12 +160,10 @@ class SimVmFd:
 
     def create_vcpu(self, vcpu_id: int = 0) -> SimVcpuFd:
         vcpu = KvmVcpu(self.kvm, vcpu_id)
-        vcpu.hw.msr_passthrough = set(VMX_PASSTHROUGH_MSRS)   # vmx_vcpu_create: MSR bitmap
-        vcpu.hw.exception_bitmap = vmx.vmx_exception_bitmap(self.kvm.params)
-        vmx_controls.init_vmcs(vcpu)
+        kvm_x86_ops.vcpu_create(vcpu)                         # kvm_arch_vcpu_create → vmx_vcpu_create
         kvm_vcpu_reset(vcpu)                                  # kvm_arch_vcpu_create, after vcpu_create
         vcpu.arch.cpuid_entries = default_cpuid_entries()
-        vmx_controls.vmx_vcpu_after_set_cpuid(vcpu)        # the default CPUID table above
+        kvm_x86_ops.vcpu_after_set_cpuid(vcpu)             # the default CPUID table above
         for slot, (gpa, size, mem) in self.kvm.memslots.items():
             vcpu.hw.map_memslot(slot, gpa, size, host_address(mem), slot in self.kvm.readonly_slots)
         self.kvm.vcpus.append(vcpu)

@@ -14,6 +14,8 @@ from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT
                             EPT_VIOLATION_GVA_TRANSLATED, EPT_VIOLATION_RWX_MASK)
 from kvmsim.kvm.emulate.codes import EMULTYPE_PF as _EMULTYPE_PF
 from kvmsim.kvm.vcpu import KvmVcpu
+from kvmsim.kvm.x86_emulate import x86_emulate_instruction
+from kvmsim.kvm.x86_exception import kvm_skip_emulated_instruction
 from kvmsim.probe import PROBES, kfunc, tracepoint
 
 RET_PF_CONTINUE, RET_PF_RETRY, RET_PF_EMULATE, RET_PF_WRITE_PROTECTED, RET_PF_INVALID, RET_PF_FIXED, \
@@ -44,8 +46,6 @@ def handle_ept_misconfig(vcpu: KvmVcpu) -> int:
     gpa = vcpu.hw.vmcs.guest_physical_address
     bus = vcpu.kvm.buses["KVM_FAST_MMIO_BUS"]
     if bus.ranges and bus.write(gpa, 0, b"") == 0:   # an empty bus takes nothing
-        from kvmsim.kvm.x86 import kvm_skip_emulated_instruction
-
         if PROBES.enabled:
             tracepoint("kvm_fast_mmio", gpa=gpa, text=f"fast mmio at gpa 0x{gpa:x}")
         return kvm_skip_emulated_instruction(vcpu)
@@ -72,18 +72,7 @@ def kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int) -> int:
     return RET_PF_FIXED  # Simplified: RAM memslots are mapped up front, so the fault is spurious-fixed.
 
 
-# kvmsim.kvm.x86_emulate.x86_emulate_instruction, bound on first use (x86_emulate imports x86, whose
-# vmx imports this module); a module global, so that probing swaps it like any other call site.
-x86_emulate_instruction = None
 EMULTYPE_PF = int(_EMULTYPE_PF)
-
-
-def _bind_emulation():
-    global x86_emulate_instruction
-    from kvmsim.kvm import x86_emulate
-
-    x86_emulate_instruction = x86_emulate.x86_emulate_instruction
-    return x86_emulate_instruction
 
 
 @kfunc("cr2_or_gpa", "error_code")
@@ -100,5 +89,4 @@ def kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: int, error_code: int, insn: by
     if r != RET_PF_EMULATE:
         return 1
     vcpu.stat.pf_emulate += 1
-    emulate = x86_emulate_instruction or _bind_emulation()
-    return emulate(vcpu, cr2_or_gpa, EMULTYPE_PF, insn)
+    return x86_emulate_instruction(vcpu, cr2_or_gpa, EMULTYPE_PF, insn)

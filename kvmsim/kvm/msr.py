@@ -8,7 +8,9 @@ KVM_MSR_EXIT_REASON_UNKNOWN with KVM_CAP_X86_USER_SPACE_MSR.
 from __future__ import annotations
 
 from kvmsim.hw.apicdef import APIC_BASE_RESET
+from kvmsim.kvm import cr
 from kvmsim.kvm.vcpu import KvmVcpu
+from kvmsim.kvm.x86_exception import kvm_complete_insn_gp
 from kvmsim.probe import kfunc, tracepoint
 from kvmsim.uapi import KvmExit, KvmMsrExitReason
 
@@ -62,18 +64,14 @@ EFER_SCE, EFER_LME, EFER_LMA, EFER_NX = 1 << 0, 1 << 8, 1 << 10, 1 << 11
 
 def __kvm_valid_efer(vcpu: KvmVcpu, efer: int) -> bool:
     """LME/LMA need CPUID long mode, NXE needs NX (0x80000001 EDX bits 29 and 20)."""
-    from kvmsim.kvm.cr import guest_cpuid_has
-
-    if efer & (EFER_LME | EFER_LMA) and not guest_cpuid_has(vcpu, 0x80000001, 0, "edx", 29):
+    if efer & (EFER_LME | EFER_LMA) and not cr.guest_cpuid_has(vcpu, 0x80000001, 0, "edx", 29):
         return False
-    return not (efer & EFER_NX and not guest_cpuid_has(vcpu, 0x80000001, 0, "edx", 20))
+    return not (efer & EFER_NX and not cr.guest_cpuid_has(vcpu, 0x80000001, 0, "edx", 20))
 
 
 def set_efer(vcpu: KvmVcpu, efer: int) -> int:
     """WRMSR(EFER) by the guest: 1 (#GP) for reserved bits, features the guest lacks, or LME
     changed while paging is on; LMA is the CPU's (vmx_set_efer keeps it), not the written bit."""
-    from kvmsim.kvm import cr
-
     if efer & ~(EFER_SCE | EFER_LME | EFER_LMA | EFER_NX):
         return 1
     if not __kvm_valid_efer(vcpu, efer):
@@ -151,8 +149,3 @@ def complete_fast_rdmsr(vcpu: KvmVcpu) -> int:
 def complete_fast_msr_access(vcpu: KvmVcpu) -> int:
     """vmx complete_emulated_msr: #GP if userspace set msr.error, else skip."""
     return kvm_complete_insn_gp(vcpu, vcpu.run.msr.error)
-
-
-# x86.py imports vmx.py, whose exit table needs this module's handlers: import x86 last so
-# that importing this module first does not meet a half-built vmx table.
-from kvmsim.kvm.x86 import kvm_complete_insn_gp  # noqa: E402

@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+from kvmsim.errors import KvmSimBug
+from kvmsim.kvm.kvm_cache_regs import kvm_get_linear_rip
 from kvmsim.kvm.vcpu import KvmVcpu
-from kvmsim.kvm.x86 import kvm_get_linear_rip, kvm_skip_emulated_instruction
+from kvmsim.kvm.x86_exception import kvm_skip_emulated_instruction
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_PIO_PAGE_OFFSET, PAGE_SIZE, KvmExit
 
@@ -139,8 +141,6 @@ def _write_in_result(vcpu: KvmVcpu, size: int, rax: int, val: bytearray) -> None
 
 @kfunc()
 def complete_fast_pio_in(vcpu: KvmVcpu) -> int:
-    from kvmsim.errors import KvmSimBug
-
     pio = vcpu.arch.pio
     if pio.count != 1:
         raise KvmSimBug(f"complete_fast_pio_in with pio.count={pio.count}")

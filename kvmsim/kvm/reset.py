@@ -4,13 +4,11 @@ Following Power-up, Reset, or INIT", as KVM writes it into the VMCS)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from kvmsim.hw.apicdef import APIC_BASE_RESET
+from kvmsim.kvm import cr
+from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
+from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.uapi import KvmRegs, KvmSegment, KvmSregs
-
-if TYPE_CHECKING:
-    from kvmsim.kvm.vcpu import KvmVcpu
 
 X86_EFLAGS_FIXED = 0x2
 RESET_RIP = 0xFFF0
@@ -44,19 +42,17 @@ def reset_regs(rdx: int = RDX_NO_CPUID) -> KvmRegs:
     return KvmRegs(rip=RESET_RIP, rflags=X86_EFLAGS_FIXED, rdx=rdx)
 
 
-def kvm_vcpu_reset(vcpu: "KvmVcpu", init_event: bool = False) -> None:
+def kvm_vcpu_reset(vcpu: KvmVcpu, init_event: bool = False) -> None:
     """1. DR6/DR7 to their fixed values;
     2. the segments and descriptor tables (vmx_vcpu_reset), then CR8, CR0, CR4 and EFER through
        the vendor setters (read shadows included);
     3. RFLAGS, RIP and RDX = CPUID.1:EAX if a CPUID is set (none yet at vCPU creation), else 0x600."""
-    from kvmsim.kvm import cr, vmx_controls
-
     vcpu.arch.dr6, vcpu.arch.dr7 = DR6_ACTIVE_LOW, DR7_FIXED_1
 
     vcpu.hw.set_sregs(reset_sregs())
     cr.kvm_set_cr8(vcpu, 0)
-    vmx_controls.vmx_set_cr0(vcpu, CR0_RESET)        # read shadow and the CPU's CR0
-    vmx_controls.vmx_set_cr4(vcpu, 0)
-    vmx_controls.vmx_set_efer(vcpu, 0)
+    kvm_x86_ops.set_cr0(vcpu, CR0_RESET)        # read shadow and the CPU's CR0
+    kvm_x86_ops.set_cr4(vcpu, 0)
+    kvm_x86_ops.set_efer(vcpu, 0)
     leaf1 = next((e for e in vcpu.arch.cpuid_entries if e.function == 1), None)
     vcpu.hw.set_regs(reset_regs(leaf1.eax if leaf1 is not None else RDX_NO_CPUID))

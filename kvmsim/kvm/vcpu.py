@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 from kvmsim.hw.apicdef import APIC_BASE_RESET
 from kvmsim.hw.cpu import SiliconVcpu
-from kvmsim.uapi import KvmCpuidEntry2, KvmMsrExitReason, KvmRunMapping
+from kvmsim.kvm.iobus import KvmIoBus
+from kvmsim.uapi import HostEvent, KvmCpuidEntry2, KvmMsrExitReason, KvmRunMapping
 
 # Completion callbacks (vcpu->arch.complete_userspace_io): 1 resume, 0 back to userspace, <0 -errno.
 CompleteUserspaceIo = Callable[["KvmVcpu"], int]
@@ -145,15 +146,13 @@ class KvmVcpu:
         self.requests: set[str] = set()
         self.signal_pending = False
         self.guest_debug = 0
-        self.exit_events: dict[int, list] = {}   # scenario events: VM-exit count -> actions
+        self.host_events: dict[int, list[HostEvent]] = {}   # VM-exit count -> host events due then (uapi.HostEvent)
 
 
 class Kvm:
     """struct kvm: memslots, I/O buses, and the VM-wide settings."""
 
     def __init__(self, params: KvmParams | None = None) -> None:
-        from kvmsim.kvm.iobus import KvmIoBus
-
         self.params = params or KvmParams()
         self.memslots: dict[int, tuple[int, int, memoryview]] = {}
         self.readonly_slots: set[int] = set()     # KVM_MEM_READONLY

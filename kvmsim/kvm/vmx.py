@@ -1,4 +1,4 @@
-"""Model of arch/x86/kvm/vmx/vmx.c: vmx_vcpu_run, vmx_handle_exit, kvm_vmx_exit_handlers and the handlers."""
+"""Model of arch/x86/kvm/vmx/vmx.c: vmx_vcpu_run, vmx_handle_exit, kvm_vmx_exit_handlers, the handlers, vmx_x86_ops."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ from kvmsim.hw.vmcs import (CPU_BASED_NMI_WINDOW_EXITING, GPR_ORDER, GUEST_INTR_
                             INTR_INFO_VALID_MASK, INTR_INFO_VECTOR_MASK, IO_QUAL_IN, IO_QUAL_PORT_SHIFT,
                             IO_QUAL_SIZE_MASK, IO_QUAL_STRING, VMX_EXIT_REASONS_FAILED_VMENTRY, CrAccessType,
                             CrExitQual, DrExitQual, ExitReason, IntrType, Vector, exit_reason_name, intr_info)
-from kvmsim.kvm import cpuid, cr, hypercall, mmu, msr, pio, x86
+from kvmsim.kvm import cpuid, cr, hypercall, mmu, msr, pio, vmx_controls, x86
+from kvmsim.kvm.kvm_cache_regs import kvm_get_linear_rip, kvm_register_read, kvm_register_write, kvm_rip_write
+from kvmsim.kvm.kvm_x86_ops import KvmX86Ops
 from kvmsim.kvm.vcpu import KvmVcpu
+from kvmsim.kvm.x86_emulate import EMULTYPE_SKIP, EMULTYPE_VMWARE_GP, handle_ud, kvm_emulate_instruction
+from kvmsim.kvm.x86_exception import (kvm_complete_insn_gp, kvm_inject_gp, kvm_queue_exception,
+                                      kvm_queue_exception_e, kvm_queue_exception_p, kvm_skip_emulated_instruction)
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KvmExit, KvmInternalError
 
@@ -94,6 +99,13 @@ def vmx_exception_bitmap(params) -> frozenset[int]:
     return frozenset(bitmap)
 
 
+def vmx_vcpu_create(vcpu: KvmVcpu) -> None:
+    """The MSR bitmap (pass-through MSRs), the exception bitmap, then init_vmcs."""
+    vcpu.hw.msr_passthrough = set(msr.VMX_PASSTHROUGH_MSRS)
+    vcpu.hw.exception_bitmap = vmx_exception_bitmap(vcpu.kvm.params)
+    vmx_controls.init_vmcs(vcpu)
+
+
 def vmx_get_nmi_mask(vcpu: KvmVcpu) -> bool:
     """Virtual NMIs: the CPU tracks blocking in the guest interruptibility state."""
     return bool(vcpu.hw.vmcs.guest_interruptibility_info & GUEST_INTR_STATE_NMI)
@@ -174,10 +186,8 @@ def skip_emulated_instruction(vcpu: KvmVcpu) -> int:
             rip = old + length
             if ((rip ^ old) >> 31) == 3 and hw.mode() != "long64":
                 rip &= 0xFFFF_FFFF
-            x86.kvm_rip_write(vcpu, rip & ((1 << 64) - 1))
+            kvm_rip_write(vcpu, rip & ((1 << 64) - 1))
     else:
-        from kvmsim.kvm.x86_emulate import EMULTYPE_SKIP, kvm_emulate_instruction
-
         if not kvm_emulate_instruction(vcpu, EMULTYPE_SKIP):
             return 0
     hw.vmcs.guest_interruptibility_info &= ~3  # vmx_set_interrupt_shadow(vcpu, 0)
@@ -227,22 +237,18 @@ def handle_exception_nmi(vcpu: KvmVcpu) -> int:
     if _is_nmi(info) or (itype == IntrType.HARD_EXCEPTION and vector == Vector.MC):   # 2
         return 1
     if vector == Vector.NM and itype == IntrType.HARD_EXCEPTION:                      # 3
-        x86.kvm_queue_exception(vcpu, Vector.NM)
+        kvm_queue_exception(vcpu, Vector.NM)
         return 1
     if vector == Vector.UD and itype == IntrType.HARD_EXCEPTION:                      # 4
-        from kvmsim.kvm.x86_emulate import handle_ud
-
         return handle_ud(vcpu)
     error_code = vcpu.hw.vmcs.vm_exit_intr_error_code if info & INTR_INFO_DELIVER_CODE_MASK else 0
     if vector == Vector.GP and vcpu.kvm.params.enable_vmware_backdoor:               # 6
         if error_code:
-            x86.kvm_queue_exception_e(vcpu, Vector.GP, error_code)
+            kvm_queue_exception_e(vcpu, Vector.GP, error_code)
             return 1
-        from kvmsim.kvm.x86_emulate import EMULTYPE_VMWARE_GP, kvm_emulate_instruction
-
         return kvm_emulate_instruction(vcpu, EMULTYPE_VMWARE_GP)
     if vector == Vector.AC:                                                            # 10: #AC
-        x86.kvm_queue_exception_e(vcpu, Vector.AC, error_code)
+        kvm_queue_exception_e(vcpu, Vector.AC, error_code)
         return 1
     run = vcpu.run                                                                     # 10: default
     run.exit_reason = KvmExit.EXCEPTION
@@ -268,8 +274,6 @@ def handle_io(vcpu: KvmVcpu) -> int:
     qual = vmx_get_exit_qual(vcpu)
     vcpu.stat.io_exits += 1
     if qual & IO_QUAL_STRING:
-        from kvmsim.kvm.x86_emulate import kvm_emulate_instruction
-
         return kvm_emulate_instruction(vcpu, 0)
     return pio.kvm_fast_pio(vcpu, (qual & IO_QUAL_SIZE_MASK) + 1, qual >> IO_QUAL_PORT_SHIFT,
                             bool(qual & IO_QUAL_IN))
@@ -277,7 +281,7 @@ def handle_io(vcpu: KvmVcpu) -> int:
 
 @kfunc()
 def kvm_emulate_as_nop(vcpu: KvmVcpu) -> int:
-    return x86.kvm_skip_emulated_instruction(vcpu)
+    return kvm_skip_emulated_instruction(vcpu)
 
 
 kvm_emulate_invd = kvm_emulate_as_nop
@@ -287,13 +291,13 @@ kvm_emulate_wbinvd = kvm_emulate_as_nop
 @kfunc()
 def handle_vmx_instruction(vcpu: KvmVcpu) -> int:
     """VMX instructions with nested=0: #UD."""
-    x86.kvm_queue_exception(vcpu, Vector.UD)
+    kvm_queue_exception(vcpu, Vector.UD)
     return 1
 
 
 @kfunc()
 def kvm_handle_invalid_op(vcpu: KvmVcpu) -> int:
-    x86.kvm_queue_exception(vcpu, Vector.UD)
+    kvm_queue_exception(vcpu, Vector.UD)
     return 1
 
 
@@ -307,7 +311,7 @@ def kvm_emulate_xsetbv(vcpu: KvmVcpu) -> int:
     if not bad:
         vcpu.arch.msrs["xcr0"] = xcr  # type: ignore[index]
         hw.set_xcr0(xcr)
-    return x86.kvm_complete_insn_gp(vcpu, int(bool(bad)))
+    return kvm_complete_insn_gp(vcpu, int(bool(bad)))
 
 
 def _trace_cr(write: bool, cr_num: int, val: int) -> None:
@@ -322,18 +326,18 @@ def handle_cr(vcpu: KvmVcpu) -> int:
     q = CrExitQual.decode(vmx_get_exit_qual(vcpu))
     reg = GPR_ORDER[q.gpr]
     if q.access == CrAccessType.MOV_TO_CR:
-        val = x86.kvm_register_read(vcpu, reg)
+        val = kvm_register_read(vcpu, reg)
         _trace_cr(True, q.cr, val)
         if q.cr == 0:
-            return x86.kvm_complete_insn_gp(vcpu, cr.kvm_set_cr0(vcpu, val))        # handle_set_cr0
+            return kvm_complete_insn_gp(vcpu, cr.kvm_set_cr0(vcpu, val))        # handle_set_cr0
         if q.cr == 3:
-            return x86.kvm_complete_insn_gp(vcpu, cr.kvm_set_cr3(vcpu, val))
+            return kvm_complete_insn_gp(vcpu, cr.kvm_set_cr3(vcpu, val))
         if q.cr == 4:
-            return x86.kvm_complete_insn_gp(vcpu, cr.kvm_set_cr4(vcpu, val))        # handle_set_cr4
+            return kvm_complete_insn_gp(vcpu, cr.kvm_set_cr4(vcpu, val))        # handle_set_cr4
         if q.cr == 8:
             cr8_prev = cr.kvm_get_cr8(vcpu)
             cr8 = val & 0xFF               # handle_cr passes the value as a u8
-            ret = x86.kvm_complete_insn_gp(vcpu, cr.kvm_set_cr8(vcpu, cr8))
+            ret = kvm_complete_insn_gp(vcpu, cr.kvm_set_cr8(vcpu, cr8))
             if cr.lapic_in_kernel(vcpu) or cr8_prev <= cr8:
                 return ret
             vcpu.run.exit_reason = KvmExit.SET_TPR   # the userspace LAPIC may now deliver an interrupt
@@ -344,14 +348,14 @@ def handle_cr(vcpu: KvmVcpu) -> int:
     elif q.access == CrAccessType.MOV_FROM_CR:
         if q.cr in (3, 8):
             val = cr.kvm_read_cr3(vcpu) if q.cr == 3 else cr.kvm_get_cr8(vcpu)
-            x86.kvm_register_write(vcpu, reg, val)
+            kvm_register_write(vcpu, reg, val)
             _trace_cr(False, q.cr, val)
-            return x86.kvm_skip_emulated_instruction(vcpu)
+            return kvm_skip_emulated_instruction(vcpu)
     else:                                                   # LMSW
         val = q.lmsw_source & 0x0F
         _trace_cr(True, 0, (cr.kvm_read_cr0(vcpu) & ~0xF) | val)
         cr.kvm_lmsw(vcpu, val)
-        return x86.kvm_skip_emulated_instruction(vcpu)
+        return kvm_skip_emulated_instruction(vcpu)
     vcpu.run.exit_reason = 0                                # vcpu_unimpl: "unhandled control register"
     return 0
 
@@ -374,39 +378,37 @@ def handle_dr(vcpu: KvmVcpu) -> int:
                 run.exit_reason = KvmExit.DEBUG
                 run.debug.arch.dr6 = cr.DR6_BD | cr.DR6_ACTIVE_LOW
                 run.debug.arch.dr7 = dr7
-                run.debug.arch.pc = x86.kvm_get_linear_rip(vcpu)
+                run.debug.arch.pc = kvm_get_linear_rip(vcpu)
                 run.debug.arch.exception = Vector.DB
                 return 0
-            x86.kvm_queue_exception_p(vcpu, Vector.DB, cr.DR6_BD)
+            kvm_queue_exception_p(vcpu, Vector.DB, cr.DR6_BD)
             return 1
         reg = GPR_ORDER[q.gpr]
         if q.from_dr:
-            x86.kvm_register_write(vcpu, reg, cr.kvm_get_dr(vcpu, q.dr))
+            kvm_register_write(vcpu, reg, cr.kvm_get_dr(vcpu, q.dr))
             err = 0
         else:
-            err = cr.kvm_set_dr(vcpu, q.dr, x86.kvm_register_read(vcpu, reg))
-    return x86.kvm_complete_insn_gp(vcpu, err)
+            err = cr.kvm_set_dr(vcpu, q.dr, kvm_register_read(vcpu, reg))
+    return kvm_complete_insn_gp(vcpu, err)
 
 
 @kfunc()
 def handle_desc(vcpu: KvmVcpu) -> int:
     """LGDT/LIDT/LLDT/LTR/SGDT/SIDT/SLDT/STR exit only while KVM emulates CR4.UMIP: emulate them."""
-    from kvmsim.kvm.x86_emulate import kvm_emulate_instruction
-
     return kvm_emulate_instruction(vcpu, 0)
 
 
 @kfunc()
 def handle_pause(vcpu: KvmVcpu) -> int:
     """PAUSE-loop exit: grow_ple_window and kvm_vcpu_on_spin (yield to another vCPU), then skip."""
-    return x86.kvm_skip_emulated_instruction(vcpu)
+    return kvm_skip_emulated_instruction(vcpu)
 
 
 @kfunc()
 def kvm_emulate_rdpmc(vcpu: KvmVcpu) -> int:
     """RDPMC at CPL0 (CR4.PCE/CPL faults come first in the CPU): kvm_pmu_rdpmc fails without a
     vPMU (pmu->version 0, no CPUID leaf 0xA) → #GP.  Simplified: no vPMU is modelled at all."""
-    x86.kvm_inject_gp(vcpu, 0)
+    kvm_inject_gp(vcpu, 0)
     return 1
 
 
@@ -491,3 +493,32 @@ KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
 }
 
 kvm_vmx_max_exit_handlers = max(KVM_VMX_EXIT_HANDLERS) + 1
+
+
+# ---------------------------------------------------------------- the vendor module
+
+# The hooks x86.c calls (kvm_x86_ops); vmx_x86_ops of vmx.c before the TDX split, vt_x86_ops of vmx/main.c since.
+vmx_x86_ops = KvmX86Ops(
+    name="kvm_intel",
+    vcpu_after_set_cpuid=vmx_controls.vmx_vcpu_after_set_cpuid,
+    vcpu_create=vmx_vcpu_create,
+    set_cr0=vmx_controls.vmx_set_cr0,
+    set_cr4=vmx_controls.vmx_set_cr4,
+    set_efer=vmx_controls.vmx_set_efer,
+    vcpu_run=vmx_vcpu_run,
+    handle_exit=vmx_handle_exit,
+    skip_emulated_instruction=vmx_skip_emulated_instruction,
+    inject_irq=vmx_inject_irq,
+    inject_nmi=vmx_inject_nmi,
+    inject_exception=vmx_inject_exception,
+    nmi_allowed=vmx_nmi_allowed,
+    get_nmi_mask=vmx_get_nmi_mask,
+    set_nmi_mask=vmx_set_nmi_mask,
+    enable_nmi_window=vmx_enable_nmi_window,
+    get_exit_info=vmx_get_exit_info,
+)
+
+
+def vmx_init() -> None:
+    """module_init of kvm_intel: hand vmx_x86_ops to x86.c (kvm_x86_vendor_init)."""
+    x86.kvm_x86_vendor_init(vmx_x86_ops)

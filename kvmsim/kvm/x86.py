@@ -1,23 +1,40 @@
-"""Model of arch/x86/kvm/x86.c: KVM_RUN, the vcpu_run loop, event injection, skipping instructions.
+"""Model of arch/x86/kvm/x86.c: KVM_RUN, the vcpu_run loop, event injection, the vendor's kvm_x86_ops.
 
-Port I/O lives in pio.py, MSRs in msr.py, hypercalls in hypercall.py and the emulator
-entry (x86_emulate_instruction) in x86_emulate.py; all are x86.c in the kernel.
+Port I/O lives in pio.py, MSRs in msr.py, hypercalls in hypercall.py, control registers in
+cr.py, exception queueing and kvm_skip_emulated_instruction in x86_exception.py and the emulator
+entry (x86_emulate_instruction) in x86_emulate.py; all are x86.c in the kernel.  The vendor
+module (vmx.py) is reached only through kvm_x86_ops, installed by kvm_x86_vendor_init.
 """
 
 from __future__ import annotations
 
-from kvmsim.hw.vmcs import EXCEPTIONS_WITH_ERROR_CODE, Vector
+from kvmsim.hw.vmcs import EXCEPTIONS_WITH_ERROR_CODE
 from kvmsim.kvm import cr
+from kvmsim.kvm.kvm_cache_regs import EFLAGS_IF
+from kvmsim.kvm.kvm_x86_ops import KvmX86Ops, kvm_ops_update, kvm_x86_ops
 from kvmsim.kvm.vcpu import KvmVcpu
+# x86.c's exception queueing, one module down so that cr.py and cpuid.py can use it too;
+# named here as well for callers that know them as x86.c's (the debugger's exception command).
+from kvmsim.kvm.x86_exception import kvm_queue_exception, kvm_queue_exception_e  # noqa: F401
+from kvmsim.kvm.x86_exception import kvm_skip_emulated_instruction
 from kvmsim.probe import PROBES, kfunc, tracepoint
-from kvmsim.uapi import KvmExit, KvmSregs
+from kvmsim.uapi import KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KvmExit, KvmInternalError, KvmSregs
 
 EINTR = 4
 EINVAL = 22
 EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
                    10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC"}
-EFLAGS_TF, EFLAGS_IF, EFLAGS_RF = 1 << 8, 1 << 9, 1 << 16
 _KVM_EXIT_UNKNOWN = int(KvmExit.UNKNOWN)
+
+
+# ---------------------------------------------------------------- vendor module
+
+def kvm_x86_vendor_init(ops: KvmX86Ops) -> None:
+    """The vendor module's init (vmx.py vmx_init) hands over its kvm_x86_ops; loading the same
+    vendor again changes nothing (the kernel refuses a second vendor with -EEXIST).
+    Simplified: no hardware setup, no capability probing."""
+    if kvm_x86_ops.name != ops.name:
+        kvm_ops_update(ops)
 
 
 # ---------------------------------------------------------------- KVM_RUN
@@ -88,9 +105,8 @@ def vcpu_run(vcpu: KvmVcpu) -> int:
 @kfunc()
 def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
     """Service requests, inject events, run the vendor vcpu_run, then handle_exit (reference §8.3)."""
-    if vcpu.exit_events:
-        for action in vcpu.exit_events.pop(vcpu.stat.exits, ()):
-            action(vcpu)   # a userspace thread's ioctl that lands before this VM entry
+    if vcpu.host_events and kvm_deliver_host_events(vcpu):
+        return 1   # kvm_vcpu_exit_request: no entry, vcpu_run returns -EINTR (simplified: checked before injection)
     if vcpu.requests:                                           # kvm_request_pending
         reqs = vcpu.requests
         if "KVM_REQ_TRIPLE_FAULT" in reqs:
@@ -104,16 +120,16 @@ def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
         if "KVM_REQ_EVENT" in reqs:
             reqs.discard("KVM_REQ_EVENT")
             kvm_check_and_inject_events(vcpu)
-    fastpath = vmx.vmx_vcpu_run(vcpu)
+    fastpath = kvm_x86_ops.vcpu_run(vcpu)
     vcpu.stat.exits += 1
-    return vmx.vmx_handle_exit(vcpu, fastpath)
+    return kvm_x86_ops.handle_exit(vcpu, fastpath)
 
 
 # ---------------------------------------------------------------- events
 
 def process_nmi(vcpu: KvmVcpu) -> None:
     """Move queued NMIs to pending; at most one pending while NMIs are masked, else two."""
-    limit = 1 if (vmx.vmx_get_nmi_mask(vcpu) or vcpu.arch.nmi_injected) else 2
+    limit = 1 if (kvm_x86_ops.get_nmi_mask(vcpu) or vcpu.arch.nmi_injected) else 2
     vcpu.arch.nmi_pending = min(vcpu.arch.nmi_pending + vcpu.arch.nmi_queued, limit)
     vcpu.arch.nmi_queued = 0
     if vcpu.arch.nmi_pending:
@@ -126,80 +142,51 @@ def kvm_inject_nmi(vcpu: KvmVcpu) -> None:
     vcpu.requests.add("KVM_REQ_NMI")
 
 
+def kvm_vcpu_ioctl_interrupt(vcpu: KvmVcpu, irq: int) -> None:
+    """KVM_INTERRUPT (userspace PIC): queue the vector, KVM_REQ_EVENT."""
+    vcpu.arch.interrupt_pending = irq
+    vcpu.requests.add("KVM_REQ_EVENT")
+
+
+def kvm_deliver_host_events(vcpu: KvmVcpu) -> bool:
+    """The uapi.HostEvents due at this VM-exit count, in the order queued (the ioctl another thread
+    issued, the signal, the host NMI timer lands before this entry); True if a signal is now pending."""
+    for ev in vcpu.host_events.pop(vcpu.stat.exits, ()):
+        if ev.request == "KVM_NMI":
+            kvm_inject_nmi(vcpu)
+        elif ev.request == "KVM_INTERRUPT":
+            kvm_vcpu_ioctl_interrupt(vcpu, ev.arg)
+        elif ev.request == "SIGNAL":
+            vcpu.signal_pending = True
+        elif ev.request == "HOST_NMI":
+            vcpu.hw.host_nmi_every = ev.arg or None
+    return vcpu.signal_pending
+
+
 def kvm_check_and_inject_events(vcpu: KvmVcpu) -> None:
     """Priority: pending exception, then NMI, then the userspace-PIC interrupt (reference §2.5 step 3)."""
     exc = vcpu.arch.exception
     if exc.pending:
         exc.pending, exc.injected = False, True
-        vmx.vmx_inject_exception(vcpu)
+        kvm_x86_ops.inject_exception(vcpu)
         return
     if vcpu.arch.nmi_pending:
-        if vmx.vmx_nmi_allowed(vcpu):
+        if kvm_x86_ops.nmi_allowed(vcpu):
             vcpu.arch.nmi_pending -= 1
             vcpu.arch.nmi_injected = True
-            vmx.vmx_inject_nmi(vcpu)
+            kvm_x86_ops.inject_nmi(vcpu)
             if vcpu.arch.nmi_pending:
-                vmx.vmx_enable_nmi_window(vcpu)
+                kvm_x86_ops.enable_nmi_window(vcpu)
             return
-        vmx.vmx_enable_nmi_window(vcpu)
+        kvm_x86_ops.enable_nmi_window(vcpu)
     irq = vcpu.arch.interrupt_pending
     if irq is not None:
         if vcpu.hw.uc is not None and vcpu.hw.reg("rflags") & EFLAGS_IF:
             vcpu.arch.interrupt_pending = None
-            vmx.vmx_inject_irq(vcpu, irq)
+            kvm_x86_ops.inject_irq(vcpu, irq)
         else:
             # Simplified: no IRQ-window exit is modelled; the interrupt is re-checked at every entry.
             vcpu.requests.add("KVM_REQ_EVENT")
-
-
-def kvm_multiple_exception(vcpu: KvmVcpu, nr: int, has_error: bool, error_code: int,
-                           has_payload: bool = False, payload: int = 0) -> None:
-    """Queue an exception; a second one while one is queued becomes #DF, a third a triple fault."""
-    exc = vcpu.arch.exception
-    if exc.pending or exc.injected:
-        prev = exc.vector
-        if prev == Vector.DF:
-            vcpu.requests.add("KVM_REQ_TRIPLE_FAULT")
-            return
-        contributory = {Vector.DE, Vector.TS, Vector.NP, Vector.SS, Vector.GP}
-        if (prev in contributory and nr in contributory) or (prev == Vector.PF and (nr in contributory or nr == Vector.PF)):
-            nr, has_error, error_code, has_payload = Vector.DF, True, 0, False
-    exc.pending, exc.injected = True, False
-    vcpu.requests.add("KVM_REQ_EVENT")
-    exc.vector, exc.has_error_code, exc.error_code = nr, has_error, error_code
-    exc.has_payload, exc.payload = has_payload, payload
-
-
-@kfunc("nr")
-def kvm_queue_exception(vcpu: KvmVcpu, nr: int) -> None:
-    kvm_multiple_exception(vcpu, nr, False, 0)
-
-
-@kfunc("nr", "error_code")
-def kvm_queue_exception_e(vcpu: KvmVcpu, nr: int, error_code: int) -> None:
-    kvm_multiple_exception(vcpu, nr, True, error_code)
-
-
-def kvm_queue_exception_p(vcpu: KvmVcpu, nr: int, payload: int) -> None:
-    kvm_multiple_exception(vcpu, nr, False, 0, True, payload)
-
-
-@kfunc("address", "error_code")
-def kvm_inject_page_fault(vcpu: KvmVcpu, address: int, error_code: int) -> None:
-    """#PF with CR2 as payload: CR2 is written when the exception is delivered."""
-    kvm_multiple_exception(vcpu, Vector.PF, True, error_code & 0xFFFF_FFFF, True, address)
-
-
-def kvm_inject_gp(vcpu: KvmVcpu, error_code: int = 0) -> None:
-    kvm_queue_exception_e(vcpu, Vector.GP, error_code)
-
-
-def kvm_complete_insn_gp(vcpu: KvmVcpu, err: int) -> int:
-    """err → #GP(0) and resume; else skip the instruction."""
-    if err:
-        kvm_inject_gp(vcpu, 0)
-        return 1
-    return kvm_skip_emulated_instruction(vcpu)
 
 
 def trace_kvm_inj_exception(vector: int, has_error: bool, error_code: int, reinjected: bool) -> None:
@@ -210,47 +197,6 @@ def trace_kvm_inj_exception(vector: int, has_error: bool, error_code: int, reinj
 
 def exception_has_error_code(vector: int) -> bool:
     return vector in EXCEPTIONS_WITH_ERROR_CODE
-
-
-# ---------------------------------------------------------------- registers and RIP
-
-def kvm_rip_read(vcpu: KvmVcpu) -> int:
-    return vcpu.hw.reg("rip")
-
-
-def kvm_rip_write(vcpu: KvmVcpu, rip: int) -> None:
-    vcpu.hw.set_reg("rip", rip)
-
-
-def kvm_register_read(vcpu: KvmVcpu, name: str) -> int:
-    """A GPR as an instruction operand: only the low 32 bits outside 64-bit mode."""
-    val = vcpu.hw.reg(name)
-    return val if is_64_bit_mode(vcpu) else val & 0xFFFF_FFFF
-
-
-def kvm_register_write(vcpu: KvmVcpu, name: str, value: int) -> None:
-    vcpu.hw.set_reg(name, value if is_64_bit_mode(vcpu) else value & 0xFFFF_FFFF)
-
-
-def is_64_bit_mode(vcpu: KvmVcpu) -> bool:
-    return vcpu.hw.mode() == "long64"
-
-
-def kvm_get_linear_rip(vcpu: KvmVcpu) -> int:
-    return vcpu.hw.linear_rip()
-
-
-@kfunc()
-def kvm_skip_emulated_instruction(vcpu: KvmVcpu) -> int:
-    """Vendor skip, then a single-step #DB if TF was set before (reference §5)."""
-    rflags = vcpu.hw.reg("rflags")
-    r = vmx.vmx_skip_emulated_instruction(vcpu)
-    if r == 0:
-        return 0
-    vcpu.hw.retired()   # kvm_pmu_instruction_retired: the skipped instruction retires in the guest
-    if rflags & EFLAGS_TF:
-        kvm_queue_exception_p(vcpu, Vector.DB, 1 << 14)  # DR6.BS
-    return r
 
 
 # ---------------------------------------------------------------- HLT, shutdown
@@ -271,8 +217,6 @@ def __kvm_emulate_halt(vcpu: KvmVcpu) -> int:
 def kvm_prepare_emulation_failure_exit(vcpu: KvmVcpu, data: list[int] | None = None,
                                        insn_bytes: bytes = b"") -> None:
     """prepare_emulation_failure_exit: suberror EMULATION, flags, optional bytes, 5 exit-info words."""
-    from kvmsim.uapi import KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KvmInternalError
-
     run = vcpu.run
     run.exit_reason = KvmExit.INTERNAL_ERROR
     ef = run.emulation_failure
@@ -286,7 +230,7 @@ def kvm_prepare_emulation_failure_exit(vcpu: KvmVcpu, data: list[int] | None = N
         for i, b in enumerate(padded):
             ef.insn_bytes[i] = b
         info_start = 3
-    words = list(vmx.vmx_get_exit_info(vcpu)) + list(data or [])[:4]
+    words = list(kvm_x86_ops.get_exit_info(vcpu)) + list(data or [])[:4]
     for i, w in enumerate(words):
         run.internal.data[info_start + i] = w
     run.internal.ndata = info_start + len(words)
@@ -348,18 +292,13 @@ def kvm_arch_vcpu_ioctl_set_sregs(vcpu: KvmVcpu, sregs: KvmSregs) -> int:
     (nothing changed); else the CPU's state, then kvm_set_cr8 and the vendor set_cr0/set_cr4
     (read shadows, UMIP emulation).  Simplified: the EFER/CR writes of the kernel's order are
     one engine update (hw.set_sregs)."""
-    from kvmsim.kvm import vmx_controls
-
     if not kvm_is_valid_sregs(vcpu, sregs):
         return -EINVAL
     if kvm_apic_set_base(vcpu, sregs.apic_base, True):
         return -EINVAL
     vcpu.hw.set_sregs(sregs)
     cr.kvm_set_cr8(vcpu, sregs.cr8)
-    vmx_controls.vmx_set_cr0(vcpu, sregs.cr0)
-    vmx_controls.vmx_set_cr4(vcpu, sregs.cr4)
+    kvm_x86_ops.set_cr0(vcpu, sregs.cr0)
+    kvm_x86_ops.set_cr4(vcpu, sregs.cr4)
     return 0
 
-
-# vmx.py implements the vendor hooks x86.c calls (kvm_x86_ops); it imports this module, so last.
-from kvmsim.kvm import vmx  # noqa: E402

@@ -25,7 +25,10 @@ from kvmsim.kvm.emulate.ctxt import EmulatorFeatures, X86EmulateCtxt, emulator_w
 from kvmsim.kvm.emulate.decode import x86_decode_insn
 from kvmsim.kvm.emulate.emulate import x86_emulate_insn
 from kvmsim.kvm.emulator_ops import VcpuEmulateOps, run_mmio
+from kvmsim.kvm.kvm_cache_regs import EFLAGS_RF, EFLAGS_TF, kvm_rip_write
 from kvmsim.kvm.vcpu import KvmVcpu
+from kvmsim.kvm.x86_exception import (kvm_inject_page_fault, kvm_queue_exception, kvm_queue_exception_e,
+                                      kvm_queue_exception_p)
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KvmExit
 
@@ -39,7 +42,6 @@ __all__ = ["EMULTYPE_NO_DECODE", "EMULTYPE_PF", "EMULTYPE_SKIP", "EMULTYPE_VMWAR
                                                    EMULTYPE_COMPLETE_USER_EXIT))
 _KVM_EXIT_MMIO = int(KvmExit.MMIO)
 KVM_EMULATE_PREFIX = bytes([0x0F, 0x0B, 0x6B, 0x76, 0x6D])   # ud2; "kvm"
-_EFLAGS_TF = x86.EFLAGS_TF
 _MODES = {"real": X86EMUL_MODE_REAL, "vm86": X86EMUL_MODE_VM86, "prot16": X86EMUL_MODE_PROT16,
           "prot32": X86EMUL_MODE_PROT32, "compat": X86EMUL_MODE_PROT32, "long64": X86EMUL_MODE_PROT64}
 _MODE_NAMES = {X86EMUL_MODE_REAL: "real", X86EMUL_MODE_VM86: "vm16", X86EMUL_MODE_PROT16: "prot16",
@@ -68,7 +70,7 @@ def init_emulate_ctxt(vcpu: KvmVcpu) -> X86EmulateCtxt:
     rc = hw._rc      # hw.reg's cached values, looked up in place (registers.py); hw.reg on a miss
     eflags = rc.get("rflags")
     ctxt.eflags = eflags = hw.reg("rflags") if eflags is None else eflags
-    ctxt.tf = (eflags & _EFLAGS_TF) != 0
+    ctxt.tf = (eflags & EFLAGS_TF) != 0
     eip = rc.get("rip")
     ctxt.eip = hw.reg("rip") if eip is None else eip
     mode = hw._mode  # hw.mode(), its fast path: the cached mode while nothing made it stale
@@ -122,22 +124,22 @@ def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
         vcpu.stat.insn_emulation += 1
         if r != EMULATION_OK:
             if emulation_type & (EMULTYPE_TRAP_UD | EMULTYPE_TRAP_UD_FORCED):
-                x86.kvm_queue_exception(vcpu, Vector.UD)
+                kvm_queue_exception(vcpu, Vector.UD)
                 return 1
             if ctxt.have_exception and not emulation_type & EMULTYPE_SKIP:
                 inject_emulated_exception(vcpu, ctxt)
                 return 1
             return handle_emulation_failure(vcpu, emulation_type)
     if emulation_type & EMULTYPE_VMWARE_GP and not _is_vmware_backdoor_opcode(ctxt):      # 4
-        x86.kvm_queue_exception_e(vcpu, Vector.GP, 0)
+        kvm_queue_exception_e(vcpu, Vector.GP, 0)
         return 1
     if emulation_type & EMULTYPE_SKIP:                                                    # 5
         ctxt.eip = ctxt._eip if ctxt.mode == X86EMUL_MODE_PROT64 else ctxt._eip & 0xFFFF_FFFF
         if emulation_type & EMULTYPE_COMPLETE_USER_EXIT:
             return _writeback(vcpu, ctxt, 1)
-        x86.kvm_rip_write(vcpu, ctxt.eip)
-        if ctxt.eflags & x86.EFLAGS_RF:
-            vcpu.hw.set_reg("rflags", vcpu.hw.reg("rflags") & ~x86.EFLAGS_RF)
+        kvm_rip_write(vcpu, ctxt.eip)
+        if ctxt.eflags & EFLAGS_RF:
+            vcpu.hw.set_reg("rflags", vcpu.hw.reg("rflags") & ~EFLAGS_RF)
         return 1
     if arch.emulate_regs_need_sync_from_vcpu:                                             # 7
         arch.emulate_regs_need_sync_from_vcpu = False
@@ -201,13 +203,13 @@ def _writeback(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, r: int) -> int:
         hw.vmcs.guest_interruptibility_info |= ctxt.interruptibility
     if not ctxt.have_exception or _is_trap(ctxt.exception.vector):
         hw.retired()   # kvm_pmu_trigger_event(INSTRUCTIONS_RETIRED): the emulated instruction retires
-        x86.kvm_rip_write(vcpu, ctxt.eip)
+        kvm_rip_write(vcpu, ctxt.eip)
         rflags = hw._rc.get("rflags")   # hw.reg("rflags"), its cached value looked up in place
         if rflags is None:
             rflags = hw.reg("rflags")
         eflags = ctxt.eflags
-        if r and (ctxt.tf or rflags & _EFLAGS_TF) and eflags & _EFLAGS_TF:
-            x86.kvm_queue_exception_p(vcpu, Vector.DB, 1 << 14)
+        if r and (ctxt.tf or rflags & EFLAGS_TF) and eflags & EFLAGS_TF:
+            kvm_queue_exception_p(vcpu, Vector.DB, 1 << 14)
         if eflags != rflags:   # __kvm_set_rflags; rewriting the same value changes nothing
             hw.set_reg("rflags", eflags)
     if arch.halt_request and r:
@@ -229,11 +231,11 @@ def _is_vmware_backdoor_opcode(ctxt: X86EmulateCtxt) -> bool:
 def inject_emulated_exception(vcpu: KvmVcpu, ctxt: X86EmulateCtxt) -> None:
     ex = ctxt.exception
     if ex.vector == Vector.PF:
-        x86.kvm_inject_page_fault(vcpu, ex.address, ex.error_code)
+        kvm_inject_page_fault(vcpu, ex.address, ex.error_code)
     elif ex.error_code_valid:
-        x86.kvm_queue_exception_e(vcpu, ex.vector, ex.error_code)
+        kvm_queue_exception_e(vcpu, ex.vector, ex.error_code)
     else:
-        x86.kvm_queue_exception(vcpu, ex.vector)
+        kvm_queue_exception(vcpu, ex.vector)
 
 
 @kfunc("emulation_type")
@@ -244,13 +246,13 @@ def handle_emulation_failure(vcpu: KvmVcpu, emulation_type: int) -> int:
     if PROBES.enabled:
         _trace_emulate_insn(vcpu, ctxt, True)
     if emulation_type & EMULTYPE_VMWARE_GP:
-        x86.kvm_queue_exception_e(vcpu, Vector.GP, 0)
+        kvm_queue_exception_e(vcpu, Vector.GP, 0)
         return 1
     insn_bytes = bytes(ctxt.fetch.data[:ctxt.fetch.end])
     if vcpu.kvm.params.exit_on_emulation_error or emulation_type & EMULTYPE_SKIP:
         x86.kvm_prepare_emulation_failure_exit(vcpu, insn_bytes=insn_bytes)
         return 0
-    x86.kvm_queue_exception(vcpu, Vector.UD)
+    kvm_queue_exception(vcpu, Vector.UD)
     if vcpu.hw.cpl() == 0:
         x86.kvm_prepare_emulation_failure_exit(vcpu, insn_bytes=insn_bytes)
         return 0
@@ -277,7 +279,7 @@ def handle_ud(vcpu: KvmVcpu) -> int:
         except Exception:   # the fetch faulted: no prefix there
             sig = b""
         if sig == KVM_EMULATE_PREFIX:
-            x86.kvm_rip_write(vcpu, vcpu.hw.reg("rip") + 5)
+            kvm_rip_write(vcpu, vcpu.hw.reg("rip") + 5)
             emul_type = EMULTYPE_TRAP_UD_FORCED
     return kvm_emulate_instruction(vcpu, emul_type)
 

@@ -3,10 +3,10 @@
 Modules: `ioctls` (kvm.h ioctl numbers via _IO/_IOR/_IOW/_IOWR, argument structs, KVM_CAP_*),
 `backend` (`RealKvm`, `RealVm` (uapi.VmFd), `RealVcpu` (uapi.VcpuFd), `RealEventFd`),
 `probe` (`kvm_available()`), `tracefs` (`open_trace()` → kvm:* tracepoints of our own runs),
-`hostevents` (those tracepoints summarised into RunResult.host_events for `run --backend kvm`),
-`vendor` (differences from VMX that only the host's vendor module explains, labelled by
-`kvmsim diff`), `bench` (PIO / MMIO round trips on /dev/kvm for `make bench`).
-The sim-vs-kvm comparison itself is kvmsim/scenario/differential.py.
+`hostevents` (those tracepoints summarised into RunResult.host_events for `run --backend kvm`).
+The sim-vs-kvm comparison itself is kvmsim/scenario/differential.py, with the differences only the
+host's vendor module explains in kvmsim/scenario/vendor.py; the /dev/kvm round-trip figures of
+`make bench` are in kvmsim/bench.py.
 
 Every KVM_RUN is wall-time bounded: `RealVcpu.run_timeout` (default 5 s) arms a watchdog
 thread that sets kvm_run.immediate_exit and sends SIGUSR2 to the vCPU thread; run() then

@@ -4,7 +4,7 @@ Compared (result.BACKEND_AGREED): stop reason/code/suberror, the userspace exit 
 every kvm_run field, serial output, final registers, `expect.memory` ranges and device
 counters.  Not compared: VMX exit and EMULTYPE counts, injected exceptions, guest instruction
 counts (result.SIM_ONLY: the model's own facts), the scenario's `host_dependent` paths, and
-host tracepoints.  A difference that the host's vendor module explains (realkvm/vendor.py)
+host tracepoints.  A difference that the host's vendor module explains (scenario/vendor.py)
 is labelled with the explanation, and so are final RFLAGS bits that the last instruction to
 touch them left architecturally undefined (last_writer.py, the SDM's table in
 undefined_flags.py), as Xen's emulator harness masks them; only unexplained differences make
@@ -30,11 +30,12 @@ from typing import Any, Callable
 from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs, CsError
 
 from kvmsim.hw.paging import EFER_LMA, X86_CR0_PE
-from kvmsim.realkvm.vendor import DiffContext, VendorDifference, explain
+from kvmsim.scenario import runner   # as a module: run_scenario is looked up per call (tests stand in a spy)
 from kvmsim.scenario.guest_build import GuestImage
 from kvmsim.scenario.last_writer import FlagWriters, UndefinedFlags
 from kvmsim.scenario.result import BACKEND_AGREED, RunResult, diff_paths, path_under
 from kvmsim.scenario.schema import Scenario
+from kvmsim.scenario.vendor import DiffContext, VendorDifference, explain
 
 REG_ORDER = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11",
              "r12", "r13", "r14", "r15", "rip", "rflags")
@@ -249,11 +250,9 @@ def _show(v: Any) -> str:
 
 def diff_scenario(sc: Scenario, module: str, run: Runner | None = None) -> Comparison:
     """Steps 1-5: run `sc` on sim and kvm and compare.  BackendError and ScenarioError propagate."""
-    from kvmsim.scenario.runner import build_image, run_scenario
-
     if (why := skip_reason(sc)) is not None:
         return Comparison(sc.name, "SKIP", host=module, reason=why)
-    run = run or functools.partial(run_scenario, keep_exits=None)   # the streams are compared whole
+    run = run or functools.partial(runner.run_scenario, keep_exits=None)   # the streams are compared whole
     sim = run(sc, backend="sim")
     kvm = run(sc, backend="kvm", host_events=False)
 
@@ -261,5 +260,5 @@ def diff_scenario(sc: Scenario, module: str, run: Runner | None = None) -> Compa
         r = run(sc, backend=backend, max_exits=idx + 1, **({"host_events": False} if backend == "kvm" else {}))
         return r.regs.get("rip") if len(r.userspace) == idx + 1 else None
 
-    return compare(sc, sim, kvm, module, GuestCode(build_image(sc)), replay)
+    return compare(sc, sim, kvm, module, GuestCode(runner.build_image(sc)), replay)
 

@@ -6,8 +6,9 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from kvmsim.scenario.result import HEX_FIELDS, RunResult, UserspaceExit
+from kvmsim.scenario.result import RunResult
 from kvmsim.scenario.schema import Expect, ExpectUserspaceExit, Scenario, emultype_key
+from kvmsim.vmm.exits import HEX_FIELDS, UserspaceExit
 
 CONTEXT = 2  # records shown either side of the first userspace difference
 

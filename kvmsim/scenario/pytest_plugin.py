@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from kvmsim.errors import ScenarioError
+from kvmsim.scenario.expect import check
+from kvmsim.scenario.loader import format_error, load_scenario
 
 SCENARIO_DIR = "scenarios"
 
@@ -38,8 +40,6 @@ class ScenarioFile(pytest.File):
 
 class ScenarioItem(pytest.Item):
     def runtest(self) -> None:
-        from kvmsim.scenario.expect import check
-        from kvmsim.scenario.loader import format_error, load_scenario
         try:
             sc = load_scenario(self.path)
         except ScenarioError as e:
@@ -48,6 +48,8 @@ class ScenarioItem(pytest.Item):
             _skip(f"backends {sc.backends} lack sim")
         if sc.known_failure:   # strict: the item fails as soon as the sim passes, so the field goes
             self.add_marker(pytest.mark.xfail(reason=sc.known_failure, strict=True))
+        # At run time, not at the top: this plugin loads (-p) before any conftest, and a test's
+        # conftest may stand a fake runner in sys.modules (tests/test_expect.py).
         from kvmsim.scenario.runner import run_scenario
 
         result = run_scenario(sc, backend="sim")
@@ -61,7 +63,6 @@ class ScenarioItem(pytest.Item):
             raise ScenarioFailure("\n".join(lines))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        from kvmsim.scenario.loader import format_error
         if isinstance(excinfo.value, ScenarioFailure):
             return str(excinfo.value)
         if isinstance(excinfo.value, ScenarioError):  # e.g. the guest does not assemble

@@ -13,20 +13,23 @@ import mmap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Protocol, Union
 
 from kvmsim.errors import BackendError, ScenarioError
+from kvmsim.realkvm.probe import kvm_available
 from kvmsim.scenario.guest_build import GuestImage, build_guest
-from kvmsim.scenario.result import ExitStream, RunResult, Stop
+from kvmsim.scenario.result import ExitStream, RunResult
 from kvmsim.scenario.schema import Scenario
-from kvmsim.scenario.vcpu_state import apply_vcpu_state
-from kvmsim.uapi import KVM_MEM_READONLY, KvmCpuidEntry2, KvmMsrExitReason, VcpuFd, VmFd
+from kvmsim.scenario.vcpu_state import apply_vcpu_state, cpuid_with_overrides
+from kvmsim.uapi import KVM_MEM_READONLY, HostEvent, KvmMsrExitReason, VcpuFd, VmFd
 from kvmsim.vmm import boot
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.cpuid import table_entries as cpuid_table_entries
 from kvmsim.vmm.devices import DEVICE_TYPES
 from kvmsim.vmm.devices.python import DeviceError
-from kvmsim.vmm.runloop import Vmm, VmmConfig, limit_detail
+from kvmsim.vmm.exits import Stop
+from kvmsim.vmm.limits import limit_detail
+from kvmsim.vmm.runloop import Vmm, VmmConfig
 
 # The exit log's default bound: the first and the last this many userspace exits are kept, the ones
 # between only counted (RunResult.userspace_omitted); ~500 bytes a record.
@@ -152,7 +155,7 @@ def _image_slot(sc: Scenario, image: GuestImage) -> int:
 
 
 def _params(sc: Scenario):
-    from kvmsim.kvm.vcpu import KvmParams
+    from kvmsim.kvm.vcpu import KvmParams  # the sim model (unicorn) loads only for a sim run
 
     k = sc.kvm
     return KvmParams(enable_ept=k.enable_ept, unrestricted_guest=k.unrestricted_guest,
@@ -168,19 +171,17 @@ BACKENDS = ("sim", "kvm")
 @functools.lru_cache(maxsize=1)
 def kvm_probe() -> tuple[bool, str]:
     """realkvm.probe.kvm_available(), asked once per process."""
-    from kvmsim.realkvm.probe import kvm_available
-
     return kvm_available()
 
 
 def _open_vm(sc: Scenario, backend: str) -> VmFd:
     if backend == "sim":
-        from kvmsim.kvm.kvm_main import SimKvm
+        from kvmsim.kvm.kvm_main import SimKvm  # each backend loads only for a run on it (the sim: unicorn)
 
         return SimKvm().create_vm(_params(sc))
     if backend != "kvm":
         raise BackendError(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
-    from kvmsim.realkvm.backend import RealKvm
+    from kvmsim.realkvm.backend import RealKvm  # likewise: /dev/kvm ioctls only for a kvm run
 
     ok, why = kvm_probe()
     if not ok:
@@ -217,7 +218,7 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     if sc.kvm.cpuid_replaced:
         vcpu.set_cpuid(cpuid_table_entries(sc.kvm.cpuid.entries))  # type: ignore[union-attr]
     elif sc.kvm.cpuid_overrides:
-        vcpu.set_cpuid(_cpuid_with_overrides(vm, sc, backend))
+        vcpu.set_cpuid(cpuid_with_overrides(vm, sc, backend))
     if backend == "kvm":
         # Each KVM_RUN is bounded by the watchdog; the whole run by VmmConfig.wall_seconds (kick).
         vcpu.run_timeout = min(vcpu.run_timeout or sc.limits.wall_seconds, sc.limits.wall_seconds)
@@ -279,30 +280,6 @@ def _load_image(ram: list[tuple[int, mmap.mmap]], image: GuestImage, sc: Scenari
                         f"guest image at {image.load_addr:#x}+{len(image.image):#x} is not inside any memory slot")
 
 
-def _cpuid_with_overrides(vm: VmFd, sc: Scenario, backend: str) -> list[KvmCpuidEntry2]:
-    """The scenario's kvm.cpuid on top of the backend's base table.
-
-    sim: the model's default table (the one create_vcpu installs); kvm: KVM_GET_SUPPORTED_CPUID,
-    which is what RealVm.create_vcpu installs (as KVM selftests' vm_vcpu_add).
-    """
-    from kvmsim.uapi import KVM_CPUID_FLAG_SIGNIFCANT_INDEX
-
-    if backend == "kvm":
-        base = vm.kvm.supported_cpuid()  # type: ignore[attr-defined]
-    else:
-        from kvmsim.kvm.cpuid import default_cpuid_entries
-
-        base = default_cpuid_entries()
-    entries = {(e.function, e.index): e for e in base}
-    for o in sc.kvm.cpuid_overrides:
-        e = entries.setdefault((o.function, o.index), KvmCpuidEntry2(function=o.function, index=o.index,
-                                                                      flags=KVM_CPUID_FLAG_SIGNIFCANT_INDEX if o.index else 0))
-        for reg in ("eax", "ebx", "ecx", "edx"):
-            if getattr(o, reg) is not None:
-                setattr(e, reg, getattr(o, reg))
-    return list(entries.values())
-
-
 def _inject_action(inj):
     """What userspace does for `inject:` — KVM_NMI or KVM_INTERRUPT on the vCPU fd."""
     return (lambda v: v.nmi()) if inj == "nmi" else (lambda v, irq=inj.irq: v.interrupt(irq))
@@ -318,27 +295,28 @@ def _events(sc: Scenario) -> dict[int, list]:
 
 
 def _vm_exit_events(sc: Scenario, vcpu: VcpuFd, backend: str) -> None:
-    """Events tied to VM exits or guest instructions need the model's insides (sim only).
+    """Events tied to VM exits or guest instructions: host events on the vCPU's virtual time
+    (uapi.HostEvent), which only the sim's vCPU fd keeps.
 
     `at: {exit: N}` lands before the VM entry that follows the Nth VM exit (as an ioctl from another
     userspace thread would); `every: {guest_insns: N}, host: nmi` is a host NMI after N guest
     instructions without another exit (the count restarts at every exit, so runs stay deterministic).
     """
-    model = getattr(vcpu, "vcpu", None)
+    queue = getattr(vcpu, "host_event", None)
     for i, ev in enumerate(sc.events):
         if ev.at is not None and ev.at.userspace_exit is not None:
             continue
-        if model is None:
+        if queue is None:
             raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("events", i),
                                 f"events[{i}]: VM-exit and guest-instruction events need the sim backend")
         if ev.at is not None:
-            act = _inject_action(ev.inject) if ev.inject is not None else None
-            if act is None:
+            if ev.inject is None:
                 raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("events", i),
                                     f"events[{i}]: 'at: exit' takes inject: nmi or {{irq: N}}")
-            model.exit_events.setdefault(ev.at.exit, []).append(lambda v, a=act: a(vcpu))
+            queue(HostEvent("KVM_NMI", at_exit=ev.at.exit) if ev.inject == "nmi"
+                  else HostEvent("KVM_INTERRUPT", ev.inject.irq, at_exit=ev.at.exit))
         elif ev.host == "nmi":
-            model.hw.host_nmi_every = ev.every.guest_insns
+            queue(HostEvent("HOST_NMI", ev.every.guest_insns))
         else:
             raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("events", i),
                                 f"events[{i}]: 'every' goes with host: nmi")
@@ -392,7 +370,7 @@ def run_machine(m: Machine) -> RunResult:
 
 
 def _emultype_key(t: int) -> str:
-    from kvmsim.kvm.emulate.codes import EmulType
+    from kvmsim.kvm.emulate.codes import EmulType  # only for sim results (the model is loaded by then)
 
     if t == 0:
         return "0"
@@ -406,23 +384,32 @@ def _read_guest(m: Machine, gpa: int, n: int) -> bytes:
     return b""
 
 
-def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
+class Tracer(Protocol):
+    """What records a sim run's probe events as trace lines (trace/recorder.py's Recorder): the
+    caller passes one in, so that the scenario layer never imports the observers above it."""
+
+    def start(self) -> object: ...
+    def stop(self) -> None: ...
+    def lines(self) -> list[str]: ...
+
+
+def run_scenario(sc: Scenario, backend: str = "sim", trace: Tracer | None = None,
                  host_events: bool | None = None, max_exits: int | None = None,
                  image: GuestImage | None = None, keep_exits: KeepExits = "default",
                  exits_stream: ExitStream | None = None) -> RunResult:
     """Build, run and tear down one scenario.
 
+    trace: on the sim, record the run with this tracer into RunResult.trace (`run --trace`
+    passes a trace.recorder.Recorder); the kvm backend has no probes and ignores it.
     host_events (default: on for the kvm backend): record the real kernel's kvm:* tracepoints
     of the run into RunResult.host_events (realkvm/hostevents.py).  max_exits overrides the
     scenario's limit (diff replays a run up to a given userspace exit).  image: see make_machine.
     keep_exits: records kept at each end of the exit log (None: all; default: keep_exits_for).
     exits_stream: every userspace exit also goes there, as the run goes (`run --exits-jsonl`).
     """
-    tracer = None
-    if trace and backend == "sim":
-        from kvmsim.trace.recorder import Recorder
-
-        tracer = Recorder().start()
+    tracer = trace if backend == "sim" and trace is not None else None
+    if tracer is not None:
+        tracer.start()
     m = make_machine(sc, backend, image)
     if max_exits is not None:
         m.vmm.config.max_exits = max_exits
@@ -433,7 +420,7 @@ def run_scenario(sc: Scenario, backend: str = "sim", trace: bool = False,
     host = None
     try:
         if backend == "kvm" and (host_events is None or host_events):
-            from kvmsim.realkvm.hostevents import HostEventRecorder
+            from kvmsim.realkvm.hostevents import HostEventRecorder  # tracefs, for kvm runs only
 
             with HostEventRecorder() as host:
                 res = run_machine(m)

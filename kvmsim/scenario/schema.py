@@ -17,6 +17,12 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field,
                       PrivateAttr, Tag, ValidationInfo, WithJsonSchema, model_validator)
 
+from kvmsim.kvm.memslot import KvmUserspaceMemoryRegion, kvm_set_memory_region_check
+from kvmsim.scenario.pydevice import DeviceClassError, load_device_class
+from kvmsim.scenario.vcpu_state import sregs_problem
+from kvmsim.uapi import KVM_MEM_READONLY, KvmInternalError
+from kvmsim.vmm.cpuid import cpuid_function_is_indexed
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -350,8 +356,6 @@ class PythonDevice(_Device):
 
     @model_validator(mode="after")
     def _load_class(self, info: ValidationInfo) -> "PythonDevice":
-        from kvmsim.scenario.pydevice import DeviceClassError, load_device_class
-
         if (self.gpa is None) == (self.port is None):
             raise ValueError("give exactly one of 'gpa' (MMIO) or 'port' (PIO)")
         if self.size is None:
@@ -467,8 +471,6 @@ class CpuidTable(_Model):
 
     @model_validator(mode="after")
     def _as_kvm_checks_it(self) -> "CpuidTable":
-        from kvmsim.vmm.cpuid import cpuid_function_is_indexed
-
         seen: dict[tuple[int, int], int] = {}
         for i, e in enumerate(self.entries):
             if e.index and not cpuid_function_is_indexed(e.function):
@@ -602,8 +604,6 @@ WALL_SECONDS_BOUND = 1_000_000.0
 # speed (~16 M insns/s native code, 2 cores).  The busiest shipped scenario retires 408,042 (nmi).
 DEFAULT_MAX_GUEST_INSNS = 50_000_000
 LimitCount = Annotated[int, BeforeValidator(parse_int), _INT_JSON]
-# limits.<field> -> the flag of `run`/`diff` that overrides it (a limit stop names both)
-LIMIT_FLAGS = {"max_exits": "--max-exits", "max_guest_insns": "--max-insns", "wall_seconds": "--timeout"}
 
 
 class Limits(_Model):
@@ -627,7 +627,6 @@ StopReason = Literal["debug-exit", "shutdown", "internal-error", "hlt", "fail-en
 def parse_suberror(v: Any) -> int:
     """KVM_INTERNAL_ERROR_* as a number or a name ('EMULATION', 'KVM_INTERNAL_ERROR_DELIVERY_EV')."""
     if isinstance(v, str) and not v.strip()[:1].isdigit():
-        from kvmsim.uapi import KvmInternalError
         name = v.strip().upper().removeprefix("KVM_INTERNAL_ERROR_")
         if name in KvmInternalError.__members__:
             return int(KvmInternalError[name])
@@ -913,7 +912,7 @@ class SregsState(_Model):
             if cr0 & (1 << 31) and not cr0 & 1:
                 raise FieldError(("cr0",), f"cr0 {cr0:#x}: PG without PE (KVM_SET_SREGS: EINVAL)")
         if cr4 is not None:
-            from kvmsim.kvm.cr import CR4_RESERVED_BITS
+            from kvmsim.kvm.cr import CR4_RESERVED_BITS  # the sim model (unicorn) loads only for a scenario setting cr4
             if cr4 & CR4_RESERVED_BITS:
                 raise FieldError(("cr4",), f"cr4 {cr4:#x} sets bits KVM never allows ({cr4 & CR4_RESERVED_BITS:#x}; "
                                  "KVM_SET_SREGS: EINVAL)")
@@ -1086,9 +1085,6 @@ class Scenario(_Model):
     def _check_memslots(self) -> None:
         """Each slot as the VMM passes it to KVM_SET_USER_MEMORY_REGION (slot id = its index), through
         the same checks as the sim's ioctl (kvmsim/kvm/memslot.py), then kvmsim's own RAM bound."""
-        # Here, not at the top: importing kvm/ loads the whole KVM model, which only validation needs.
-        from kvmsim.kvm.memslot import KvmUserspaceMemoryRegion, kvm_set_memory_region_check
-        from kvmsim.uapi import KVM_MEM_READONLY
         made: dict[int, tuple[int, int, int, int]] = {}
         addr = VMM_USERSPACE_ADDR
         for i, m in enumerate(self.memory):
@@ -1142,8 +1138,6 @@ class Scenario(_Model):
     def _check_vcpu(self) -> None:
         """KVM_SET_SREGS's EINVAL cases on the state the run will set: the boot state of the
         mode with `vcpu.sregs` over it (kvm/x86.py kvm_is_valid_sregs, as the field to fix)."""
-        from kvmsim.scenario.vcpu_state import sregs_problem
-
         found = sregs_problem(self)
         if found is not None and not self.vcpu.sregs.model_fields_set:   # the boot state itself, under kvm.cpuid
             raise FieldError(("kvm", "cpuid"), f"the {self.guest.mode} boot state is refused under this CPUID "

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kvmsim.uapi import KvmRegs, KvmSegment, KvmSregs
+from kvmsim.errors import BackendError, ScenarioError
+from kvmsim.uapi import KVM_CPUID_FLAG_SIGNIFCANT_INDEX, KvmCpuidEntry2, KvmRegs, KvmSegment, KvmSregs, VcpuFd, VmFd
+from kvmsim.vmm.boot import mode_sregs
+from kvmsim.vmm.cpuid import table_entries
 
 if TYPE_CHECKING:
     from kvmsim.scenario.schema import Scenario, SregsState, VcpuState
-    from kvmsim.uapi import VcpuFd
 
 X86_CR0_PE, X86_CR0_PG = 1 << 0, 1 << 31
 X86_CR4_PAE = 1 << 5
@@ -65,8 +67,7 @@ def has_regs(want: "VcpuState") -> bool:
 
 def boot_sregs(mode: str) -> KvmSregs:
     """The sregs a new vCPU has after setup_boot in `mode` (KVM's reset state, then the mode's)."""
-    from kvmsim.kvm.reset import reset_sregs
-    from kvmsim.vmm.boot import mode_sregs
+    from kvmsim.kvm.reset import reset_sregs  # the sim model (unicorn) loads only for a scenario setting sregs or CPUID
 
     sregs = reset_sregs()
     mode_sregs(sregs, mode)
@@ -77,15 +78,14 @@ def _sim_cpuid_limits(sc: "Scenario") -> tuple[int, int, bool]:
     """(MAXPHYADDR, CPUID-dependent reserved CR4 bits, x2APIC allowed) of the table the sim's vCPU
     gets: the default one, the scenario's kvm.cpuid over it, or the scenario's whole table
     (runner.make_machine).  Simplified: entries are looked up by (leaf, subleaf) exactly."""
+    # The sim model (unicorn) loads only for a scenario that sets sregs or CPUID.
     from kvmsim.kvm import cr
     from kvmsim.kvm.cpuid import default_cpuid_entries
-    from kvmsim.scenario.runner import _cpuid_with_overrides
-    from kvmsim.vmm.cpuid import table_entries
 
     if sc.kvm.cpuid_replaced:
         entries = table_entries(sc.kvm.cpuid.entries)  # type: ignore[union-attr]
     elif sc.kvm.cpuid_overrides:
-        entries = _cpuid_with_overrides(None, sc, "sim")  # type: ignore[arg-type]  # the sim needs no VM
+        entries = cpuid_with_overrides(None, sc, "sim")  # type: ignore[arg-type]  # the sim needs no VM
     else:
         entries = default_cpuid_entries()
     table = {(e.function, e.index): e for e in entries}
@@ -151,8 +151,6 @@ def sregs_problem(sc: "Scenario") -> tuple[tuple[str, ...], str] | None:
 def apply_vcpu_state(sc: "Scenario", vcpu: "VcpuFd") -> None:
     """After setup_boot: KVM_SET_SREGS then KVM_SET_REGS with the scenario's fields over the
     boot state.  A state the kernel still refuses (host CPUID) is bad input at vcpu.sregs."""
-    from kvmsim.errors import BackendError, ScenarioError
-
     want = sc.vcpu
     if has_sregs(want):
         try:
@@ -162,3 +160,25 @@ def apply_vcpu_state(sc: "Scenario", vcpu: "VcpuFd") -> None:
                                 f"field vcpu.sregs: {e}") from None
     if has_regs(want):
         vcpu.set_regs(apply_regs(vcpu.get_regs(), want.regs))
+
+
+def cpuid_with_overrides(vm: VmFd, sc: "Scenario", backend: str) -> list[KvmCpuidEntry2]:
+    """The scenario's kvm.cpuid on top of the backend's base table.
+
+    sim: the model's default table (the one create_vcpu installs); kvm: KVM_GET_SUPPORTED_CPUID,
+    which is what RealVm.create_vcpu installs (as KVM selftests' vm_vcpu_add).
+    """
+    if backend == "kvm":
+        base = vm.kvm.supported_cpuid()  # type: ignore[attr-defined]
+    else:
+        from kvmsim.kvm.cpuid import default_cpuid_entries  # the sim model (unicorn) loads only for the sim
+
+        base = default_cpuid_entries()
+    entries = {(e.function, e.index): e for e in base}
+    for o in sc.kvm.cpuid_overrides:
+        e = entries.setdefault((o.function, o.index), KvmCpuidEntry2(function=o.function, index=o.index,
+                                                                      flags=KVM_CPUID_FLAG_SIGNIFCANT_INDEX if o.index else 0))
+        for reg in ("eax", "ebx", "ecx", "edx"):
+            if getattr(o, reg) is not None:
+                setattr(e, reg, getattr(o, reg))
+    return list(entries.values())

@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from kvmsim.scenario.result import Stop, UserspaceExit
-from kvmsim.scenario.schema import LIMIT_FLAGS
 from kvmsim.uapi import KVM_EXIT_IO_IN, KvmExit, KvmInternalError, VcpuFd
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.devices.python import DeviceError
 from kvmsim.vmm.devices.simple import GuestExit
+from kvmsim.vmm.exits import Stop, UserspaceExit
+from kvmsim.vmm.limits import limit_detail
 
 EINTR, EAGAIN = 4, 11
 _SET_TPR = int(KvmExit.SET_TPR)
@@ -26,12 +26,6 @@ _EXIT_NAMES = {int(e): e.name for e in KvmExit}
     int(e) for e in (KvmExit.IO, KvmExit.MMIO, KvmExit.X86_RDMSR, KvmExit.X86_WRMSR, KvmExit.HLT, KvmExit.SHUTDOWN,
                      KvmExit.INTERNAL_ERROR, KvmExit.FAIL_ENTRY, KvmExit.EXCEPTION, KvmExit.INTR))
 Policy = str  # "ignore" | "log" | "stop"  (kvmtool: ignore, --debug-ioport/--debug-mmio log)
-
-
-def limit_detail(name: str, value: float) -> str:
-    """The stop detail of a limit: which one, and how to raise it."""
-    shown = value if isinstance(value, int) else f"{value:g}"
-    return f"{name} {shown} reached (raise limits.{name} or {LIMIT_FLAGS[name]})"
 
 
 @dataclass

@@ -45,7 +45,7 @@ DETERMINISM = [
 @pytest.mark.parametrize("name,breaks,plan", DETERMINISM, ids=[d[0] for d in DETERMINISM])
 def test_run_under_debugger_gives_same_trace_and_result(name, breaks, plan):
     sc = scenario(name)
-    plain = run_scenario(sc, trace=True)
+    plain = run_scenario(sc, trace=Recorder())
     rec = Recorder().start()
     try:
         dbg = Debugger(scenario(name))
@@ -212,7 +212,7 @@ def test_stops_generator_continues_unless_told(loop_scenario):
 def test_a_second_traced_run_in_one_process_records_the_call_graph_too():
     """probe._rebind once rewrote its own _PROBED/_PLAIN tables (upper-case dicts): after the first
     traced run, later subscribers got tracepoints only."""
-    first = run_scenario(scenario("port-in"), trace=True).trace
-    second = run_scenario(scenario("port-in"), trace=True).trace
+    first = run_scenario(scenario("port-in"), trace=Recorder()).trace
+    second = run_scenario(scenario("port-in"), trace=Recorder()).trace
     assert any(line.endswith("{") for line in first)
     assert second == first

@@ -7,6 +7,7 @@ Layout (module = what it models):
   tables.py     opcode_table, twobyte_table, opcode_map_0f_38 and the group tables
   ctxt.py       struct x86_emulate_ctxt, struct operand, the GPR cache
   ops.py        struct x86_emulate_ops as a Protocol (the boundary with x86.py)
+  fetch.py      instruction fetch (__do_insn_fetch_bytes, insn_fetch)
   decode.py     x86_decode_insn
   emulate.py    x86_emulate_insn
   memaccess.py  linearize, segmented_read/write, read_emulated cache, push/pop, PIO read-ahead

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from .codes import (CET_ENDBR_EN, CET_SHSTK_EN, EMULATION_FAILED, EMULATION_OK,
                     EMULTYPE_TRAP_UD, MSR_IA32_S_CET, MSR_IA32_U_CET, OP_IMM, OP_MEM, OP_MM,
-                    OP_NONE, OP_REG, OP_XMM, PAGE_SIZE, VCPU_REGS_RAX, VCPU_REGS_RBP,
+                    OP_NONE, OP_REG, OP_XMM, VCPU_REGS_RAX, VCPU_REGS_RBP,
                     VCPU_REGS_RBX, VCPU_REGS_RCX, VCPU_REGS_RDI, VCPU_REGS_RDX,
                     VCPU_REGS_RSI, VCPU_REGS_RSP, VCPU_SREG_CS, VCPU_SREG_DS, VCPU_SREG_ES,
                     VCPU_SREG_FS, VCPU_SREG_GS, VCPU_SREG_SS, X86_CR4_CET, X86EMUL_CONTINUE,
-                    X86EMUL_F_FETCH, X86EMUL_MODE_PROT16, X86EMUL_MODE_PROT32,
+                    X86EMUL_MODE_PROT16, X86EMUL_MODE_PROT32,
                     X86EMUL_MODE_PROT64, X86EMUL_MODE_REAL, X86EMUL_MODE_VM86,
                     X86EMUL_PROPAGATE_FAULT)
 from .ctxt import Operand, X86EmulateCtxt, fetch_register_operand, reg_read
@@ -28,8 +28,10 @@ from .flags import (BitOp, ByteOp, IncSP, CheckPerm, DstShift, Escape, Group, Gr
                     SrcMem16, SrcMem32, SrcReg, SrcShift, Sse, Stack, EmulateOnUD)
 from kvmsim.probe import kfunc
 
-from .memaccess import SegmentedAddress, __linearize, address_mask, emulate_gp
+from .fetch import FetchFailed, __do_insn_fetch_bytes, insn_fetch
+from .memaccess import address_mask
 from .tables import opcode_map_0f_38, opcode_table, twobyte_table
+from .vex import decode_vex
 
 U64 = 0xFFFFFFFFFFFFFFFF
 _SEG_PREFIX = {0x26: VCPU_SREG_ES, 0x2E: VCPU_SREG_CS, 0x36: VCPU_SREG_SS,
@@ -47,54 +49,6 @@ _PREFIX_KIND = tuple(
     _PFX_OP if b == 0x66 else _PFX_AD if b == 0x67 else _PFX_SEG if b in _SEG_PREFIX
     else _PFX_REX if 0x40 <= b <= 0x4F else _PFX_LOCK if b == 0xF0
     else _PFX_REP if b in (0xF2, 0xF3) else 0 for b in range(256))
-
-
-class _FetchFailed(Exception):
-    """Internal `goto done` of insn_fetch: carries the X86EMUL_* code."""
-
-    def __init__(self, rc: int) -> None:
-        self.rc = rc
-
-
-# --- instruction fetch -----------------------------------------------------------------
-def __do_insn_fetch_bytes(ctxt: X86EmulateCtxt, op_size: int) -> int:
-    """Fetch as much as allowed (15-byte cap, segment limit, page end) in one go."""
-    f = ctxt.fetch
-    cur_size = f.end
-    addr = SegmentedAddress((ctxt.eip + cur_size) & U64, VCPU_SREG_CS)
-    rc, linear, max_size = __linearize(ctxt, addr, 0, ctxt.mode, X86EMUL_F_FETCH)
-    if rc != X86EMUL_CONTINUE:
-        return rc
-    size = 15 ^ cur_size
-    if max_size < size:
-        size = max_size
-    in_page = PAGE_SIZE - (linear % PAGE_SIZE)
-    if in_page < size:
-        size = in_page
-    if size < op_size:
-        return emulate_gp(ctxt, 0)
-    view = memoryview(f.data)[cur_size:cur_size + size]
-    rc = ctxt.ops.fetch(ctxt, linear, view, size, ctxt.exception)
-    if rc != X86EMUL_CONTINUE:
-        return rc
-    f.end += size
-    return X86EMUL_CONTINUE
-
-
-def insn_fetch(ctxt: X86EmulateCtxt, size: int, signed: bool = False) -> int:
-    """Next `size` instruction bytes as an integer; advances _eip."""
-    f = ctxt.fetch
-    ptr = f.ptr
-    if f.end - ptr < size:
-        rc = __do_insn_fetch_bytes(ctxt, size - (f.end - ptr))
-        if rc != X86EMUL_CONTINUE:
-            raise _FetchFailed(rc)
-    f.ptr = ptr + size
-    ctxt._eip += size
-    if size == 1:
-        v = f.data[ptr]
-        return v - 0x100 if signed and v & 0x80 else v
-    return int.from_bytes(f.data[ptr:ptr + size], "little", signed=signed)
 
 
 # --- operands --------------------------------------------------------------------------
@@ -499,7 +453,6 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
                 and (mode == X86EMUL_MODE_PROT64 or ctxt.modrm & 0xC0 == 0xC0)):
             ctxt.d = d
             if ctxt.features.vex_moves:
-                from .vex import decode_vex
                 vex_op = decode_vex(ctxt, op_prefix)
                 if vex_op is None:
                     return EMULATION_FAILED
@@ -609,7 +562,7 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
         if ctxt.rip_relative and ctxt.memopp is not None:
             ctxt.memopp.ea = address_mask(ctxt, ctxt.memopp.ea + ctxt._eip)
         return EMULATION_OK
-    except _FetchFailed as e:  # insn_fetch's `goto done`
+    except FetchFailed as e:  # insn_fetch's `goto done`
         return _decode_failed(ctxt, e.rc)
 
 

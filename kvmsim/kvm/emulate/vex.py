@@ -10,6 +10,7 @@ from __future__ import annotations
 from .codes import X86EMUL_MODE_PROT64
 from .ctxt import X86EmulateCtxt
 from .em_basic import em_mov
+from .fetch import insn_fetch
 from .flags import Aligned, DstMem, DstReg, ModRM, Mov, SrcMem, SrcReg, Sse, Unaligned
 from .opcode import I, Opcode
 
@@ -39,8 +40,6 @@ def decode_vex(ctxt: X86EmulateCtxt, op_prefix: bool) -> Opcode | None:
     Returns the table entry with ctxt.d, b, modrm, rex_prefix, vex/vex_l set, or None
     when this is not a VEX move we model (the decode then fails, as upstream).
     """
-    from .decode import insn_fetch  # decode imports us lazily; avoid the cycle at import
-
     if op_prefix or ctxt.rep_prefix or ctxt.lock_prefix or ctxt.rex_prefix:
         return None  # legacy prefixes before VEX are #UD
     p1 = ctxt.modrm

@@ -1,5 +1,8 @@
 """Differences between the model (KVM on Intel VMX) and a real host that only the vendor explains.
 
+Used by `kvmsim diff` (differential.py) and the fuzzer's diff outcomes; it reads RunResults, so it
+sits beside them in scenario/, not in realkvm/.
+
 `kvmsim diff` compares what userspace and the guest observe.  Where a host's vendor module
 (kvm_intel, kvm_amd, kvm_pvm) makes the real kernel differ from VMX for a reason outside the
 model, the difference is *labelled*, not hidden: it is printed with the explanation below,
