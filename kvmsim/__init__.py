@@ -3,11 +3,11 @@
 The Python API for VMM authors (kvmsim/api.py) is re-exported here: `from kvmsim import Kvm, Io, Hlt`.
 """
 
-__version__ = "0.1.0"
+from kvmsim.api import (BACKENDS, Exception_, FailEntry, Hlt, InternalError, Intr, Io, IoDirection, Kvm, Mmio,
+                        Other, Shutdown, Vcpu, VcpuExit, Vm, X86Rdmsr, X86Wrmsr)
+from kvmsim.uapi import KvmCpuidEntry2, KvmRegs, KvmSregs
 
-from kvmsim.api import (BACKENDS, Exception_, FailEntry, Hlt, InternalError, Intr, Io, IoDirection, Kvm,  # noqa: E402
-                        Mmio, Other, Shutdown, Vcpu, VcpuExit, Vm, X86Rdmsr, X86Wrmsr)
-from kvmsim.uapi import KvmCpuidEntry2, KvmRegs, KvmSregs  # noqa: E402
+__version__ = "0.1.0"
 
 __all__ = ["BACKENDS", "Exception_", "FailEntry", "Hlt", "InternalError", "Intr", "Io", "IoDirection", "Kvm",
            "KvmCpuidEntry2", "KvmRegs", "KvmSregs", "Mmio", "Other", "Shutdown", "Vcpu", "VcpuExit", "Vm",

@@ -316,7 +316,7 @@ class Vm:
         GPA and size page-aligned.  The VM keeps it pinned until it is closed, so the guest
         never sees freed memory.  readonly=True is KVM_MEM_READONLY (a ROM: writes exit as MMIO).
         An empty buffer deletes the slot; the same buffer at another GPA moves it.  What the kernel
-        refuses raises BackendError with `.errno` as the kernel's (EINVAL, EEXIST: kvmsim/memslot.py).
+        refuses raises BackendError with `.errno` as the kernel's (EINVAL, EEXIST: kvmsim/kvm/memslot.py).
         """
         self.fd.set_user_memory_region(slot, guest_phys_addr, memoryview(memory),
                                        flags | (KVM_MEM_READONLY if readonly else 0))
@@ -379,7 +379,7 @@ class Kvm:
         else:
             if params is not None:
                 raise BackendError("params are the simulated module parameters; a real KVM has the host's")
-            from kvmsim.realkvm.backend import RealKvm
+            from kvmsim.realkvm.backend import RealKvm  # late, as SimKvm: `import kvmsim` stays light
 
             self._sys = RealKvm(path)
 
@@ -391,7 +391,7 @@ class Kvm:
         """KVM_GET_SUPPORTED_CPUID (sim: the model's default table, the one create_vcpu installs)."""
         if self.backend == "kvm":
             return self._sys.supported_cpuid()
-        from kvmsim.kvm.cpuid import default_cpuid_entries
+        from kvmsim.kvm.cpuid import default_cpuid_entries  # late: kvm/ loads the whole model (see SimKvm)
 
         return default_cpuid_entries()
 

@@ -6,14 +6,16 @@ the run (serial output, diffs, exit records) is printed as plain Text, never as 
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Iterable
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from kvmsim.realkvm.hostevents import summary_lines
 from kvmsim.scenario.expect import Check
-from kvmsim.scenario.result import RunResult
+from kvmsim.scenario.result import RunResult, _show
 
 MAX_USERSPACE_LINES = 60  # longer streams show the head and the tail
 SERIAL_WIDTH = 120        # serial lines wrap here in the report
@@ -21,7 +23,6 @@ MAX_SERIAL_LINES = 200    # longer serial output shows the head and the tail (al
 
 
 def make_console(stderr: bool = False) -> Console:
-    import sys
     return Console(file=sys.stderr if stderr else sys.stdout, soft_wrap=True, highlight=False)
 
 
@@ -140,7 +141,6 @@ def print_run(console: Console, result: RunResult, checks: list[Check], trace: b
     if result.exceptions:
         plain(console, "exceptions injected: " + ", ".join(_exc(e) for e in result.exceptions))
     if result.host_events is not None:
-        from kvmsim.realkvm.hostevents import summary_lines
         plain(console, f"host kvm events ({result.host_events.get('module', '?')}, tracefs):", "bold")
         for line in summary_lines(result.host_events):
             plain(console, "  " + line)
@@ -196,7 +196,6 @@ MAX_OTHER_DIFFERENCES = 12
 def diff_lines(c: Any) -> list[str]:
     """One scenario of `kvmsim diff` (a differential.Comparison) as plain lines: a status line,
     then labelled vendor differences, or the first divergence and the final registers."""
-    from kvmsim.scenario.result import _show
     if c.status == "SKIP":
         return [f"SKIP   {c.scenario}: {c.reason}"]
     if c.status == "ERROR":

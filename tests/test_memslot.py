@@ -1,4 +1,4 @@
-"""KVM_SET_USER_MEMORY_REGION's errors (kvmsim/memslot.py): the sim's ioctl through kvmsim.api answers
+"""KVM_SET_USER_MEMORY_REGION's errors (kvmsim/kvm/memslot.py): the sim's ioctl through kvmsim.api answers
 EINVAL / EEXIST where the kernel's kvm_vm_ioctl_set_memory_region, __kvm_set_memory_region and
 kvm_arch_prepare_memory_region do, `check` reports the same refusals at the memslot's line, and where
 /dev/kvm exists every case is asked of the real kernel too and must get the same errno.
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kvmsim import memslot
+from kvmsim.kvm import memslot
 from kvmsim.api import Kvm
 from kvmsim.cli import main
 from kvmsim.errors import BackendError
@@ -130,6 +130,31 @@ def test_memory_at_a_moved_or_deleted_slot_is_gone() -> None:
         assert hw.read_phys(0x20000, 4) == 0xEFBEADDE
         vm.set_user_memory_region(0, 0x20000, bytearray())   # memory_size 0: delete
         assert not hw.gpa_is_ram(0x20000) and hw.memslots == {}
+    buf.close()
+
+
+def test_memslot_at_follows_every_slot_change() -> None:
+    """hw.memslot_at (kvm_vcpu_gfn_to_memslot) finds the slot holding a GPA, its first and last byte
+    included, remembers no slot that a move or delete took away, and knows which slots are read-only."""
+    buf = mmap.mmap(-1, 3 * PAGE)
+    with Kvm("sim") as kvm, kvm.create_vm() as vm:
+        ram, rom = memoryview(buf)[:2 * PAGE], memoryview(buf)[2 * PAGE:]
+        vm.set_user_memory_region(0, 0x10000, ram)
+        vm.set_user_memory_region(1, 0x40000, rom, readonly=True)
+        hw = vm.create_vcpu(0).fd.vcpu.hw
+        for gpa in (0x10000, 0x11FFF):
+            assert hw.memslot_at(gpa)[:2] == (0x10000, 2 * PAGE)
+            assert hw.gpa_is_ram(gpa) and not hw.gpa_is_readonly(gpa)
+        assert hw.memslot_at(0x40FFF)[:2] == (0x40000, PAGE) and hw.gpa_is_readonly(0x40FFF)
+        assert hw.memslot_at(0x12000) is None and hw.memslot_at(0xFFFF) is None
+        assert hw.memslot_at(0x11000) is not None          # the last slot found, then moved away
+        vm.set_user_memory_region(0, 0x80000, ram)
+        assert hw.memslot_at(0x11000) is None and hw.memslot_at(0x81000)[:2] == (0x80000, 2 * PAGE)
+        assert hw.memslot_at(0x40000) is not None
+        vm.set_user_memory_region(1, 0x40000, bytearray())   # delete the ROM
+        assert hw.memslot_at(0x40000) is None and not hw.gpa_is_readonly(0x40000)
+        ram.release()
+        rom.release()
     buf.close()
 
 

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kvmsim import probe
 from kvmsim.hw.vmcs import ExitReason, IoExitQual
 from kvmsim.probe import Event
 from kvmsim.uapi import KvmExit
@@ -80,6 +81,7 @@ def _exit_reason(text: str) -> int:
 
 
 def _emultype(text: str) -> int:
+    # here, not at the top: `kvmsim --help` imports this module, and kvm/ loads the whole KVM model
     from kvmsim.kvm.emulate.codes import EmulType
 
     bits = 0
@@ -96,8 +98,6 @@ def _emultype(text: str) -> int:
 
 
 def kfunc_names() -> set[str]:
-    from kvmsim import probe
-
     return {getattr(f, "__kfunc__", f.__name__) for f in probe._PROBED}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from kvmsim.debug.engine import Debugger
 from kvmsim.errors import ScenarioError
 
 
@@ -21,8 +22,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def load(args: argparse.Namespace) -> Any:
     """The scenario the arguments name (same rules as `kvmsim run`)."""
-    from kvmsim.cli import quick_scenario
-    from kvmsim.scenario.loader import load_scenario
+    # here, not at the top: `kvmsim --help` imports this module, and scenario/ loads pydantic
+    from kvmsim.scenario.loader import load_scenario, quick_scenario
 
     if args.guest and args.file:
         raise ScenarioError(None, None, "debug: give a scenario file or --guest FILE.S, not both")
@@ -36,8 +37,7 @@ def load(args: argparse.Namespace) -> Any:
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
-    from kvmsim.debug.engine import Debugger
-    from kvmsim.debug.repl import run_shell
+    from kvmsim.debug.repl import run_shell   # here, not at the top: `kvmsim --help` imports this module
 
     if args.batch and not args.script:
         raise ScenarioError(None, None, "debug: --batch goes with -x COMMANDS")

@@ -54,11 +54,13 @@ DebugError is the one exception front ends catch for bad arguments and states.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from kvmsim import probe
 from kvmsim.debug.breakpoints import Breakpoint, BreakpointTable, DebugError, parse_spec
 from kvmsim.hw import paging
 from kvmsim.kvm.trace import format_event
@@ -144,6 +146,7 @@ class Debugger:
 
     # ------------------------------------------------------------------ set-up
     def _build(self) -> None:
+        # here, not at the top: `kvmsim --help` imports this module; the runner loads the whole KVM model
         from kvmsim.scenario.runner import make_machine
 
         self.machine = m = make_machine(self.scenario, "sim", self._image)
@@ -200,7 +203,7 @@ class Debugger:
             self._apply(first)
         finally:
             self._in_silicon = False
-        from kvmsim.scenario.runner import run_machine
+        from kvmsim.scenario.runner import run_machine   # here, not at the top: `kvmsim --help` imports this module
 
         final: Stop | None
         try:
@@ -506,6 +509,7 @@ class Debugger:
 
     def set_reg(self, name: str, value: int) -> None:
         """Write a register as userspace would (KVM_SET_REGS / KVM_SET_SREGS on a stopped vCPU)."""
+        # here, not at the top: `kvmsim --help` imports this module, and kvm/ loads the whole KVM model
         from kvmsim.kvm import x86
 
         name = _alias(name)
@@ -605,6 +609,7 @@ class Debugger:
 
 def _arg(name: str, v: Any) -> str:
     if name == "emulation_type" and isinstance(v, int):
+        # here, not at the top: `kvmsim --help` imports this module, and kvm/ loads the whole KVM model
         from kvmsim.kvm.emulate.codes import EmulType
         names = "|".join(f.name for f in EmulType if f & v) or "0"
         return f"{name}={int(v):#x} ({names})"
@@ -613,9 +618,6 @@ def _arg(name: str, v: Any) -> str:
 
 def _kernel_chain() -> list[str]:
     """The modelled kernel functions live on this thread's Python stack, outermost first."""
-    import sys
-    from kvmsim import probe
-
     codes = _kfunc_codes(len(probe._PROBED))
     out = []
     f = sys._getframe(1)
@@ -634,7 +636,6 @@ _CODES: dict[int, dict[Any, str]] = {}
 def _kfunc_codes(n: int) -> dict[Any, str]:
     got = _CODES.get(n)
     if got is None:
-        from kvmsim import probe
         got = _CODES[n] = {f.__code__: getattr(f, "__kfunc__", f.__name__) for f in probe._PROBED}
     return got
 

@@ -16,9 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from kvmsim.debug.command import load
 from kvmsim.debug.engine import Debugger
 from kvmsim.debug.gdbstub import GdbStub, listen, parse_endpoint, serve_forever
-from kvmsim.debug.gdbtarget import DebuggerTarget
+from kvmsim.debug.gdbtarget import DebuggerTarget, fallback_command
 
 
 # REPL commands that move the guest: through `monitor` they would change registers behind gdb's
@@ -39,7 +40,6 @@ def add_gdb_arguments(parser: argparse.ArgumentParser) -> None:
     def run(args: argparse.Namespace) -> int:
         if args.gdb is None:
             return shell(args)
-        from kvmsim.debug.command import load
         try:
             parse_endpoint(args.gdb)
         except ValueError:
@@ -52,8 +52,7 @@ def add_gdb_arguments(parser: argparse.ArgumentParser) -> None:
 def repl_command(dbg: Debugger) -> Callable[[str], str]:
     """`monitor LINE`: the REPL's command LINE, its output captured for gdb's console; `exit` shows
     the current exit (the REPL's `exit` would end the session: gdb's `kill` does that)."""
-    from kvmsim.debug.gdbtarget import fallback_command
-    from kvmsim.debug.repl import DebugShell
+    from kvmsim.debug.repl import DebugShell   # here, not at the top: `kvmsim --help` imports this module
 
     def run(line: str) -> str:
         word = line.split()[0] if line.split() else ""
@@ -73,6 +72,7 @@ def serve_scenario(scenario: Any, endpoint: str, out: TextIO, elf: str | None = 
     """Serve one scenario to gdb until gdb detaches or kills it; returns the CLI exit status.
 
     `command(dbg)` gives the `monitor` interpreter (the REPL's command loop when there is one)."""
+    # here, not at the top: `kvmsim --help` imports this module; the runner loads the whole KVM model
     from kvmsim.scenario.runner import build_image
 
     host, port = parse_endpoint(endpoint)

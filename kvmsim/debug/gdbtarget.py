@@ -21,6 +21,7 @@ from unicorn import x86_const as U
 from kvmsim.debug.breakpoints import DebugError
 from kvmsim.debug.engine import GPRS, SEGS, Debugger, Stop
 from kvmsim.debug.gdbstub import TargetStop
+from kvmsim.hw.vmcs import exit_reason_name
 
 # gdbregs source names read straight from the CPU's FPU/SSE state (unicorn register ids).
 _FPU_IDS = {**{f"st{i}": getattr(U, f"UC_X86_REG_FP{i}") for i in range(8)},
@@ -168,7 +169,7 @@ def fallback_command(dbg: Debugger, line: str) -> str:
         return ""
     cmd, rest = words[0], line[len(words[0]):].strip()
     try:
-        from kvmsim.debug import views
+        from kvmsim.debug import views   # here, not at the top: views load the KVM model, `kvmsim --help` this module
     except ImportError:                                  # pragma: no cover - views come with the REPL
         views = None
     if cmd in ("break", "b", "tbreak"):
@@ -180,7 +181,6 @@ def fallback_command(dbg: Debugger, line: str) -> str:
     if cmd == "vmcs":
         if views is not None:
             return "\n".join(views.vmcs(dbg))
-        from kvmsim.hw.vmcs import exit_reason_name
         v = dbg.hw.vmcs
         return "\n".join(f"{name:<24} {val}" for name, val in (
             ("VM_EXIT_REASON", exit_reason_name(v.vm_exit_reason)),
@@ -199,7 +199,6 @@ def fallback_command(dbg: Debugger, line: str) -> str:
     if cmd == "exit":
         cur = dbg.current
         v = dbg.hw.vmcs
-        from kvmsim.hw.vmcs import exit_reason_name
         return (f"{cur.text if cur else ''}\nlast VM exit: {exit_reason_name(v.vm_exit_reason)} "
                 f"qualification={v.exit_qualification:#x} instruction_len={v.vm_exit_instruction_len}")
     if line.startswith("info break") and views is not None:

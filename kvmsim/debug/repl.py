@@ -18,6 +18,10 @@ from typing import IO, Any, Callable
 from kvmsim.debug import views
 from kvmsim.debug.breakpoints import KINDS, DebugError, kfunc_names, parse_int, split_condition
 from kvmsim.debug.engine import REG_NAMES, Debugger, Stop
+from kvmsim.hw.vmcs import ExitReason
+from kvmsim.kvm import x86
+from kvmsim.kvm.emulate.codes import EmulType
+from kvmsim.uapi import KvmExit
 
 PROMPT = "(kvmsim) "
 HISTORY = Path(os.environ.get("KVMSIM_DEBUG_HISTORY", Path.home() / ".kvmsim_debug_history"))
@@ -318,8 +322,6 @@ class DebugShell(cmd.Cmd):
     def do_inject(self, arg: str) -> None:
         """inject nmi | irq N | exception N [ERR]: what userspace or KVM would make pending for the
         next VM entry (KVM_NMI, KVM_INTERRUPT, kvm_queue_exception[_e])."""
-        from kvmsim.kvm import x86
-
         parts = arg.split()
         kv = self.dbg.kvcpu
         fd = self.dbg.machine.vcpu
@@ -350,13 +352,10 @@ class DebugShell(cmd.Cmd):
         if kind == "func":
             return sorted(n for n in kfunc_names() if n.startswith(text))
         if kind == "exit":
-            from kvmsim.hw.vmcs import ExitReason
             return [n for n in ExitReason.__members__ if n.startswith(text.upper())]
         if kind == "userspace":
-            from kvmsim.uapi import KvmExit
             return [n.lower() for n in KvmExit.__members__ if n.lower().startswith(text.lower())]
         if kind == "emultype":
-            from kvmsim.kvm.emulate.codes import EmulType
             return [n for n in EmulType.__members__ if n.startswith(text.upper())]
         if kind == "tp":
             tps = ["kvm_exit", "kvm_entry", "kvm_userspace_exit", "kvm_mmio", "kvm_pio", "kvm_emulate_insn",

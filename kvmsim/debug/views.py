@@ -10,9 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from kvmsim.debug.breakpoints import DebugError, parse_int
 from kvmsim.hw import vmcs as V
+from kvmsim.hw.exits import cs_mode_of
+from kvmsim.kvm.emulate.codes import OperandType
+from kvmsim.kvm.emulate.flags import DecodeFlag, DstMask, DstShift, OpKind, OpMask, Src2Shift, SrcMask, SrcShift
 from kvmsim.kvm.trace import format_event
 from kvmsim.probe import PROBES, Event
 from kvmsim.uapi import KvmExit
+from kvmsim.vmm.boot import decode_descriptor
 
 if TYPE_CHECKING:
     from kvmsim.debug.engine import Debugger
@@ -75,8 +79,6 @@ def sregs(dbg: "Debugger") -> list[str]:
 
 def gdt_entries(dbg: "Debugger", base: int, limit: int, most: int = 16) -> list[str]:
     """The GDT's present descriptors, decoded (vmm/boot.decode_descriptor)."""
-    from kvmsim.vmm.boot import decode_descriptor
-
     out = []
     for off in range(8, min(limit + 1, 8 * most), 8):
         try:
@@ -191,8 +193,6 @@ def kvm_run(dbg: "Debugger") -> list[str]:
 # ---------------------------------------------------------------- emulator context
 
 def _op(name: str, op: Any) -> str:
-    from kvmsim.kvm.emulate.codes import OperandType
-
     try:
         t = OperandType(op.type).name
     except ValueError:
@@ -201,7 +201,6 @@ def _op(name: str, op: Any) -> str:
         return f"{name:5} none"
     where = ""
     if t == "OP_REG":
-        from kvmsim.kvm.emulate.codes import NR_EMULATOR_GPRS  # noqa: F401
         regs = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
                 "r14", "r15")
         where = f" reg {regs[op.reg] if 0 <= op.reg < 16 else op.reg}{'(high byte)' if op.reg_shift else ''}"
@@ -212,8 +211,6 @@ def _op(name: str, op: Any) -> str:
 
 
 def ctxt(dbg: "Debugger") -> list[str]:
-    from kvmsim.kvm.emulate.flags import DecodeFlag, DstMask, DstShift, OpKind, OpMask, Src2Shift, SrcMask, SrcShift
-
     c = dbg.kvcpu.arch.emulate_ctxt
     if c is None:
         return ["the emulator has not run yet (no emulate_ctxt)"]
@@ -333,7 +330,6 @@ def dbg_address(dbg: "Debugger", text: str) -> int:
 
 def disas(dbg: "Debugger", addr: int | None = None, count: int = 8, physical: bool = False) -> list[str]:
     from capstone import Cs, CS_ARCH_X86
-    from kvmsim.hw.exits import cs_mode_of
 
     rip = dbg.hw.linear_rip()
     start = rip if addr is None else addr

@@ -18,6 +18,8 @@ import time
 
 from kvmsim.fuzz import campaign as cp
 from kvmsim.fuzz import guests
+from kvmsim.realkvm.backend import vendor_module
+from kvmsim.scenario.runner import kvm_probe
 
 DEFAULT_COUNT = 2000
 
@@ -50,7 +52,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _kvm_ok() -> bool:
-    from kvmsim.scenario.runner import kvm_probe
     ok, why = kvm_probe()
     if not ok:
         print(f"kvmsim.fuzz: --diff needs the kvm backend: {why}", file=sys.stderr)
@@ -74,7 +75,6 @@ def replay(spec: str, limits: cp.Limits, diff: bool) -> int:
         cp.run_sim(mode, guests.guest_image(mode, code), limits)
     module = ""
     if diff:
-        from kvmsim.realkvm.backend import vendor_module
         module = vendor_module()
     out, dout, raw = cp.run_guest(mode, code, limits, diff, module)
     print(f"{mode} bytes {code.hex()}")

@@ -30,8 +30,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from kvmsim.errors import KvmSimBug
 from kvmsim.fuzz import guests
 from kvmsim.fuzz.outcome import PVM_EMULATION_FAILURE, Outcome, bug, classify, diff_outcome
+from kvmsim.realkvm.backend import vendor_module
+from kvmsim.scenario.runner import make_machine, run_machine, run_scenario
 from kvmsim.uapi import HostEvent
 
 HANG_GRACE = 10.0   # seconds past a guest's wall limit before its worker counts as hung
@@ -91,8 +94,6 @@ def run_sim(mode: str, image: Any, limits: Limits) -> Any:
     events (uapi.HostEvent) for a host NMI every insn_slice guest instructions, and a signal to
     the vCPU thread at max_vm_exits VM exits (KVM_RUN returns -EINTR before that entry: the vCPU
     state is whole)."""
-    from kvmsim.scenario.runner import make_machine, run_machine
-
     sc = guests.scenario(mode, f"fuzz-{mode}", limits.max_exits, limits.sim_wall)
     m = make_machine(sc, "sim", image)
     try:
@@ -117,9 +118,6 @@ def _vm_exit_budget(m: Any, limits: Limits) -> Callable[[], str | None]:
 def run_guest(mode: str, code: bytes, limits: Limits, diff: bool = False,
               module: str = "") -> tuple[Outcome, Outcome | None, dict[str, Any]]:
     """Run one guest on sim (and on kvm with diff): its outcome, the diff outcome, the raw results."""
-    from kvmsim.errors import KvmSimBug
-    from kvmsim.scenario.runner import run_scenario
-
     image = guests.guest_image(mode, code)
     raw: dict[str, Any] = {}
     t0 = time.monotonic()
@@ -161,7 +159,6 @@ def worker(mode: str, seed: int, start: int, count: int, limits: Limits, diff: b
     """Step 2: records on stdout, one JSON line each, after a {"start": i} line per guest."""
     module = ""
     if diff:
-        from kvmsim.realkvm.backend import vendor_module
         module = vendor_module()
     guests.template(mode)
     for i in range(start, start + count):

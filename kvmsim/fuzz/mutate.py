@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import yaml
 
+from kvmsim.hw.apicdef import APIC_BASE_RESET, APIC_DEFAULT_PHYS_BASE
 from kvmsim.scenario.schema import REPO_ROOT
 
 SCENARIO_DIR = REPO_ROOT / "scenarios"
@@ -338,7 +339,7 @@ def op_valid_edges(rng: random.Random, data: Any) -> None:
             {"type": "port-value", "port": 0xFFFE, "size": 4, "value": 1, "name": n},
             {"type": "regbank", "gpa": _TOP, "size": 0x1000, "width": 8, "values": {0xFF8: (1 << 64) - 1}, "name": n},
             {"type": "regbank", "gpa": (1 << 52) - 0x1000, "name": n},
-            {"type": "regbank", "gpa": 0xFEE00000, "size": 1, "width": 1, "name": n},
+            {"type": "regbank", "gpa": APIC_DEFAULT_PHYS_BASE, "size": 1, "width": 1, "name": n},
             {"type": "coalesced-mmio", "gpa": _TOP, "size": 0x1000, "name": n},
             {"type": "ioeventfd", "port": 0xFFFF, "len": 1, "name": n},
             {"type": "ioeventfd", "gpa": 0xFFFF_FFFF_FFFF_FFF8, "len": 8, "datamatch": (1 << 64) - 1, "name": n},
@@ -384,7 +385,7 @@ _CRS = {"cr0": [0, 1, 0x31, 0x60000010, 0x80000001, 0x80050033, 0xE0000011, 1 <<
         "cr3": [0, 0x4000, 0x4FFF, 1 << 46, 1 << 52, 1 << 63],
         "cr4": [0, 0x20, 0x620, 0x1000, 1 << 20, 1 << 23, 0x3FFFFF, 1 << 32],
         "efer": [0, 0x100, 0x400, 0x500, 0xD01, 1 << 12, 1 << 63],
-        "apic_base": [0, 0xFEE00900, 0xFEE00D00, 0xFEE00500, 1 << 52]}
+        "apic_base": [0, APIC_BASE_RESET, 0xFEE00D00, 0xFEE00500, 1 << 52]}
 
 
 def op_new_formats(rng: random.Random, data: Any) -> None:

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kvmsim import cli
 from kvmsim.fuzz import mutate
 from kvmsim.fuzz.campaign import _table, run_pool
 
@@ -74,8 +75,6 @@ class FileResult:
 def _capture(argv: list[str], stdout_keep: int = 0) -> tuple[int, int, str, bytes]:
     """cli.main(argv) with fds 1 and 2 on pipes: (status, bytes printed on both, the first KEEP of
     them, the first `stdout_keep` bytes of stdout alone)."""
-    from kvmsim import cli
-
     pipes = [os.pipe(), os.pipe()]        # fd 1, fd 2
     got = {"n": 0, "head": b"", "out": b""}
     lock = threading.Lock()

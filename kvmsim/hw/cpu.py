@@ -60,7 +60,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self.vmcs = Vmcs()
         self.memslots: dict[int, tuple[int, int, int]] = {}   # slot -> (gpa, size, host address)
         self.readonly_slots: set[int] = set()                 # KVM_MEM_READONLY slots
-        self._slot_list: list[tuple[int, int, int]] = []
+        self._slot_list: list[tuple[int, int, int]] = []            # memory.py: what memslot_at scans
+        self._readonly_list: list[tuple[int, int, int]] = []        # ... the KVM_MEM_READONLY ones
+        self._last_slot: tuple[int, int, int] | None = None         # ... and the one it found last
         self._pt_tables: dict[int, tuple[memoryview, int] | bool] = {}   # memory.py: walk's table views
         self._pt_tables_for: list | None = None                          # ... valid for this _slot_list
         self._walk_memo: dict[tuple, tuple] = {}                          # memory.py: walk's entries read

@@ -22,9 +22,9 @@ class GuestMemory:
     def map_memslot(self, slot: int, gpa: int, size: int, host_addr: int, readonly: bool = False) -> None:
         """EPT entries for a memslot: read/write/execute, or read/execute for KVM_MEM_READONLY."""
         self.memslots[slot] = (gpa, size, host_addr)
-        self._slot_list = list(self.memslots.values())   # what the page walk scans
         if readonly:
             self.readonly_slots.add(slot)
+        self._memslots_changed()
         if self.uc is not None:
             self.uc.mem_map_ptr(gpa, size, self._slot_prot(slot), host_addr)
             self.code_written(gpa, size)
@@ -32,8 +32,8 @@ class GuestMemory:
     def unmap_memslot(self, slot: int) -> None:
         """The memslot's EPT entries go (KVM_MR_DELETE, and the first half of KVM_MR_MOVE)."""
         gpa, size, _ = self.memslots.pop(slot)
-        self._slot_list = list(self.memslots.values())
         self.readonly_slots.discard(slot)
+        self._memslots_changed()
         if self.uc is not None:
             self.uc.mem_unmap(gpa, size)
             self.code_written(gpa, size)
@@ -41,26 +41,43 @@ class GuestMemory:
     def _slot_prot(self, slot: int) -> int:
         return UC_PROT_READ | UC_PROT_EXEC if slot in self.readonly_slots else UC_PROT_ALL
 
+    def _memslots_changed(self) -> None:
+        """The lookup's views of the memslots follow a map or unmap."""
+        self._slot_list = list(self.memslots.values())   # what memslot_at (and the page walk) scans
+        self._readonly_list = [self.memslots[n] for n in self.readonly_slots]
+        self._last_slot = None
+
+    def memslot_at(self, gpa: int) -> tuple[int, int, int] | None:
+        """The memslot (gpa, size, host address) holding `gpa`, or None: KVM's kvm_vcpu_gfn_to_memslot,
+        the one memslot lookup; it tries the slot it found last first, as the kernel's last_used_slot."""
+        slot = self._last_slot
+        if slot is not None and slot[0] <= gpa < slot[0] + slot[1]:
+            return slot
+        for slot in self._slot_list:
+            if slot[0] <= gpa < slot[0] + slot[1]:
+                self._last_slot = slot
+                return slot
+        return None
+
     def gpa_is_ram(self, gpa: int) -> bool:
-        return any(g <= gpa < g + s for g, s, _ in self.memslots.values())
+        return self.memslot_at(gpa) is not None
 
     def gpa_is_readonly(self, gpa: int) -> bool:
         """In a KVM_MEM_READONLY memslot: reads are RAM, writes fault to KVM."""
-        return any(self.memslots[n][0] <= gpa < self.memslots[n][0] + self.memslots[n][1]
-                   for n in self.readonly_slots)
+        return bool(self._readonly_list) and self.memslot_at(gpa) in self._readonly_list
 
     def read_phys(self, gpa: int, size: int) -> int:
         """Guest-physical RAM straight from the memslot's host memory (unicorn's mem_read costs ~4 us)."""
-        for g, sz, addr in self.memslots.values():
-            if g <= gpa and gpa + size <= g + sz:
-                return int.from_bytes(ctypes.string_at(addr + gpa - g, size), "little")
+        host = self._host(gpa, size)
+        if host:
+            return int.from_bytes(ctypes.string_at(host, size), "little")
         return int.from_bytes(self.uc.mem_read(gpa, size), "little")
 
     def _host(self, gpa: int, size: int) -> int:
         """Host address of guest RAM [gpa, gpa + size), or 0 if it is not all in one memslot."""
-        for g, sz, addr in self.memslots.values():
-            if g <= gpa and gpa + size <= g + sz:
-                return addr + gpa - g
+        slot = self.memslot_at(gpa)
+        if slot is not None and gpa + size <= slot[0] + slot[1]:
+            return slot[2] + gpa - slot[0]
         return 0
 
     def walk(self, linear: int, write: bool = False, user: bool = False, fetch: bool = False) -> int:
@@ -132,13 +149,12 @@ class GuestMemory:
         """The 4 KiB paging structure at GPA `table` as (64-bit view of its memslot's host memory,
         index of its first entry), or False outside RAM; remembered until the memslots change.
         The entries themselves are read afresh on every walk."""
-        for g, sz, host in self._slot_list:
-            if g <= table and table + 0x1000 <= g + sz:
-                view = memoryview((ctypes.c_char * sz).from_address(host)).cast("B").cast("Q")
-                found: tuple[memoryview, int] | bool = (view, (table - g) >> 3)
-                break
-        else:
-            found = False
+        slot = self.memslot_at(table)
+        found: tuple[memoryview, int] | bool = False
+        if slot is not None and table + 0x1000 <= slot[0] + slot[1]:
+            g, sz, host = slot
+            view = memoryview((ctypes.c_char * sz).from_address(host)).cast("B").cast("Q")
+            found = (view, (table - g) >> 3)
         if len(self._pt_tables) >= _PT_TABLES_MAX:
             self._pt_tables.clear()
         self._pt_tables[table] = found

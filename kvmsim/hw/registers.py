@@ -10,6 +10,7 @@ import ctypes
 from unicorn import x86_const as U
 
 from kvmsim.hw import event, paging
+from kvmsim.hw.apicdef import APIC_BASE_RESET
 from kvmsim.hw.vmcs import Vector
 from kvmsim.hw.cpux86 import (DESC_B_MASK, DESC_L_MASK, DESC_P_MASK, HF_CS32_MASK, HF_CS64_MASK, HF_LMA_MASK, HF_PE_MASK, R_CS, R_SS, SEG_INDEX,
                               SegmentCache, update_hflags)
@@ -35,7 +36,6 @@ SNAP_IDS = [U.UC_X86_REG_RIP, U.UC_X86_REG_CS, U.UC_X86_REG_RFLAGS, U.UC_X86_REG
 _SNAP_COUNT = len(SNAP_IDS)
 _CR_IDS = {0: U.UC_X86_REG_CR0, 2: U.UC_X86_REG_CR2, 3: U.UC_X86_REG_CR3, 4: U.UC_X86_REG_CR4, 8: U.UC_X86_REG_CR8}
 _MODE_HFLAGS = HF_PE_MASK | HF_CS32_MASK | HF_CS64_MASK | HF_LMA_MASK
-APIC_BASE_RESET = 0xFEE00900       # MSR_IA32_APICBASE after reset: the default base, BSP, enabled
 # Access rights of a data segment loaded in virtual-8086 mode (SDM 20.2.1): present, DPL 3, RW, accessed.
 _VM86_DATA_FLAGS = 0x3 << 8 | 1 << 12 | 3 << 13 | 1 << 15
 

@@ -14,10 +14,11 @@ from unicorn import x86_const as U
 
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import paging
+from kvmsim.hw.apicdef import APIC_DEFAULT_PHYS_BASE
 from kvmsim.kvm import cpuid, msr, pio
 from kvmsim.kvm import cr as crs
-from kvmsim.kvm.emulate.codes import (GPR_NAMES, X86EMUL_CONTINUE, X86EMUL_IO_NEEDED, X86EMUL_MODE_PROT64,
-                                      X86EMUL_PROPAGATE_FAULT, X86EMUL_UNHANDLEABLE)
+from kvmsim.kvm.emulate.codes import (GPR_NAMES, X86EMUL_CMPXCHG_FAILED, X86EMUL_CONTINUE, X86EMUL_IO_NEEDED,
+                                      X86EMUL_MODE_PROT64, X86EMUL_PROPAGATE_FAULT, X86EMUL_UNHANDLEABLE)
 from kvmsim.kvm.emulate.flags import String, TwoMemOp
 from kvmsim.kvm.emulate.ops import DescPtr, DescStruct, X86Exception, as_bytes
 from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
@@ -27,7 +28,6 @@ from kvmsim.uapi import KvmExit, KvmSegment
 
 PAGE_SIZE = 4096
 _SREGS = ("es", "cs", "ss", "ds", "fs", "gs", "tr", "ldt")
-APIC_DEFAULT_PHYS_BASE = 0xFEE00000
 
 
 def _trace_mmio(kind: int, length: int, gpa: int, val: bytes) -> None:
@@ -75,7 +75,7 @@ class VcpuEmulateOps:
     def read_gpr(self, ctxt, reg: int) -> int:
         hw = self.hw
         name = _GPR_NAMES[reg]
-        v = hw._rc.get(name)      # hw.reg's cached value, looked up in place (registers.py)
+        v = hw._rc.get(name)      # hw.reg, inlined: its cached value, else the call (registers.py)
         return hw.reg(name) if v is None else v
 
     def write_gpr(self, ctxt, reg: int, val: int) -> None:
@@ -102,12 +102,11 @@ class VcpuEmulateOps:
             gpa = self._gva_to_gpa(addr + done, write, fetch, fault, system)
             if gpa is None:
                 return X86EMUL_PROPAGATE_FAULT
-            for g, sz, host in hw.memslots.values():     # gpa_is_ram and _host in one memslot scan
-                if g <= gpa < g + sz:
-                    host = host + gpa - g if gpa + chunk <= g + sz else hw._host(gpa, chunk)
-                    break
-            else:
+            slot = hw.memslot_at(gpa)                    # gpa_is_ram and _host in one lookup
+            if slot is None:
                 return X86EMUL_IO_NEEDED
+            g, sz, host = slot
+            host = host + gpa - g if gpa + chunk <= g + sz else hw._host(gpa, chunk)
             if write and hw.readonly_slots and hw.gpa_is_readonly(gpa):
                 return X86EMUL_IO_NEEDED     # kvm_vcpu_write_guest fails on a KVM_MEM_READONLY slot
             if write:
@@ -135,17 +134,17 @@ class VcpuEmulateOps:
         gpa = self._gva_to_gpa(addr, False, True, fault, False)
         if gpa is None:
             return X86EMUL_PROPAGATE_FAULT
-        for slot in hw.memslots.values():
-            g, sz, host = slot
-            if g <= gpa < g + sz:
-                if gpa + n <= g + sz:
-                    view = self._slot_views.get(slot) or self._slot_view(slot)
-                    off = gpa - g
-                    val[:n] = view[off:off + n]
-                else:
-                    val[:n] = _string_at(hw._host(gpa, n), n)
-                return X86EMUL_CONTINUE
-        return X86EMUL_IO_NEEDED
+        slot = hw.memslot_at(gpa)
+        if slot is None:
+            return X86EMUL_IO_NEEDED
+        g, sz, host = slot
+        if gpa + n <= g + sz:
+            view = self._slot_views.get(slot) or self._slot_view(slot)
+            off = gpa - g
+            val[:n] = view[off:off + n]
+        else:
+            val[:n] = _string_at(hw._host(gpa, n), n)
+        return X86EMUL_CONTINUE
 
     # ------------------------------------------------------------ MMIO-capable accesses
     def read_emulated(self, ctxt, addr, val, bytes, fault) -> int:
@@ -163,7 +162,7 @@ class VcpuEmulateOps:
             if self.hw.gpa_is_ram(gpa) and not self.hw.gpa_is_readonly(gpa):
                 cur = self.hw.uc.mem_read(gpa, bytes)
                 if as_bytes(cur) != as_bytes(old)[:bytes]:
-                    return 4  # X86EMUL_CMPXCHG_FAILED
+                    return X86EMUL_CMPXCHG_FAILED
                 self.hw.uc.mem_write(gpa, as_bytes(new)[:bytes])
                 self.hw.code_written(gpa, bytes)
                 return X86EMUL_CONTINUE
@@ -413,12 +412,9 @@ def complete_emulated_msr_access(vcpu: KvmVcpu) -> int:
 # ---------------------------------------------------------------- emulator_read_write (§7.3)
 
 def vcpu_is_mmio_gpa(vcpu: KvmVcpu, gpa: int) -> bool:
-    if (gpa & ~0xFFF) == APIC_DEFAULT_PHYS_BASE:
-        return True
-    for g, s, _ in vcpu.hw.memslots.values():    # not gpa_is_ram
-        if g <= gpa < g + s:
-            return False
-    return True
+    """The APIC page, or a GPA with no memslot.  Simplified: the kernel's MMIO-SPTE cache match
+    (vcpu_match_mmio_gpa) and its failed RAM access are both "no memslot" here."""
+    return (gpa & ~0xFFF) == APIC_DEFAULT_PHYS_BASE or vcpu.hw.memslot_at(gpa) is None
 
 
 def emulator_can_use_gpa(ctxt) -> bool:
@@ -450,7 +446,7 @@ def vcpu_mmio_rw(vcpu: KvmVcpu, gpa: int, n: int, val, write: bool) -> int:
 
 def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fault, write: bool) -> int:
     hw = vcpu.hw
-    # emulator_can_use_gpa inline: no REP string, no two-memory-operand instruction.
+    # emulator_can_use_gpa, inlined: no REP string, no two-memory-operand instruction.
     if (ctxt.gpa_available and not (ctxt.rep_prefix and ctxt.d & String) and not ctxt.d & TwoMemOp
             and (addr & 0xFFF) == (ctxt.gpa_val & 0xFFF)):
         gpa = ctxt.gpa_val
@@ -460,16 +456,21 @@ def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fau
         except paging.PageFault as pf:
             fault.vector, fault.error_code_valid, fault.error_code, fault.address = 14, True, pf.error_code, addr
             return X86EMUL_PROPAGATE_FAULT
-    # vcpu_is_mmio_gpa inline: the APIC page, or no memslot (not gpa_is_ram).
+    # vcpu_is_mmio_gpa, inlined (with memslot_at, inlined): the APIC page, or no memslot.
     if (gpa & ~0xFFF) == APIC_DEFAULT_PHYS_BASE:
         is_mmio = True
     else:
-        for g, sz, _ in hw.memslots.values():
-            if g <= gpa < g + sz:
-                is_mmio = False
-                break
+        slot = hw._last_slot
+        if slot is not None and slot[0] <= gpa < slot[0] + slot[1]:
+            is_mmio = False
         else:
-            is_mmio = True
+            for slot in hw._slot_list:
+                if slot[0] <= gpa < slot[0] + slot[1]:
+                    hw._last_slot = slot
+                    is_mmio = False
+                    break
+            else:
+                is_mmio = True
     if write and not is_mmio and hw.readonly_slots and hw.gpa_is_readonly(gpa):
         is_mmio = True    # emulator_write_phys fails on a KVM_MEM_READONLY slot: the write is MMIO
     if not is_mmio:
@@ -517,7 +518,7 @@ def emulator_read_write(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fault, writ
     if not vcpu.mmio_nr_fragments:                                          # 5
         return rc
     frag = vcpu.mmio_fragments[0]                                           # 6
-    mmio = ctxt.ops.run_mmio if ctxt.ops.__class__ is VcpuEmulateOps else vcpu.run.mmio
+    mmio = ctxt.ops.run_mmio if ctxt.ops.__class__ is VcpuEmulateOps else vcpu.run.mmio   # run_mmio, inlined
     vcpu.mmio_needed = True
     vcpu.mmio_cur_fragment = 0
     flen = frag.len

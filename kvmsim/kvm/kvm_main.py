@@ -14,7 +14,7 @@ from kvmsim.kvm import vmx, x86
 from kvmsim.kvm.cpuid import default_cpuid_entries
 from kvmsim.kvm.iobus import CoalescedMmio, Ioeventfd
 from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
-from kvmsim.memslot import KvmUserspaceMemoryRegion, kvm_set_memory_region_check
+from kvmsim.kvm.memslot import KvmUserspaceMemoryRegion, kvm_set_memory_region_check
 from kvmsim.kvm.reset import X86_EFLAGS_FIXED, kvm_vcpu_reset
 from kvmsim.kvm.trace import install_trace_clock, remove_trace_clock
 from kvmsim.kvm.vcpu import Kvm, KvmParams, KvmVcpu

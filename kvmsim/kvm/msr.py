@@ -7,6 +7,7 @@ KVM_MSR_EXIT_REASON_UNKNOWN with KVM_CAP_X86_USER_SPACE_MSR.
 
 from __future__ import annotations
 
+from kvmsim.hw.apicdef import APIC_BASE_RESET
 from kvmsim.kvm import cr
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.x86_exception import kvm_complete_insn_gp
@@ -19,7 +20,7 @@ KVM_MSR_RET_FILTERED = 3
 # Index → reset value of the MSRs this model emulates in the kernel (a subset of emulated_msrs[]).
 KVM_MSRS: dict[int, int] = {
     0x10: 0,                    # MSR_IA32_TSC
-    0x1B: 0xFEE00900,           # MSR_IA32_APICBASE (BSP, xAPIC enabled)
+    0x1B: APIC_BASE_RESET,      # MSR_IA32_APICBASE (BSP, xAPIC enabled)
     0x3A: 0,                    # MSR_IA32_FEAT_CTL
     0x8B: 0x100000000,          # MSR_IA32_UCODE_REV
     0xFE: 0x508,                # MSR_MTRRcap

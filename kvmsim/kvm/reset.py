@@ -4,6 +4,7 @@ Following Power-up, Reset, or INIT", as KVM writes it into the VMCS)."""
 
 from __future__ import annotations
 
+from kvmsim.hw.apicdef import APIC_BASE_RESET
 from kvmsim.kvm import cr
 from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
 from kvmsim.kvm.vcpu import KvmVcpu
@@ -15,7 +16,6 @@ RESET_CS_SELECTOR, RESET_CS_BASE = 0xF000, 0xFFFF0000
 CR0_RESET = 0x60000010                 # X86_CR0_CD | X86_CR0_NW | X86_CR0_ET
 DR6_ACTIVE_LOW, DR7_FIXED_1 = 0xFFFF0FF0, 0x400
 RDX_NO_CPUID = 0x600                   # kvm_vcpu_reset without a CPUID leaf 1: family 6
-APIC_BASE_RESET = 0xFEE00900           # default base, enabled, BSP
 
 # seg_setup(): every segment starts as a present 64 KiB segment at base 0; CS is code, TR a busy
 # 32-bit TSS, LDTR an LDT (access rights 0x93, 0x9b, 0x8b, 0x82).

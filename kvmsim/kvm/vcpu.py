@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from kvmsim.hw.apicdef import APIC_BASE_RESET
 from kvmsim.hw.cpu import SiliconVcpu
 from kvmsim.kvm.iobus import KvmIoBus
 from kvmsim.uapi import HostEvent, KvmCpuidEntry2, KvmMsrExitReason, KvmRunMapping
@@ -114,7 +115,7 @@ class KvmVcpuArch:
     event_exit_inst_len: int = 0
     last_vmentry_cpu: int = 0
     cr8: int = 0                           # the TPR while the LAPIC is in userspace
-    apic_base: int = 0xFEE00900            # MSR_IA32_APICBASE: default base, enabled, BSP
+    apic_base: int = APIC_BASE_RESET       # MSR_IA32_APICBASE: default base, enabled, BSP
     cr0_guest_owned_bits: int = 0          # CR0/CR4 bits the guest writes without an exit
     cr4_guest_owned_bits: int = 0
     cr4_guest_rsvd_bits: int = 0           # CR4 bits the guest's CPUID does not allow

@@ -359,6 +359,19 @@ def load_scenario(path: str | Path) -> Scenario:
     return sc
 
 
+def quick_scenario(guest: str, mode: str | None) -> Scenario:
+    """`run/debug --guest FILE.S --mode MODE`: the guest with default memory and devices, no expectations."""
+    if mode is None:
+        raise ScenarioError(guest, None, "--guest needs --mode real16|prot32|long64")
+    name = re.sub(r"[^A-Za-z0-9_.+-]", "-", Path(guest).stem) or "guest"
+    try:
+        return Scenario.model_validate(
+            {"name": name, "description": f"quick run of {guest}", "guest": {"source": guest, "mode": mode}},
+            context={"base_dir": Path.cwd()})
+    except ValidationError as e:
+        raise validation_error(guest, e, {}) from None
+
+
 def scenario_files(paths: Iterable[str | Path]) -> list[Path]:
     """Files named directly, plus the *.yaml files (sorted) in named directories."""
     out: list[Path] = []

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field,
                       PrivateAttr, Tag, ValidationInfo, WithJsonSchema, model_validator)
 
-from kvmsim.memslot import KvmUserspaceMemoryRegion, kvm_set_memory_region_check
+from kvmsim.kvm.memslot import KvmUserspaceMemoryRegion, kvm_set_memory_region_check
 from kvmsim.scenario.pydevice import DeviceClassError, load_device_class
 from kvmsim.scenario.vcpu_state import sregs_problem
 from kvmsim.uapi import KVM_MEM_READONLY, KvmInternalError
@@ -191,7 +191,7 @@ class Guest(_Model):
 # ---------------------------------------------------------------- memory and devices
 
 # Not KVM's: both backends back every slot with host memory, so the scenario's RAM is bounded.
-# (What KVM_SET_USER_MEMORY_REGION refuses is kvmsim/memslot.py's, asked by Scenario._check_memory.)
+# (What KVM_SET_USER_MEMORY_REGION refuses is kvmsim/kvm/memslot.py's, asked by Scenario._check_memory.)
 MAX_SCENARIO_RAM = 4 << 30
 VMM_USERSPACE_ADDR = 0x1000_0000   # where the checks suppose the VMM maps slot 0, the others after it
 
@@ -1084,7 +1084,7 @@ class Scenario(_Model):
 
     def _check_memslots(self) -> None:
         """Each slot as the VMM passes it to KVM_SET_USER_MEMORY_REGION (slot id = its index), through
-        the same checks as the sim's ioctl (kvmsim/memslot.py), then kvmsim's own RAM bound."""
+        the same checks as the sim's ioctl (kvmsim/kvm/memslot.py), then kvmsim's own RAM bound."""
         made: dict[int, tuple[int, int, int, int]] = {}
         addr = VMM_USERSPACE_ADDR
         for i, m in enumerate(self.memory):

@@ -75,7 +75,7 @@ def test_fifty_runs_release_fds_and_mappings() -> None:
 
 def test_ioctl_failure_is_one_line_and_exit_3(tmp_path, capsys, monkeypatch) -> None:
     # The schema refuses this slot itself (check == run); lift its bound so the real ioctl answers.
-    from kvmsim import memslot
+    from kvmsim.kvm import memslot
     monkeypatch.setattr(memslot, "kvm_mmu_max_gfn", lambda tdp_enabled: (1 << 52) - 1)
     bad = tmp_path / "badslot.yaml"
     bad.write_text("name: badslot\ndescription: a memslot beyond the guest-physical address width\n"

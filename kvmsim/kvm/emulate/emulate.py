@@ -35,6 +35,7 @@ from .segments import jmp_rel
 
 U64 = 0xFFFFFFFFFFFFFFFF
 _RARE = No64 | Undefined | Sse | Mmx | Intercept | CheckPerm | Priv | Prot | String
+_REP_RCX_ZERO = -2   # _rare_checks: a REP string with rCX == 0 is finished (the kernel's "goto done")
 
 
 def emulator_check_intercept(ctxt: X86EmulateCtxt, stage: X86InterceptStage) -> int:
@@ -77,7 +78,7 @@ def string_addr_inc(ctxt: X86EmulateCtxt, reg: int, op) -> None:  # type: ignore
 
 
 def _rare_checks(ctxt: X86EmulateCtxt, check_intercepts: bool) -> int | None:
-    """Step 3. Returns an X86EMUL_* code to stop with, 'done' (-2) for REP rCX == 0."""
+    """Step 3. Returns an X86EMUL_* code to stop with, _REP_RCX_ZERO for REP rCX == 0."""
     ops, d = ctxt.ops, ctxt.d
     if (ctxt.mode == X86EMUL_MODE_PROT64 and d & No64) or d & Undefined:
         return emulate_ud(ctxt)
@@ -114,7 +115,7 @@ def _rare_checks(ctxt: X86EmulateCtxt, check_intercepts: bool) -> int | None:
             string_registers_quirk(ctxt)
             ctxt.eip = ctxt._eip
             ctxt.eflags &= ~X86_EFLAGS_RF
-            return -2
+            return _REP_RCX_ZERO
     return None
 
 
@@ -137,7 +138,7 @@ def x86_emulate_insn(ctxt: X86EmulateCtxt, check_intercepts: bool = False) -> in
     # 3. rare checks
     if d & _RARE:
         rc = _rare_checks(ctxt, check_intercepts)
-        if rc == -2:
+        if rc == _REP_RCX_ZERO:
             return _done(ctxt, X86EMUL_CONTINUE)  # REP with rCX == 0: done, RIP advanced
         if rc is not None:
             return _done(ctxt, rc)

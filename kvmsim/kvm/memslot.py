@@ -2,8 +2,7 @@
 kvm_arch_prepare_memory_region): which arguments the ioctl refuses, with which errno.
 
 Pure functions with no engine behind them, so that the scenario schema (`check`) and the sim's
-VM fd (`run`, kvm/kvm_main.SimVmFd) ask the same code: one validation path.  Outside kvm/ because
-importing that package loads the whole model (kvm/__init__.py), which `check` does not need.
+VM fd (`run`, kvm/kvm_main.SimVmFd) ask the same code: one validation path.
 """
 
 from __future__ import annotations
