@@ -533,6 +533,44 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_kut(args: argparse.Namespace) -> int:
+    """kvm-unit-tests' x86 tests, run_tests.sh style (kvmsim/kut/run.py)."""
+    from kvmsim.kut.run import main as kut_main   # per command, not at the top: startup (module docstring)
+    return kut_main(args)
+
+
+def _kvm_param(text: str) -> tuple[str, bool]:
+    """--kvm-param NAME=Y|N: a modelled kvm module parameter (kvmsim/kut/decide.py KVM_PARAM_FILES)."""
+    from kvmsim.kut.decide import KVM_PARAM_FILES   # per command, not at the top: startup (module docstring)
+    name, _, val = text.partition("=")
+    names = sorted(set(KVM_PARAM_FILES.values()))
+    if name not in names or val.upper() not in ("Y", "N", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected NAME=Y|N with NAME one of {', '.join(names)}, got {text!r}")
+    return name, val.upper() in ("Y", "1")
+
+
+def _add_kut_parser(sub: Any) -> None:
+    k = sub.add_parser("kut", help="run kvm-unit-tests' x86 tests (unittests.cfg), run_tests.sh style")
+    k.add_argument("tests", nargs="*", metavar="TEST", help="tests by cfg name (default: all)")
+    k.add_argument("--kut-dir", metavar="DIR", help="a built kvm-unit-tests tree (default: build the "
+                   "archive in ../shared/kvm-unit-tests or $KVMSIM_KUT_ARCHIVE into the cache)")
+    k.add_argument("--arch", choices=("x86_64", "i386"), help="the archive build to use (default x86_64)")
+    k.add_argument("--backend", choices=("sim", "kvm"), default="sim")
+    k.add_argument("-j", "--jobs", type=_at_least_one, default=1, metavar="N", help="tests in parallel (processes)")
+    k.add_argument("-t", "--tap", action="store_true", help="TAP version 13 output")
+    k.add_argument("-g", "--group", metavar="GROUP", help="only tests in GROUP (nodefault ones too)")
+    k.add_argument("-a", "--all", action="store_true", help="also the nodefault tests")
+    k.add_argument("-l", "--list", action="store_true", help="list the selected tests and exit")
+    k.add_argument("--smp1", action="store_true", help="run smp > 1 tests on one vCPU instead of skipping them")
+    k.add_argument("--kvm-param", type=_kvm_param, action="append", metavar="NAME=Y|N",
+                   help="a modelled kvm module parameter (force_emulation_prefix, enable_vmware_backdoor, ...)")
+    k.add_argument("--log-dir", metavar="DIR", help="each test's serial log (default: the cache's kut/logs)")
+    k.add_argument("--timeout", type=float, metavar="SECONDS", help="every test's timeout (overrides the cfg's)")
+    k.add_argument("--timeout-factor", type=float, default=4.0, metavar="F",
+                   help="wall limit = timeout x F (the sim is slower than hardware; default 4)")
+    k.set_defaults(func=cmd_kut)
+
+
 # ---------------------------------------------------------------- parser and main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -605,6 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     bl.set_defaults(func=cmd_build)
 
     add_trace_parsers(sub, lambda files: _load_all(files))
+    _add_kut_parser(sub)
     return p
 
 
