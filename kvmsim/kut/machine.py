@@ -2,9 +2,10 @@
 
 x86/run starts `qemu -nodefaults -device pc-testdev -device isa-debug-exit,iobase=0xf4,iosize=0x4
 -serial stdio -kernel X.flat -append ARGS -initrd ENVFILE` on QEMU's pc machine; here that is a
-multiboot guest (the cmdline QEMU builds, "<kernel> <args>", and the environ file as its one
-module), the pc devices the tests reach (fw_cfg, pc-testdev, isa-debug-exit, COM1, the Bochs
-shutdown port, the ACPI PM timer) and the in-kernel irqchip (KVM_CREATE_IRQCHIP, as QEMU's default).
+multiboot guest (-append's arguments as its cmdline, the environ file as its one module), the pc
+devices the tests reach (fw_cfg, pc-testdev, isa-debug-exit, COM1, the Bochs shutdown port, the
+ACPI PM timer and the ACPI tables that point at it) and the in-kernel irqchip (KVM_CREATE_IRQCHIP,
+as QEMU's default).
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def scenario_dict(t: UnitTest, flat: Path, env_file: Path, kvm_params: dict[str,
     return {
         "name": scenario_name(t.name),
         "description": f"kvm-unit-tests [{t.name}]: {t.file}" + (f" {args}" if args else ""),
-        "guest": {"multiboot": str(flat), "cmdline": f"{flat} {args}".rstrip(), "modules": [str(env_file)]},
+        # the multiboot loader puts "<kernel> <cmdline>" in the info block, as QEMU does (argv[0] = the image)
+        "guest": {"multiboot": str(flat), **({"cmdline": args} if args else {}), "modules": [str(env_file)]},
         "memory": ram_slots(t.mem_mib),
         "devices": [
             {"type": "serial16550", "port": 0x3F8},
@@ -70,6 +72,7 @@ def scenario_dict(t: UnitTest, flat: Path, env_file: Path, kvm_params: dict[str,
             {"type": "pc-testdev"},
             {"type": "bochs-shutdown"},
             {"type": "acpi-pm-timer"},
+            {"type": "acpi-tables"},     # the FADT that gives vmexit's inl_from_pmtimer the timer's port
         ],
         "kvm": {"irqchip": True, **kvm_params},
         "limits": {"max_guest_insns": max(1, int(seconds * INSNS_PER_SECOND)),

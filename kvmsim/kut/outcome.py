@@ -68,8 +68,8 @@ def from_status(name: str, status: int, serial: str) -> Outcome:
 def from_run(name: str, stop_reason: str, code: int | None, detail: str, serial: str,
              timeout: str) -> Outcome:
     """The verdict of a kvmsim run (its Stop and serial output)."""
-    if stop_reason == "debug-exit" and code is not None:
-        return from_status(name, ((code << 1) | 1) & 0xFF, serial)   # a process exit status is 8 bits
+    if stop_reason == "isa-debug-exit" and code is not None:     # code: QEMU's (value << 1) | 1 already
+        return from_status(name, code & 0xFF, serial)                 # a process exit status is 8 bits
     summary = extract_summary(serial)
     if stop_reason == "limit":
         why = f"timeout; duration={timeout} ({detail})" if detail else f"timeout; duration={timeout}"

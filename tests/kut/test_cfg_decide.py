@@ -131,14 +131,17 @@ LOG = "enabling apic\nPASS: cpuid\nSKIP: no foo\nFAIL: bar\nSUMMARY: 3 tests, 1 
 
 
 def test_status_rules() -> None:
-    ok = outcome.from_run("t", "debug-exit", 0, "", "PASS: a\nSUMMARY: 1 tests\n", "90s")   # exit(0): status 1
+    ok = outcome.from_run("t", "isa-debug-exit", 1, "", "PASS: a\nSUMMARY: 1 tests\n", "90s")   # exit(0): status 1
     assert ok.status == "PASS" and ok.exit_status == 1 and ok.line() == "PASS t (1 tests)"
-    skip = outcome.from_run("t", "debug-exit", 38, "", "SKIP: a\nSUMMARY: 1 tests, 1 skipped\n", "90s")
+    skip = outcome.from_run("t", "isa-debug-exit", 77, "", "SKIP: a\nSUMMARY: 1 tests, 1 skipped\n", "90s")
     assert skip.status == "SKIP" and skip.exit_status == 77
-    bad = outcome.from_run("t", "debug-exit", 1, "", LOG, "90s")
+    bad = outcome.from_run("t", "isa-debug-exit", 3, "", LOG, "90s")
     assert bad.status == "FAIL" and bad.line() == "FAIL t (3 tests, 1 unexpected failures, 1 skipped)"
     assert bad.reports == [("PASS", "cpuid"), ("SKIP", "no foo"), ("FAIL", "bar")]
-    assert outcome.from_run("t", "debug-exit", 63, "", "", "90s").line() == "FAIL t (aborted)"
+    assert outcome.from_run("t", "isa-debug-exit", 127, "", "", "90s").line() == "FAIL t (aborted)"
+    assert outcome.from_run("t", "isa-debug-exit", 0x201, "", "", "90s").exit_status == 1   # low 8 bits
+    bye = outcome.from_run("t", "bochs-shutdown", None, 'wrote "Shutdown"', "SUMMARY: 1 tests\n", "90s")
+    assert bye.status == "FAIL"          # QEMU's exit 0 without the debug exit is a failure (vmm.bash)
 
 
 def test_other_stops_fail_with_their_reason() -> None:

@@ -14,11 +14,9 @@ def test_scenario_mapping_mirrors_x86_run() -> None:
     t = parse_cfg("[vmexit_cpuid]\nfile = vmexit.flat\ntest_args = 'cpuid'\ntimeout = 10\n")[0]
     doc = machine.scenario_dict(t, Path("/k/x86/vmexit.flat"), Path("/l/env"), {"force_emulation_prefix": True},
                                 timeout_factor=3)
-    # QEMU's multiboot command line is "<kernel> <append>": argv[0] is the image (lib/argv.c)
-    assert doc["guest"] == {"multiboot": "/k/x86/vmexit.flat", "cmdline": "/k/x86/vmexit.flat cpuid",
-                            "modules": ["/l/env"]}
+    assert doc["guest"] == {"multiboot": "/k/x86/vmexit.flat", "cmdline": "cpuid", "modules": ["/l/env"]}
     assert [d["type"] for d in doc["devices"]] == ["serial16550", "isa-debug-exit", "fw-cfg", "pc-testdev",
-                                                   "bochs-shutdown", "acpi-pm-timer"]
+                                                   "bochs-shutdown", "acpi-pm-timer", "acpi-tables"]
     assert doc["devices"][1] == {"type": "isa-debug-exit", "iobase": 0xF4, "iosize": 4}
     assert doc["kvm"] == {"irqchip": True, "force_emulation_prefix": True}
     assert doc["memory"] == [{"gpa": 0, "size": 128 << 20}]
@@ -39,7 +37,7 @@ def test_environ_is_key_value_lines() -> None:
 def test_tap13() -> None:
     buf = io.StringIO()
     p = Printer(tap=True, out=buf)
-    p.result(outcome.from_run("a", "debug-exit", 1, "", "PASS: x\nFAIL: y\nSKIP: z\nSUMMARY: 3 tests\n", "90s"))
+    p.result(outcome.from_run("a", "isa-debug-exit", 3, "", "PASS: x\nFAIL: y\nSKIP: z\nSUMMARY: 3 tests\n", "90s"))
     p.result(outcome.Outcome("b", "SKIP", reason="smp = 2"))
     p.result(outcome.from_run("c", "limit", None, "wall_seconds 1 reached", "", "1s"))
     p.end()
@@ -55,5 +53,5 @@ def test_plain_lines() -> None:
     buf = io.StringIO()
     p = Printer(tap=False, out=buf)
     p.result(outcome.Outcome("vmx", "SKIP", reason="smp = 2"))
-    p.result(outcome.from_run("emulator", "debug-exit", 0, "", "SUMMARY: 86 tests\n", "90s"))
+    p.result(outcome.from_run("emulator", "isa-debug-exit", 1, "", "SUMMARY: 86 tests\n", "90s"))
     assert buf.getvalue() == "SKIP vmx (smp = 2)\nPASS emulator (86 tests)\n"
