@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test bench bench-million fuzz-emulator fuzz-guests fuzz-guests-diff fuzz-scenarios diff check clean
+.PHONY: run test bench bench-million fuzz-emulator fuzz-guests fuzz-guests-diff fuzz-scenarios diff check kut clean
 
 # The demo: a mixed workload's run report, then the emulation census of it and of its nested twin.
 run: $(STAMP)
@@ -53,6 +53,13 @@ diff: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/kvmsim check scenarios/*.yaml
+
+# kvm-unit-tests' whole x86 list (x86_64 and i386 builds of ../shared/kvm-unit-tests, made once into the
+# cache) through `kvmsim kut`; KUT_ARGS adds flags (--backend kvm, --tap, --smp1, --kut-dir DIR, ...).
+KUT_ARGS ?= -j 2
+
+kut: $(STAMP)
+	@st=0; for a in x86_64 i386; do $(BIN)/kvmsim kut --arch $$a $(KUT_ARGS) || st=1; done; exit $$st
 
 $(STAMP): pyproject.toml
 	@command -v as >/dev/null && command -v ld >/dev/null && command -v objcopy >/dev/null || \
