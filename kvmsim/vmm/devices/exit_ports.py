@@ -39,8 +39,9 @@ class IsaDebugExit:
 
 
 class BochsShutdown:
-    """Bochs' power-off port (iodev/unmapped.cc): the bytes "Shutdown" written in a row turn the
-    machine off (stop reason bochs-shutdown); any other byte starts the match over."""
+    """The Bochs power-off port (Bochs, and old QEMU's bochs_bios_write; today's QEMU has nothing at
+    0x8900): the bytes "Shutdown" written in a row turn the machine off (stop reason
+    bochs-shutdown); a byte that does not continue the match resets it to the start."""
 
     size = 1
 
