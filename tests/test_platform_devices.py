@@ -12,7 +12,7 @@ from kvmsim.vmm.acpi import build_acpi_tables
 from kvmsim.vmm.devices import DEVICE_TYPES
 from kvmsim.vmm.devices.exit_ports import BochsShutdown, IsaDebugExit
 from kvmsim.vmm.devices.fw_cfg import FwCfg
-from kvmsim.vmm.devices.platform import Platform, insn_clock_ns
+from kvmsim.vmm.devices.platform import Platform, host_page_flush, insn_clock_ns
 from kvmsim.vmm.devices.pm_timer import AcpiPmTimer, pm_tmr_value
 from kvmsim.vmm.devices.simple import GuestExit
 from kvmsim.vmm.devices.testdev import IORAM_LEN, PcTestdev
@@ -125,6 +125,18 @@ def test_testdev_flush_takes_dword_writes_only() -> None:
     assert dev.counters["flushes"] == 1 and dev.counters["last_flush"] == 0xFEDC_B000
     assert ports.io_read(4, 4) == bytes(4)
     assert dev.counters["ioport_data"] == 0                  # the flush range is not the latch
+
+
+def test_host_page_flush_keeps_the_page_contents() -> None:
+    import mmap
+    buf = mmap.mmap(-1, 4 * mmap.PAGESIZE)
+    buf[mmap.PAGESIZE + 5:mmap.PAGESIZE + 9] = b"kvm!"
+    flush = host_page_flush([(0x100000, buf)])
+    assert flush(0x100000 + mmap.PAGESIZE + 0x123) is True       # both mprotect calls succeeded
+    assert buf[mmap.PAGESIZE + 5:mmap.PAGESIZE + 9] == b"kvm!"  # and the page is read-write again
+    buf[mmap.PAGESIZE] = 1
+    assert flush(0xFF000000) is False                            # not RAM: nothing to flush
+    buf.close()                                                  # no buffer export left behind
 
 
 def test_testdev_irq_lines_byte_at_a_time() -> None:

@@ -27,7 +27,7 @@ from kvmsim.vmm.acpi import build_acpi_tables
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.cpuid import table_entries as cpuid_table_entries
 from kvmsim.vmm.devices import DEVICE_TYPES
-from kvmsim.vmm.devices.platform import Platform, host_clock_ns, insn_clock_ns
+from kvmsim.vmm.devices.platform import Platform, host_clock_ns, host_page_flush, insn_clock_ns
 from kvmsim.vmm.devices.python import DeviceError
 from kvmsim.vmm.exits import Stop
 from kvmsim.vmm.limits import limit_detail
@@ -238,7 +238,7 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     devices: dict[str, Any] = {}
     ioeventfds: dict[str, Any] = {}
     zones: dict[str, tuple[int, int]] = {}
-    platform = _platform(sc, vm, vcpu)
+    platform = _platform(sc, vm, vcpu, ram)
     for d in sc.devices:
         name = d.name or d.type
         if d.type == "acpi-tables":
@@ -281,15 +281,15 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     return Machine(sc, image, vm, vcpu, vmm, ram, devices, ioeventfds, backend, zones)
 
 
-def _platform(sc: Scenario, vm: VmFd, vcpu: VcpuFd) -> Platform:
+def _platform(sc: Scenario, vm: VmFd, vcpu: VcpuFd, ram: list[tuple[int, mmap.mmap]]) -> Platform:
     """The machine-wide services devices get: virtual time from the sim's retired instructions
     (when it counts them: limits.max_guest_insns set), else the host clock; KVM_IRQ_LINE when the
-    scenario asks for an in-kernel irqchip and the backend has it."""
+    scenario asks for an in-kernel irqchip and the backend has it; page flushes on the RAM's host pages."""
     model = getattr(vcpu, "vcpu", None)
     hw = model.hw if model is not None else None
     clock = insn_clock_ns(lambda: hw.guest_insns) if hw is not None and sc.limits.max_guest_insns else host_clock_ns()
     irq_line = getattr(vm, "irq_line", None) if getattr(sc.kvm, "irqchip", False) else None
-    return Platform(clock_ns=clock, irq_line=irq_line)
+    return Platform(clock_ns=clock, irq_line=irq_line, flush_page=host_page_flush(ram))
 
 
 def _write_acpi_tables(ram: list[tuple[int, mmap.mmap]], sc: Scenario, rsdp: int) -> None:

@@ -7,6 +7,8 @@ The scenario runner fills one Platform per machine and hands it to every device 
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
@@ -28,6 +30,28 @@ def insn_clock_ns(retired: Callable[[], int]) -> Callable[[], int]:
     return lambda: retired() * VIRTUAL_NS_PER_INSN
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_PROT_NONE, _PROT_READ_WRITE = 0, mmap.PROT_READ | mmap.PROT_WRITE
+
+
+def host_page_flush(ram: list[tuple[int, mmap.mmap]]) -> Callable[[int], bool]:
+    """pc-testdev's flush as QEMU does it: the host page backing a GPA made PROT_NONE and then
+    read-write again, so that KVM's MMU notifier drops its mapping and the guest's next access
+    faults it in (real /dev/kvm).  The sim has no MMU notifier: there the page just stays mapped."""
+
+    def flush(gpa: int) -> bool:
+        """True when a RAM page was flushed; False for a GPA outside RAM (QEMU maps nothing there)."""
+        for base, buf in ram:
+            if base <= gpa < base + len(buf):
+                off = (gpa - base) & -mmap.PAGESIZE
+                addr = ctypes.c_void_p(ctypes.addressof(ctypes.c_char.from_buffer(buf, off)))
+                size = ctypes.c_size_t(mmap.PAGESIZE)
+                return _libc.mprotect(addr, size, _PROT_NONE) == 0 == _libc.mprotect(addr, size, _PROT_READ_WRITE)
+        return False
+
+    return flush
+
+
 @dataclass
 class Platform:
     """Machine-wide services for devices.
@@ -36,13 +60,13 @@ class Platform:
     irq_line:   KVM_IRQ_LINE(irq, level) when the VM has an in-kernel irqchip, else None (the
                 device then only records the line; with no PIC model in userspace nothing knows
                 the vector, so nothing is injected).
-    flush_page: drop the host mapping of a guest page (pc-testdev's mprotect, which makes KVM
-                zap its SPTE through the MMU notifier), else None (recorded only).
+    flush_page: drop the host mapping of a guest page (host_page_flush: pc-testdev's mprotect,
+                which makes KVM zap its SPTE through the MMU notifier), else None (recorded only).
     """
 
     clock_ns: Callable[[], int] = field(default_factory=host_clock_ns)
     irq_line: Callable[[int, int], None] | None = None
-    flush_page: Callable[[int], None] | None = None
+    flush_page: Callable[[int], object] | None = None
 
 
 class Region(Protocol):
