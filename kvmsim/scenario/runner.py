@@ -24,9 +24,11 @@ from kvmsim.scenario.schema import Scenario
 from kvmsim.scenario.vcpu_state import apply_vcpu_state, cpuid_with_overrides
 from kvmsim.uapi import KVM_MEM_READONLY, HostEvent, KvmMsrExitReason, VcpuFd, VmFd
 from kvmsim.vmm import boot, multiboot
+from kvmsim.vmm.acpi import build_acpi_tables
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.cpuid import table_entries as cpuid_table_entries
 from kvmsim.vmm.devices import DEVICE_TYPES
+from kvmsim.vmm.devices.platform import Platform, host_clock_ns, host_page_flush, insn_clock_ns
 from kvmsim.vmm.devices.python import DeviceError
 from kvmsim.vmm.exits import Stop
 from kvmsim.vmm.limits import limit_detail
@@ -272,8 +274,12 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     devices: dict[str, Any] = {}
     ioeventfds: dict[str, Any] = {}
     zones: dict[str, tuple[int, int]] = {}
+    platform = _platform(sc, vm, vcpu, ram)
     for d in sc.devices:
         name = d.name or d.type
+        if d.type == "acpi-tables":
+            _write_acpi_tables(ram, sc, d.rsdp)
+            continue
         if d.type == "ioeventfd":
             ioeventfds[name] = vm.ioeventfd(d.port if d.port is not None else d.gpa, d.len,
                                             pio=d.port is not None, datamatch=d.datamatch)
@@ -291,10 +297,15 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
             raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("devices", sc.devices.index(d)),
                                 str(e)) from None
         devices[name] = dev
-        if params.get("gpa") is not None:
+        if hasattr(dev, "connect"):
+            dev.connect(platform)
+        if hasattr(dev, "regions"):      # a device on several ranges (pc-testdev)
+            for bus, base, size, part in dev.regions():
+                (pio if bus == "pio" else mmio_bus).register(base, size, part)
+        elif params.get("gpa") is not None:
             mmio_bus.register(params["gpa"], dev.size, dev)
         else:
-            pio.register(params["port"], dev.size, dev)
+            pio.register(params["port"] if "port" in params else params["iobase"], dev.size, dev)
     config = VmmConfig(unclaimed_io=sc.userspace.unclaimed_io, unclaimed_mmio=sc.userspace.unclaimed_mmio,
                        msr_answers=dict(sc.userspace.msr), max_exits=sc.limits.max_exits,
                        wall_seconds=sc.limits.wall_seconds, events=_events(sc),
@@ -304,6 +315,29 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     kick = getattr(vcpu, "kick", None)
     vmm = Vmm(vcpu, pio, mmio_bus, config, kick=kick)
     return Machine(sc, image, vm, vcpu, vmm, ram, devices, ioeventfds, backend, zones)
+
+
+def _platform(sc: Scenario, vm: VmFd, vcpu: VcpuFd, ram: list[tuple[int, mmap.mmap]]) -> Platform:
+    """The machine-wide services devices get: virtual time from the sim's retired instructions
+    (when it counts them: limits.max_guest_insns set), else the host clock; KVM_IRQ_LINE when the
+    scenario asks for an in-kernel irqchip and the backend has it; page flushes on the RAM's host pages."""
+    model = getattr(vcpu, "vcpu", None)
+    hw = model.hw if model is not None else None
+    clock = insn_clock_ns(lambda: hw.guest_insns) if hw is not None and sc.limits.max_guest_insns else host_clock_ns()
+    irq_line = getattr(vm, "irq_line", None) if getattr(sc.kvm, "irqchip", False) else None
+    return Platform(clock_ns=clock, irq_line=irq_line, flush_page=host_page_flush(ram))
+
+
+def _write_acpi_tables(ram: list[tuple[int, mmap.mmap]], sc: Scenario, rsdp: int) -> None:
+    """Firmware's part: the ACPI tables in guest RAM before the vCPU runs (vmm/acpi.py)."""
+    timer = next((d.port for d in sc.devices if d.type == "acpi-pm-timer"), 0)
+    blob = build_acpi_tables(rsdp, pm_tmr_blk=timer)
+    for gpa, buf in ram:
+        if gpa <= rsdp and rsdp + len(blob) <= gpa + len(buf):
+            buf[rsdp - gpa:rsdp - gpa + len(blob)] = blob
+            return
+    raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("devices"),   # the schema checks it first
+                        f"ACPI tables at {rsdp:#x}+{len(blob):#x} are not inside any memory slot")
 
 
 def _load_image(ram: list[tuple[int, mmap.mmap]], image: GuestImage, sc: Scenario) -> None:

@@ -21,7 +21,9 @@ from kvmsim.kvm.memslot import KvmUserspaceMemoryRegion, kvm_set_memory_region_c
 from kvmsim.scenario.pydevice import DeviceClassError, load_device_class
 from kvmsim.scenario.vcpu_state import sregs_problem
 from kvmsim.uapi import KVM_MEM_READONLY, KvmInternalError
+from kvmsim.vmm.acpi import RSDP_SCAN_END, RSDP_SCAN_START, acpi_tables_size
 from kvmsim.vmm.cpuid import cpuid_function_is_indexed
+from kvmsim.vmm.devices.testdev import IORAM_BASE, IORAM_LEN, IRQ_LINES, IRQ_PORT, TESTDEV_PORT, TESTDEV_PORT_SPAN
 from kvmsim.vmm.multiboot import (MAX_KERNEL_BYTES, MAX_MODULE_BYTES, MAX_MODULES, MultibootError, MultibootKernel,
                                   RamRange, parse_kernel, plan_boot)
 
@@ -476,19 +478,125 @@ class PythonDevice(_Device):
         return self._cls
 
 
+# ---------------------------------------------------------------- the platform QEMU gives kvm-unit-tests
+
+MAX_CPUS = 288   # not KVM's limit: KVM_MAX_VCPUS is larger; QEMU's pc machine takes 288 (-smp maxcpus)
+
+
+class FwCfg(_Device):
+    """QEMU's fw_cfg (vmm/devices/fw_cfg.py): selector port 0x510 (16-bit OUT), data port 0x511
+    (byte INs through the selected item).  Items: signature "QEMU", ID, UUID, RAM_SIZE, NB_CPUS,
+    MAX_CPUS, NOGRAPHIC, BOOT_MENU, IRQ0_OVERRIDE."""
+
+    type: Literal["fw-cfg"]
+    port: U16 = Field(0x510, description="selector; the data port is port + 1")
+    nb_cpus: Annotated[int, BeforeValidator(parse_int), Field(ge=1, le=MAX_CPUS), _INT_JSON] = Field(
+        1, description="FW_CFG_NB_CPUS: the CPUs booted")
+    max_cpus: Annotated[int, BeforeValidator(parse_int), Field(ge=1, le=MAX_CPUS), _INT_JSON] | None = Field(
+        None, description="FW_CFG_MAX_CPUS; default nb_cpus")
+    ram_size: Size | None = Field(None, description="FW_CFG_RAM_SIZE; default: the RAM of the writable memslots")
+
+    @model_validator(mode="after")
+    def _cpus(self) -> "FwCfg":
+        if self.port + 2 > 0x10000:
+            raise FieldError(("port",), f"ports {self.port:#x}+2 run past port 0xffff")
+        if self.max_cpus is not None and self.max_cpus < self.nb_cpus:
+            raise FieldError(("max_cpus",), f"max_cpus {self.max_cpus} is less than nb_cpus {self.nb_cpus} "
+                             "(QEMU: -smp: maxcpus must be equal to or greater than smp)")
+        return self
+
+
+class PcTestdev(_Device):
+    """QEMU's pc-testdev (vmm/devices/testdev.py), at its fixed addresses: the latch at port 0xe0
+    (and 0xe8), flush at 0xe4, ISA IRQ lines at ports 0x2000-0x2017, 64 KiB IORAM at 0xff000000."""
+
+    type: Literal["pc-testdev"]
+
+
+class IsaDebugExit(_Device):
+    """QEMU's isa-debug-exit: a write ends the run with stop.reason isa-debug-exit and code
+    (value << 1) | 1, the exit status QEMU gives.  kvm-unit-tests' -device isa-debug-exit,iobase=0xf4,iosize=0x4."""
+
+    type: Literal["isa-debug-exit"]
+    iobase: U16 = 0xF4
+    iosize: Annotated[int, BeforeValidator(parse_int), Field(ge=1, le=0x10000), _INT_JSON] = 4
+
+    @model_validator(mode="after")
+    def _inside_port_space(self) -> "IsaDebugExit":
+        if self.iobase + self.iosize > 0x10000:
+            raise FieldError(("iosize",), f"ports {self.iobase:#x}+{self.iosize:#x} run past port 0xffff")
+        return self
+
+
+class BochsShutdown(_Device):
+    """The Bochs power-off port: "Shutdown" written a byte at a time ends the run (stop.reason
+    bochs-shutdown); kvm-unit-tests' exit() falls back to it."""
+
+    type: Literal["bochs-shutdown"]
+    port: U16 = 0x8900
+
+
+class AcpiPmTimer(_Device):
+    """The ACPI PM timer: a 24-bit count at 3.579545 MHz of the machine's virtual time (retired guest
+    instructions on the sim, 1 ns each; the host clock on /dev/kvm)."""
+
+    type: Literal["acpi-pm-timer"]
+    port: Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=0xFFFC), _INT_JSON] = Field(
+        0xB008, description="pm_tmr_blk (QEMU pc: PIIX4 PM base 0xb000 + 8); 4 ports")
+
+
+class AcpiTables(_Device):
+    """RSDP, RSDT, FADT (pm_tmr_blk = the acpi-pm-timer's port, 0 without one), FACS and an empty
+    DSDT, written into guest RAM at boot (vmm/acpi.py), the RSDP at `rsdp`."""
+
+    type: Literal["acpi-tables"]
+    rsdp: U64 = Field(0xF0000, description="the RSDP's GPA: 16-byte aligned in 0xe0000-0xfffff, where "
+                      "the guest scans for it; the other tables follow it")
+
+    @model_validator(mode="after")
+    def _in_bios_area(self) -> "AcpiTables":
+        if self.rsdp % 16:
+            raise FieldError(("rsdp",), f"rsdp {self.rsdp:#x} is not 16-byte aligned (the RSDP scan steps 16 bytes)")
+        end = self.rsdp + acpi_tables_size(self.rsdp)
+        if self.rsdp < RSDP_SCAN_START or end > RSDP_SCAN_END:
+            raise FieldError(("rsdp",), f"tables at {self.rsdp:#x}+{end - self.rsdp:#x} are not inside "
+                             f"{RSDP_SCAN_START:#x}-{RSDP_SCAN_END - 1:#x}, where the guest scans for the RSDP")
+        return self
+
+
 Device = Annotated[Union[Serial16550, DebugExit, RegBank, TestReport, PortValue, Ioeventfd, CoalescedMmio,
-                         PortSequence, MmioSequence, PythonDevice],
+                         PortSequence, MmioSequence, PythonDevice, FwCfg, PcTestdev, IsaDebugExit, BochsShutdown,
+                         AcpiPmTimer, AcpiTables],
                    Field(discriminator="type")]
 DEVICE_TYPES = ("serial16550", "debug-exit", "regbank", "test-report", "port-value", "ioeventfd", "coalesced-mmio",
-                "port-sequence", "mmio-sequence", "python")
+                "port-sequence", "mmio-sequence", "python", "fw-cfg", "pc-testdev", "isa-debug-exit", "bochs-shutdown",
+                "acpi-pm-timer", "acpi-tables")
 
 
-_FIXED_SPAN = {"serial16550": 8, "test-report": 4}  # the VMM device's own size (vmm/devices)
+_FIXED_SPAN = {"serial16550": 8, "test-report": 4, "fw-cfg": 2, "bochs-shutdown": 1,
+               "acpi-pm-timer": 4}  # the VMM device's own size (vmm/devices)
+# Devices at fixed addresses on more than one range (vmm/devices/testdev.py regions()).
+_FIXED_CLAIMS = {"pc-testdev": [("pio", "type", TESTDEV_PORT, TESTDEV_PORT_SPAN), ("pio", "type", IRQ_PORT, IRQ_LINES),
+                                ("mmio", "type", IORAM_BASE, IORAM_LEN)]}
 
 
 def _vmm_span(d: Any) -> int:
     """Bytes of port or MMIO space a device claims on the VMM's bus."""
     return _FIXED_SPAN.get(d.type) or getattr(d, "size", None) or getattr(d, "len", 0) or 1
+
+
+def _claims(d: Any) -> list[tuple[str, str, int, int]]:
+    """(bus, field naming the address, base, size) of every range a device takes on the VMM's buses;
+    none for the in-kernel ones (ioeventfd, coalesced MMIO) and for tables in RAM."""
+    if d.type in ("ioeventfd", "coalesced-mmio", "acpi-tables"):
+        return []
+    if d.type in _FIXED_CLAIMS:
+        return _FIXED_CLAIMS[d.type]
+    if d.type == "isa-debug-exit":
+        return [("pio", "iobase", d.iobase, d.iosize)]
+    if getattr(d, "gpa", None) is not None:
+        return [("mmio", "gpa", d.gpa, _vmm_span(d))]
+    return [("pio", "port", d.port, _vmm_span(d))]
 
 
 def default_devices() -> list:
@@ -719,7 +827,8 @@ class Limits(_Model):
 # ---------------------------------------------------------------- expectations
 
 StopReason = Literal["debug-exit", "shutdown", "internal-error", "hlt", "fail-entry", "limit",
-                     "mmio-unclaimed", "io-unclaimed", "exception", "device-error"]
+                     "mmio-unclaimed", "io-unclaimed", "exception", "device-error", "isa-debug-exit",
+                     "bochs-shutdown"]
 
 
 def parse_suberror(v: Any) -> int:
@@ -1144,6 +1253,7 @@ class Scenario(_Model):
         self._name_devices()
         if self.guest.multiboot is not None and "memory" not in self.model_fields_set:
             self.memory = [Memslot(gpa=0, size=MULTIBOOT_DEFAULT_RAM)]
+        self._check_platform()
         self._check_memory()
         self._check_multiboot()
         self._check_expect()
@@ -1173,14 +1283,15 @@ class Scenario(_Model):
             raise FieldError(("memory",), f"memslots total more than kvmsim backs with host memory "
                              f"({MAX_SCENARIO_RAM:#x})")
         for i, d in enumerate(self.devices):
-            gpa = getattr(d, "gpa", None)
-            if gpa is None:
-                continue
-            end = gpa + max(_vmm_span(d), 1)
-            for s in self.memory:
-                if gpa < s.gpa + s.size and s.gpa < end:
-                    raise FieldError(("devices", i, "gpa"), f"{d.type} at {gpa:#x} is inside RAM "
-                                     f"(memslot {s.gpa:#x}+{s.size:#x}); MMIO devices need unbacked GPAs")
+            claims = [(f, gpa, n) for bus, f, gpa, n in _claims(d) if bus == "mmio"]
+            if d.type == "coalesced-mmio" or (d.type == "ioeventfd" and d.gpa is not None):
+                claims = [("gpa", d.gpa, max(_vmm_span(d), 1))]
+            for field, gpa, n in claims:
+                for s in self.memory:
+                    if gpa < s.gpa + s.size and s.gpa < gpa + n:
+                        raise FieldError(("devices", i, field), f"{d.type} at {gpa:#x} is inside RAM "
+                                         f"(memslot {s.gpa:#x}+{s.size:#x}); MMIO devices need unbacked GPAs")
+        self._check_acpi_tables()
         self._check_device_overlap()
         self._check_ioeventfds()
 
@@ -1222,6 +1333,28 @@ class Scenario(_Model):
     def ram_ranges(self) -> list[RamRange]:
         """The memslots as the multiboot loader sees them."""
         return [RamRange(m.gpa, m.size, not m.readonly) for m in self.memory]
+    def _check_acpi_tables(self) -> None:
+        """The tables are written into RAM at boot: one memslot must hold them all."""
+        for i, d in enumerate(self.devices):
+            if d.type != "acpi-tables":
+                continue
+            end = d.rsdp + acpi_tables_size(d.rsdp)
+            if not any(m.gpa <= d.rsdp and end <= m.gpa + m.size for m in self.memory):
+                raise FieldError(("devices", i, "rsdp"), f"ACPI tables at {d.rsdp:#x}+{end - d.rsdp:#x} are not "
+                                 "inside one memslot (firmware tables live in guest RAM)")
+
+    def _check_platform(self) -> None:
+        """One of each machine-wide device (QEMU: 'at most one fw_cfg device is permitted'; the FADT
+        names one PM timer), and fw-cfg's RAM size from the memslots when it is not given."""
+        seen: dict[str, int] = {}
+        for i, d in enumerate(self.devices):
+            if d.type in ("fw-cfg", "pc-testdev", "acpi-pm-timer", "acpi-tables"):
+                if d.type in seen:
+                    raise FieldError(("devices", i, "type"), f"a second {d.type} (also devices[{seen[d.type]}]); "
+                                     "a machine has one")
+                seen[d.type] = i
+            if d.type == "fw-cfg" and d.ram_size is None:
+                d.ram_size = sum(m.size for m in self.memory if not m.readonly)
 
     def _check_ioeventfds(self) -> None:
         """KVM_IOEVENTFD's EEXIST: same bus and address, and a zero length on either, or equal lengths
@@ -1242,18 +1375,17 @@ class Scenario(_Model):
         """The VMM's port and MMIO buses give each address to one device (vmm/bus.py register)."""
         claimed: list[tuple[str, int, int, int]] = []  # bus, base, end, device index
         for i, d in enumerate(self.devices):
-            if d.type in ("ioeventfd", "coalesced-mmio"):
-                continue  # in-kernel (KVM's buses), not the VMM's
-            bus, field = ("mmio", "gpa") if getattr(d, "gpa", None) is not None else ("pio", "port")
-            base = getattr(d, field)
-            end = base + _vmm_span(d)
-            for b, lo, hi, j in claimed:
-                if b == bus and base < hi and lo < end:
-                    other = self.devices[j]
-                    raise FieldError(("devices", i, field),
-                                     f"{d.type} at {base:#x}+{end - base:#x} overlaps devices[{j}] {other.name!r} "
-                                     f"at {lo:#x}+{hi - lo:#x} on the {bus} bus")
-            claimed.append((bus, base, end, i))
+            mine = []
+            for bus, field, base, n in _claims(d):   # in-kernel devices (ioeventfd, coalesced MMIO) claim none
+                end = base + n
+                for b, lo, hi, j in claimed:
+                    if b == bus and base < hi and lo < end:
+                        other = self.devices[j]
+                        raise FieldError(("devices", i, field),
+                                         f"{d.type} at {base:#x}+{end - base:#x} overlaps devices[{j}] {other.name!r} "
+                                         f"at {lo:#x}+{hi - lo:#x} on the {bus} bus")
+                mine.append((bus, base, end, i))
+            claimed += mine
 
     def _check_vcpu(self) -> None:
         """KVM_SET_SREGS's EINVAL cases on the state the run will set: the boot state of the
@@ -1274,8 +1406,9 @@ class Scenario(_Model):
         if e.stop and e.stop.reason == "hlt" and self.vmm.on_hlt == "resume":
             raise FieldError(("expect", "stop", "reason"), "expects a hlt stop but vmm.on_hlt: resume re-enters "
                              "the guest after every KVM_EXIT_HLT")
-        if e.stop and e.stop.reason == "debug-exit" and not any(d.type == "debug-exit" for d in self.devices):
-            raise FieldError(("expect", "stop", "reason"), "expects a debug-exit stop but there is no debug-exit device")
+        for reason in ("debug-exit", "isa-debug-exit", "bochs-shutdown"):   # the device that stops that way
+            if e.stop and e.stop.reason == reason and not any(d.type == reason for d in self.devices):
+                raise FieldError(("expect", "stop", "reason"), f"expects a {reason} stop but there is no {reason} device")
         if (e.serial is not None or e.serial_contains is not None) and not any(
                 d.type == "serial16550" for d in self.devices):
             raise FieldError(("expect",), "expects serial output but there is no serial16550 device")
