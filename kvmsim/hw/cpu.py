@@ -29,7 +29,11 @@ from kvmsim.hw.vmcs import (VMX_EXIT_REASONS_FAILED_VMENTRY, EPT_VIOLATION_ACC_I
                             EPT_VIOLATION_EXECUTABLE, EPT_VIOLATION_READABLE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
                             CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_NMI, NMI_HOST_INTR_INFO, IntrType,
-                            IoExitQual, Vector, Vmcs, insn_exits, intr_info, pause_loop_exits)
+                            IoExitQual, Vector, Vmcs, insn_exits, intr_info, pause_loop_exits,
+                            CPU_BASED_INTR_WINDOW_EXITING, GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_STI,
+                            SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES, TYPE_LINEAR_APIC_INST_FETCH,
+                            TYPE_LINEAR_APIC_INST_READ, TYPE_LINEAR_APIC_INST_WRITE)
+from kvmsim.hw.apicdef import APIC_DEFAULT_PHYS_BASE
 
 from kvmsim.hw.memory import GuestMemory
 from kvmsim.hw.registers import SNAP_IDS, CpuState
@@ -199,6 +203,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             if self.kick_pending:
                 self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)  # host timer/IPI kick
                 return
+            win = vmcs.cpu_based_vm_exec_control & CPU_BASED_INTR_WINDOW_EXITING
+            if win and self._intr_window_open():
+                return self._exit(ExitReason.INTERRUPT_WINDOW)
+            timer = vmcs.vmx_preemption_timer_deadline
+            if timer is not None and self.guest_insns >= timer:
+                return self._exit(ExitReason.PREEMPTION_TIMER)
             if self._dbg_on and self._dbg_boundary(self.linear_rip()):
                 continue                           # a debugger stop (debugtrap.py); state may have changed
             self._pending = None
@@ -225,24 +235,30 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                         self.flush_regs()
                 begin = self._begin
                 begin.value = rip
-                if limit is None and not (self._dbg_on and self._dbg_step):
+                if limit is None and not (self._dbg_on and self._dbg_step) and not win and timer is None:
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT,
                                           ctypes.c_size_t(self.host_nmi_every) if self.host_nmi_every else NO_COUNT)
                 else:
                     # The count hook sees each instruction before it runs; it (or a stop hook, a fault)
                     # stops at one that then does not run: retired = counter - 1.  A debugger's single
-                    # step counts one instruction out.
+                    # step counts one instruction out, and so does a closed interrupt window (the CPU
+                    # checks it at every instruction boundary); the preemption timer counts down.
                     left = 1 if limit is None else limit - self.guest_insns
-                    if self._dbg_step:
+                    if timer is not None:
+                        left = timer - self.guest_insns if limit is None else min(left, timer - self.guest_insns)
+                    if self._dbg_step or win:
                         left = min(left, 1)
+                    shadow = self._shadow_kind(begin.value) if win else 0
                     self._between = False
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT, ctypes.c_size_t(
                         min(left, self.host_nmi_every) if self.host_nmi_every else left))
                     done = self._counter.value - (0 if self._between else 1)   # _counted_retired, inlined
                     if done < 0:
                         done = 0
-                    if limit is not None:
+                    if limit is not None or win or timer is not None:
                         self.guest_insns += done
+                    if win and done:
+                        self._set_shadow(shadow)
                     if self._dbg_on:
                         self._dbg_progress(done)
                 self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
@@ -269,6 +285,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 raise KvmSimBug(f"unicorn stopped with {UcError(status)} at rip {self.reg('rip'):#x}")
             if limit is not None and self.guest_insns >= limit:
                 continue                        # the budget is spent before the instruction at RIP
+            if win or (timer is not None and self.guest_insns >= timer):
+                continue                        # one step with the window closed, or the timer is due
             here = self._rc["rip"] if self._mode == "long64" and not self._mode_stale else self.linear_rip()
             if self._dbg_on:
                 if self._dbg_boundary(here):
@@ -658,6 +676,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
     def _ept_exit(self, access: int, gpa: int, linear: int) -> bool:
         """No memslot behind the access at `gpa`: EPT violation, or misconfig once KVM cached an MMIO
         SPTE.  A write to a read-only memslot is an EPT violation on a present, readable+executable entry."""
+        if (gpa & ~0xFFF) == APIC_DEFAULT_PHYS_BASE and (self.vmcs.secondary_vm_exec_control
+                                                       & SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES):
+            return self._apic_access_exit(access, gpa)
         if (gpa >> 12) in self.ept_mmio_gfns:
             return self._exit(ExitReason.EPT_MISCONFIG, 0, self._insn_len(), gpa=gpa)
         q = (EPT_VIOLATION_ACC_INSTR if access == UC_MEM_FETCH_UNMAPPED
@@ -667,6 +688,37 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if access == UC_MEM_WRITE_PROT:
             q |= EPT_VIOLATION_READABLE | EPT_VIOLATION_EXECUTABLE
         return self._exit(ExitReason.EPT_VIOLATION, q, self._insn_len(), gpa=gpa, gla=linear)
+
+    def _intr_window_open(self) -> bool:
+        """RFLAGS.IF set and no STI/MOV-SS shadow: an external interrupt could be taken now."""
+        return bool(self.reg("rflags") & 0x200) and not (
+            self.vmcs.guest_interruptibility_info & (GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS))
+
+    def _shadow_kind(self, linear: int) -> int:
+        """The interrupt shadow the instruction at `linear` would open: STI (only if IF is 0 now),
+        MOV SS / POP SS; 0 for any other.  Simplified: prefixes before them are not decoded."""
+        try:
+            code = self.read_linear_bytes(linear, 2)
+        except (paging.PageFault, UcError):
+            return 0
+        if code[0] == 0xFB and not self.reg("rflags") & 0x200:
+            return GUEST_INTR_STATE_STI
+        if code[0] == 0x17 or (code[0] == 0x8E and (code[1] >> 3) & 7 == 2):
+            return GUEST_INTR_STATE_MOV_SS
+        return 0
+
+    def _set_shadow(self, shadow: int) -> None:
+        """An instruction retired: its shadow (if any) now blocks interrupts for one instruction."""
+        self.vmcs.guest_interruptibility_info = (self.vmcs.guest_interruptibility_info
+                                                 & ~(GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS)) | shadow
+
+    def _apic_access_exit(self, access: int, gpa: int) -> bool:
+        """An access to the APIC-access page KVM set up (virtualize APIC accesses): APIC_ACCESS with
+        the page offset and the access type (SDM table 28-6), never an EPT exit."""
+        kind = (TYPE_LINEAR_APIC_INST_FETCH if access == UC_MEM_FETCH_UNMAPPED
+                else TYPE_LINEAR_APIC_INST_WRITE if access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT)
+                else TYPE_LINEAR_APIC_INST_READ)
+        return self._exit(ExitReason.APIC_ACCESS, kind | (gpa & 0xFFF), self._insn_len())
 
     def _insn_len(self) -> int:
         """VM_EXIT_INSTRUCTION_LEN (hardware reports it on EPT misconfig in practice); remembered per

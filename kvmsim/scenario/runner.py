@@ -214,6 +214,8 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
         ram.append((m.gpa, buf))
         vm.set_user_memory_region(slot, m.gpa, memoryview(buf), KVM_MEM_READONLY if m.readonly else 0)
     _load_image(ram, image, sc)
+    if sc.kvm.irqchip:
+        vm.create_irqchip()            # before the vCPU, which then gets its in-kernel LAPIC
     vcpu = vm.create_vcpu(0)
     if sc.kvm.cpuid_replaced:
         vcpu.set_cpuid(cpuid_table_entries(sc.kvm.cpuid.entries))  # type: ignore[union-attr]
