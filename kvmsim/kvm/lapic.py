@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kvmsim.hw.apicdef import APIC_DEFAULT_PHYS_BASE, MSR_IA32_APICBASE_BSP, MSR_IA32_APICBASE_ENABLE
+from kvmsim.hw.vmcs import SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES
+from kvmsim.kvm import cpuid
 from kvmsim.probe import PROBES, tracepoint
 
 if TYPE_CHECKING:
@@ -172,19 +174,23 @@ def kvm_apic_mode(apic_base: int) -> int:
     return apic_base & (MSR_IA32_APICBASE_ENABLE | X2APIC_ENABLE)
 
 
+def _guest_cpuid_bit(vcpu: "KvmVcpu", leaf: int, reg: str, bit: int) -> bool:
+    e = cpuid.kvm_find_cpuid_entry_index(vcpu, leaf, 0)
+    return e is not None and bool(getattr(e, reg) >> bit & 1)
+
+
 def _maxphyaddr(vcpu: "KvmVcpu") -> int:
-    from kvmsim.kvm import cr   # cr.py asks lapic_in_kernel of this module's state
-    return cr.cpuid_maxphyaddr(vcpu)
+    """cpuid_maxphyaddr (cr.py's, which reads the TPR from here: the same lookup, no import cycle)."""
+    e = cpuid.kvm_find_cpuid_entry_index(vcpu, 0x80000008, 0)
+    return (e.eax & 0xFF) if e is not None and e.eax & 0xFF else 36
 
 
 def _guest_has_x2apic(vcpu: "KvmVcpu") -> bool:
-    from kvmsim.kvm import cr
-    return cr.guest_cpuid_has(vcpu, 1, 0, "ecx", 21)
+    return _guest_cpuid_bit(vcpu, 1, "ecx", 21)
 
 
 def _guest_has_tsc_deadline(vcpu: "KvmVcpu") -> bool:
-    from kvmsim.kvm import cr
-    return cr.guest_cpuid_has(vcpu, 1, 0, "ecx", 24)
+    return _guest_cpuid_bit(vcpu, 1, "ecx", 24)
 
 
 def kvm_apic_set_base(vcpu: "KvmVcpu", value: int, host_initiated: bool) -> int:
@@ -233,7 +239,6 @@ def __kvm_apic_set_base(vcpu: "KvmVcpu", value: int) -> None:
 
 def _set_virtual_apic_mode(vcpu: "KvmVcpu") -> None:
     """vmx_set_virtual_apic_mode: the APIC-access page is virtualized only in xAPIC mode."""
-    from kvmsim.hw.vmcs import SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES
     v = vcpu.hw.vmcs
     if kvm_apic_mode(vcpu.arch.apic_base) == LAPIC_MODE_XAPIC:
         v.secondary_vm_exec_control |= SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES
