@@ -285,8 +285,6 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 raise KvmSimBug(f"unicorn stopped with {UcError(status)} at rip {self.reg('rip'):#x}")
             if limit is not None and self.guest_insns >= limit:
                 continue                        # the budget is spent before the instruction at RIP
-            if win or (timer is not None and self.guest_insns >= timer):
-                continue                        # one step with the window closed, or the timer is due
             here = self._rc["rip"] if self._mode == "long64" and not self._mode_stale else self.linear_rip()
             if self._dbg_on:
                 if self._dbg_boundary(here):
@@ -314,6 +312,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 continue
             if self.kick_pending:
                 continue
+            if win or (timer is not None and self.guest_insns >= timer):
+                continue                        # one step with the window closed, or the timer is due
             if self.host_nmi_every:   # the instruction budget ran out: the host NMI arrives
                 return self._exit(ExitReason.EXCEPTION_NMI, intr=NMI_HOST_INTR_INFO)
             if quirks.reset_old_exception(uc):

@@ -90,6 +90,7 @@ class KvmLapic:
     lapic_timer: KvmTimer = field(default_factory=KvmTimer)
     divide_count: int = 2
     sw_enabled: bool = False
+    slept_ns: int = 0                  # virtual time spent halted (no instruction retires then)
 
 
 class ApicMmioDevice:
@@ -470,8 +471,8 @@ def kvm_get_apic_interrupt(vcpu: "KvmVcpu") -> int:
 # ---------------------------------------------------------------- the timer
 
 def _now(vcpu: "KvmVcpu") -> int:
-    """Virtual ns: the vCPU's retired guest instructions."""
-    return vcpu.hw.guest_insns
+    """Virtual ns: the vCPU's retired guest instructions plus the time it slept halted."""
+    return vcpu.hw.guest_insns + vcpu.arch.apic.slept_ns
 
 
 def kvm_read_l1_tsc(vcpu: "KvmVcpu") -> int:
@@ -552,11 +553,11 @@ def apic_timer_expired(vcpu: "KvmVcpu") -> None:
 
 
 def kvm_lapic_hv_deadline(vcpu: "KvmVcpu") -> int | None:
-    """The virtual time the VMX preemption timer must fire at (vmx_set_hv_timer), or None."""
+    """The retired-instruction count the VMX-preemption timer must fire at (vmx_set_hv_timer), or None."""
     apic = vcpu.arch.apic
     if apic is None or not apic.lapic_timer.target_expiration:
         return None
-    return apic.lapic_timer.target_expiration
+    return apic.lapic_timer.target_expiration - apic.slept_ns
 
 
 def kvm_lapic_expired_hv_timer(vcpu: "KvmVcpu") -> None:
@@ -570,11 +571,11 @@ def kvm_lapic_expired_hv_timer(vcpu: "KvmVcpu") -> None:
 def kvm_lapic_advance_to_deadline(vcpu: "KvmVcpu") -> bool:
     """A halted vCPU (kvm_vcpu_block) sleeps until its timer: virtual time jumps to the deadline.
     False if no timer is armed (nothing would ever wake it)."""
-    deadline = kvm_lapic_hv_deadline(vcpu)
-    if deadline is None:
+    apic = vcpu.arch.apic
+    deadline = apic.lapic_timer.target_expiration
+    if not deadline:
         return False
-    if vcpu.hw.guest_insns < deadline:
-        vcpu.hw.guest_insns = deadline
+    apic.slept_ns += max(deadline - _now(vcpu), 0)
     kvm_lapic_expired_hv_timer(vcpu)
     return True
 
