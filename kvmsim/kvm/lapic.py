@@ -544,8 +544,6 @@ def apic_timer_expired(vcpu: "KvmVcpu") -> None:
     if t.pending:
         return
     t.pending += 1
-    if PROBES.enabled:
-        tracepoint("kvm_timer_expired", vcpu_id=vcpu.vcpu_id, mode=t.timer_mode)
     if t.timer_mode == APIC_LVT_TIMER_PERIODIC and t.period:
         t.target_expiration += t.period
     else:
@@ -653,7 +651,7 @@ def kvm_lapic_reg_read(vcpu: "KvmVcpu", offset: int, length: int) -> int | None:
         return None
     val = __apic_read(vcpu, reg)
     if PROBES.enabled:
-        tracepoint("kvm_apic", rw="read", reg=offset, val=val)
+        tracepoint("kvm_apic", rw=0, reg=offset, val=val)
     return (val >> (8 * align)) & ((1 << (8 * length)) - 1)
 
 
@@ -663,7 +661,7 @@ def kvm_lapic_reg_write(vcpu: "KvmVcpu", reg: int, val: int) -> int:
     apic = vcpu.arch.apic
     x2 = apic_x2apic_mode(vcpu)
     if PROBES.enabled:
-        tracepoint("kvm_apic", rw="write", reg=reg, val=val)
+        tracepoint("kvm_apic", rw=1, reg=reg, val=val)
     if reg == APIC_ID:
         if x2:
             return 1
