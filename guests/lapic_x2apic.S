@@ -5,7 +5,7 @@
 # 2. x2APIC ID (0x802) is the vCPU id 0, LDR (0x80d) 1 (cluster 0, bit 0); writes to them #GP.
 # 3. The xAPIC page now reads all ones (KVM_X86_QUIRK_LAPIC_MMIO_HOLE) — an EPT exit, not APIC_ACCESS.
 # 4. TPR (0x808) write/read; SELF IPI (0x83f) with vector 0x70 while IF=0: pending, then STI →
-#    the handler runs and writes EOI (0x80b); IRR (0x823) and ISR (0x813) empty afterwards.
+#    STI; HLT: the handler runs and writes EOI (0x80b); IRR (0x823) and ISR (0x813) empty afterwards.
 # 5. ICR (0x830) is one 64-bit register; a reserved bit #GPs.
 # 6. Back to xAPIC mode without disabling first: #GP (an illegal transition).
 # Expect: "SUMMARY: 11 tests, 0 failures".
@@ -64,8 +64,8 @@
         RDMSR_  0x823                       # IRR bits 127:96
         cmpl    $0x10000, %eax
         REPORT  e, "SELF IPI is pending in the IRR while IF=0"
-        sti
-        nop
+        sti                                 # (the STI shadow covers the HLT, which wakes at once)
+        hlt
         cmpl    $1, ipis
         REPORT  e, "the self-IPI reached its handler after STI"
         RDMSR_  0x823
