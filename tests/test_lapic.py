@@ -385,3 +385,17 @@ def test_halted_vcpu_sleeps_until_the_deadline(vcpu: KvmVcpu) -> None:
     assert vcpu.hw.guest_insns == 10                             # retired instructions unchanged
     assert vcpu.arch.apic.slept_ns == 2000 and lapic.apic_has_pending_timer(vcpu) == 1
     assert not lapic.kvm_lapic_advance_to_deadline(vcpu)         # one-shot: nothing armed now
+
+
+def test_ia32_tsc_is_the_virtual_clock_and_deadlines_follow_its_offset(vcpu: KvmVcpu) -> None:
+    at(vcpu, 300)
+    assert msr.kvm_get_msr(vcpu, 0x10) == (0, 300)
+    assert msr.kvm_set_msr(vcpu, 0x10, 1_000_000) == 0
+    at(vcpu, 350)
+    assert msr.kvm_get_msr(vcpu, 0x10) == (0, 1_000_050)
+    enable(vcpu)
+    wr(vcpu, APIC_LVTT, 0x40042)
+    assert msr.kvm_set_msr(vcpu, 0x6E0, 1_000_150) == 0          # 100 cycles from now
+    assert lapic.kvm_lapic_hv_deadline(vcpu) == 450
+    assert msr.kvm_set_msr(vcpu, 0x6E0, msr.kvm_get_msr(vcpu, 0x10)[1]) == 0   # "now" (kvm-unit-tests)
+    assert lapic.apic_has_pending_timer(vcpu) == 1

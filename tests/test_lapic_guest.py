@@ -143,3 +143,31 @@ def test_timer_runs_are_reproducible() -> None:
             m.close()
     assert seen[0] == seen[1]
     assert seen[0][2] == 5 and seen[0][0] > 5 * 200_000 // 4     # five 200 us periods of spinning
+
+
+def test_rdtsc_counts_retired_instructions_plus_the_tsc_offset() -> None:
+    m = machine("""
+        .include "kvmsim.inc"
+        GUEST_ENTRY
+        rdtsc
+        movl %eax, %esi
+        movl $100, %ecx
+    1:  decl %ecx
+        jnz 1b
+        rdtsc                        # 1 + 2 + 200 instructions later
+        movl %eax, %edi
+        movl $0x10, %ecx
+        movl $1000000, %eax
+        xorl %edx, %edx
+        wrmsr                        # IA32_TSC: KVM moves the TSC offset
+        rdtsc
+        movl %eax, %ebx
+        EXIT 0
+    """, kvm=IRQCHIP, devices=DEV)
+    try:
+        kvm_run(m, KvmExit.IO)
+        regs = m.vcpu.get_regs()
+        assert regs.rdi - regs.rsi == 203
+        assert regs.rbx == 1_000_000 + 1                    # the WRMSR retired in between
+    finally:
+        m.close()

@@ -19,6 +19,8 @@ from unicorn import (UC_ARCH_X86, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_ME
 from unicorn import unicorn_const as UCC
 
 from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
+from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
+from unicorn.x86_const import UC_X86_INS_RDTSC, UC_X86_REG_RAX, UC_X86_REG_RDX
 
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import ctrlregs, event, fixups, paging, quirks
@@ -95,6 +97,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self._cs_limit_init()
         self._dbg_init()
         self._exit_count = 0                  # VM exits so far (a PAUSE loop ends at one)
+        self._counting = False                # the current uc_emu_start counts instructions (_on_rdtsc_raw)
         self._ple_rip, self._ple_count, self._ple_exits = -1, 0, -1
         self._pending: tuple | None = None
         self.native_exceptions = 0
@@ -140,6 +143,13 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if status:
             raise UcError(status)
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        # RDTSC reads the virtual TSC (TSC offsetting over retired instructions), raw like the hook above.
+        self._rdtsc_cb = HOOK_INSN_CPUID_CFUNC(self._on_rdtsc_raw)
+        self._rdtsc_hook = uc_hook_h()
+        status = uclib.uc_hook_add(self._uch, ctypes.byref(self._rdtsc_hook), UCC.UC_HOOK_INSN, self._rdtsc_cb,
+                                   None, ctypes.c_uint64(1), ctypes.c_uint64(0), ctypes.c_int(UC_X86_INS_RDTSC))
+        if status:
+            raise UcError(status)
         self.uc = uc
         self._trap_power_on()
         self._dbg_power_on()
@@ -166,6 +176,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if isinstance(callbacks, dict):
             callbacks.clear()                          # drops the bound methods: the cycle is broken
         self._unmapped_cb = self._unmapped_hook = None
+        self._rdtsc_cb = self._rdtsc_hook = None
         self._trap_init()
         self._ro_init()
         self._cs_limit_init()
@@ -236,6 +247,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 begin = self._begin
                 begin.value = rip
                 if limit is None and not (self._dbg_on and self._dbg_step) and not win and timer is None:
+                    self._counting = False
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT,
                                           ctypes.c_size_t(self.host_nmi_every) if self.host_nmi_every else NO_COUNT)
                 else:
@@ -250,6 +262,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                         left = min(left, 1)
                     shadow = self._shadow_kind(begin.value) if win else 0
                     self._between = False
+                    self._counting = limit is not None or win or timer is not None
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT, ctypes.c_size_t(
                         min(left, self.host_nmi_every) if self.host_nmi_every else left))
                     done = self._counter.value - (0 if self._between else 1)   # _counted_retired, inlined
@@ -778,6 +791,15 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
     def _on_intr(self, uc: Uc, intno: int, _: object) -> None:
         self._pending = ("intr", intno, quirks.error_code(uc))
         uc.emu_stop()
+
+    def _on_rdtsc_raw(self, uch: object, key: object) -> int:
+        """RDTSC: the TSC is the instructions retired so far (the count hook has seen this one),
+        plus TSC_OFFSET; EDX:EAX, upper halves zero.  1: unicorn skips its own host-clock value."""
+        now = self.guest_insns + (max(self._counter.value - 1, 0) if self._counting else 0)
+        tsc = (now + self.vmcs.tsc_offset) & ((1 << 64) - 1)
+        self.uc.reg_write(UC_X86_REG_RAX, tsc & 0xFFFF_FFFF)
+        self.uc.reg_write(UC_X86_REG_RDX, tsc >> 32)
+        return 1
 
     def request_stop(self) -> None:
         """A signal to the vCPU thread: kick the guest out (like an IPI), from any thread."""

@@ -233,6 +233,9 @@ class Vmcs:
     # VMX-preemption timer (PIN_BASED_VMX_PREEMPTION_TIMER while armed).  Simplified: an absolute
     # deadline in the vCPU's retired guest instructions (its virtual clock), not a TSC-scaled count.
     vmx_preemption_timer_deadline: int | None = None
+    # TSC_OFFSET: RDTSC reads the CPU's TSC plus this.  The silicon's TSC is its retired guest
+    # instructions (counted while an instruction budget, timer or interrupt window is set).
+    tsc_offset: int = 0
 
     def clear_exit_info(self) -> None:
         self.exit_qualification = self.vm_exit_instruction_len = 0

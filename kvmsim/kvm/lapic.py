@@ -475,9 +475,28 @@ def _now(vcpu: "KvmVcpu") -> int:
     return vcpu.hw.guest_insns + vcpu.arch.apic.slept_ns
 
 
+def kvm_virtual_ns(vcpu: "KvmVcpu") -> int:
+    """The vCPU's virtual clock with or without an APIC: retired instructions (+ time slept halted)."""
+    apic = vcpu.arch.apic
+    return vcpu.hw.guest_insns + (apic.slept_ns if apic is not None else 0)
+
+
 def kvm_read_l1_tsc(vcpu: "KvmVcpu") -> int:
-    """The guest TSC of this model's virtual clock (1 GHz: one cycle per retired instruction)."""
-    return _now(vcpu) * VIRTUAL_TSC_KHZ // 1_000_000
+    """The guest TSC (IA32_TSC): the virtual clock at 1 GHz plus the offset a TSC write set.
+    Simplified: a native RDTSC still reads the engine's counter, not this one."""
+    return (kvm_virtual_ns(vcpu) * VIRTUAL_TSC_KHZ // 1_000_000 + vcpu.arch.tsc_offset) & ((1 << 64) - 1)
+
+
+def kvm_tsc_offset(vcpu: "KvmVcpu") -> int:
+    """TSC_OFFSET for the silicon, whose TSC counts retired instructions only: the guest's offset
+    plus the time slept halted (the guest TSC runs on while the vCPU sleeps)."""
+    apic = vcpu.arch.apic
+    return vcpu.arch.tsc_offset + (apic.slept_ns if apic is not None else 0)
+
+
+def kvm_write_l1_tsc(vcpu: "KvmVcpu", value: int) -> None:
+    """WRMSR IA32_TSC: the offset that makes the guest TSC read `value` now (kvm_synchronize_tsc)."""
+    vcpu.arch.tsc_offset = value - kvm_virtual_ns(vcpu) * VIRTUAL_TSC_KHZ // 1_000_000
 
 
 def apic_lvtt_mode(vcpu: "KvmVcpu") -> int:
@@ -525,7 +544,7 @@ def start_apic_timer(vcpu: "KvmVcpu") -> None:
         if not t.tscdeadline:
             t.target_expiration = 0
             return
-        t.target_expiration = max(t.tscdeadline * 1_000_000 // VIRTUAL_TSC_KHZ, now)
+        t.target_expiration = max((t.tscdeadline - vcpu.arch.tsc_offset) * 1_000_000 // VIRTUAL_TSC_KHZ, now)
     else:
         t.period = kvm_lapic_get_reg(apic, APIC_TMICT) * APIC_BUS_CYCLE_NS * apic.divide_count
         _limit_periodic(t)

@@ -48,6 +48,8 @@ def kvm_get_msr(vcpu: KvmVcpu, index: int) -> tuple[int, int]:
         return 0, lapic.kvm_get_lapic_tscdeadline_msr(vcpu)
     if index == 0x1B:
         return 0, vcpu.arch.apic_base                               # kvm_get_apic_base
+    if index == 0x10:
+        return 0, lapic.kvm_read_l1_tsc(vcpu)                       # MSR_IA32_TSC: the virtual TSC
     if index not in KVM_MSRS:
         return KVM_MSR_RET_UNSUPPORTED, 0
     if index == 0xC0000080:
@@ -63,6 +65,9 @@ def kvm_set_msr(vcpu: KvmVcpu, index: int, data: int, host_initiated: bool = Fal
         return 0
     if index == 0x1B:
         return lapic.kvm_apic_set_base(vcpu, data, host_initiated)
+    if index == 0x10:
+        lapic.kvm_write_l1_tsc(vcpu, data)
+        return 0
     if index not in KVM_MSRS:
         return KVM_MSR_RET_UNSUPPORTED
     if index == 0xC0000080:

@@ -66,6 +66,7 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
                    intr_info=hw.vmcs.vm_entry_intr_info_field, error_code=hw.vmcs.vm_entry_exception_error_code)
     # vmx_update_hv_timer: the LAPIC timer's deadline arms the VMX-preemption timer for this entry.
     hw.vmcs.vmx_preemption_timer_deadline = lapic.kvm_lapic_hv_deadline(vcpu) if vcpu.arch.apic is not None else None
+    hw.vmcs.tsc_offset = lapic.kvm_tsc_offset(vcpu)     # vmx_write_tsc_offset (simplified: at every entry)
     hw.enter_guest()
     v = hw.vmcs
     # A host NMI (intr info 0x80000202) is handled by the host's NMI handler right here;
