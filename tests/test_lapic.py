@@ -287,7 +287,8 @@ def test_x2apic_msrs(vcpu: KvmVcpu) -> None:
 # ---------------------------------------------------------------- the timer on virtual time
 
 def at(vcpu: KvmVcpu, t: int) -> None:
-    """Virtual time t: the vCPU retired t guest instructions."""
+    """Virtual time t: the vCPU retired t guest instructions (no exit yet, no sleep)."""
+    assert vcpu.stat.exits == 0 and vcpu.arch.slept_ns == 0
     vcpu.hw.guest_insns = t
 
 
@@ -383,7 +384,7 @@ def test_halted_vcpu_sleeps_until_the_deadline(vcpu: KvmVcpu) -> None:
     wr(vcpu, APIC_TMICT, 1000)
     assert lapic.kvm_lapic_advance_to_deadline(vcpu)
     assert vcpu.hw.guest_insns == 10                             # retired instructions unchanged
-    assert vcpu.arch.apic.slept_ns == 2000 and lapic.apic_has_pending_timer(vcpu) == 1
+    assert vcpu.arch.slept_ns == 2000 and lapic.apic_has_pending_timer(vcpu) == 1
     assert not lapic.kvm_lapic_advance_to_deadline(vcpu)         # one-shot: nothing armed now
 
 

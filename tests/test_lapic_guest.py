@@ -171,3 +171,24 @@ def test_rdtsc_counts_retired_instructions_plus_the_tsc_offset() -> None:
         assert regs.rbx == 1_000_000 + 1                    # the WRMSR retired in between
     finally:
         m.close()
+
+
+def test_a_vm_exit_costs_vmexit_ns_of_virtual_time() -> None:
+    from kvmsim.kvm.lapic import VMEXIT_NS
+    m = machine("""
+        .include "kvmsim.inc"
+        GUEST_ENTRY
+        rdtsc
+        movl %eax, %esi
+        xorl %eax, %eax
+        cpuid                        # one VM exit
+        rdtsc
+        movl %eax, %edi
+        EXIT 0
+    """, kvm=IRQCHIP, devices=DEV)
+    try:
+        kvm_run(m, KvmExit.IO)
+        regs = m.vcpu.get_regs()
+        assert regs.rdi - regs.rsi == 4 + VMEXIT_NS         # rdtsc, movl, xorl, cpuid retired + the exit
+    finally:
+        m.close()

@@ -3,8 +3,8 @@
 struct kvm_lapic keeps its registers in one 4 KiB page, as the kernel does (the layout of the
 xAPIC MMIO page); x2APIC MSR 0x800 + n is register n << 4 of the same page.  Time is virtual:
 the clock is the vCPU's retired guest instructions (hw.guest_insns), one instruction = one ns =
-one TSC cycle (a 1 GHz guest TSC), so a run's timer interrupts land on the same instruction every
-time.  The timer fires through the VMX preemption timer while the guest runs (KVM's hv timer,
+one TSC cycle (a 1 GHz guest TSC), plus VMEXIT_NS per VM exit and the time slept halted, so a run's
+timer interrupts land on the same instruction every time.  The timer fires through the VMX preemption timer while the guest runs (KVM's hv timer,
 vmx.py handle_preemption_timer) and by skipping virtual time while the vCPU halts.
 """
 
@@ -67,6 +67,8 @@ _LVT_MASKS = dict(LVT_REGS)
 APIC_BUS_CYCLE_NS = 1                  # the kernel's default APIC bus cycle
 VIRTUAL_TSC_KHZ = 1_000_000            # one retired instruction = one TSC cycle = 1 ns
 MIN_TIMER_PERIOD_NS = 200_000          # kvm.min_timer_period_us = 200
+# Simplified: every VM exit costs the same virtual time (a guest polling TMCCT or the TSC sees time pass).
+VMEXIT_NS = 1000
 
 
 @dataclass
@@ -90,7 +92,6 @@ class KvmLapic:
     lapic_timer: KvmTimer = field(default_factory=KvmTimer)
     divide_count: int = 2
     sw_enabled: bool = False
-    slept_ns: int = 0                  # virtual time spent halted (no instruction retires then)
 
 
 class ApicMmioDevice:
@@ -471,14 +472,17 @@ def kvm_get_apic_interrupt(vcpu: "KvmVcpu") -> int:
 # ---------------------------------------------------------------- the timer
 
 def _now(vcpu: "KvmVcpu") -> int:
-    """Virtual ns: the vCPU's retired guest instructions plus the time it slept halted."""
-    return vcpu.hw.guest_insns + vcpu.arch.apic.slept_ns
+    return kvm_virtual_ns(vcpu)
+
+
+def _not_retiring_ns(vcpu: "KvmVcpu") -> int:
+    """Virtual time in which no guest instruction retires: halted sleep and the VM exits so far."""
+    return vcpu.arch.slept_ns + vcpu.stat.exits * VMEXIT_NS
 
 
 def kvm_virtual_ns(vcpu: "KvmVcpu") -> int:
-    """The vCPU's virtual clock with or without an APIC: retired instructions (+ time slept halted)."""
-    apic = vcpu.arch.apic
-    return vcpu.hw.guest_insns + (apic.slept_ns if apic is not None else 0)
+    """The vCPU's virtual clock, in ns: retired guest instructions, time slept halted, exits."""
+    return vcpu.hw.guest_insns + _not_retiring_ns(vcpu)
 
 
 def kvm_read_l1_tsc(vcpu: "KvmVcpu") -> int:
@@ -489,9 +493,8 @@ def kvm_read_l1_tsc(vcpu: "KvmVcpu") -> int:
 
 def kvm_tsc_offset(vcpu: "KvmVcpu") -> int:
     """TSC_OFFSET for the silicon, whose TSC counts retired instructions only: the guest's offset
-    plus the time slept halted (the guest TSC runs on while the vCPU sleeps)."""
-    apic = vcpu.arch.apic
-    return vcpu.arch.tsc_offset + (apic.slept_ns if apic is not None else 0)
+    plus the virtual time that passed without retiring any (the guest TSC runs on meanwhile)."""
+    return vcpu.arch.tsc_offset + _not_retiring_ns(vcpu)
 
 
 def kvm_write_l1_tsc(vcpu: "KvmVcpu", value: int) -> None:
@@ -574,7 +577,7 @@ def kvm_lapic_hv_deadline(vcpu: "KvmVcpu") -> int | None:
     apic = vcpu.arch.apic
     if apic is None or not apic.lapic_timer.target_expiration:
         return None
-    return apic.lapic_timer.target_expiration - apic.slept_ns
+    return apic.lapic_timer.target_expiration - _not_retiring_ns(vcpu)
 
 
 def kvm_lapic_expired_hv_timer(vcpu: "KvmVcpu") -> None:
@@ -592,7 +595,7 @@ def kvm_lapic_advance_to_deadline(vcpu: "KvmVcpu") -> bool:
     deadline = apic.lapic_timer.target_expiration
     if not deadline:
         return False
-    apic.slept_ns += max(deadline - _now(vcpu), 0)
+    vcpu.arch.slept_ns += max(deadline - _now(vcpu), 0)
     kvm_lapic_expired_hv_timer(vcpu)
     return True
 
