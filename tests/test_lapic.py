@@ -400,3 +400,24 @@ def test_ia32_tsc_is_the_virtual_clock_and_deadlines_follow_its_offset(vcpu: Kvm
     assert lapic.kvm_lapic_hv_deadline(vcpu) == 450
     assert msr.kvm_set_msr(vcpu, 0x6E0, msr.kvm_get_msr(vcpu, 0x10)[1]) == 0   # "now" (kvm-unit-tests)
     assert lapic.apic_has_pending_timer(vcpu) == 1
+
+
+def _cpuid1_edx(vcpu: KvmVcpu) -> int:
+    return next(e.edx for e in vcpu.arch.cpuid_entries if e.function == 1)
+
+
+def test_cpuid_apic_bit_follows_the_apic_base_enable(vcpu: KvmVcpu) -> None:
+    assert _cpuid1_edx(vcpu) >> 9 & 1
+    assert msr.kvm_set_msr(vcpu, 0x1B, 0xFEE00100) == 0          # disabled
+    assert not _cpuid1_edx(vcpu) >> 9 & 1
+    assert msr.kvm_set_msr(vcpu, 0x1B, 0xFEE00900) == 0
+    assert _cpuid1_edx(vcpu) >> 9 & 1
+
+
+def test_relocated_apic_base_moves_the_mmio_device(vcpu: KvmVcpu) -> None:
+    assert msr.kvm_set_msr(vcpu, 0x1B, 0xFEE00100) == 0
+    assert msr.kvm_set_msr(vcpu, 0x1B, 0xFED40900) == 0
+    bus = vcpu.kvm.buses["KVM_MMIO_BUS"]
+    buf = bytearray(4)
+    assert bus.read(0xFED40030, 4, buf) == 0 and int.from_bytes(buf, "little") == 0x50014
+    assert bus.read(0xFEE00030, 4, buf) != 0                       # nobody at the old base

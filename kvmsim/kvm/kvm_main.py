@@ -68,7 +68,8 @@ class SimVcpuFd:
 
     def set_cpuid(self, entries: Sequence[KvmCpuidEntry2]) -> None:
         self.vcpu.arch.cpuid_entries = list(entries)
-        lapic.kvm_lapic_after_set_cpuid(self.vcpu)    # kvm_vcpu_after_set_cpuid: timer modes, version
+        lapic.kvm_update_cpuid_apic_bit(self.vcpu)    # kvm_vcpu_after_set_cpuid: runtime bits,
+        lapic.kvm_lapic_after_set_cpuid(self.vcpu)    # ... the APIC's timer modes and version
         kvm_x86_ops.vcpu_after_set_cpuid(self.vcpu)   # ... then the vendor's
 
     def nmi(self) -> None:

@@ -216,9 +216,25 @@ def kvm_apic_set_base(vcpu: "KvmVcpu", value: int, host_initiated: bool) -> int:
     return 0
 
 
+def kvm_update_cpuid_apic_bit(vcpu: "KvmVcpu") -> None:
+    """kvm_update_cpuid_runtime: CPUID.1:EDX.APIC (bit 9) follows IA32_APIC_BASE's enable bit
+    (a copy of the entry: KVM_SET_CPUID2's caller keeps its own table)."""
+    entries = vcpu.arch.cpuid_entries
+    for i, e in enumerate(entries):
+        if e.function == 1:
+            want = bool(vcpu.arch.apic_base & MSR_IA32_APICBASE_ENABLE)
+            if bool(e.edx >> 9 & 1) != want:
+                e = type(e).from_buffer_copy(e)
+                e.edx = (e.edx | 1 << 9) if want else (e.edx & ~(1 << 9))
+                entries[i] = e
+            return
+
+
 def __kvm_apic_set_base(vcpu: "KvmVcpu", value: int) -> None:
     old = vcpu.arch.apic_base
     vcpu.arch.apic_base = value
+    if (old ^ value) & MSR_IA32_APICBASE_ENABLE:
+        kvm_update_cpuid_apic_bit(vcpu)
     apic = vcpu.arch.apic
     if apic is None:
         return
