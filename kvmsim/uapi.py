@@ -365,6 +365,9 @@ class VmFd(Protocol):
     def enable_user_space_msr(self, mask: KvmMsrExitReason) -> None:
         """KVM_CAP_X86_USER_SPACE_MSR."""
 
+    def create_irqchip(self) -> None:
+        """KVM_CREATE_IRQCHIP (before any vCPU): an in-kernel local APIC per vCPU."""
+
     def create_vcpu(self, vcpu_id: int = 0) -> VcpuFd: ...
     def close(self) -> None: ...
 

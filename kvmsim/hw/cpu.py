@@ -19,6 +19,8 @@ from unicorn import (UC_ARCH_X86, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_ME
 from unicorn import unicorn_const as UCC
 
 from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
+from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
+from unicorn.x86_const import UC_X86_INS_RDTSC, UC_X86_REG_RAX, UC_X86_REG_RDX
 
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import ctrlregs, event, fixups, paging, quirks
@@ -29,7 +31,11 @@ from kvmsim.hw.vmcs import (VMX_EXIT_REASONS_FAILED_VMENTRY, EPT_VIOLATION_ACC_I
                             EPT_VIOLATION_EXECUTABLE, EPT_VIOLATION_READABLE,
                             EPT_VIOLATION_GVA_IS_VALID, EPT_VIOLATION_GVA_TRANSLATED, EXCEPTIONS_WITH_ERROR_CODE, ExitReason,
                             CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_NMI, NMI_HOST_INTR_INFO, IntrType,
-                            IoExitQual, Vector, Vmcs, insn_exits, intr_info, pause_loop_exits)
+                            IoExitQual, Vector, Vmcs, insn_exits, intr_info, pause_loop_exits,
+                            CPU_BASED_INTR_WINDOW_EXITING, GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_STI,
+                            SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES, TYPE_LINEAR_APIC_INST_FETCH,
+                            TYPE_LINEAR_APIC_INST_READ, TYPE_LINEAR_APIC_INST_WRITE)
+from kvmsim.hw.apicdef import APIC_DEFAULT_PHYS_BASE
 
 from kvmsim.hw.memory import GuestMemory
 from kvmsim.hw.registers import SNAP_IDS, CpuState
@@ -91,6 +97,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self._cs_limit_init()
         self._dbg_init()
         self._exit_count = 0                  # VM exits so far (a PAUSE loop ends at one)
+        self._counting = False                # the current uc_emu_start counts instructions (_on_rdtsc_raw)
         self._ple_rip, self._ple_count, self._ple_exits = -1, 0, -1
         self._pending: tuple | None = None
         self.native_exceptions = 0
@@ -136,6 +143,13 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if status:
             raise UcError(status)
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        # RDTSC reads the virtual TSC (TSC offsetting over retired instructions), raw like the hook above.
+        self._rdtsc_cb = HOOK_INSN_CPUID_CFUNC(self._on_rdtsc_raw)
+        self._rdtsc_hook = uc_hook_h()
+        status = uclib.uc_hook_add(self._uch, ctypes.byref(self._rdtsc_hook), UCC.UC_HOOK_INSN, self._rdtsc_cb,
+                                   None, ctypes.c_uint64(1), ctypes.c_uint64(0), ctypes.c_int(UC_X86_INS_RDTSC))
+        if status:
+            raise UcError(status)
         self.uc = uc
         self._trap_power_on()
         self._dbg_power_on()
@@ -162,6 +176,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if isinstance(callbacks, dict):
             callbacks.clear()                          # drops the bound methods: the cycle is broken
         self._unmapped_cb = self._unmapped_hook = None
+        self._rdtsc_cb = self._rdtsc_hook = None
         self._trap_init()
         self._ro_init()
         self._cs_limit_init()
@@ -199,6 +214,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             if self.kick_pending:
                 self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)  # host timer/IPI kick
                 return
+            win = vmcs.cpu_based_vm_exec_control & CPU_BASED_INTR_WINDOW_EXITING
+            if win and self._intr_window_open():
+                return self._exit(ExitReason.INTERRUPT_WINDOW)
+            timer = vmcs.vmx_preemption_timer_deadline
+            if timer is not None and self.guest_insns >= timer:
+                return self._exit(ExitReason.PREEMPTION_TIMER)
             if self._dbg_on and self._dbg_boundary(self.linear_rip()):
                 continue                           # a debugger stop (debugtrap.py); state may have changed
             self._pending = None
@@ -225,24 +246,32 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                         self.flush_regs()
                 begin = self._begin
                 begin.value = rip
-                if limit is None and not (self._dbg_on and self._dbg_step):
+                if limit is None and not (self._dbg_on and self._dbg_step) and not win and timer is None:
+                    self._counting = False
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT,
                                           ctypes.c_size_t(self.host_nmi_every) if self.host_nmi_every else NO_COUNT)
                 else:
                     # The count hook sees each instruction before it runs; it (or a stop hook, a fault)
                     # stops at one that then does not run: retired = counter - 1.  A debugger's single
-                    # step counts one instruction out.
+                    # step counts one instruction out, and so does a closed interrupt window (the CPU
+                    # checks it at every instruction boundary); the preemption timer counts down.
                     left = 1 if limit is None else limit - self.guest_insns
-                    if self._dbg_step:
+                    if timer is not None:
+                        left = timer - self.guest_insns if limit is None else min(left, timer - self.guest_insns)
+                    if self._dbg_step or win:
                         left = min(left, 1)
+                    shadow = self._shadow_kind(begin.value) if win else 0
                     self._between = False
+                    self._counting = limit is not None or win or timer is not None
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT, ctypes.c_size_t(
                         min(left, self.host_nmi_every) if self.host_nmi_every else left))
                     done = self._counter.value - (0 if self._between else 1)   # _counted_retired, inlined
                     if done < 0:
                         done = 0
-                    if limit is not None:
+                    if limit is not None or win or timer is not None:
                         self.guest_insns += done
+                    if win and done:
+                        self._set_shadow(shadow)
                     if self._dbg_on:
                         self._dbg_progress(done)
                 self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
@@ -296,6 +325,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 continue
             if self.kick_pending:
                 continue
+            if win or (timer is not None and self.guest_insns >= timer):
+                continue                        # one step with the window closed, or the timer is due
             if self.host_nmi_every:   # the instruction budget ran out: the host NMI arrives
                 return self._exit(ExitReason.EXCEPTION_NMI, intr=NMI_HOST_INTR_INFO)
             if quirks.reset_old_exception(uc):
@@ -658,6 +689,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
     def _ept_exit(self, access: int, gpa: int, linear: int) -> bool:
         """No memslot behind the access at `gpa`: EPT violation, or misconfig once KVM cached an MMIO
         SPTE.  A write to a read-only memslot is an EPT violation on a present, readable+executable entry."""
+        if (gpa & ~0xFFF) == APIC_DEFAULT_PHYS_BASE and (self.vmcs.secondary_vm_exec_control
+                                                       & SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES):
+            return self._apic_access_exit(access, gpa)
         if (gpa >> 12) in self.ept_mmio_gfns:
             return self._exit(ExitReason.EPT_MISCONFIG, 0, self._insn_len(), gpa=gpa)
         q = (EPT_VIOLATION_ACC_INSTR if access == UC_MEM_FETCH_UNMAPPED
@@ -667,6 +701,37 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if access == UC_MEM_WRITE_PROT:
             q |= EPT_VIOLATION_READABLE | EPT_VIOLATION_EXECUTABLE
         return self._exit(ExitReason.EPT_VIOLATION, q, self._insn_len(), gpa=gpa, gla=linear)
+
+    def _intr_window_open(self) -> bool:
+        """RFLAGS.IF set and no STI/MOV-SS shadow: an external interrupt could be taken now."""
+        return bool(self.reg("rflags") & 0x200) and not (
+            self.vmcs.guest_interruptibility_info & (GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS))
+
+    def _shadow_kind(self, linear: int) -> int:
+        """The interrupt shadow the instruction at `linear` would open: STI (only if IF is 0 now),
+        MOV SS / POP SS; 0 for any other.  Simplified: prefixes before them are not decoded."""
+        try:
+            code = self.read_linear_bytes(linear, 2)
+        except (paging.PageFault, UcError):
+            return 0
+        if code[0] == 0xFB and not self.reg("rflags") & 0x200:
+            return GUEST_INTR_STATE_STI
+        if code[0] == 0x17 or (code[0] == 0x8E and (code[1] >> 3) & 7 == 2):
+            return GUEST_INTR_STATE_MOV_SS
+        return 0
+
+    def _set_shadow(self, shadow: int) -> None:
+        """An instruction retired: its shadow (if any) now blocks interrupts for one instruction."""
+        self.vmcs.guest_interruptibility_info = (self.vmcs.guest_interruptibility_info
+                                                 & ~(GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS)) | shadow
+
+    def _apic_access_exit(self, access: int, gpa: int) -> bool:
+        """An access to the APIC-access page KVM set up (virtualize APIC accesses): APIC_ACCESS with
+        the page offset and the access type (SDM table 28-6), never an EPT exit."""
+        kind = (TYPE_LINEAR_APIC_INST_FETCH if access == UC_MEM_FETCH_UNMAPPED
+                else TYPE_LINEAR_APIC_INST_WRITE if access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT)
+                else TYPE_LINEAR_APIC_INST_READ)
+        return self._exit(ExitReason.APIC_ACCESS, kind | (gpa & 0xFFF), self._insn_len())
 
     def _insn_len(self) -> int:
         """VM_EXIT_INSTRUCTION_LEN (hardware reports it on EPT misconfig in practice); remembered per
@@ -726,6 +791,15 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
     def _on_intr(self, uc: Uc, intno: int, _: object) -> None:
         self._pending = ("intr", intno, quirks.error_code(uc))
         uc.emu_stop()
+
+    def _on_rdtsc_raw(self, uch: object, key: object) -> int:
+        """RDTSC: the TSC is the instructions retired so far (the count hook has seen this one),
+        plus TSC_OFFSET; EDX:EAX, upper halves zero.  1: unicorn skips its own host-clock value."""
+        now = self.guest_insns + (max(self._counter.value - 1, 0) if self._counting else 0)
+        tsc = (now + self.vmcs.tsc_offset) & ((1 << 64) - 1)
+        self.uc.reg_write(UC_X86_REG_RAX, tsc & 0xFFFF_FFFF)
+        self.uc.reg_write(UC_X86_REG_RDX, tsc >> 32)
+        return 1
 
     def request_stop(self) -> None:
         """A signal to the vCPU thread: kick the guest out (like an IPI), from any thread."""

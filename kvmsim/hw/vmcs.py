@@ -230,6 +230,12 @@ class Vmcs:
     cr4_read_shadow: int = 0
     ple_gap: int = 0                    # PAUSE-loop exiting: TSC cycles between PAUSEs of one loop
     ple_window: int = 0                 # ... and how long such a loop may spin before it exits
+    # VMX-preemption timer (PIN_BASED_VMX_PREEMPTION_TIMER while armed).  Simplified: an absolute
+    # deadline in the vCPU's retired guest instructions (its virtual clock), not a TSC-scaled count.
+    vmx_preemption_timer_deadline: int | None = None
+    # TSC_OFFSET: RDTSC reads the CPU's TSC plus this.  The silicon's TSC is its retired guest
+    # instructions (counted while an instruction budget, timer or interrupt window is set).
+    tsc_offset: int = 0
 
     def clear_exit_info(self) -> None:
         self.exit_qualification = self.vm_exit_instruction_len = 0
@@ -272,6 +278,9 @@ CPU_BASED_ACTIVATE_SECONDARY_CONTROLS = 1 << 31
 
 # Secondary processor-based controls (SECONDARY_VM_EXEC_CONTROL).
 SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES = 1 << 0
+# APIC-access exit qualification (SDM table 28-6): page offset, access type.
+APIC_ACCESS_OFFSET, APIC_ACCESS_TYPE = 0xFFF, 0xF000
+TYPE_LINEAR_APIC_INST_READ, TYPE_LINEAR_APIC_INST_WRITE, TYPE_LINEAR_APIC_INST_FETCH = 0 << 12, 1 << 12, 2 << 12
 SECONDARY_EXEC_ENABLE_EPT = 1 << 1
 SECONDARY_EXEC_DESC = 1 << 2
 SECONDARY_EXEC_ENABLE_RDTSCP = 1 << 3

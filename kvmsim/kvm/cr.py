@@ -8,7 +8,7 @@ read shadows KVM keeps in the VMCS (kvm_read_cr0/kvm_read_cr4 with the register 
 from __future__ import annotations
 
 from kvmsim.hw.vmcs import Vector
-from kvmsim.kvm import cpuid
+from kvmsim.kvm import cpuid, lapic
 from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.x86_exception import kvm_queue_exception
@@ -207,19 +207,24 @@ def kvm_set_cr4(vcpu: KvmVcpu, cr4: int) -> int:
 
 
 def lapic_in_kernel(vcpu: KvmVcpu) -> bool:
-    """KVM_CREATE_IRQCHIP is not modelled: the LAPIC and PIC are always in userspace."""
-    return False
+    """The VM made KVM_CREATE_IRQCHIP before this vCPU: its LAPIC is lapic.py's."""
+    return vcpu.arch.apic is not None
 
 
 def kvm_set_cr8(vcpu: KvmVcpu, cr8: int) -> int:
-    """Without an in-kernel LAPIC KVM keeps the TPR in vcpu->arch.cr8."""
+    """CR8 is the APIC's TPR[7:4] with an in-kernel LAPIC; without one KVM keeps it in vcpu->arch.cr8."""
     if cr8 & CR8_RESERVED_BITS:
         return 1
-    vcpu.arch.cr8 = cr8
+    if vcpu.arch.apic is not None:
+        lapic.kvm_lapic_set_tpr(vcpu, cr8)
+    else:
+        vcpu.arch.cr8 = cr8
     return 0
 
 
 def kvm_get_cr8(vcpu: KvmVcpu) -> int:
+    if vcpu.arch.apic is not None:
+        return lapic.kvm_lapic_get_cr8(vcpu)
     return vcpu.arch.cr8
 
 

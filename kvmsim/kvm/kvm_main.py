@@ -10,7 +10,7 @@ import ctypes
 from typing import Sequence
 
 from kvmsim.errors import BackendError
-from kvmsim.kvm import vmx, x86
+from kvmsim.kvm import lapic, vmx, x86
 from kvmsim.kvm.cpuid import default_cpuid_entries
 from kvmsim.kvm.iobus import CoalescedMmio, Ioeventfd
 from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
@@ -68,7 +68,9 @@ class SimVcpuFd:
 
     def set_cpuid(self, entries: Sequence[KvmCpuidEntry2]) -> None:
         self.vcpu.arch.cpuid_entries = list(entries)
-        kvm_x86_ops.vcpu_after_set_cpuid(self.vcpu)   # kvm_vcpu_after_set_cpuid
+        lapic.kvm_update_cpuid_apic_bit(self.vcpu)    # kvm_vcpu_after_set_cpuid: runtime bits,
+        lapic.kvm_lapic_after_set_cpuid(self.vcpu)    # ... the APIC's timer modes and version
+        kvm_x86_ops.vcpu_after_set_cpuid(self.vcpu)   # ... then the vendor's
 
     def nmi(self) -> None:
         x86.kvm_inject_nmi(self.vcpu)
@@ -159,12 +161,24 @@ class SimVmFd:
     def enable_user_space_msr(self, mask: KvmMsrExitReason) -> None:
         self.kvm.user_space_msr_mask = KvmMsrExitReason(mask)
 
+    def create_irqchip(self) -> None:
+        """KVM_CREATE_IRQCHIP: vCPUs created from now on get an in-kernel LAPIC (lapic.py).
+        Simplified: the in-kernel PIC and IO-APIC it also creates are not modelled.  EEXIST once
+        made, EINVAL after a vCPU exists, as kvm_arch_vm_ioctl."""
+        if self.kvm.irqchip:
+            raise BackendError("KVM_CREATE_IRQCHIP failed: EEXIST (File exists)", errno=17)
+        if self.kvm.vcpus:
+            raise BackendError("KVM_CREATE_IRQCHIP failed: EINVAL (Invalid argument)", errno=22)
+        self.kvm.irqchip = True
+
     def create_vcpu(self, vcpu_id: int = 0) -> SimVcpuFd:
         vcpu = KvmVcpu(self.kvm, vcpu_id)
         install_trace_clock(vcpu.hw)                          # probe events now count its retired instructions
+        lapic.kvm_create_lapic(vcpu)                          # kvm_arch_vcpu_create, before the vendor's
         kvm_x86_ops.vcpu_create(vcpu)                         # kvm_arch_vcpu_create → vmx_vcpu_create
         kvm_vcpu_reset(vcpu)                                  # kvm_arch_vcpu_create, after vcpu_create
         vcpu.arch.cpuid_entries = default_cpuid_entries()
+        lapic.kvm_lapic_after_set_cpuid(vcpu)
         kvm_x86_ops.vcpu_after_set_cpuid(vcpu)             # the default CPUID table above
         for slot, (gpa, size, mem) in self.kvm.memslots.items():
             vcpu.hw.map_memslot(slot, gpa, size, host_address(mem), slot in self.kvm.readonly_slots)

@@ -47,6 +47,8 @@ class KvmX86Ops:
     get_nmi_mask: Callable[[KvmVcpu], bool] = _no_vendor
     set_nmi_mask: Callable[[KvmVcpu, bool], None] = _no_vendor
     enable_nmi_window: Callable[[KvmVcpu], None] = _no_vendor
+    interrupt_allowed: Callable[[KvmVcpu], bool] = _no_vendor
+    enable_irq_window: Callable[[KvmVcpu], None] = _no_vendor
     get_exit_info: Callable[[KvmVcpu], tuple[int, int, int, int, int]] = _no_vendor
 
 

@@ -8,7 +8,7 @@ KVM_MSR_EXIT_REASON_UNKNOWN with KVM_CAP_X86_USER_SPACE_MSR.
 from __future__ import annotations
 
 from kvmsim.hw.apicdef import APIC_BASE_RESET
-from kvmsim.kvm import cr
+from kvmsim.kvm import cr, lapic
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.x86_exception import kvm_complete_insn_gp
 from kvmsim.probe import kfunc, tracepoint
@@ -41,7 +41,15 @@ VMX_PASSTHROUGH_MSRS = frozenset({0xC0000100, 0xC0000101, 0xC0000102, 0x174, 0x1
 
 
 def kvm_get_msr(vcpu: KvmVcpu, index: int) -> tuple[int, int]:
-    """(0, value) or (KVM_MSR_RET_UNSUPPORTED, 0)."""
+    """(0, value), (1, 0) for #GP, or (KVM_MSR_RET_UNSUPPORTED, 0)."""
+    if 0x800 <= index <= 0x8FF and vcpu.arch.apic is not None:     # x2APIC registers
+        return lapic.kvm_x2apic_msr_read(vcpu, index)
+    if index == lapic.MSR_IA32_TSC_DEADLINE and vcpu.arch.apic is not None:
+        return 0, lapic.kvm_get_lapic_tscdeadline_msr(vcpu)
+    if index == 0x1B:
+        return 0, vcpu.arch.apic_base                               # kvm_get_apic_base
+    if index == 0x10:
+        return 0, lapic.kvm_read_l1_tsc(vcpu)                       # MSR_IA32_TSC: the virtual TSC
     if index not in KVM_MSRS:
         return KVM_MSR_RET_UNSUPPORTED, 0
     if index == 0xC0000080:
@@ -49,7 +57,17 @@ def kvm_get_msr(vcpu: KvmVcpu, index: int) -> tuple[int, int]:
     return 0, vcpu.arch.msrs.get(index, KVM_MSRS[index])
 
 
-def kvm_set_msr(vcpu: KvmVcpu, index: int, data: int) -> int:
+def kvm_set_msr(vcpu: KvmVcpu, index: int, data: int, host_initiated: bool = False) -> int:
+    if 0x800 <= index <= 0x8FF and vcpu.arch.apic is not None:
+        return lapic.kvm_x2apic_msr_write(vcpu, index, data)
+    if index == lapic.MSR_IA32_TSC_DEADLINE and vcpu.arch.apic is not None:
+        lapic.kvm_set_lapic_tscdeadline_msr(vcpu, data)
+        return 0
+    if index == 0x1B:
+        return lapic.kvm_apic_set_base(vcpu, data, host_initiated)
+    if index == 0x10:
+        lapic.kvm_write_l1_tsc(vcpu, data)
+        return 0
     if index not in KVM_MSRS:
         return KVM_MSR_RET_UNSUPPORTED
     if index == 0xC0000080:

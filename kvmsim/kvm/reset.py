@@ -5,7 +5,7 @@ Following Power-up, Reset, or INIT", as KVM writes it into the VMCS)."""
 from __future__ import annotations
 
 from kvmsim.hw.apicdef import APIC_BASE_RESET
-from kvmsim.kvm import cr
+from kvmsim.kvm import cr, lapic
 from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.uapi import KvmRegs, KvmSegment, KvmSregs
@@ -48,6 +48,7 @@ def kvm_vcpu_reset(vcpu: KvmVcpu, init_event: bool = False) -> None:
        the vendor setters (read shadows included);
     3. RFLAGS, RIP and RDX = CPUID.1:EAX if a CPUID is set (none yet at vCPU creation), else 0x600."""
     vcpu.arch.dr6, vcpu.arch.dr7 = DR6_ACTIVE_LOW, DR7_FIXED_1
+    lapic.kvm_lapic_reset(vcpu, init_event)
 
     vcpu.hw.set_sregs(reset_sregs())
     cr.kvm_set_cr8(vcpu, 0)

@@ -147,6 +147,18 @@ def _p_hypercall(f: dict) -> str:
     return f"nr 0x{f['nr']:x} a0 0x{f['a0']:x} a1 0x{f['a1']:x} a2 0x{f['a2']:x} a3 0x{f['a3']:x}"
 
 
+def _p_apic(f: dict) -> str:
+    return f"apic_{'write' if f['rw'] else 'read'} 0x{f['reg']:x} = 0x{f['val']:x}"
+
+
+def _p_eoi(f: dict) -> str:
+    return f"apicid {f['apicid']:x} vector {f['vector']}"
+
+
+def _p_apic_ipi(f: dict) -> str:
+    return f"dst {f['dest_id']:x} vec {f['icr_low'] & 0xff} icr_low 0x{f['icr_low']:x}"
+
+
 def _p_page_fault(f: dict) -> str:
     return (f"vcpu {f['vcpu_id']} rip 0x{f['guest_rip']:x} address 0x{f['fault_address']:016x} "
             f"error_code 0x{f['error_code']:x}")
@@ -183,6 +195,9 @@ TRACE_EVENTS: dict[str, TraceEvent] = {e.name: e for e in (
     TraceEvent("kvm_cr",             "kvm", ("rw", "cr", "val"), _p_cr),
     TraceEvent("kvm_hypercall",      "kvm", ("nr", "a0", "a1", "a2", "a3"), _p_hypercall),
     TraceEvent("kvm_page_fault",     "kvm", ("vcpu_id", "guest_rip", "fault_address", "error_code"), _p_page_fault),
+    TraceEvent("kvm_apic",           "kvm", ("rw", "reg", "val"), _p_apic),
+    TraceEvent("kvm_eoi",            "kvm", ("apicid", "vector"), _p_eoi),
+    TraceEvent("kvm_apic_ipi",       "kvm", ("icr_low", "dest_id"), _p_apic_ipi),
 )}
 
 

@@ -80,6 +80,7 @@ class KvmVcpuStat:
     mmio_exits: int = 0
     halt_exits: int = 0
     nmi_window_exits: int = 0
+    irq_window_exits: int = 0
     irq_exits: int = 0
     nmi_injections: int = 0
     irq_injections: int = 0
@@ -106,6 +107,7 @@ class KvmVcpuArch:
     nmi_injected: bool = False
     interrupt_pending: int | None = None   # KVM_INTERRUPT vector (userspace PIC)
     halt_request: bool = False
+    mp_state_halted: bool = False          # KVM_MP_STATE_HALTED (in-kernel LAPIC only)
     exit_qualification: int = 0
     emulate_ctxt: Any = None
     emulate_regs_need_sync_to_vcpu: bool = False
@@ -115,6 +117,10 @@ class KvmVcpuArch:
     event_exit_inst_len: int = 0
     last_vmentry_cpu: int = 0
     cr8: int = 0                           # the TPR while the LAPIC is in userspace
+    apic: Any = None                       # struct kvm_lapic (lapic.py) with KVM_CREATE_IRQCHIP, else None
+    apic_dev: Any = None                   # its KVM_MMIO_BUS device (apic_mmio_ops)
+    tsc_offset: int = 0                    # guest TSC - virtual clock (lapic.kvm_read_l1_tsc)
+    slept_ns: int = 0                      # virtual time spent halted in the kernel (lapic.kvm_virtual_ns)
     apic_base: int = APIC_BASE_RESET       # MSR_IA32_APICBASE: default base, enabled, BSP
     cr0_guest_owned_bits: int = 0          # CR0/CR4 bits the guest writes without an exit
     cr4_guest_owned_bits: int = 0
@@ -162,3 +168,4 @@ class Kvm:
         self.vcpus: list[KvmVcpu] = []
         self.coalesced_zones: list[tuple[int, int, bool]] = []
         self.coalesced_ring = None
+        self.irqchip = False                      # KVM_CREATE_IRQCHIP: an in-kernel LAPIC per vCPU (lapic.py)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from kvmsim.hw.vmcs import (CPU_BASED_NMI_WINDOW_EXITING, GPR_ORDER, GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_NMI,
+from kvmsim.hw.vmcs import (APIC_ACCESS_OFFSET, APIC_ACCESS_TYPE, CPU_BASED_INTR_WINDOW_EXITING,
+                            CPU_BASED_NMI_WINDOW_EXITING, GPR_ORDER, TYPE_LINEAR_APIC_INST_WRITE,
+                            GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_NMI,
                             GUEST_INTR_STATE_STI, INTR_INFO_DELIVER_CODE_MASK, INTR_INFO_INTR_TYPE_MASK,
                             INTR_INFO_VALID_MASK, INTR_INFO_VECTOR_MASK, IO_QUAL_IN, IO_QUAL_PORT_SHIFT,
                             IO_QUAL_SIZE_MASK, IO_QUAL_STRING, VMX_EXIT_REASONS_FAILED_VMENTRY, CrAccessType,
                             CrExitQual, DrExitQual, ExitReason, IntrType, Vector, exit_reason_name, intr_info)
-from kvmsim.kvm import cpuid, cr, hypercall, mmu, msr, pio, vmx_controls, x86
+from kvmsim.kvm import cpuid, cr, hypercall, lapic, mmu, msr, pio, vmx_controls, x86
 from kvmsim.kvm.kvm_cache_regs import kvm_get_linear_rip, kvm_register_read, kvm_register_write, kvm_rip_write
 from kvmsim.kvm.kvm_x86_ops import KvmX86Ops
 from kvmsim.kvm.trace import KVM_ISA_VMX
@@ -62,6 +64,9 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
         rip = hw.reg("rip")   # one register, not two full KVM_GET_REGS snapshots per entry
         tracepoint("kvm_entry", vcpu_id=vcpu.vcpu_id, rip=rip, immediate_exit=False,
                    intr_info=hw.vmcs.vm_entry_intr_info_field, error_code=hw.vmcs.vm_entry_exception_error_code)
+    # vmx_update_hv_timer: the LAPIC timer's deadline arms the VMX-preemption timer for this entry.
+    hw.vmcs.vmx_preemption_timer_deadline = lapic.kvm_lapic_hv_deadline(vcpu) if vcpu.arch.apic is not None else None
+    hw.vmcs.tsc_offset = lapic.kvm_tsc_offset(vcpu)     # vmx_write_tsc_offset (simplified: at every entry)
     hw.enter_guest()
     v = hw.vmcs
     # A host NMI (intr info 0x80000202) is handled by the host's NMI handler right here;
@@ -122,6 +127,16 @@ def vmx_nmi_allowed(vcpu: KvmVcpu) -> bool:
 
 def vmx_enable_nmi_window(vcpu: KvmVcpu) -> None:
     vcpu.hw.vmcs.cpu_based_vm_exec_control |= CPU_BASED_NMI_WINDOW_EXITING
+
+
+def vmx_interrupt_allowed(vcpu: KvmVcpu) -> bool:
+    """!__vmx_interrupt_blocked: RFLAGS.IF set and no STI/MOV-SS shadow."""
+    return bool(vcpu.hw.reg("rflags") & x86.EFLAGS_IF) and not (
+        vcpu.hw.vmcs.guest_interruptibility_info & (GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS))
+
+
+def vmx_enable_irq_window(vcpu: KvmVcpu) -> None:
+    vcpu.hw.vmcs.cpu_based_vm_exec_control |= CPU_BASED_INTR_WINDOW_EXITING
 
 
 @kfunc()
@@ -419,6 +434,37 @@ def handle_machine_check(vcpu: KvmVcpu) -> int:
 
 @kfunc()
 def handle_interrupt_window(vcpu: KvmVcpu) -> int:
+    """The guest can take an interrupt now: stop window exiting; KVM_REQ_EVENT injects it.
+    (KVM_EXIT_IRQ_WINDOW_OPEN for userspace's request_interrupt_window is not modelled.)"""
+    vcpu.hw.vmcs.cpu_based_vm_exec_control &= ~CPU_BASED_INTR_WINDOW_EXITING
+    vcpu.requests.add("KVM_REQ_EVENT")
+    vcpu.stat.irq_window_exits += 1
+    return 1
+
+
+@kfunc()
+def handle_apic_access(vcpu: KvmVcpu) -> int:
+    """A guest access to the APIC-access page: an EOI write is done without decoding (fasteoi);
+    anything else is emulated, reaching apic_mmio_read/write through the MMIO bus."""
+    qual = vmx_get_exit_qual(vcpu)
+    if (qual & APIC_ACCESS_TYPE) == TYPE_LINEAR_APIC_INST_WRITE and (qual & APIC_ACCESS_OFFSET) == lapic.APIC_EOI:
+        lapic.kvm_lapic_reg_write(vcpu, lapic.APIC_EOI, 0)        # kvm_lapic_set_eoi
+        return kvm_skip_emulated_instruction(vcpu)
+    return kvm_emulate_instruction(vcpu, 0)
+
+
+@kfunc()
+def handle_tpr_below_threshold(vcpu: KvmVcpu) -> int:
+    """Never reached here: this model leaves the TPR shadow off (CR8 exits to kvm_set_cr8 instead)."""
+    vcpu.requests.add("KVM_REQ_EVENT")
+    return 1
+
+
+@kfunc()
+def handle_preemption_timer(vcpu: KvmVcpu) -> int:
+    """The VMX-preemption timer KVM armed for the LAPIC timer (hv timer) fired."""
+    vcpu.hw.vmcs.vmx_preemption_timer_deadline = None
+    lapic.kvm_lapic_expired_hv_timer(vcpu)
     return 1
 
 
@@ -458,10 +504,10 @@ KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
     ExitReason.VMWRITE:               handle_vmx_instruction,
     ExitReason.VMOFF:                 handle_vmx_instruction,
     ExitReason.VMON:                  handle_vmx_instruction,
-    ExitReason.TPR_BELOW_THRESHOLD:   handle_not_modelled,      # handle_tpr_below_threshold
-    ExitReason.APIC_ACCESS:           handle_not_modelled,      # handle_apic_access
-    ExitReason.APIC_WRITE:            handle_not_modelled,      # handle_apic_write
-    ExitReason.EOI_INDUCED:           handle_not_modelled,      # handle_apic_eoi_induced
+    ExitReason.TPR_BELOW_THRESHOLD:   handle_tpr_below_threshold,
+    ExitReason.APIC_ACCESS:           handle_apic_access,
+    ExitReason.APIC_WRITE:            handle_not_modelled,      # handle_apic_write: APICv is not modelled
+    ExitReason.EOI_INDUCED:           handle_not_modelled,      # handle_apic_eoi_induced: APICv is not modelled
     ExitReason.WBINVD:                kvm_emulate_wbinvd,
     ExitReason.XSETBV:                kvm_emulate_xsetbv,
     ExitReason.TASK_SWITCH:           handle_not_modelled,      # handle_task_switch
@@ -481,7 +527,7 @@ KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
     ExitReason.PML_FULL:              handle_not_modelled,      # handle_pml_full
     ExitReason.INVPCID:               handle_not_modelled,      # handle_invpcid
     ExitReason.VMFUNC:                handle_vmx_instruction,
-    ExitReason.PREEMPTION_TIMER:      handle_not_modelled,      # handle_preemption_timer
+    ExitReason.PREEMPTION_TIMER:      handle_preemption_timer,
     ExitReason.ENCLS:                 kvm_handle_invalid_op,    # handle_encls without SGX
     ExitReason.BUS_LOCK:              handle_not_modelled,      # handle_bus_lock_vmexit
     ExitReason.NOTIFY:                handle_not_modelled,      # handle_notify
@@ -510,6 +556,8 @@ vmx_x86_ops = KvmX86Ops(
     get_nmi_mask=vmx_get_nmi_mask,
     set_nmi_mask=vmx_set_nmi_mask,
     enable_nmi_window=vmx_enable_nmi_window,
+    interrupt_allowed=vmx_interrupt_allowed,
+    enable_irq_window=vmx_enable_irq_window,
     get_exit_info=vmx_get_exit_info,
 )
 

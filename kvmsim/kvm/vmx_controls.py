@@ -2,7 +2,8 @@
 vmx_exec_control, vmx_secondary_exec_control, set_cr4_guest_host_mask, vmx_set_cr0, vmx_set_cr4).
 
 One table per control field: each control with the condition under which KVM sets it for this
-model's configuration (EPT and unrestricted guest on, LAPIC in userspace, nested off) and why.
+model's configuration (EPT and unrestricted guest on, LAPIC in userspace or in the kernel without
+TPR shadow and APICv, nested off) and why.
 The silicon reads the result from the VMCS (hw/vmcs.py) to decide which instructions exit.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 from kvmsim.hw import vmcs as V
-from kvmsim.kvm import cr
+from kvmsim.kvm import cr, lapic
 from kvmsim.kvm.vcpu import KvmVcpu
 
 KVM_X86_DISABLE_EXITS_MWAIT, KVM_X86_DISABLE_EXITS_HLT, KVM_X86_DISABLE_EXITS_PAUSE = 1, 2, 4
@@ -41,7 +42,13 @@ def _unrestricted(vcpu: KvmVcpu) -> bool:
 
 
 def _tpr_shadow(vcpu: KvmVcpu) -> bool:
-    return cr.lapic_in_kernel(vcpu)   # cpu_need_tpr_shadow
+    # Off: the TPR shadow / virtual-APIC page is not modelled, so CR8 exits to kvm_set_cr8 → the APIC's TPR.
+    return False
+
+
+def _apic_access(vcpu: KvmVcpu) -> bool:
+    """flexpriority: the xAPIC page exits as APIC_ACCESS while the in-kernel LAPIC is in xAPIC mode."""
+    return cr.lapic_in_kernel(vcpu) and lapic.kvm_apic_mode(vcpu.arch.apic_base) == lapic.LAPIC_MODE_XAPIC
 
 
 def _disabled(flag: int) -> Callable[[KvmVcpu], bool]:
@@ -92,7 +99,8 @@ PRIMARY: tuple[Control, ...] = (
 
 # vmx_secondary_exec_control(): SECONDARY_VM_EXEC_CONTROL at vCPU creation and after KVM_SET_CPUID2.
 SECONDARY: tuple[Control, ...] = (
-    Control(V.SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES, _tpr_shadow, "only with an in-kernel LAPIC"),
+    Control(V.SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES, _apic_access,
+            "only with an in-kernel LAPIC in xAPIC mode (lapic.py toggles it on an APIC mode change)"),
     Control(V.SECONDARY_EXEC_ENABLE_EPT, _ept, "kvm_intel.ept=1"),
     Control(V.SECONDARY_EXEC_DESC, _never, "toggled by vmx_set_cr4 on CR4.UMIP when KVM emulates UMIP"),
     Control(V.SECONDARY_EXEC_ENABLE_RDTSCP, lambda v: (cr.guest_cpuid_has(v, 0x80000001, 0, "edx", 27)
@@ -102,8 +110,8 @@ SECONDARY: tuple[Control, ...] = (
     Control(V.SECONDARY_EXEC_ENABLE_VPID, _always, "kvm_intel.vpid=1: the vCPU has a VPID"),
     Control(V.SECONDARY_EXEC_WBINVD_EXITING, _always, "WBINVD exits (emulated as a no-op without assigned devices)"),
     Control(V.SECONDARY_EXEC_UNRESTRICTED_GUEST, _unrestricted, "kvm_intel.unrestricted_guest=1 (needs EPT)"),
-    Control(V.SECONDARY_EXEC_APIC_REGISTER_VIRT, _tpr_shadow, "APICv needs an in-kernel LAPIC"),
-    Control(V.SECONDARY_EXEC_VIRTUAL_INTR_DELIVERY, _tpr_shadow, "APICv needs an in-kernel LAPIC"),
+    Control(V.SECONDARY_EXEC_APIC_REGISTER_VIRT, _never, "APICv is not modelled (enable_apicv=0)"),
+    Control(V.SECONDARY_EXEC_VIRTUAL_INTR_DELIVERY, _never, "APICv is not modelled (enable_apicv=0)"),
     Control(V.SECONDARY_EXEC_PAUSE_LOOP_EXITING, _pause_loop, "ple_gap != 0 and PAUSE exits not disabled"),
     Control(V.SECONDARY_EXEC_RDRAND_EXITING, _guest_lacks(1, 0, "ecx", 30),
             "exiting control: set when the guest's CPUID lacks RDRAND (the exit gives #UD)"),

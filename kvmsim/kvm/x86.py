@@ -9,7 +9,7 @@ module (vmx.py) is reached only through kvm_x86_ops, installed by kvm_x86_vendor
 from __future__ import annotations
 
 from kvmsim.hw.vmcs import EXCEPTIONS_WITH_ERROR_CODE
-from kvmsim.kvm import cr
+from kvmsim.kvm import cr, lapic
 from kvmsim.kvm.kvm_cache_regs import EFLAGS_IF
 from kvmsim.kvm.kvm_x86_ops import KvmX86Ops, kvm_ops_update, kvm_x86_ops
 from kvmsim.kvm.vcpu import KvmVcpu
@@ -86,9 +86,14 @@ def vcpu_run(vcpu: KvmVcpu) -> int:
     vcpu.run.exit_reason = _KVM_EXIT_UNKNOWN
     hw = vcpu.hw
     while True:
-        r = vcpu_enter_guest(vcpu)
+        if vcpu.arch.mp_state_halted:
+            r = vcpu_block(vcpu)
+        else:
+            r = vcpu_enter_guest(vcpu)
         if r <= 0:
             return r
+        if vcpu.arch.apic is not None and lapic.apic_has_pending_timer(vcpu):
+            lapic.kvm_inject_apic_timer_irqs(vcpu)             # kvm_inject_pending_timer_irqs
         if vcpu.signal_pending or hw.kick_pending:
             vcpu.signal_pending = False
             vcpu.hw.kick_pending = False
@@ -158,8 +163,24 @@ def kvm_deliver_host_events(vcpu: KvmVcpu) -> bool:
     return vcpu.signal_pending
 
 
+def kvm_cpu_has_injectable_intr(vcpu: KvmVcpu) -> bool:
+    """The userspace-PIC vector of KVM_INTERRUPT, or the in-kernel LAPIC's highest deliverable
+    vector (simplified: the in-kernel PIC's ExtINT is not modelled)."""
+    if vcpu.arch.apic is None:
+        return vcpu.arch.interrupt_pending is not None
+    return lapic.kvm_apic_has_interrupt(vcpu) != -1
+
+
+def kvm_cpu_get_interrupt(vcpu: KvmVcpu) -> int:
+    if vcpu.arch.apic is None:
+        irq, vcpu.arch.interrupt_pending = vcpu.arch.interrupt_pending, None
+        return -1 if irq is None else irq
+    return lapic.kvm_get_apic_interrupt(vcpu)
+
+
 def kvm_check_and_inject_events(vcpu: KvmVcpu) -> None:
-    """Priority: pending exception, then NMI, then the userspace-PIC interrupt (reference §2.5 step 3)."""
+    """Priority: pending exception, then NMI, then the interrupt (reference §2.5 step 3); an
+    interrupt that cannot be taken now (IF=0, STI/MOV-SS shadow) opens an interrupt window."""
     exc = vcpu.arch.exception
     if exc.pending:
         exc.pending, exc.injected = False, True
@@ -174,14 +195,13 @@ def kvm_check_and_inject_events(vcpu: KvmVcpu) -> None:
                 kvm_x86_ops.enable_nmi_window(vcpu)
             return
         kvm_x86_ops.enable_nmi_window(vcpu)
-    irq = vcpu.arch.interrupt_pending
-    if irq is not None:
-        if vcpu.hw.uc is not None and vcpu.hw.reg("rflags") & EFLAGS_IF:
-            vcpu.arch.interrupt_pending = None
-            kvm_x86_ops.inject_irq(vcpu, irq)
-        else:
-            # Simplified: no IRQ-window exit is modelled; the interrupt is re-checked at every entry.
-            vcpu.requests.add("KVM_REQ_EVENT")
+    if kvm_cpu_has_injectable_intr(vcpu):
+        if vcpu.hw.uc is not None and kvm_x86_ops.interrupt_allowed(vcpu):
+            irq = kvm_cpu_get_interrupt(vcpu)
+            if irq != -1:
+                kvm_x86_ops.inject_irq(vcpu, irq)
+        if kvm_cpu_has_injectable_intr(vcpu):
+            kvm_x86_ops.enable_irq_window(vcpu)
 
 
 def trace_kvm_inj_exception(vector: int, has_error: bool, error_code: int, reinjected: bool) -> None:
@@ -197,15 +217,47 @@ def exception_has_error_code(vector: int) -> bool:
 
 @kfunc()
 def kvm_emulate_halt(vcpu: KvmVcpu) -> int:
-    """Skip HLT, then halt; the LAPIC is in userspace in this model, so KVM_EXIT_HLT."""
+    """Skip HLT, then halt: in the kernel with an in-kernel LAPIC, else KVM_EXIT_HLT."""
     return kvm_skip_emulated_instruction(vcpu) and __kvm_emulate_halt(vcpu)
 
 
 def __kvm_emulate_halt(vcpu: KvmVcpu) -> int:
     vcpu.stat.halt_exits += 1
-    # Simplified: no in-kernel LAPIC (KVM_CREATE_IRQCHIP not used), as with a userspace PIC.
+    if cr.lapic_in_kernel(vcpu):
+        vcpu.arch.mp_state_halted = True       # KVM_MP_STATE_HALTED: vcpu_block until an event
+        return 1
     vcpu.run.exit_reason = KvmExit.HLT
     return 0
+
+
+def kvm_vcpu_has_events(vcpu: KvmVcpu) -> bool:
+    """What wakes a halted vCPU: an NMI, a pending timer tick, or an interrupt it can take now."""
+    if vcpu.arch.nmi_pending or vcpu.arch.nmi_queued:
+        return True
+    if vcpu.arch.apic is not None and lapic.apic_has_pending_timer(vcpu):
+        return True
+    return bool(kvm_x86_ops.interrupt_allowed(vcpu) and kvm_cpu_has_injectable_intr(vcpu))
+
+
+@kfunc()
+def vcpu_block(vcpu: KvmVcpu) -> int:
+    """kvm_vcpu_halt on virtual time: the vCPU sleeps until its LAPIC timer's deadline (the clock
+    jumps there).  Simplified: with nothing that could ever wake it, the run ends as when its
+    instruction budget is spent (KVM_RUN -EINTR, hw.insn_limit_hit), where KVM would sleep forever."""
+    if not kvm_vcpu_has_events(vcpu):
+        if vcpu.arch.apic is not None and lapic.apic_has_pending_timer(vcpu) == 0:
+            lapic.kvm_lapic_advance_to_deadline(vcpu)
+            if lapic.apic_has_pending_timer(vcpu):
+                lapic.kvm_inject_apic_timer_irqs(vcpu)
+        if not kvm_vcpu_has_events(vcpu):
+            if vcpu.signal_pending or vcpu.hw.kick_pending:
+                return 1                                      # vcpu_run's signal check returns -EINTR
+            vcpu.hw.insn_limit_hit = True
+            vcpu.run.exit_reason = KvmExit.INTR
+            return -EINTR
+    vcpu.arch.mp_state_halted = False                         # KVM_MP_STATE_RUNNABLE
+    vcpu.requests.add("KVM_REQ_EVENT")
+    return 1
 
 
 def kvm_prepare_emulation_failure_exit(vcpu: KvmVcpu, data: list[int] | None = None,
@@ -261,24 +313,8 @@ def kvm_is_valid_sregs(vcpu: KvmVcpu, sregs: KvmSregs) -> bool:
     return cr.kvm_is_valid_cr4(vcpu, sregs.cr4) and cr.kvm_is_valid_cr0(vcpu, sregs.cr0)
 
 
-MSR_IA32_APICBASE_ENABLE, X2APIC_ENABLE = 1 << 11, 1 << 10
-APIC_BASE_RSVD_LOW = 0x2FF          # bits 7:0 and 9 (bit 8 is BSP)
-
-
-def kvm_apic_set_base(vcpu: KvmVcpu, value: int, host_initiated: bool) -> int:
-    """1 for a reserved bit (above MAXPHYADDR, 7:0, 9; x2APIC without CPUID.1:ECX.X2APIC) or
-    x2APIC enabled with the APIC disabled (LAPIC_MODE_INVALID).  Simplified: no in-kernel LAPIC,
-    so the value is only stored (what KVM_GET_SREGS returns) and the mode-transition checks
-    of a guest WRMSR are not modelled."""
-    if vcpu.arch.apic_base == value:
-        return 0
-    rsvd = (((1 << 64) - 1) ^ ((1 << cr.cpuid_maxphyaddr(vcpu)) - 1)) | APIC_BASE_RSVD_LOW
-    if not cr.guest_cpuid_has(vcpu, 1, 0, "ecx", 21):
-        rsvd |= X2APIC_ENABLE
-    if value & rsvd or (value & X2APIC_ENABLE and not value & MSR_IA32_APICBASE_ENABLE):
-        return 1
-    vcpu.arch.apic_base = value
-    return 0
+# MSR_IA32_APICBASE writes are lapic.c's (mode transitions, reserved bits), with or without an irqchip.
+kvm_apic_set_base = lapic.kvm_apic_set_base
 
 
 def kvm_arch_vcpu_ioctl_set_sregs(vcpu: KvmVcpu, sregs: KvmSregs) -> int:

@@ -232,6 +232,10 @@ class RealVm(_Fd):
     def enable_user_space_msr(self, mask: KvmMsrExitReason) -> None:
         self.enable_cap(K.KVM_CAP_X86_USER_SPACE_MSR, int(mask))
 
+    def create_irqchip(self) -> None:
+        """KVM_CREATE_IRQCHIP: the kernel's PIC, IO-APIC and (per vCPU created later) local APIC."""
+        _ioctl(self.fd, K.KVM_CREATE_IRQCHIP, 0)
+
     # -- vCPUs
     def create_vcpu(self, vcpu_id: int = 0, *, cpuid: bool = True) -> "RealVcpu":
         """KVM_CREATE_VCPU, mmap its kvm_run, and (cpuid=True) KVM_SET_CPUID2 the supported CPUID.

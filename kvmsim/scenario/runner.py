@@ -250,6 +250,8 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     info_addr = _load_multiboot(ram, sc) if sc.guest.kernel is not None else None
     if info_addr is None:
         _load_image(ram, image, sc)
+    if sc.kvm.irqchip:
+        vm.create_irqchip()            # before the vCPU, which then gets its in-kernel LAPIC
     vcpu = vm.create_vcpu(0)
     if sc.kvm.cpuid_replaced:
         vcpu.set_cpuid(cpuid_table_entries(sc.kvm.cpuid.entries))  # type: ignore[union-attr]

@@ -721,6 +721,8 @@ class Kvm(_Model):
     mmio_caching: bool = True
     user_space_msr: list[Literal["unknown", "inval", "filter"]] = Field(default_factory=list)
     exit_on_emulation_failure: bool = False
+    irqchip: bool = Field(False, description="KVM_CREATE_IRQCHIP: the in-kernel local APIC (xAPIC page, "
+                          "x2APIC MSRs, timer, interrupt delivery)")
     emulator: Emulator = Field(default_factory=Emulator)
     cpuid: Annotated[Union[Annotated[list[CpuidOverride], Tag("list")], Annotated[CpuidTable, Tag("table")]],
                      Discriminator(_cpuid_form)] = Field(

@@ -53,6 +53,9 @@ _PARSERS: dict[str, re.Pattern[str]] = {
                                 rf"a3 0x(?P<a3>{_HEX})$"),
     "kvm_page_fault": re.compile(rf"vcpu (?P<vcpu_id>\d+) rip 0x(?P<guest_rip>{_HEX}) address 0x(?P<fault_address>{_HEX}) "
                                  rf"error_code 0x(?P<error_code>{_HEX})$"),
+    "kvm_apic": re.compile(rf"apic_(?P<rw>read|write) 0x(?P<reg>{_HEX}) = 0x(?P<val>{_HEX})$"),
+    "kvm_eoi": re.compile(rf"apicid (?P<apicid>{_HEX}) vector (?P<vector>-?\d+)$"),
+    "kvm_apic_ipi": re.compile(rf"dst (?P<dest_id>{_HEX}) vec \d+ icr_low 0x(?P<icr_low>{_HEX})$"),
 }
 _PARSERS["kvm_nested_vmexit"] = _PARSERS["kvm_exit"]
 _DEC = {"vcpu_id", "size", "count", "len", "errno"}
@@ -67,7 +70,7 @@ def _convert(event: str, raw: dict[str, str | None]) -> dict[str, Any]:
             f[k] = v is not None
         elif v is None:
             continue
-        elif k in _DEC:
+        elif k in _DEC or (k == "vector" and event == "kvm_eoi"):
             f[k] = int(v)
         elif k in ("rw", "write"):
             f[k] = int(v == "write")
