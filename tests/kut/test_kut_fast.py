@@ -14,7 +14,7 @@ from kvmsim.errors import ScenarioError
 from kvmsim.kut import build
 
 # The tests that pass end to end today (issue 13's fast subset grows as the platform does).
-FAST = ["vmexit_cpuid", "setjmp"]
+FAST = ["setjmp"]
 
 
 @pytest.fixture(scope="module")
