@@ -55,8 +55,10 @@ def scenario_name(test: str) -> str:
 
 
 def scenario_dict(t: UnitTest, flat: Path, env_file: Path, kvm_params: dict[str, Any],
-                  timeout_factor: float = 1.0, timeout: float | None = None) -> dict[str, Any]:
-    """The scenario (as the YAML mapping a user would write) that runs test `t` from image `flat`."""
+                  timeout_factor: float = 1.0, timeout: float | None = None,
+                  cpuid: list[dict[str, int]] | None = None) -> dict[str, Any]:
+    """The scenario (as the YAML mapping a user would write) that runs test `t` from image `flat`;
+    cpuid: kvm.cpuid overrides for its -cpu flags (cpu.py)."""
     seconds = timeout if timeout is not None else t.timeout_seconds
     args = t.args
     return {
@@ -74,7 +76,7 @@ def scenario_dict(t: UnitTest, flat: Path, env_file: Path, kvm_params: dict[str,
             {"type": "acpi-pm-timer"},
             {"type": "acpi-tables"},     # the FADT that gives vmexit's inl_from_pmtimer the timer's port
         ],
-        "kvm": {"irqchip": True, **kvm_params},
+        "kvm": {"irqchip": True, **kvm_params, **({"cpuid": cpuid} if cpuid else {})},
         "limits": {"max_guest_insns": max(1, int(seconds * INSNS_PER_SECOND)),
                    "wall_seconds": max(1.0, seconds * timeout_factor),
                    "max_exits": MAX_EXITS},

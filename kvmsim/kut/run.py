@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kvmsim.errors import KvmSimBug, ScenarioError
-from kvmsim.kut import build, decide as dec, machine, outcome
+from kvmsim.kut import build, cpu, decide as dec, machine, outcome
 from kvmsim.kut.cfg import DEFAULT_TIMEOUT, UnitTest, read_cfg
 
 EXIT_OK, EXIT_FAIL, EXIT_INPUT = 0, 1, 2
@@ -63,7 +63,11 @@ def run_job(job: Job) -> outcome.Outcome:
         header += f"--- {job.note}\n"
     try:
         env_file.write_text(machine.environ_text(job.kernel_version), encoding="utf-8")
-        doc = machine.scenario_dict(t, job.flat, env_file, job.kvm_params, job.timeout_factor, job.timeout)
+        overrides, ignored = cpu.cpuid_overrides(t.cpu, cpu.base_table(job.backend))
+        if t.cpu:
+            header += f"--- -cpu {t.cpu}: CPUID overrides {overrides}; not applied: {ignored or 'none'}\n"
+        doc = machine.scenario_dict(t, job.flat, env_file, job.kvm_params, job.timeout_factor, job.timeout,
+                                    overrides)
         sc = machine.build_scenario(doc, job.flat.parent)
         # per command, not at the top: the runner loads the whole model (startup)
         from kvmsim.scenario.runner import run_scenario

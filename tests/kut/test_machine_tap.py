@@ -55,3 +55,17 @@ def test_plain_lines() -> None:
     p.result(outcome.Outcome("vmx", "SKIP", reason="smp = 2"))
     p.result(outcome.from_run("emulator", "isa-debug-exit", 1, "", "SUMMARY: 86 tests\n", "90s"))
     assert buf.getvalue() == "SKIP vmx (smp = 2)\nPASS emulator (86 tests)\n"
+
+
+def test_cpu_flags_become_cpuid_overrides() -> None:
+    from kvmsim.kut.cpu import cpuid_overrides, feature_flags
+    from kvmsim.uapi import KvmCpuidEntry2
+    base = [KvmCpuidEntry2(function=1, index=0, flags=0, eax=0x50657, ebx=0, ecx=(1 << 21) | 1, edx=0),
+            KvmCpuidEntry2(function=7, index=0, flags=1, eax=0, ebx=0, ecx=0, edx=0)]
+    assert feature_flags("qemu64,-x2apic,+tsc-deadline,pku=on") == [("x2apic", False), ("tsc-deadline", True),
+                                                                      ("pku", True)]
+    entries, ignored = cpuid_overrides("qemu64,-x2apic,+tsc-deadline,+umip,+host-phys-bits", base)
+    assert entries == [{"function": 1, "index": 0, "ecx": (1 << 24) | 1},      # x2APIC hidden, deadline shown
+                       {"function": 7, "index": 0, "ecx": 1 << 2}]             # UMIP
+    assert ignored == ["+host-phys-bits"]
+    assert cpuid_overrides(None, base) == ([], [])
