@@ -38,3 +38,14 @@ def test_fast_subset_passes(tree: build.KutTree, tmp_path: Path, capsys: pytest.
         log = (tmp_path / f"{name}.log").read_text()
         assert f"SUMMARY: {summary[1:-1]}" in log and "--- PASS" in log
     assert status == 0, out
+
+
+def test_tap_has_one_line_per_report(tree: build.KutTree, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """setjmp's 10 report() lines become 10 TAP `ok` lines, numbered, then the plan."""
+    status = cli.main(["kut", "--kut-dir", str(tree.root), "--log-dir", str(tmp_path), "--tap", "setjmp"])
+    out = capsys.readouterr().out.splitlines()
+    assert status == 0 and out[0] == "TAP version 13"
+    oks = [ln for ln in out if ln.startswith("ok ")]
+    assert [ln.split(" - ")[0] for ln in oks] == [f"ok {i}" for i in range(1, 11)]
+    assert all(ln.split(" - ", 1)[1].startswith("setjmp: actual") for ln in oks)
+    assert "1..10" in out and not any(ln.startswith("not ok") for ln in out)
