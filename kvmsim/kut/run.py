@@ -70,9 +70,14 @@ def run_job(job: Job) -> outcome.Outcome:
                                     overrides)
         sc = machine.build_scenario(doc, job.flat.parent)
         # per command, not at the top: the runner loads the whole model (startup)
-        from kvmsim.scenario.runner import run_scenario
-        res = run_scenario(sc, backend=job.backend, keep_exits=0)
-        serial = res.serial
+        from kvmsim.scenario.runner import make_machine, run_machine
+        m = make_machine(sc, job.backend)
+        m.vmm.config.keep_exits = 0             # the verdict needs the serial log, not the exit log
+        try:
+            res = run_machine(m)
+        finally:                                # a run that raises still leaves its serial output
+            serial = "".join(d.text for d in m.devices.values() if hasattr(d, "text"))
+            m.close()
         out = outcome.from_run(name, res.stop.reason, res.stop.code, res.stop.detail, serial,
                                shown_timeout(job))
         trailer = f"\n--- kvmsim stop: {res.stop.reason} code={res.stop.code} {res.stop.detail}".rstrip()
