@@ -13,8 +13,8 @@ from kvmsim import cli
 from kvmsim.errors import ScenarioError
 from kvmsim.kut import build
 
-# The tests that pass end to end today (issue 13's fast subset grows as the platform does).
-FAST = ["setjmp"]
+# The tests that pass end to end today, a few seconds each (issue 13's fast subset grows as the platform does).
+FAST = ["setjmp", "memory", "hypercall"]
 
 
 @pytest.fixture(scope="module")
