@@ -14,22 +14,29 @@ from kvmsim.errors import ScenarioError
 from kvmsim.kut import build
 
 # The tests that pass end to end today, a few seconds each (issue 13's fast subset grows as the platform does).
-FAST = ["setjmp", "memory", "hypercall"]
+FAST = {"x86_64": ["setjmp", "memory", "hypercall"], "i386": ["emulator", "setjmp"]}
 
 
-@pytest.fixture(scope="module")
-def tree() -> build.KutTree:
+def _tree(arch: str) -> build.KutTree:
     try:
-        return build.build_from_archive("x86_64")
+        return build.build_from_archive(arch)
     except ScenarioError as e:
         pytest.skip(f"no kvm-unit-tests build: {e.msg.splitlines()[0]}")
 
 
-def test_fast_subset_passes(tree: build.KutTree, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    status = cli.main(["kut", "--kut-dir", str(tree.root), "--log-dir", str(tmp_path), "-j", "2", *FAST])
+@pytest.fixture(scope="module")
+def tree() -> build.KutTree:
+    return _tree("x86_64")
+
+
+@pytest.mark.parametrize("arch", list(FAST))
+def test_fast_subset_passes(arch: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    tree = _tree(arch)
+    fast = FAST[arch]
+    status = cli.main(["kut", "--kut-dir", str(tree.root), "--log-dir", str(tmp_path), "-j", "2", *fast])
     out = capsys.readouterr().out
     lines = {m.group(2): m for m in re.finditer(r"^(PASS|FAIL|SKIP) (\S+) ?(.*)$", out, re.M)}
-    for name in FAST:
+    for name in fast:
         m = lines.get(name)
         assert m is not None, out
         assert m.group(1) == "PASS", out
