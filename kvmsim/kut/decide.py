@@ -50,7 +50,7 @@ def _devices(t: UnitTest) -> list[str]:
 # is the test's own to SKIP, so those run.
 NOT_MODELLED: list[tuple[Callable[[UnitTest], bool], str]] = [
     (lambda t: t.file in ("vmx.flat",) or _cpu_has(t, "vmx"),
-     "nested VMX: kvmsim models no nested virtualization (VMXON is #UD in its guests)"),
+     "nested VMX: kvmsim models no nested virtualization (its CPUID has no VMX)"),
     (lambda t: t.file in ("svm.flat", "svm_npt.flat") or _cpu_has(t, "svm"),
      "nested SVM: kvmsim models Intel VMX, not AMD SVM"),
     (lambda t: t.file.startswith("hyperv_") or "hv_passthrough" in (t.cpu or ""),
