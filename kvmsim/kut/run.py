@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from kvmsim.errors import KvmSimBug, ScenarioError
+from kvmsim.errors import BackendError, KvmSimBug, ScenarioError
 from kvmsim.kut import build, cpu, decide as dec, machine, outcome
 from kvmsim.kut.cfg import DEFAULT_TIMEOUT, UnitTest, read_cfg
 
-EXIT_OK, EXIT_FAIL, EXIT_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 @dataclass
@@ -86,6 +86,8 @@ def run_job(job: Job) -> outcome.Outcome:
         out, trailer = outcome.from_error(name, "scenario", e, serial), f"\n--- {e.msg}\n"
     except KvmSimBug as e:
         out, trailer = outcome.from_error(name, "kvmsim bug", e, serial), f"\n--- kvmsim bug: {e}\n"
+    except BackendError as e:                   # an ioctl of the kvm backend failed
+        out, trailer = outcome.from_error(name, "backend error", e, serial), f"\n--- backend error: {e}\n"
     except Exception as e:  # noqa: BLE001 - one test's internal error must not lose the others
         if os.environ.get("KVMSIM_DEBUG") == "1":
             raise
@@ -162,6 +164,13 @@ def main(args: Any) -> int:
     if args.list:
         print("\n".join(t.name for t in chosen))
         return EXIT_OK
+    if args.backend == "kvm":
+        # per command, not at the top: the probe is only needed for the kvm backend
+        from kvmsim.realkvm.probe import kvm_available
+        ok, why = kvm_available()
+        if not ok:
+            print(f"kvmsim kut: backend kvm: {why}", file=sys.stderr)
+            return EXIT_INTERNAL          # the CLI's status for an unavailable backend
     log_dir = Path(args.log_dir) if args.log_dir else default_log_dir() / tree.arch
     try:
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -56,3 +56,11 @@ def test_tap_has_one_line_per_report(tree: build.KutTree, tmp_path: Path, capsys
     assert [ln.split(" - ")[0] for ln in oks] == [f"ok {i}" for i in range(1, 11)]
     assert all(ln.split(" - ", 1)[1].startswith("setjmp: actual") for ln in oks)
     assert "1..10" in out and not any(ln.startswith("not ok") for ln in out)
+
+
+@pytest.mark.kvm
+def test_same_test_on_dev_kvm(tree: build.KutTree, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The same scenario on the real backend (real KVM's irqchip): setjmp's SUMMARY there too."""
+    status = cli.main(["kut", "--kut-dir", str(tree.root), "--log-dir", str(tmp_path), "--backend", "kvm", "setjmp"])
+    out = capsys.readouterr().out
+    assert status == 0 and "PASS setjmp (10 tests)" in out, out
