@@ -108,3 +108,16 @@ def test_plain_debug_exit_unchanged(tmp_path: Path) -> None:
             + "devices:\n  - {type: debug-exit}\n")
     res = run_scenario(_load(tmp_path, text))
     assert (res.stop.reason, res.stop.code, res.stop.detail) == ("debug-exit", 0x21, "")
+
+
+def test_pm_timer_reads_are_the_same_on_every_sim_run() -> None:
+    """Virtual time: the timer counts retired guest instructions (1 ns each), so two runs read the
+    same values, the second read ahead of the first by the ticks of the loop between them."""
+    sc = load_scenario(Path(__file__).resolve().parents[1] / "scenarios" / "acpi-pm-timer-long64.yaml")
+    runs = [run_scenario(sc) for _ in range(2)]
+    reads = [[e.fields["data"] for e in r.userspace if e.fields.get("port") == 0xB008] for r in runs]
+    assert reads[0] == reads[1] and len(reads[0]) == 2
+    first, second = (int.from_bytes(bytes.fromhex(d), "little") for d in reads[0])
+    assert (runs[0].regs["rsi"], runs[0].regs["rdi"]) == (first, second)
+    assert 0 < second - first < 0x100        # ~3000 instructions: about 11 ticks of 279 ns
+    assert runs[0].devices["pmtimer"] == {"reads": 2, "last_value": second}

@@ -282,12 +282,18 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
 
 
 def _platform(sc: Scenario, vm: VmFd, vcpu: VcpuFd, ram: list[tuple[int, mmap.mmap]]) -> Platform:
-    """The machine-wide services devices get: virtual time from the sim's retired instructions
-    (when it counts them: limits.max_guest_insns set), else the host clock; KVM_IRQ_LINE when the
+    """The machine-wide services devices get: virtual time (the vCPU fd's virtual_ns() where the
+    backend has one, else the sim's retired instructions when it counts them, else the host clock); KVM_IRQ_LINE when the
     scenario asks for an in-kernel irqchip and the backend has it; page flushes on the RAM's host pages."""
     model = getattr(vcpu, "vcpu", None)
     hw = model.hw if model is not None else None
-    clock = insn_clock_ns(lambda: hw.guest_insns) if hw is not None and sc.limits.max_guest_insns else host_clock_ns()
+    own = getattr(vcpu, "virtual_ns", None)      # a backend's own virtual clock (the one its TSC reads), if any
+    if callable(own):
+        clock = own
+    elif hw is not None and sc.limits.max_guest_insns:
+        clock = insn_clock_ns(lambda: hw.guest_insns)
+    else:
+        clock = host_clock_ns()
     irq_line = getattr(vm, "irq_line", None) if getattr(sc.kvm, "irqchip", False) else None
     return Platform(clock_ns=clock, irq_line=irq_line, flush_page=host_page_flush(ram))
 
