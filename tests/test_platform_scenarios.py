@@ -121,3 +121,23 @@ def test_pm_timer_reads_are_the_same_on_every_sim_run() -> None:
     assert (runs[0].regs["rsi"], runs[0].regs["rdi"]) == (first, second)
     assert 0 < second - first < 0x100        # ~3000 instructions: about 11 ticks of 279 ns
     assert runs[0].devices["pmtimer"] == {"reads": 2, "last_value": second}
+
+
+def test_platform_hooks_follow_the_backend() -> None:
+    """The interfaces other parts plug into: KVM_IRQ_LINE is the VM fd's irq_line(irq, level) when
+    the scenario asks for an in-kernel irqchip; virtual time is the vCPU fd's virtual_ns() if the
+    backend has one, else the sim's retired instructions, else the host clock."""
+    from types import SimpleNamespace as NS
+    from kvmsim.scenario.runner import _platform
+
+    lines: list[tuple[int, int]] = []
+    vm = NS(irq_line=lambda irq, level: lines.append((irq, level)))
+    sc = NS(kvm=NS(irqchip=True), limits=NS(max_guest_insns=1000))
+    hw = NS(guest_insns=1234)
+    p = _platform(sc, vm, NS(vcpu=NS(hw=hw)), [])
+    p.irq_line(4, 1)
+    assert lines == [(4, 1)] and p.clock_ns() == 1234
+    assert _platform(NS(kvm=NS(), limits=sc.limits), vm, NS(virtual_ns=lambda: 77), []).irq_line is None
+    assert _platform(NS(kvm=NS(), limits=sc.limits), vm, NS(virtual_ns=lambda: 77), []).clock_ns() == 77
+    host = _platform(NS(kvm=NS(irqchip=True), limits=sc.limits), NS(), NS(), [])
+    assert host.irq_line is None and 0 <= host.clock_ns() < 10**9

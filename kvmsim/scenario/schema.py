@@ -1177,6 +1177,9 @@ class Scenario(_Model):
 
     def _check_memory(self) -> None:
         self._check_memslots()
+        for d in self.devices:          # here, once the memslots are final: fw-cfg's RAM size follows them
+            if d.type == "fw-cfg" and d.ram_size is None:
+                d.ram_size = sum(m.size for m in self.memory if not m.readonly)
         if sum(m.size for m in self.memory) > MAX_SCENARIO_RAM:
             raise FieldError(("memory",), f"memslots total more than kvmsim backs with host memory "
                              f"({MAX_SCENARIO_RAM:#x})")
@@ -1226,7 +1229,7 @@ class Scenario(_Model):
 
     def _check_platform(self) -> None:
         """One of each machine-wide device (QEMU: 'at most one fw_cfg device is permitted'; the FADT
-        names one PM timer), and fw-cfg's RAM size from the memslots when it is not given."""
+        names one PM timer)."""
         seen: dict[str, int] = {}
         for i, d in enumerate(self.devices):
             if d.type in ("fw-cfg", "pc-testdev", "acpi-pm-timer", "acpi-tables"):
@@ -1234,8 +1237,6 @@ class Scenario(_Model):
                     raise FieldError(("devices", i, "type"), f"a second {d.type} (also devices[{seen[d.type]}]); "
                                      "a machine has one")
                 seen[d.type] = i
-            if d.type == "fw-cfg" and d.ram_size is None:
-                d.ram_size = sum(m.size for m in self.memory if not m.readonly)
 
     def _check_ioeventfds(self) -> None:
         """KVM_IOEVENTFD's EEXIST: same bus and address, and a zero length on either, or equal lengths
