@@ -68,6 +68,20 @@ def test_committed_probe_elf_is_built_from_its_source(tmp_path: Path) -> None:
     assert fresh.entry == committed.entry and fresh.segments == committed.segments
 
 
+@pytest.mark.skipif(shutil.which("objcopy") is None, reason="binutils not installed")
+def test_elf64_container_loads_the_same(tmp_path: Path) -> None:
+    """The probe in an ELF64 file (objcopy): same segments, entry and symbols, and the same run."""
+    subprocess.run(["objcopy", "-O", "elf64-x86-64", str(PROBE), str(tmp_path / "p64.elf")], check=True)
+    k32, k64 = (mb.parse_kernel(p.read_bytes()) for p in (PROBE, tmp_path / "p64.elf"))
+    assert k64.header_offset != k32.header_offset          # the header moved in the file, the image did not
+    assert (k64.entry, k64.segments, k64.symbols) == (k32.entry, k32.segments, k32.symbols)
+    runs = [run_scenario(load_scenario(_scenario(tmp_path, f"{{multiboot: {k}, modules: [{PROBE_ENV}]}}")))
+            for k in (PROBE, tmp_path / "p64.elf")]
+    assert runs[0].stop.code == runs[1].stop.code == 0
+    assert runs[0].serial.replace(str(PROBE), "K") == runs[1].serial.replace(str(tmp_path / "p64.elf"), "K")
+    assert "SUMMARY: 7 tests, 0 failures" in runs[1].serial
+
+
 def test_header_must_lie_in_the_first_8k_with_a_valid_checksum() -> None:
     hdr = struct.pack("<III", mb.MULTIBOOT_HEADER_MAGIC, 0, -mb.MULTIBOOT_HEADER_MAGIC & 0xFFFFFFFF)
     assert mb.find_header(bytes(8180) + hdr) == (8180, 0)        # ends at byte 8192: inside
