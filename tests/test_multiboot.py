@@ -14,6 +14,7 @@ import pytest
 from backends import BACKENDS
 from badinput import assert_bad_input
 from kvmsim.cli import main
+from kvmsim.errors import ScenarioError
 from kvmsim.scenario.loader import load_scenario
 from kvmsim.scenario.runner import make_machine, run_scenario
 from kvmsim.vmm import multiboot as mb
@@ -250,6 +251,18 @@ def test_check_and_run_say_the_same(tmp_path: Path, capsys) -> None:
         from_check = capsys.readouterr().err
         main(["run", str(f)])
         assert capsys.readouterr().err == from_check, case
+
+
+def test_module_that_grew_after_loading_is_placed_again_at_run(tmp_path: Path) -> None:
+    """The scenario checked a 1-page module; by the run it no longer fits: a file:line error at it."""
+    (tmp_path / "m.bin").write_bytes(b"x")
+    f = _scenario(tmp_path, f"\n  multiboot: {PROBE}\n  modules:\n    - m.bin\n", "memory: [{gpa: 0, size: 0x413000}]\n")
+    sc = load_scenario(f)
+    (tmp_path / "m.bin").write_bytes(bytes(0x2000))
+    with pytest.raises(ScenarioError) as e:
+        run_scenario(sc)
+    assert (e.value.path, e.value.line) == (str(f), 6)
+    assert e.value.msg.startswith("field guest.modules[0]: module 0 (0x2000 bytes) does not fit")
 
 
 # ---------------------------------------------------------------- kvm-unit-tests images

@@ -325,18 +325,24 @@ def _load_multiboot(ram: list[tuple[int, mmap.mmap]], sc: Scenario) -> int:
     modules: list[tuple[bytes, bytes]] = []
     for i, (name, path) in enumerate(zip(g.modules, g.module_paths)):
         try:
-            modules.append((name.encode(), path.read_bytes()))
+            with path.open("rb") as f:
+                data = f.read(multiboot.MAX_MODULE_BYTES + 1)
         except OSError as e:
             raise ScenarioError(where, sc.line_of("guest", "modules", i),
                                 f"field guest.modules[{i}]: cannot read {name!r}: {e.strerror or e}") from None
+        if len(data) > multiboot.MAX_MODULE_BYTES:
+            raise ScenarioError(where, sc.line_of("guest", "modules", i), f"field guest.modules[{i}]: module "
+                                f"{name!r} is larger than kvmsim loads ({multiboot.MAX_MODULE_BYTES:#x} bytes)")
+        modules.append((name.encode(), data))
     try:
         plan = multiboot.plan_boot(g.kernel, [len(d) for _, d in modules], sc.ram_ranges(),  # type: ignore[arg-type]
                                    g.multiboot_strings_size())
         multiboot.load([(gpa, memoryview(buf)) for gpa, buf in ram], g.kernel, plan,  # type: ignore[arg-type]
                        g.multiboot_cmdline(), modules)
     except multiboot.MultibootError as e:
-        field = "memory" if e.field == "memory" else f"guest.{e.field}"
-        raise ScenarioError(where, sc.line_of(*field.split(".")), f"field {field}: {e.msg}") from None
+        loc = ("memory",) if e.field == "memory" else ("guest", e.field) + (() if e.index is None else (e.index,))
+        shown = ".".join(map(str, loc[:2])) + ("" if e.index is None else f"[{e.index}]")
+        raise ScenarioError(where, sc.line_of(*loc), f"field {shown}: {e.msg}") from None
     return plan.info_addr
 
 
