@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import functools
 import mmap
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from kvmsim.scenario.result import ExitStream, RunResult
 from kvmsim.scenario.schema import Scenario
 from kvmsim.scenario.vcpu_state import apply_vcpu_state, cpuid_with_overrides
 from kvmsim.uapi import KVM_MEM_READONLY, HostEvent, KvmMsrExitReason, VcpuFd, VmFd
-from kvmsim.vmm import boot
+from kvmsim.vmm import boot, multiboot
 from kvmsim.vmm.acpi import build_acpi_tables
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.cpuid import table_entries as cpuid_table_entries
@@ -90,6 +91,8 @@ def build_image(sc: Scenario, elf_out: Path | None = None) -> GuestImage:
     """The guest linked at guest.load (default: the mode's origin), entered at guest.entry;
     `elf_out` also writes its linked ELF there (symbols for gdb)."""
     g = sc.guest
+    if g.kernel is not None:
+        return _multiboot_image(sc, elf_out)
     if g.asm is not None:
         line = sc.asm_line_offset()  # where the text starts: the key's line for `asm: insn`, the next for `|`
         image = build_guest(None, g.asm, g.mode, g.load, display_name=str(sc.path or "<asm>"), line_offset=line,
@@ -98,6 +101,33 @@ def build_image(sc: Scenario, elf_out: Path | None = None) -> GuestImage:
         image = build_guest(g.source_path, None, g.mode, g.load, display_name=g.source, defines=g.defsym,
                             elf_out=elf_out)
     return _with_entry(sc, image)
+
+
+# Not a loader's bound: how much of a multiboot kernel's file bytes GuestImage.image flattens
+# (for names and disassembly); the loader itself loads every segment.
+MULTIBOOT_IMAGE_SPAN = 64 << 20
+
+
+def _multiboot_image(sc: Scenario, elf_out: Path | None) -> GuestImage:
+    """A multiboot kernel as a GuestImage for the tools that read one (debugger, diff, gdb): its
+    file bytes flattened from the lowest segment (the entry's segment alone when the segments
+    spread wider than MULTIBOOT_IMAGE_SPAN), prot32, the ELF's symbols.  `elf_out` gets a copy of
+    the kernel file, which is already the ELF gdb wants."""
+    k = sc.guest.kernel
+    assert k is not None
+    segs = list(k.segments)
+    if max(s.paddr + len(s.data) for s in segs) - k.low > MULTIBOOT_IMAGE_SPAN:
+        segs = [next((s for s in segs if s.paddr <= k.entry < s.end), segs[0])]
+    low = min(s.paddr for s in segs)
+    flat = bytearray(max(s.paddr + len(s.data) for s in segs) - low)
+    for s in segs:
+        flat[s.paddr - low:s.paddr - low + len(s.data)] = s.data
+    if elf_out is not None:
+        try:
+            shutil.copyfile(sc.guest.source_path, elf_out)  # type: ignore[arg-type]
+        except OSError as e:
+            raise ScenarioError(str(elf_out), None, f"cannot write the ELF: {e.strerror or e}") from None
+    return GuestImage(mode="prot32", load_addr=low, entry=k.entry, image=bytes(flat), symbols=dict(k.symbols))
 
 
 def _with_entry(sc: Scenario, image: GuestImage) -> GuestImage:
@@ -124,6 +154,8 @@ def preflight(sc: Scenario) -> GuestImage:
     and links, its entry symbol exists, its image lies inside one memslot and clear of the boot
     tables, which lie inside one memslot too.  `check` and `make_machine` both call this."""
     image = build_image(sc)
+    if sc.guest.kernel is not None:
+        return image     # the schema placed every segment, the modules and the info area (plan_boot)
     _image_slot(sc, image)
     _boot_tables_slot(sc, image)
     return image
@@ -215,7 +247,9 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
         buf = mmap.mmap(-1, m.size)
         ram.append((m.gpa, buf))
         vm.set_user_memory_region(slot, m.gpa, memoryview(buf), KVM_MEM_READONLY if m.readonly else 0)
-    _load_image(ram, image, sc)
+    info_addr = _load_multiboot(ram, sc) if sc.guest.kernel is not None else None
+    if info_addr is None:
+        _load_image(ram, image, sc)
     vcpu = vm.create_vcpu(0)
     if sc.kvm.cpuid_replaced:
         vcpu.set_cpuid(cpuid_table_entries(sc.kvm.cpuid.entries))  # type: ignore[union-attr]
@@ -233,6 +267,8 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     gpa0, ram0 = next(((g, b) for g, b in ram if g <= anchor < g + len(b)), ram[0])
     boot.setup_boot(memoryview(ram0), gpa0, vcpu, image.mode, image.entry,
                     user=[(r.addr, r.size) for r in sc.paging.user])
+    if info_addr is not None:
+        multiboot.handoff(vcpu, info_addr)
     apply_vcpu_state(sc, vcpu)
     pio, mmio_bus = Bus("pio"), Bus("mmio")
     devices: dict[str, Any] = {}
@@ -318,6 +354,36 @@ def _load_image(ram: list[tuple[int, mmap.mmap]], image: GuestImage, sc: Scenari
             return
     raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("memory"),
                         f"guest image at {image.load_addr:#x}+{len(image.image):#x} is not inside any memory slot")
+
+
+def _load_multiboot(ram: list[tuple[int, mmap.mmap]], sc: Scenario) -> int:
+    """Load the multiboot kernel, its modules and the info area (vmm/multiboot.py); returns the
+    info block's GPA for the handoff.  The modules are read now; one that changed since the
+    scenario was checked is placed again and may no longer fit (a file:line error)."""
+    g = sc.guest
+    where = str(sc.path) if sc.path else None
+    modules: list[tuple[bytes, bytes]] = []
+    for i, (name, path) in enumerate(zip(g.modules, g.module_paths)):
+        try:
+            with path.open("rb") as f:
+                data = f.read(multiboot.MAX_MODULE_BYTES + 1)
+        except OSError as e:
+            raise ScenarioError(where, sc.line_of("guest", "modules", i),
+                                f"field guest.modules[{i}]: cannot read {name!r}: {e.strerror or e}") from None
+        if len(data) > multiboot.MAX_MODULE_BYTES:
+            raise ScenarioError(where, sc.line_of("guest", "modules", i), f"field guest.modules[{i}]: module "
+                                f"{name!r} is larger than kvmsim loads ({multiboot.MAX_MODULE_BYTES:#x} bytes)")
+        modules.append((name.encode(), data))
+    try:
+        plan = multiboot.plan_boot(g.kernel, [len(d) for _, d in modules], sc.ram_ranges(),  # type: ignore[arg-type]
+                                   g.multiboot_strings_size())
+        multiboot.load([(gpa, memoryview(buf)) for gpa, buf in ram], g.kernel, plan,  # type: ignore[arg-type]
+                       g.multiboot_cmdline(), modules)
+    except multiboot.MultibootError as e:
+        loc = ("memory",) if e.field == "memory" else ("guest", e.field) + (() if e.index is None else (e.index,))
+        shown = ".".join(map(str, loc[:2])) + ("" if e.index is None else f"[{e.index}]")
+        raise ScenarioError(where, sc.line_of(*loc), f"field {shown}: {e.msg}") from None
+    return plan.info_addr
 
 
 def _inject_action(inj):

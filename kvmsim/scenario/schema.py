@@ -24,6 +24,8 @@ from kvmsim.uapi import KVM_MEM_READONLY, KvmInternalError
 from kvmsim.vmm.acpi import RSDP_SCAN_END, RSDP_SCAN_START, acpi_tables_size
 from kvmsim.vmm.cpuid import cpuid_function_is_indexed
 from kvmsim.vmm.devices.testdev import IORAM_BASE, IORAM_LEN, IRQ_LINES, IRQ_PORT, TESTDEV_PORT, TESTDEV_PORT_SPAN
+from kvmsim.vmm.multiboot import (MAX_KERNEL_BYTES, MAX_MODULE_BYTES, MAX_MODULES, MultibootError, MultibootKernel,
+                                  RamRange, parse_kernel, plan_boot)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,6 +119,7 @@ class _Model(BaseModel):
 # reset: no boot set-up at all, the vCPU as KVM's reset leaves it (CS:IP f000:fff0, CS base 0xffff0000).
 GuestMode = Literal["real16", "prot32", "long64", "reset"]
 _SYMBOL_RE = re.compile(r"^[A-Za-z_.$][A-Za-z0-9_.$]*$")
+MAX_CMDLINE = 4096   # not the spec's: the info area (vmm/multiboot.py) holds the strings
 
 
 def guest_source_candidates(source: str, base_dir: Path | None) -> list[Path]:
@@ -146,11 +149,23 @@ def parse_entry(v: Any) -> int | str:
 
 
 class Guest(_Model):
-    """Guest code: a GNU as source file or inline text, and the mode the vCPU starts in."""
+    """Guest code: a GNU as source file or inline text and the mode the vCPU starts in, or a
+    multiboot kernel (an ELF file, with its command line and modules) entered in the multiboot
+    handoff state (vmm/multiboot.py)."""
 
     source: str | None = Field(None, description="path relative to the YAML file, or repo-relative (guests/x.S)")
     asm: str | None = Field(None, description="inline GNU as source")
-    mode: GuestMode
+    multiboot: str | None = Field(None, description="a multiboot (v1) kernel, an ELF file such as a "
+                                  "kvm-unit-tests x86/*.flat; path as for source. The vCPU starts in the "
+                                  "multiboot handoff state (32-bit protected mode, EAX=0x2BADB002, EBX=info block)")
+    cmdline: str | None = Field(None, max_length=MAX_CMDLINE,
+                                description="multiboot: the command line (QEMU's -append); the info block "
+                                            "holds '<multiboot> <cmdline>' as QEMU passes it")
+    modules: list[str] = Field(default_factory=list, max_length=MAX_MODULES,
+                               description="multiboot: module files (kvm-unit-tests reads its KEY=VALUE "
+                                           "environ from the first), path as for source")
+    mode: GuestMode = Field(description="where the vCPU starts; with multiboot: omitted (prot32, the "
+                                        "handoff's mode) or prot32")
     defsym: dict[str, Annotated[int, BeforeValidator(parse_int), _INT_JSON]] = Field(
         default_factory=dict, description="as --defsym NAME=VALUE")
     load: U64 | None = Field(None, description="GPA the image is linked and loaded at (default: the "
@@ -159,12 +174,32 @@ class Guest(_Model):
         None, description="where execution begins: a symbol of the guest or an address (default: "
                           "_start, else the load address)")
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda s: s.update(
+        required=[r for r in s.get("required", []) if r != "mode"]))
+
     _source_path: Path | None = PrivateAttr(None)
+    _kernel: MultibootKernel | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _multiboot_mode(cls, data: Any) -> Any:
+        """A multiboot kernel needs no mode: the handoff is 32-bit protected mode."""
+        if isinstance(data, dict) and data.get("multiboot") is not None and "mode" not in data:
+            return {**data, "mode": "prot32"}
+        return data
+    _module_paths: list[Path] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _exactly_one_source(self, info: ValidationInfo) -> "Guest":
-        if (self.source is None) == (self.asm is None):
-            raise ValueError("give exactly one of 'source' (a file) or 'asm' (inline text)")
+        if sum(x is not None for x in (self.source, self.asm, self.multiboot)) != 1:
+            raise ValueError("give exactly one of 'source' (a file), 'asm' (inline text) or 'multiboot' (a kernel)")
+        base = (info.context or {}).get("base_dir")
+        base = Path(base) if base is not None else None
+        if self.multiboot is not None:
+            return self._multiboot_kernel(base)
+        for name in ("cmdline", "modules"):
+            if name in self.model_fields_set:
+                raise FieldError((name,), f"{name} goes with a multiboot kernel (guest.multiboot)")
         for name in self.defsym:
             if not _SYMBOL_RE.match(name):
                 raise FieldError(("defsym", name), f"not a valid assembler symbol name: {name!r}")
@@ -175,19 +210,79 @@ class Guest(_Model):
             raise FieldError(("entry",), f"real16 entry {self.entry:#x} is not reachable with CS = 0 "
                              "(at most 0xffff)")
         if self.source is not None:
-            base = (info.context or {}).get("base_dir")
-            cands = guest_source_candidates(self.source, Path(base) if base is not None else None)
-            found = next((c for c in cands if c.is_file()), None)
-            if found is None:
-                looked = ", ".join(str(c) for c in cands[:3])
-                raise FieldError(("source",), f"guest source {self.source!r} not found (looked for {looked})")
-            self._source_path = found.resolve()
+            self._source_path = _find_file(self.source, base, ("source",), "guest source")
+        return self
+
+    def _multiboot_kernel(self, base: Path | None) -> "Guest":
+        """Mode-less: the handoff is prot32's state; the kernel and modules are read and checked
+        now (so `check` refuses what `run` would), their placement in memory by the Scenario."""
+        if self.mode != "prot32":
+            raise FieldError(("mode",), f"a multiboot kernel starts in 32-bit protected mode (the multiboot "
+                             f"handoff); leave mode out or write prot32, not {self.mode}")
+        for name in ("defsym", "load", "entry"):
+            if name in self.model_fields_set:
+                raise FieldError((name,), f"{name} is for assembled guests; a multiboot kernel's ELF headers "
+                                 "give its load addresses and entry")
+        if self.cmdline is not None and "\0" in self.cmdline:
+            raise FieldError(("cmdline",), "the command line is a C string: no NUL characters")
+        path = _find_file(self.multiboot, base, ("multiboot",), "multiboot kernel")
+        data = _read_bounded(path, MAX_KERNEL_BYTES, ("multiboot",), "multiboot kernel")
+        try:
+            self._kernel = parse_kernel(data)
+        except MultibootError as e:
+            raise FieldError(("multiboot",), f"{self.multiboot}: {e.msg}") from None
+        self._source_path = path
+        self._module_paths = []
+        for i, m in enumerate(self.modules):
+            mp = _find_file(m, base, ("modules", i), "module")
+            if mp.stat().st_size > MAX_MODULE_BYTES:
+                raise FieldError(("modules", i), f"module {m!r} is larger than kvmsim loads ({MAX_MODULE_BYTES:#x} "
+                                 "bytes)")
+            self._module_paths.append(mp)
         return self
 
     @property
     def source_path(self) -> Path | None:
-        """The resolved guest source file (None for inline asm)."""
+        """The resolved guest source file, or the multiboot kernel (None for inline asm)."""
         return self._source_path
+
+    @property
+    def kernel(self) -> MultibootKernel | None:
+        """The parsed multiboot kernel (None for an assembled guest)."""
+        return self._kernel
+
+    @property
+    def module_paths(self) -> list[Path]:
+        """The resolved multiboot module files, in order."""
+        return list(self._module_paths)
+
+    def multiboot_cmdline(self) -> bytes:
+        """The info block's command line: '<kernel as written> <cmdline>', as QEMU builds it."""
+        return f"{self.multiboot} {self.cmdline or ''}".encode()
+
+    def multiboot_strings_size(self) -> int:
+        """Bytes of the info area's strings (command line and module names, NULs included)."""
+        return len(self.multiboot_cmdline()) + 1 + sum(len(m.encode()) + 1 for m in self.modules)
+
+
+def _find_file(name: str, base: Path | None, loc: tuple[str | int, ...], what: str) -> Path:
+    cands = guest_source_candidates(name, base)
+    found = next((c for c in cands if c.is_file()), None)
+    if found is None:
+        looked = ", ".join(str(c) for c in cands[:3])
+        raise FieldError(loc, f"{what} {name!r} not found (looked for {looked})")
+    return found.resolve()
+
+
+def _read_bounded(path: Path, limit: int, loc: tuple[str | int, ...], what: str) -> bytes:
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise FieldError(loc, f"cannot read the {what} {str(path)!r}: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise FieldError(loc, f"the {what} is larger than kvmsim loads ({limit:#x} bytes)")
+    return data
 
 
 # ---------------------------------------------------------------- memory and devices
@@ -195,7 +290,10 @@ class Guest(_Model):
 # Not KVM's: both backends back every slot with host memory, so the scenario's RAM is bounded.
 # (What KVM_SET_USER_MEMORY_REGION refuses is kvmsim/kvm/memslot.py's, asked by Scenario._check_memory.)
 MAX_SCENARIO_RAM = 4 << 30
-VMM_USERSPACE_ADDR = 0x1000_0000   # where the checks suppose the VMM maps slot 0, the others after it
+VMM_USERSPACE_ADDR = 0x1000_0000
+# A multiboot scenario's default RAM: QEMU's default -m (128 MiB, mem_upper 127 MiB), what
+# kvm-unit-tests' images (linked at 4 MiB, ~16 MiB with their bss) run in.
+MULTIBOOT_DEFAULT_RAM = 128 << 20   # where the checks suppose the VMM maps slot 0, the others after it
 
 
 class Memslot(_Model):
@@ -1105,7 +1203,8 @@ class Scenario(_Model):
     name: str = Field(description="identifier, also the test id")
     description: str
     guest: Guest
-    memory: list[Memslot] = Field(default_factory=lambda: [Memslot(gpa=0, size=2 << 20)])
+    memory: list[Memslot] = Field(default_factory=lambda: [Memslot(gpa=0, size=2 << 20)],
+                                  description="default: 2 MiB at 0 (128 MiB with guest.multiboot)")
     devices: list[Device] = Field(default_factory=default_devices,
                                   description="default: serial16550 at 0x3f8 and debug-exit at 0xf4")
     kvm: Kvm = Field(default_factory=Kvm)
@@ -1152,8 +1251,11 @@ class Scenario(_Model):
         if not _NAME_RE.match(self.name):
             raise FieldError(("name",), f"name {self.name!r} must be letters, digits and _.+- only")
         self._name_devices()
+        if self.guest.multiboot is not None and "memory" not in self.model_fields_set:
+            self.memory = [Memslot(gpa=0, size=MULTIBOOT_DEFAULT_RAM)]
         self._check_platform()
         self._check_memory()
+        self._check_multiboot()
         self._check_expect()
         self._check_vcpu()
         if self.paging.user and self.guest.mode != "long64":
@@ -1237,6 +1339,23 @@ class Scenario(_Model):
                     raise FieldError(("devices", i, "type"), f"a second {d.type} (also devices[{seen[d.type]}]); "
                                      "a machine has one")
                 seen[d.type] = i
+    def _check_multiboot(self) -> None:
+        """The kernel's segments, the boot tables, the info area and the modules placed as `run`
+        will place them (vmm/multiboot.py plan_boot), each failure at the field to fix."""
+        g = self.guest
+        if g.kernel is None:
+            return
+        try:
+            plan_boot(g.kernel, [p.stat().st_size for p in g.module_paths], self.ram_ranges(),
+                      g.multiboot_strings_size())
+        except MultibootError as e:
+            loc: tuple[str | int, ...] = ("memory",) if e.field == "memory" else (
+                ("guest", e.field) if e.index is None else ("guest", e.field, e.index))
+            raise FieldError(loc, e.msg) from None
+
+    def ram_ranges(self) -> list[RamRange]:
+        """The memslots as the multiboot loader sees them."""
+        return [RamRange(m.gpa, m.size, not m.readonly) for m in self.memory]
 
     def _check_ioeventfds(self) -> None:
         """KVM_IOEVENTFD's EEXIST: same bus and address, and a zero length on either, or equal lengths
