@@ -141,3 +141,18 @@ def test_platform_hooks_follow_the_backend() -> None:
     assert _platform(NS(kvm=NS(), limits=sc.limits), vm, NS(virtual_ns=lambda: 77), []).clock_ns() == 77
     host = _platform(NS(kvm=NS(irqchip=True), limits=sc.limits), NS(), NS(), [])
     assert host.irq_line is None and 0 <= host.clock_ns() < 10**9
+
+
+def test_multiboot_machine_with_the_platform(tmp_path: Path) -> None:
+    """A multiboot kernel's machine as kvmsim kut builds it: fw-cfg's RAM size is the default 128 MiB
+    the loader gives, the ACPI tables sit in the BIOS area the memory map reserves, and the kernel
+    still boots and stops (the probe ends with a debug-exit write, on its own port here)."""
+    root = Path(__file__).resolve().parents[1]
+    text = (f"name: t\ndescription: d\nguest: {{multiboot: {root}/guests/multiboot/probe.elf, cmdline: x, "
+            f"modules: [{root}/guests/multiboot/probe-env]}}\n"
+            "devices:\n  - {type: serial16550}\n  - {type: debug-exit}\n  - {type: fw-cfg}\n  - {type: pc-testdev}\n"
+            "  - {type: acpi-pm-timer}\n  - {type: acpi-tables}\n")
+    sc = _load(tmp_path, text)
+    assert sc.device("fw-cfg").ram_size == 128 << 20
+    res = run_scenario(sc)
+    assert res.stop.reason == "debug-exit" and "mem_upper=130048" in res.serial
