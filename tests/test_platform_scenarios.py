@@ -108,3 +108,51 @@ def test_plain_debug_exit_unchanged(tmp_path: Path) -> None:
             + "devices:\n  - {type: debug-exit}\n")
     res = run_scenario(_load(tmp_path, text))
     assert (res.stop.reason, res.stop.code, res.stop.detail) == ("debug-exit", 0x21, "")
+
+
+def test_pm_timer_reads_are_the_same_on_every_sim_run() -> None:
+    """Virtual time: the timer counts retired guest instructions (1 ns each), so two runs read the
+    same values, the second read ahead of the first by the ticks of the loop between them."""
+    sc = load_scenario(Path(__file__).resolve().parents[1] / "scenarios" / "acpi-pm-timer-long64.yaml")
+    runs = [run_scenario(sc) for _ in range(2)]
+    reads = [[e.fields["data"] for e in r.userspace if e.fields.get("port") == 0xB008] for r in runs]
+    assert reads[0] == reads[1] and len(reads[0]) == 2
+    first, second = (int.from_bytes(bytes.fromhex(d), "little") for d in reads[0])
+    assert (runs[0].regs["rsi"], runs[0].regs["rdi"]) == (first, second)
+    assert 0 < second - first < 0x100        # ~3000 instructions: about 11 ticks of 279 ns
+    assert runs[0].devices["pmtimer"] == {"reads": 2, "last_value": second}
+
+
+def test_platform_hooks_follow_the_backend() -> None:
+    """The interfaces other parts plug into: KVM_IRQ_LINE is the VM fd's irq_line(irq, level) when
+    the scenario asks for an in-kernel irqchip; virtual time is the vCPU fd's virtual_ns() if the
+    backend has one, else the sim's retired instructions, else the host clock."""
+    from types import SimpleNamespace as NS
+    from kvmsim.scenario.runner import _platform
+
+    lines: list[tuple[int, int]] = []
+    vm = NS(irq_line=lambda irq, level: lines.append((irq, level)))
+    sc = NS(kvm=NS(irqchip=True), limits=NS(max_guest_insns=1000))
+    hw = NS(guest_insns=1234)
+    p = _platform(sc, vm, NS(vcpu=NS(hw=hw)), [])
+    p.irq_line(4, 1)
+    assert lines == [(4, 1)] and p.clock_ns() == 1234
+    assert _platform(NS(kvm=NS(), limits=sc.limits), vm, NS(virtual_ns=lambda: 77), []).irq_line is None
+    assert _platform(NS(kvm=NS(), limits=sc.limits), vm, NS(virtual_ns=lambda: 77), []).clock_ns() == 77
+    host = _platform(NS(kvm=NS(irqchip=True), limits=sc.limits), NS(), NS(), [])
+    assert host.irq_line is None and 0 <= host.clock_ns() < 10**9
+
+
+def test_multiboot_machine_with_the_platform(tmp_path: Path) -> None:
+    """A multiboot kernel's machine as kvmsim kut builds it: fw-cfg's RAM size is the default 128 MiB
+    the loader gives, the ACPI tables sit in the BIOS area the memory map reserves, and the kernel
+    still boots and stops (the probe ends with a debug-exit write, on its own port here)."""
+    root = Path(__file__).resolve().parents[1]
+    text = (f"name: t\ndescription: d\nguest: {{multiboot: {root}/guests/multiboot/probe.elf, cmdline: x, "
+            f"modules: [{root}/guests/multiboot/probe-env]}}\n"
+            "devices:\n  - {type: serial16550}\n  - {type: debug-exit}\n  - {type: fw-cfg}\n  - {type: pc-testdev}\n"
+            "  - {type: acpi-pm-timer}\n  - {type: acpi-tables}\n")
+    sc = _load(tmp_path, text)
+    assert sc.device("fw-cfg").ram_size == 128 << 20
+    res = run_scenario(sc)
+    assert res.stop.reason == "debug-exit" and "mem_upper=130048" in res.serial

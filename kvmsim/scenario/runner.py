@@ -320,12 +320,18 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
 
 
 def _platform(sc: Scenario, vm: VmFd, vcpu: VcpuFd, ram: list[tuple[int, mmap.mmap]]) -> Platform:
-    """The machine-wide services devices get: virtual time from the sim's retired instructions
-    (when it counts them: limits.max_guest_insns set), else the host clock; KVM_IRQ_LINE when the
+    """The machine-wide services devices get: virtual time (the vCPU fd's virtual_ns() where the
+    backend has one, else the sim's retired instructions when it counts them, else the host clock); KVM_IRQ_LINE when the
     scenario asks for an in-kernel irqchip and the backend has it; page flushes on the RAM's host pages."""
     model = getattr(vcpu, "vcpu", None)
     hw = model.hw if model is not None else None
-    clock = insn_clock_ns(lambda: hw.guest_insns) if hw is not None and sc.limits.max_guest_insns else host_clock_ns()
+    own = getattr(vcpu, "virtual_ns", None)      # a backend's own virtual clock (the one its TSC reads), if any
+    if callable(own):
+        clock = own
+    elif hw is not None and sc.limits.max_guest_insns:
+        clock = insn_clock_ns(lambda: hw.guest_insns)
+    else:
+        clock = host_clock_ns()
     irq_line = getattr(vm, "irq_line", None) if getattr(sc.kvm, "irqchip", False) else None
     return Platform(clock_ns=clock, irq_line=irq_line, flush_page=host_page_flush(ram))
 
@@ -361,18 +367,24 @@ def _load_multiboot(ram: list[tuple[int, mmap.mmap]], sc: Scenario) -> int:
     modules: list[tuple[bytes, bytes]] = []
     for i, (name, path) in enumerate(zip(g.modules, g.module_paths)):
         try:
-            modules.append((name.encode(), path.read_bytes()))
+            with path.open("rb") as f:
+                data = f.read(multiboot.MAX_MODULE_BYTES + 1)
         except OSError as e:
             raise ScenarioError(where, sc.line_of("guest", "modules", i),
                                 f"field guest.modules[{i}]: cannot read {name!r}: {e.strerror or e}") from None
+        if len(data) > multiboot.MAX_MODULE_BYTES:
+            raise ScenarioError(where, sc.line_of("guest", "modules", i), f"field guest.modules[{i}]: module "
+                                f"{name!r} is larger than kvmsim loads ({multiboot.MAX_MODULE_BYTES:#x} bytes)")
+        modules.append((name.encode(), data))
     try:
         plan = multiboot.plan_boot(g.kernel, [len(d) for _, d in modules], sc.ram_ranges(),  # type: ignore[arg-type]
                                    g.multiboot_strings_size())
         multiboot.load([(gpa, memoryview(buf)) for gpa, buf in ram], g.kernel, plan,  # type: ignore[arg-type]
                        g.multiboot_cmdline(), modules)
     except multiboot.MultibootError as e:
-        field = "memory" if e.field == "memory" else f"guest.{e.field}"
-        raise ScenarioError(where, sc.line_of(*field.split(".")), f"field {field}: {e.msg}") from None
+        loc = ("memory",) if e.field == "memory" else ("guest", e.field) + (() if e.index is None else (e.index,))
+        shown = ".".join(map(str, loc[:2])) + ("" if e.index is None else f"[{e.index}]")
+        raise ScenarioError(where, sc.line_of(*loc), f"field {shown}: {e.msg}") from None
     return plan.info_addr
 
 

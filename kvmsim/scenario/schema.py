@@ -1281,6 +1281,9 @@ class Scenario(_Model):
 
     def _check_memory(self) -> None:
         self._check_memslots()
+        for d in self.devices:          # here, once the memslots are final: fw-cfg's RAM size follows them
+            if d.type == "fw-cfg" and d.ram_size is None:
+                d.ram_size = sum(m.size for m in self.memory if not m.readonly)
         if sum(m.size for m in self.memory) > MAX_SCENARIO_RAM:
             raise FieldError(("memory",), f"memslots total more than kvmsim backs with host memory "
                              f"({MAX_SCENARIO_RAM:#x})")
@@ -1318,6 +1321,26 @@ class Scenario(_Model):
             made[i] = (m.gpa, m.size, addr, mem.flags)
             addr += m.size
 
+    def _check_acpi_tables(self) -> None:
+        """The tables are written into RAM at boot: one memslot must hold them all."""
+        for i, d in enumerate(self.devices):
+            if d.type != "acpi-tables":
+                continue
+            end = d.rsdp + acpi_tables_size(d.rsdp)
+            if not any(m.gpa <= d.rsdp and end <= m.gpa + m.size for m in self.memory):
+                raise FieldError(("devices", i, "rsdp"), f"ACPI tables at {d.rsdp:#x}+{end - d.rsdp:#x} are not "
+                                 "inside one memslot (firmware tables live in guest RAM)")
+
+    def _check_platform(self) -> None:
+        """One of each machine-wide device (QEMU: 'at most one fw_cfg device is permitted'; the FADT
+        names one PM timer)."""
+        seen: dict[str, int] = {}
+        for i, d in enumerate(self.devices):
+            if d.type in ("fw-cfg", "pc-testdev", "acpi-pm-timer", "acpi-tables"):
+                if d.type in seen:
+                    raise FieldError(("devices", i, "type"), f"a second {d.type} (also devices[{seen[d.type]}]); "
+                                     "a machine has one")
+                seen[d.type] = i
     def _check_multiboot(self) -> None:
         """The kernel's segments, the boot tables, the info area and the modules placed as `run`
         will place them (vmm/multiboot.py plan_boot), each failure at the field to fix."""
@@ -1335,28 +1358,6 @@ class Scenario(_Model):
     def ram_ranges(self) -> list[RamRange]:
         """The memslots as the multiboot loader sees them."""
         return [RamRange(m.gpa, m.size, not m.readonly) for m in self.memory]
-    def _check_acpi_tables(self) -> None:
-        """The tables are written into RAM at boot: one memslot must hold them all."""
-        for i, d in enumerate(self.devices):
-            if d.type != "acpi-tables":
-                continue
-            end = d.rsdp + acpi_tables_size(d.rsdp)
-            if not any(m.gpa <= d.rsdp and end <= m.gpa + m.size for m in self.memory):
-                raise FieldError(("devices", i, "rsdp"), f"ACPI tables at {d.rsdp:#x}+{end - d.rsdp:#x} are not "
-                                 "inside one memslot (firmware tables live in guest RAM)")
-
-    def _check_platform(self) -> None:
-        """One of each machine-wide device (QEMU: 'at most one fw_cfg device is permitted'; the FADT
-        names one PM timer), and fw-cfg's RAM size from the memslots when it is not given."""
-        seen: dict[str, int] = {}
-        for i, d in enumerate(self.devices):
-            if d.type in ("fw-cfg", "pc-testdev", "acpi-pm-timer", "acpi-tables"):
-                if d.type in seen:
-                    raise FieldError(("devices", i, "type"), f"a second {d.type} (also devices[{seen[d.type]}]); "
-                                     "a machine has one")
-                seen[d.type] = i
-            if d.type == "fw-cfg" and d.ram_size is None:
-                d.ram_size = sum(m.size for m in self.memory if not m.readonly)
 
     def _check_ioeventfds(self) -> None:
         """KVM_IOEVENTFD's EEXIST: same bus and address, and a zero length on either, or equal lengths

@@ -419,6 +419,17 @@ def _write(ram: Sequence[tuple[int, memoryview]], gpa: int, data: bytes | memory
     raise MultibootError(f"{gpa:#x}+{len(data):#x} is not inside one memslot", field="memory")
 
 
+_ZERO_CHUNK = bytes(1 << 20)
+
+
+def _zero(ram: Sequence[tuple[int, memoryview]], gpa: int, n: int) -> None:
+    """n zero bytes from gpa, a MiB at a time (a bss may be most of RAM)."""
+    while n > 0:
+        k = min(n, len(_ZERO_CHUNK))
+        _write(ram, gpa, memoryview(_ZERO_CHUNK)[:k])
+        gpa, n = gpa + k, n - k
+
+
 def load(ram: Sequence[tuple[int, memoryview]], kernel: MultibootKernel, plan: BootPlan, cmdline: bytes,
          modules: Sequence[tuple[bytes, bytes]]) -> None:
     """Fill guest RAM: each segment's bytes and zeroed bss, each module (string, contents) at its
@@ -426,7 +437,7 @@ def load(ram: Sequence[tuple[int, memoryview]], kernel: MultibootKernel, plan: B
     for s in kernel.segments:
         _write(ram, s.paddr, s.data)
         if s.memsz > len(s.data):
-            _write(ram, s.paddr + len(s.data), bytes(s.memsz - len(s.data)))
+            _zero(ram, s.paddr + len(s.data), s.memsz - len(s.data))
     for (start, _end), (_name, data) in zip(plan.modules, modules):
         _write(ram, start, data)
     _write(ram, plan.info_addr, info_area(plan, cmdline, [name for name, _ in modules]))

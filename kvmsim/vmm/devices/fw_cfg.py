@@ -36,7 +36,8 @@ FW_CFG_ENTRY_MASK = 0xFFFF & ~(FW_CFG_WRITE_CHANNEL | FW_CFG_ARCH_LOCAL)
 FW_CFG_VERSION = 0x01        # FW_CFG_ID bit 0: the traditional port interface
 # Not modelled: the DMA interface (port 0x514; FW_CFG_ID bit 1 stays clear so a guest does not try
 # it), the file directory (0x19) and the files under it (e820, ACPI, SMBIOS), NUMA, HPET, the
-# multiboot kernel items (-kernel's KERNEL_ADDR/DATA).  A key without an item reads as 0s.
+# multiboot kernel items (-kernel's KERNEL_ADDR/DATA).  A key without an item reads as 0s: so
+# kvm-unit-tests' FW_CFG_MAX_RAM (0x11, KERNEL_DATA's key under QEMU) reads 0, "no limit".
 
 
 def fw_cfg_items(nb_cpus: int, max_cpus: int, ram_size: int) -> dict[int, bytes]:
