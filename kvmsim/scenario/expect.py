@@ -323,11 +323,13 @@ NORMAL_STOP = "stop (implicit)"
 
 def check_normal_stop(r: RunResult) -> Check:
     """Without `expect.stop`, a run passes only if the guest stopped the way a guest normally does:
-    a debug-exit write of 0, or HLT (the VMM's configured stop); shutdown, internal error, a limit
-    or a non-zero debug-exit code fail it (the CLI's status 1)."""
+    a debug-exit write of 0, an isa-debug-exit write of 0 (QEMU's status 1, kvm-unit-tests' PASS),
+    or HLT (the VMM's configured stop); shutdown, internal error, a limit or another exit code fail
+    it (the CLI's status 1)."""
     got = r.stop
-    ok = (got.reason == "debug-exit" and got.code == 0) or got.reason == "hlt"
+    ok = ((got.reason == "debug-exit" and got.code == 0) or got.reason == "hlt"
+          or (got.reason == "isa-debug-exit" and got.code == 1))
     why = "" if ok else (f"the guest ended in {got.reason}" + (f" with code {_h(got.code)}" if got.code is not None
                                                               else "") + (f" ({got.detail})" if got.detail else ""))
-    return Check(NORMAL_STOP, ok, "debug-exit code 0 or hlt",
+    return Check(NORMAL_STOP, ok, "debug-exit code 0, isa-debug-exit code 1 or hlt",
                  {"reason": got.reason, "code": got.code}, why)

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import functools
 import mmap
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,12 @@ from kvmsim.scenario.result import ExitStream, RunResult
 from kvmsim.scenario.schema import Scenario
 from kvmsim.scenario.vcpu_state import apply_vcpu_state, cpuid_with_overrides
 from kvmsim.uapi import KVM_MEM_READONLY, HostEvent, KvmMsrExitReason, VcpuFd, VmFd
-from kvmsim.vmm import boot
+from kvmsim.vmm import boot, multiboot
+from kvmsim.vmm.acpi import build_acpi_tables
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.cpuid import table_entries as cpuid_table_entries
 from kvmsim.vmm.devices import DEVICE_TYPES
+from kvmsim.vmm.devices.platform import Platform, host_clock_ns, host_page_flush, insn_clock_ns
 from kvmsim.vmm.devices.python import DeviceError
 from kvmsim.vmm.exits import Stop
 from kvmsim.vmm.limits import limit_detail
@@ -88,6 +91,8 @@ def build_image(sc: Scenario, elf_out: Path | None = None) -> GuestImage:
     """The guest linked at guest.load (default: the mode's origin), entered at guest.entry;
     `elf_out` also writes its linked ELF there (symbols for gdb)."""
     g = sc.guest
+    if g.kernel is not None:
+        return _multiboot_image(sc, elf_out)
     if g.asm is not None:
         line = sc.asm_line_offset()  # where the text starts: the key's line for `asm: insn`, the next for `|`
         image = build_guest(None, g.asm, g.mode, g.load, display_name=str(sc.path or "<asm>"), line_offset=line,
@@ -96,6 +101,33 @@ def build_image(sc: Scenario, elf_out: Path | None = None) -> GuestImage:
         image = build_guest(g.source_path, None, g.mode, g.load, display_name=g.source, defines=g.defsym,
                             elf_out=elf_out)
     return _with_entry(sc, image)
+
+
+# Not a loader's bound: how much of a multiboot kernel's file bytes GuestImage.image flattens
+# (for names and disassembly); the loader itself loads every segment.
+MULTIBOOT_IMAGE_SPAN = 64 << 20
+
+
+def _multiboot_image(sc: Scenario, elf_out: Path | None) -> GuestImage:
+    """A multiboot kernel as a GuestImage for the tools that read one (debugger, diff, gdb): its
+    file bytes flattened from the lowest segment (the entry's segment alone when the segments
+    spread wider than MULTIBOOT_IMAGE_SPAN), prot32, the ELF's symbols.  `elf_out` gets a copy of
+    the kernel file, which is already the ELF gdb wants."""
+    k = sc.guest.kernel
+    assert k is not None
+    segs = list(k.segments)
+    if max(s.paddr + len(s.data) for s in segs) - k.low > MULTIBOOT_IMAGE_SPAN:
+        segs = [next((s for s in segs if s.paddr <= k.entry < s.end), segs[0])]
+    low = min(s.paddr for s in segs)
+    flat = bytearray(max(s.paddr + len(s.data) for s in segs) - low)
+    for s in segs:
+        flat[s.paddr - low:s.paddr - low + len(s.data)] = s.data
+    if elf_out is not None:
+        try:
+            shutil.copyfile(sc.guest.source_path, elf_out)  # type: ignore[arg-type]
+        except OSError as e:
+            raise ScenarioError(str(elf_out), None, f"cannot write the ELF: {e.strerror or e}") from None
+    return GuestImage(mode="prot32", load_addr=low, entry=k.entry, image=bytes(flat), symbols=dict(k.symbols))
 
 
 def _with_entry(sc: Scenario, image: GuestImage) -> GuestImage:
@@ -122,6 +154,8 @@ def preflight(sc: Scenario) -> GuestImage:
     and links, its entry symbol exists, its image lies inside one memslot and clear of the boot
     tables, which lie inside one memslot too.  `check` and `make_machine` both call this."""
     image = build_image(sc)
+    if sc.guest.kernel is not None:
+        return image     # the schema placed every segment, the modules and the info area (plan_boot)
     _image_slot(sc, image)
     _boot_tables_slot(sc, image)
     return image
@@ -213,7 +247,9 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
         buf = mmap.mmap(-1, m.size)
         ram.append((m.gpa, buf))
         vm.set_user_memory_region(slot, m.gpa, memoryview(buf), KVM_MEM_READONLY if m.readonly else 0)
-    _load_image(ram, image, sc)
+    info_addr = _load_multiboot(ram, sc) if sc.guest.kernel is not None else None
+    if info_addr is None:
+        _load_image(ram, image, sc)
     if sc.kvm.irqchip:
         vm.create_irqchip()            # before the vCPU, which then gets its in-kernel LAPIC
     vcpu = vm.create_vcpu(0)
@@ -233,13 +269,19 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     gpa0, ram0 = next(((g, b) for g, b in ram if g <= anchor < g + len(b)), ram[0])
     boot.setup_boot(memoryview(ram0), gpa0, vcpu, image.mode, image.entry,
                     user=[(r.addr, r.size) for r in sc.paging.user])
+    if info_addr is not None:
+        multiboot.handoff(vcpu, info_addr)
     apply_vcpu_state(sc, vcpu)
     pio, mmio_bus = Bus("pio"), Bus("mmio")
     devices: dict[str, Any] = {}
     ioeventfds: dict[str, Any] = {}
     zones: dict[str, tuple[int, int]] = {}
+    platform = _platform(sc, vm, vcpu, ram)
     for d in sc.devices:
         name = d.name or d.type
+        if d.type == "acpi-tables":
+            _write_acpi_tables(ram, sc, d.rsdp)
+            continue
         if d.type == "ioeventfd":
             ioeventfds[name] = vm.ioeventfd(d.port if d.port is not None else d.gpa, d.len,
                                             pio=d.port is not None, datamatch=d.datamatch)
@@ -257,10 +299,15 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
             raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("devices", sc.devices.index(d)),
                                 str(e)) from None
         devices[name] = dev
-        if params.get("gpa") is not None:
+        if hasattr(dev, "connect"):
+            dev.connect(platform)
+        if hasattr(dev, "regions"):      # a device on several ranges (pc-testdev)
+            for bus, base, size, part in dev.regions():
+                (pio if bus == "pio" else mmio_bus).register(base, size, part)
+        elif params.get("gpa") is not None:
             mmio_bus.register(params["gpa"], dev.size, dev)
         else:
-            pio.register(params["port"], dev.size, dev)
+            pio.register(params["port"] if "port" in params else params["iobase"], dev.size, dev)
     config = VmmConfig(unclaimed_io=sc.userspace.unclaimed_io, unclaimed_mmio=sc.userspace.unclaimed_mmio,
                        msr_answers=dict(sc.userspace.msr), max_exits=sc.limits.max_exits,
                        wall_seconds=sc.limits.wall_seconds, events=_events(sc),
@@ -272,6 +319,35 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     return Machine(sc, image, vm, vcpu, vmm, ram, devices, ioeventfds, backend, zones)
 
 
+def _platform(sc: Scenario, vm: VmFd, vcpu: VcpuFd, ram: list[tuple[int, mmap.mmap]]) -> Platform:
+    """The machine-wide services devices get: virtual time (the vCPU fd's virtual_ns() where the
+    backend has one, else the sim's retired instructions when it counts them, else the host clock); KVM_IRQ_LINE when the
+    scenario asks for an in-kernel irqchip and the backend has it; page flushes on the RAM's host pages."""
+    model = getattr(vcpu, "vcpu", None)
+    hw = model.hw if model is not None else None
+    own = getattr(vcpu, "virtual_ns", None)      # a backend's own virtual clock (the one its TSC reads), if any
+    if callable(own):
+        clock = own
+    elif hw is not None and sc.limits.max_guest_insns:
+        clock = insn_clock_ns(lambda: hw.guest_insns)
+    else:
+        clock = host_clock_ns()
+    irq_line = getattr(vm, "irq_line", None) if getattr(sc.kvm, "irqchip", False) else None
+    return Platform(clock_ns=clock, irq_line=irq_line, flush_page=host_page_flush(ram))
+
+
+def _write_acpi_tables(ram: list[tuple[int, mmap.mmap]], sc: Scenario, rsdp: int) -> None:
+    """Firmware's part: the ACPI tables in guest RAM before the vCPU runs (vmm/acpi.py)."""
+    timer = next((d.port for d in sc.devices if d.type == "acpi-pm-timer"), 0)
+    blob = build_acpi_tables(rsdp, pm_tmr_blk=timer)
+    for gpa, buf in ram:
+        if gpa <= rsdp and rsdp + len(blob) <= gpa + len(buf):
+            buf[rsdp - gpa:rsdp - gpa + len(blob)] = blob
+            return
+    raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("devices"),   # the schema checks it first
+                        f"ACPI tables at {rsdp:#x}+{len(blob):#x} are not inside any memory slot")
+
+
 def _load_image(ram: list[tuple[int, mmap.mmap]], image: GuestImage, sc: Scenario) -> None:
     for gpa, buf in ram:
         if gpa <= image.load_addr and image.load_addr + len(image.image) <= gpa + len(buf):
@@ -280,6 +356,36 @@ def _load_image(ram: list[tuple[int, mmap.mmap]], image: GuestImage, sc: Scenari
             return
     raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("memory"),
                         f"guest image at {image.load_addr:#x}+{len(image.image):#x} is not inside any memory slot")
+
+
+def _load_multiboot(ram: list[tuple[int, mmap.mmap]], sc: Scenario) -> int:
+    """Load the multiboot kernel, its modules and the info area (vmm/multiboot.py); returns the
+    info block's GPA for the handoff.  The modules are read now; one that changed since the
+    scenario was checked is placed again and may no longer fit (a file:line error)."""
+    g = sc.guest
+    where = str(sc.path) if sc.path else None
+    modules: list[tuple[bytes, bytes]] = []
+    for i, (name, path) in enumerate(zip(g.modules, g.module_paths)):
+        try:
+            with path.open("rb") as f:
+                data = f.read(multiboot.MAX_MODULE_BYTES + 1)
+        except OSError as e:
+            raise ScenarioError(where, sc.line_of("guest", "modules", i),
+                                f"field guest.modules[{i}]: cannot read {name!r}: {e.strerror or e}") from None
+        if len(data) > multiboot.MAX_MODULE_BYTES:
+            raise ScenarioError(where, sc.line_of("guest", "modules", i), f"field guest.modules[{i}]: module "
+                                f"{name!r} is larger than kvmsim loads ({multiboot.MAX_MODULE_BYTES:#x} bytes)")
+        modules.append((name.encode(), data))
+    try:
+        plan = multiboot.plan_boot(g.kernel, [len(d) for _, d in modules], sc.ram_ranges(),  # type: ignore[arg-type]
+                                   g.multiboot_strings_size())
+        multiboot.load([(gpa, memoryview(buf)) for gpa, buf in ram], g.kernel, plan,  # type: ignore[arg-type]
+                       g.multiboot_cmdline(), modules)
+    except multiboot.MultibootError as e:
+        loc = ("memory",) if e.field == "memory" else ("guest", e.field) + (() if e.index is None else (e.index,))
+        shown = ".".join(map(str, loc[:2])) + ("" if e.index is None else f"[{e.index}]")
+        raise ScenarioError(where, sc.line_of(*loc), f"field {shown}: {e.msg}") from None
+    return plan.info_addr
 
 
 def _inject_action(inj):

@@ -21,7 +21,11 @@ from kvmsim.kvm.memslot import KvmUserspaceMemoryRegion, kvm_set_memory_region_c
 from kvmsim.scenario.pydevice import DeviceClassError, load_device_class
 from kvmsim.scenario.vcpu_state import sregs_problem
 from kvmsim.uapi import KVM_MEM_READONLY, KvmInternalError
+from kvmsim.vmm.acpi import RSDP_SCAN_END, RSDP_SCAN_START, acpi_tables_size
 from kvmsim.vmm.cpuid import cpuid_function_is_indexed
+from kvmsim.vmm.devices.testdev import IORAM_BASE, IORAM_LEN, IRQ_LINES, IRQ_PORT, TESTDEV_PORT, TESTDEV_PORT_SPAN
+from kvmsim.vmm.multiboot import (MAX_KERNEL_BYTES, MAX_MODULE_BYTES, MAX_MODULES, MultibootError, MultibootKernel,
+                                  RamRange, parse_kernel, plan_boot)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,6 +119,7 @@ class _Model(BaseModel):
 # reset: no boot set-up at all, the vCPU as KVM's reset leaves it (CS:IP f000:fff0, CS base 0xffff0000).
 GuestMode = Literal["real16", "prot32", "long64", "reset"]
 _SYMBOL_RE = re.compile(r"^[A-Za-z_.$][A-Za-z0-9_.$]*$")
+MAX_CMDLINE = 4096   # not the spec's: the info area (vmm/multiboot.py) holds the strings
 
 
 def guest_source_candidates(source: str, base_dir: Path | None) -> list[Path]:
@@ -144,11 +149,23 @@ def parse_entry(v: Any) -> int | str:
 
 
 class Guest(_Model):
-    """Guest code: a GNU as source file or inline text, and the mode the vCPU starts in."""
+    """Guest code: a GNU as source file or inline text and the mode the vCPU starts in, or a
+    multiboot kernel (an ELF file, with its command line and modules) entered in the multiboot
+    handoff state (vmm/multiboot.py)."""
 
     source: str | None = Field(None, description="path relative to the YAML file, or repo-relative (guests/x.S)")
     asm: str | None = Field(None, description="inline GNU as source")
-    mode: GuestMode
+    multiboot: str | None = Field(None, description="a multiboot (v1) kernel, an ELF file such as a "
+                                  "kvm-unit-tests x86/*.flat; path as for source. The vCPU starts in the "
+                                  "multiboot handoff state (32-bit protected mode, EAX=0x2BADB002, EBX=info block)")
+    cmdline: str | None = Field(None, max_length=MAX_CMDLINE,
+                                description="multiboot: the command line (QEMU's -append); the info block "
+                                            "holds '<multiboot> <cmdline>' as QEMU passes it")
+    modules: list[str] = Field(default_factory=list, max_length=MAX_MODULES,
+                               description="multiboot: module files (kvm-unit-tests reads its KEY=VALUE "
+                                           "environ from the first), path as for source")
+    mode: GuestMode = Field(description="where the vCPU starts; with multiboot: omitted (prot32, the "
+                                        "handoff's mode) or prot32")
     defsym: dict[str, Annotated[int, BeforeValidator(parse_int), _INT_JSON]] = Field(
         default_factory=dict, description="as --defsym NAME=VALUE")
     load: U64 | None = Field(None, description="GPA the image is linked and loaded at (default: the "
@@ -157,12 +174,32 @@ class Guest(_Model):
         None, description="where execution begins: a symbol of the guest or an address (default: "
                           "_start, else the load address)")
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda s: s.update(
+        required=[r for r in s.get("required", []) if r != "mode"]))
+
     _source_path: Path | None = PrivateAttr(None)
+    _kernel: MultibootKernel | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _multiboot_mode(cls, data: Any) -> Any:
+        """A multiboot kernel needs no mode: the handoff is 32-bit protected mode."""
+        if isinstance(data, dict) and data.get("multiboot") is not None and "mode" not in data:
+            return {**data, "mode": "prot32"}
+        return data
+    _module_paths: list[Path] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _exactly_one_source(self, info: ValidationInfo) -> "Guest":
-        if (self.source is None) == (self.asm is None):
-            raise ValueError("give exactly one of 'source' (a file) or 'asm' (inline text)")
+        if sum(x is not None for x in (self.source, self.asm, self.multiboot)) != 1:
+            raise ValueError("give exactly one of 'source' (a file), 'asm' (inline text) or 'multiboot' (a kernel)")
+        base = (info.context or {}).get("base_dir")
+        base = Path(base) if base is not None else None
+        if self.multiboot is not None:
+            return self._multiboot_kernel(base)
+        for name in ("cmdline", "modules"):
+            if name in self.model_fields_set:
+                raise FieldError((name,), f"{name} goes with a multiboot kernel (guest.multiboot)")
         for name in self.defsym:
             if not _SYMBOL_RE.match(name):
                 raise FieldError(("defsym", name), f"not a valid assembler symbol name: {name!r}")
@@ -173,19 +210,79 @@ class Guest(_Model):
             raise FieldError(("entry",), f"real16 entry {self.entry:#x} is not reachable with CS = 0 "
                              "(at most 0xffff)")
         if self.source is not None:
-            base = (info.context or {}).get("base_dir")
-            cands = guest_source_candidates(self.source, Path(base) if base is not None else None)
-            found = next((c for c in cands if c.is_file()), None)
-            if found is None:
-                looked = ", ".join(str(c) for c in cands[:3])
-                raise FieldError(("source",), f"guest source {self.source!r} not found (looked for {looked})")
-            self._source_path = found.resolve()
+            self._source_path = _find_file(self.source, base, ("source",), "guest source")
+        return self
+
+    def _multiboot_kernel(self, base: Path | None) -> "Guest":
+        """Mode-less: the handoff is prot32's state; the kernel and modules are read and checked
+        now (so `check` refuses what `run` would), their placement in memory by the Scenario."""
+        if self.mode != "prot32":
+            raise FieldError(("mode",), f"a multiboot kernel starts in 32-bit protected mode (the multiboot "
+                             f"handoff); leave mode out or write prot32, not {self.mode}")
+        for name in ("defsym", "load", "entry"):
+            if name in self.model_fields_set:
+                raise FieldError((name,), f"{name} is for assembled guests; a multiboot kernel's ELF headers "
+                                 "give its load addresses and entry")
+        if self.cmdline is not None and "\0" in self.cmdline:
+            raise FieldError(("cmdline",), "the command line is a C string: no NUL characters")
+        path = _find_file(self.multiboot, base, ("multiboot",), "multiboot kernel")
+        data = _read_bounded(path, MAX_KERNEL_BYTES, ("multiboot",), "multiboot kernel")
+        try:
+            self._kernel = parse_kernel(data)
+        except MultibootError as e:
+            raise FieldError(("multiboot",), f"{self.multiboot}: {e.msg}") from None
+        self._source_path = path
+        self._module_paths = []
+        for i, m in enumerate(self.modules):
+            mp = _find_file(m, base, ("modules", i), "module")
+            if mp.stat().st_size > MAX_MODULE_BYTES:
+                raise FieldError(("modules", i), f"module {m!r} is larger than kvmsim loads ({MAX_MODULE_BYTES:#x} "
+                                 "bytes)")
+            self._module_paths.append(mp)
         return self
 
     @property
     def source_path(self) -> Path | None:
-        """The resolved guest source file (None for inline asm)."""
+        """The resolved guest source file, or the multiboot kernel (None for inline asm)."""
         return self._source_path
+
+    @property
+    def kernel(self) -> MultibootKernel | None:
+        """The parsed multiboot kernel (None for an assembled guest)."""
+        return self._kernel
+
+    @property
+    def module_paths(self) -> list[Path]:
+        """The resolved multiboot module files, in order."""
+        return list(self._module_paths)
+
+    def multiboot_cmdline(self) -> bytes:
+        """The info block's command line: '<kernel as written> <cmdline>', as QEMU builds it."""
+        return f"{self.multiboot} {self.cmdline or ''}".encode()
+
+    def multiboot_strings_size(self) -> int:
+        """Bytes of the info area's strings (command line and module names, NULs included)."""
+        return len(self.multiboot_cmdline()) + 1 + sum(len(m.encode()) + 1 for m in self.modules)
+
+
+def _find_file(name: str, base: Path | None, loc: tuple[str | int, ...], what: str) -> Path:
+    cands = guest_source_candidates(name, base)
+    found = next((c for c in cands if c.is_file()), None)
+    if found is None:
+        looked = ", ".join(str(c) for c in cands[:3])
+        raise FieldError(loc, f"{what} {name!r} not found (looked for {looked})")
+    return found.resolve()
+
+
+def _read_bounded(path: Path, limit: int, loc: tuple[str | int, ...], what: str) -> bytes:
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise FieldError(loc, f"cannot read the {what} {str(path)!r}: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise FieldError(loc, f"the {what} is larger than kvmsim loads ({limit:#x} bytes)")
+    return data
 
 
 # ---------------------------------------------------------------- memory and devices
@@ -193,7 +290,10 @@ class Guest(_Model):
 # Not KVM's: both backends back every slot with host memory, so the scenario's RAM is bounded.
 # (What KVM_SET_USER_MEMORY_REGION refuses is kvmsim/kvm/memslot.py's, asked by Scenario._check_memory.)
 MAX_SCENARIO_RAM = 4 << 30
-VMM_USERSPACE_ADDR = 0x1000_0000   # where the checks suppose the VMM maps slot 0, the others after it
+VMM_USERSPACE_ADDR = 0x1000_0000
+# A multiboot scenario's default RAM: QEMU's default -m (128 MiB, mem_upper 127 MiB), what
+# kvm-unit-tests' images (linked at 4 MiB, ~16 MiB with their bss) run in.
+MULTIBOOT_DEFAULT_RAM = 128 << 20   # where the checks suppose the VMM maps slot 0, the others after it
 
 
 class Memslot(_Model):
@@ -378,19 +478,125 @@ class PythonDevice(_Device):
         return self._cls
 
 
+# ---------------------------------------------------------------- the platform QEMU gives kvm-unit-tests
+
+MAX_CPUS = 288   # not KVM's limit: KVM_MAX_VCPUS is larger; QEMU's pc machine takes 288 (-smp maxcpus)
+
+
+class FwCfg(_Device):
+    """QEMU's fw_cfg (vmm/devices/fw_cfg.py): selector port 0x510 (16-bit OUT), data port 0x511
+    (byte INs through the selected item).  Items: signature "QEMU", ID, UUID, RAM_SIZE, NB_CPUS,
+    MAX_CPUS, NOGRAPHIC, BOOT_MENU, IRQ0_OVERRIDE."""
+
+    type: Literal["fw-cfg"]
+    port: U16 = Field(0x510, description="selector; the data port is port + 1")
+    nb_cpus: Annotated[int, BeforeValidator(parse_int), Field(ge=1, le=MAX_CPUS), _INT_JSON] = Field(
+        1, description="FW_CFG_NB_CPUS: the CPUs booted")
+    max_cpus: Annotated[int, BeforeValidator(parse_int), Field(ge=1, le=MAX_CPUS), _INT_JSON] | None = Field(
+        None, description="FW_CFG_MAX_CPUS; default nb_cpus")
+    ram_size: Size | None = Field(None, description="FW_CFG_RAM_SIZE; default: the RAM of the writable memslots")
+
+    @model_validator(mode="after")
+    def _cpus(self) -> "FwCfg":
+        if self.port + 2 > 0x10000:
+            raise FieldError(("port",), f"ports {self.port:#x}+2 run past port 0xffff")
+        if self.max_cpus is not None and self.max_cpus < self.nb_cpus:
+            raise FieldError(("max_cpus",), f"max_cpus {self.max_cpus} is less than nb_cpus {self.nb_cpus} "
+                             "(QEMU: -smp: maxcpus must be equal to or greater than smp)")
+        return self
+
+
+class PcTestdev(_Device):
+    """QEMU's pc-testdev (vmm/devices/testdev.py), at its fixed addresses: the latch at port 0xe0
+    (and 0xe8), flush at 0xe4, ISA IRQ lines at ports 0x2000-0x2017, 64 KiB IORAM at 0xff000000."""
+
+    type: Literal["pc-testdev"]
+
+
+class IsaDebugExit(_Device):
+    """QEMU's isa-debug-exit: a write ends the run with stop.reason isa-debug-exit and code
+    (value << 1) | 1, the exit status QEMU gives.  kvm-unit-tests' -device isa-debug-exit,iobase=0xf4,iosize=0x4."""
+
+    type: Literal["isa-debug-exit"]
+    iobase: U16 = 0xF4
+    iosize: Annotated[int, BeforeValidator(parse_int), Field(ge=1, le=0x10000), _INT_JSON] = 4
+
+    @model_validator(mode="after")
+    def _inside_port_space(self) -> "IsaDebugExit":
+        if self.iobase + self.iosize > 0x10000:
+            raise FieldError(("iosize",), f"ports {self.iobase:#x}+{self.iosize:#x} run past port 0xffff")
+        return self
+
+
+class BochsShutdown(_Device):
+    """The Bochs power-off port: "Shutdown" written a byte at a time ends the run (stop.reason
+    bochs-shutdown); kvm-unit-tests' exit() falls back to it."""
+
+    type: Literal["bochs-shutdown"]
+    port: U16 = 0x8900
+
+
+class AcpiPmTimer(_Device):
+    """The ACPI PM timer: a 24-bit count at 3.579545 MHz of the machine's virtual time (retired guest
+    instructions on the sim, 1 ns each; the host clock on /dev/kvm)."""
+
+    type: Literal["acpi-pm-timer"]
+    port: Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=0xFFFC), _INT_JSON] = Field(
+        0xB008, description="pm_tmr_blk (QEMU pc: PIIX4 PM base 0xb000 + 8); 4 ports")
+
+
+class AcpiTables(_Device):
+    """RSDP, RSDT, FADT (pm_tmr_blk = the acpi-pm-timer's port, 0 without one), FACS and an empty
+    DSDT, written into guest RAM at boot (vmm/acpi.py), the RSDP at `rsdp`."""
+
+    type: Literal["acpi-tables"]
+    rsdp: U64 = Field(0xF0000, description="the RSDP's GPA: 16-byte aligned in 0xe0000-0xfffff, where "
+                      "the guest scans for it; the other tables follow it")
+
+    @model_validator(mode="after")
+    def _in_bios_area(self) -> "AcpiTables":
+        if self.rsdp % 16:
+            raise FieldError(("rsdp",), f"rsdp {self.rsdp:#x} is not 16-byte aligned (the RSDP scan steps 16 bytes)")
+        end = self.rsdp + acpi_tables_size(self.rsdp)
+        if self.rsdp < RSDP_SCAN_START or end > RSDP_SCAN_END:
+            raise FieldError(("rsdp",), f"tables at {self.rsdp:#x}+{end - self.rsdp:#x} are not inside "
+                             f"{RSDP_SCAN_START:#x}-{RSDP_SCAN_END - 1:#x}, where the guest scans for the RSDP")
+        return self
+
+
 Device = Annotated[Union[Serial16550, DebugExit, RegBank, TestReport, PortValue, Ioeventfd, CoalescedMmio,
-                         PortSequence, MmioSequence, PythonDevice],
+                         PortSequence, MmioSequence, PythonDevice, FwCfg, PcTestdev, IsaDebugExit, BochsShutdown,
+                         AcpiPmTimer, AcpiTables],
                    Field(discriminator="type")]
 DEVICE_TYPES = ("serial16550", "debug-exit", "regbank", "test-report", "port-value", "ioeventfd", "coalesced-mmio",
-                "port-sequence", "mmio-sequence", "python")
+                "port-sequence", "mmio-sequence", "python", "fw-cfg", "pc-testdev", "isa-debug-exit", "bochs-shutdown",
+                "acpi-pm-timer", "acpi-tables")
 
 
-_FIXED_SPAN = {"serial16550": 8, "test-report": 4}  # the VMM device's own size (vmm/devices)
+_FIXED_SPAN = {"serial16550": 8, "test-report": 4, "fw-cfg": 2, "bochs-shutdown": 1,
+               "acpi-pm-timer": 4}  # the VMM device's own size (vmm/devices)
+# Devices at fixed addresses on more than one range (vmm/devices/testdev.py regions()).
+_FIXED_CLAIMS = {"pc-testdev": [("pio", "type", TESTDEV_PORT, TESTDEV_PORT_SPAN), ("pio", "type", IRQ_PORT, IRQ_LINES),
+                                ("mmio", "type", IORAM_BASE, IORAM_LEN)]}
 
 
 def _vmm_span(d: Any) -> int:
     """Bytes of port or MMIO space a device claims on the VMM's bus."""
     return _FIXED_SPAN.get(d.type) or getattr(d, "size", None) or getattr(d, "len", 0) or 1
+
+
+def _claims(d: Any) -> list[tuple[str, str, int, int]]:
+    """(bus, field naming the address, base, size) of every range a device takes on the VMM's buses;
+    none for the in-kernel ones (ioeventfd, coalesced MMIO) and for tables in RAM."""
+    if d.type in ("ioeventfd", "coalesced-mmio", "acpi-tables"):
+        return []
+    if d.type in _FIXED_CLAIMS:
+        return _FIXED_CLAIMS[d.type]
+    if d.type == "isa-debug-exit":
+        return [("pio", "iobase", d.iobase, d.iosize)]
+    if getattr(d, "gpa", None) is not None:
+        return [("mmio", "gpa", d.gpa, _vmm_span(d))]
+    return [("pio", "port", d.port, _vmm_span(d))]
 
 
 def default_devices() -> list:
@@ -623,7 +829,8 @@ class Limits(_Model):
 # ---------------------------------------------------------------- expectations
 
 StopReason = Literal["debug-exit", "shutdown", "internal-error", "hlt", "fail-entry", "limit",
-                     "mmio-unclaimed", "io-unclaimed", "exception", "device-error"]
+                     "mmio-unclaimed", "io-unclaimed", "exception", "device-error", "isa-debug-exit",
+                     "bochs-shutdown"]
 
 
 def parse_suberror(v: Any) -> int:
@@ -998,7 +1205,8 @@ class Scenario(_Model):
     name: str = Field(description="identifier, also the test id")
     description: str
     guest: Guest
-    memory: list[Memslot] = Field(default_factory=lambda: [Memslot(gpa=0, size=2 << 20)])
+    memory: list[Memslot] = Field(default_factory=lambda: [Memslot(gpa=0, size=2 << 20)],
+                                  description="default: 2 MiB at 0 (128 MiB with guest.multiboot)")
     devices: list[Device] = Field(default_factory=default_devices,
                                   description="default: serial16550 at 0x3f8 and debug-exit at 0xf4")
     kvm: Kvm = Field(default_factory=Kvm)
@@ -1045,7 +1253,11 @@ class Scenario(_Model):
         if not _NAME_RE.match(self.name):
             raise FieldError(("name",), f"name {self.name!r} must be letters, digits and _.+- only")
         self._name_devices()
+        if self.guest.multiboot is not None and "memory" not in self.model_fields_set:
+            self.memory = [Memslot(gpa=0, size=MULTIBOOT_DEFAULT_RAM)]
+        self._check_platform()
         self._check_memory()
+        self._check_multiboot()
         self._check_expect()
         self._check_vcpu()
         if self.paging.user and self.guest.mode != "long64":
@@ -1069,18 +1281,22 @@ class Scenario(_Model):
 
     def _check_memory(self) -> None:
         self._check_memslots()
+        for d in self.devices:          # here, once the memslots are final: fw-cfg's RAM size follows them
+            if d.type == "fw-cfg" and d.ram_size is None:
+                d.ram_size = sum(m.size for m in self.memory if not m.readonly)
         if sum(m.size for m in self.memory) > MAX_SCENARIO_RAM:
             raise FieldError(("memory",), f"memslots total more than kvmsim backs with host memory "
                              f"({MAX_SCENARIO_RAM:#x})")
         for i, d in enumerate(self.devices):
-            gpa = getattr(d, "gpa", None)
-            if gpa is None:
-                continue
-            end = gpa + max(_vmm_span(d), 1)
-            for s in self.memory:
-                if gpa < s.gpa + s.size and s.gpa < end:
-                    raise FieldError(("devices", i, "gpa"), f"{d.type} at {gpa:#x} is inside RAM "
-                                     f"(memslot {s.gpa:#x}+{s.size:#x}); MMIO devices need unbacked GPAs")
+            claims = [(f, gpa, n) for bus, f, gpa, n in _claims(d) if bus == "mmio"]
+            if d.type == "coalesced-mmio" or (d.type == "ioeventfd" and d.gpa is not None):
+                claims = [("gpa", d.gpa, max(_vmm_span(d), 1))]
+            for field, gpa, n in claims:
+                for s in self.memory:
+                    if gpa < s.gpa + s.size and s.gpa < gpa + n:
+                        raise FieldError(("devices", i, field), f"{d.type} at {gpa:#x} is inside RAM "
+                                         f"(memslot {s.gpa:#x}+{s.size:#x}); MMIO devices need unbacked GPAs")
+        self._check_acpi_tables()
         self._check_device_overlap()
         self._check_ioeventfds()
 
@@ -1105,6 +1321,44 @@ class Scenario(_Model):
             made[i] = (m.gpa, m.size, addr, mem.flags)
             addr += m.size
 
+    def _check_acpi_tables(self) -> None:
+        """The tables are written into RAM at boot: one memslot must hold them all."""
+        for i, d in enumerate(self.devices):
+            if d.type != "acpi-tables":
+                continue
+            end = d.rsdp + acpi_tables_size(d.rsdp)
+            if not any(m.gpa <= d.rsdp and end <= m.gpa + m.size for m in self.memory):
+                raise FieldError(("devices", i, "rsdp"), f"ACPI tables at {d.rsdp:#x}+{end - d.rsdp:#x} are not "
+                                 "inside one memslot (firmware tables live in guest RAM)")
+
+    def _check_platform(self) -> None:
+        """One of each machine-wide device (QEMU: 'at most one fw_cfg device is permitted'; the FADT
+        names one PM timer)."""
+        seen: dict[str, int] = {}
+        for i, d in enumerate(self.devices):
+            if d.type in ("fw-cfg", "pc-testdev", "acpi-pm-timer", "acpi-tables"):
+                if d.type in seen:
+                    raise FieldError(("devices", i, "type"), f"a second {d.type} (also devices[{seen[d.type]}]); "
+                                     "a machine has one")
+                seen[d.type] = i
+    def _check_multiboot(self) -> None:
+        """The kernel's segments, the boot tables, the info area and the modules placed as `run`
+        will place them (vmm/multiboot.py plan_boot), each failure at the field to fix."""
+        g = self.guest
+        if g.kernel is None:
+            return
+        try:
+            plan_boot(g.kernel, [p.stat().st_size for p in g.module_paths], self.ram_ranges(),
+                      g.multiboot_strings_size())
+        except MultibootError as e:
+            loc: tuple[str | int, ...] = ("memory",) if e.field == "memory" else (
+                ("guest", e.field) if e.index is None else ("guest", e.field, e.index))
+            raise FieldError(loc, e.msg) from None
+
+    def ram_ranges(self) -> list[RamRange]:
+        """The memslots as the multiboot loader sees them."""
+        return [RamRange(m.gpa, m.size, not m.readonly) for m in self.memory]
+
     def _check_ioeventfds(self) -> None:
         """KVM_IOEVENTFD's EEXIST: same bus and address, and a zero length on either, or equal lengths
         with either one matching any value or both the same datamatch (as real KVM answers)."""
@@ -1124,18 +1378,17 @@ class Scenario(_Model):
         """The VMM's port and MMIO buses give each address to one device (vmm/bus.py register)."""
         claimed: list[tuple[str, int, int, int]] = []  # bus, base, end, device index
         for i, d in enumerate(self.devices):
-            if d.type in ("ioeventfd", "coalesced-mmio"):
-                continue  # in-kernel (KVM's buses), not the VMM's
-            bus, field = ("mmio", "gpa") if getattr(d, "gpa", None) is not None else ("pio", "port")
-            base = getattr(d, field)
-            end = base + _vmm_span(d)
-            for b, lo, hi, j in claimed:
-                if b == bus and base < hi and lo < end:
-                    other = self.devices[j]
-                    raise FieldError(("devices", i, field),
-                                     f"{d.type} at {base:#x}+{end - base:#x} overlaps devices[{j}] {other.name!r} "
-                                     f"at {lo:#x}+{hi - lo:#x} on the {bus} bus")
-            claimed.append((bus, base, end, i))
+            mine = []
+            for bus, field, base, n in _claims(d):   # in-kernel devices (ioeventfd, coalesced MMIO) claim none
+                end = base + n
+                for b, lo, hi, j in claimed:
+                    if b == bus and base < hi and lo < end:
+                        other = self.devices[j]
+                        raise FieldError(("devices", i, field),
+                                         f"{d.type} at {base:#x}+{end - base:#x} overlaps devices[{j}] {other.name!r} "
+                                         f"at {lo:#x}+{hi - lo:#x} on the {bus} bus")
+                mine.append((bus, base, end, i))
+            claimed += mine
 
     def _check_vcpu(self) -> None:
         """KVM_SET_SREGS's EINVAL cases on the state the run will set: the boot state of the
@@ -1156,8 +1409,9 @@ class Scenario(_Model):
         if e.stop and e.stop.reason == "hlt" and self.vmm.on_hlt == "resume":
             raise FieldError(("expect", "stop", "reason"), "expects a hlt stop but vmm.on_hlt: resume re-enters "
                              "the guest after every KVM_EXIT_HLT")
-        if e.stop and e.stop.reason == "debug-exit" and not any(d.type == "debug-exit" for d in self.devices):
-            raise FieldError(("expect", "stop", "reason"), "expects a debug-exit stop but there is no debug-exit device")
+        for reason in ("debug-exit", "isa-debug-exit", "bochs-shutdown"):   # the device that stops that way
+            if e.stop and e.stop.reason == reason and not any(d.type == reason for d in self.devices):
+                raise FieldError(("expect", "stop", "reason"), f"expects a {reason} stop but there is no {reason} device")
         if (e.serial is not None or e.serial_contains is not None) and not any(
                 d.type == "serial16550" for d in self.devices):
             raise FieldError(("expect",), "expects serial output but there is no serial16550 device")

@@ -84,8 +84,10 @@ class Stop:
     """Why the run ended.
 
     reason: debug-exit | shutdown | internal-error | hlt | fail-entry | limit | mmio-unclaimed |
-            io-unclaimed | exception | device-error (a scenario's Python device raised)
-    code:   debug-exit value written, KVM_EXIT_EXCEPTION vector, fail-entry hardware reason, ...
+            io-unclaimed | exception | device-error (a scenario's Python device raised) |
+            isa-debug-exit | bochs-shutdown (vmm/devices/exit_ports.py)
+    code:   debug-exit value written, isa-debug-exit's QEMU exit status (value << 1) | 1,
+            KVM_EXIT_EXCEPTION vector, fail-entry hardware reason, ...
     suberror: KVM_INTERNAL_ERROR_* for internal-error
     detail: one human line ("max_exits 10000 reached", "unclaimed MMIO read at 0xfee00000", ...)
     """

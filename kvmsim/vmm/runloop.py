@@ -214,7 +214,7 @@ class Vmm:
                 return None
             return Stop("unknown-exit", code=reason, detail=f"unhandled {rec.kname}")
         except GuestExit as e:
-            return Stop("debug-exit", code=e.code)
+            return Stop(e.reason, code=e.code, detail=e.detail)
 
     def _io(self, run, rec: UserspaceExit) -> Stop | None:
         io = run.io

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 
 class GuestExit(Exception):
-    """The guest asked the VMM to stop (debug-exit), with a code."""
+    """The guest asked the VMM to stop, with a code; `reason` becomes the run's Stop reason
+    (debug-exit, isa-debug-exit, bochs-shutdown: vmm/devices/exit_ports.py)."""
 
-    def __init__(self, code: int) -> None:
+    def __init__(self, code: int | None, reason: str = "debug-exit", detail: str = "") -> None:
         super().__init__(code)
-        self.code = code
+        self.code, self.reason, self.detail = code, reason, detail
 
 
 class DebugExit:
