@@ -208,6 +208,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if rflags & EFLAGS_RF:
             self.set_reg("rflags", rflags & ~EFLAGS_RF)
         limit = self.insn_limit
+        spurious = False
         while True:
             if limit is not None and self.guest_insns >= limit:
                 return self._insn_budget_spent()
@@ -331,6 +332,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 return self._exit(ExitReason.EXCEPTION_NMI, intr=NMI_HOST_INTR_INFO)
             if quirks.reset_old_exception(uc):
                 continue  # unicorn swallowed an escalated fault and halted: re-run the instruction
+            if not spurious:     # unicorn returned having run nothing (seen on a first entry into an
+                spurious = True  # ISR stub the guest just wrote): run again, once, before calling it a bug
+                continue
             raise KvmSimBug(f"guest stopped for no reason at rip {self.reg('rip'):#x}")
 
     def _counted_retired(self) -> int:

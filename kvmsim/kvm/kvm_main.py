@@ -75,6 +75,11 @@ class SimVcpuFd:
     def nmi(self) -> None:
         x86.kvm_inject_nmi(self.vcpu)
 
+    def virtual_ns(self) -> int:
+        """The vCPU's virtual clock (lapic.kvm_virtual_ns): what its TSC and LAPIC timer run on, for
+        the VMM's time devices (runner._platform).  Sim only: /dev/kvm runs on the host clock."""
+        return lapic.kvm_virtual_ns(self.vcpu)
+
     def interrupt(self, irq: int) -> None:
         x86.kvm_vcpu_ioctl_interrupt(self.vcpu, irq)
 
