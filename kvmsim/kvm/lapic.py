@@ -3,9 +3,11 @@
 struct kvm_lapic keeps its registers in one 4 KiB page, as the kernel does (the layout of the
 xAPIC MMIO page); x2APIC MSR 0x800 + n is register n << 4 of the same page.  Time is virtual:
 the clock is the vCPU's retired guest instructions (hw.guest_insns), one instruction = one ns =
-one TSC cycle (a 1 GHz guest TSC), plus VMEXIT_NS per VM exit and the time slept halted, so a run's
-timer interrupts land on the same instruction every time.  The timer fires through the VMX preemption timer while the guest runs (KVM's hv timer,
-vmx.py handle_preemption_timer) and by skipping virtual time while the vCPU halts.
+one TSC cycle (a 1 GHz guest TSC), plus VMEXIT_NS per VM exit and the time slept halted, so a
+run's timer interrupts land on the same instruction every time.  The timer fires through the VMX
+preemption timer while the guest runs (KVM's hv timer, vmx.py handle_preemption_timer) and by
+skipping virtual time while the vCPU halts.
+Simplified: one vCPU (IPIs reach it or nobody), no APICv, no TPR shadow, no in-kernel PIC/IO-APIC.
 """
 
 from __future__ import annotations
