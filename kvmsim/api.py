@@ -13,8 +13,9 @@ this module only adds what a VMM author expects on top: one entry point for eith
             case Io(port=0x3f8, direction=IoDirection.OUT, data=data): ...
             case Hlt(): ...
 
-Not here (neither backend models it for a VMM): an in-kernel irqchip (KVM_CREATE_IRQCHIP),
-dirty logging, more than one vCPU running at a time.
+Not here (neither backend models it for a VMM): the in-kernel PIC and IO-APIC lines
+(KVM_IRQ_LINE; `create_irqchip` gives the sim a local APIC only), dirty logging, more than one
+vCPU running at a time.
 """
 
 from __future__ import annotations
@@ -320,6 +321,12 @@ class Vm:
         """
         self.fd.set_user_memory_region(slot, guest_phys_addr, memoryview(memory),
                                        flags | (KVM_MEM_READONLY if readonly else 0))
+
+    def create_irqchip(self) -> None:
+        """KVM_CREATE_IRQCHIP, before the first vCPU: vCPUs get an in-kernel local APIC (xAPIC at
+        0xfee00000, x2APIC MSRs, the timer); the sim models the LAPIC only, /dev/kvm adds its PIC
+        and IO-APIC.  EEXIST a second time, EINVAL once a vCPU exists (BackendError.errno)."""
+        self.fd.create_irqchip()
 
     def create_vcpu(self, vcpu_id: int = 0) -> Vcpu:
         """KVM_CREATE_VCPU: in the architectural reset state (CS f000 base 0xffff0000, RIP 0xfff0)."""

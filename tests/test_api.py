@@ -202,3 +202,20 @@ def test_closing_the_vm_unmaps_kvm_run_even_with_an_exit_in_hand() -> None:
         assert isinstance(ex, Io) and len(ex.data) == 1
         kvm_run_mmap = vcpu.fd._mmap
     assert kvm_run_mmap.closed
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_create_irqchip_before_the_first_vcpu_only(backend: str) -> None:
+    """Vm.create_irqchip: a vCPU made after it has the in-kernel APIC enabled at its reset base;
+    the kernel's errors otherwise (EEXIST a second time, EINVAL once a vCPU exists)."""
+    with Kvm(backend) as kvm, kvm.create_vm() as vm:
+        vm.create_irqchip()
+        with pytest.raises(BackendError) as again:
+            vm.create_irqchip()
+        assert again.value.errno == 17
+        assert vm.create_vcpu(0).get_sregs().apic_base == 0xFEE00900
+    with Kvm(backend) as kvm, kvm.create_vm() as vm:
+        vm.create_vcpu(0)
+        with pytest.raises(BackendError) as late:
+            vm.create_irqchip()
+        assert late.value.errno == 22
