@@ -15,6 +15,7 @@ from backends import BACKENDS
 from badinput import assert_bad_input
 from kvmsim.cli import main
 from kvmsim.errors import ScenarioError
+from kvmsim.kut import build
 from kvmsim.scenario.loader import load_scenario
 from kvmsim.scenario.runner import make_machine, run_scenario
 from kvmsim.vmm import multiboot as mb
@@ -23,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE_DIR = ROOT / "guests" / "multiboot"
 PROBE = PROBE_DIR / "probe.elf"
 PROBE_ENV = PROBE_DIR / "probe-env"
-KUT = Path("/tmp/kut/kvm-unit-tests/x86")
 PROBE_ENTRY = 0x400080          # `start` in probe.elf (readelf -h)
 
 
@@ -267,11 +267,19 @@ def test_module_that_grew_after_loading_is_placed_again_at_run(tmp_path: Path) -
 
 # ---------------------------------------------------------------- kvm-unit-tests images
 
-@pytest.mark.skipif(not (KUT / "vmexit.flat").is_file(), reason=f"no kvm-unit-tests build at {KUT}")
+def _kut_x86() -> Path:
+    """x86/ of the kvm-unit-tests build `kvmsim kut` uses (built once into the cache), else skip."""
+    try:
+        return build.build_from_archive("x86_64").root / "x86"
+    except ScenarioError as e:
+        pytest.skip(f"no kvm-unit-tests build: {e.msg.splitlines()[0]}")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_kvm_unit_tests_image_reaches_its_first_output(backend: str, tmp_path: Path) -> None:
     """vmexit.flat from its own 32-bit entry: long mode, its IDT and TSS, the xAPIC set-up, then
-    the first serial line.  (Without an in-kernel local APIC it then spins on the ICR.)"""
+    the first serial line."""
+    KUT = _kut_x86()
     (tmp_path / "env").write_text("NR_CPUS=1\n")
     sc = load_scenario(_scenario(tmp_path, f"{{multiboot: {KUT / 'vmexit.flat'}, cmdline: cpuid, modules: [env]}}",
                                  "limits: {max_exits: 300}\n"))
