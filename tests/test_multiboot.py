@@ -132,8 +132,9 @@ def test_memory_map_and_mem_fields_follow_the_memslots() -> None:
 
 
 def test_load_fills_dirty_ram_and_writes_the_info_block() -> None:
-    """Into RAM full of 0xff: segments, zeroed bss, the module page-aligned after the image, and an
-    info block whose fields point at the command line, module list and memory map."""
+    """Into RAM full of 0xff, QEMU's layout: segments, zeroed bss, the buffer (module list, then the
+    strings) on the first page after the image, the module on the page after the buffer, the memory
+    map at 0x9000 and the info block at 0x9500 pointing at them."""
     kernel = mb.parse_kernel(PROBE.read_bytes())
     ram_size = 32 << 20
     buf = bytearray(b"\xff" * ram_size)
@@ -144,8 +145,9 @@ def test_load_fills_dirty_ram_and_writes_the_info_block() -> None:
     for s in kernel.segments:
         assert buf[s.paddr:s.paddr + len(s.data)] == s.data
         assert not any(buf[s.paddr + len(s.data):s.end])
+    buffer_addr = (kernel.end + 0xFFF) & ~0xFFF
     (start, end), = plan.modules
-    assert start == (kernel.end + 0xFFF) & ~0xFFF and buf[start:end] == b"A=1\n"
+    assert plan.buffer_addr == buffer_addr and start == buffer_addr + 0x1000 and buf[start:end] == b"A=1\n"
 
     def u32(addr: int) -> int:
         return struct.unpack_from("<I", buf, addr)[0]
@@ -154,12 +156,15 @@ def test_load_fills_dirty_ram_and_writes_the_info_block() -> None:
         return bytes(buf[addr:buf.index(0, addr)])
 
     info = plan.info_addr
-    assert info == mb.INFO_BASE
+    assert info == 0x9500
     assert u32(info) == mb.INFO_FLAGS and u32(info + 4) == 640 and u32(info + 8) == 31 * 1024
     assert cstr(u32(info + 16)) == cmdline and cstr(u32(info + 64)) == b"kvmsim"
     assert u32(info + 20) == 1
     mod = u32(info + 24)
-    assert (u32(mod), u32(mod + 4), cstr(u32(mod + 8))) == (start, end, b"env")
+    assert mod == buffer_addr and (u32(mod), u32(mod + 4), cstr(u32(mod + 8))) == (start, end, b"env")
+    assert u32(mod + 8) == buffer_addr + 16                      # strings after the list: module's first
+    assert u32(info + 16) == u32(mod + 8) + 4 and u32(info + 64) == u32(info + 16) + len(cmdline) + 1
+    assert u32(info + 48) == 0x9000 and u32(info + 44) == 3 * 24
     entries, addr = [], u32(info + 48)
     while addr < u32(info + 48) + u32(info + 44):
         size, base, length, typ = struct.unpack_from("<IQQI", buf, addr)
@@ -168,11 +173,12 @@ def test_load_fills_dirty_ram_and_writes_the_info_block() -> None:
     assert entries == [(0, 0xA0000, 1), (0xA0000, 0x60000, 2), (0x100000, ram_size - 0x100000, 1)]
 
 
-def test_modules_skip_the_image_and_fit_or_are_refused() -> None:
-    kernel = mb.parse_kernel(PROBE.read_bytes())
+def test_modules_follow_the_buffer_and_fit_or_are_refused() -> None:
+    kernel = mb.parse_kernel(PROBE.read_bytes())       # ends at 0x412000: the buffer is 0x412000-0x412fff
     ranges = [mb.RamRange(0, 0x800000)]
     plan = mb.plan_boot(kernel, [0x3000, 1, 0], ranges, 16)
-    assert [s for s, _ in plan.modules] == [0x412000, 0x415000, 0x416000]
+    assert plan.buffer_addr == 0x412000
+    assert [s for s, _ in plan.modules] == [0x413000, 0x416000, 0x417000]
     with pytest.raises(mb.MultibootError, match="module 1") as e:
         mb.plan_boot(kernel, [0x3000, 0x800000], ranges, 16)
     assert (e.value.field, e.value.index) == ("modules", 1)
@@ -187,7 +193,7 @@ def test_handoff_state(backend: str, tmp_path: Path) -> None:
     sc = load_scenario(_scenario(tmp_path, f"{{multiboot: {PROBE}, modules: [{PROBE_ENV}]}}"))
     with make_machine(sc, backend) as m:
         regs, sregs = m.vcpu.get_regs(), m.vcpu.get_sregs()
-    assert (regs.rax, regs.rbx, regs.rip, regs.rflags) == (0x2BADB002, 0x9000, PROBE_ENTRY, 0x2)
+    assert (regs.rax, regs.rbx, regs.rip, regs.rflags) == (0x2BADB002, 0x9500, PROBE_ENTRY, 0x2)
     assert sregs.cr0 & 0x80000001 == 1 and sregs.efer & 0x500 == 0
     for seg in (sregs.cs, sregs.ds, sregs.es, sregs.ss):
         assert (seg.base, seg.limit, seg.db, seg.present) == (0, 0xFFFFFFFF, 1, 1)
@@ -200,11 +206,35 @@ def test_aout_kludge_kernel_runs_to_its_hlt(backend: str, tmp_path: Path) -> Non
     (tmp_path / "raw.bin").write_bytes(_aout_kernel(b"\xf4", bss=0x1800))
     sc = load_scenario(_scenario(tmp_path, "{multiboot: raw.bin, cmdline: x}",
                                  "memory: [{gpa: 0, size: 4M}]\nexpect:\n  stop: {reason: hlt}\n"
-                                 "  regs: {rax: 0x2badb002, rbx: 0x9000, rip: 0x200021}\n"
+                                 "  regs: {rax: 0x2badb002, rbx: 0x9500, rip: 0x200021}\n"
                                  "  memory:\n    - {gpa: 0x200021, bytes: '00000000000000000000000000000000'}\n"))
     res = run_scenario(sc, backend)
-    assert res.stop.reason == "hlt" and res.regs["rax"] == 0x2BADB002 and res.regs["rbx"] == 0x9000
+    assert res.stop.reason == "hlt" and res.regs["rax"] == 0x2BADB002 and res.regs["rbx"] == 0x9500
     assert res.memory == [{"gpa": 0x200021, "bytes": "00" * 16}]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_image_over_the_info_block_loads_like_realmode_flat(backend: str, tmp_path: Path) -> None:
+    """An image at 0x8000-0xafff (realmode.flat's 0x8000-0xda30 covers 0x9000 too): accepted, as
+    QEMU boots it; EBX is still 0x9500, where the image's own bytes win (QEMU's ROM copies the image
+    over the block), and the buffer and the module follow the image at 0xb000 and 0xc000."""
+    code = bytes.fromhex("8b0d00b00000" "8b1508b00000" "f4")        # mov ecx,[0xb000]; mov edx,[0xb008]; hlt
+    body = code + b"\xab" * (0x9600 - 0x8020 - len(code))            # file bytes up to 0x9600, bss to 0xb000
+    (tmp_path / "low.bin").write_bytes(_aout_kernel(body, bss=0x1A00, load=0x8000))
+    (tmp_path / "env").write_text("NR_CPUS=1\n")
+    want = {0x94F8: b"\xab" * 16,                                   # the image, not the info block
+            0xAFF8: bytes(8),                                       # its bss, zeroed
+            0xB000: struct.pack("<IIII", 0xC000, 0xC00A, 0xB010, 0) + b"env\0low.bin x\0kvmsim\0",
+            0xC000: b"NR_CPUS=1\n"}
+    checks = "".join(f"    - {{gpa: {g:#x}, bytes: '{v.hex()}'}}\n" for g, v in want.items())
+    sc = load_scenario(_scenario(tmp_path, "{multiboot: low.bin, cmdline: x, modules: [env]}",
+                                 "memory: [{gpa: 0, size: 1M}]\nexpect:\n  stop: {reason: hlt}\n"
+                                 "  regs: {rax: 0x2badb002, rbx: 0x9500, rcx: 0xc000, rdx: 0xb010}\n"
+                                 f"  memory:\n{checks}"))
+    res = run_scenario(sc, backend)
+    assert res.stop.reason == "hlt" and (res.regs["rax"], res.regs["rbx"]) == (0x2BADB002, 0x9500)
+    assert (res.regs["rcx"], res.regs["rdx"]) == (0xC000, 0xB010)
+    assert {m["gpa"]: bytes.fromhex(m["bytes"]) for m in res.memory} == want
 
 
 # ---------------------------------------------------------------- bad input: check == run, file:line
@@ -215,8 +245,12 @@ BAD = {
     "no-header": ("{multiboot: noheader.elf}", "", 3, "no multiboot header"),
     "outside-memory": ("\n  multiboot: PROBE\n", "memory: [{gpa: 0, size: 2M}]\n", 4,
                        "image segment 0x400074-0x4005b1 is not inside one writable memslot"),
-    "modules-do-not-fit": ("\n  multiboot: PROBE\n  modules: [big.bin]\n", "memory: [{gpa: 0, size: 0x412000}]\n",
+    "modules-do-not-fit": ("\n  multiboot: PROBE\n  modules: [big.bin]\n", "memory: [{gpa: 0, size: 0x413000}]\n",
                            5, "module 0 (0x2000 bytes) does not fit"),
+    "buffer-does-not-fit": ("\n  multiboot: PROBE\n  cmdline: x\n", "memory: [{gpa: 0, size: 0x412000}]\n",
+                            5, "the module list and the strings (command line, module names) does not fit"),
+    "no-info-ram": ("{multiboot: PROBE}", "memory: [{gpa: 0, size: 0x8000}, {gpa: 0x400000, size: 16M}]\n", 4,
+                    "need writable RAM at 0x9000-0x957f"),
     "missing-module": ("\n  multiboot: PROBE\n  modules: [ENV, gone.txt]\n", "", 5, "module 'gone.txt' not found"),
     "mode-long64": ("{multiboot: PROBE, mode: long64}", "", 3, "leave mode out or write prot32"),
     "entry-with-multiboot": ("{multiboot: PROBE, entry: 0x400000}", "", 3, "entry is for assembled guests"),
@@ -256,7 +290,7 @@ def test_check_and_run_say_the_same(tmp_path: Path, capsys) -> None:
 def test_module_that_grew_after_loading_is_placed_again_at_run(tmp_path: Path) -> None:
     """The scenario checked a 1-page module; by the run it no longer fits: a file:line error at it."""
     (tmp_path / "m.bin").write_bytes(b"x")
-    f = _scenario(tmp_path, f"\n  multiboot: {PROBE}\n  modules:\n    - m.bin\n", "memory: [{gpa: 0, size: 0x413000}]\n")
+    f = _scenario(tmp_path, f"\n  multiboot: {PROBE}\n  modules:\n    - m.bin\n", "memory: [{gpa: 0, size: 0x414000}]\n")
     sc = load_scenario(f)
     (tmp_path / "m.bin").write_bytes(bytes(0x2000))
     with pytest.raises(ScenarioError) as e:

@@ -119,7 +119,7 @@ class _Model(BaseModel):
 # reset: no boot set-up at all, the vCPU as KVM's reset leaves it (CS:IP f000:fff0, CS base 0xffff0000).
 GuestMode = Literal["real16", "prot32", "long64", "reset"]
 _SYMBOL_RE = re.compile(r"^[A-Za-z_.$][A-Za-z0-9_.$]*$")
-MAX_CMDLINE = 4096   # not the spec's: the info area (vmm/multiboot.py) holds the strings
+MAX_CMDLINE = 4096   # not the spec's: a bound on the strings in the buffer after the image (vmm/multiboot.py)
 
 
 def guest_source_candidates(source: str, base_dir: Path | None) -> list[Path]:
@@ -261,7 +261,7 @@ class Guest(_Model):
         return f"{self.multiboot} {self.cmdline or ''}".encode()
 
     def multiboot_strings_size(self) -> int:
-        """Bytes of the info area's strings (command line and module names, NULs included)."""
+        """Bytes of the strings in the multiboot buffer (command line and module names, NULs included)."""
         return len(self.multiboot_cmdline()) + 1 + sum(len(m.encode()) + 1 for m in self.modules)
 
 

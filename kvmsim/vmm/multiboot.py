@@ -3,16 +3,22 @@ with a multiboot header (hw/i386/multiboot.c; our own code, to the Multiboot 0.6
 
 Steps: find the header in the file's first 8 KiB; load the ELF's PT_LOAD segments at their
 physical addresses and zero their bss (or, with the header's AOUT_KLUDGE flag, the ranges the
-header gives); put each module page-aligned after the image; write the info block, memory map,
-module list and strings into the info area; then hand the vCPU over: boot.py's prot32 state
+header gives); lay out QEMU's multiboot buffer after the image (the module list, then the module
+strings, the command line and the loader name, then each module page-aligned); then hand the vCPU over: boot.py's prot32 state
 (flat 4 GiB CS 0x08 / DS 0x10, CR0 = PE|ET|NE, no paging, EFLAGS 0x2) and EAX = 0x2BADB002,
 EBX = the info block.  Only guest RAM and KVM_GET/SET_REGS are used, so both backends boot alike.
 
     GPA              what
     0x2000-0x3fff    prot32 boot tables (boot.py: GDT, TSS, IDT); the guest loads its own
-    0x9000-0xffff    info area: info block, memory map, module list, then the strings
+    0x9000-0x94ff    the memory map (QEMU's ADDR_E820_MAP, filled by its option ROM)
+    0x9500           the info block, EBX (QEMU's ADDR_MBI)
     image            where its program headers (p_paddr) or the a.out-kludge header say
-    modules          4 KiB-aligned, one after the other, from the first page after the image
+    buffer           from the first page after the image: the module list, then the strings
+    modules          4 KiB-aligned, one after the other, from the first page after the buffer
+
+QEMU's option ROM writes the map and the info block first and copies the image, the buffer and
+the modules over them afterwards, so an image linked over 0x9000 (kvm-unit-tests' realmode.flat,
+0x8000-0xda30) is loaded and the block under it is lost; the loader here does the same.
 
 The info block's command line is "<kernel> <cmdline>", the kernel named as the scenario writes it
 (QEMU passes "<-kernel file> <-append text>"); each module's string is its path as written.
@@ -59,8 +65,9 @@ MMAP_ENTRY = struct.Struct("<IQQI")          # size (of the rest: 20), base_addr
 MODULE_ENTRY = struct.Struct("<IIII")        # mod_start, mod_end, string, reserved
 E820_RAM, E820_RESERVED = 1, 2
 
-INFO_BASE = 0x9000
-INFO_END = 0x10000
+MMAP_ADDR = 0x9000                           # QEMU's ADDR_E820_MAP
+MMAP_MAX = 0x500                             # up to the info block
+INFO_ADDR = MMAP_ADDR + MMAP_MAX             # QEMU's ADDR_MBI: EBX at the handoff
 PAGE = 0x1000
 LOW_MEM_END = 0xA0000                        # mem_lower counts up to 640 KiB
 HIGH_MEM_START = 0x100000                    # mem_upper counts from 1 MiB
@@ -69,9 +76,9 @@ MAX_KERNEL_BYTES = 256 << 20                 # not the spec's: what kvmsim reads
 MAX_MODULE_BYTES = 256 << 20
 MAX_MODULES = 64
 
-# The GPA ranges the loader writes besides the image and the modules (nothing may overlap them).
-RESERVED = ((boot.GDT_BASE, boot.TABLES_END["prot32"], "the prot32 boot tables (GDT, TSS, IDT)"),
-            (INFO_BASE, INFO_END, "the multiboot info area"))
+# The GPA ranges nothing may overlap: kvmsim's own boot tables (QEMU's ROM keeps its GDT in the ROM).
+# The map and the info block are not among them: the image and the buffer are written over them.
+RESERVED = ((boot.GDT_BASE, boot.TABLES_END["prot32"], "the prot32 boot tables (GDT, TSS, IDT)"),)
 
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS32, ELFCLASS64, ELFDATA2LSB = 1, 2, 1
@@ -140,9 +147,11 @@ class RamRange:
 
 @dataclass(frozen=True)
 class BootPlan:
-    """Where everything goes: the info block and each module's [start, end)."""
+    """Where everything goes: the info block, the buffer (module list and strings) and each
+    module's [start, end)."""
 
     info_addr: int
+    buffer_addr: int
     modules: tuple[tuple[int, int], ...]
     mem_lower: int                          # KiB
     mem_upper: int                          # KiB
@@ -319,7 +328,7 @@ def _clash(start: int, end: int) -> tuple[int, int, str] | None:
 
 def plan_boot(kernel: MultibootKernel, module_sizes: Sequence[int], ram: Sequence[RamRange],
               strings_size: int) -> BootPlan:
-    """Check that the image fits and place the modules and the info area, as `run` will load them;
+    """Check that the image fits and place the buffer and the modules (QEMU's layout), as `run` loads them;
     `strings_size`: bytes of the command line and module strings (NULs included)."""
     for s in kernel.segments:
         if not _in_one_slot(ram, s.paddr, s.end):
@@ -331,82 +340,79 @@ def plan_boot(kernel: MultibootKernel, module_sizes: Sequence[int], ram: Sequenc
     if not _in_one_slot(ram, boot.GDT_BASE, boot.TABLES_END["prot32"]):
         raise MultibootError(f"the multiboot handoff needs writable RAM at {boot.GDT_BASE:#x}-"
                              f"{boot.TABLES_END['prot32'] - 1:#x} for the prot32 boot tables", field="memory")
-    info_size = info_area_size(len(module_sizes), len(memory_map(ram)), strings_size)
-    if INFO_BASE + info_size > INFO_END:
-        raise MultibootError(f"the command line and module names need {info_size:#x} bytes of info area; "
-                             f"it has {INFO_END - INFO_BASE:#x}", field="cmdline")
-    if not _in_one_slot(ram, INFO_BASE, INFO_END):
-        raise MultibootError(f"the multiboot info block needs writable RAM at {INFO_BASE:#x}-{INFO_END - 1:#x}",
-                             field="memory")
+    mmap = memory_map(ram)
+    if len(mmap) * MMAP_ENTRY.size > MMAP_MAX:
+        raise MultibootError(f"the memory map has {len(mmap)} entries; {MMAP_MAX // MMAP_ENTRY.size} fit at "
+                             f"{MMAP_ADDR:#x} below the info block", field="memory")
+    if not _in_one_slot(ram, MMAP_ADDR, INFO_ADDR + MBI_SIZE):
+        raise MultibootError(f"the multiboot memory map and info block need writable RAM at {MMAP_ADDR:#x}-"
+                             f"{INFO_ADDR + MBI_SIZE - 1:#x}", field="memory")
+    # Simplified: the buffer starts page-aligned in the address space; QEMU aligns its offset from the
+    # image's lowest address, the same for images that start on a page (realmode.flat, a.out kludge).
+    buffer_addr = _page_up(kernel.end)
+    buffer_end = _page_up(buffer_addr + buffer_size(len(module_sizes), strings_size))
+    _check_free(ram, buffer_addr, buffer_end, "the module list and the strings (command line, module names)",
+                "cmdline", None)
     placed: list[tuple[int, int]] = []
-    cursor = _page_up(kernel.end)
+    cursor = buffer_end
     for i, size in enumerate(module_sizes):
-        start = _fit(ram, cursor, size, kernel)
-        if start is None:
-            raise MultibootError(f"module {i} ({size:#x} bytes) does not fit in writable RAM below 4 GiB after "
-                                 f"the image (from {cursor:#x})", field="modules", index=i)
-        placed.append((start, start + size))
-        cursor = _page_up(start + size)
+        _check_free(ram, cursor, cursor + size, f"module {i} ({size:#x} bytes)", "modules", i)
+        placed.append((cursor, cursor + size))
+        cursor = _page_up(cursor + size)
     lower, upper = mem_lower_upper(ram)
-    return BootPlan(INFO_BASE, tuple(placed), lower, upper, memory_map(ram))
+    return BootPlan(INFO_ADDR, buffer_addr, tuple(placed), lower, upper, mmap)
+
+
+def _check_free(ram: Sequence[RamRange], start: int, end: int, what: str, fld: str, index: int | None) -> None:
+    """[start, end) must be writable RAM in one memslot, below 4 GiB, off the boot tables."""
+    if end > FOUR_GIB or not _in_one_slot(ram, start, max(end, start + 1)) or _clash(start, end) is not None:
+        raise MultibootError(f"{what} does not fit in writable RAM below 4 GiB at {start:#x}, after the image "
+                             "(and the modules before it)", field=fld, index=index)
 
 
 def _page_up(v: int) -> int:
     return (v + PAGE - 1) & ~(PAGE - 1)
 
 
-def _fit(ram: Sequence[RamRange], start: int, size: int, kernel: MultibootKernel) -> int | None:
-    """The first page-aligned GPA >= start where [gpa, gpa+size) is inside one writable slot and
-    clear of the reserved ranges and the image, below 4 GiB."""
-    slots = sorted((r for r in ram if r.writable), key=lambda r: r.gpa)
-    taken = [(lo, hi) for lo, hi, _ in RESERVED] + [(s.paddr, s.end) for s in kernel.segments]
-    pos = start
-    while pos + size <= FOUR_GIB:
-        slot = next((r for r in slots if r.gpa + r.size > pos), None)
-        if slot is None:
-            return None
-        pos = max(pos, _page_up(slot.gpa))
-        if pos + size > slot.gpa + slot.size:
-            pos = slot.gpa + slot.size
-            continue
-        hit = next((hi for lo, hi in taken if pos < hi and lo < pos + max(size, 1)), None)
-        if hit is None:
-            return pos
-        pos = _page_up(hit)
-    return None
-
-
 # ---------------------------------------------------------------- the info area
 
-def info_area_size(n_modules: int, n_mmap: int, strings_size: int) -> int:
-    return MBI_SIZE + n_mmap * MMAP_ENTRY.size + n_modules * MODULE_ENTRY.size + len(BOOT_LOADER_NAME) + 1 \
-        + strings_size
+def buffer_size(n_modules: int, strings_size: int) -> int:
+    """Bytes of the buffer after the image: the module list, the strings, the loader name."""
+    return n_modules * MODULE_ENTRY.size + strings_size + len(BOOT_LOADER_NAME) + 1
 
 
-def info_area(plan: BootPlan, cmdline: bytes, module_strings: Sequence[bytes]) -> bytes:
-    """The bytes at plan.info_addr: the info block, the memory map, the module list, the strings."""
-    base = plan.info_addr
-    mmap_addr = base + MBI_SIZE
-    mmap = b"".join(MMAP_ENTRY.pack(MMAP_ENTRY.size - 4, b, n, t) for b, n, t in plan.mmap)
-    mods_addr = mmap_addr + len(mmap)
+def buffer(plan: BootPlan, cmdline: bytes, module_strings: Sequence[bytes]) -> tuple[bytes, int, int]:
+    """The bytes at plan.buffer_addr, in QEMU's order: the module list, each module's string, the
+    command line, the loader name; and the addresses of the last two."""
     strings = bytearray()
-    str_base = mods_addr + MODULE_ENTRY.size * len(plan.modules)
+    str_base = plan.buffer_addr + MODULE_ENTRY.size * len(plan.modules)
 
     def add(s: bytes) -> int:
         addr = str_base + len(strings)
         strings.extend(s + b"\0")
         return addr
 
-    name_addr, cmd_addr = add(BOOT_LOADER_NAME), add(cmdline)
     mods = b"".join(MODULE_ENTRY.pack(start, end, add(s), 0) for (start, end), s in zip(plan.modules, module_strings))
+    cmd_addr = add(cmdline)
+    name_addr = add(BOOT_LOADER_NAME)
+    return mods + bytes(strings), cmd_addr, name_addr
+
+
+def memory_map_bytes(plan: BootPlan) -> bytes:
+    """The map at MMAP_ADDR, each entry with its size field in front (20, as int 15h e820 gives)."""
+    return b"".join(MMAP_ENTRY.pack(MMAP_ENTRY.size - 4, b, n, t) for b, n, t in plan.mmap)
+
+
+def info_block(plan: BootPlan, cmd_addr: int, name_addr: int) -> bytes:
+    """The struct multiboot_info at plan.info_addr."""
     info = bytearray(MBI_SIZE)
     for off, value in ((MBI_FLAGS, INFO_FLAGS), (MBI_MEM_LOWER, plan.mem_lower), (MBI_MEM_UPPER, plan.mem_upper),
                        (MBI_BOOT_DEVICE, BOOT_DEVICE_NONE), (MBI_CMDLINE, cmd_addr),
-                       (MBI_MODS_COUNT, len(plan.modules)), (MBI_MODS_ADDR, mods_addr),
-                       (MBI_MMAP_LENGTH, len(mmap)), (MBI_MMAP_ADDR, mmap_addr),
+                       (MBI_MODS_COUNT, len(plan.modules)), (MBI_MODS_ADDR, plan.buffer_addr),
+                       (MBI_MMAP_LENGTH, len(plan.mmap) * MMAP_ENTRY.size), (MBI_MMAP_ADDR, MMAP_ADDR),
                        (MBI_BOOT_LOADER_NAME, name_addr)):
         struct.pack_into("<I", info, off, value)
-    return bytes(info) + mmap + mods + bytes(strings)
+    return bytes(info)
 
 
 # ---------------------------------------------------------------- loading and the handoff
@@ -432,15 +438,19 @@ def _zero(ram: Sequence[tuple[int, memoryview]], gpa: int, n: int) -> None:
 
 def load(ram: Sequence[tuple[int, memoryview]], kernel: MultibootKernel, plan: BootPlan, cmdline: bytes,
          modules: Sequence[tuple[bytes, bytes]]) -> None:
-    """Fill guest RAM: each segment's bytes and zeroed bss, each module (string, contents) at its
-    planned place, and the info area.  `ram`: (gpa, writable byte view) of each memslot."""
+    """Fill guest RAM in the option ROM's order: the memory map and the info block, then each
+    segment's bytes and zeroed bss, the buffer, each module (string, contents) at its planned place.
+    `ram`: (gpa, writable byte view) of each memslot."""
+    buf, cmd_addr, name_addr = buffer(plan, cmdline, [name for name, _ in modules])
+    _write(ram, MMAP_ADDR, memory_map_bytes(plan))
+    _write(ram, plan.info_addr, info_block(plan, cmd_addr, name_addr))
     for s in kernel.segments:
         _write(ram, s.paddr, s.data)
         if s.memsz > len(s.data):
             _zero(ram, s.paddr + len(s.data), s.memsz - len(s.data))
+    _write(ram, plan.buffer_addr, buf)
     for (start, _end), (_name, data) in zip(plan.modules, modules):
         _write(ram, start, data)
-    _write(ram, plan.info_addr, info_area(plan, cmdline, [name for name, _ in modules]))
 
 
 def handoff(vcpu: VcpuFd, info_addr: int) -> None:
