@@ -258,3 +258,34 @@ def test_a_pause_spin_loop_takes_a_pause_loop_exit() -> None:
         assert hw.vmcs.vm_exit_reason == R.PAUSE_INSTRUCTION and hw.vmcs.vm_exit_instruction_len == 2
     finally:
         m.close()
+
+
+def test_code_on_the_second_highest_page_exits_on_its_first_entry() -> None:
+    """kvm-unit-tests' ISR stubs live at 0xffffffffffffe000: a block there is the first on a page
+    whose next page is the last of the address space.  The guest maps that 2 MiB region onto
+    GPA 0 (PML4[511] -> PDPT[511] -> a PD at 0x20000), writes NOP; OUT; HLT there and
+    jumps in: the first entry exits at the OUT, and the OUT ran nowhere before it."""
+    asm = _guest("""
+        movq    $0x20000, %rdi
+        xorl    %eax, %eax
+        movl    $512, %ecx
+        rep stosq                                  # a zeroed PD at 0x20000
+        movq    $0x83, 0x20000 + 511*8             # PD[511]: the 2 MiB page at GPA 0
+        movq    $(0x20000 | 3), 0x5000 + 511*8       # PDPT[511] -> the PD
+        movq    $(0x5000 | 3), 0x4000 + 511*8        # PML4[511] -> the PDPT
+        movq    %cr3, %rax
+        movq    %rax, %cr3
+        movl    $0xf4f1e690, 0x1fe000              # nop; outb %al, $0xf1; hlt
+        movb    $0x42, %al
+        movabsq $0xffffffffffffe000, %rbx
+        jmp     *%rbx
+        """)
+    m = machine(asm, "long64")
+    try:
+        hw = m.vcpu.vcpu.hw
+        hw.enter_guest()
+        assert hw.vmcs.vm_exit_reason == R.IO_INSTRUCTION
+        assert hw.vmcs.exit_qualification >> 16 == 0xf1
+        assert hw.reg("rip") == 0xffffffffffffe001
+    finally:
+        m.close()

@@ -208,7 +208,6 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if rflags & EFLAGS_RF:
             self.set_reg("rflags", rflags & ~EFLAGS_RF)
         limit = self.insn_limit
-        spurious = False
         while True:
             if limit is not None and self.guest_insns >= limit:
                 return self._insn_budget_spent()
@@ -276,6 +275,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                     if self._dbg_on:
                         self._dbg_progress(done)
                 self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
+                if uc._hook_exception is not None:   # the wrapper keeps a hook's error for its own emu_start
+                    err, uc._hook_exception = uc._hook_exception, None
+                    raise KvmSimBug(f"a unicorn hook raised {err!r} at rip {self.reg('rip'):#x}") from err
             if self._rescan:
                 self._rescan = False
                 self._apply_code_changes()
@@ -332,9 +334,6 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 return self._exit(ExitReason.EXCEPTION_NMI, intr=NMI_HOST_INTR_INFO)
             if quirks.reset_old_exception(uc):
                 continue  # unicorn swallowed an escalated fault and halted: re-run the instruction
-            if not spurious:     # unicorn returned having run nothing (seen on a first entry into an
-                spurious = True  # ISR stub the guest just wrote): run again, once, before calling it a bug
-                continue
             raise KvmSimBug(f"guest stopped for no reason at rip {self.reg('rip'):#x}")
 
     def _counted_retired(self) -> int:
@@ -605,7 +604,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         try:
             self.flush_regs()
             if length:
-                uc.ctl_remove_cache(addr, addr + length + 1)
+                quirks.remove_cache(uc, addr, addr + length + 1)
                 uc.ctl_set_exits([addr + length])   # emu_start's `until` is inert (quirks.no_until_address)
                 try:
                     # (With a budget the count stays on: unicorn flushes every translation when it goes off.)

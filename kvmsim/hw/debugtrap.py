@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from kvmsim.hw import quirks
+
 DebugStop = Callable[[str, int], None]   # (why: "breakpoint" | "step" | "interrupt", linear RIP)
 
 
@@ -49,7 +51,7 @@ class DebugTrap:
         h = self._dbg_hooks.pop(linear, None)
         if h is not None and self.uc is not None:
             self._del_stop_hook(h)
-            self.uc.ctl_remove_cache(linear, linear + 1)
+            quirks.remove_cache(self.uc, linear, linear + 1)
         self._dbg_update()
 
     def debug_breakpoints(self) -> frozenset[int]:

@@ -149,6 +149,20 @@ def no_until_address(uc: Uc) -> None:
     uc.ctl_set_exits([])
 
 
+ADDRESS_TOP = (1 << 64) - 1
+
+
+def remove_cache(uc: Uc, begin: int, end: int) -> None:
+    """Drop the translations of linear [begin, end).  UC_CTL_TB_REMOVE_CACHE takes `end` as a
+    uint64 and refuses end <= begin, so a range that reaches the top of the address space
+    (end = 2**64: code on the last two pages, as kvm-unit-tests' ISR stubs at 0xffffffffffffe000)
+    would wrap to 0 and fail with UC_ERR_ARG -- inside a hook, the Python wrapper keeps that error
+    and stops the CPU, and uc_emu_start returns having run nothing."""
+    end = min(end, ADDRESS_TOP)
+    # Simplified: unicorn cannot name the top byte, so a block starting exactly there stays cached.
+    uc.ctl_remove_cache(min(begin, end - 1), end)
+
+
 def reset_old_exception(uc: Uc) -> bool:
     """Clear the tracker; True if it was set (unicorn may also have halted the CPU on a
     fault it escalated by itself, with no hook call: the caller then simply resumes)."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_WRITE, Uc, UcError
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 
-from kvmsim.hw import paging
+from kvmsim.hw import paging, quirks
 from kvmsim.hw.exits import MAX_INSN, ExitingInsn, candidate_pattern, classify
 from kvmsim.hw.vmcs import EXIT_CONTROLS, SECONDARY_EXEC_PAUSE_LOOP_EXITING, insn_exits
 
@@ -139,7 +139,7 @@ class InsnTrap:
             if n not in self._pages and n <= (1 << 52) - 1:
                 self._scan_page(n)
         self._set_block_hooks()
-        uc.ctl_remove_cache(first << 12, (last + 2) << 12)
+        quirks.remove_cache(uc, first << 12, (last + 2) << 12)
         self._rescan = self._between = True
         uc.emu_stop()
 
@@ -224,7 +224,7 @@ class InsnTrap:
         for cache in (self._exits, self._lengths):
             for addr in [a for a in cache if a >> 12 == n]:
                 del cache[addr]
-        self.uc.ctl_remove_cache(n << 12, (n + 1) << 12)
+        quirks.remove_cache(self.uc, n << 12, (n + 1) << 12)
 
     # ------------------------------------------------------------------ keeping scans exact
     def _on_code_write(self, uc: Uc, access: int, gpa: int, size: int, value: int, _: object) -> None:
