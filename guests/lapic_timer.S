@@ -36,9 +36,7 @@ APIC_BASE = 0xfee00000
         hlt
         cmpl    $1, ticks40
         REPORT  e, "one-shot timer interrupt woke HLT and reached the vector 0x40 handler"
-        movl    0x390(%ebp), %eax
-        cmpl    $0, %eax
-        REPORT  e, "TMCCT is 0 after the one-shot expired"
+        EXPECT_L 0x390(%ebp), 0, "TMCCT is 0 after the one-shot expired"
 
         movl    $0x20041, 0x320(%ebp)       # LVTT: periodic, vector 0x41
         movl    $1000, 0x380(%ebp)
@@ -51,9 +49,7 @@ APIC_BASE = 0xfee00000
 
         cli
         movl    $0x40042, 0x320(%ebp)       # LVTT: TSC-deadline, vector 0x42
-        movl    0x380(%ebp), %eax
-        cmpl    $0, %eax
-        REPORT  e, "switching to TSC-deadline mode clears TMICT"
+        EXPECT_L 0x380(%ebp), 0, "switching to TSC-deadline mode clears TMICT"
         movl    $0x6e0, %ecx
         movl    $1, %eax
         xorl    %edx, %edx

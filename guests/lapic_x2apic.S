@@ -50,9 +50,7 @@
         REPORT  e, "the x2APIC ID is read-only (#GP)"
 
         movl    $0xfee00030, %esi
-        movl    (%esi), %eax
-        cmpl    $0xffffffff, %eax
-        REPORT  e, "the xAPIC page reads all ones in x2APIC mode"
+        EXPECT_L (%esi), 0xffffffff, "the xAPIC page reads all ones in x2APIC mode"
 
         WRMSR_  0x80f, 0x1ff                # SPIV: enabled
         WRMSR_  0x808, 0x20                 # TPR

@@ -18,33 +18,19 @@ APIC_BASE = 0xfee00000
         cli
         movl    $APIC_BASE, %ebp
 
-        movl    0x20(%ebp), %eax
-        cmpl    $0, %eax
-        REPORT  e, "APIC ID is 0 after reset (vCPU 0)"
-        movl    0x30(%ebp), %eax
-        cmpl    $0x50014, %eax
-        REPORT  e, "version 0x14 with 6 LVT entries (0x50014)"
-        movl    0xf0(%ebp), %eax
-        cmpl    $0xff, %eax
-        REPORT  e, "SPIV is 0xff after reset (software-disabled)"
-        movl    0xe0(%ebp), %eax
-        cmpl    $0xffffffff, %eax
-        REPORT  e, "DFR is all ones after reset"
-        movl    0x350(%ebp), %eax
-        cmpl    $0x700, %eax
-        REPORT  e, "LVT0 is unmasked ExtINT on the BSP"
+        EXPECT_L 0x20(%ebp), 0, "APIC ID is 0 after reset (vCPU 0)"
+        EXPECT_L 0x30(%ebp), 0x50014, "version 0x14 with 6 LVT entries (0x50014)"
+        EXPECT_L 0xf0(%ebp), 0xff, "SPIV is 0xff after reset (software-disabled)"
+        EXPECT_L 0xe0(%ebp), 0xffffffff, "DFR is all ones after reset"
+        EXPECT_L 0x350(%ebp), 0x700, "LVT0 is unmasked ExtINT on the BSP"
 
         movl    $0x1ff, 0xf0(%ebp)          # software-enable, spurious vector 0xff
         movl    $0x12345, 0xf0(%ebp)
-        movl    0xf0(%ebp), %eax
-        cmpl    $0x345, %eax
-        REPORT  e, "SPIV keeps bits 9:0"
+        EXPECT_L 0xf0(%ebp), 0x345, "SPIV keeps bits 9:0"
         movl    $0x1ff, 0xf0(%ebp)
 
         movl    $0x1a5, 0x80(%ebp)
-        movl    0x80(%ebp), %eax
-        cmpl    $0xa5, %eax
-        REPORT  e, "TPR keeps bits 7:0"
+        EXPECT_L 0x80(%ebp), 0xa5, "TPR keeps bits 7:0"
 .if KVMSIM_MODE_LONG64
         movq    %cr8, %rax
         cmpq    $0xa, %rax
@@ -56,12 +42,8 @@ APIC_BASE = 0xfee00000
         cmpl    %eax, %eax
         REPORT  e, "(CR8 exists in 64-bit mode only)"
 .endif
-        movl    0x80(%ebp), %eax
-        cmpl    $0x30, %eax
-        REPORT  e, "MOV to CR8 sets TPR = CR8 << 4"
-        movl    0xa0(%ebp), %eax
-        cmpl    $0x30, %eax
-        REPORT  e, "PPR equals TPR with nothing in service"
+        EXPECT_L 0x80(%ebp), 0x30, "MOV to CR8 sets TPR = CR8 << 4"
+        EXPECT_L 0xa0(%ebp), 0x30, "PPR equals TPR with nothing in service"
 
         movl    $0xffffffff, 0xd0(%ebp)
         movl    0xd0(%ebp), %eax
@@ -78,14 +60,10 @@ APIC_BASE = 0xfee00000
         REPORT  e, "version is read-only and byte-readable"
 
         movl    $0xffffffff, 0x310(%ebp)
-        movl    0x310(%ebp), %eax
-        cmpl    $0xff000000, %eax
-        REPORT  e, "ICR2 keeps the destination field"
+        EXPECT_L 0x310(%ebp), 0xff000000, "ICR2 keeps the destination field"
 
         movl    $0xff, 0x3e0(%ebp)
-        movl    0x3e0(%ebp), %eax
-        cmpl    $0xb, %eax
-        REPORT  e, "TDCR keeps bits 0, 1 and 3"
+        EXPECT_L 0x3e0(%ebp), 0xb, "TDCR keeps bits 0, 1 and 3"
 
         movl    $0x05000000, 0x310(%ebp)    # physical destination 5: no such APIC
         movl    $0x00000061, 0x300(%ebp)
@@ -95,8 +73,6 @@ APIC_BASE = 0xfee00000
         REPORT  e, "fixed IPI to self is pending in the IRR; to an absent APIC dropped"
 
         movw    $0x1234, 0x82(%ebp)         # not an aligned 32-bit write: dropped
-        movl    0x80(%ebp), %eax
-        cmpl    $0x30, %eax
-        REPORT  e, "a misaligned write to TPR is dropped"
+        EXPECT_L 0x80(%ebp), 0x30, "a misaligned write to TPR is dropped"
 
         REPORT_SUMMARY

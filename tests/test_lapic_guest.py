@@ -10,6 +10,7 @@ import pytest
 
 from kvmsim.hw.vmcs import ExitReason
 from kvmsim.kvm import vmx
+from kvmsim.kvm.lapic import VMEXIT_NS
 from kvmsim.uapi import KvmExit
 from tests.simvm import kvm_run, machine
 
@@ -32,7 +33,7 @@ def apic_access_quals(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_apic_access_qualification_and_emultype(apic_access_quals: list[int]) -> None:
-    m = machine("""
+    with machine("""
         .include "kvmsim.inc"
         GUEST_ENTRY
         movl $0xfee00000, %ebp
@@ -40,8 +41,7 @@ def test_apic_access_qualification_and_emultype(apic_access_quals: list[int]) ->
         movl $0x1ff, 0xf0(%ebp)      # write, offset 0xf0
         movl $0, 0xb0(%ebp)          # EOI write: fast path
         EXIT 0
-    """, kvm=IRQCHIP, devices=DEV)
-    try:
+    """, kvm=IRQCHIP, devices=DEV) as m:
         kvm_run(m, KvmExit.IO)
         v = m.vcpu.vcpu
         assert apic_access_quals == [0x0030, 0x10F0, 0x10B0]      # SDM table 28-6: offset | type << 12
@@ -49,24 +49,19 @@ def test_apic_access_qualification_and_emultype(apic_access_quals: list[int]) ->
         assert m.vcpu.get_regs().rsi == 0x50014
         assert v.stat.exits_by_reason["APIC_ACCESS"] == 3
         assert v.stat.exits_by_reason.get("EPT_VIOLATION", 0) == 0
-    finally:
-        m.close()
 
 
 def test_without_irqchip_the_apic_page_is_mmio_for_userspace() -> None:
-    m = machine("""
+    with machine("""
         .include "kvmsim.inc"
         GUEST_ENTRY
         movl $0xfee00000, %ebp
         movl 0x30(%ebp), %esi
         EXIT 0
-    """, devices=DEV)
-    try:
+    """, devices=DEV) as m:
         run = kvm_run(m, KvmExit.MMIO)
         assert run.mmio.phys_addr == 0xFEE00030 and not run.mmio.is_write and run.mmio.len == 4
         assert m.vcpu.vcpu.stat.exits_by_reason.get("APIC_ACCESS", 0) == 0
-    finally:
-        m.close()
 
 
 def test_cr8_writes_stay_in_the_kernel_with_an_irqchip() -> None:
@@ -79,34 +74,25 @@ def test_cr8_writes_stay_in_the_kernel_with_an_irqchip() -> None:
         movq %rax, %cr8              # lowering the TPR: SET_TPR for a userspace LAPIC only
         EXIT 0
     """
-    m = machine(asm, kvm=IRQCHIP, devices=DEV)
-    try:
+    with machine(asm, kvm=IRQCHIP, devices=DEV) as m:
         kvm_run(m, KvmExit.IO)
-    finally:
-        m.close()
-    m = machine(asm, devices=DEV)
-    try:
+    with machine(asm, devices=DEV) as m:
         kvm_run(m, KvmExit.SET_TPR)
-    finally:
-        m.close()
 
 
 def test_hlt_with_nothing_to_wake_it_ends_the_run() -> None:
-    m = machine("""
+    with machine("""
         .include "kvmsim.inc"
         GUEST_ENTRY
         cli
         hlt
         EXIT 0
-    """, kvm=IRQCHIP, devices=DEV)
-    try:
+    """, kvm=IRQCHIP, devices=DEV) as m:
         r = m.vcpu.run()
         v = m.vcpu.vcpu
         assert r == -4 and KvmExit(m.vcpu.mapping.run.exit_reason) == KvmExit.INTR
         assert v.arch.mp_state_halted and v.hw.insn_limit_hit
         assert v.stat.exits_by_reason["HLT"] == 1
-    finally:
-        m.close()
 
 
 def test_timer_runs_are_reproducible() -> None:
@@ -134,19 +120,16 @@ def test_timer_runs_are_reproducible() -> None:
     """
     seen = []
     for _ in range(2):
-        m = machine(asm, kvm=IRQCHIP, devices=DEV)
-        try:
+        with machine(asm, kvm=IRQCHIP, devices=DEV) as m:
             kvm_run(m, KvmExit.IO)
             regs = m.vcpu.get_regs()
             seen.append((regs.rbx, regs.rcx, m.vcpu.vcpu.stat.exits_by_reason["PREEMPTION_TIMER"]))
-        finally:
-            m.close()
     assert seen[0] == seen[1]
     assert seen[0][2] == 5 and seen[0][0] > 5 * 200_000 // 4     # five 200 us periods of spinning
 
 
 def test_rdtsc_counts_retired_instructions_plus_the_tsc_offset() -> None:
-    m = machine("""
+    with machine("""
         .include "kvmsim.inc"
         GUEST_ENTRY
         rdtsc
@@ -163,19 +146,15 @@ def test_rdtsc_counts_retired_instructions_plus_the_tsc_offset() -> None:
         rdtsc
         movl %eax, %ebx
         EXIT 0
-    """, kvm=IRQCHIP, devices=DEV)
-    try:
+    """, kvm=IRQCHIP, devices=DEV) as m:
         kvm_run(m, KvmExit.IO)
         regs = m.vcpu.get_regs()
         assert regs.rdi - regs.rsi == 203
         assert regs.rbx == 1_000_000 + 1                    # the WRMSR retired in between
-    finally:
-        m.close()
 
 
 def test_a_vm_exit_costs_vmexit_ns_of_virtual_time() -> None:
-    from kvmsim.kvm.lapic import VMEXIT_NS
-    m = machine("""
+    with machine("""
         .include "kvmsim.inc"
         GUEST_ENTRY
         rdtsc
@@ -185,10 +164,7 @@ def test_a_vm_exit_costs_vmexit_ns_of_virtual_time() -> None:
         rdtsc
         movl %eax, %edi
         EXIT 0
-    """, kvm=IRQCHIP, devices=DEV)
-    try:
+    """, kvm=IRQCHIP, devices=DEV) as m:
         kvm_run(m, KvmExit.IO)
         regs = m.vcpu.get_regs()
         assert regs.rdi - regs.rsi == 4 + VMEXIT_NS         # rdtsc, movl, xorl, cpuid retired + the exit
-    finally:
-        m.close()

@@ -29,15 +29,23 @@ IORAM_LEN = 0x10000
 PAGE_MASK = ~0xFFF
 
 
-class _Ports:
-    """Ports 0xe0-0xeb: the latch (twice) and the flush register."""
+class _Region:
+    """One of the device's ranges on a bus: named after the device, counting into its counters."""
+
+    suffix = ""
 
     def __init__(self, dev: "PcTestdev") -> None:
-        self.dev, self.name = dev, f"{dev.name}.ioport"
+        self.dev, self.name = dev, f"{dev.name}.{self.suffix}"
 
     @property
     def counters(self) -> dict[str, int]:
         return self.dev.counters
+
+
+class _Ports(_Region):
+    """Ports 0xe0-0xeb: the latch (twice) and the flush register."""
+
+    suffix = "ioport"
 
     def io_read(self, offset: int, size: int) -> bytes:
         out = bytearray(b"\xff" * size)           # past 0xeb: nothing decodes it
@@ -59,15 +67,10 @@ class _Ports:
                 self.dev.ioport_data[(port + i) & 3] = b
 
 
-class _IrqLines:
+class _IrqLines(_Region):
     """Ports 0x2000-0x2017: one byte-wide register per ISA IRQ line."""
 
-    def __init__(self, dev: "PcTestdev") -> None:
-        self.dev, self.name = dev, f"{dev.name}.irq"
-
-    @property
-    def counters(self) -> dict[str, int]:
-        return self.dev.counters
+    suffix = "irq"
 
     def io_read(self, offset: int, size: int) -> bytes:
         return bytes(0 if offset + i < IRQ_LINES else 0xFF for i in range(size))
@@ -78,15 +81,10 @@ class _IrqLines:
                 self.dev.set_irq(offset + i, int(b != 0))
 
 
-class _Ioram:
+class _Ioram(_Region):
     """MMIO 0xff000000: 64 KiB read back as written."""
 
-    def __init__(self, dev: "PcTestdev") -> None:
-        self.dev, self.name = dev, f"{dev.name}.iomem"
-
-    @property
-    def counters(self) -> dict[str, int]:
-        return self.dev.counters
+    suffix = "iomem"
 
     def io_read(self, offset: int, size: int) -> bytes:
         self.dev.stats["iomem_reads"] += 1
