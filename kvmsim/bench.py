@@ -1,29 +1,37 @@
 """`make bench`: throughput of the paths that matter, each beside a baseline measured in the same run.
 
   PIO round trips/s   guest `out` loop: exit → handle_io → kvm_run → VMM → KVM_RUN → complete_fast_pio_out
-                      vs bare unicorn running the same loop with an empty OUT hook
-  native insns/s      guest ALU loop with no exits, vs bare unicorn on the same image
   MMIO round trips/s  guest MMIO-read loop: EPT → emulator → userspace → NO_DECODE
+                      Both loops, in A/B rounds (ab_figures), against: a small C VMM on /dev/kvm
+                      (baseline/cvmm.c, built here with the system compiler), a minimal Python ctypes
+                      loop on /dev/kvm (baseline/minloop.py), kvmsim's own real backend, and bare
+                      unicorn (an OUT hook / an mmio_map callback, and a stop/restart per OUT): the floors
+  native insns/s      guest ALU loop with no exits, vs bare unicorn on the same image
   emulated insns/s    decode + execute of an instruction mix (kvm/emulate alone)
   debugger cost       PIO round trips with the debugger attached and no breakpoints, vs the plain run
   tracing cost        PIO round trips with tracing off after a trace session (the probes patched in
                       and back out) vs never traced; with full stack capture on (every probe event's
                       call stack counted, bpftrace's @[kstack]); the peak heap of streaming a run's
                       events to a JSON Lines file at two run lengths (bounded: it does not grow)
-Round-trip figures: one warm-up run, then the best of REPEAT runs; VM creation is not timed.
-Real-KVM figures are added where /dev/kvm exists.  Timings are wall-clock: run on a quiet machine.
-The note column starts with each figure's verdict against its target: met, MISSED or not measured.
+  cost in run length  (--flat) a 1,000,000-exit run against 10,000-exit runs, PIO and MMIO
+VM creation is never timed.  Real-KVM figures are added where /dev/kvm exists, the C VMM where a
+C compiler does too; otherwise the figure says why not.  Timings are wall-clock on a shared
+machine: the ratios, taken in the same rounds, are what count (the load is printed with them).
+The note column starts with each figure's verdict against its target (issue 15's): met, MISSED
+or not measured.  --json prints the whole as one document.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
 import tempfile
 import time
 import tracemalloc
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_64, UC_PROT_ALL, Uc
@@ -45,6 +53,7 @@ STREAM_ITERS = (1_000, 4_000)   # two run lengths: the peak heap must not grow w
 
 
 _TARGET_RE = re.compile(r">=\s*(?P<num>[0-9][0-9,]*(?:\.[0-9]+)?)(?P<x>x)?\b.*")
+_RANGE_RE = re.compile(r"(?P<lo>[0-9.]+)x\.\.(?P<hi>[0-9.]+)x")   # the ratio within [lo, hi]
 
 
 @dataclass
@@ -56,15 +65,25 @@ class Figure:
     baseline_name: str = ""
     target: str = ""
     note: str = ""
+    samples: list[float] = field(default_factory=list)           # per A/B round
+    baseline_samples: list[float] = field(default_factory=list)
+    paired: float | None = None    # median of per-round ratios, where the figure came from A/B rounds
 
     @property
     def ratio(self) -> float | None:
+        if self.paired is not None:
+            return self.paired
         return self.value / self.baseline if self.value and self.baseline else None
 
     @property
     def verdict(self) -> str:
         """'met' or 'MISSED' against the target ('>= 100,000/s', or '>= 0.8x <baseline>' on the
         ratio); '' without a target, 'not measured' without a figure."""
+        r = _RANGE_RE.fullmatch(self.target.strip())
+        if r is not None:
+            if self.ratio is None:
+                return "not measured"
+            return "met" if float(r["lo"]) <= self.ratio <= float(r["hi"]) else "MISSED"
         m = _TARGET_RE.fullmatch(self.target.strip())
         if m is None:
             return ""
@@ -327,21 +346,219 @@ def _real(fn: Callable[[float], float], seconds: float) -> tuple[float | None, s
         return None, f"{type(e).__name__}: {e}"
 
 
-def collect() -> list[Figure]:
+# ---------------------------------------------------------------- A/B rounds (issue 15)
+# Each group runs its contenders in turn, ROUNDS times, the order reversed every other round so
+# neither side always runs first after the other's noise; after one unrecorded warm-up round.
+# A figure is the median of its rounds, and its ratio the median of the per-round ratios (the
+# pair ran seconds apart, under the same load): on a shared machine only the ratios are stable.
+
+ROUNDS = 5
+AB_REAL_ITERS = 40_000        # real-KVM loops: ~0.4 s each at ~100k/s
+AB_SIM_PIO_ITERS = 20_000
+AB_SIM_MMIO_ITERS = 8_000
+AB_BARE_ITERS = 200_000
+FLAT_SHORT, FLAT_LONG = 10_000, 1_000_000
+
+
+def _median(xs: list[float]) -> float:
+    ys = sorted(xs)
+    n = len(ys)
+    return ys[n // 2] if n % 2 else (ys[n // 2 - 1] + ys[n // 2]) / 2
+
+
+def ab_rounds(contenders: dict[str, Callable[[], float]], rounds: int = ROUNDS) -> dict[str, list[float]]:
+    """Rates of each contender, `rounds` times, alternating the order; a contender that fails or is
+    unavailable returns None and is dropped from that round on."""
+    names = list(contenders)
+    for name in names:          # warm-up: first translations, guest builds, the C VMM's build
+        contenders[name]()
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            out[name].append(contenders[name]())
+    return out
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float | None:
+    """Median of the per-round ratios a/b."""
+    rs = [x / y for x, y in zip(a, b) if x and y]
+    return _median(rs) if rs else None
+
+
+def _sim_rate(make: Callable[[], Scenario], iters: int) -> Callable[[], float]:
+    return lambda: _loop_rate(make(), iters)
+
+
+def _bare_pio_rate(iters: int) -> Callable[[], float]:
+    image = build_guest(_repo("guests/pio_loop.S"), None, "long64", defines={"PIO_LOOP_COUNT": iters})
+
+    def rate() -> float:
+        uc = _bare(image, True)
+        return iters / _timed(lambda: uc.emu_start(image.entry, 1 << 40))
+    return rate
+
+
+def _bare_restart_rate(iters: int) -> Callable[[], float]:
+    """Bare unicorn stopped at every OUT and started again (what a sim exit costs unicorn alone)."""
+    image = build_guest(_repo("guests/pio_loop.S"), None, "long64", defines={"PIO_LOOP_COUNT": iters})
+
+    def rate() -> float:
+        uc = _bare(image, True, until_port=0x80)
+        pc = image.entry
+
+        def loop() -> None:
+            nonlocal pc
+            for _ in range(iters):
+                uc.emu_start(pc, 1 << 40)
+                pc = uc.reg_read(U.UC_X86_REG_RIP)
+        return iters / _timed(loop)
+    return rate
+
+
+def _bare_mmio_rate(iters: int) -> Callable[[], float]:
+    """Bare unicorn's MMIO floor: the same loop, the read answered by a unicorn mmio_map callback."""
+    image = build_guest(_repo("guests/mmio_loop.S"), None, "long64", defines={"MMIO_LOOP_COUNT": iters})
+
+    def rate() -> float:
+        uc = _bare(image, True)
+        uc.mmio_map(REAL_MMIO_GPA, 0x1000, lambda u, off, size, data: 0x1234, None, None, None)
+        return iters / _timed(lambda: uc.emu_start(image.entry, 1 << 40))
+    return rate
+
+
+class _RealContenders:
+    """The three real-/dev/kvm runs of one guest loop, from the same kvmsim-made boot state:
+    kvmsim's own backend (vmm/ run loop over realkvm/), the minimal ctypes loop, the C VMM."""
+
+    def __init__(self, source: str, devices: list[dict], iters: int) -> None:
+        from kvmsim.baseline.cvmm import build   # per use: the baselines load only where /dev/kvm is
+        self.source, self.devices, self.iters = source, devices, iters
+        self.cvmm, self.cvmm_why = build()
+
+    def backend(self) -> float:
+        rate, exits = _real_rate(self.source, self.devices, self.iters)
+        if exits != self.iters:
+            raise RuntimeError(f"{self.source}: expected {self.iters} round trips, saw {exits}")
+        return rate
+
+    def minloop(self) -> float:
+        from kvmsim.baseline.minloop import run_minloop   # per use, as above
+        with make_machine(_real_scenario(self.source, self.devices), "kvm") as m:
+            rate, n = run_minloop(m, self.iters)
+        if n != self.iters:
+            raise RuntimeError(f"minimal loop: expected {self.iters} round trips, saw {n}")
+        return rate
+
+    def c_vmm(self) -> float:
+        from kvmsim.baseline.cvmm import run_cvmm   # per use, as above
+        assert self.cvmm is not None
+        with make_machine(_real_scenario(self.source, self.devices), "kvm") as m:
+            rate, n = run_cvmm(self.cvmm, m, self.iters)
+        if n != self.iters:
+            raise RuntimeError(f"C VMM: expected {self.iters} round trips, saw {n}")
+        return rate
+
+
+_PIO_DEVICES = [{"type": "debug-exit", "port": 0xF4}]
+_MMIO_DEVICES = [{"type": "debug-exit", "port": 0xF4},
+                 {"type": "regbank", "gpa": REAL_MMIO_GPA, "size": 0x1000, "values": {0: 0x1234}}]
+
+
+def _sim_mmio_scenario(n: int) -> Scenario:
+    devices = [{"type": "serial16550", "port": 0x3F8}] + _MMIO_DEVICES
+    return _scenario("guests/mmio_loop.S", {"MMIO_LOOP_COUNT": n}, devices)
+
+
+def _sim_pio_scenario(n: int) -> Scenario:
+    return _scenario("guests/pio_loop.S", {"PIO_LOOP_COUNT": n})
+
+
+def _group(kind: str, rounds: int) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """One loop's A/B rounds: sim, bare unicorn floor, and (where usable) the three real-KVM runs."""
+    if kind == "pio":
+        sim = _sim_rate(lambda: _sim_pio_scenario(AB_SIM_PIO_ITERS), AB_SIM_PIO_ITERS)
+        bare, source, devices = _bare_pio_rate(AB_BARE_ITERS), "pio_loop.S", _PIO_DEVICES
+    else:
+        sim = _sim_rate(lambda: _sim_mmio_scenario(AB_SIM_MMIO_ITERS), AB_SIM_MMIO_ITERS)
+        bare, source, devices = _bare_mmio_rate(AB_BARE_ITERS // 4), "mmio_loop.S", _MMIO_DEVICES
+    contenders: dict[str, Callable[[], float]] = {"sim": sim, "bare": bare}
+    if kind == "pio":
+        contenders["restart"] = _bare_restart_rate(AB_SIM_PIO_ITERS)
+    why: dict[str, str] = {}
+    ok, kvm_why = kvm_probe()
+    if ok:
+        real = _RealContenders(source, devices, AB_REAL_ITERS)
+        contenders["backend"], contenders["minloop"] = real.backend, real.minloop
+        if real.cvmm is not None:
+            contenders["cvmm"] = real.c_vmm
+        else:
+            why["cvmm"] = real.cvmm_why
+    else:
+        why["backend"] = why["minloop"] = why["cvmm"] = kvm_why
+    try:
+        return ab_rounds(contenders, rounds), why
+    except Exception as e:  # noqa: BLE001 - a real-KVM failure is reported, the sim figures still run
+        err = f"{type(e).__name__}: {e}"
+        for n in ("backend", "minloop", "cvmm"):
+            contenders.pop(n, None)
+            why.setdefault(n, err)
+        return ab_rounds(contenders, rounds), why
+
+
+def _ab_figure(name: str, runs: dict[str, list[float]], a: str, b: str | None, baseline_name: str = "",
+               target: str = "", note: str = "") -> Figure:
+    """Figure of contender a (median), against b (median, ratio = median of per-round ratios)."""
+    va = runs.get(a)
+    vb = runs.get(b) if b else None
+    f = Figure(name, _median(va) if va else None, "/s", _median(vb) if vb else None, baseline_name, target,
+               note, samples=va or [], baseline_samples=vb or [])
+    if va and vb:
+        f.paired = paired_ratio(va, vb)
+    return f
+
+
+def ab_figures(rounds: int = ROUNDS) -> list[Figure]:
+    """The round-trip figures of issue 15, each against its baseline, from A/B rounds."""
     figs = []
-    pio, pio_bare = sim_pio_round_trips(), bare_pio_round_trips()
-    figs.append(Figure("PIO round trips (sim)", pio, "/s", pio_bare, "bare unicorn OUT hook", ">= 100,000/s"))
-    real_pio, why = _real(real_pio_round_trips, 1.0)
-    figs.append(Figure("PIO round trips (real KVM)", real_pio, "/s", pio, "sim", note=why))
+    for kind, label, target in (("pio", "PIO", ">= 1.0x C VMM"), ("mmio", "MMIO", ">= 0.5x C VMM")):
+        runs, why = _group(kind, rounds)
+        figs.append(_ab_figure(f"{label} round trips (sim)", runs, "sim", "cvmm", "C VMM", target,
+                               why.get("cvmm", "")))
+        figs.append(_ab_figure(f"{label} round trips (sim)", runs, "sim", "bare", "bare unicorn "
+                               + ("OUT hook" if kind == "pio" else "mmio_map"), note="unicorn's own floor"))
+        if kind == "pio":
+            figs.append(_ab_figure("PIO round trips (sim)", runs, "sim", "restart",
+                                   "bare unicorn stop/restart per OUT", note="the floor with unicorn stopped per exit"))
+        figs.append(_ab_figure(f"{label} round trips (C VMM, /dev/kvm)", runs, "cvmm", None, note=why.get("cvmm", "")))
+        figs.append(_ab_figure(f"{label} round trips (minimal ctypes loop, /dev/kvm)", runs, "minloop", "cvmm",
+                               "C VMM", note=why.get("minloop", "")))
+        figs.append(_ab_figure(f"{label} round trips (kvmsim real backend)", runs, "backend", "minloop",
+                               "minimal loop", ">= 0.9x minimal loop", why.get("backend", "")))
+    return figs
+
+
+def flat_figures(short: int = FLAT_SHORT, long: int = FLAT_LONG) -> list[Figure]:
+    """Cost flat in run length: round trips/s of a `long` run against a `short` one (best of 3
+    short runs around the long one; the long run is measured once)."""
+    figs = []
+    for label, make in (("PIO", _sim_pio_scenario), ("MMIO", _sim_mmio_scenario)):
+        _loop_rate(make(short), short)
+        before = _loop_rate(make(short), short)
+        big = _loop_rate(make(long), long)
+        after = _loop_rate(make(short), short)
+        base = _median([before, after])
+        figs.append(Figure(f"{label} round trips (sim, {long:,}-exit run)", big, "/s", base,
+                           f"{short:,}-exit run", "0.9x..1.1x", samples=[big], baseline_samples=[before, after]))
+    return figs
+
+
+def collect(rounds: int = ROUNDS, flat: bool = False) -> list[Figure]:
+    figs = ab_figures(rounds)
+    pio = next(f.value for f in figs if f.name == "PIO round trips (sim)")
     native, native_bare = native_ratio()
-    figs.append(Figure("native guest insns (sim)", native, "/s", native_bare, "bare unicorn", ">= 0.8x bare"))
+    figs.append(Figure("native guest insns (sim)", native, "/s", native_bare, "bare unicorn", ">= 0.9x bare"))
     figs.append(Figure("PIO round trips (debugger attached, no breakpoints)", debug_pio_round_trips(), "/s", pio,
                        "sim", ">= 0.5x sim"))
-    mmio = sim_mmio_round_trips()
-    figs.append(Figure("MMIO round trips (sim)", mmio, "/s", target=">= 30,000/s",
-                       note="" if mmio else "guests/mmio_loop.S or the emulator path missing"))
-    real_mmio, why = _real(real_mmio_round_trips, 1.0)
-    figs.append(Figure("MMIO round trips (real KVM)", real_mmio, "/s", mmio, "sim", note=why))
     off_again = pio_after_tracing()
     figs.append(Figure("PIO round trips (sim, tracing off after a session)", off_again, "/s", pio,
                        "never traced", ">= 0.95x never traced"))
@@ -354,8 +571,10 @@ def collect() -> list[Figure]:
                        f"{small:,} exits", note="bounded" if heap_big < 1.5 * heap_small else
                        "grows with the run: not bounded"))
     emu = emulated_insns()
-    figs.append(Figure("emulated insns (decode+execute)", emu, "/s", target=">= 20,000/s",
+    figs.append(Figure("emulated insns (decode+execute)", emu, "/s", target=">= 200,000/s",
                        note="" if emu else "kvm/emulate/bench.py missing"))
+    if flat:
+        figs += flat_figures()
     return figs
 
 
@@ -375,6 +594,42 @@ def format_figures(figs: list[Figure]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    print(format_figures(collect()))
+def machine_load() -> dict:
+    """The load the figures were taken under (the machine is shared: ratios are what count)."""
+    try:
+        uptime = subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        uptime = ""
+    return {"loadavg": list(os.getloadavg()), "cpus": os.cpu_count(), "uptime": uptime}
+
+
+def _commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "-C", str(_repo(".")), "rev-parse", "--short", "HEAD"], capture_output=True,
+                           text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.strip() or None
+
+
+def to_json(figs: list[Figure], rounds: int, load_before: dict, load_after: dict) -> dict:
+    """The bench as one JSON document, so figures can be tracked across commits."""
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _commit(), "rounds": rounds,
+        "load_before": load_before, "load_after": load_after,
+        "figures": [{"name": f.name, "value": f.value, "unit": f.unit.strip(), "baseline": f.baseline,
+                     "baseline_name": f.baseline_name, "ratio": f.ratio, "target": f.target,
+                     "verdict": f.verdict, "note": f.note, "samples": f.samples,
+                     "baseline_samples": f.baseline_samples} for f in figs]}
+
+
+def main(json_out: bool = False, rounds: int = ROUNDS, flat: bool = False) -> int:
+    load_before = machine_load()
+    figs = collect(rounds, flat)
+    load_after = machine_load()
+    if json_out:
+        print(json.dumps(to_json(figs, rounds, load_before, load_after), indent=1))
+    else:
+        print(format_figures(figs))
+        print(f"A/B rounds: {rounds}; load before: {load_before['uptime']}; after: {load_after['uptime']}")
     return 0

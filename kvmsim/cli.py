@@ -443,7 +443,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not args.files:
         # per command, not at the top: startup (module docstring)
         from kvmsim import bench
-        return bench.main()
+        return bench.main(json_out=args.json, rounds=args.rounds, flat=args.flat)
     scenarios, status = _load_all(args.files)
     run_scenario = _runner()
     rows = []
@@ -621,6 +621,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="throughput figures (PIO, native, MMIO, emulator); with FILEs, time scenarios")
     b.add_argument("files", nargs="*", metavar="FILE")
     b.add_argument("--repeat", type=_at_least_one, default=3, metavar="N")
+    b.add_argument("--json", action="store_true", help="the throughput figures as one JSON document")
+    b.add_argument("--rounds", type=_at_least_one, default=5, metavar="N",
+                   help="A/B rounds per round-trip group (medians and paired ratios over them)")
+    b.add_argument("--flat", action="store_true",
+                   help="also cost in run length: a 1,000,000-exit PIO and MMIO run against 10,000-exit runs")
     b.set_defaults(func=cmd_bench)
 
     st = sub.add_parser("stat", help="perf kvm stat report: exits (or MMIO / port accesses) with handling times")

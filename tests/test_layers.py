@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
     ("scenario", 5, ("kvmsim.scenario",)),
     ("trace", 6, ("kvmsim.trace",)),
     ("debug", 7, ("kvmsim.debug",)),
-    ("tools", 8, ("kvmsim.report", "kvmsim.bench", "kvmsim.fuzz", "kvmsim.kut")),
+    ("tools", 8, ("kvmsim.report", "kvmsim.bench", "kvmsim.baseline", "kvmsim.fuzz", "kvmsim.kut")),
     ("cli", 9, ("kvmsim.cli", "kvmsim.__main__")),
     # `make fuzz-scenarios` drives the command line itself (cli.main on each mutant, in-process), as a
     # shell would: a client of the CLI, so above it.
