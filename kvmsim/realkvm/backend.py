@@ -17,6 +17,7 @@ import platform
 import signal
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -270,6 +271,11 @@ class RealVcpu(_Fd):
         self.run_timeout: float | None = DEFAULT_RUN_TIMEOUT_S  # wall-time bound per KVM_RUN
         self.timed_out = False   # the last run() was cut short by the watchdog
         self._run_tid: int | None = None  # thread in KVM_RUN (kick() signals it)
+        self._run_gen = 0                 # KVM_RUNs so far (which run the watchdog fired for)
+        self._deadline: float | None = None   # monotonic deadline of the KVM_RUN in progress
+        self._stale_fire = -1             # the run generation the watchdog kicked, until run() sees it
+        self._kicked = False              # kick() set immediate_exit: it stays set
+        self._watched = False
         size = vm.kvm.vcpu_mmap_size()
         self._mmap = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.mapping = KvmRunMapping(self._mmap)
@@ -280,22 +286,48 @@ class RealVcpu(_Fd):
 
         Bounded by `run_timeout` seconds: the watchdog sets immediate_exit and signals this
         thread, KVM_RUN then returns -EINTR with exit_reason KVM_EXIT_INTR and `timed_out` set.
+        As lean as a plain ctypes loop: arming is two attribute stores the watchdog polls (no lock,
+        no wake-up of its thread), and the ioctl is one direct libc call.
         """
         self.timed_out = False
-        token = _WATCHDOG.arm(self, self.run_timeout) if self.run_timeout else None
-        self._run_tid = threading.get_ident()
-        try:
-            r = _raw_ioctl(self.fd, K.KVM_RUN)
-        finally:
+        timeout = self.run_timeout
+        if self._stale_fire >= 0:
+            self._clear_stale_fire()
+        if timeout:
+            self._run_gen = gen = self._run_gen + 1
+            self._run_tid = _get_ident()
+            self._deadline = deadline = _monotonic() + timeout    # armed
+            if not self._watched or deadline < _WATCHDOG.wake_at:
+                _WATCHDOG.watch(self)      # first run, or sooner than the watchdog will look
+            r = _libc_ioctl(self.fd, _KVM_RUN, None)
+            self._deadline = None
             self._run_tid = None
-            if token is not None and _WATCHDOG.disarm(token):
-                self.timed_out = True
-                self.mapping.run.immediate_exit = 0
+            if self._stale_fire >= 0:
+                with _WATCHDOG.lock:       # the watchdog fires only under its lock
+                    if self._stale_fire == gen:
+                        self.timed_out = True
+                        self._stale_fire = -1
+                        if not self._kicked:
+                            self.mapping.run.immediate_exit = 0
+        else:
+            self._run_tid = _get_ident()
+            r = _libc_ioctl(self.fd, _KVM_RUN, None)
+            self._run_tid = None
         if r >= 0:
             return 0
-        if r in (-_errno.EINTR, -_errno.EAGAIN):
-            return r
-        raise BackendError(f"KVM_RUN failed: {_errno.errorcode.get(-r, '?')} ({os.strerror(-r)})")
+        e = ctypes.get_errno()
+        if e == _errno.EINTR or e == _errno.EAGAIN:
+            return -e
+        raise BackendError(f"KVM_RUN failed: {_errno.errorcode.get(e, '?')} ({os.strerror(e)})")
+
+    def _clear_stale_fire(self) -> None:
+        """The watchdog fired for a KVM_RUN that had already returned: undo its immediate_exit
+        (unless kick() asked for it) so the next KVM_RUN is not cut short for nothing."""
+        with _WATCHDOG.lock:
+            if self._stale_fire >= 0:
+                self._stale_fire = -1
+                if not self._kicked and self.mapping is not None:
+                    self.mapping.run.immediate_exit = 0
 
     def kick(self) -> None:
         """From another thread: make KVM_RUN return -EINTR now and every later KVM_RUN at once.
@@ -303,6 +335,7 @@ class RealVcpu(_Fd):
         As a VMM's vCPU kick: kvm_run.immediate_exit = 1, then a signal to the thread in KVM_RUN.
         The flag stays set, so a run() that starts after the kick also returns -EINTR.
         """
+        self._kicked = True
         if self.mapping is not None:
             self.mapping.run.immediate_exit = 1
         tid = self._run_tid
@@ -374,6 +407,8 @@ class RealVcpu(_Fd):
         _ioctl(self.fd, K.KVM_ENABLE_CAP, ec)
 
     def close(self) -> None:
+        if getattr(self, "_watched", False):
+            _WATCHDOG.unwatch(self)
         if getattr(self, "_mmap", None) is not None:
             m, self._mmap = self._mmap, None
             self.mapping = None  # type: ignore[assignment]  # drop the ctypes views (buffer exports)
@@ -397,47 +432,60 @@ def _install_kick_handler() -> None:
 
 
 class _Watchdog:
-    """One daemon thread that kicks vCPUs whose KVM_RUN outlives its deadline."""
+    """One daemon thread that kicks vCPUs whose KVM_RUN outlives its deadline.
+
+    It polls instead of being told: a vCPU arms a run by storing its deadline (RealVcpu.run), and
+    the thread sleeps until the earliest deadline it saw, then looks again; deadlines only move
+    later, so it wakes about once per run_timeout, not once per KVM_RUN.
+    """
 
     def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self._armed: dict[int, tuple[float, RealVcpu, int]] = {}  # token → (deadline, vcpu, thread id)
-        self._fired: set[int] = set()
-        self._next = 0
+        self.lock = threading.Lock()
+        self._cv = threading.Condition(self.lock)
+        self._vcpus: "weakref.WeakSet[RealVcpu]" = weakref.WeakSet()
         self._thread: threading.Thread | None = None
+        self.wake_at = 0.0    # when the thread looks next (read without the lock: a hint)
 
-    def arm(self, vcpu: RealVcpu, timeout: float) -> int:
+    def watch(self, vcpu: RealVcpu) -> None:
         with self._cv:
+            vcpu._watched = True
+            self._vcpus.add(vcpu)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="kvm-run-watchdog", daemon=True)
                 self._thread.start()
-            self._next += 1
-            self._armed[self._next] = (time.monotonic() + timeout, vcpu, threading.get_ident())
             self._cv.notify()
-            return self._next
 
-    def disarm(self, token: int) -> bool:
-        """Forget a run; True if it had been kicked."""
+    def unwatch(self, vcpu: RealVcpu) -> None:
         with self._cv:
-            self._armed.pop(token, None)
-            fired = token in self._fired
-            self._fired.discard(token)
-            return fired
+            vcpu._watched = False
+            self._vcpus.discard(vcpu)
 
     def _loop(self) -> None:
         with self._cv:
             while True:
                 now = time.monotonic()
-                for token, (deadline, vcpu, tid) in list(self._armed.items()):
+                wake = now + 3600.0
+                for vcpu in list(self._vcpus):
+                    gen, deadline, tid = vcpu._run_gen, vcpu._deadline, vcpu._run_tid
+                    if deadline is None or tid is None:
+                        continue
                     if deadline <= now:
-                        self._fired.add(token)
-                        self._armed[token] = (now + 0.05, vcpu, tid)  # keep kicking until it returns
+                        vcpu._stale_fire = gen
                         if vcpu.mapping is not None:
                             vcpu.mapping.run.immediate_exit = 1
                         if signal.getsignal(KICK_SIGNAL) is _kick_handler:
-                            signal.pthread_kill(tid, KICK_SIGNAL)
-                wait = min((d for d, _, _ in self._armed.values()), default=now + 3600) - now
-                self._cv.wait(timeout=max(wait, 0.001))
+                            try:
+                                signal.pthread_kill(tid, KICK_SIGNAL)
+                            except (ProcessLookupError, OSError):
+                                pass
+                        deadline = now + 0.05          # keep kicking until it returns
+                    wake = min(wake, deadline)
+                self.wake_at = wake
+                self._cv.wait(timeout=max(wake - now, 0.001))
 
 
 _WATCHDOG = _Watchdog()
+_KVM_RUN = K.KVM_RUN
+_libc_ioctl = _libc.ioctl
+_get_ident = threading.get_ident
+_monotonic = time.monotonic

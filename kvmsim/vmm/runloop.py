@@ -70,6 +70,7 @@ class Vmm:
         # run->mmio and its data bytes, bound for the length of one _loop (views of the kvm_run
         # mapping: dropped when the loop returns, so that closing the vCPU can unmap it).
         self._run_mmio = None
+        self._run_io = None
         self._run_mmio_data: memoryview | None = None
         self._mapping: memoryview | None = None   # the whole vCPU mmap (pio data page), bound likewise
         self.hlt_resumed = 0      # KVM_EXIT_HLTs re-entered (config.on_hlt == "resume")
@@ -83,6 +84,7 @@ class Vmm:
             timer.start()
         run = self.vcpu.mapping.run
         self._run_mmio = run.mmio
+        self._run_io = run.io
         self._run_mmio_data = memoryview(self._run_mmio.data).cast("B")
         self._mapping = memoryview(self.vcpu.mapping.buf).cast("B")
         try:
@@ -93,7 +95,7 @@ class Vmm:
             self._trim_exits()
             self._run_mmio_data.release()
             self._mapping.release()
-            self._run_mmio = self._run_mmio_data = self._mapping = None
+            self._run_mmio = self._run_io = self._run_mmio_data = self._mapping = None
             if timer:
                 timer.cancel()
 
@@ -217,28 +219,32 @@ class Vmm:
             return Stop(e.reason, code=e.code, detail=e.detail)
 
     def _io(self, run, rec: UserspaceExit) -> Stop | None:
-        io = run.io
+        io = self._run_io                   # run->io (bound in run())
+        if io is None:
+            io = run.io
         direction, size, port, count, offset = io.direction, io.size, io.port, io.count, io.data_offset
         is_in = direction == KVM_EXIT_IO_IN
-        rec.fields = {"direction": direction, "size": size, "port": port, "count": count}
-        data = self._mapping[offset: offset + size * count]   # the bytes run->io.data_offset points at
+        n = size * count
+        data = self._mapping[offset: offset + n]   # the bytes run->io.data_offset points at
         found = self.pio.find(port)
+        if found is None:
+            if is_in:
+                data[:] = b"\xff" * n   # nothing decodes the port: the bus floats high
+            rec.fields = {"direction": direction, "size": size, "port": port, "count": count, "data": data.hex()}
+            if self.config.unclaimed_io != "ignore":
+                return self._unclaimed("io", self.config.unclaimed_io,
+                                       f"{'in' if is_in else 'out'} port {port:#x} size {size}")
+            return None
+        fields = rec.fields = {"direction": direction, "size": size, "port": port, "count": count}
+        dev, off = found
         try:
-            if found is None:
+            for i in range(0, n, size):
                 if is_in:
-                    data[:] = b"\xff" * (size * count)  # nothing decodes the port: the bus floats high
-            else:
-                dev, off = found
-                for i in range(0, size * count, size):
-                    if is_in:
-                        data[i:i + size] = dev.io_read(off, size)
-                    else:
-                        dev.io_write(off, bytes(data[i:i + size]))
+                    data[i:i + size] = dev.io_read(off, size)
+                else:
+                    dev.io_write(off, bytes(data[i:i + size]))
         finally:
-            rec.fields["data"] = data.hex()
-        if found is None and self.config.unclaimed_io != "ignore":
-            return self._unclaimed("io", self.config.unclaimed_io,
-                                   f"{'in' if is_in else 'out'} port {port:#x} size {size}")
+            fields["data"] = data.hex()
         return None
 
     def _mmio(self, run, rec: UserspaceExit) -> Stop | None:
