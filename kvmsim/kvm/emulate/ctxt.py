@@ -99,7 +99,7 @@ class X86EmulateCtxt:
                  'rip_relative', 'rex_prefix', 'lock_prefix', 'rep_prefix', 'regs_valid',
                  'regs_dirty', 'modrm', 'modrm_mod', 'modrm_reg', 'modrm_rm', 'modrm_seg',
                  'seg_override', 'd', '_eip', 'is_branch', 'vex_l', 'vex', 'src', 'src2', 'dst',
-                 'memop', 'memopp', '_regs', 'fetch', 'io_read', 'mem_read')
+                 'memop', 'memopp', '_regs', 'fetch', 'io_read', 'mem_read', 'decode_cache')
 
     def __init__(self, ops: X86EmulateOps, vcpu: Any = None,
                  features: EmulatorFeatures | None = None) -> None:
@@ -151,6 +151,7 @@ class X86EmulateCtxt:
         self.fetch = FetchCache()
         self.io_read = ReadCache()
         self.mem_read = ReadCache()
+        self.decode_cache: Any = None   # not kernel state: decode_cache.DecodeCache, made on first decode
 
 
 def reg_read(ctxt: X86EmulateCtxt, nr: int) -> int:
