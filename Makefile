@@ -14,8 +14,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# BENCH_ARGS: --json (one document, to track figures across commits), --rounds N, --flat (10k vs 1M exits).
+BENCH_ARGS ?=
+
 bench: $(STAMP)
-	$(BIN)/kvmsim bench
+	$(BIN)/kvmsim bench $(BENCH_ARGS)
 
 # Issue 10's long-run figures: 1,000,000 PIO and 1,000,000 MMIO exits, each one `kvmsim run`
 # (guest build cached first, so it is not timed); wall, user CPU seconds and peak RSS per run.

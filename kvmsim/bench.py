@@ -415,6 +415,31 @@ def _bare_restart_rate(iters: int) -> Callable[[], float]:
     return rate
 
 
+def _bare_switch_rate(iters: int) -> Callable[[], float] | None:
+    """Bare unicorn suspended inside its OUT hook on a greenlet and resumed by the next "KVM_RUN":
+    what an exit would cost unicorn if the sim did not stop and restart it (None without greenlet)."""
+    try:
+        import greenlet   # optional: only this floor needs it (not a kvmsim dependency)
+    except ImportError:
+        return None
+    image = build_guest(_repo("guests/pio_loop.S"), None, "long64", defines={"PIO_LOOP_COUNT": iters})
+
+    def rate() -> float:
+        uc = _bare(image, False)
+        main = greenlet.getcurrent()
+
+        def on_out(u: Uc, port: int, size: int, value: int, _: object) -> None:
+            if port == 0x80:
+                main.switch(port)                    # the exit: the guest waits inside its hook
+        uc.hook_add(UC_HOOK_INSN, on_out, None, 1, 0, U.UC_X86_INS_OUT)
+        guest = greenlet.greenlet(lambda: uc.emu_start(image.entry, 1 << 40))
+        t0 = time.perf_counter()
+        while guest.switch() is not None:            # each switch back in is the next KVM_RUN
+            pass
+        return iters / (time.perf_counter() - t0)
+    return rate
+
+
 def _bare_mmio_rate(iters: int) -> Callable[[], float]:
     """Bare unicorn's MMIO floor: the same loop, the read answered by a unicorn mmio_map callback."""
     image = build_guest(_repo("guests/mmio_loop.S"), None, "long64", defines={"MMIO_LOOP_COUNT": iters})
@@ -482,9 +507,14 @@ def _group(kind: str, rounds: int) -> tuple[dict[str, list[float]], dict[str, st
         sim = _sim_rate(lambda: _sim_mmio_scenario(AB_SIM_MMIO_ITERS), AB_SIM_MMIO_ITERS)
         bare, source, devices = _bare_mmio_rate(AB_BARE_ITERS // 4), "mmio_loop.S", _MMIO_DEVICES
     contenders: dict[str, Callable[[], float]] = {"sim": sim, "bare": bare}
+    why: dict[str, str] = {}
     if kind == "pio":
         contenders["restart"] = _bare_restart_rate(AB_SIM_PIO_ITERS)
-    why: dict[str, str] = {}
+        switch = _bare_switch_rate(AB_SIM_PIO_ITERS)
+        if switch is not None:
+            contenders["switch"] = switch
+        else:
+            why["switch"] = "greenlet not installed (pip install greenlet)"
     ok, kvm_why = kvm_probe()
     if ok:
         real = _RealContenders(source, devices, AB_REAL_ITERS)
@@ -529,6 +559,8 @@ def ab_figures(rounds: int = ROUNDS) -> list[Figure]:
         if kind == "pio":
             figs.append(_ab_figure("PIO round trips (sim)", runs, "sim", "restart",
                                    "bare unicorn stop/restart per OUT", note="the floor with unicorn stopped per exit"))
+            figs.append(_ab_figure("bare unicorn, greenlet switch per OUT", runs, "switch", "restart",
+                                   "stop/restart per OUT", note=why.get("switch", "the floor without a stop per exit")))
         figs.append(_ab_figure(f"{label} round trips (C VMM, /dev/kvm)", runs, "cvmm", None, note=why.get("cvmm", "")))
         figs.append(_ab_figure(f"{label} round trips (minimal ctypes loop, /dev/kvm)", runs, "minloop", "cvmm",
                                "C VMM", note=why.get("minloop", "")))
