@@ -123,3 +123,25 @@ def test_tracefs_parses_kvm_event_lines() -> None:
     assert evs[6]["fields"] == {"vcpu_id": 0, "rip": 0x1004, "immediate_exit": True}
     assert evs[0]["pid"] == 4242 and evs[0]["comm"] == "python"
     assert parse_line("garbage") is None
+
+
+@pytest.mark.kvm
+def test_a_late_watchdog_fire_does_not_cut_the_next_run_short(kvm, binutils) -> None:
+    """The watchdog polls: it can fire just after a KVM_RUN returned.  The next run() undoes that
+    stale immediate_exit and runs the guest (no -EINTR, not timed out)."""
+    with Guest(kvm, "long64", "mov al, 1\n out 0xe1, al\n mov al, 2\n out 0xe1, al\n hlt") as g:
+        assert g.vcpu.run() == 0 and g.vcpu.mapping.run.io.port == 0xE1
+        g.vcpu._stale_fire = g.vcpu._run_gen          # what a fire for the run just ended leaves
+        g.vcpu.mapping.run.immediate_exit = 1
+        assert g.vcpu.run() == 0 and not g.vcpu.timed_out
+        assert g.vcpu.mapping.run.exit_reason == KvmExit.IO
+
+
+@pytest.mark.kvm
+def test_kick_stays_set_through_a_stale_fire(kvm, binutils) -> None:
+    """kick() asks every later KVM_RUN to return at once; undoing a stale watchdog fire keeps that."""
+    with Guest(kvm, "long64", "hlt") as g:
+        g.vcpu.kick()
+        g.vcpu._stale_fire = g.vcpu._run_gen
+        assert g.vcpu.run() == -4
+        assert g.vcpu.mapping.run.immediate_exit == 1
