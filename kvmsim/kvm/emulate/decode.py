@@ -369,9 +369,8 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
         f.end = insn_len
         ctxt.opcode_len = 1
         ctxt.intercept = 0
-        data = f.data
         if insn_len > 0 and insn is not None:
-            data[:insn_len] = insn if len(insn) == insn_len else insn[:insn_len]
+            f.data[:insn_len] = insn if len(insn) == insn_len else insn[:insn_len]
         else:
             f.end = 0
             rc = __do_insn_fetch_bytes(ctxt, 1)
@@ -380,23 +379,176 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
 
         # A decode cache sits here (decode_cache.py; the kernel has none): steps 2-9 of bytes seen before.
         key = None
-        mode = ctxt.mode
         if (_CACHE_ON and mode != X86EMUL_MODE_REAL and mode != X86EMUL_MODE_VM86
                 and not (ctxt.rex_prefix | ctxt.lock_prefix | ctxt.rep_prefix)):
             cache = ctxt.decode_cache
             if cache is None:
                 cache = decode_cache(ctxt)
-            key = (mode, emul_type & _EMULTYPE_TRAP_UD, bytes(data[:f.end]))
+            key = (mode, emul_type & _EMULTYPE_TRAP_UD, bytes(f.data[:f.end]))
             hit = cache.entries.get(key)
             if hit is not None:
                 cache.hits += 1
                 return _decode_operands(ctxt, _restore_decoded(ctxt, hit, eip0))
             cache.misses += 1
             end0 = f.end
-        rc, has_seg_override = _decode_opcode(ctxt, emul_type, eip0)
-        if rc != EMULATION_OK:
-            return rc
-        if key is not None and f.end == end0 and not ctxt.vex and not ctxt.d & _CET_RELEVANT:
+
+        # 2. default operand/address sizes
+        if mode == X86EMUL_MODE_PROT64:
+            def_op, def_ad = 4, 8
+        elif mode == X86EMUL_MODE_PROT32:
+            def_op = def_ad = 4
+        elif mode == X86EMUL_MODE_PROT16:
+            def_op = def_ad = 2
+        elif mode == X86EMUL_MODE_REAL or mode == X86EMUL_MODE_VM86:
+            cs = ctxt.ops.get_segment(ctxt, VCPU_SREG_CS)
+            def_op = def_ad = 4 if cs is not None and cs[1].d else 2
+        else:
+            return EMULATION_FAILED
+        ctxt.op_bytes, ctxt.ad_bytes = def_op, def_ad
+
+        # 3. legacy prefixes; a legacy prefix after REX cancels the REX
+        op_prefix = has_seg_override = False
+        data = f.data
+        while True:
+            ptr = f.ptr
+            if ptr < f.end:  # insn_fetch(ctxt, 1), inlined
+                b = data[ptr]
+                f.ptr = ptr + 1
+            else:
+                ctxt._eip = eip0 + ptr
+                b = insn_fetch(ctxt, 1)
+            ctxt.b = b
+            kind = _PREFIX_KIND[b]
+            if not kind:
+                break
+            if kind == _PFX_REX:
+                if mode != X86EMUL_MODE_PROT64:
+                    break
+                ctxt.rex_prefix = b
+                continue
+            if kind == _PFX_OP:
+                op_prefix = True
+                ctxt.op_bytes = def_op ^ 6
+            elif kind == _PFX_AD:
+                ctxt.ad_bytes = def_ad ^ (12 if mode == X86EMUL_MODE_PROT64 else 6)
+            elif kind == _PFX_SEG:
+                has_seg_override = True
+                ctxt.seg_override = _SEG_PREFIX[b]
+            elif kind == _PFX_LOCK:
+                ctxt.lock_prefix = 1
+            else:  # F2 / F3
+                ctxt.rep_prefix = b
+            ctxt.rex_prefix = 0
+        if ctxt.rex_prefix & 8:
+            ctxt.op_bytes = 8  # REX.W
+
+        # 4. opcode maps
+        if b == 0x0F:
+            ctxt._eip = eip0 + f.ptr
+            ctxt.opcode_len = 2
+            b = ctxt.b = insn_fetch(ctxt, 1)
+            opcode = twobyte_table[b]
+            if b == 0x38:
+                ctxt.opcode_len = 3
+                b = ctxt.b = insn_fetch(ctxt, 1)
+                opcode = opcode_map_0f_38[b]
+        else:
+            opcode = opcode_table[b]
+        d = opcode.flags
+
+        # 5. ModRM; C4/C5 are VEX (not LES/LDS) in 64-bit mode or with mod == 3
+        if d & ModRM:
+            ptr = f.ptr
+            if ptr < f.end:  # insn_fetch(ctxt, 1), inlined
+                ctxt.modrm = data[ptr]
+                f.ptr = ptr + 1
+            else:
+                ctxt._eip = eip0 + ptr
+                ctxt.modrm = insn_fetch(ctxt, 1)
+        ctxt._eip = eip0 + f.ptr
+        if ((b == 0xC4 or b == 0xC5) and ctxt.opcode_len == 1
+                and (mode == X86EMUL_MODE_PROT64 or ctxt.modrm & 0xC0 == 0xC0)):
+            ctxt.d = d
+            if ctxt.features.vex_moves:
+                vex_op = decode_vex(ctxt, op_prefix)
+                if vex_op is None:
+                    return EMULATION_FAILED
+                opcode, op_prefix = vex_op, False
+                d = ctxt.d
+            else:
+                d = NotImpl  # vex-prefixed instructions are not implemented
+
+        # 6. group mechanisms
+        while d & GroupMask:
+            kind = d & GroupMask
+            modrm = ctxt.modrm
+            if kind == Group:
+                opcode = opcode.u[(modrm >> 3) & 7]
+            elif kind == GroupDual:
+                tbl = opcode.u.mod3 if modrm >> 6 == 3 else opcode.u.mod012
+                opcode = tbl[(modrm >> 3) & 7]
+            elif kind == RMExt:
+                opcode = opcode.u[modrm & 7]
+            elif kind == Prefix:
+                if ctxt.rep_prefix and op_prefix:
+                    ctxt.d = d
+                    return EMULATION_FAILED
+                g = opcode.u
+                if op_prefix:
+                    opcode = g.pfx_66
+                else:
+                    simd = ctxt.rep_prefix
+                    if simd == 0:
+                        opcode = g.pfx_no
+                    elif simd == 0xF2:
+                        opcode = g.pfx_f2
+                    elif simd == 0xF3:
+                        opcode = g.pfx_f3
+                    else:
+                        raise KeyError(simd)
+            elif kind == Escape:
+                esc = opcode.u
+                opcode = esc.high[modrm - 0xC0] if modrm > 0xBF else esc.op[(modrm >> 3) & 7]
+            elif kind == InstrDual:
+                opcode = opcode.u.mod3 if modrm >> 6 == 3 else opcode.u.mod012
+            elif kind == ModeDual:
+                opcode = opcode.u.mode64 if mode == X86EMUL_MODE_PROT64 else opcode.u.mode32
+            d = (d & ~GroupMask) | opcode.flags
+        ctxt.d = d
+
+        # 7. branch accounting, unrecognised, CET
+        ctxt.is_branch = (opcode.flags & IsBranch) != 0
+        if d == 0:
+            return EMULATION_FAILED
+        if d & _CET_RELEVANT and _cet_blocks(ctxt):
+            return EMULATION_FAILED
+        ctxt.execute = opcode.execute
+
+        # 8. a #UD intercept only emulates EmulateOnUD opcodes
+        if emul_type & _EMULTYPE_TRAP_UD and not d & EmulateOnUD:
+            return EMULATION_FAILED
+
+        # 9. rare flags
+        if d & _RARE:
+            ctxt.check_perm = opcode.check_perm
+            ctxt.intercept = opcode.intercept
+            if d & NotImpl:
+                return EMULATION_FAILED
+            if mode == X86EMUL_MODE_PROT64:
+                if ctxt.op_bytes == 4 and d & Stack:
+                    ctxt.op_bytes = 8
+                elif d & NearBranch:
+                    ctxt.op_bytes = 8
+            if d & Op3264:
+                ctxt.op_bytes = 8 if mode == X86EMUL_MODE_PROT64 else 4
+            if d & No16 and ctxt.op_bytes == 2:
+                ctxt.op_bytes = 4
+            if d & Sse:
+                ctxt.op_bytes = 32 if ctxt.vex and ctxt.vex_l else 16
+            elif d & Mmx:
+                ctxt.op_bytes = 8
+
+        if key is not None and f.end == end0 and not ctxt.vex and not d & _CET_RELEVANT:
             cache.store(key, ctxt, has_seg_override)
         return _decode_operands(ctxt, has_seg_override)
     except FetchFailed as e:  # insn_fetch's `goto done`
@@ -408,169 +560,6 @@ def _decode_failed(ctxt: X86EmulateCtxt, rc: int) -> int:
     if rc == X86EMUL_PROPAGATE_FAULT:
         ctxt.have_exception = True
     return EMULATION_FAILED
-
-
-def _decode_opcode(ctxt: X86EmulateCtxt, emul_type: int, eip0: int) -> tuple[int, bool]:
-    """Steps 2-9: (EMULATION_OK or EMULATION_FAILED, whether a segment prefix was seen)."""
-    mode = ctxt.mode
-    f = ctxt.fetch
-    # 2. default operand/address sizes
-    if mode == X86EMUL_MODE_PROT64:
-        def_op, def_ad = 4, 8
-    elif mode == X86EMUL_MODE_PROT32:
-        def_op = def_ad = 4
-    elif mode == X86EMUL_MODE_PROT16:
-        def_op = def_ad = 2
-    elif mode == X86EMUL_MODE_REAL or mode == X86EMUL_MODE_VM86:
-        cs = ctxt.ops.get_segment(ctxt, VCPU_SREG_CS)
-        def_op = def_ad = 4 if cs is not None and cs[1].d else 2
-    else:
-        return EMULATION_FAILED, False
-    ctxt.op_bytes, ctxt.ad_bytes = def_op, def_ad
-
-    # 3. legacy prefixes; a legacy prefix after REX cancels the REX
-    op_prefix = has_seg_override = False
-    data = f.data
-    while True:
-        ptr = f.ptr
-        if ptr < f.end:  # insn_fetch(ctxt, 1), inlined
-            b = data[ptr]
-            f.ptr = ptr + 1
-        else:
-            ctxt._eip = eip0 + ptr
-            b = insn_fetch(ctxt, 1)
-        ctxt.b = b
-        kind = _PREFIX_KIND[b]
-        if not kind:
-            break
-        if kind == _PFX_REX:
-            if mode != X86EMUL_MODE_PROT64:
-                break
-            ctxt.rex_prefix = b
-            continue
-        if kind == _PFX_OP:
-            op_prefix = True
-            ctxt.op_bytes = def_op ^ 6
-        elif kind == _PFX_AD:
-            ctxt.ad_bytes = def_ad ^ (12 if mode == X86EMUL_MODE_PROT64 else 6)
-        elif kind == _PFX_SEG:
-            has_seg_override = True
-            ctxt.seg_override = _SEG_PREFIX[b]
-        elif kind == _PFX_LOCK:
-            ctxt.lock_prefix = 1
-        else:  # F2 / F3
-            ctxt.rep_prefix = b
-        ctxt.rex_prefix = 0
-    if ctxt.rex_prefix & 8:
-        ctxt.op_bytes = 8  # REX.W
-
-    # 4. opcode maps
-    if b == 0x0F:
-        ctxt._eip = eip0 + f.ptr
-        ctxt.opcode_len = 2
-        b = ctxt.b = insn_fetch(ctxt, 1)
-        opcode = twobyte_table[b]
-        if b == 0x38:
-            ctxt.opcode_len = 3
-            b = ctxt.b = insn_fetch(ctxt, 1)
-            opcode = opcode_map_0f_38[b]
-    else:
-        opcode = opcode_table[b]
-    d = opcode.flags
-
-    # 5. ModRM; C4/C5 are VEX (not LES/LDS) in 64-bit mode or with mod == 3
-    if d & ModRM:
-        ptr = f.ptr
-        if ptr < f.end:  # insn_fetch(ctxt, 1), inlined
-            ctxt.modrm = data[ptr]
-            f.ptr = ptr + 1
-        else:
-            ctxt._eip = eip0 + ptr
-            ctxt.modrm = insn_fetch(ctxt, 1)
-    ctxt._eip = eip0 + f.ptr
-    if ((b == 0xC4 or b == 0xC5) and ctxt.opcode_len == 1
-            and (mode == X86EMUL_MODE_PROT64 or ctxt.modrm & 0xC0 == 0xC0)):
-        ctxt.d = d
-        if ctxt.features.vex_moves:
-            vex_op = decode_vex(ctxt, op_prefix)
-            if vex_op is None:
-                return EMULATION_FAILED, False
-            opcode, op_prefix = vex_op, False
-            d = ctxt.d
-        else:
-            d = NotImpl  # vex-prefixed instructions are not implemented
-
-    # 6. group mechanisms
-    while d & GroupMask:
-        kind = d & GroupMask
-        modrm = ctxt.modrm
-        if kind == Group:
-            opcode = opcode.u[(modrm >> 3) & 7]
-        elif kind == GroupDual:
-            tbl = opcode.u.mod3 if modrm >> 6 == 3 else opcode.u.mod012
-            opcode = tbl[(modrm >> 3) & 7]
-        elif kind == RMExt:
-            opcode = opcode.u[modrm & 7]
-        elif kind == Prefix:
-            if ctxt.rep_prefix and op_prefix:
-                ctxt.d = d
-                return EMULATION_FAILED, False
-            g = opcode.u
-            if op_prefix:
-                opcode = g.pfx_66
-            else:
-                simd = ctxt.rep_prefix
-                if simd == 0:
-                    opcode = g.pfx_no
-                elif simd == 0xF2:
-                    opcode = g.pfx_f2
-                elif simd == 0xF3:
-                    opcode = g.pfx_f3
-                else:
-                    raise KeyError(simd)
-        elif kind == Escape:
-            esc = opcode.u
-            opcode = esc.high[modrm - 0xC0] if modrm > 0xBF else esc.op[(modrm >> 3) & 7]
-        elif kind == InstrDual:
-            opcode = opcode.u.mod3 if modrm >> 6 == 3 else opcode.u.mod012
-        elif kind == ModeDual:
-            opcode = opcode.u.mode64 if mode == X86EMUL_MODE_PROT64 else opcode.u.mode32
-        d = (d & ~GroupMask) | opcode.flags
-    ctxt.d = d
-
-    # 7. branch accounting, unrecognised, CET
-    ctxt.is_branch = (opcode.flags & IsBranch) != 0
-    if d == 0:
-        return EMULATION_FAILED, False
-    if d & _CET_RELEVANT and _cet_blocks(ctxt):
-        return EMULATION_FAILED, False
-    ctxt.execute = opcode.execute
-
-    # 8. a #UD intercept only emulates EmulateOnUD opcodes
-    if emul_type & _EMULTYPE_TRAP_UD and not d & EmulateOnUD:
-        return EMULATION_FAILED, False
-
-    # 9. rare flags
-    if d & _RARE:
-        ctxt.check_perm = opcode.check_perm
-        ctxt.intercept = opcode.intercept
-        if d & NotImpl:
-            return EMULATION_FAILED, False
-        if mode == X86EMUL_MODE_PROT64:
-            if ctxt.op_bytes == 4 and d & Stack:
-                ctxt.op_bytes = 8
-            elif d & NearBranch:
-                ctxt.op_bytes = 8
-        if d & Op3264:
-            ctxt.op_bytes = 8 if mode == X86EMUL_MODE_PROT64 else 4
-        if d & No16 and ctxt.op_bytes == 2:
-            ctxt.op_bytes = 4
-        if d & Sse:
-            ctxt.op_bytes = 32 if ctxt.vex and ctxt.vex_l else 16
-        elif d & Mmx:
-            ctxt.op_bytes = 8
-
-    return EMULATION_OK, has_seg_override
 
 
 def _decode_operands(ctxt: X86EmulateCtxt, has_seg_override: bool) -> int:
