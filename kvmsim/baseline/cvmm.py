@@ -32,6 +32,8 @@ def build() -> tuple[Path | None, str]:
     cc = compiler()
     if cc is None:
         return None, "no C compiler (cc/gcc, or $CC) on PATH"
+    if not SOURCE.is_file():
+        return None, f"{SOURCE} is missing from this install"
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
