@@ -51,6 +51,7 @@ EFLAGS_RF = 1 << 16
 EFLAGS_VM = event.EFLAGS_VM
 # MSRs that hold a linear address; WRMSR of a non-canonical value is #GP (SDM WRMSR).
 MSR_TSC_AUX = 0xC0000103
+_NULLABLE_SEGS = ("es", "ds", "fs", "gs")    # data segment registers IRET to an outer ring may null
 CANONICAL_MSRS = frozenset({0xC0000100, 0xC0000101, 0xC0000102, 0x175, 0x176})
 # KVM's exception bitmap with EPT on (vmx update_exception_bitmap); KVM adds #GP for the VMware backdoor.
 DEFAULT_EXCEPTION_BITMAP = frozenset({Vector.UD, Vector.MC, Vector.AC})
@@ -578,10 +579,17 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         return not (bits >> (port & 7)) & ((1 << size) - 1)
 
     def _iret(self, dec: _Decoded) -> bool:
-        """IRET runs natively; it unblocks NMIs, and with NMI-window exiting the CPU exits right after."""
+        """IRET runs natively; it unblocks NMIs, and with NMI-window exiting the CPU exits right after.
+        A return to an outer ring nulls each data segment register its DPL no longer allows (SDM
+        IRET: only the selector); the hidden base stays, which 64-bit mode still uses for FS and GS.
+        QEMU zeroes the whole cache instead, so the bases are put back."""
         blocked = self.vmcs.guest_interruptibility_info & GUEST_INTR_STATE_NMI
+        before = [(sc, sc.selector, sc.base) for sc in map(self._cache, _NULLABLE_SEGS)]
         if self._step_native(self.linear_rip()):
             return True
+        for sc, selector, base in before:
+            if sc.selector == 0 and sc.flags == 0 and selector & 0xFFFC:
+                sc.base = base
         if blocked:
             self.vmcs.guest_interruptibility_info &= ~GUEST_INTR_STATE_NMI
             if self.vmcs.cpu_based_vm_exec_control & CPU_BASED_NMI_WINDOW_EXITING:
