@@ -20,7 +20,7 @@ from unicorn import unicorn_const as UCC
 
 from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
-from unicorn.x86_const import UC_X86_INS_RDTSC, UC_X86_REG_RAX, UC_X86_REG_RDX
+from unicorn.x86_const import UC_X86_INS_RDTSC, UC_X86_INS_RDTSCP, UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RDX
 
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import ctrlregs, event, fixups, paging, quirks
@@ -50,6 +50,8 @@ PAUSE_CYCLES = 140    # PAUSE latency on Skylake and later (Intel optimization m
 EFLAGS_RF = 1 << 16
 EFLAGS_VM = event.EFLAGS_VM
 # MSRs that hold a linear address; WRMSR of a non-canonical value is #GP (SDM WRMSR).
+MSR_TSC_AUX = 0xC0000103
+_NULLABLE_SEGS = ("es", "ds", "fs", "gs")    # data segment registers IRET to an outer ring may null
 CANONICAL_MSRS = frozenset({0xC0000100, 0xC0000101, 0xC0000102, 0x175, 0x176})
 # KVM's exception bitmap with EPT on (vmx update_exception_bitmap); KVM adds #GP for the VMware backdoor.
 DEFAULT_EXCEPTION_BITMAP = frozenset({Vector.UD, Vector.MC, Vector.AC})
@@ -143,13 +145,17 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if status:
             raise UcError(status)
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
-        # RDTSC reads the virtual TSC (TSC offsetting over retired instructions), raw like the hook above.
+        # RDTSC and RDTSCP read the virtual TSC (TSC offsetting over retired instructions), raw like
+        # the hook above; RDTSCP also reads IA32_TSC_AUX, which KVM loads into the CPU.
         self._rdtsc_cb = HOOK_INSN_CPUID_CFUNC(self._on_rdtsc_raw)
-        self._rdtsc_hook = uc_hook_h()
-        status = uclib.uc_hook_add(self._uch, ctypes.byref(self._rdtsc_hook), UCC.UC_HOOK_INSN, self._rdtsc_cb,
-                                   None, ctypes.c_uint64(1), ctypes.c_uint64(0), ctypes.c_int(UC_X86_INS_RDTSC))
-        if status:
-            raise UcError(status)
+        self._rdtscp_cb = HOOK_INSN_CPUID_CFUNC(self._on_rdtscp_raw)
+        self._rdtsc_hook, self._rdtscp_hook = uc_hook_h(), uc_hook_h()
+        for hook, cb, insn in ((self._rdtsc_hook, self._rdtsc_cb, UC_X86_INS_RDTSC),
+                               (self._rdtscp_hook, self._rdtscp_cb, UC_X86_INS_RDTSCP)):
+            status = uclib.uc_hook_add(self._uch, ctypes.byref(hook), UCC.UC_HOOK_INSN, cb,
+                                       None, ctypes.c_uint64(1), ctypes.c_uint64(0), ctypes.c_int(insn))
+            if status:
+                raise UcError(status)
         self.uc = uc
         self._trap_power_on()
         self._dbg_power_on()
@@ -176,7 +182,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if isinstance(callbacks, dict):
             callbacks.clear()                          # drops the bound methods: the cycle is broken
         self._unmapped_cb = self._unmapped_hook = None
-        self._rdtsc_cb = self._rdtsc_hook = None
+        self._rdtsc_cb = self._rdtsc_hook = self._rdtscp_cb = self._rdtscp_hook = None
         self._trap_init()
         self._ro_init()
         self._cs_limit_init()
@@ -573,10 +579,17 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         return not (bits >> (port & 7)) & ((1 << size) - 1)
 
     def _iret(self, dec: _Decoded) -> bool:
-        """IRET runs natively; it unblocks NMIs, and with NMI-window exiting the CPU exits right after."""
+        """IRET runs natively; it unblocks NMIs, and with NMI-window exiting the CPU exits right after.
+        A return to an outer ring nulls each data segment register its DPL no longer allows (SDM
+        IRET: only the selector); the hidden base stays, which 64-bit mode still uses for FS and GS.
+        QEMU zeroes the whole cache instead, so the bases are put back."""
         blocked = self.vmcs.guest_interruptibility_info & GUEST_INTR_STATE_NMI
+        before = [(sc, sc.selector, sc.base) for sc in map(self._cache, _NULLABLE_SEGS)]
         if self._step_native(self.linear_rip()):
             return True
+        for sc, selector, base in before:
+            if sc.selector == 0 and sc.flags == 0 and selector & 0xFFFC:
+                sc.base = base
         if blocked:
             self.vmcs.guest_interruptibility_info &= ~GUEST_INTR_STATE_NMI
             if self.vmcs.cpu_based_vm_exec_control & CPU_BASED_NMI_WINDOW_EXITING:
@@ -802,6 +815,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         tsc = (now + self.vmcs.tsc_offset) & ((1 << 64) - 1)
         self.uc.reg_write(UC_X86_REG_RAX, tsc & 0xFFFF_FFFF)
         self.uc.reg_write(UC_X86_REG_RDX, tsc >> 32)
+        return 1
+
+    def _on_rdtscp_raw(self, uch: object, key: object) -> int:
+        """RDTSCP: RDTSC's EDX:EAX, and ECX = IA32_TSC_AUX[31:0] (unicorn's would be the host clock)."""
+        self._on_rdtsc_raw(uch, key)
+        self.uc.reg_write(UC_X86_REG_RCX, self.uc.msr_read(MSR_TSC_AUX) & 0xFFFF_FFFF)
         return 1
 
     def request_stop(self) -> None:

@@ -13,6 +13,7 @@ from typing import Protocol
 from kvmsim.hw.vmcs import IntrType, Vector
 
 CONTRIBUTORY = frozenset({Vector.DE, Vector.TS, Vector.NP, Vector.SS, Vector.GP})
+TSS64_RSP0, TSS64_IST1 = 0x4, 0x24     # 64-bit TSS: RSP0-2 at 4, a reserved qword, IST1-7 at 0x24 (SDM fig. 8-11)
 EFLAGS_TF, EFLAGS_IF, EFLAGS_NT, EFLAGS_RF, EFLAGS_VM, EFLAGS_AC = 1 << 8, 1 << 9, 1 << 14, 1 << 16, 1 << 17, 1 << 18
 
 
@@ -119,8 +120,8 @@ def _deliver_once(cpu: EventCpu, vector: int, itype: IntrType, error_code: int |
     ist = (lo >> 32) & 7 if long_mode else 0
     if long_mode:
         if inner or ist:
-            rsp = cpu.read_linear(cpu.segment("tr").base + (0x1C + 8 * (ist - 1) if ist else 4 + 8 * dpl), 8,
-                                  user=False)
+            slot = TSS64_IST1 + 8 * (ist - 1) if ist else TSS64_RSP0 + 8 * dpl
+            rsp = cpu.read_linear(cpu.segment("tr").base + slot, 8, user=False)
         else:
             rsp = cpu.reg("rsp")
         rsp &= ~0xF

@@ -136,6 +136,7 @@ _FIXUP_OPCODES = [
     rb"\x0f[\xbc\xbd]",                                                  # BSF/BSR
     rb"\x0f\x01[\x00-\x0f\x40-\x4f\x80-\x8f]",                           # SGDT/SIDT
     rb"\x0f\xae" + _MEM, rb"[\xd9\xdd][\x30-\x3f\x70-\x7f\xb0-\xbf]",          # FXSAVE/XSAVE/FNSTENV/FNSAVE
+    rb"\x0f[\x05\x07\x34]",                                              # SYSCALL, SYSRET, SYSENTER
 ]
 # Data segment loads (MOV Sreg, POP DS/ES/FS/GS, LDS/LES/LFS/LGS/LSS): segcheck.py looks at what
 # they loaded before the next instruction runs.

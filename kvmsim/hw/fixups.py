@@ -27,7 +27,7 @@ from capstone.x86_const import (X86_OP_MEM, X86_REG_BP, X86_REG_EBP, X86_REG_ESP
                                 X86_REG_RBP, X86_REG_RSP, X86_REG_SP, X86_REG_SS)
 from unicorn import UcError
 
-from kvmsim.hw import paging
+from kvmsim.hw import fastsys, paging
 from kvmsim.hw.vmcs import Vector
 
 if TYPE_CHECKING:
@@ -417,6 +417,16 @@ def _run_fxstate(cpu: "SiliconVcpu", code: bytes, length: int) -> bool:
     return step(cpu, length)
 
 
+# ------------------------------------------------------------------ SYSCALL, SYSRET, SYSENTER (fastsys.py)
+
+def _two_byte(opcode: bytes) -> Callable[[bytes, str], int | None]:
+    """match() of a two-byte opcode with no operands: its length when it follows the prefixes."""
+    def match(code: bytes, mode: str) -> int | None:
+        i = split_prefixes(code, mode).op
+        return i + 2 if code[i:i + 2] == opcode else None
+    return match
+
+
 FIXUPS: tuple[Fixup, ...] = (
     Fixup("lock-ud", (), _match_lock_ud, _run_lock_ud,
           "QEMU 5 ignores LOCK on MOV and other non-lockable instructions; the CPU raises #UD", prefix=0xF0),
@@ -434,6 +444,12 @@ FIXUPS: tuple[Fixup, ...] = (
           "QEMU honours 0x66 on SGDT/SIDT in 64-bit mode (24-bit base)"),
     Fixup("fxstate-mmio", (b"\x0f\xae", b"\xd9", b"\xdd"), _match_fxstate, _run_fxstate,
           "QEMU's FXSAVE/XSAVE/FNSAVE helpers complete past an access without a memslot"),
+    Fixup("syscall", (b"\x0f\x05",), _two_byte(b"\x0f\x05"), fastsys.run_syscall,
+          "unicorn's SYSCALL only calls hooks; Intel's is #UD outside 64-bit mode"),
+    Fixup("sysret", (b"\x0f\x07",), _two_byte(b"\x0f\x07"), fastsys.run_sysret,
+          "QEMU runs SYSRET outside 64-bit mode and to a non-canonical RCX; Intel's is #UD / #GP(0)"),
+    Fixup("sysenter", (b"\x0f\x34",), _two_byte(b"\x0f\x34"), fastsys.run_sysenter,
+          "unicorn's SYSENTER only calls hooks"),
 )
 
 

@@ -228,6 +228,14 @@ class CpuState:
         self.uc.msr_write(MSR_EFER, (value & ~paging.EFER_LMA) | lma)
         self._state_changed()
 
+    def load_msr(self, index: int, value: int) -> None:
+        """KVM loads a guest MSR value into the CPU (SYSCALL's STAR/LSTAR/CSTAR/FMASK, TSC_AUX)."""
+        (self.uc or self._power_on()).msr_write(index, value)
+
+    def msr(self, index: int) -> int:
+        """An MSR as the CPU holds it (the ones load_msr writes, FS/GS bases, SYSENTER_*)."""
+        return (self.uc or self._power_on()).msr_read(index)
+
     def gdtr(self) -> tuple[int, int]:
         return self._env.gdt.base, self._env.gdt.limit
 

@@ -3,7 +3,9 @@
 kvmsim has one CPU model (the sim's default CPUID table, or the host's KVM_GET_SUPPORTED_CPUID on
 /dev/kvm), so MODEL is not applied; the `+feat`/`-feat` flags it knows set or clear their CPUID
 bit in that table, as QEMU would in the model it builds (e.g. xapic's `-x2apic` hides x2APIC).
-A flag not in CPU_FEATURES is left as the table has it (listed in the test's log).
+A flag not in CPU_FEATURES is left as the table has it (listed in the test's log).  `vendor=NAME`
+writes the 12-character vendor string into leaf 0, as QEMU's vendor property does (syscall's
+`vendor=AuthenticAMD` makes KVM emulate SYSCALL in compatibility mode, which Intel refuses).
 """
 
 from __future__ import annotations
@@ -35,12 +37,29 @@ def feature_flags(cpu: str | None) -> list[tuple[str, bool]]:
     return out
 
 
+def vendor_regs(vendor: str) -> dict[str, int] | None:
+    """Leaf 0's EBX, EDX, ECX for a 12-character vendor string (None if it is not 12 ASCII characters)."""
+    raw = vendor.encode("ascii", "replace")
+    if len(raw) != 12:
+        return None
+    ebx, edx, ecx = (int.from_bytes(raw[i:i + 4], "little") for i in (0, 4, 8))
+    return {"ebx": ebx, "ecx": ecx, "edx": edx}
+
+
 def cpuid_overrides(cpu: str | None, base: Iterable[Any]) -> tuple[list[dict[str, int]], list[str]]:
     """The kvm.cpuid list entries that apply -cpu's known flags to `base` (kvm_cpuid_entry2s),
     and the flags that were not applied."""
     regs = {(e.function, e.index): {r: getattr(e, r) for r in ("eax", "ebx", "ecx", "edx")} for e in base}
     touched: dict[tuple[int, int], set[str]] = {}
     ignored: list[str] = []
+    for part in (cpu or "").split(",")[1:]:
+        if part.startswith("vendor="):
+            vendor = vendor_regs(part.split("=", 1)[1])
+            if vendor is None or (0, 0) not in regs:
+                ignored.append(part)
+                continue
+            regs[(0, 0)].update(vendor)
+            touched.setdefault((0, 0), set()).update(vendor)
     for name, on in feature_flags(cpu):
         if name not in CPU_FEATURES or CPU_FEATURES[name][:2] not in regs:
             ignored.append(("+" if on else "-") + name)

@@ -50,12 +50,23 @@ def kvm_find_cpuid_entry_index(vcpu: KvmVcpu, function: int, index: int) -> KvmC
     return None
 
 
+def guest_cpuid_is_amd_compatible(vcpu: KvmVcpu) -> bool:
+    """vcpu->arch.is_amd_compatible: the vendor string of leaf 0 is AMD's or Hygon's."""
+    basic = kvm_find_cpuid_entry_index(vcpu, 0, 0)
+    return basic is not None and (basic.ebx, basic.edx, basic.ecx) in _AMD_LIKE
+
+
+def guest_cpuid_is_intel_compatible(vcpu: KvmVcpu) -> bool:
+    """Every vendor that is not AMD-compatible gets Intel's rules."""
+    return not guest_cpuid_is_amd_compatible(vcpu)
+
+
 def get_out_of_range_cpuid_entry(vcpu: KvmVcpu, function: int, index: int) -> tuple[KvmCpuidEntry2 | None, int]:
     """cpuid.c: a leaf above its class's maximum (or in a class that does not exist) reads as the
     max basic leaf, with the requested index; AMD and Hygon vendor strings get zeros instead.
     Returns (entry, the function whose leaf-specific rules apply: the max basic leaf when redirected)."""
     basic = kvm_find_cpuid_entry_index(vcpu, 0, 0)
-    if basic is None or (basic.ebx, basic.edx, basic.ecx) in _AMD_LIKE:
+    if basic is None or guest_cpuid_is_amd_compatible(vcpu):
         return None, function
     if 0x40000000 <= function <= 0x4FFFFFFF:
         cls = kvm_find_cpuid_entry_index(vcpu, function & 0xFFFFFF00, 0)

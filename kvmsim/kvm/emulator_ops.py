@@ -321,7 +321,7 @@ class VcpuEmulateOps:
         return self._cpuid_bit(7, 2, 22)
 
     def guest_cpuid_is_intel_compatible(self, ctxt) -> bool:
-        return True
+        return cpuid.guest_cpuid_is_intel_compatible(self.vcpu)
 
     def set_nmi_mask(self, ctxt, masked: bool) -> None:
         kvm_x86_ops.set_nmi_mask(self.vcpu, masked)

@@ -2,13 +2,15 @@
 
 In-kernel MSRs are a table (index → default); an index KVM does not know is
 KVM_MSR_RET_UNSUPPORTED: #GP, or KVM_EXIT_X86_RDMSR/WRMSR when userspace asked for
-KVM_MSR_EXIT_REASON_UNKNOWN with KVM_CAP_X86_USER_SPACE_MSR.
+KVM_MSR_EXIT_REASON_UNKNOWN with KVM_CAP_X86_USER_SPACE_MSR.  The checks __kvm_set_msr makes
+before any handler (canonical addresses, TSC_AUX) come first; the speculation-control MSRs, which
+exist only when the guest's CPUID has their feature, are in msr_spec.py.
 """
 
 from __future__ import annotations
 
 from kvmsim.hw.apicdef import APIC_BASE_RESET
-from kvmsim.kvm import cr, lapic
+from kvmsim.kvm import cpuid, cr, lapic, msr_spec
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.x86_exception import kvm_complete_insn_gp
 from kvmsim.probe import kfunc, tracepoint
@@ -39,9 +41,41 @@ KVM_MSRS: dict[int, int] = {
 # vmx_vcpu_create: MSRs whose intercepts are disabled in the MSR bitmap (no VM exit).
 VMX_PASSTHROUGH_MSRS = frozenset({0xC0000100, 0xC0000101, 0xC0000102, 0x174, 0x175, 0x176})
 
+MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE = 0xC0000100, 0xC0000101, 0xC0000102
+MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SYSCALL_MASK = 0xC0000081, 0xC0000082, 0xC0000083, 0xC0000084
+MSR_TSC_AUX = 0xC0000103
+# __kvm_set_msr: these hold a linear address; a non-canonical one is #GP (for the host's
+# virtual-address width, max_host_virt_addr_bits: 48 on the modelled host, which has no LA57).
+CANONICAL_ADDRESS_MSRS = frozenset({MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, MSR_CSTAR, MSR_LSTAR})
+# vmx_uret_msrs_list: guest values KVM loads into the CPU before VM entry (kvm_set_user_return_msr),
+# so SYSCALL, SYSRET and RDTSCP executed by the guest use them without an exit.
+VMX_URET_MSRS = frozenset({MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SYSCALL_MASK, MSR_TSC_AUX})
+# kvm_get/set_msr_common: the legacy performance-counter MSRs (K7 PERFCTR/EVNTSEL 0-3, P6 PERFCTR/
+# EVNTSEL 0-1) read 0 and ignore writes when no vPMU claims them (kvm_pmu_is_valid_msr; kvmsim
+# models no PMU), so a guest may reset counters it has not probed.
+LEGACY_PMU_MSRS = frozenset({*range(0xC0010000, 0xC0010008), 0xC1, 0xC2, 0x186, 0x187})
+X86_FEATURE_RDTSCP = (0x80000001, 0, "edx", 27)
+X86_FEATURE_RDPID = (0x7, 0, "ecx", 22)
 
-def kvm_get_msr(vcpu: KvmVcpu, index: int) -> tuple[int, int]:
+
+def is_noncanonical_msr_address(data: int) -> bool:
+    return (data >> 47) not in (0, 0x1FFFF)
+
+
+def _tsc_aux_allowed(vcpu: KvmVcpu, host_initiated: bool) -> bool:
+    """MSR_TSC_AUX exists for the guest when its CPUID has RDTSCP or RDPID."""
+    return host_initiated or cr.guest_cpuid_has(vcpu, *X86_FEATURE_RDTSCP) or \
+        cr.guest_cpuid_has(vcpu, *X86_FEATURE_RDPID)
+
+
+def kvm_get_msr(vcpu: KvmVcpu, index: int, host_initiated: bool = False) -> tuple[int, int]:
     """(0, value), (1, 0) for #GP, or (KVM_MSR_RET_UNSUPPORTED, 0)."""
+    if index == MSR_TSC_AUX and not _tsc_aux_allowed(vcpu, host_initiated):
+        return 1, 0
+    if index in msr_spec.SPEC_MSRS:
+        return msr_spec.get(vcpu, index, host_initiated)
+    if index in LEGACY_PMU_MSRS:
+        return 0, 0
     if 0x800 <= index <= 0x8FF and vcpu.arch.apic is not None:     # x2APIC registers
         return lapic.kvm_x2apic_msr_read(vcpu, index)
     if index == lapic.MSR_IA32_TSC_DEADLINE and vcpu.arch.apic is not None:
@@ -58,6 +92,19 @@ def kvm_get_msr(vcpu: KvmVcpu, index: int) -> tuple[int, int]:
 
 
 def kvm_set_msr(vcpu: KvmVcpu, index: int, data: int, host_initiated: bool = False) -> int:
+    """0, 1 for #GP, or KVM_MSR_RET_UNSUPPORTED.  Steps as __kvm_set_msr, then kvm_set_msr_common."""
+    if index in CANONICAL_ADDRESS_MSRS and is_noncanonical_msr_address(data):      # 1
+        return 1
+    if index == MSR_TSC_AUX:
+        if not _tsc_aux_allowed(vcpu, host_initiated):
+            return 1
+        if cpuid.guest_cpuid_is_intel_compatible(vcpu) and data >> 32:    # bits 63:32 reserved (SDM)
+            return 1
+        data &= 0xFFFF_FFFF
+    if index in msr_spec.SPEC_MSRS:
+        return msr_spec.set(vcpu, index, data, host_initiated)
+    if index in LEGACY_PMU_MSRS:
+        return 0                            # (a non-zero value is kvm_pr_unimpl_wrmsr's log line)
     if 0x800 <= index <= 0x8FF and vcpu.arch.apic is not None:
         return lapic.kvm_x2apic_msr_write(vcpu, index, data)
     if index == lapic.MSR_IA32_TSC_DEADLINE and vcpu.arch.apic is not None:
@@ -74,6 +121,8 @@ def kvm_set_msr(vcpu: KvmVcpu, index: int, data: int, host_initiated: bool = Fal
         if set_efer(vcpu, data):
             return 1
     vcpu.arch.msrs[index] = data
+    if index in VMX_URET_MSRS:
+        vcpu.hw.load_msr(index, data)       # kvm_set_user_return_msr: the CPU uses it from now on
     return 0
 
 

@@ -225,3 +225,18 @@ def test_census_reaches_kernel_counts() -> None:
 def test_bench_helper_is_fast_enough() -> None:
     # Target is >= 20,000/s on an idle core (measured ~30k); keep the test robust under load.
     assert bench_emulated_insns(0.3) >= 5000
+
+
+def test_mmx_operand_with_a_pending_x87_exception_is_mf() -> None:
+    """flush_pending_x87_faults: before reading an MMX register KVM's FWAIT raises #MF when an
+    unmasked x87 exception is pending (FSW.ES); with none pending the MOVQ runs."""
+    insn = bytes.fromhex("0f7f03")  # movq [rbx], mm0
+    ops, ctxt = machine()
+    ops.mm[0], ops.fsw = 0x1122334455667788, 0x0080 | 0x0004   # ES | ZE: 0/0 with ZM unmasked
+    assert run_insn(ctxt, insn).rc == C.EMULATION_OK and ctxt.have_exception
+    assert ctxt.exception.vector == C.MF_VECTOR and not ctxt.exception.error_code_valid
+    assert ops.mem[0x4000:0x4008] == bytes(8)
+    ops, ctxt = machine()
+    ops.mm[0], ops.fsw = 0x1122334455667788, 0x0004                # flag set but masked: no ES
+    assert run_insn(ctxt, insn).rc == C.EMULATION_OK and not ctxt.have_exception
+    assert ops.mem[0x4000:0x4008] == (0x1122334455667788).to_bytes(8, "little")

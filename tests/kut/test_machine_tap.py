@@ -69,3 +69,15 @@ def test_cpu_flags_become_cpuid_overrides() -> None:
                        {"function": 7, "index": 0, "ecx": 1 << 2}]             # UMIP
     assert ignored == ["+host-phys-bits"]
     assert cpuid_overrides(None, base) == ([], [])
+
+
+def test_cpu_vendor_becomes_the_leaf0_vendor_string() -> None:
+    """syscall's `-cpu Opteron_G1,vendor=AuthenticAMD`: QEMU's vendor property sets leaf 0."""
+    from kvmsim.kut.cpu import cpuid_overrides
+    from kvmsim.uapi import KvmCpuidEntry2
+    base = [KvmCpuidEntry2(function=0, index=0, flags=0, eax=0xD, ebx=0, ecx=0, edx=0)]
+    entries, ignored = cpuid_overrides("Opteron_G1,vendor=AuthenticAMD,vendor=short", base)
+    e = entries[0]
+    raw = b"".join(e[r].to_bytes(4, "little") for r in ("ebx", "edx", "ecx"))
+    assert (e["function"], e["index"], raw) == (0, 0, b"AuthenticAMD")
+    assert ignored == ["vendor=short"]

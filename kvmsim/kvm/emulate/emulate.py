@@ -10,7 +10,7 @@ REP with rCX == 0; 4 operand reads through segmented_read; 5 intercept POST_MEMA
 from __future__ import annotations
 
 from .codes import (EMULATION_FAILED, EMULATION_INTERCEPTED, EMULATION_OK, EMULATION_RESTART,
-                    OP_MEM, OP_MM, OP_NONE, OP_REG, PF_VECTOR, PFERR_WRITE_MASK, REPE_PREFIX,
+                    MF_VECTOR, OP_MEM, OP_MM, OP_NONE, OP_REG, PF_VECTOR, PFERR_WRITE_MASK, REPE_PREFIX,
                     REPNE_PREFIX, VCPU_REGS_RAX, VCPU_REGS_RCX, VCPU_REGS_RDI,
                     VCPU_REGS_RSI, X86_CR0_EM, X86_CR0_TS, X86_CR4_OSFXSR, X86_CR4_OSXSAVE,
                     X86_EFLAGS_CF, X86_EFLAGS_DF, X86_EFLAGS_OF, X86_EFLAGS_RF,
@@ -27,13 +27,14 @@ from .flags import (CheckPerm, DstDI, DstMask, Fastop, ImplicitOps, Intercept, M
                     SrcWrite, Sse, String, Undefined, Lock)
 from kvmsim.probe import kfunc
 
-from .memaccess import (SegmentedAddress, address_mask, emulate_gp, emulate_nm, emulate_ud,
+from .memaccess import (SegmentedAddress, address_mask, emulate_exception, emulate_gp, emulate_nm, emulate_ud,
                         register_address, register_address_increment, segmented_read,
                         writeback)
 from .ops import X86InstructionInfo, X86InterceptStage
 from .segments import jmp_rel
 
 U64 = 0xFFFFFFFFFFFFFFFF
+X87_FSW_ES = 1 << 7        # x87 status word: error summary (an unmasked exception is pending)
 _RARE = No64 | Undefined | Sse | Mmx | Intercept | CheckPerm | Priv | Prot | String
 _REP_RCX_ZERO = -2   # _rare_checks: a REP string with rCX == 0 is finished (the kernel's "goto done")
 
@@ -77,6 +78,14 @@ def string_addr_inc(ctxt: X86EmulateCtxt, reg: int, op) -> None:  # type: ignore
     op.ea = register_address(ctxt, reg)
 
 
+def flush_pending_x87_faults(ctxt: X86EmulateCtxt) -> int:
+    """KVM runs FWAIT on the guest's x87 state before touching MMX registers: an unmasked x87
+    exception still pending (FSW.ES) is #MF.  (The host's FWAIT is modelled by that bit.)"""
+    if ctxt.ops.fpu_fnstsw(ctxt) & X87_FSW_ES:
+        return emulate_exception(ctxt, MF_VECTOR, 0, False)
+    return X86EMUL_CONTINUE
+
+
 def _rare_checks(ctxt: X86EmulateCtxt, check_intercepts: bool) -> int | None:
     """Step 3. Returns an X86EMUL_* code to stop with, _REP_RCX_ZERO for REP rCX == 0."""
     ops, d = ctxt.ops, ctxt.d
@@ -90,7 +99,10 @@ def _rare_checks(ctxt: X86EmulateCtxt, check_intercepts: bool) -> int | None:
             return emulate_ud(ctxt)
         if cr0 & X86_CR0_TS:
             return emulate_nm(ctxt)
-        if d & Mmx:  # Simplified: no pending x87 faults in the model (fwait never #MFs)
+        if d & Mmx:
+            rc = flush_pending_x87_faults(ctxt)
+            if rc != X86EMUL_CONTINUE:
+                return rc
             for op in (ctxt.src, ctxt.src2) if d & Mov else (ctxt.src, ctxt.src2, ctxt.dst):
                 if op.type == OP_MM:
                     op.val = ops.read_mmx_reg(ctxt, op.mm)
