@@ -16,7 +16,8 @@ from kvmsim.kvm.kvm_cache_regs import kvm_get_linear_rip, kvm_register_read, kvm
 from kvmsim.kvm.kvm_x86_ops import KvmX86Ops
 from kvmsim.kvm.trace import KVM_ISA_VMX
 from kvmsim.kvm.vcpu import KvmVcpu
-from kvmsim.kvm.x86_emulate import EMULTYPE_SKIP, EMULTYPE_VMWARE_GP, handle_ud, kvm_emulate_instruction
+from kvmsim.kvm.x86_emulate import (EMULTYPE_SKIP, EMULTYPE_VMWARE_GP, handle_ud, kvm_emulate_instruction,
+                                    kvm_task_switch)
 from kvmsim.kvm.x86_exception import (kvm_complete_insn_gp, kvm_inject_gp, kvm_queue_exception,
                                       kvm_queue_exception_e, kvm_queue_exception_p, kvm_skip_emulated_instruction)
 from kvmsim.probe import PROBES, kfunc, tracepoint
@@ -477,6 +478,38 @@ def handle_nmi_window(vcpu: KvmVcpu) -> int:
     return 1
 
 
+TASK_SWITCH_GATE = 3
+
+
+@kfunc()
+def handle_task_switch(vcpu: KvmVcpu) -> int:
+    """CALL/JMP/IRET or an IDT task gate switched tasks: the qualification's bits 31:30 say which,
+    its low 16 bits the new TSS.  An event that was being delivered through a gate (IDT-vectoring
+    info) is not re-injected; a soft event or an instruction is skipped first, then kvm_task_switch."""
+    idt_info = vcpu.hw.vmcs.idt_vectoring_info_field
+    idt_v = idt_info & INTR_INFO_VALID_MASK
+    idt_index = idt_info & INTR_INFO_VECTOR_MASK
+    itype = idt_info & INTR_INFO_INTR_TYPE_MASK
+    qual = vmx_get_exit_qual(vcpu)
+    reason = (qual & 0xFFFF_FFFF) >> 30
+    has_error_code, error_code = False, 0
+    if reason == TASK_SWITCH_GATE and idt_v:
+        if itype == IntrType.NMI_INTR:
+            vcpu.arch.nmi_injected = False
+            vmx_set_nmi_mask(vcpu, True)
+        elif itype in (IntrType.EXT_INTR, IntrType.SOFT_INTR):
+            pass          # kvm_clear_interrupt_queue: vmx_complete_interrupts re-queued nothing here
+        elif itype in (IntrType.HARD_EXCEPTION, IntrType.SOFT_EXCEPTION):
+            if itype == IntrType.HARD_EXCEPTION and idt_info & INTR_INFO_DELIVER_CODE_MASK:
+                has_error_code, error_code = True, vcpu.hw.vmcs.idt_vectoring_error_code
+            vcpu.arch.exception.pending = vcpu.arch.exception.injected = False   # kvm_clear_exception_queue
+    tss_selector = qual & 0xFFFF
+    if not idt_v or itype not in (IntrType.HARD_EXCEPTION, IntrType.EXT_INTR, IntrType.NMI_INTR):
+        skip_emulated_instruction(vcpu)
+    return kvm_task_switch(vcpu, tss_selector, idt_index if itype == IntrType.SOFT_INTR else -1, reason,
+                           has_error_code, error_code)
+
+
 # 1: resume the guest; 0: kvm_run is filled in for userspace; <0: -errno from KVM_RUN.
 KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
     ExitReason.EXCEPTION_NMI:         handle_exception_nmi,
@@ -510,7 +543,7 @@ KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
     ExitReason.EOI_INDUCED:           handle_not_modelled,      # handle_apic_eoi_induced: APICv is not modelled
     ExitReason.WBINVD:                kvm_emulate_wbinvd,
     ExitReason.XSETBV:                kvm_emulate_xsetbv,
-    ExitReason.TASK_SWITCH:           handle_not_modelled,      # handle_task_switch
+    ExitReason.TASK_SWITCH:           handle_task_switch,
     ExitReason.MCE_DURING_VMENTRY:    handle_machine_check,
     ExitReason.GDTR_IDTR:             handle_desc,
     ExitReason.LDTR_TR:               handle_desc,

@@ -24,13 +24,14 @@ from kvmsim.kvm.emulate.ctxt import EmulatorFeatures, X86EmulateCtxt, emulator_w
     init_decode_cache, emulator_invalidate_register_cache
 from kvmsim.kvm.emulate.decode import x86_decode_insn
 from kvmsim.kvm.emulate.emulate import x86_emulate_insn
+from kvmsim.kvm.emulate.task_switch import emulator_task_switch
 from kvmsim.kvm.emulator_ops import VcpuEmulateOps, run_mmio
 from kvmsim.kvm.kvm_cache_regs import EFLAGS_RF, EFLAGS_TF, kvm_rip_write
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.x86_exception import (kvm_inject_page_fault, kvm_queue_exception, kvm_queue_exception_e,
                                       kvm_queue_exception_p)
 from kvmsim.probe import PROBES, kfunc, tracepoint
-from kvmsim.uapi import KvmExit
+from kvmsim.uapi import KvmExit, KvmInternalError
 
 __all__ = ["EMULTYPE_NO_DECODE", "EMULTYPE_PF", "EMULTYPE_SKIP", "EMULTYPE_VMWARE_GP", "x86_emulate_instruction",
            "kvm_emulate_instruction", "handle_ud", "flush_emulator_regs"]
@@ -338,3 +339,26 @@ def complete_emulated_mmio(vcpu: KvmVcpu) -> int:
 
 def emultype_name(t: int) -> str:
     return "0" if t == 0 else "|".join(f.name for f in EmulType if f & t)
+
+
+# ---------------------------------------------------------------- task switch
+
+@kfunc()
+def kvm_task_switch(vcpu: KvmVcpu, tss_selector: int, idt_index: int, reason: int,
+                    has_error_code: bool, error_code: int) -> int:
+    """The task switch the CPU exited on, done by the emulator; then RIP and RFLAGS of the new task.
+    Emulation failure, or MMIO during it, is KVM_EXIT_INTERNAL_ERROR (EMULATION, no data); a fault
+    the emulator raised is dropped, as the kernel drops it (simplified: no CET checks)."""
+    ctxt = init_emulate_ctxt(vcpu)
+    ret = emulator_task_switch(ctxt, tss_selector, idt_index, reason, has_error_code, error_code)
+    if ret or vcpu.mmio_needed:
+        vcpu.mmio_needed = False
+        run = vcpu.run
+        run.exit_reason = KvmExit.INTERNAL_ERROR
+        run.internal.suberror = KvmInternalError.EMULATION
+        run.internal.ndata = 0
+        return 0
+    kvm_rip_write(vcpu, ctxt.eip)
+    vcpu.hw.set_reg("rflags", ctxt.eflags)       # kvm_set_rflags
+    vcpu.requests.add("KVM_REQ_EVENT")
+    return 1
