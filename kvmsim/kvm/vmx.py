@@ -9,9 +9,9 @@ from kvmsim.hw.vmcs import (APIC_ACCESS_OFFSET, APIC_ACCESS_TYPE, CPU_BASED_INTR
                             GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_NMI,
                             GUEST_INTR_STATE_STI, INTR_INFO_DELIVER_CODE_MASK, INTR_INFO_INTR_TYPE_MASK,
                             INTR_INFO_VALID_MASK, INTR_INFO_VECTOR_MASK, IO_QUAL_IN, IO_QUAL_PORT_SHIFT,
-                            IO_QUAL_SIZE_MASK, IO_QUAL_STRING, VMX_EXIT_REASONS_FAILED_VMENTRY, CrAccessType,
+                            IO_QUAL_SIZE_MASK, IO_QUAL_STRING, VMX_EXIT_REASONS_FAILED_VMENTRY, ENTRY_FAIL_DEFAULT, CrAccessType,
                             CrExitQual, DrExitQual, ExitReason, IntrType, Vector, exit_reason_name, intr_info)
-from kvmsim.kvm import cpuid, cr, hypercall, lapic, mmu, msr, pio, vmx_controls, x86
+from kvmsim.kvm import cpuid, cr, hypercall, lapic, mmu, msr, pio, vmx_controls, vmx_guest_state, x86
 from kvmsim.kvm.kvm_cache_regs import kvm_get_linear_rip, kvm_register_read, kvm_register_write, kvm_rip_write
 from kvmsim.kvm.kvm_x86_ops import KvmX86Ops
 from kvmsim.kvm.trace import KVM_ISA_VMX
@@ -61,6 +61,8 @@ def vmx_get_exit_info(vcpu: KvmVcpu) -> tuple[int, int, int, int, int]:
 def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
     """VM entry and exit (reference §1.3): trace kvm_entry, run, host NMI, trace kvm_exit."""
     hw = vcpu.hw
+    if not vmx_controls._unrestricted(vcpu) and _no_entry_for_invalid_state(vcpu):
+        return EXIT_FASTPATH_NONE
     if PROBES.enabled:
         rip = hw.reg("rip")   # one register, not two full KVM_GET_REGS snapshots per entry
         tracepoint("kvm_entry", vcpu_id=vcpu.vcpu_id, rip=rip, immediate_exit=False,
@@ -81,6 +83,29 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
                    requests=frozenset(vcpu.requests))
     vmx_complete_interrupts(vcpu)
     return EXIT_FASTPATH_NONE
+
+
+def _no_entry_for_invalid_state(vcpu: KvmVcpu) -> bool:
+    """Without unrestricted guest: while emulation is required KVM does not enter the guest and makes
+    up a failed entry (INVALID_STATE, no kvm_exit trace); with emulate_invalid_guest_state=0 it enters
+    and the CPU refuses invalid protected-mode state itself.  Simplified: real mode then runs as it is
+    (KVM would force vm86 segments on it, fix_rmode_seg)."""
+    vmx_guest_state.vmx_update_emulation_required(vcpu)
+    v = vcpu.hw.vmcs
+    if vcpu.arch.emulation_required:
+        v.clear_exit_info()
+        v.vm_exit_reason = int(ExitReason.INVALID_STATE) | VMX_EXIT_REASONS_FAILED_VMENTRY
+        v.exit_qualification = ENTRY_FAIL_DEFAULT
+        return True
+    if vcpu.kvm.params.emulate_invalid_guest_state or not vcpu.hw.cr(0) & 1:
+        return False
+    if not vmx_guest_state.__vmx_guest_state_valid(vcpu):        # the CPU's VM-entry checks fail
+        v.clear_exit_info()
+        v.vm_exit_reason = int(ExitReason.INVALID_STATE) | VMX_EXIT_REASONS_FAILED_VMENTRY
+        v.exit_qualification = ENTRY_FAIL_DEFAULT
+        vcpu.stat.exits_by_reason[_REASON_NAMES.get(v.vm_exit_reason) or _reason_name(v.vm_exit_reason)] += 1
+        return True
+    return False
 
 
 def _is_nmi(info: int) -> bool:
@@ -149,6 +174,8 @@ def __vmx_handle_exit(vcpu: KvmVcpu, exit_fastpath: int) -> int:
     """Ordered checks of reference §1.4 (steps that need nested/PML/vNMI-less setups are not modelled)."""
     full = vcpu.hw.vmcs.vm_exit_reason
     run = vcpu.run
+    if vcpu.arch.emulation_required:                                         # guest state is invalid
+        return handle_invalid_guest_state(vcpu)
     if full & VMX_EXIT_REASONS_FAILED_VMENTRY:                               # 5
         run.exit_reason = KvmExit.FAIL_ENTRY
         run.fail_entry.hardware_entry_failure_reason = full
@@ -508,6 +535,45 @@ def handle_task_switch(vcpu: KvmVcpu) -> int:
         skip_emulated_instruction(vcpu)
     return kvm_task_switch(vcpu, tss_selector, idt_index if itype == IntrType.SOFT_INTR else -1, reason,
                            has_error_code, error_code)
+
+
+# The kernel's budget of emulated instructions per handle_invalid_guest_state call.
+INVALID_STATE_EMULATION_BUDGET = 130
+
+
+def vmx_unhandleable_emulation_required(vcpu: KvmVcpu) -> bool:
+    """Outside real mode (vm86) KVM cannot inject an exception while it must emulate."""
+    if not vcpu.arch.emulation_required:
+        return False
+    vm86_active = not vcpu.hw.cr(0) & 1
+    exc = vcpu.arch.exception
+    return not vm86_active and (exc.pending or exc.injected)
+
+
+@kfunc()
+def handle_invalid_guest_state(vcpu: KvmVcpu) -> int:
+    """Emulate one instruction at a time (EMULTYPE 0) while the state is invalid: at most the budget per
+    call, and back to vcpu_run for an open interrupt window, a pending event, a signal or a halt."""
+    intr_window_requested = vcpu.hw.vmcs.cpu_based_vm_exec_control & CPU_BASED_INTR_WINDOW_EXITING
+    count = INVALID_STATE_EMULATION_BUDGET
+    while vcpu.arch.emulation_required and count:
+        count -= 1
+        if intr_window_requested and vmx_interrupt_allowed(vcpu):
+            return handle_interrupt_window(vcpu)
+        if "KVM_REQ_EVENT" in vcpu.requests:
+            return 1
+        if not kvm_emulate_instruction(vcpu, 0):
+            return 0
+        vmx_guest_state.vmx_update_emulation_required(vcpu)
+        if vmx_unhandleable_emulation_required(vcpu):
+            x86.kvm_prepare_emulation_failure_exit(vcpu)
+            return 0
+        if vcpu.arch.halt_request:
+            vcpu.arch.halt_request = False
+            return x86.__kvm_emulate_halt(vcpu)                        # kvm_emulate_halt_noskip
+        if vcpu.signal_pending or vcpu.hw.kick_pending:                # __xfer_to_guest_mode_work_pending
+            return 1
+    return 1
 
 
 # 1: resume the guest; 0: kvm_run is filled in for userspace; <0: -errno from KVM_RUN.
