@@ -9,18 +9,19 @@ from kvmsim.hw.vmcs import (APIC_ACCESS_OFFSET, APIC_ACCESS_TYPE, CPU_BASED_INTR
                             GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_NMI,
                             GUEST_INTR_STATE_STI, INTR_INFO_DELIVER_CODE_MASK, INTR_INFO_INTR_TYPE_MASK,
                             INTR_INFO_VALID_MASK, INTR_INFO_VECTOR_MASK, IO_QUAL_IN, IO_QUAL_PORT_SHIFT,
-                            IO_QUAL_SIZE_MASK, IO_QUAL_STRING, VMX_EXIT_REASONS_FAILED_VMENTRY, ENTRY_FAIL_DEFAULT, CrAccessType,
+                            IO_QUAL_SIZE_MASK, IO_QUAL_STRING, VMX_EXIT_REASONS_FAILED_VMENTRY, CrAccessType,
                             CrExitQual, DrExitQual, ExitReason, IntrType, Vector, exit_reason_name, intr_info)
-from kvmsim.kvm import cpuid, cr, hypercall, lapic, mmu, msr, pio, vmx_controls, vmx_guest_state, x86
+from kvmsim.kvm import cpuid, cr, hypercall, lapic, mmu, msr, pio, vmx_controls, x86
 from kvmsim.kvm.kvm_cache_regs import kvm_get_linear_rip, kvm_register_read, kvm_register_write, kvm_rip_write
 from kvmsim.kvm.kvm_x86_ops import KvmX86Ops
 from kvmsim.kvm.trace import KVM_ISA_VMX
 from kvmsim.kvm.vcpu import KvmVcpu
-from kvmsim.kvm.x86_emulate import (EMULTYPE_SKIP, EMULTYPE_VMWARE_GP, handle_ud, kvm_emulate_instruction,
-                                    kvm_task_switch)
+from kvmsim.kvm.x86_emulate import EMULTYPE_SKIP, EMULTYPE_VMWARE_GP, handle_ud, kvm_emulate_instruction
 from kvmsim.kvm.x86_exception import (kvm_complete_insn_gp, kvm_inject_gp, kvm_queue_exception,
                                       kvm_queue_exception_e, kvm_queue_exception_p, kvm_skip_emulated_instruction)
 from kvmsim.probe import PROBES, kfunc, tracepoint
+from kvmsim.kvm import vmx_guest_state                            # invalid guest state
+from kvmsim.kvm.x86_emulate import kvm_task_switch                # handle_task_switch
 from kvmsim.uapi import KvmExit, KvmInternalError
 
 ExitHandler = Callable[[KvmVcpu], int]
@@ -61,7 +62,7 @@ def vmx_get_exit_info(vcpu: KvmVcpu) -> tuple[int, int, int, int, int]:
 def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
     """VM entry and exit (reference §1.3): trace kvm_entry, run, host NMI, trace kvm_exit."""
     hw = vcpu.hw
-    if not vmx_controls._unrestricted(vcpu) and _no_entry_for_invalid_state(vcpu):
+    if not vmx_controls._unrestricted(vcpu) and vmx_guest_state.vmx_no_entry_for_invalid_state(vcpu):
         return EXIT_FASTPATH_NONE
     if PROBES.enabled:
         rip = hw.reg("rip")   # one register, not two full KVM_GET_REGS snapshots per entry
@@ -83,29 +84,6 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
                    requests=frozenset(vcpu.requests))
     vmx_complete_interrupts(vcpu)
     return EXIT_FASTPATH_NONE
-
-
-def _no_entry_for_invalid_state(vcpu: KvmVcpu) -> bool:
-    """Without unrestricted guest: while emulation is required KVM does not enter the guest and makes
-    up a failed entry (INVALID_STATE, no kvm_exit trace); with emulate_invalid_guest_state=0 it enters
-    and the CPU refuses invalid protected-mode state itself.  Simplified: real mode then runs as it is
-    (KVM would force vm86 segments on it, fix_rmode_seg)."""
-    vmx_guest_state.vmx_update_emulation_required(vcpu)
-    v = vcpu.hw.vmcs
-    if vcpu.arch.emulation_required:
-        v.clear_exit_info()
-        v.vm_exit_reason = int(ExitReason.INVALID_STATE) | VMX_EXIT_REASONS_FAILED_VMENTRY
-        v.exit_qualification = ENTRY_FAIL_DEFAULT
-        return True
-    if vcpu.kvm.params.emulate_invalid_guest_state or not vcpu.hw.cr(0) & 1:
-        return False
-    if not vmx_guest_state.__vmx_guest_state_valid(vcpu):        # the CPU's VM-entry checks fail
-        v.clear_exit_info()
-        v.vm_exit_reason = int(ExitReason.INVALID_STATE) | VMX_EXIT_REASONS_FAILED_VMENTRY
-        v.exit_qualification = ENTRY_FAIL_DEFAULT
-        vcpu.stat.exits_by_reason[_REASON_NAMES.get(v.vm_exit_reason) or _reason_name(v.vm_exit_reason)] += 1
-        return True
-    return False
 
 
 def _is_nmi(info: int) -> bool:

@@ -9,6 +9,7 @@ does not enter the guest: handle_invalid_guest_state emulates it (vmx.py).
 
 from __future__ import annotations
 
+from kvmsim.hw.vmcs import ENTRY_FAIL_DEFAULT, VMX_EXIT_REASONS_FAILED_VMENTRY, ExitReason, exit_reason_name
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.vmx_controls import _unrestricted
 from kvmsim.uapi import KvmSegment
@@ -110,3 +111,29 @@ def vmx_update_emulation_required(vcpu: KvmVcpu) -> None:
     entry and after each emulated instruction, where the kernel recomputes it in vmx_set_cr0,
     vmx_set_segment and vmx_set_rflags (the only writers of the state it depends on)."""
     vcpu.arch.emulation_required = vmx_emulation_required(vcpu)
+
+
+def _failed_entry(vcpu: KvmVcpu) -> None:
+    v = vcpu.hw.vmcs
+    v.clear_exit_info()
+    v.vm_exit_reason = int(ExitReason.INVALID_STATE) | VMX_EXIT_REASONS_FAILED_VMENTRY
+    v.exit_qualification = ENTRY_FAIL_DEFAULT
+
+
+def vmx_no_entry_for_invalid_state(vcpu: KvmVcpu) -> bool:
+    """vmx_vcpu_run without unrestricted guest: while emulation is required KVM does not enter the
+    guest and makes up a failed entry (INVALID_STATE, no kvm_exit trace); with
+    emulate_invalid_guest_state=0 it enters, and the CPU's VM-entry checks refuse invalid
+    protected-mode state (a real exit, traced).  Simplified: real mode then runs as it is (KVM would
+    force vm86 segments on it, fix_rmode_seg).  True when the guest did not run."""
+    vmx_update_emulation_required(vcpu)
+    if vcpu.arch.emulation_required:
+        _failed_entry(vcpu)
+        return True
+    if vcpu.kvm.params.emulate_invalid_guest_state or not vcpu.hw.cr(0) & X86_CR0_PE:
+        return False
+    if __vmx_guest_state_valid(vcpu):
+        return False
+    _failed_entry(vcpu)
+    vcpu.stat.exits_by_reason[exit_reason_name(vcpu.hw.vmcs.vm_exit_reason)] += 1
+    return True
