@@ -251,3 +251,68 @@ def test_mmio_during_the_switch_is_an_internal_error() -> None:
     with _build(body) as m:
         run = kvm_run(m, KvmExit.INTERNAL_ERROR)
         assert run.internal.suberror == KvmInternalError.EMULATION and run.internal.ndata == 0
+
+
+def test_call_to_a_16_bit_tss_saves_the_old_task_in_the_new_format() -> None:
+    """A 16-bit TSS (type 1): task_switch_16 loads IP, FLAGS, AX, SP and the selectors of the new
+    task, which runs 16-bit code.  As in the kernel, the outgoing 32-bit task is saved in the
+    *incoming* TSS's format (emulator_do_task_switch picks task_switch_16 by the new TSS's type), so
+    TSS A gets a 16-bit image (IP at +14, CS at +36) and its 32-bit slots are left alone; an IRET back would
+    read that as a 32-bit TSS.  The 16-bit task therefore ends the run itself."""
+    body = """
+        movl    $task16, %eax
+        subl    $0x100000, %eax
+        movw    %ax, 0x95000 + 14
+        movw    $0x2, 0x95000 + 16
+        movw    $0x1616, 0x95000 + 18
+        movw    $0x4000, 0x95000 + 26
+        movw    $0x10, 0x95000 + 34
+        movw    $0x38, 0x95000 + 36
+        movw    $0x10, 0x95000 + 38
+        movw    $0x10, 0x95000 + 40
+        lgdt    gdt16_desc
+        lcall   $0x40, $0
+return_a:
+        EXIT    1
+        .code16
+task16:
+        addr32 movw %ax, 0x90030
+        pushfw
+        popw    %ax
+        addr32 movw %ax, 0x90032
+        movl    $0x16, %eax
+        outl    %eax, $0xf4
+        .code32
+        .data
+        .balign 8
+gdt16:  .quad   0
+        .quad   0x00cf9b000000ffff
+        .quad   0x00cf93000000ffff
+        .long   0x10000067, 0x00008b09             # TSS A (busy: LTR loaded it)
+        .long   0x20000067, 0x00008909
+        .long   0x00200000, 0x00008500
+        .long   0x00200000, 0x00000500
+        .quad   0x00009b100000ffff                 # 0x38 code16, base 0x100000
+        .long   0x5000002b, 0x00008109             # 0x40 16-bit TSS at 0x95000, limit 0x2b
+gdt16_end:
+gdt16_desc:
+        .word   gdt16_end - gdt16 - 1
+        .long   gdt16
+        .text
+"""
+    rec = Recorder(functions=False).start()
+    try:
+        with _build(body) as m:
+            assert _run_to_exit(m) == 0x16
+            assert _ram(m, 0x90030, 2) == b"\x16\x16"                  # AX from the 16-bit TSS
+            assert int.from_bytes(_ram(m, 0x90032, 2), "little") & 0x4000   # NT
+            assert _ram(m, 0x95000, 2) == b"\x18\x00"                  # back link
+            ret = sym(m, "return_a")
+            assert int.from_bytes(_ram(m, TSS_A + 14, 2), "little") == ret & 0xFFFF   # 16-bit IP slot
+            words = [int.from_bytes(_ram(m, TSS_A + o, 2), "little") for o in (34, 36, 38, 40)]
+            assert words == [0x10, 0x08, 0x10, 0x10]                    # ES CS SS DS at 16-bit offsets
+            assert _u32(m, TSS_A + 76) == 0                             # the 32-bit CS slot untouched
+            assert m.vcpu.get_sregs().tr.selector == 0x40
+    finally:
+        rec.stop()
+    assert [(r, q) for r, q, _ in _exits(rec)][:1] == [(int(ExitReason.TASK_SWITCH), 0x40)]
