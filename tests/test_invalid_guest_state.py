@@ -135,3 +135,38 @@ def test_an_exception_while_emulating_protected_mode_is_an_internal_error() -> N
     with machine("ud2\n", "prot32", devices=DEVICES, kvm=NO_UG, vcpu=BAD_DS) as m:
         run = kvm_run(m, KvmExit.INTERNAL_ERROR)
         assert run.internal.suberror == KvmInternalError.EMULATION
+
+
+IRQ_GUEST = """
+        .include "kvmsim.inc"
+        SET_IVT_HANDLER 0x20, handler
+        sti
+        movw    $50, %cx
+1:      loop    1b
+        movl    $1, %eax
+        outl    %eax, $0xf4
+handler:
+        movw    $0x99, %bx
+        movl    $0x20, %eax
+        outl    %eax, $0xf4
+"""
+
+
+def test_an_interrupt_waits_for_the_window_then_is_delivered_while_emulating() -> None:
+    """KVM_INTERRUPT with IF=0: interrupt-window exiting is requested, and handle_invalid_guest_state
+    returns to vcpu_run once the window opens, which is after the instruction that follows STI (the
+    emulated STI's shadow, toggle_interruptibility).  The interrupt is then delivered through the IVT
+    by KVM (kvm_inject_realmode_interrupt) and its handler is emulated too: CX is still 50."""
+    rec = Recorder(functions=True).start()
+    try:
+        with machine(IRQ_GUEST, "real16", devices=DEVICES, kvm=NO_UG, vcpu=BIG_REAL) as m:
+            m.vcpu.interrupt(0x20)
+            run = kvm_run(m, KvmExit.IO)
+            data = bytes(m.vcpu.mapping.buf[run.io.data_offset:run.io.data_offset + 4])
+            regs = m.vcpu.get_regs()
+    finally:
+        rec.stop()
+    assert int.from_bytes(data, "little") == 0x20
+    assert (regs.rcx & 0xFFFF, regs.rbx & 0xFFFF) == (50, 0x99)
+    assert _calls(rec, "handle_interrupt_window") == 1
+    assert not any(e.kind == "tp" and e.name == "kvm_exit" for e in rec.events)

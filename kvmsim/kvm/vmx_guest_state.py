@@ -9,7 +9,9 @@ does not enter the guest: handle_invalid_guest_state emulates it (vmx.py).
 
 from __future__ import annotations
 
-from kvmsim.hw.vmcs import ENTRY_FAIL_DEFAULT, VMX_EXIT_REASONS_FAILED_VMENTRY, ExitReason, exit_reason_name
+from kvmsim.hw import event
+from kvmsim.hw.vmcs import (ENTRY_FAIL_DEFAULT, INTR_INFO_VALID_MASK, VMX_EXIT_REASONS_FAILED_VMENTRY, ExitReason,
+                            IntrType, exit_reason_name)
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.vmx_controls import _unrestricted
 from kvmsim.uapi import KvmSegment
@@ -128,6 +130,8 @@ def vmx_no_entry_for_invalid_state(vcpu: KvmVcpu) -> bool:
     force vm86 segments on it, fix_rmode_seg).  True when the guest did not run."""
     vmx_update_emulation_required(vcpu)
     if vcpu.arch.emulation_required:
+        if vcpu.hw.vmcs.vm_entry_intr_info_field & INTR_INFO_VALID_MASK and not vcpu.hw.cr(0) & X86_CR0_PE:
+            kvm_inject_realmode_interrupt(vcpu)
         _failed_entry(vcpu)
         return True
     if vcpu.kvm.params.emulate_invalid_guest_state or not vcpu.hw.cr(0) & X86_CR0_PE:
@@ -137,3 +141,19 @@ def vmx_no_entry_for_invalid_state(vcpu: KvmVcpu) -> bool:
     _failed_entry(vcpu)
     vcpu.stat.exits_by_reason[exit_reason_name(vcpu.hw.vmcs.vm_exit_reason)] += 1
     return True
+
+
+def kvm_inject_realmode_interrupt(vcpu: KvmVcpu) -> None:
+    """An event KVM injects in real mode without unrestricted guest is delivered by KVM itself
+    (x86.c's kvm_inject_realmode_interrupt: the emulator's emulate_int_real, through the IVT), not
+    at VM entry.  Simplified: only while emulation is required; otherwise the silicon delivers it at
+    entry, which the guest cannot tell apart.  A fault while delivering is KVM_REQ_TRIPLE_FAULT."""
+    v = vcpu.hw.vmcs
+    info, v.vm_entry_intr_info_field = v.vm_entry_intr_info_field, 0
+    itype = IntrType(info & 0x700)
+    soft = itype in (IntrType.SOFT_INTR, IntrType.SOFT_EXCEPTION, IntrType.PRIV_SW_EXCEPTION)
+    next_rip = vcpu.hw.reg("rip") + v.vm_entry_instruction_len if soft else None
+    try:
+        event.deliver(vcpu.hw, info & 0xFF, itype, None, next_rip=next_rip)
+    except (event.TripleFault, event.DeliveryFault, event.TaskGate):
+        vcpu.requests.add("KVM_REQ_TRIPLE_FAULT")

@@ -13,8 +13,9 @@
 from __future__ import annotations
 
 from kvmsim.errors import KvmSimBug
-from kvmsim.hw.vmcs import Vector
+from kvmsim.hw.vmcs import GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_STI, Vector
 from kvmsim.kvm import x86
+from kvmsim.kvm.emulate.codes import KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI
 from kvmsim.kvm.emulate.codes import (EMULATION_FAILED, EMULATION_INTERCEPTED, EMULATION_OK, EMULATION_RESTART,
                                       EMULTYPE_COMPLETE_USER_EXIT, EMULTYPE_NO_DECODE, EMULTYPE_PF, EMULTYPE_SKIP,
                                       EMULTYPE_TRAP_UD, EMULTYPE_TRAP_UD_FORCED, EMULTYPE_VMWARE_GP,
@@ -198,8 +199,8 @@ def _writeback(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, r: int) -> int:
     hw = vcpu.hw
     arch = vcpu.arch
     arch.emulate_regs_need_sync_to_vcpu = False
-    if ctxt.interruptibility:
-        hw.vmcs.guest_interruptibility_info |= ctxt.interruptibility
+    if ctxt.interruptibility or hw.vmcs.guest_interruptibility_info & _SHADOW_BITS:
+        toggle_interruptibility(vcpu, ctxt.interruptibility)
     if not ctxt.have_exception or _is_trap(ctxt.exception.vector):
         hw.retired()   # kvm_pmu_trigger_event(INSTRUCTIONS_RETIRED): the emulated instruction retires
         kvm_rip_write(vcpu, ctxt.eip)
@@ -215,6 +216,26 @@ def _writeback(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, r: int) -> int:
         arch.halt_request = False
         return x86.__kvm_emulate_halt(vcpu)
     return r
+
+
+_SHADOW_BITS = GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS
+
+
+def toggle_interruptibility(vcpu: KvmVcpu, mask: int) -> None:
+    """The emulated instruction's interrupt shadow (KVM_X86_SHADOW_INT_*) replaces the one before it;
+    a second STI (or MOV SS) right after one opens none, and a shadow that ends asks KVM_REQ_EVENT."""
+    v = vcpu.hw.vmcs
+    cur = v.guest_interruptibility_info
+    int_shadow = ((KVM_X86_SHADOW_INT_STI if cur & GUEST_INTR_STATE_STI else 0)         # get_interrupt_shadow
+                  | (KVM_X86_SHADOW_INT_MOV_SS if cur & GUEST_INTR_STATE_MOV_SS else 0))
+    if int_shadow & mask:
+        mask = 0
+    if int_shadow or mask:
+        bits = (GUEST_INTR_STATE_MOV_SS if mask & KVM_X86_SHADOW_INT_MOV_SS           # set_interrupt_shadow
+                else GUEST_INTR_STATE_STI if mask & KVM_X86_SHADOW_INT_STI else 0)
+        v.guest_interruptibility_info = (cur & ~_SHADOW_BITS) | bits
+        if not mask:
+            vcpu.requests.add("KVM_REQ_EVENT")
 
 
 def _is_trap(vector: int) -> bool:
