@@ -4,11 +4,16 @@ failed VM entry with emulate_invalid_guest_state=0.  Sim only: kvm_pvm has no VM
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kvmsim.hw.vmcs import VMX_EXIT_REASONS_FAILED_VMENTRY, ExitReason
 from kvmsim.kvm import vmx_guest_state as gs
 from kvmsim.kvm.vmx import INVALID_STATE_EMULATION_BUDGET
+from kvmsim.scenario.loader import load_scenario
+from kvmsim.trace.census import Census
+from kvmsim.trace.events import Tap
 from kvmsim.trace.recorder import Recorder
 from kvmsim.uapi import KvmExit, KvmInternalError, KvmSegment
 from tests.simvm import kvm_run, machine
@@ -170,3 +175,14 @@ def test_an_interrupt_waits_for_the_window_then_is_delivered_while_emulating() -
     assert (regs.rcx & 0xFFFF, regs.rbx & 0xFFFF) == (50, 0x99)
     assert _calls(rec, "handle_interrupt_window") == 1
     assert not any(e.kind == "tp" and e.name == "kvm_exit" for e in rec.events)
+
+
+def test_census_of_the_scenario_and_its_twin() -> None:
+    """`kvmsim census` of the two scenarios: all 18 calls are EMULTYPE 0 from handle_invalid_guest_state,
+    and the default twin adds none."""
+    root = Path(__file__).resolve().parents[1] / "scenarios"
+    census = Census()
+    for name in ("invalid-guest-state-real-mode.yaml", "invalid-guest-state-real-mode-default.yaml"):
+        Tap([census]).run(load_scenario(root / name))
+    assert census.by_combination == {"0": 18}
+    assert dict(census.by_path) == {"handle_invalid_guest_state → kvm_emulate_instruction → x86_emulate_instruction": 18}
