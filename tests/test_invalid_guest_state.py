@@ -186,3 +186,20 @@ def test_census_of_the_scenario_and_its_twin() -> None:
         Tap([census]).run(load_scenario(root / name))
     assert census.by_combination == {"0": 18}
     assert dict(census.by_path) == {"handle_invalid_guest_state → kvm_emulate_instruction → x86_emulate_instruction": 18}
+
+
+@pytest.mark.parametrize("kvm, emulated", [(NO_UG, 1), ({}, 0)])
+def test_the_reset_vector_is_emulated_without_unrestricted_guest(kvm: dict, emulated: int) -> None:
+    """KVM's reset CS (selector 0xf000, base 0xffff0000) is no vm86 segment: without unrestricted
+    guest the first instruction at 0xfffffff0 is already emulated; with the defaults it exits as I/O."""
+    asm = ".org 0xfff0\noutl %eax, $0xf4\nhlt\n.org 0x10000\n"
+    rec = Recorder(functions=True).start()
+    try:
+        with machine(asm, "reset", devices=DEVICES, kvm=kvm,
+                     memory=[{"gpa": 0xFFFF0000, "size": "64K", "readonly": True}]) as m:
+            run = kvm_run(m, KvmExit.IO)
+            assert run.io.port == 0xF4
+    finally:
+        rec.stop()
+    assert _calls(rec, "handle_invalid_guest_state") == emulated
+    assert _calls(rec, "x86_emulate_instruction") == emulated
