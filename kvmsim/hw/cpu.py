@@ -805,14 +805,15 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         """The selector a CALL/JMP far goes to: ptr16:16/32's last two bytes, or the word after the
         offset of its m16:16/32 operand (None if reading it faults: the CPU then takes that fault)."""
         code, i, op16 = dec.code, 0, not self._default_op32()
-        while code[i] in (0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3):
+        while i < len(code) - 1 and code[i] in (0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3):
             op16 ^= code[i] == 0x66
             i += 1
         if code[i] in (0x9A, 0xEA):
             return int.from_bytes(code[dec.length - 2:dec.length], "little")
         try:
-            return self.read_linear(self.mem_operand_linear(self.linear_rip()) + (2 if op16 else 4), 2)
-        except event.DeliveryFault:
+            found = self._mem_operand(self.linear_rip(), code)
+            return None if found is None else self.read_linear(found[0] + (2 if op16 else 4), 2)
+        except (event.DeliveryFault, paging.PageFault, UcError):
             return None
 
     def _far_transfer(self, dec: _Decoded) -> bool:
