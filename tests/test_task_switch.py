@@ -115,11 +115,21 @@ def test_scenario_guest_exit_stream_and_tss_state() -> None:
     assert _exits(rec) == [(ts, 0x20, 0), (ts, 1 << 30 | 0x18, 0), (int(ExitReason.IO_INSTRUCTION), 0xF4_0043, 0)]
 
 
-def test_jmp_to_a_tss_switches_without_back_link_or_nt() -> None:
+FARPTR = """
+        ljmp    *farptr
+        .data
+farptr: .long   0
+        .word   0x20
+        .text
+"""
+
+
+@pytest.mark.parametrize("jmp", ["ljmp $0x20, $0\n", FARPTR], ids=["ptr16:32", "m16:32"])
+def test_jmp_to_a_tss_switches_without_back_link_or_nt(jmp: str) -> None:
     """JMP: the old TSS is no longer busy, the new one is, no back link is written, NT stays clear."""
     rec = Recorder(functions=False).start()
     try:
-        with _build("ljmp $0x20, $0\n") as m:
+        with _build(jmp) as m:
             assert _run_to_exit(m) == 0x42                             # task B saw NT clear
             assert _u32(m, 0x90000) == 0xB0B0B0B0
             gdt = sym(m, "gdt")
