@@ -43,6 +43,10 @@ PRELUDE = """
 EPILOGUE = """
 task_b:
         movl    %eax, 0x90000
+        movw    %es, 0x90040
+        sldt    0x90044
+        movl    %cr3, %eax
+        movl    %eax, 0x90048
         pushfl
         popl    %eax
         movl    %eax, 0x90004
@@ -65,6 +69,7 @@ gdt:    .quad   0
 tss_b:  .long   0x20000067, 0x00008909
         .long   0x00200000, 0x00008500
         .long   0x00200000, 0x00000500
+        .long   0x6000000f, 0x00008209              # 0x38 LDT at 0x96000, two entries
 gdt_end:
 gdt_desc:
         .word   gdt_end - gdt - 1
@@ -326,3 +331,26 @@ gdt16_desc:
     finally:
         rec.stop()
     assert [(r, q) for r, q, _ in _exits(rec)][:1] == [(int(ExitReason.TASK_SWITCH), 0x40)]
+
+
+def test_the_new_task_s_cr3_and_ldt_are_loaded() -> None:
+    """TSS B names CR3 0x5000 and the LDT 0x38, and its ES is LDT selector 0x0c: the emulator loads
+    CR3 (never saved back), then the LDT, then ES from that LDT."""
+    body = """
+        movl    $0x0000ffff, 0x96008
+        movl    $0x00cf9200, 0x96008 + 4
+        movl    $0x5000, 0x92000 + 28
+        movl    $0x38, 0x92000 + 96
+        movl    $0x0c, 0x92000 + 72
+        lcall   $0x28, $0
+        movl    %cr3, %eax
+        movl    %eax, 0x9004c
+        EXIT    0
+"""
+    with _build(body) as m:
+        assert _run_to_exit(m) == 0
+        assert int.from_bytes(_ram(m, 0x90040, 2), "little") == 0x0C
+        assert int.from_bytes(_ram(m, 0x90044, 2), "little") == 0x38
+        assert _u32(m, 0x90048) == 0x5000
+        assert _u32(m, 0x9004C) == 0                  # back in task A: TSS A's CR3 (0)
+        assert _ram(m, 0x96008 + 5, 1) == b"\x93"    # the LDT's data descriptor, now accessed
