@@ -79,10 +79,10 @@ EXITING_INSNS: dict[int, ExitingInsn] = {
     X.X86_INS_INTO:     ExitingInsn(Action.SOFT_INT),
     X.X86_INS_INT1:     ExitingInsn(Action.SOFT_INT),
     X.X86_INS_IRET:     ExitingInsn(Action.IRET),
-    X.X86_INS_LCALL:    ExitingInsn(Action.FAR, ExitReason.TASK_SWITCH),
-    X.X86_INS_LJMP:     ExitingInsn(Action.FAR, ExitReason.TASK_SWITCH),
     X.X86_INS_IRETD:    ExitingInsn(Action.IRET),
     X.X86_INS_IRETQ:    ExitingInsn(Action.IRET),
+    X.X86_INS_LCALL:    ExitingInsn(Action.FAR, ExitReason.TASK_SWITCH),
+    X.X86_INS_LJMP:     ExitingInsn(Action.FAR, ExitReason.TASK_SWITCH),
     X.X86_INS_MOV:      ExitingInsn(Action.CR),       # MOV CR/DR only (classify turns down other MOVs)
     X.X86_INS_CLTS:     ExitingInsn(Action.CR),
     X.X86_INS_LMSW:     ExitingInsn(Action.CR),
