@@ -15,7 +15,8 @@ from kvmsim.trace.capture import capture_sim
 from tests.test_layers import ROOT, import_edges
 
 HOOKS = [f.name for f in fields(KvmX86Ops) if f.name != "name"]
-VENDOR = {"kvmsim.kvm.vmx", "kvmsim.kvm.vmx_controls"}     # vmx.c (and its VMCS-control tables)
+VENDOR = {"kvmsim.kvm.vmx", "kvmsim.kvm.vmx_controls",    # vmx.c (and its VMCS-control tables,
+          "kvmsim.kvm.vmx_guest_state"}                     # its guest-state checks)
 
 
 def _load_vendor() -> None:

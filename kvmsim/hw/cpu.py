@@ -23,7 +23,7 @@ from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 from unicorn.x86_const import UC_X86_INS_RDTSC, UC_X86_INS_RDTSCP, UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RDX
 
 from kvmsim.errors import KvmSimBug
-from kvmsim.hw import ctrlregs, event, fixups, paging, quirks
+from kvmsim.hw import ctrlregs, event, fixups, paging, quirks, taskswitch
 from kvmsim.hw.cpux86 import R_SS, env_of, live_u32
 from kvmsim.hw.debugtrap import DebugTrap
 from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, falls_through, insn_length
@@ -404,6 +404,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self._exit_count += 1
         v.vm_exit_reason, v.exit_qualification, v.vm_exit_instruction_len = int(reason), qual, length
         v.vm_exit_intr_info, v.vm_exit_intr_error_code = intr, err
+        v.idt_vectoring_info_field = 0
         v.guest_physical_address, v.guest_linear_address = gpa, gla
         return True
 
@@ -427,6 +428,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             return self._exit(_IO_INSTRUCTION_NR, base | (port << 16), dec.length)
         if insn.action is Action.CR:
             return ctrlregs.cr_dr_access(self, dec.code, dec.length)
+        if insn.action is Action.FAR:
+            return self._far_transfer(dec)
         if insn.action is Action.UD:
             return self._exception(Vector.UD, None)
         fault = CPL0_FAULT.get(dec.mnemonic)
@@ -583,6 +586,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         A return to an outer ring nulls each data segment register its DPL no longer allows (SDM
         IRET: only the selector); the hidden base stays, which 64-bit mode still uses for FS and GS.
         QEMU zeroes the whole cache instead, so the bases are put back."""
+        if self.reg("rflags") & taskswitch.EFLAGS_NT and taskswitch.switches_tasks(self.mode()):
+            return self._task_decision(taskswitch.iret_task_return(self), taskswitch.TASK_SWITCH_IRET, dec)
         blocked = self.vmcs.guest_interruptibility_info & GUEST_INTR_STATE_NMI
         before = [(sc, sc.selector, sc.base) for sc in map(self._cache, _NULLABLE_SEGS)]
         if self._step_native(self.linear_rip()):
@@ -794,7 +799,50 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             event.deliver(self, vector, itype, error_code, next_rip=next_rip, cr2=cr2)
         except event.TripleFault:
             return self._exit(ExitReason.TRIPLE_FAULT)
+        except event.TaskGate as gate:
+            return self._task_gate_exit(gate, inst_len)
         return False
+
+    def _task_gate_exit(self, gate: event.TaskGate, inst_len: int) -> bool:
+        """TASK_SWITCH through an IDT task gate: the event being delivered goes in the IDT-vectoring
+        fields (with the instruction length of a software event), the switch is KVM's."""
+        soft = gate.itype in (IntrType.SOFT_INTR, IntrType.SOFT_EXCEPTION, IntrType.PRIV_SW_EXCEPTION)
+        self._exit(ExitReason.TASK_SWITCH, gate.tss_selector | taskswitch.TASK_SWITCH_GATE << 30,
+                   inst_len if soft else 0)
+        has_error = gate.error_code is not None
+        self.vmcs.idt_vectoring_info_field = intr_info(gate.vector, gate.itype, has_error)
+        self.vmcs.idt_vectoring_error_code = gate.error_code or 0
+        return True
+
+    def _far_selector(self, dec: _Decoded) -> int | None:
+        """The selector a CALL/JMP far goes to: ptr16:16/32's last two bytes, or the word after the
+        offset of its m16:16/32 operand (None if reading it faults: the CPU then takes that fault)."""
+        code, i, op16 = dec.code, 0, not self._default_op32()
+        while i < len(code) - 1 and code[i] in (0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3):
+            op16 ^= code[i] == 0x66
+            i += 1
+        if code[i] in (0x9A, 0xEA):
+            return int.from_bytes(code[dec.length - 2:dec.length], "little")
+        try:
+            found = self._mem_operand(self.linear_rip(), code)
+            return None if found is None else self.read_linear(found[0] + (2 if op16 else 4), 2)
+        except (event.DeliveryFault, paging.PageFault, UcError):
+            return None
+
+    def _far_transfer(self, dec: _Decoded) -> bool:
+        """CALL/JMP far: a task switch exits (taskswitch.py); any other far transfer runs natively."""
+        sel = self._far_selector(dec) if taskswitch.switches_tasks(self.mode()) else None
+        if sel is None:
+            return self._run_natively(dec)
+        reason = taskswitch.TASK_SWITCH_CALL if "call" in dec.mnemonic else taskswitch.TASK_SWITCH_JMP
+        return self._task_decision(taskswitch.far_transfer(self, sel), reason, dec)
+
+    def _task_decision(self, d: tuple, reason: int, dec: _Decoded) -> bool:
+        if d[0] == "native":
+            return self._run_natively(dec)
+        if d[0] == "fault":
+            return self._exception(d[1], d[2])
+        return self._exit(ExitReason.TASK_SWITCH, d[1] | reason << 30, dec.length)
 
     def _on_unmapped_raw(self, uch: object, access: int, addr: int, size: int, value: int, _: object) -> bool:
         # The first access is the one silicon stops on.  A QEMU helper doing several stores

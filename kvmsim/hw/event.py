@@ -29,6 +29,14 @@ class TripleFault(Exception):
     """The CPU shut down: a fault while delivering #DF."""
 
 
+class TaskGate(Exception):
+    """The event's IDT gate is a task gate: a task switch, which VM-exits (hw/taskswitch.py)."""
+
+    def __init__(self, tss_selector: int, vector: int, itype: IntrType, error_code: int | None) -> None:
+        super().__init__(tss_selector, vector)
+        self.tss_selector, self.vector, self.itype, self.error_code = tss_selector, vector, itype, error_code
+
+
 class EventCpu(Protocol):
     """What delivery needs from the vCPU (hw/cpu.py provides it)."""
 
@@ -105,6 +113,8 @@ def _deliver_once(cpu: EventCpu, vector: int, itype: IntrType, error_code: int |
     lo = cpu.read_linear(base + vector * gate_size, 8, user=False)   # IDT reads are implicit supervisor accesses
     gtype = (lo >> 40) & 0xF
     present = (lo >> 47) & 1
+    if present and gtype == 0x5 and not long_mode:
+        raise TaskGate((lo >> 16) & 0xFFFF, vector, itype, error_code)   # before the gate's DPL check
     if not present or gtype not in ((0xE, 0xF) if long_mode else (0x6, 0x7, 0xE, 0xF)):
         raise DeliveryFault(Vector.GP if present else Vector.NP, vector * 8 + 2 + ext)
     selector = (lo >> 16) & 0xFFFF

@@ -31,6 +31,7 @@ class Action(Enum):
     UD = "ud"                # the CPU raises #UD (Intel has no such instruction; unicorn runs one)
     CR = "cr"                # MOV CR/DR, CLTS, LMSW, SMSW: the VMCS rule decides (ctrlregs.py)
     CONTROL = "control"      # exits iff its VM-execution control is 1 (vmcs.EXIT_CONTROLS)
+    FAR = "far"              # CALL/JMP far: TASK_SWITCH when the selector names a TSS or task gate (taskswitch.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,8 @@ EXITING_INSNS: dict[int, ExitingInsn] = {
     X.X86_INS_IRET:     ExitingInsn(Action.IRET),
     X.X86_INS_IRETD:    ExitingInsn(Action.IRET),
     X.X86_INS_IRETQ:    ExitingInsn(Action.IRET),
+    X.X86_INS_LCALL:    ExitingInsn(Action.FAR, ExitReason.TASK_SWITCH),
+    X.X86_INS_LJMP:     ExitingInsn(Action.FAR, ExitReason.TASK_SWITCH),
     X.X86_INS_MOV:      ExitingInsn(Action.CR),       # MOV CR/DR only (classify turns down other MOVs)
     X.X86_INS_CLTS:     ExitingInsn(Action.CR),
     X.X86_INS_LMSW:     ExitingInsn(Action.CR),
@@ -109,6 +112,7 @@ CPL0_FAULT: dict[str, int] = {
 # above are unconditional or always enabled by KVM.
 CONTROLLED = frozenset({"hlt", "mwait", "monitor", "rdpmc", "wbinvd"})
 _UD = ExitingInsn(Action.UD)
+_FAR = ExitingInsn(Action.FAR, ExitReason.TASK_SWITCH)
 
 MAX_INSN = 15
 _PREFIX = rb"[\x26\x2e\x36\x3e\x64\x65\x66\x67\xf0\xf2\xf3\x40-\x4f]"
@@ -125,6 +129,7 @@ _OPCODES = [
     rb"\x0f\x01[\x20-\x27\x30-\x37\x60-\x67\x70-\x77\xa0-\xa7\xb0-\xb7\xe0-\xe7\xf0-\xf7]",   # SMSW, LMSW
     rb"\x0f\xc7" + _MEM_REG67,                                # VMPTRLD, VMCLEAR, VMXON, VMPTRST
     rb"\x0f\x38[\x80\x81]",                                  # INVEPT, INVVPID
+    rb"[\x9a\xea]", rb"\xff[\x18-\x1f\x28-\x2f\x58-\x5f\x68-\x6f\x98-\x9f\xa8-\xaf]",   # CALL/JMP far
 ]
 # Instructions unicorn runs unlike VMX silicon (hw/fixups.py corrects them at the stop), narrowed
 # by ModRM where the table's match() would turn the rest down anyway.  LOCK-prefixed instructions
@@ -230,6 +235,8 @@ def classify(code: bytes, mode: str) -> tuple[ExitingInsn | None, int, str]:
         return _UD, insn.size, insn.mnemonic       # INTO does not exist in 64-bit mode
     if insn.mnemonic in ("sldt", "str", "lldt", "ltr") and mode in ("real", "vm86"):
         return _UD, insn.size, insn.mnemonic       # not recognised outside protected mode: #UD first
+    if code[i] == 0xFF and i + 1 < len(code) and code[i + 1] < 0xC0 and (code[i + 1] >> 3) & 7 in (3, 5):
+        spec = _FAR                                # FF /3, FF /5: CALL/JMP m16:16/32 (capstone names them call/jmp)
     if spec is not None and insn.id == X.X86_INS_MOV and not (
             code[i] == 0x0F and i + 1 < len(code) and 0x20 <= code[i + 1] <= 0x23):
         spec = None                                # an ordinary MOV

@@ -25,6 +25,7 @@ KVM_PARAM_FILES: dict[str, str] = {
     "/sys/module/kvm/parameters/enable_vmware_backdoor": "enable_vmware_backdoor",
     "/sys/module/kvm_intel/parameters/ept": "enable_ept",
     "/sys/module/kvm_intel/parameters/unrestricted_guest": "unrestricted_guest",
+    "/sys/module/kvm_intel/parameters/emulate_invalid_guest_state": "emulate_invalid_guest_state",
 }
 
 # Host facts a `check =` line may read that the model fixes (value, why that value).

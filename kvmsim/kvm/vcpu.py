@@ -25,6 +25,7 @@ class KvmParams:
 
     enable_ept: bool = True
     unrestricted_guest: bool = True
+    emulate_invalid_guest_state: bool = True   # kvm_intel.emulate_invalid_guest_state
     force_emulation_prefix: bool = False
     enable_vmware_backdoor: bool = False
     host_is_hypervisor: bool = False       # X86_FEATURE_HYPERVISOR on the host
@@ -128,6 +129,7 @@ class KvmVcpuArch:
     db: list[int] = field(default_factory=lambda: [0, 0, 0, 0])   # DR0-DR3
     dr6: int = 0xFFFF0FF0                  # DR6_ACTIVE_LOW (kvm_vcpu_reset)
     dr7: int = 0x400                       # DR7_FIXED_1
+    emulation_required: bool = False       # vmx->emulation_required (vmx_guest_state.py)
 
 
 class KvmVcpu:

@@ -20,6 +20,8 @@ from kvmsim.kvm.x86_emulate import EMULTYPE_SKIP, EMULTYPE_VMWARE_GP, handle_ud,
 from kvmsim.kvm.x86_exception import (kvm_complete_insn_gp, kvm_inject_gp, kvm_queue_exception,
                                       kvm_queue_exception_e, kvm_queue_exception_p, kvm_skip_emulated_instruction)
 from kvmsim.probe import PROBES, kfunc, tracepoint
+from kvmsim.kvm import vmx_guest_state                            # invalid guest state
+from kvmsim.kvm.x86_emulate import kvm_task_switch                # handle_task_switch
 from kvmsim.uapi import KvmExit, KvmInternalError
 
 ExitHandler = Callable[[KvmVcpu], int]
@@ -60,6 +62,8 @@ def vmx_get_exit_info(vcpu: KvmVcpu) -> tuple[int, int, int, int, int]:
 def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
     """VM entry and exit (reference §1.3): trace kvm_entry, run, host NMI, trace kvm_exit."""
     hw = vcpu.hw
+    if not vmx_controls._unrestricted(vcpu) and vmx_guest_state.vmx_no_entry_for_invalid_state(vcpu):
+        return EXIT_FASTPATH_NONE
     if PROBES.enabled:
         rip = hw.reg("rip")   # one register, not two full KVM_GET_REGS snapshots per entry
         tracepoint("kvm_entry", vcpu_id=vcpu.vcpu_id, rip=rip, immediate_exit=False,
@@ -148,6 +152,8 @@ def __vmx_handle_exit(vcpu: KvmVcpu, exit_fastpath: int) -> int:
     """Ordered checks of reference §1.4 (steps that need nested/PML/vNMI-less setups are not modelled)."""
     full = vcpu.hw.vmcs.vm_exit_reason
     run = vcpu.run
+    if vcpu.arch.emulation_required:                                         # guest state is invalid
+        return handle_invalid_guest_state(vcpu)
     if full & VMX_EXIT_REASONS_FAILED_VMENTRY:                               # 5
         run.exit_reason = KvmExit.FAIL_ENTRY
         run.fail_entry.hardware_entry_failure_reason = full
@@ -477,6 +483,77 @@ def handle_nmi_window(vcpu: KvmVcpu) -> int:
     return 1
 
 
+TASK_SWITCH_GATE = 3
+
+
+@kfunc()
+def handle_task_switch(vcpu: KvmVcpu) -> int:
+    """CALL/JMP/IRET or an IDT task gate switched tasks: the qualification's bits 31:30 say which,
+    its low 16 bits the new TSS.  An event that was being delivered through a gate (IDT-vectoring
+    info) is not re-injected; a soft event or an instruction is skipped first, then kvm_task_switch."""
+    idt_info = vcpu.hw.vmcs.idt_vectoring_info_field
+    idt_v = idt_info & INTR_INFO_VALID_MASK
+    idt_index = idt_info & INTR_INFO_VECTOR_MASK
+    itype = idt_info & INTR_INFO_INTR_TYPE_MASK
+    qual = vmx_get_exit_qual(vcpu)
+    reason = (qual & 0xFFFF_FFFF) >> 30
+    has_error_code, error_code = False, 0
+    if reason == TASK_SWITCH_GATE and idt_v:
+        if itype == IntrType.NMI_INTR:
+            vcpu.arch.nmi_injected = False
+            vmx_set_nmi_mask(vcpu, True)
+        elif itype in (IntrType.EXT_INTR, IntrType.SOFT_INTR):
+            pass          # kvm_clear_interrupt_queue: vmx_complete_interrupts re-queued nothing here
+        elif itype in (IntrType.HARD_EXCEPTION, IntrType.SOFT_EXCEPTION):
+            if itype == IntrType.HARD_EXCEPTION and idt_info & INTR_INFO_DELIVER_CODE_MASK:
+                has_error_code, error_code = True, vcpu.hw.vmcs.idt_vectoring_error_code
+            vcpu.arch.exception.pending = vcpu.arch.exception.injected = False   # kvm_clear_exception_queue
+    tss_selector = qual & 0xFFFF
+    if not idt_v or itype not in (IntrType.HARD_EXCEPTION, IntrType.EXT_INTR, IntrType.NMI_INTR):
+        skip_emulated_instruction(vcpu)
+    return kvm_task_switch(vcpu, tss_selector, idt_index if itype == IntrType.SOFT_INTR else -1, reason,
+                           has_error_code, error_code)
+
+
+# The kernel's budget of emulated instructions per handle_invalid_guest_state call.
+INVALID_STATE_EMULATION_BUDGET = 130
+
+
+def vmx_unhandleable_emulation_required(vcpu: KvmVcpu) -> bool:
+    """Outside real mode (vm86) KVM cannot inject an exception while it must emulate."""
+    if not vcpu.arch.emulation_required:
+        return False
+    vm86_active = not vcpu.hw.cr(0) & 1
+    exc = vcpu.arch.exception
+    return not vm86_active and (exc.pending or exc.injected)
+
+
+@kfunc()
+def handle_invalid_guest_state(vcpu: KvmVcpu) -> int:
+    """Emulate one instruction at a time (EMULTYPE 0) while the state is invalid: at most the budget per
+    call, and back to vcpu_run for an open interrupt window, a pending event, a signal or a halt."""
+    intr_window_requested = vcpu.hw.vmcs.cpu_based_vm_exec_control & CPU_BASED_INTR_WINDOW_EXITING
+    count = INVALID_STATE_EMULATION_BUDGET
+    while vcpu.arch.emulation_required and count:
+        count -= 1
+        if intr_window_requested and vmx_interrupt_allowed(vcpu):
+            return handle_interrupt_window(vcpu)
+        if "KVM_REQ_EVENT" in vcpu.requests:
+            return 1
+        if not kvm_emulate_instruction(vcpu, 0):
+            return 0
+        vmx_guest_state.vmx_update_emulation_required(vcpu)
+        if vmx_unhandleable_emulation_required(vcpu):
+            x86.kvm_prepare_emulation_failure_exit(vcpu)
+            return 0
+        if vcpu.arch.halt_request:
+            vcpu.arch.halt_request = False
+            return x86.__kvm_emulate_halt(vcpu)                        # kvm_emulate_halt_noskip
+        if vcpu.signal_pending or vcpu.hw.kick_pending:                # __xfer_to_guest_mode_work_pending
+            return 1
+    return 1
+
+
 # 1: resume the guest; 0: kvm_run is filled in for userspace; <0: -errno from KVM_RUN.
 KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
     ExitReason.EXCEPTION_NMI:         handle_exception_nmi,
@@ -510,7 +587,7 @@ KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
     ExitReason.EOI_INDUCED:           handle_not_modelled,      # handle_apic_eoi_induced: APICv is not modelled
     ExitReason.WBINVD:                kvm_emulate_wbinvd,
     ExitReason.XSETBV:                kvm_emulate_xsetbv,
-    ExitReason.TASK_SWITCH:           handle_not_modelled,      # handle_task_switch
+    ExitReason.TASK_SWITCH:           handle_task_switch,
     ExitReason.MCE_DURING_VMENTRY:    handle_machine_check,
     ExitReason.GDTR_IDTR:             handle_desc,
     ExitReason.LDTR_TR:               handle_desc,

@@ -13,8 +13,9 @@
 from __future__ import annotations
 
 from kvmsim.errors import KvmSimBug
-from kvmsim.hw.vmcs import Vector
+from kvmsim.hw.vmcs import GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_STI, Vector
 from kvmsim.kvm import x86
+from kvmsim.kvm.emulate.codes import KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI
 from kvmsim.kvm.emulate.codes import (EMULATION_FAILED, EMULATION_INTERCEPTED, EMULATION_OK, EMULATION_RESTART,
                                       EMULTYPE_COMPLETE_USER_EXIT, EMULTYPE_NO_DECODE, EMULTYPE_PF, EMULTYPE_SKIP,
                                       EMULTYPE_TRAP_UD, EMULTYPE_TRAP_UD_FORCED, EMULTYPE_VMWARE_GP,
@@ -24,13 +25,14 @@ from kvmsim.kvm.emulate.ctxt import EmulatorFeatures, X86EmulateCtxt, emulator_w
     init_decode_cache, emulator_invalidate_register_cache
 from kvmsim.kvm.emulate.decode import x86_decode_insn
 from kvmsim.kvm.emulate.emulate import x86_emulate_insn
+from kvmsim.kvm.emulate.task_switch import emulator_task_switch
 from kvmsim.kvm.emulator_ops import VcpuEmulateOps, run_mmio
 from kvmsim.kvm.kvm_cache_regs import EFLAGS_RF, EFLAGS_TF, kvm_rip_write
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.x86_exception import (kvm_inject_page_fault, kvm_queue_exception, kvm_queue_exception_e,
                                       kvm_queue_exception_p)
 from kvmsim.probe import PROBES, kfunc, tracepoint
-from kvmsim.uapi import KvmExit
+from kvmsim.uapi import KvmExit, KvmInternalError
 
 __all__ = ["EMULTYPE_NO_DECODE", "EMULTYPE_PF", "EMULTYPE_SKIP", "EMULTYPE_VMWARE_GP", "x86_emulate_instruction",
            "kvm_emulate_instruction", "handle_ud", "flush_emulator_regs"]
@@ -197,8 +199,8 @@ def _writeback(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, r: int) -> int:
     hw = vcpu.hw
     arch = vcpu.arch
     arch.emulate_regs_need_sync_to_vcpu = False
-    if ctxt.interruptibility:
-        hw.vmcs.guest_interruptibility_info |= ctxt.interruptibility
+    if ctxt.interruptibility or hw.vmcs.guest_interruptibility_info & _SHADOW_BITS:
+        toggle_interruptibility(vcpu, ctxt.interruptibility)
     if not ctxt.have_exception or _is_trap(ctxt.exception.vector):
         hw.retired()   # kvm_pmu_trigger_event(INSTRUCTIONS_RETIRED): the emulated instruction retires
         kvm_rip_write(vcpu, ctxt.eip)
@@ -214,6 +216,26 @@ def _writeback(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, r: int) -> int:
         arch.halt_request = False
         return x86.__kvm_emulate_halt(vcpu)
     return r
+
+
+_SHADOW_BITS = GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS
+
+
+def toggle_interruptibility(vcpu: KvmVcpu, mask: int) -> None:
+    """The emulated instruction's interrupt shadow (KVM_X86_SHADOW_INT_*) replaces the one before it;
+    a second STI (or MOV SS) right after one opens none, and a shadow that ends asks KVM_REQ_EVENT."""
+    v = vcpu.hw.vmcs
+    cur = v.guest_interruptibility_info
+    int_shadow = ((KVM_X86_SHADOW_INT_STI if cur & GUEST_INTR_STATE_STI else 0)         # get_interrupt_shadow
+                  | (KVM_X86_SHADOW_INT_MOV_SS if cur & GUEST_INTR_STATE_MOV_SS else 0))
+    if int_shadow & mask:
+        mask = 0
+    if int_shadow or mask:
+        bits = (GUEST_INTR_STATE_MOV_SS if mask & KVM_X86_SHADOW_INT_MOV_SS           # set_interrupt_shadow
+                else GUEST_INTR_STATE_STI if mask & KVM_X86_SHADOW_INT_STI else 0)
+        v.guest_interruptibility_info = (cur & ~_SHADOW_BITS) | bits
+        if not mask:
+            vcpu.requests.add("KVM_REQ_EVENT")
 
 
 def _is_trap(vector: int) -> bool:
@@ -338,3 +360,26 @@ def complete_emulated_mmio(vcpu: KvmVcpu) -> int:
 
 def emultype_name(t: int) -> str:
     return "0" if t == 0 else "|".join(f.name for f in EmulType if f & t)
+
+
+# ---------------------------------------------------------------- task switch
+
+@kfunc()
+def kvm_task_switch(vcpu: KvmVcpu, tss_selector: int, idt_index: int, reason: int,
+                    has_error_code: bool, error_code: int) -> int:
+    """The task switch the CPU exited on, done by the emulator; then RIP and RFLAGS of the new task.
+    Emulation failure, or MMIO during it, is KVM_EXIT_INTERNAL_ERROR (EMULATION, no data); a fault
+    the emulator raised is dropped, as the kernel drops it (simplified: no CET checks)."""
+    ctxt = init_emulate_ctxt(vcpu)
+    ret = emulator_task_switch(ctxt, tss_selector, idt_index, reason, has_error_code, error_code)
+    if ret or vcpu.mmio_needed:
+        vcpu.mmio_needed = False
+        run = vcpu.run
+        run.exit_reason = KvmExit.INTERNAL_ERROR
+        run.internal.suberror = KvmInternalError.EMULATION
+        run.internal.ndata = 0
+        return 0
+    kvm_rip_write(vcpu, ctxt.eip)
+    vcpu.hw.set_reg("rflags", ctxt.eflags)       # kvm_set_rflags
+    vcpu.requests.add("KVM_REQ_EVENT")
+    return 1

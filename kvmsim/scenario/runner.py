@@ -193,6 +193,7 @@ def _params(sc: Scenario):
 
     k = sc.kvm
     return KvmParams(enable_ept=k.enable_ept, unrestricted_guest=k.unrestricted_guest,
+                     emulate_invalid_guest_state=k.emulate_invalid_guest_state,
                      force_emulation_prefix=k.force_emulation_prefix,
                      enable_vmware_backdoor=k.enable_vmware_backdoor, host_is_hypervisor=k.host_is_hypervisor,
                      mmio_caching=k.mmio_caching, exit_on_emulation_error=k.exit_on_emulation_failure,

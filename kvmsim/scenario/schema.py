@@ -715,6 +715,8 @@ class Kvm(_Model):
 
     enable_ept: bool = True
     unrestricted_guest: bool = True
+    emulate_invalid_guest_state: bool = Field(True, description="kvm_intel.emulate_invalid_guest_state: "
+                                              "without unrestricted_guest, emulate while the state is invalid")
     force_emulation_prefix: bool = False
     enable_vmware_backdoor: bool = False
     host_is_hypervisor: bool = False

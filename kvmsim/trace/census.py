@@ -31,7 +31,8 @@ _CS_MODES = {"prot64": "64", "prot32": "32", "prot16": "16", "real": "16", "vm16
 # How each count arises (the report prints the line beside its row).
 WHY = {
     "0": "an exit handler emulates the instruction it exited on (string I/O via handle_io, "
-         "UMIP descriptor instructions via handle_desc)",
+         "UMIP descriptor instructions via handle_desc), or handle_invalid_guest_state emulates "
+         "while the state is invalid without unrestricted guest",
     "NO_DECODE": "userspace completed an MMIO read or a string IN: complete_emulated_mmio/_pio "
                  "re-enter the emulator with the instruction already decoded",
     "PF": "an EPT violation/misconfig on a GPA with no memslot (MMIO): kvm_mmu_page_fault emulates "
