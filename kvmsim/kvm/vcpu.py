@@ -128,6 +128,7 @@ class KvmVcpuArch:
     db: list[int] = field(default_factory=lambda: [0, 0, 0, 0])   # DR0-DR3
     dr6: int = 0xFFFF0FF0                  # DR6_ACTIVE_LOW (kvm_vcpu_reset)
     dr7: int = 0x400                       # DR7_FIXED_1
+    shadow_mmu: Any = None                 # mmu_shadow.ShadowMmu while enable_ept=0 (vcpu->arch.mmu)
 
 
 class KvmVcpu:
