@@ -33,7 +33,7 @@ from kvmsim.hw.vmcs import (VMX_EXIT_REASONS_FAILED_VMENTRY, EPT_VIOLATION_ACC_I
                             CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_NMI, NMI_HOST_INTR_INFO, IntrType,
                             IoExitQual, Vector, Vmcs, insn_exits, intr_info, pause_loop_exits,
                             CPU_BASED_INTR_WINDOW_EXITING, GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_STI,
-                            SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES, TYPE_LINEAR_APIC_INST_FETCH,
+                            SECONDARY_EXEC_ENABLE_EPT, SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES, TYPE_LINEAR_APIC_INST_FETCH,
                             TYPE_LINEAR_APIC_INST_READ, TYPE_LINEAR_APIC_INST_WRITE)
 from kvmsim.hw.apicdef import APIC_DEFAULT_PHYS_BASE
 
@@ -57,6 +57,8 @@ DEFAULT_EXCEPTION_BITMAP = frozenset({Vector.UD, Vector.MC, Vector.AC})
 # Enum members read on every exit, bound once (a class-attribute lookup on an Enum costs ~70 ns).
 _ACTION_EXIT, _IO_INSTRUCTION = Action.EXIT, ExitReason.IO_INSTRUCTION
 _IO_INSTRUCTION_NR = int(ExitReason.IO_INSTRUCTION)
+_VECTOR_PF = Vector.PF
+_ENABLE_EPT = SECONDARY_EXEC_ENABLE_EPT
 
 
 class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, DebugTrap, ShadowPaging):
@@ -225,7 +227,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             if self._dbg_on and self._dbg_boundary(self.linear_rip()):
                 continue                           # a debugger stop (debugtrap.py); state may have changed
             self._pending = None
-            if Vector.PF in self.exception_bitmap:     # shadow paging: a #PF exit must leave CR2 as it is
+            if _VECTOR_PF in self.exception_bitmap:    # shadow paging: a #PF exit must leave CR2 as it is
                 self._cr2_at_entry = self.cr(2)
             if (vmcs.cpu_based_vm_exec_control, vmcs.secondary_vm_exec_control) != self._controls_key:
                 self._check_controls()
@@ -701,7 +703,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if (gpa & ~0xFFF) == APIC_DEFAULT_PHYS_BASE and (self.vmcs.secondary_vm_exec_control
                                                        & SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES):
             return self._apic_access_exit(access, gpa)
-        if not self.ept_enabled():
+        if not self.vmcs.secondary_vm_exec_control & _ENABLE_EPT:   # shadow paging (shadowpt.py)
             return self._shadow_pf_exit(access, gpa)
         if (gpa >> 12) in self.ept_mmio_gfns:
             return self._exit(ExitReason.EPT_MISCONFIG, 0, self._insn_len(), gpa=gpa)

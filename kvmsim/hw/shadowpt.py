@@ -20,7 +20,7 @@ from unicorn import UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAP
 from unicorn import unicorn_const as UCC
 
 from kvmsim.hw import paging
-from kvmsim.hw.vmcs import SECONDARY_EXEC_ENABLE_EPT, ExitReason, IntrType, Vector, intr_info
+from kvmsim.hw.vmcs import ExitReason, IntrType, Vector, intr_info
 
 _PF_INFO = intr_info(Vector.PF, IntrType.HARD_EXCEPTION, True)
 
@@ -32,9 +32,6 @@ class ShadowPaging:
         self.spt_mmio: set[int] = set()              # linear page numbers with an MMIO SPTE (current root)
         self.spt_write_protected: set[int] = set()   # gfns whose SPTEs KVM made read-only
         self._cr2_at_entry = 0                       # CR2 before the guest ran (a #PF exit leaves it)
-
-    def ept_enabled(self) -> bool:
-        return bool(self.vmcs.secondary_vm_exec_control & SECONDARY_EXEC_ENABLE_EPT)
 
     # ------------------------------------------------------------ what KVM programs
     def write_protect_gfn(self, gfn: int, on: bool) -> None:

@@ -60,6 +60,9 @@ def handle_mmio_page_fault(vcpu: KvmVcpu, addr: int) -> int:
 def kvm_handle_noslot_fault(vcpu: KvmVcpu, gpa: int) -> int:
     """No memslot: cache the MMIO info and, with MMIO caching, install an MMIO SPTE."""
     if vcpu.kvm.params.mmio_caching:
+        if not vcpu.kvm.params.enable_ept:       # an unpaged guest on the shadow MMU's nonpaging root
+            mmu_shadow.mark_mmio_spte(vcpu, gpa, frozenset())
+            return RET_PF_EMULATE
         vcpu.hw.ept_mmio_gfns.add(gpa >> 12)
     return RET_PF_EMULATE
 

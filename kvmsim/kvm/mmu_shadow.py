@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kvmsim.hw import paging
+from kvmsim.kvm.emulate.codes import EMULTYPE_ALLOW_RETRY_PF
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.x86_exception import kvm_inject_page_fault
 from kvmsim.probe import PROBES, kfunc, tracepoint
@@ -34,6 +35,7 @@ RET_PF_CONTINUE, RET_PF_RETRY, RET_PF_EMULATE, RET_PF_WRITE_PROTECTED, RET_PF_IN
 KVM_MMU_NUM_PREV_ROOTS = 3
 _SHADOW_PAGES_MAX = 256     # bounds the walk of a new root (a guest with more tables is simplified)
 _ADDR52 = 0x000F_FFFF_FFFF_F000
+NONPAGING_ROOT = -1         # the direct-mapped root of an unpaged guest (nonpaging_page_fault)
 
 
 @dataclass(slots=True)
@@ -50,6 +52,7 @@ class ShadowMmu:
     """vcpu->arch.mmu for the shadow MMU: roots, shadow pages, MMIO SPTEs, the MMIO cache."""
 
     root: int | None = None                           # root_hpa, named by the guest CR3 it shadows
+    paging: bool = False                              # the root shadows guest tables (else nonpaging)
     prev_roots: list[int] = field(default_factory=list)
     pages: dict[int, KvmMmuPage] = field(default_factory=dict)   # gfn -> shadow page
     mmio_sptes: dict[int, dict[int, frozenset[int]]] = field(default_factory=dict)  # root -> gva page -> tables
@@ -179,21 +182,39 @@ def kvm_mmu_new_pgd(vcpu: KvmVcpu, pgd: int) -> None:
         del mmu.prev_roots[KVM_MMU_NUM_PREV_ROOTS:]
         mmu.root = pgd
         hw.spt_mmio = set(mmu.mmio_sptes.setdefault(pgd, {}))
-    if PROBES.enabled:
-        tracepoint("kvm_mmu_new_pgd", pgd=pgd)
     for gfn, level in _reachable_tables(hw):
         kvm_mmu_get_shadow_page(vcpu, gfn, level)
     hw.flush_tlb()
 
 
 def kvm_mmu_reload(vcpu: KvmVcpu) -> None:
-    """vcpu_enter_guest → kvm_mmu_reload: a paging guest without EPT runs on the root of its CR3."""
-    if is_shadow_mmu(vcpu):
-        if vcpu_mmu(vcpu).root != vcpu.hw.cr(3):
-            kvm_mmu_new_pgd(vcpu, vcpu.hw.cr(3))
-    elif vcpu.arch.shadow_mmu is not None and vcpu.arch.shadow_mmu.root is not None:
-        vcpu.arch.shadow_mmu.root = None               # paging off: the direct (nonpaging) root
-        vcpu.hw.spt_mmio = set()
+    """vcpu_enter_guest → kvm_mmu_reload: a paging guest without EPT runs on the root of its CR3, an
+    unpaged one on the direct-mapped nonpaging root.  Turning paging on or off resets the MMU context
+    (kvm_post_set_cr0 → kvm_mmu_reset_context): every root and its SPTEs go."""
+    mmu = vcpu_mmu(vcpu)
+    hw = vcpu.hw
+    paging_on = bool(hw.cr(0) & paging.X86_CR0_PG)
+    if paging_on != mmu.paging:
+        mmu.paging, mmu.root = paging_on, None
+        mmu.prev_roots.clear()
+        mmu.mmio_sptes.clear()
+        hw.spt_mmio = set()
+    want = hw.cr(3) if paging_on else NONPAGING_ROOT
+    if mmu.root == want:
+        return
+    if paging_on:
+        kvm_mmu_new_pgd(vcpu, want)
+    else:
+        mmu.root = NONPAGING_ROOT
+        hw.spt_mmio = set(mmu.mmio_sptes.setdefault(NONPAGING_ROOT, {}))
+
+
+def mark_mmio_spte(vcpu: KvmVcpu, gva: int, tables: frozenset[int]) -> None:
+    """FNAME(fetch) / direct_map → mmu_set_spte on a noslot pfn: an MMIO SPTE in the current root."""
+    mmu = vcpu_mmu(vcpu)
+    mmu.mmio_sptes.setdefault(mmu.root, {})[gva >> 12] = tables
+    vcpu.hw.spt_mmio.add(gva >> 12)
+    mmu.stat["pf_mmio_spte_created"] += 1
 
 
 # ---------------------------------------------------------------- faults
@@ -247,9 +268,7 @@ def paging_page_fault(vcpu: KvmVcpu, addr: int, error_code: int) -> tuple[int, i
         vcpu_cache_mmio_info(vcpu, addr, gfn)
         if not vcpu.kvm.params.mmio_caching:
             return RET_PF_EMULATE, 0
-        mmu.mmio_sptes.setdefault(mmu.root, {})[addr >> 12] = tables   # FNAME(fetch) → mark_mmio_spte
-        hw.spt_mmio.add(addr >> 12)
-        mmu.stat["pf_mmio_spte_created"] += 1
+        mark_mmio_spte(vcpu, addr, tables)
         return RET_PF_EMULATE, 0
     if error_code & paging.PFERR_WRITE_MASK and hw.gpa_is_readonly(gpa):
         return RET_PF_EMULATE, 0                           # KVM_PFN_ERR_RO_FAULT
@@ -262,7 +281,6 @@ def paging_page_fault(vcpu: KvmVcpu, addr: int, error_code: int) -> tuple[int, i
 def kvm_mmu_write_protect_fault(vcpu: KvmVcpu, cr2_or_gpa: int, error_code: int) -> tuple[int, int]:
     """A write to a write-tracked gfn: emulate it, allowing unprotect-and-retry unless this RIP and
     address were just retried (last_retry_eip/addr)."""
-    from kvmsim.kvm.emulate.codes import EMULTYPE_ALLOW_RETRY_PF
     mmu = vcpu_mmu(vcpu)
     rip = vcpu.hw.reg("rip")
     if mmu.last_retry_eip == rip and mmu.last_retry_addr == cr2_or_gpa:
