@@ -125,3 +125,53 @@ def test_exception_bitmap_and_controls_without_ept() -> None:
     assert Vector.PF in vmx.vmx_exception_bitmap(KvmParams(enable_ept=False))
     assert Vector.PF not in vmx.vmx_exception_bitmap(KvmParams())
     assert vmx.KVM_VMX_EXIT_HANDLERS[int(vmx.ExitReason.INVLPG)] is vmx.handle_invlpg
+
+
+def _both(name: str):
+    sc = load_scenario(ROOT / "scenarios" / name)
+    ept = run_scenario(sc)
+    spt = run_scenario(sc.model_copy(update={"kvm": sc.kvm.model_copy(update={"enable_ept": False})}))
+    return ept, spt
+
+
+# Unpaged prot32 (the nonpaging root), 4-level paging with 1G/2M/4K pages, REP string MMIO, the
+# in-kernel ioeventfd, self-modifying code, a mode switch from real to long mode.
+SAME_AS_EPT = ["mmio-page-cross-prot32.yaml", "mmio-guest-paging-long64.yaml", "rep-movs-mmio-long64.yaml",
+               "ioeventfd-doorbell-long64.yaml", "selfmod-code-long64.yaml", "mode-switch-real-to-long.yaml",
+               "emulator-string-prot32.yaml"]
+
+
+@pytest.mark.parametrize("name", SAME_AS_EPT)
+def test_existing_scenarios_without_ept_give_the_guest_and_vmm_the_same_results(name: str) -> None:
+    """Differential: what the guest and the VMM observe does not depend on EPT; only the exits do
+    (every MMIO access is a #PF exit, no EPT exit remains) and PF-emulations stay PF-emulations."""
+    ept, spt = _both(name)
+    for what in ("stop", "userspace", "regs", "exceptions", "serial", "memory"):
+        assert getattr(spt, what) == getattr(ept, what), what
+    assert not spt.exits.get("EPT_VIOLATION") and not spt.exits.get("EPT_MISCONFIG")
+    mmio_exits = ept.exits.get("EPT_VIOLATION", 0) + ept.exits.get("EPT_MISCONFIG", 0)
+    assert spt.exits.get("EXCEPTION_NMI", 0) >= mmio_exits
+    if name.startswith("ioeventfd"):   # the length-0 fast-MMIO match is handle_ept_misconfig's alone
+        assert spt.emulation["PF"] == spt.exits["EXCEPTION_NMI"] > ept.emulation["PF"]
+    else:
+        assert spt.emulation.get("PF", 0) == ept.emulation.get("PF", 0)
+
+
+def test_cpl3_page_faults_are_intercepted_and_injected() -> None:
+    """With EPT the CPU delivers the CPL3 guest's #PFs itself; without it each is a #PF exit that the
+    shadow MMU reflects with the same error code (U set), so the guest's handler sees the same."""
+    ept, spt = _both("cpl3-user-pages-long64.yaml")
+    assert ept.exceptions == [] and ept.regs == spt.regs and ept.userspace == spt.userspace
+    assert spt.exceptions == [{"vector": Vector.PF, "error_code": 0x5}, {"vector": Vector.PF, "error_code": 0x7}]
+    assert spt.exits["EXCEPTION_NMI"] == 2
+
+
+@pytest.mark.parametrize("name", ["mmio-avx-fails-long64.yaml", "mmio-cmpxchg16b-fails-long64.yaml"])
+def test_emulation_failure_reports_the_page_fault_exit(name: str) -> None:
+    """KVM_INTERNAL_ERROR_EMULATION carries the exit's information: the #PF exit (reason 0, the
+    linear address, intr info 0x80000b0e) instead of the EPT violation's."""
+    ept, spt = _both(name)
+    e, s = ept.userspace[-1].fields["data"], spt.userspace[-1].fields["data"]
+    assert e[:3] == s[:3]                                 # flags and the instruction bytes
+    assert e[3] == 48 and s[3] == 0                       # EPT_VIOLATION, EXCEPTION_NMI
+    assert s[4] >> 12 == 0xD0000 and s[6] == 0x80000B0E
