@@ -7,16 +7,17 @@ but the guest's own results must be the same) are compared.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
-from kvmsim.hw.vmcs import Vector
+from kvmsim.hw.vmcs import Vector, exit_reason_name
 from kvmsim.kvm import vmx
 from kvmsim.kvm.vcpu import KvmParams
 from kvmsim.scenario.loader import load_scenario
 from kvmsim.scenario.runner import run_scenario
+from kvmsim.trace.census import Census
+from kvmsim.trace.events import Tap
 from kvmsim.trace.recorder import Recorder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,6 @@ def shadow():
 
 def _exit_stream(events) -> list[tuple[str, int, int]]:
     """(reason, exit qualification, intr error code) of every kvm_exit, in order."""
-    from kvmsim.hw.vmcs import exit_reason_name
     return [(exit_reason_name(e.fields["exit_reason"]), e.fields["info1"], e.fields["error_code"])
             for e in events if e.kind == "tp" and e.name == "kvm_exit"]
 
@@ -175,3 +175,15 @@ def test_emulation_failure_reports_the_page_fault_exit(name: str) -> None:
     assert e[:3] == s[:3]                                 # flags and the instruction bytes
     assert e[3] == 48 and s[3] == 0                       # EPT_VIOLATION, EXCEPTION_NMI
     assert s[4] >> 12 == 0xD0000 and s[6] == 0x80000B0E
+
+
+def test_census_shows_the_combination_its_path_and_the_retry() -> None:
+    """`kvmsim census`: PF|ALLOW_RETRY_PF by its exact combination, reached from handle_exception_nmi,
+    and the one unprotect-and-retry (the ADD) as the `retry` outcome."""
+    census = Census()
+    Tap([census]).run(load_scenario(SCENARIO))
+    d = census.to_dict()
+    assert d["by_emultype_combination"] == {"ALLOW_RETRY_PF|PF": 6, "PF": 5, "NO_DECODE": 4}
+    assert d["outcomes"]["retry"] == 1 and d["outcomes"]["failed"] == 0
+    assert d["by_path"]["handle_exception_nmi → kvm_handle_page_fault → kvm_mmu_page_fault → "
+                        "x86_emulate_instruction"] == 11
