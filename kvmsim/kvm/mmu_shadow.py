@@ -53,6 +53,7 @@ class ShadowMmu:
 
     root: int | None = None                           # root_hpa, named by the guest CR3 it shadows
     paging: bool = False                              # the root shadows guest tables (else nonpaging)
+    role: tuple = ()                                  # the CPU role the roots were made for (cpu_role)
     prev_roots: list[int] = field(default_factory=list)
     pages: dict[int, KvmMmuPage] = field(default_factory=dict)   # gfn -> shadow page
     mmio_sptes: dict[int, dict[int, frozenset[int]]] = field(default_factory=dict)  # root -> gva page -> tables
@@ -189,13 +190,15 @@ def kvm_mmu_new_pgd(vcpu: KvmVcpu, pgd: int) -> None:
 
 def kvm_mmu_reload(vcpu: KvmVcpu) -> None:
     """vcpu_enter_guest → kvm_mmu_reload: a paging guest without EPT runs on the root of its CR3, an
-    unpaged one on the direct-mapped nonpaging root.  Turning paging on or off resets the MMU context
-    (kvm_post_set_cr0 → kvm_mmu_reset_context): every root and its SPTEs go."""
+    unpaged one on the direct-mapped nonpaging root.  A change of paging mode resets the MMU context
+    (kvm_post_set_cr0/cr4 → kvm_mmu_reset_context): every root and its SPTEs go (the shadow pages
+    stay, write-tracked, as KVM keeps them until zapped)."""
     mmu = vcpu_mmu(vcpu)
     hw = vcpu.hw
     paging_on = bool(hw.cr(0) & paging.X86_CR0_PG)
-    if paging_on != mmu.paging:
-        mmu.paging, mmu.root = paging_on, None
+    role = (paging_on, hw.efer() & paging.EFER_LMA, hw.cr(4) & (paging.X86_CR4_PAE | paging.X86_CR4_PSE))
+    if role != mmu.role:          # the CPU role changed (CR0.PG, EFER.LMA, CR4.PAE/PSE): new context
+        mmu.role, mmu.paging, mmu.root = role, paging_on, None
         mmu.prev_roots.clear()
         mmu.mmio_sptes.clear()
         hw.spt_mmio = set()
