@@ -9,20 +9,62 @@ places where the shadow tables make the CPU behave differently:
   P|W, the write not done;
 - a #PF the guest's own tables raise: a #PF VM exit (KVM intercepts it), CR2 left unchanged.
 Simplified: SPTEs for RAM are not modelled at the silicon (no hidden first-touch #PF exits), as the
-EPT model maps RAM memslots up front.
+EPT model maps RAM memslots up front; the guest's accessed/dirty bits are set by unicorn's walk
+(KVM's shadow walker sets them at those hidden faults).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import struct
+
 from capstone import CS_ARCH_X86, Cs
 from capstone.x86_const import X86_OP_MEM, X86_REG_RIP
-from unicorn import UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED, UC_PROT_EXEC, UC_PROT_READ
+from unicorn import (UC_ARCH_X86, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED, UC_MODE_64,
+                     UC_PROT_EXEC, UC_PROT_READ, Uc)
 from unicorn import unicorn_const as UCC
+
+from kvmsim.errors import KvmSimBug
 
 from kvmsim.hw import paging
 from kvmsim.hw.vmcs import ExitReason, IntrType, Vector, intr_info
 
 _PF_INFO = intr_info(Vector.PF, IntrType.HARD_EXCEPTION, True)
+
+
+@functools.cache
+def _memory_region_layout() -> tuple[int, int, int]:
+    """(offset in uc_struct of `mapped_blocks`, offset of `addr` and of `readonly` in a MemoryRegion),
+    found once per process by mapping three regions and write-protecting one.  unicorn's mem_protect
+    makes a region read-only for the guest's stores (its perms) and for QEMU's own physical stores
+    (mr->readonly): clearing the second lets the page walker set accessed/dirty bits in a table the
+    silicon write-protects for KVM, as KVM's shadow walker sets them, while guest stores still trap."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    spans = ((0x10000, 0x1000), (0x30000, 0x2000), (0x50000, 0x3000))
+    for a, s in spans:
+        uc.mem_map(a, s)
+    raw = ctypes.string_at(uc._uch.value, 1 << 16)
+    for off in range(0, len(raw) - 12, 8):
+        ptr, cnt = struct.unpack_from("<QI", raw, off)
+        if cnt != len(spans) or ptr < 0x10000:
+            continue
+        mrs = struct.unpack("<3Q", ctypes.string_at(ptr, 24))
+        if any(m < 0x10000 for m in mrs):
+            continue
+        bodies = [ctypes.string_at(m, 256) for m in mrs]
+        addr_at = [i for i in range(0, 256, 8) if all(struct.unpack_from("<Q", b, i)[0] == a
+                                                    for b, (a, _) in zip(bodies, spans))]
+        if not addr_at:
+            continue
+        before = ctypes.string_at(mrs[1], 8)
+        uc.mem_protect(0x30000, 0x2000, UC_PROT_READ)
+        after = ctypes.string_at(mrs[1], 8)
+        flips = [i for i in range(8) if before[i] == 0 and after[i] == 1]
+        if len(flips) == 1:
+            return off, addr_at[0], flips[0]
+        break
+    raise KvmSimBug("cannot find unicorn's memory-region table (mapped_blocks, MemoryRegion.readonly)")
 
 
 class ShadowPaging:
@@ -43,8 +85,26 @@ class ShadowPaging:
             return
         for slot, (gpa, size, _) in self.memslots.items():
             if gpa <= gfn << 12 < gpa + size:
-                prot = UC_PROT_READ | UC_PROT_EXEC if on else self._slot_prot(slot)
-                self.uc.mem_protect(gfn << 12, 0x1000, prot)
+                if not on:
+                    self._set_region_readonly(gfn << 12, True)   # so mem_protect commits the change
+                self.uc.mem_protect(gfn << 12, 0x1000, UC_PROT_READ | UC_PROT_EXEC if on else self._slot_prot(slot))
+                if on and slot not in self.readonly_slots:
+                    self._set_region_readonly(gfn << 12, False)  # the page walker's A/D stores land
+                return
+
+    def spt_host_wrote(self, gfn: int) -> None:
+        """KVM wrote a write-protected frame (uc_mem_write marks the region read-only again after a
+        host write): keep the page walker's A/D stores landing."""
+        if gfn in self.spt_write_protected and self.uc is not None:
+            self._set_region_readonly(gfn << 12, False)
+
+    def _set_region_readonly(self, gpa: int, readonly: bool) -> None:
+        """Poke mr->readonly of the unicorn region starting at `gpa` (see _memory_region_layout)."""
+        blocks_at, addr_at, ro_at = _memory_region_layout()
+        ptr, cnt = struct.unpack_from("<QI", ctypes.string_at(self.uc._uch.value + blocks_at, 12))
+        for mr in struct.unpack(f"<{cnt}Q", ctypes.string_at(ptr, 8 * cnt)):
+            if struct.unpack("<Q", ctypes.string_at(mr + addr_at, 8))[0] == gpa:
+                ctypes.memset(mr + ro_at, int(readonly), 1)
                 return
 
     def flush_tlb(self) -> None:
