@@ -92,11 +92,12 @@ class ShadowPaging:
                     self._set_region_readonly(gfn << 12, False)  # the page walker's A/D stores land
                 return
 
-    def spt_host_wrote(self, gfn: int) -> None:
-        """KVM wrote a write-protected frame (uc_mem_write marks the region read-only again after a
-        host write): keep the page walker's A/D stores landing."""
-        if gfn in self.spt_write_protected and self.uc is not None:
-            self._set_region_readonly(gfn << 12, False)
+    def spt_host_wrote(self, first: int, last: int) -> None:
+        """KVM or the CPU's event delivery wrote frames [first, last] (uc_mem_write marks a protected
+        region read-only again after a host write): keep the page walker's A/D stores landing."""
+        for gfn in range(first, last + 1):
+            if gfn in self.spt_write_protected and self.uc is not None:
+                self._set_region_readonly(gfn << 12, False)
 
     def _set_region_readonly(self, gpa: int, readonly: bool) -> None:
         """Poke mr->readonly of the unicorn region starting at `gpa` (see _memory_region_layout)."""

@@ -44,7 +44,6 @@ _KVM_EXIT_MMIO = int(KvmExit.MMIO)
 def kvm_page_track_write(vcpu: KvmVcpu, gpa: int, new: bytes) -> None:
     """emulator_write_phys → kvm_page_track_write: a write to a write-tracked gfn reaches the shadow MMU."""
     if (gpa >> 12) in vcpu.hw.spt_write_protected:
-        vcpu.hw.spt_host_wrote(gpa >> 12)
         mmu_shadow.kvm_mmu_track_write(vcpu, gpa, new)
 
 
