@@ -13,7 +13,8 @@ import pytest
 
 from kvmsim.hw.vmcs import Vector, exit_reason_name
 from kvmsim.kvm import vmx
-from kvmsim.kvm.vcpu import KvmParams
+from kvmsim.hw import vmcs as V
+from kvmsim.kvm.vcpu import Kvm, KvmParams, KvmVcpu
 from kvmsim.scenario.loader import load_scenario
 from kvmsim.scenario.runner import run_scenario
 from kvmsim.trace.census import Census
@@ -116,11 +117,22 @@ def test_same_guest_with_ept_sees_the_same_results() -> None:
     assert [u for u in ept_res.userspace] == [u for u in shadow_res.userspace]
 
 
-def test_exception_bitmap_and_controls_without_ept() -> None:
-    """update_exception_bitmap adds #PF only without EPT; CR3 and INVLPG exiting likewise."""
-    assert Vector.PF in vmx.vmx_exception_bitmap(KvmParams(enable_ept=False))
-    assert Vector.PF not in vmx.vmx_exception_bitmap(KvmParams())
+@pytest.mark.parametrize("ept", [False, True])
+def test_exception_bitmap_and_controls_follow_enable_ept(ept: bool) -> None:
+    """Without EPT: #PF in the exception bitmap, CR3 load/store and INVLPG exiting, no EPT and no
+    unrestricted guest, CR0.WP and the TLB-flushing CR4 bits host-owned; with EPT none of that."""
+    vcpu = KvmVcpu(Kvm(KvmParams(enable_ept=ept)), 0)
+    vmx.vmx_vcpu_create(vcpu)
+    v = vcpu.hw.vmcs
+    assert (Vector.PF in vcpu.hw.exception_bitmap) is not ept
+    for bit in (V.CPU_BASED_CR3_LOAD_EXITING, V.CPU_BASED_CR3_STORE_EXITING, V.CPU_BASED_INVLPG_EXITING):
+        assert bool(v.cpu_based_vm_exec_control & bit) is not ept
+    assert bool(v.secondary_vm_exec_control & V.SECONDARY_EXEC_ENABLE_EPT) is ept
+    assert bool(v.secondary_vm_exec_control & V.SECONDARY_EXEC_UNRESTRICTED_GUEST) is ept
+    assert bool(vcpu.arch.cr0_guest_owned_bits & (1 << 16)) is ept          # CR0.WP
+    assert bool(vcpu.arch.cr4_guest_owned_bits & (1 << 7)) is ept           # CR4.PGE
     assert vmx.KVM_VMX_EXIT_HANDLERS[int(vmx.ExitReason.INVLPG)] is vmx.handle_invlpg
+    vcpu.hw.power_off()
 
 
 def _both(name: str):
