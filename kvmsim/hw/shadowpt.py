@@ -109,10 +109,10 @@ class ShadowPaging:
                 return
 
     def flush_tlb(self) -> None:
-        """KVM flushed the guest's TLB entries (INVLPG emulated, root switch): unicorn's TLB goes too."""
+        """KVM flushed the guest's TLB entries (INVLPG emulated, root switch): unicorn's TLB goes too.
+        (The code scans follow page-table writes on their own: trap.py watches the tables.)"""
         if self.uc is not None:
             self.uc.ctl(UCC.UC_CTL_TLB_FLUSH, UCC.UC_CTL_IO_WRITE)
-            self._revalidate_maps()
 
     # ------------------------------------------------------------ exits
     def _pf_exit(self, linear: int, error_code: int) -> bool:
