@@ -195,3 +195,40 @@ def test_census_shows_the_combination_its_path_and_the_retry() -> None:
     assert d["outcomes"]["retry"] == 1 and d["outcomes"]["failed"] == 0
     assert d["by_path"]["handle_exception_nmi → kvm_handle_page_fault → kvm_mmu_page_fault → "
                         "x86_emulate_instruction"] == 11
+
+
+BAD_TABLE = """\
+name: table-outside-ram
+description: a PML4 entry naming a table with no memslot; the access through it
+guest:
+  mode: long64
+  asm: |
+    .include "kvmsim.inc"
+    GUEST_ENTRY
+    INSTALL_EXCEPTION_HANDLERS
+    movabsq $0xd0000003, %rax
+    movq    %rax, 0x4008
+    movabsq $0x8000000000, %rdi
+    EXPECT_FAULT PF_VECTOR, movl (%rdi), %eax
+    movl    kvmsim_fault_error, %r8d
+    movq    %cr2, %r9
+    EXIT 0
+kvm: {enable_ept: @EPT@}
+devices:
+  - {type: debug-exit, port: 0xf4}
+  - {type: regbank, gpa: 0xd0000000, values: {0x0: 0}}
+"""
+
+
+def test_a_table_outside_ram_is_a_not_present_fault_on_both(tmp_path: Path) -> None:
+    """Guest misbehaviour, no traceback: the shadow walker reads a table outside RAM as not present
+    and injects #PF(0) with CR2, which is what the CPU's own walk gives the guest with EPT."""
+    results = []
+    for ept in ("false", "true"):
+        f = tmp_path / f"bad-{ept}.yaml"
+        f.write_text(BAD_TABLE.replace("@EPT@", ept))
+        results.append(run_scenario(load_scenario(f)))
+    spt, ept = results
+    assert spt.stop.reason == ept.stop.reason == "debug-exit"
+    assert (spt.regs["r8"], spt.regs["r9"]) == (ept.regs["r8"], ept.regs["r9"]) == (0, 0x8000000000)
+    assert spt.exceptions == [{"vector": Vector.PF, "error_code": 0}]

@@ -86,9 +86,15 @@ def _geometry(hw) -> tuple[int, int, list[tuple[int, int]]]:
     if efer & paging.EFER_LMA:
         return 8, 4, [(cr3 & _ADDR52, 4)]
     if cr4 & paging.X86_CR4_PAE:     # the PDPTEs are loaded at CR3 load: the PDs are the shadowed roots
-        pds = [hw.read_phys((cr3 & 0xFFFF_FFE0) + 8 * i, 8) for i in range(4)]
+        pds = [_read_gpte(hw, (cr3 & 0xFFFF_FFE0) + 8 * i, 8) for i in range(4)]
         return 8, 2, [(e & _ADDR52, 2) for e in pds if e & 1]
     return 4, 2, [(cr3 & 0xFFFF_F000, 2)]
+
+
+def _read_gpte(hw, gpa: int, size: int) -> int:
+    """A guest table entry; a table outside RAM reads as not present (the walk's #PF, no traceback).
+    Simplified: KVM's walker also faults there, without going through MMIO."""
+    return hw.read_phys(gpa, size) if hw._host(gpa, size) else 0
 
 
 def _reachable_tables(hw) -> list[tuple[int, int]]:
@@ -119,7 +125,7 @@ def _walk(vcpu: KvmVcpu, gva: int, error_code: int) -> tuple[int, frozenset[int]
 
     def read(gpa: int, size: int) -> int:
         tables.add(gpa >> 12)
-        return hw.read_phys(gpa, size)
+        return _read_gpte(hw, gpa, size)
     gpa = paging.walk(read, hw.cr(0), hw.cr(3), hw.cr(4), hw.efer(), gva,
                       write=bool(error_code & paging.PFERR_WRITE_MASK), user=bool(error_code & paging.PFERR_USER_MASK),
                       fetch=bool(error_code & paging.PFERR_FETCH_MASK))
