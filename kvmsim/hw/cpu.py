@@ -33,7 +33,7 @@ from kvmsim.hw.vmcs import (VMX_EXIT_REASONS_FAILED_VMENTRY, EPT_VIOLATION_ACC_I
                             CPU_BASED_NMI_WINDOW_EXITING, GUEST_INTR_STATE_NMI, NMI_HOST_INTR_INFO, IntrType,
                             IoExitQual, Vector, Vmcs, insn_exits, intr_info, pause_loop_exits,
                             CPU_BASED_INTR_WINDOW_EXITING, GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_STI,
-                            SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES, TYPE_LINEAR_APIC_INST_FETCH,
+                            SECONDARY_EXEC_ENABLE_EPT, SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES, TYPE_LINEAR_APIC_INST_FETCH,
                             TYPE_LINEAR_APIC_INST_READ, TYPE_LINEAR_APIC_INST_WRITE)
 from kvmsim.hw.apicdef import APIC_DEFAULT_PHYS_BASE
 
@@ -41,6 +41,7 @@ from kvmsim.hw.memory import GuestMemory
 from kvmsim.hw.registers import SNAP_IDS, CpuState
 from kvmsim.hw.cslimit import CodeLimit
 from kvmsim.hw.segcheck import ReadOnlySegments
+from kvmsim.hw.shadowpt import ShadowPaging
 from kvmsim.hw.trap import InsnTrap, _Decoded
 from kvmsim.hw.ucraw import NO_COUNT, NO_TIMEOUT, UNTIL_NEVER, emu_counter_offset, uc_emu_start
 
@@ -58,9 +59,11 @@ DEFAULT_EXCEPTION_BITMAP = frozenset({Vector.UD, Vector.MC, Vector.AC})
 # Enum members read on every exit, bound once (a class-attribute lookup on an Enum costs ~70 ns).
 _ACTION_EXIT, _IO_INSTRUCTION = Action.EXIT, ExitReason.IO_INSTRUCTION
 _IO_INSTRUCTION_NR = int(ExitReason.IO_INSTRUCTION)
+_VECTOR_PF = Vector.PF
+_ENABLE_EPT = SECONDARY_EXEC_ENABLE_EPT
 
 
-class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, DebugTrap):
+class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, DebugTrap, ShadowPaging):
     """One logical CPU.  KVM's model drives it with `vmx_vcpu_enter_exit`-style `enter_guest()`."""
 
     def __init__(self) -> None:
@@ -98,6 +101,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self._ro_init()
         self._cs_limit_init()
         self._dbg_init()
+        self._spt_init()
         self._exit_count = 0                  # VM exits so far (a PAUSE loop ends at one)
         self._counting = False                # the current uc_emu_start counts instructions (_on_rdtsc_raw)
         self._ple_rip, self._ple_count, self._ple_exits = -1, 0, -1
@@ -229,6 +233,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             if self._dbg_on and self._dbg_boundary(self.linear_rip()):
                 continue                           # a debugger stop (debugtrap.py); state may have changed
             self._pending = None
+            if _VECTOR_PF in self.exception_bitmap:    # shadow paging: a #PF exit must leave CR2 as it is
+                self._cr2_at_entry = self.cr(2)
             if (vmcs.cpu_based_vm_exec_control, vmcs.secondary_vm_exec_control) != self._controls_key:
                 self._check_controls()
             rc = self._rc
@@ -440,6 +446,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if insn.action is Action.CONTROL or (insn.action is _ACTION_EXIT and dec.mnemonic in CONTROLLED):
             if not insn_exits(self.vmcs, dec.mnemonic):
                 return self._run_natively(dec)
+            if dec.mnemonic == "invlpg":       # qualification: the linear address of the operand
+                return self._exit(insn.reason, self.mem_operand_linear(self.linear_rip()), dec.length)
             return self._exit(insn.reason, 0, dec.length)
         if insn.action is _ACTION_EXIT:
             return self._exit(insn.reason, 0, dec.length)
@@ -713,6 +721,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if (gpa & ~0xFFF) == APIC_DEFAULT_PHYS_BASE and (self.vmcs.secondary_vm_exec_control
                                                        & SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES):
             return self._apic_access_exit(access, gpa)
+        if not self.vmcs.secondary_vm_exec_control & _ENABLE_EPT:   # shadow paging (shadowpt.py)
+            return self._shadow_pf_exit(access, gpa)
         if (gpa >> 12) in self.ept_mmio_gfns:
             return self._exit(ExitReason.EPT_MISCONFIG, 0, self._insn_len(), gpa=gpa)
         q = (EPT_VIOLATION_ACC_INSTR if access == UC_MEM_FETCH_UNMAPPED
@@ -781,6 +791,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
     def _exception(self, vector: int, error_code: int | None) -> bool:
         """A fault the guest raised natively: exit if KVM intercepts the vector, else deliver it."""
         if vector in self.exception_bitmap:
+            if vector == Vector.PF:
+                return self._guest_pf_exit(error_code or 0)
             has = vector in EXCEPTIONS_WITH_ERROR_CODE
             return self._exit(ExitReason.EXCEPTION_NMI, 0, self._insn_len(),
                               intr=intr_info(vector, IntrType.HARD_EXCEPTION, has), err=error_code or 0)

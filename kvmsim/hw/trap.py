@@ -274,6 +274,8 @@ class InsnTrap:
     def code_written(self, gpa: int, size: int) -> None:
         """Guest RAM changed behind the CPU's back (KVM's emulator, event delivery, a device, a new
         memslot): the scans of the pages mapping it are redone and their translations dropped."""
+        if self.spt_write_protected:          # shadow paging: unicorn re-marked a protected frame read-only
+            self.spt_host_wrote(gpa >> 12, (gpa + size - 1) >> 12)
         lo, hi = (gpa - _TAIL) >> 12, (gpa + size - 1) >> 12
         if any(lo <= g <= hi for g in self._pt_frames):
             self._maps_stale = True

@@ -8,7 +8,7 @@ read shadows KVM keeps in the VMCS (kvm_read_cr0/kvm_read_cr4 with the register 
 from __future__ import annotations
 
 from kvmsim.hw.vmcs import Vector
-from kvmsim.kvm import cpuid, lapic
+from kvmsim.kvm import cpuid, lapic, mmu_shadow
 from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.x86_exception import kvm_queue_exception
@@ -178,7 +178,13 @@ def kvm_set_cr3(vcpu: KvmVcpu, cr3: int) -> int:
             return 1
     elif is_pae(vcpu) and is_paging(vcpu) and not load_pdptrs(vcpu, cr3):
         return 1
+    same = cr3 == kvm_read_cr3(vcpu)
     vcpu.hw.set_cr(3, cr3)
+    if not vcpu.kvm.params.enable_ept and is_paging(vcpu):
+        if not same:
+            mmu_shadow.kvm_mmu_new_pgd(vcpu, cr3)   # fast_pgd_switch, then the new root's shadow pages
+        else:
+            vcpu.hw.flush_tlb()     # the same CR3: no new root, only the guest's TLB flush (kvm_invalidate_pcid)
     return 0
 
 

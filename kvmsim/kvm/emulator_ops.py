@@ -15,7 +15,7 @@ from unicorn import x86_const as U
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import paging
 from kvmsim.hw.apicdef import APIC_DEFAULT_PHYS_BASE
-from kvmsim.kvm import cpuid, msr, pio
+from kvmsim.kvm import cpuid, mmu_shadow, msr, pio
 from kvmsim.kvm import cr as crs
 from kvmsim.kvm.emulate.codes import (GPR_NAMES, X86EMUL_CMPXCHG_FAILED, X86EMUL_CONTINUE, X86EMUL_IO_NEEDED,
                                       X86EMUL_MODE_PROT64, X86EMUL_PROPAGATE_FAULT, X86EMUL_UNHANDLEABLE)
@@ -39,6 +39,12 @@ _string_at = ctypes.string_at
 _GPR_NAMES = tuple(GPR_NAMES)
 _CRS = frozenset((0, 2, 3, 4, 8))
 _KVM_EXIT_MMIO = int(KvmExit.MMIO)
+
+
+def kvm_page_track_write(vcpu: KvmVcpu, gpa: int, new: bytes) -> None:
+    """emulator_write_phys → kvm_page_track_write: a write to a write-tracked gfn reaches the shadow MMU."""
+    if (gpa >> 12) in vcpu.hw.spt_write_protected:
+        mmu_shadow.kvm_mmu_track_write(vcpu, gpa, new)
 
 
 def run_mmio(vcpu: KvmVcpu):
@@ -112,6 +118,8 @@ class VcpuEmulateOps:
             if write:
                 ctypes.memmove(host, bytes(val[done:done + chunk]), chunk)
                 hw.code_written(gpa, chunk)
+                if hw.spt_write_protected:
+                    kvm_page_track_write(self.vcpu, gpa, bytes(val[done:done + chunk]))
             else:
                 val[done:done + chunk] = _string_at(host, chunk)
             done += chunk
@@ -165,11 +173,15 @@ class VcpuEmulateOps:
                     return X86EMUL_CMPXCHG_FAILED
                 self.hw.uc.mem_write(gpa, as_bytes(new)[:bytes])
                 self.hw.code_written(gpa, bytes)
+                if self.hw.spt_write_protected:
+                    kvm_page_track_write(self.vcpu, gpa, as_bytes(new)[:bytes])
                 return X86EMUL_CONTINUE
         return self.write_emulated(ctxt, addr, new, bytes, fault)
 
     def invlpg(self, ctxt, addr: int) -> None:
-        pass  # Simplified: no TLB is modelled, so there is nothing to flush.
+        """emulator_invlpg → kvm_mmu_invlpg; with EPT there are no shadow entries to drop."""
+        if not self.vcpu.kvm.params.enable_ept:
+            mmu_shadow.kvm_mmu_invlpg(self.vcpu, addr)
 
     # ------------------------------------------------------------ port I/O
     def pio_in_emulated(self, ctxt, size, port, val, count) -> int:
@@ -478,6 +490,8 @@ def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fau
             if write:
                 hw.uc.mem_write(gpa, bytes(val[:n]))
                 hw.code_written(gpa, n)
+                if hw.spt_write_protected:
+                    kvm_page_track_write(vcpu, gpa, bytes(val[:n]))
             else:
                 val[:n] = hw.uc.mem_read(gpa, n)
             return X86EMUL_CONTINUE

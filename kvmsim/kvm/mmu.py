@@ -12,6 +12,7 @@ from kvmsim.hw.paging import (PFERR_FETCH_MASK, PFERR_GUEST_FINAL_MASK, PFERR_GU
                               PFERR_PRESENT_MASK, PFERR_RSVD_MASK, PFERR_USER_MASK, PFERR_WRITE_MASK)
 from kvmsim.hw.vmcs import (EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
                             EPT_VIOLATION_GVA_TRANSLATED, EPT_VIOLATION_RWX_MASK)
+from kvmsim.kvm import mmu_shadow
 from kvmsim.kvm.emulate.codes import EMULTYPE_PF as _EMULTYPE_PF
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.x86_emulate import x86_emulate_instruction
@@ -59,6 +60,9 @@ def handle_mmio_page_fault(vcpu: KvmVcpu, addr: int) -> int:
 def kvm_handle_noslot_fault(vcpu: KvmVcpu, gpa: int) -> int:
     """No memslot: cache the MMIO info and, with MMIO caching, install an MMIO SPTE."""
     if vcpu.kvm.params.mmio_caching:
+        if not vcpu.kvm.params.enable_ept:       # an unpaged guest on the shadow MMU's nonpaging root
+            mmu_shadow.mark_mmio_spte(vcpu, gpa, frozenset())
+            return RET_PF_EMULATE
         vcpu.hw.ept_mmio_gfns.add(gpa >> 12)
     return RET_PF_EMULATE
 
@@ -74,9 +78,22 @@ def kvm_mmu_do_page_fault(vcpu: KvmVcpu, gpa: int, error_code: int) -> int:
 EMULTYPE_PF = int(_EMULTYPE_PF)
 
 
+@kfunc()
+def kvm_handle_page_fault(vcpu: KvmVcpu, error_code: int, fault_address: int) -> int:
+    """A #PF VM exit (shadow paging): the 32-bit error code, then the MMU (no async page faults here)."""
+    error_code &= 0xFFFF_FFFF
+    if PROBES.enabled:
+        tracepoint("kvm_page_fault", vcpu_id=vcpu.vcpu_id, guest_rip=vcpu.hw.reg("rip"), fault_address=fault_address,
+                   error_code=error_code)
+    return kvm_mmu_page_fault(vcpu, fault_address, error_code)
+
+
 @kfunc("cr2_or_gpa", "error_code")
 def kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: int, error_code: int, insn: bytes | None = None) -> int:
-    """Reference §4.4: MMIO via the RSVD bit, else the page-fault handler; emulate on RET_PF_EMULATE."""
+    """Reference §4.4: MMIO via the RSVD bit, else the page-fault handler; emulate on RET_PF_EMULATE.
+    Without EPT a paging guest's faults go to the shadow MMU (mmu_shadow.py): CR2 is a GVA there."""
+    if mmu_shadow.is_shadow_mmu(vcpu):
+        return _shadow_page_fault(vcpu, cr2_or_gpa, error_code, insn)
     r = RET_PF_INVALID
     if error_code & PFERR_RSVD_MASK:
         r = handle_mmio_page_fault(vcpu, cr2_or_gpa)
@@ -89,3 +106,26 @@ def kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: int, error_code: int, insn: by
         return 1
     vcpu.stat.pf_emulate += 1
     return x86_emulate_instruction(vcpu, cr2_or_gpa, EMULTYPE_PF, insn)
+
+
+def _shadow_page_fault(vcpu: KvmVcpu, gva: int, error_code: int, insn: bytes | None) -> int:
+    """kvm_mmu_page_fault with an indirect (shadow) root, in the kernel's order."""
+    emulation_type = EMULTYPE_PF
+    r = RET_PF_INVALID
+    if error_code & PFERR_RSVD_MASK:
+        r = mmu_shadow.handle_mmio_page_fault(vcpu, gva)
+        if r == RET_PF_EMULATE:
+            return x86_emulate_instruction(vcpu, gva, emulation_type, insn)
+    if r == RET_PF_INVALID:
+        vcpu.stat.pf_taken += 1
+        r, extra = mmu_shadow.paging_page_fault(vcpu, gva, error_code)
+        emulation_type |= extra
+    if r == RET_PF_WRITE_PROTECTED:
+        r, extra = mmu_shadow.kvm_mmu_write_protect_fault(vcpu, gva, error_code)
+        emulation_type |= extra
+    if r == RET_PF_FIXED:
+        vcpu.stat.pf_fixed += 1
+    if r != RET_PF_EMULATE:
+        return 1
+    vcpu.stat.pf_emulate += 1
+    return x86_emulate_instruction(vcpu, gva, emulation_type, insn)

@@ -164,6 +164,10 @@ def _p_page_fault(f: dict) -> str:
             f"error_code 0x{f['error_code']:x}")
 
 
+def _p_handle_mmio_page_fault(f: dict) -> str:     # mmutrace.h
+    return f"addr:{f['addr']:x} gfn {f['gfn']:x} access {f['access']:x}"
+
+
 # ---------------------------------------------------------------- the TRACE_EVENT table
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +202,7 @@ TRACE_EVENTS: dict[str, TraceEvent] = {e.name: e for e in (
     TraceEvent("kvm_apic",           "kvm", ("rw", "reg", "val"), _p_apic),
     TraceEvent("kvm_eoi",            "kvm", ("apicid", "vector"), _p_eoi),
     TraceEvent("kvm_apic_ipi",       "kvm", ("icr_low", "dest_id"), _p_apic_ipi),
+    TraceEvent("handle_mmio_page_fault", "kvmmmu", ("addr", "gfn", "access"), _p_handle_mmio_page_fault),
 )}
 
 

@@ -130,6 +130,7 @@ class KvmVcpuArch:
     dr6: int = 0xFFFF0FF0                  # DR6_ACTIVE_LOW (kvm_vcpu_reset)
     dr7: int = 0x400                       # DR7_FIXED_1
     emulation_required: bool = False       # vmx->emulation_required (vmx_guest_state.py)
+    shadow_mmu: Any = None                 # mmu_shadow.ShadowMmu while enable_ept=0 (vcpu->arch.mmu)
 
 
 class KvmVcpu:

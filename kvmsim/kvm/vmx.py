@@ -11,7 +11,7 @@ from kvmsim.hw.vmcs import (APIC_ACCESS_OFFSET, APIC_ACCESS_TYPE, CPU_BASED_INTR
                             INTR_INFO_VALID_MASK, INTR_INFO_VECTOR_MASK, IO_QUAL_IN, IO_QUAL_PORT_SHIFT,
                             IO_QUAL_SIZE_MASK, IO_QUAL_STRING, VMX_EXIT_REASONS_FAILED_VMENTRY, CrAccessType,
                             CrExitQual, DrExitQual, ExitReason, IntrType, Vector, exit_reason_name, intr_info)
-from kvmsim.kvm import cpuid, cr, hypercall, lapic, mmu, msr, pio, vmx_controls, x86
+from kvmsim.kvm import cpuid, cr, hypercall, lapic, mmu, mmu_shadow, msr, pio, vmx_controls, x86
 from kvmsim.kvm.kvm_cache_regs import kvm_get_linear_rip, kvm_register_read, kvm_register_write, kvm_rip_write
 from kvmsim.kvm.kvm_x86_ops import KvmX86Ops
 from kvmsim.kvm.trace import KVM_ISA_VMX
@@ -97,10 +97,13 @@ def vmx_complete_interrupts(vcpu: KvmVcpu) -> None:
 
 
 def vmx_exception_bitmap(params) -> frozenset[int]:
-    """update_exception_bitmap with EPT: #UD, #MC, #AC always; #GP for the VMware backdoor."""
+    """update_exception_bitmap: #UD, #MC, #AC always; #GP for the VMware backdoor; #PF without EPT
+    (vmx_need_pf_intercept: the shadow MMU sees every guest page fault)."""
     bitmap = {Vector.UD, Vector.MC, Vector.AC}
     if params.enable_vmware_backdoor:
         bitmap.add(Vector.GP)
+    if not params.enable_ept:
+        bitmap.add(Vector.PF)
     return frozenset(bitmap)
 
 
@@ -264,6 +267,10 @@ def handle_exception_nmi(vcpu: KvmVcpu) -> int:
             kvm_queue_exception_e(vcpu, Vector.GP, error_code)
             return 1
         return kvm_emulate_instruction(vcpu, EMULTYPE_VMWARE_GP)
+    if vector == Vector.PF and itype == IntrType.HARD_EXCEPTION:                      # 8: is_page_fault
+        cr2 = vmx_get_exit_qual(vcpu)    # the CPU left CR2 alone: the address is the qualification
+        # (With EPT #PF is intercepted only for allow_smaller_maxphyaddr, not modelled.)
+        return mmu.kvm_handle_page_fault(vcpu, error_code, cr2)
     if vector == Vector.AC:                                                            # 10: #AC
         kvm_queue_exception_e(vcpu, Vector.AC, error_code)
         return 1
@@ -406,6 +413,13 @@ def handle_dr(vcpu: KvmVcpu) -> int:
         else:
             err = cr.kvm_set_dr(vcpu, q.dr, kvm_register_read(vcpu, reg))
     return kvm_complete_insn_gp(vcpu, err)
+
+
+@kfunc()
+def handle_invlpg(vcpu: KvmVcpu) -> int:
+    """INVLPG exits only without EPT: drop the shadow entries of the address, then skip."""
+    mmu_shadow.kvm_mmu_invlpg(vcpu, vmx_get_exit_qual(vcpu))
+    return kvm_skip_emulated_instruction(vcpu)
 
 
 @kfunc()
@@ -569,7 +583,7 @@ KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
     ExitReason.INTERRUPT_WINDOW:      handle_interrupt_window,
     ExitReason.HLT:                   x86.kvm_emulate_halt,
     ExitReason.INVD:                  kvm_emulate_invd,
-    ExitReason.INVLPG:                handle_not_modelled,      # handle_invlpg
+    ExitReason.INVLPG:                handle_invlpg,
     ExitReason.RDPMC:                 kvm_emulate_rdpmc,
     ExitReason.VMCALL:                hypercall.kvm_emulate_hypercall,
     ExitReason.VMCLEAR:               handle_vmx_instruction,

@@ -214,7 +214,8 @@ def vmx_set_cr0(vcpu: KvmVcpu, cr0: int) -> None:
     powered = hw.uc is not None            # before power-on the CPU takes CR0 from KVM_SET_SREGS
     old_pg = cr.kvm_read_cr0(vcpu) & cr.X86_CR0_PG if powered else 0
     hw.vmcs.cr0_read_shadow = cr0
-    # Simplified: GUEST_CR0 gets the guest's value, without KVM's forced NE (and cleared CD/NW).
+    # Simplified: GUEST_CR0 gets the guest's value, without KVM's forced NE (and cleared CD/NW) and,
+    # without EPT, its forced PG|WP: the silicon walks the guest's tables, which the shadow MMU mirrors.
     if powered:
         hw.set_cr(0, cr0)
         if hw.efer() & cr.EFER_LME:

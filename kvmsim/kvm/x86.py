@@ -9,7 +9,7 @@ module (vmx.py) is reached only through kvm_x86_ops, installed by kvm_x86_vendor
 from __future__ import annotations
 
 from kvmsim.hw.vmcs import EXCEPTIONS_WITH_ERROR_CODE
-from kvmsim.kvm import cr, lapic
+from kvmsim.kvm import cr, lapic, mmu_shadow
 from kvmsim.kvm.kvm_cache_regs import EFLAGS_IF
 from kvmsim.kvm.kvm_x86_ops import KvmX86Ops, kvm_ops_update, kvm_x86_ops
 from kvmsim.kvm.vcpu import KvmVcpu
@@ -120,6 +120,8 @@ def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
         if "KVM_REQ_EVENT" in reqs:
             reqs.discard("KVM_REQ_EVENT")
             kvm_check_and_inject_events(vcpu)
+    if not vcpu.kvm.params.enable_ept:
+        mmu_shadow.kvm_mmu_reload(vcpu)                        # kvm_mmu_reload: the root of CR3
     fastpath = kvm_x86_ops.vcpu_run(vcpu)
     vcpu.stat.exits += 1
     return kvm_x86_ops.handle_exit(vcpu, fastpath)

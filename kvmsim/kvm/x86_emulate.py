@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw.vmcs import GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_STI, Vector
-from kvmsim.kvm import x86
+from kvmsim.kvm import mmu_shadow, x86
 from kvmsim.kvm.emulate.codes import KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI
+from kvmsim.kvm.emulate.codes import EMULTYPE_ALLOW_RETRY_PF, EMULTYPE_WRITE_PF_TO_SP
+from kvmsim.kvm.emulate.flags import PageTable
 from kvmsim.kvm.emulate.codes import (EMULATION_FAILED, EMULATION_INTERCEPTED, EMULATION_OK, EMULATION_RESTART,
                                       EMULTYPE_COMPLETE_USER_EXIT, EMULTYPE_NO_DECODE, EMULTYPE_PF, EMULTYPE_SKIP,
                                       EMULTYPE_TRAP_UD, EMULTYPE_TRAP_UD_FORCED, EMULTYPE_VMWARE_GP,
@@ -39,9 +41,9 @@ __all__ = ["EMULTYPE_NO_DECODE", "EMULTYPE_PF", "EMULTYPE_SKIP", "EMULTYPE_VMWAR
 
 # Plain ints on the hot path: IntFlag arithmetic allocates an enum member per operation.
 (EMULTYPE_NO_DECODE, EMULTYPE_TRAP_UD, EMULTYPE_SKIP, EMULTYPE_TRAP_UD_FORCED, EMULTYPE_VMWARE_GP, EMULTYPE_PF,
- EMULTYPE_COMPLETE_USER_EXIT) = (int(f) for f in (EMULTYPE_NO_DECODE, EMULTYPE_TRAP_UD, EMULTYPE_SKIP,
-                                                   EMULTYPE_TRAP_UD_FORCED, EMULTYPE_VMWARE_GP, EMULTYPE_PF,
-                                                   EMULTYPE_COMPLETE_USER_EXIT))
+ EMULTYPE_COMPLETE_USER_EXIT, EMULTYPE_ALLOW_RETRY_PF, EMULTYPE_WRITE_PF_TO_SP) = (
+    int(f) for f in (EMULTYPE_NO_DECODE, EMULTYPE_TRAP_UD, EMULTYPE_SKIP, EMULTYPE_TRAP_UD_FORCED, EMULTYPE_VMWARE_GP,
+                     EMULTYPE_PF, EMULTYPE_COMPLETE_USER_EXIT, EMULTYPE_ALLOW_RETRY_PF, EMULTYPE_WRITE_PF_TO_SP))
 _KVM_EXIT_MMIO = int(KvmExit.MMIO)
 KVM_EMULATE_PREFIX = bytes([0x0F, 0x0B, 0x6B, 0x76, 0x6D])   # ud2; "kvm"
 _MODES = {"real": X86EMUL_MODE_REAL, "vm86": X86EMUL_MODE_VM86, "prot16": X86EMUL_MODE_PROT16,
@@ -126,6 +128,8 @@ def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
             if emulation_type & (EMULTYPE_TRAP_UD | EMULTYPE_TRAP_UD_FORCED):
                 kvm_queue_exception(vcpu, Vector.UD)
                 return 1
+            if kvm_unprotect_and_retry_on_failure(vcpu, cr2_or_gpa, emulation_type):
+                return 1
             if ctxt.have_exception and not emulation_type & EMULTYPE_SKIP:
                 inject_emulated_exception(vcpu, ctxt)
                 return 1
@@ -141,6 +145,11 @@ def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
         if ctxt.eflags & EFLAGS_RF:
             vcpu.hw.set_reg("rflags", vcpu.hw.reg("rflags") & ~EFLAGS_RF)
         return 1
+    # 6: a write-protection #PF from an instruction that does not write page tables: unprotect the
+    # gfn and let the guest run it again (the guest has likely stopped using the page as a table).
+    if (emulation_type & EMULTYPE_ALLOW_RETRY_PF and not ctxt.d & PageTable
+            and mmu_shadow.kvm_mmu_unprotect_gfn_and_retry(vcpu, cr2_or_gpa)):
+        return 1
     if arch.emulate_regs_need_sync_from_vcpu:                                             # 7
         arch.emulate_regs_need_sync_from_vcpu = False
         emulator_invalidate_register_cache(ctxt)
@@ -149,7 +158,8 @@ def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
     while True:                                                                           # 8: restart
         if emulation_type & EMULTYPE_PF:
             exc.address = cr2_or_gpa
-            ctxt.gpa_available = True   # TDP: the fault address is the GPA
+            # TDP: the fault address is the GPA; with shadow page tables it is a GVA.
+            ctxt.gpa_available = vcpu.kvm.params.enable_ept or not mmu_shadow.is_shadow_mmu(vcpu)
             ctxt.gpa_val = cr2_or_gpa
         else:
             exc.address = 0
@@ -158,6 +168,8 @@ def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
         if r == EMULATION_INTERCEPTED:                                                    # 10
             return 1
         if r == EMULATION_FAILED:
+            if kvm_unprotect_and_retry_on_failure(vcpu, cr2_or_gpa, emulation_type):
+                return 1
             return handle_emulation_failure(vcpu, emulation_type)
         if ctxt.have_exception:                                                           # 11
             vcpu.mmio_needed = False
@@ -192,6 +204,14 @@ def x86_emulate_instruction(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int,
         return _writeback(vcpu, ctxt, r)
     arch.emulate_regs_need_sync_to_vcpu = True
     return r
+
+
+def kvm_unprotect_and_retry_on_failure(vcpu: KvmVcpu, cr2_or_gpa: int, emulation_type: int) -> bool:
+    """Emulation failed on a write-protection #PF: unprotect the gfn and let the CPU retry, unless
+    the write went to a table that translates the instruction itself (EMULTYPE_WRITE_PF_TO_SP)."""
+    if not emulation_type & EMULTYPE_ALLOW_RETRY_PF or emulation_type & EMULTYPE_WRITE_PF_TO_SP:
+        return False
+    return mmu_shadow.kvm_mmu_unprotect_gfn_and_retry(vcpu, cr2_or_gpa)
 
 
 def _writeback(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, r: int) -> int:

@@ -8,8 +8,8 @@ kvm_exit/kvm_entry around them), so it works live or on a recorded JSON Lines fi
   by mnemonic    capstone on kvm_emulate_insn's bytes; a NO_DECODE re-entry decodes nothing, so it
                  counts under the instruction decoded before the exit it completes;
   outcomes       failed (handle_emulation_failure), restart (x86_emulate_insn returned
-                 EMULATION_RESTART), retry (the model has no retry path: no EMULTYPE_ALLOW_RETRY_PF),
-                 OK (the rest);
+                 EMULATION_RESTART), retry (an ALLOW_RETRY_PF call unprotected the page-table gfn
+                 and let the guest re-execute: kvm_mmu_unprotect_gfn_and_retry returned true), OK (the rest);
   host NMIs      EXCEPTION_NMI exits whose interruption info is an NMI, and the emulations beside them.
 """
 
@@ -35,8 +35,12 @@ WHY = {
          "while the state is invalid without unrestricted guest",
     "NO_DECODE": "userspace completed an MMIO read or a string IN: complete_emulated_mmio/_pio "
                  "re-enter the emulator with the instruction already decoded",
-    "PF": "an EPT violation/misconfig on a GPA with no memslot (MMIO): kvm_mmu_page_fault emulates "
-          "the faulting instruction",
+    "PF": "an EPT violation/misconfig on a GPA with no memslot (MMIO), or without EPT a #PF exit on "
+          "one (first not present, then the MMIO SPTE's RSVD): kvm_mmu_page_fault emulates the faulting "
+          "instruction",
+    "ALLOW_RETRY_PF|PF": "without EPT, a write to a guest page table the shadow MMU write-protects: "
+                         "emulated (kvm_mmu_track_write), or, for an instruction that does not write page "
+                         "tables, the gfn is unprotected and the guest retries it",
     "SKIP": "KVM runs nested (host is a hypervisor): on an EPT-misconfig fast-MMIO doorbell "
             "skip_emulated_instruction cannot trust VM_EXIT_INSTRUCTION_LEN and decodes just to skip",
     "TRAP_UD": "a #UD intercepted (handle_exception_nmi → handle_ud): VMMCALL on an Intel host is "
@@ -84,6 +88,7 @@ class _Call:
     mnemonic: str | None = None
     failed: bool = False
     restarts: int = 0
+    retried: bool = False
 
 
 @dataclass
@@ -154,6 +159,8 @@ class Census:
                 self._open[-1].failed = True
             elif name == "x86_emulate_insn" and kind == "ret" and ev.fields.get("ret") == EMULATION_RESTART:
                 self._open[-1].restarts += 1
+            elif name == "kvm_mmu_unprotect_gfn_and_retry" and kind == "ret" and ev.fields.get("ret"):
+                self._open[-1].retried = True
 
     # ---- internals
     def _new_call(self, ev: Event) -> _Call:
@@ -181,7 +188,7 @@ class Census:
         else:
             m = call.mnemonic
         self.by_mnemonic[m] += 1
-        outcome = "failed" if call.failed else "restart" if call.restarts else "OK"
+        outcome = "failed" if call.failed else "retry" if call.retried else "restart" if call.restarts else "OK"
         self.outcomes[outcome] += 1
         self.restarts += call.restarts
         if ret == 0:
@@ -244,7 +251,8 @@ class Census:
         table("outcomes", ("outcome", "calls"), list(d["outcomes"].items()))
         out.append(f"  restarts (EMULATION_RESTART, REP string iterations): {d['restarts']}; "
                    f"calls that exited to userspace (returned 0): {d['returned_to_userspace']}")
-        out.append("  retry: the model has no EMULTYPE_ALLOW_RETRY_PF path, so it is always 0 here")
+        out.append("  retry: ALLOW_RETRY_PF calls that unprotected a page table and let the guest re-execute "
+                   "(kvm_mmu_unprotect_gfn_and_retry; shadow paging only)")
         out.append("")
         table("VM exits (kvm_exit)", ("exit reason", "count"), list(d["exits"].items()))
         out.append(f"host NMI exits (EXCEPTION_NMI, intr_info NMI): {d['host_nmi_exits']}, "

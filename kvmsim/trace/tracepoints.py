@@ -56,6 +56,7 @@ _PARSERS: dict[str, re.Pattern[str]] = {
     "kvm_apic": re.compile(rf"apic_(?P<rw>read|write) 0x(?P<reg>{_HEX}) = 0x(?P<val>{_HEX})$"),
     "kvm_eoi": re.compile(rf"apicid (?P<apicid>{_HEX}) vector (?P<vector>-?\d+)$"),
     "kvm_apic_ipi": re.compile(rf"dst (?P<dest_id>{_HEX}) vec \d+ icr_low 0x(?P<icr_low>{_HEX})$"),
+    "handle_mmio_page_fault": re.compile(rf"addr:(?P<addr>{_HEX}) gfn (?P<gfn>{_HEX}) access (?P<access>{_HEX})$"),
 }
 _PARSERS["kvm_nested_vmexit"] = _PARSERS["kvm_exit"]
 _DEC = {"vcpu_id", "size", "count", "len", "errno"}
