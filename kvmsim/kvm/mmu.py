@@ -89,3 +89,26 @@ def kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: int, error_code: int, insn: by
         return 1
     vcpu.stat.pf_emulate += 1
     return x86_emulate_instruction(vcpu, cr2_or_gpa, EMULTYPE_PF, insn)
+
+
+# ---------------------------------------------------------------- INVLPG / INVPCID (issue 14, handlers)
+
+def _is_noncanonical(gva: int) -> bool:
+    return (gva >> 47) not in (0, (1 << 17) - 1)
+
+
+@kfunc("gva")
+def kvm_mmu_invlpg(vcpu: KvmVcpu, gva: int) -> None:
+    """INVLPG of a canonical address: the guest's TLB entry for it goes (shadow paging would also
+    sync the shadow page; the silicon's TLB is the one that matters here)."""
+    if _is_noncanonical(gva):
+        return
+    vcpu.hw.flush_tlb()      # Simplified: the whole TLB (unicorn flushes per page only from inside the guest)
+    vcpu.stat.invlpg += 1
+
+
+@kfunc("gva", "pcid")
+def kvm_mmu_invpcid_gva(vcpu: KvmVcpu, gva: int, pcid: int) -> None:
+    """INVPCID type 0: the address in the current PCID (or another one: all roots are dropped)."""
+    vcpu.hw.flush_tlb()
+    vcpu.stat.invlpg += 1
