@@ -193,6 +193,14 @@ class RealVm(_Fd):
         if pin is not None:
             self._pins[slot] = pin
 
+    def get_dirty_log(self, slot: int) -> bytes:
+        """KVM_GET_DIRTY_LOG into a bitmap sized for the slot (one bit a page, whole 64-bit words)."""
+        pin = self._pins.get(slot)
+        npages = (ctypes.sizeof(pin) >> 12) if pin is not None else 0
+        buf = ctypes.create_string_buffer((npages + 63) // 64 * 8 or 8)
+        _ioctl(self.fd, K.KVM_GET_DIRTY_LOG, K.KvmDirtyLog(slot=slot, dirty_bitmap=ctypes.addressof(buf)))
+        return buf.raw
+
     def set_tss_addr(self, addr: int) -> None:
         _ioctl(self.fd, K.KVM_SET_TSS_ADDR, addr)
 
