@@ -269,7 +269,7 @@ def test_lazy_dr_switch_without_guest_debug(long64) -> None:
     assert vcpu.hw.reg("rip") == rip and vcpu.arch.db[1] == 0 and not vcpu.arch.exception.pending
     assert not vcpu.hw.vmcs.cpu_based_vm_exec_control & CPU_BASED_MOV_DR_EXITING
     assert vcpu.arch.switch_db_regs & vmx.KVM_DEBUGREG_WONT_EXIT
-    vcpu.hw.load_debug_regs([0, 0x55, 0, 0], 0xFFFF0FF0, 0x400)   # what vcpu_enter_guest loads
+    vcpu.hw.load_debug_regs([0, 0x55, 0, 0], 0xFFFF0FF0)   # what vcpu_enter_guest loads
     vmx.vmx_sync_dirty_debug_regs(vcpu)
     assert vcpu.arch.db[1] == 0x55 and not vcpu.arch.switch_db_regs
     assert vcpu.hw.vmcs.cpu_based_vm_exec_control & CPU_BASED_MOV_DR_EXITING

@@ -817,6 +817,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         """Deliver an event; True when that ended in a triple-fault VM exit."""
         if itype == IntrType.NMI_INTR:
             self.vmcs.guest_interruptibility_info |= GUEST_INTR_STATE_NMI   # blocked until IRET
+        elif vector == Vector.DB:
+            self.guest_dr7 &= ~ctrlregs.DR7_GD     # the CPU lets the #DB handler use the debug registers
         next_rip = self.reg("rip") + inst_len if inst_len else None
         try:
             event.deliver(self, vector, itype, error_code, next_rip=next_rip, cr2=cr2)

@@ -314,14 +314,13 @@ class CpuState:
     _DR_IDS = (U.UC_X86_REG_DR0, U.UC_X86_REG_DR1, U.UC_X86_REG_DR2, U.UC_X86_REG_DR3,
                U.UC_X86_REG_DR6, U.UC_X86_REG_DR7)
 
-    def load_debug_regs(self, db: list[int], dr6: int, dr7: int) -> None:
-        """KVM's set_debugreg before entry (DR0-3, DR6) and GUEST_DR7: what native MOV DR then sees.
-        Simplified: DR7's breakpoint enables are loaded as written, but unicorn's hardware
-        breakpoints are not relied on (only the GD bit matters to the silicon, ctrlregs.py)."""
+    def load_debug_regs(self, db: list[int], dr6: int) -> None:
+        """KVM's set_debugreg before entry (DR0-3, DR6): what native MOV DR then sees, with
+        GUEST_DR7 (`guest_dr7`, which KVM writes on its own, vmx_set_dr7).  Simplified: DR7's
+        breakpoint enables are not armed in the engine (only GD matters to the silicon, ctrlregs.py)."""
         uc = self.uc or self._power_on()
-        for rid, v in zip(self._DR_IDS, (*db, dr6, dr7 & ~0xFF)):
+        for rid, v in zip(self._DR_IDS, (*db, dr6, self.guest_dr7 & ~0xFF)):
             uc.reg_write(rid, v)
-        self.guest_dr7 = dr7
 
     def read_debug_regs(self) -> tuple[tuple[int, int, int, int], int, int]:
         """get_debugreg after the exit: DR0-3, DR6 and GUEST_DR7 as the guest left them."""

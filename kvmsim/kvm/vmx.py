@@ -235,6 +235,10 @@ def vmx_inject_exception(vcpu: KvmVcpu) -> None:
         v.vm_entry_instruction_len = vcpu.arch.event_exit_inst_len
     if exc.vector == Vector.PF and exc.has_payload:
         vcpu.hw.set_cr2(exc.payload)
+    elif exc.vector == Vector.DB and exc.has_payload:    # kvm_deliver_exception_payload: DR6
+        dr6 = (vcpu.arch.dr6 & ~0xF) | cr.DR6_ACTIVE_LOW | exc.payload
+        vcpu.arch.dr6 = (dr6 ^ (exc.payload & cr.DR6_ACTIVE_LOW)) & ~(1 << 12)
+        exc.has_payload = False
     v.vm_entry_intr_info_field = info
     vcpu.stat.injected_exceptions.append({"vector": exc.vector, "error_code": exc.error_code if has_error else None})
     if PROBES.enabled:
@@ -398,7 +402,7 @@ def handle_dr(vcpu: KvmVcpu) -> int:
         return 1
     err = 1
     if vcpu.hw.cpl() == 0:
-        dr7 = vcpu.arch.dr7
+        dr7 = vcpu.hw.guest_dr7                             # GUEST_DR7: the CPU clears GD on a #DB
         if dr7 & cr.DR7_GD:
             if vcpu.guest_debug & KVM_GUESTDBG_USE_HW_BP:
                 run = vcpu.run

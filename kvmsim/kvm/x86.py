@@ -121,7 +121,7 @@ def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
             reqs.discard("KVM_REQ_EVENT")
             kvm_check_and_inject_events(vcpu)
     if vcpu.arch.switch_db_regs:                              # the guest's DR0-3/DR6 into the CPU
-        vcpu.hw.load_debug_regs(vcpu.arch.db, vcpu.arch.dr6, vcpu.arch.dr7)
+        vcpu.hw.load_debug_regs(vcpu.arch.db, vcpu.arch.dr6)
     fastpath = kvm_x86_ops.vcpu_run(vcpu)
     if vcpu.arch.switch_db_regs & 2:                          # KVM_DEBUGREG_WONT_EXIT: read them back
         kvm_x86_ops.sync_dirty_debug_regs(vcpu)
