@@ -315,8 +315,15 @@ def kvm_emulate_as_nop(vcpu: KvmVcpu) -> int:
     return kvm_skip_emulated_instruction(vcpu)
 
 
-kvm_emulate_invd = kvm_emulate_as_nop
-kvm_emulate_wbinvd = kvm_emulate_as_nop
+@kfunc()
+def kvm_emulate_invd(vcpu: KvmVcpu) -> int:
+    return kvm_emulate_as_nop(vcpu)
+
+
+@kfunc()
+def kvm_emulate_wbinvd(vcpu: KvmVcpu) -> int:
+    """No assigned device with non-coherent DMA: nothing to flush (kvm_emulate_wbinvd_noskip), skip."""
+    return kvm_skip_emulated_instruction(vcpu)
 
 
 @kfunc()
