@@ -440,9 +440,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if insn.action is Action.CONTROL or (insn.action is _ACTION_EXIT and dec.mnemonic in CONTROLLED):
             if not insn_exits(self.vmcs, dec.mnemonic):
                 return self._run_natively(dec)
-            # INVLPG's qualification is the linear address it names (SDM table 28-1).
-            qual = self.mem_operand_linear(self.linear_rip()) if dec.mnemonic == "invlpg" else 0
-            return self._exit(insn.reason, qual, dec.length)
+            if dec.mnemonic == "invlpg":       # qualification: the linear address of the operand
+                return self._exit(insn.reason, self.mem_operand_linear(self.linear_rip()), dec.length)
+            return self._exit(insn.reason, 0, dec.length)
         if insn.action is _ACTION_EXIT:
             return self._exit(insn.reason, 0, dec.length)
         if insn.action is Action.IRET:

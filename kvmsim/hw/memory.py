@@ -199,6 +199,9 @@ class GuestMemory:
             raise event.DeliveryFault(Vector.GP, 0) from None
 
     def flush_tlb(self) -> None:
-        """The guest's TLB entries go (INVLPG/INVPCID that KVM completed for the guest)."""
+        """KVM flushed the guest's TLB entries (INVLPG/INVPCID it completed): unicorn's TLB goes too,
+        and the scanned code pages are checked against what they map now.  (Worker shadow's
+        hw/shadowpt.py has the same method: one of the two goes at the merge.)"""
         if self.uc is not None:
             self.uc._Uc__ctl_w(UC_CTL_TLB_FLUSH)
+            self._revalidate_maps()
