@@ -440,7 +440,7 @@ def cmd_exit_coverage(args: argparse.Namespace) -> int:
     """Per exit reason of kvm_vmx_exit_handlers: its handler, and the scenarios/tests that exercise it;
     with FILEs, the exits each scenario really takes on the sim."""
     # per command, not at the top: startup (module docstring)
-    from kvmsim.kvm.exit_coverage import format_exit_coverage
+    from kvmsim.trace.exit_coverage import format_exit_coverage
     counts: dict[str, dict[str, int]] = {}
     status = 0
     if args.files:

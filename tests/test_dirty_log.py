@@ -1,12 +1,17 @@
 """Dirty logging end to end on the sim: PML logs each page once per KVM_GET_DIRTY_LOG round, a full
 512-entry buffer makes a PML_FULL exit and loses nothing, and KVM_GET_DIRTY_LOG clears what it
-reports so the next write logs the page again."""
+reports so the next write logs the page again; with manual protect (KVM_CLEAR_DIRTY_LOG) on both
+backends."""
 
 from __future__ import annotations
 
+import pytest
+
 from kvmsim.hw.vmcs import SECONDARY_EXEC_ENABLE_PML
+from kvmsim.scenario.runner import make_machine
 from kvmsim.uapi import KVM_MEM_LOG_DIRTY_PAGES, KvmExit
-from tests.simvm import kvm_run, machine
+from tests.backends import BACKENDS
+from tests.simvm import kvm_run, machine, scenario
 
 BASE = 0x400000
 NPAGES = 600
@@ -72,5 +77,43 @@ def test_logging_turned_off_by_a_flags_change_drops_pml() -> None:
         assert not m.vcpu.vcpu.hw.vmcs.secondary_vm_exec_control & SECONDARY_EXEC_ENABLE_PML
         m.vm.set_user_memory_region(1, gpa, mem, KVM_MEM_LOG_DIRTY_PAGES)
         assert m.vcpu.vcpu.hw.vmcs.secondary_vm_exec_control & SECONDARY_EXEC_ENABLE_PML
+    finally:
+        m.close()
+
+
+# ---------------------------------------------------------------- both backends: manual protect
+
+
+_ROUNDS = """
+    mov $0x200000, %rdi
+    movb $1, (%rdi)
+    movb $1, 0x1000(%rdi)
+    out %al, $0x80
+    movb $2, (%rdi)
+    movb $2, 0x2000(%rdi)
+    out %al, $0x80
+    hlt
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_manual_protect_get_keeps_the_bits_and_clear_reprotects(backend: str) -> None:
+    """KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: GET_DIRTY_LOG no longer clears; KVM_CLEAR_DIRTY_LOG of page
+    0 clears its bit and write-protects it, so the guest's next write to it is reported again."""
+    sc = scenario(_ROUNDS, memory=[{"gpa": 0, "size": "2M"}, {"gpa": 0x200000, "size": "256K", "log_dirty": True}],
+                  devices=[{"type": "debug-exit", "port": 0xf4}])
+    m = make_machine(sc, backend)
+    try:
+        m.vm.enable_manual_dirty_log_protect(1)
+        kvm_run(m, KvmExit.IO)
+        assert _pages(m.vm.get_dirty_log(1)) == [0, 1]
+        assert _pages(m.vm.get_dirty_log(1)) == [0, 1]                  # not cleared by GET
+        m.vm.clear_dirty_log(1, 0, 64, bytes([1]) + bytes(7))            # page 0 only
+        assert _pages(m.vm.get_dirty_log(1)) == [1]
+        kvm_run(m, KvmExit.IO)
+        assert _pages(m.vm.get_dirty_log(1)) == [0, 1, 2]
+        with pytest.raises(Exception) as e:
+            m.vm.clear_dirty_log(1, 3, 64, bytes(8))                     # first_page not a multiple of 64
+        assert getattr(e.value, "errno", None) == 22
     finally:
         m.close()

@@ -14,7 +14,7 @@ import pytest
 
 from kvmsim.hw.vmcs import ExitReason
 from kvmsim.kvm import vmx
-from kvmsim.kvm.exit_coverage import EXERCISED_BY, exit_coverage
+from kvmsim.trace.exit_coverage import EXERCISED_BY, exit_coverage
 from kvmsim.scenario.loader import load_scenario
 from kvmsim.scenario.runner import run_scenario
 from kvmsim.uapi import KvmExit

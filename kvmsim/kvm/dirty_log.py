@@ -3,16 +3,19 @@ KVM_MEM_LOG_DIRTY_PAGES gets a dirty bitmap; the CPU logs the pages the guest wr
 buffer (hw/pml.py) and KVM moves them to the bitmap at every exit (vmx_flush_pml_buffer); writes
 KVM itself makes to guest memory (the emulator) mark pages directly; KVM_GET_DIRTY_LOG hands the
 bitmap to userspace, clears it, and clears the reported pages' EPT dirty flags so their next write
-logs again.  Simplified: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 / KVM_CLEAR_DIRTY_LOG and the dirty ring
-are not modelled (GET_DIRTY_LOG always re-protects what it reports).
+logs again.  With KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, GET_DIRTY_LOG only copies the bitmap and
+KVM_CLEAR_DIRTY_LOG clears and re-protects the pages userspace names (with INITIALLY_SET logging
+starts with every bit set and nothing protected).  The dirty ring is not modelled.
 """
 
 from __future__ import annotations
 
+from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
 from kvmsim.kvm.vcpu import Kvm, KvmVcpu
 from kvmsim.probe import PROBES, tracepoint
 
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
+KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_DIRTY_LOG_INITIALLY_SET = 1 << 0, 1 << 1
 
 
 def kvm_dirty_bitmap_bytes(npages: int) -> int:
@@ -28,23 +31,22 @@ def kvm_commit_dirty_logging(kvm: Kvm, slot: int, flags: int) -> None:
     """kvm_arch_commit_memory_region → kvm_mmu_update_cpu_dirty_logging / kvm_mmu_slot_leaf_clear_dirty:
     logging starts with a clean bitmap and clean EPT dirty flags over the slot, and PML follows
     the number of logging slots on every vCPU (KVM_REQ_UPDATE_CPU_DIRTY_LOGGING, applied at once here)."""
-    from kvmsim.kvm import vmx_controls      # the vendor side of the request
-    from kvmsim.hw.vmcs import SECONDARY_EXEC_ENABLE_PML
     logging = bool(flags & KVM_MEM_LOG_DIRTY_PAGES) and slot in kvm.memslots
     if logging and slot not in kvm.dirty_log_slots:
         gpa, size, _ = kvm.memslots[slot]
-        kvm.dirty_log_slots[slot] = bytearray(kvm_dirty_bitmap_bytes(size >> 12))
-        for vcpu in kvm.vcpus:
-            vcpu.hw.ept_clear_dirty(range(gpa >> 12, (gpa + size) >> 12))
+        npages = size >> 12
+        bitmap = kvm.dirty_log_slots[slot] = bytearray(kvm_dirty_bitmap_bytes(npages))
+        if kvm.manual_dirty_log_protect & KVM_DIRTY_LOG_INITIALLY_SET:
+            for i in range(npages):                 # every page dirty, none protected yet
+                bitmap[i >> 3] |= 1 << (i & 7)
+        else:
+            for vcpu in kvm.vcpus:
+                vcpu.hw.ept_clear_dirty(range(gpa >> 12, (gpa + size) >> 12))
     elif not logging:
         kvm.dirty_log_slots.pop(slot, None)
     for vcpu in kvm.vcpus:
         vcpu.hw.pml_watch(_slot_ranges(kvm))
-        v = vcpu.hw.vmcs
-        if vmx_controls.vmx_secondary_exec_control(vcpu) & SECONDARY_EXEC_ENABLE_PML:
-            v.secondary_vm_exec_control |= SECONDARY_EXEC_ENABLE_PML
-        else:
-            v.secondary_vm_exec_control &= ~SECONDARY_EXEC_ENABLE_PML
+        kvm_x86_ops.update_cpu_dirty_logging(vcpu)
 
 
 def mark_page_dirty(kvm: Kvm, gfn: int) -> None:
@@ -72,9 +74,37 @@ def kvm_vm_ioctl_get_dirty_log(kvm: Kvm, slot: int) -> bytes | None:
     if bitmap is None:
         return None
     out = bytes(bitmap)
+    if kvm.manual_dirty_log_protect:                # userspace clears (and re-protects) itself
+        return out
     gpa = kvm.memslots[slot][0]
     dirty = [(gpa >> 12) + i for i in range(len(bitmap) * 8) if bitmap[i >> 3] >> (i & 7) & 1]
     bitmap[:] = bytes(len(bitmap))
     for vcpu in kvm.vcpus:
         vcpu.hw.ept_clear_dirty(dirty)
     return out
+
+
+def kvm_vm_ioctl_clear_dirty_log(kvm: Kvm, slot: int, first_page: int, num_pages: int, mask: bytes) -> int:
+    """KVM_CLEAR_DIRTY_LOG: the pages first_page.. whose bit is set in `mask` leave the bitmap and are
+    write-protected again (EPT dirty flags cleared); 0, or -errno as kvm_clear_dirty_log_protect:
+    EINVAL without manual protect, for a first_page or num_pages not a multiple of 64 (unless it
+    ends the slot) or a range past the slot; ENOENT for a slot that does not log."""
+    if not kvm.manual_dirty_log_protect:
+        return -22
+    bitmap = kvm.dirty_log_slots.get(slot)
+    if bitmap is None:
+        return -2
+    gpa, size, _ = kvm.memslots[slot]
+    npages = size >> 12
+    if first_page & 63 or (num_pages & 63 and first_page + num_pages != npages) or first_page + num_pages > npages:
+        return -22
+    cleared = []
+    for i in range(num_pages):
+        if i >> 3 < len(mask) and mask[i >> 3] >> (i & 7) & 1:
+            page = first_page + i
+            if bitmap[page >> 3] >> (page & 7) & 1:
+                bitmap[page >> 3] &= ~(1 << (page & 7))
+                cleared.append((gpa >> 12) + page)
+    for vcpu in kvm.vcpus:
+        vcpu.hw.ept_clear_dirty(cleared)
+    return 0

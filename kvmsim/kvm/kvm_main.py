@@ -197,6 +197,19 @@ class SimVmFd:
                                                dirty_log.KVM_MEM_LOG_DIRTY_PAGES)
         return SimVcpuFd(vcpu)
 
+    def enable_manual_dirty_log_protect(self, flags: int) -> None:
+        """KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2): ENABLE 1 | INITIALLY_SET 2 (EINVAL for others)."""
+        if flags & ~3:
+            raise BackendError("KVM_ENABLE_CAP failed: EINVAL (Invalid argument)", errno=22)
+        self.kvm.manual_dirty_log_protect = flags
+
+    def clear_dirty_log(self, slot: int, first_page: int, num_pages: int, mask: bytes) -> None:
+        """KVM_CLEAR_DIRTY_LOG: clear and re-protect the pages whose bits `mask` sets."""
+        r = dirty_log.kvm_vm_ioctl_clear_dirty_log(self.kvm, slot, first_page, num_pages, mask)
+        if r:
+            name = {-22: "EINVAL (Invalid argument)", -2: "ENOENT (No such file or directory)"}[r]
+            raise BackendError(f"KVM_CLEAR_DIRTY_LOG failed: {name}", errno=-r)
+
     def get_dirty_log(self, slot: int) -> bytes:
         """KVM_GET_DIRTY_LOG: the slot's bitmap, one bit a page (a slot without
         KVM_MEM_LOG_DIRTY_PAGES: BackendError ENOENT, as kvm_get_dirty_log_protect)."""

@@ -184,3 +184,4 @@ class Kvm:
         self.coalesced_ring = None
         self.irqchip = False                      # KVM_CREATE_IRQCHIP: an in-kernel LAPIC per vCPU (lapic.py)
         self.dirty_log_slots: dict[int, bytearray] = {}   # KVM_MEM_LOG_DIRTY_PAGES slot -> dirty_bitmap
+        self.manual_dirty_log_protect = 0             # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 flags

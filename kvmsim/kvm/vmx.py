@@ -12,7 +12,7 @@ from kvmsim.hw.vmcs import (CPU_BASED_MOV_DR_EXITING, INTR_INFO_UNBLOCK_NMI, SEC
                             INTR_INFO_VALID_MASK, INTR_INFO_VECTOR_MASK, IO_QUAL_IN, IO_QUAL_PORT_SHIFT,
                             IO_QUAL_SIZE_MASK, IO_QUAL_STRING, VMX_EXIT_REASONS_FAILED_VMENTRY, CrAccessType,
                             CrExitQual, DrExitQual, ExitReason, IntrType, Vector, exit_reason_name, intr_info)
-from kvmsim.kvm import cpuid, cr, hypercall, lapic, mmu, msr, pio, vmx_controls, x86
+from kvmsim.kvm import cpuid, cr, dirty_log, hypercall, lapic, mmu, msr, pio, vmx_controls, x86
 from kvmsim.kvm.kvm_cache_regs import kvm_get_linear_rip, kvm_register_read, kvm_register_write, kvm_rip_write
 from kvmsim.kvm.kvm_x86_ops import KvmX86Ops
 from kvmsim.kvm.trace import KVM_ISA_VMX
@@ -702,10 +702,19 @@ def handle_apic_eoi_induced(vcpu: KvmVcpu) -> int:
     return 1
 
 
+def vmx_update_cpu_dirty_logging(vcpu: KvmVcpu) -> None:
+    """PML on while any memslot logs dirty pages (KVM makes the request of every vCPU; applied at
+    once here, not before the next entry)."""
+    v = vcpu.hw.vmcs
+    if vmx_controls.vmx_secondary_exec_control(vcpu) & SECONDARY_EXEC_ENABLE_PML:
+        v.secondary_vm_exec_control |= SECONDARY_EXEC_ENABLE_PML
+    else:
+        v.secondary_vm_exec_control &= ~SECONDARY_EXEC_ENABLE_PML
+
+
 @kfunc()
 def vmx_flush_pml_buffer(vcpu: KvmVcpu) -> None:
     """At every exit while PML is on: the GPAs the CPU logged (index+1..511) become dirty bits."""
-    from kvmsim.kvm import dirty_log
     for gpa in vcpu.hw.pml_take():
         dirty_log.kvm_vcpu_mark_page_dirty(vcpu, gpa >> 12)
 
@@ -837,6 +846,7 @@ vmx_x86_ops = KvmX86Ops(
     get_exit_info=vmx_get_exit_info,
     vcpu_load=vmx_vcpu_load,
     sync_dirty_debug_regs=vmx_sync_dirty_debug_regs,
+    update_cpu_dirty_logging=vmx_update_cpu_dirty_logging,
 )
 
 

@@ -193,6 +193,15 @@ class RealVm(_Fd):
         if pin is not None:
             self._pins[slot] = pin
 
+    def enable_manual_dirty_log_protect(self, flags: int) -> None:
+        self.enable_cap(K.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, flags)
+
+    def clear_dirty_log(self, slot: int, first_page: int, num_pages: int, mask: bytes) -> None:
+        """KVM_CLEAR_DIRTY_LOG over `mask` (one bit a page from first_page)."""
+        buf = ctypes.create_string_buffer(bytes(mask), max(len(mask), 8))
+        _ioctl(self.fd, K.KVM_CLEAR_DIRTY_LOG, K.KvmClearDirtyLog(slot=slot, num_pages=num_pages, first_page=first_page,
+                                                                  dirty_bitmap=ctypes.addressof(buf)))
+
     def get_dirty_log(self, slot: int) -> bytes:
         """KVM_GET_DIRTY_LOG into a bitmap sized for the slot (one bit a page, whole 64-bit words)."""
         pin = self._pins.get(slot)
