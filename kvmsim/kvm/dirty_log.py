@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
 from kvmsim.kvm.vcpu import Kvm, KvmVcpu
-from kvmsim.probe import PROBES, tracepoint
 
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
 KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE, KVM_DIRTY_LOG_INITIALLY_SET = 1 << 0, 1 << 1
@@ -56,8 +55,6 @@ def mark_page_dirty(kvm: Kvm, gfn: int) -> None:
         rel = gfn - (gpa >> 12)
         if 0 <= rel < size >> 12:
             bitmap[rel >> 3] |= 1 << (rel & 7)
-            if PROBES.enabled:
-                tracepoint("kvm_dirty_page", slot=slot, gfn=gfn)
             return
 
 

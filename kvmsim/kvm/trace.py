@@ -164,6 +164,15 @@ def _p_page_fault(f: dict) -> str:
             f"error_code 0x{f['error_code']:x}")
 
 
+def _p_ple_window_update(f: dict) -> str:
+    return (f"vcpu {f['vcpu_id']} old {f['old']} new {f['new']} "
+            f"({'growed' if f['old'] < f['new'] else 'shrinked'})")
+
+
+def _p_pml_full(f: dict) -> str:
+    return f"vcpu {f['vcpu_id']}: PML full"
+
+
 # ---------------------------------------------------------------- the TRACE_EVENT table
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +207,8 @@ TRACE_EVENTS: dict[str, TraceEvent] = {e.name: e for e in (
     TraceEvent("kvm_apic",           "kvm", ("rw", "reg", "val"), _p_apic),
     TraceEvent("kvm_eoi",            "kvm", ("apicid", "vector"), _p_eoi),
     TraceEvent("kvm_apic_ipi",       "kvm", ("icr_low", "dest_id"), _p_apic_ipi),
+    TraceEvent("kvm_ple_window_update", "kvm", ("vcpu_id", "new", "old"), _p_ple_window_update),
+    TraceEvent("kvm_pml_full",       "kvm", ("vcpu_id",), _p_pml_full),
 )}
 
 
