@@ -118,3 +118,12 @@ def test_handlers_of_exits_this_configuration_never_takes(reason: ExitReason, re
         assert (exc.vector if exc.pending else None) == queued
     finally:
         m.close()
+
+
+def test_the_command_with_files_counts_the_exits_each_run_takes() -> None:
+    out = subprocess.run([sys.executable, "-m", "kvmsim", "exit-coverage", str(ROOT / "scenarios/rdpmc-gp.yaml")],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    at = next(i for i, line in enumerate(out) if line.split()[1:2] == ["RDPMC"])
+    assert out[at + 1].split() == ["runs:", "rdpmc-gp", "(2)"]
+    io = next(i for i, line in enumerate(out) if line.split()[1:2] == ["IO_INSTRUCTION"])
+    assert out[io + 1].split() == ["runs:", "rdpmc-gp", "(1)"]
