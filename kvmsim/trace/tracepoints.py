@@ -56,9 +56,11 @@ _PARSERS: dict[str, re.Pattern[str]] = {
     "kvm_apic": re.compile(rf"apic_(?P<rw>read|write) 0x(?P<reg>{_HEX}) = 0x(?P<val>{_HEX})$"),
     "kvm_eoi": re.compile(rf"apicid (?P<apicid>{_HEX}) vector (?P<vector>-?\d+)$"),
     "kvm_apic_ipi": re.compile(rf"dst (?P<dest_id>{_HEX}) vec \d+ icr_low 0x(?P<icr_low>{_HEX})$"),
+    "kvm_ple_window_update": re.compile(r"vcpu (?P<vcpu_id>\d+) old (?P<old>\d+) new (?P<new>\d+) \((?:growed|shrinked)\)$"),
+    "kvm_pml_full": re.compile(r"vcpu (?P<vcpu_id>\d+): PML full$"),
 }
 _PARSERS["kvm_nested_vmexit"] = _PARSERS["kvm_exit"]
-_DEC = {"vcpu_id", "size", "count", "len", "errno"}
+_DEC = {"vcpu_id", "size", "count", "len", "errno", "old", "new"}
 _FLAGS = {"immediate_exit", "failed", "reinjected", "used_max_basic", "exception_gp"}
 
 
