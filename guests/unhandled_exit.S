@@ -1,4 +1,4 @@
-# unhandled_exit.S — an instruction whose VM exit the kvmsim model does not handle (yet).
+# unhandled_exit.S — an instruction whose VM exit the kvmsim model once did not handle (issue 14 built them all).
 # GNU as, AT&T syntax.  Modes: real16, prot32, long64.
 #
 # Choice: INVD (0f 08), which VM-exits unconditionally on VMX with exit reason 13 (INVD).

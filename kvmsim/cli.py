@@ -436,6 +436,27 @@ def cmd_emulator_coverage(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_exit_coverage(args: argparse.Namespace) -> int:
+    """Per exit reason of kvm_vmx_exit_handlers: its handler, and the scenarios/tests that exercise it;
+    with FILEs, the exits each scenario really takes on the sim."""
+    # per command, not at the top: startup (module docstring)
+    from kvmsim.trace.exit_coverage import format_exit_coverage
+    counts: dict[str, dict[str, int]] = {}
+    status = 0
+    if args.files:
+        scenarios, status = _load_all(args.files)
+        run_scenario = _runner()
+        for sc in scenarios:
+            if "sim" not in sc.backends:
+                continue
+            st, res = _per_file(sc, lambda sc: run_scenario(sc, backend="sim"))
+            status = max(status, st)
+            if res is not None:
+                counts[sc.name] = dict(res.exits)
+    print(format_exit_coverage(counts or None))
+    return status
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Throughput figures (kvmsim/bench.py); with FILEs, wall time per scenario (best of --repeat)."""
     # per command, not at the top: startup (module docstring)
@@ -617,6 +638,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("emulator-coverage", help="decoder-table coverage vs the kernel's; with FILEs, EMULTYPE use by scenario")
     e.add_argument("files", nargs="*", metavar="FILE")
     e.set_defaults(func=cmd_emulator_coverage)
+
+    x = sub.add_parser("exit-coverage", help="each VM-exit reason's handler and what exercises it; with FILEs, "
+                                             "the exits each scenario takes")
+    x.add_argument("files", nargs="*", metavar="FILE")
+    x.set_defaults(func=cmd_exit_coverage)
 
     b = sub.add_parser("bench", help="throughput figures (PIO, native, MMIO, emulator); with FILEs, time scenarios")
     b.add_argument("files", nargs="*", metavar="FILE")

@@ -301,6 +301,7 @@ class KvmIoeventfd(ctypes.Structure):
                 ("fd", ctypes.c_int32), ("flags", ctypes.c_uint32), ("pad", ctypes.c_uint8 * 36)]
 
 
+KVM_MEM_LOG_DIRTY_PAGES = 1 << 0   # kvm_userspace_memory_region.flags: KVM_GET_DIRTY_LOG reports written pages
 KVM_MEM_READONLY = 1 << 1          # kvm_userspace_memory_region.flags: a ROM (writes exit as MMIO)
 KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0
 KVM_IOEVENTFD_FLAG_PIO = 1 << 1
@@ -367,6 +368,16 @@ class VmFd(Protocol):
 
     def create_irqchip(self) -> None:
         """KVM_CREATE_IRQCHIP (before any vCPU): an in-kernel local APIC per vCPU."""
+
+    def get_dirty_log(self, slot: int) -> bytes:
+        """KVM_GET_DIRTY_LOG: the slot's dirty bitmap (one bit a page, 64-bit words), then cleared
+        (unless manual protect is on)."""
+
+    def enable_manual_dirty_log_protect(self, flags: int) -> None:
+        """KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: ENABLE 1 | INITIALLY_SET 2."""
+
+    def clear_dirty_log(self, slot: int, first_page: int, num_pages: int, mask: bytes) -> None:
+        """KVM_CLEAR_DIRTY_LOG: clear and re-protect the pages of the slot whose bits are set."""
 
     def create_vcpu(self, vcpu_id: int = 0) -> VcpuFd: ...
     def close(self) -> None: ...

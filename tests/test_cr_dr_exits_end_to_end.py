@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from kvmsim.hw.vmcs import CPU_BASED_MOV_DR_EXITING
 from kvmsim.kvm import cr
 from kvmsim.uapi import KvmExit
 from tests.simvm import kvm_run, machine
@@ -45,11 +46,15 @@ def test_guest_owned_bits_change_without_an_exit() -> None:
         m.close()
 
 
-def test_mov_dr_exits_and_reads_back() -> None:
+def test_mov_dr_exits_once_then_runs_natively_and_reads_back() -> None:
+    """The lazy DR switch: the first MOV DR exits and handle_dr lets it (and the next) run natively;
+    the OUT's exit syncs the registers back into KVM and intercepts MOV DR again."""
     m = _run("mov $0x1234,%rax\nmov %rax,%dr1\nmov %dr1,%rbx")
     try:
-        assert _exits(m, "DR_ACCESS") == 2
+        assert _exits(m, "DR_ACCESS") == 1
         assert m.vcpu.get_regs().rbx == 0x1234 and m.vcpu.vcpu.arch.db[1] == 0x1234
+        assert m.vcpu.vcpu.hw.vmcs.cpu_based_vm_exec_control & CPU_BASED_MOV_DR_EXITING
+        assert not m.vcpu.vcpu.arch.switch_db_regs
     finally:
         m.close()
 

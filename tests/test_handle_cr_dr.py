@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from kvmsim.hw.vmcs import CrAccessType, CrExitQual, DrExitQual, ExitReason, Vector
-from kvmsim.kvm import cr
+from kvmsim.hw.vmcs import CPU_BASED_MOV_DR_EXITING, CrAccessType, CrExitQual, DrExitQual, ExitReason, Vector
+from kvmsim.kvm import cr, vmx
 from kvmsim.kvm.vmx import vmx_handle_exit
 from kvmsim.uapi import KvmExit
 from tests.simvm import kvm_run, machine
@@ -53,7 +53,13 @@ def mov_from_cr(vcpu, n: int, gpr: int = 3) -> int:
     return _exit(vcpu, ExitReason.CR_ACCESS, CrExitQual(n, CrAccessType.MOV_FROM_CR, gpr=gpr).encode())
 
 
-def mov_dr(vcpu, n: int, from_dr: bool, gpr: int = 0) -> int:
+KVM_GUESTDBG_ENABLE = 1
+
+
+def mov_dr(vcpu, n: int, from_dr: bool, gpr: int = 0, debugging: bool = True) -> int:
+    """A DR_ACCESS exit.  debugging: userspace has KVM_SET_GUEST_DEBUG on, so handle_dr emulates
+    the access (without it, KVM lets the guest run MOV DR natively: test_lazy_dr_switch)."""
+    vcpu.guest_debug = KVM_GUESTDBG_ENABLE if debugging else 0
     return _exit(vcpu, ExitReason.DR_ACCESS, DrExitQual(n, from_dr, gpr).encode())
 
 
@@ -251,6 +257,22 @@ def test_dr4_dr5_alias_dr6_dr7_unless_cr4_de(long64) -> None:
     assert mov_dr(vcpu, 4, True) == 1
     exc = vcpu.arch.exception
     assert exc.pending and exc.vector == Vector.UD and vcpu.hw.reg("rip") == rip
+
+
+def test_lazy_dr_switch_without_guest_debug(long64) -> None:
+    """No userspace debugging: handle_dr drops MOV-DR exiting, marks KVM_DEBUGREG_WONT_EXIT and
+    re-enters on the same instruction (RIP unchanged, nothing emulated, no exception)."""
+    vcpu = long64.vcpu.vcpu
+    vcpu.hw.set_reg("rax", 0x1234)
+    rip = vcpu.hw.reg("rip")
+    assert mov_dr(vcpu, 1, False, debugging=False) == 1
+    assert vcpu.hw.reg("rip") == rip and vcpu.arch.db[1] == 0 and not vcpu.arch.exception.pending
+    assert not vcpu.hw.vmcs.cpu_based_vm_exec_control & CPU_BASED_MOV_DR_EXITING
+    assert vcpu.arch.switch_db_regs & vmx.KVM_DEBUGREG_WONT_EXIT
+    vcpu.hw.load_debug_regs([0, 0x55, 0, 0], 0xFFFF0FF0)   # what vcpu_enter_guest loads
+    vmx.vmx_sync_dirty_debug_regs(vcpu)
+    assert vcpu.arch.db[1] == 0x55 and not vcpu.arch.switch_db_regs
+    assert vcpu.hw.vmcs.cpu_based_vm_exec_control & CPU_BASED_MOV_DR_EXITING
 
 
 def test_dr7_gd_turns_the_access_into_db_with_bd(long64) -> None:

@@ -23,7 +23,7 @@ from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
 from unicorn.x86_const import UC_X86_INS_RDTSC, UC_X86_INS_RDTSCP, UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RDX
 
 from kvmsim.errors import KvmSimBug
-from kvmsim.hw import ctrlregs, event, fixups, paging, quirks, taskswitch
+from kvmsim.hw import ctrlregs, event, fixups, insn_info, paging, quirks, taskswitch
 from kvmsim.hw.cpux86 import R_SS, env_of, live_u32
 from kvmsim.hw.debugtrap import DebugTrap
 from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, falls_through, insn_length
@@ -34,10 +34,12 @@ from kvmsim.hw.vmcs import (VMX_EXIT_REASONS_FAILED_VMENTRY, EPT_VIOLATION_ACC_I
                             IoExitQual, Vector, Vmcs, insn_exits, intr_info, pause_loop_exits,
                             CPU_BASED_INTR_WINDOW_EXITING, GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_STI,
                             SECONDARY_EXEC_ENABLE_EPT, SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES, TYPE_LINEAR_APIC_INST_FETCH,
-                            TYPE_LINEAR_APIC_INST_READ, TYPE_LINEAR_APIC_INST_WRITE)
+                            TYPE_LINEAR_APIC_INST_READ, TYPE_LINEAR_APIC_INST_WRITE,
+                            SECONDARY_EXEC_BUS_LOCK_DETECTION, invpcid_exits)
 from kvmsim.hw.apicdef import APIC_DEFAULT_PHYS_BASE
 
 from kvmsim.hw.memory import GuestMemory
+from kvmsim.hw.pml import PageModLog
 from kvmsim.hw.registers import SNAP_IDS, CpuState
 from kvmsim.hw.cslimit import CodeLimit
 from kvmsim.hw.segcheck import ReadOnlySegments
@@ -63,7 +65,8 @@ _VECTOR_PF = Vector.PF
 _ENABLE_EPT = SECONDARY_EXEC_ENABLE_EPT
 
 
-class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, DebugTrap, ShadowPaging):
+class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, DebugTrap, ShadowPaging,
+                  PageModLog):
     """One logical CPU.  KVM's model drives it with `vmx_vcpu_enter_exit`-style `enter_guest()`."""
 
     def __init__(self) -> None:
@@ -102,6 +105,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self._cs_limit_init()
         self._dbg_init()
         self._spt_init()
+        self._pml_init()
+        self.guest_dr7 = 0x400                # GUEST_DR7 (DR7_FIXED_1 at reset)
         self._exit_count = 0                  # VM exits so far (a PAUSE loop ends at one)
         self._counting = False                # the current uc_emu_start counts instructions (_on_rdtsc_raw)
         self._ple_rip, self._ple_count, self._ple_exits = -1, 0, -1
@@ -163,6 +168,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self.uc = uc
         self._trap_power_on()
         self._dbg_power_on()
+        self._pml_power_on()
         return uc
 
     def power_off(self) -> None:
@@ -217,6 +223,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             rflags = self.reg("rflags")
         if rflags & EFLAGS_RF:
             self.set_reg("rflags", rflags & ~EFLAGS_RF)
+        if self._pml_overflow:
+            self._pml_entry()
         limit = self.insn_limit
         while True:
             if limit is not None and self.guest_insns >= limit:
@@ -443,6 +451,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             return self._exception(fault, 0 if fault == Vector.GP else None)
         if dec.mnemonic == "pause" and not insn_exits(self.vmcs, "pause"):
             return self._pause_loop(dec)
+        if insn.reason is ExitReason.INVPCID:
+            return self._invpcid(dec)
         if insn.action is Action.CONTROL or (insn.action is _ACTION_EXIT and dec.mnemonic in CONTROLLED):
             if not insn_exits(self.vmcs, dec.mnemonic):
                 return self._run_natively(dec)
@@ -496,9 +506,37 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             return True
         return self._exception(Vector.UD, None)
 
+    def _invpcid(self, dec: _Decoded) -> bool:
+        """INVPCID: #UD unless enable-INVPCID; an exit iff INVLPG exiting (KVM without EPT), with the
+        operands in VMX_INSTRUCTION_INFO and the displacement as qualification; else the CPU's own
+        TLB flush (unicorn has no INVPCID).  Simplified: the native path checks only the type."""
+        exits = invpcid_exits(self.vmcs)
+        if exits is None:
+            return self._exception(Vector.UD, None)
+        here = self.linear_rip()
+        info, disp, kind = insn_info.vmx_instruction_info(self, here, dec.code)
+        if exits:
+            self.vmcs.vmx_instruction_info = info
+            return self._exit(ExitReason.INVPCID, disp, dec.length)
+        if kind > 3:
+            return self._exception(Vector.GP, 0)
+        self.flush_tlb()
+        self.set_reg("rip", self.reg("rip") + dec.length)
+        self.retired()
+        return False
+
     def _run_natively(self, dec: _Decoded) -> bool:
         """An instruction that does not exit here: the silicon's own result (fixups.py where unicorn
-        would differ), else unicorn runs it; True on an exit."""
+        would differ), else unicorn runs it; True on an exit.  A split lock with bus-lock
+        detection on exits after it (trap-like, SDM 26.2: BUS_LOCK)."""
+        if (self.vmcs.secondary_vm_exec_control & SECONDARY_EXEC_BUS_LOCK_DETECTION
+                and insn_info.is_split_lock(self, self.linear_rip(), dec.code)):
+            if self._run_natively_once(dec):
+                return True
+            return self._exit(ExitReason.BUS_LOCK)
+        return self._run_natively_once(dec)
+
+    def _run_natively_once(self, dec: _Decoded) -> bool:
         done = fixups.apply_at_rip(self)
         if done is not None:
             return done
@@ -705,6 +743,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             # Unicorn's unmapped-memory hook reports the physical address (cputlb.c passes paddr):
             # that is the GPA the EPT exit carries.  Simplified: the linear address is not known here.
             return self._ept_exit(access, addr, addr)
+        if kind == "pml_full":              # pml.py: a dirty flag to set with the PML buffer full
+            return self._exit(ExitReason.PML_FULL)
         if kind == "gp":                    # segcheck.py, cslimit.py: a read-only segment write, a fetch past CS's limit
             return self._exception(Vector.GP, 0)
         if kind == "intr":
@@ -806,6 +846,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         """Deliver an event; True when that ended in a triple-fault VM exit."""
         if itype == IntrType.NMI_INTR:
             self.vmcs.guest_interruptibility_info |= GUEST_INTR_STATE_NMI   # blocked until IRET
+        elif vector == Vector.DB:
+            self.guest_dr7 &= ~ctrlregs.DR7_GD     # the CPU lets the #DB handler use the debug registers
         next_rip = self.reg("rip") + inst_len if inst_len else None
         try:
             event.deliver(self, vector, itype, error_code, next_rip=next_rip, cr2=cr2)

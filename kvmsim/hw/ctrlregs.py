@@ -8,6 +8,8 @@ first (CPL > 0 is #GP(0) before any exit), except for MOV DR, whose exit comes b
 
 from __future__ import annotations
 
+from unicorn import x86_const as U
+
 from kvmsim.hw.vmcs import (CrAccessType, CrExitQual, DrExitQual, ExitReason, Vector, clts_exits, cr_read_exits,
                             cr_read_value, cr_write_exits, cr_write_value, dr_access_exits, lmsw_exits,
                             lmsw_value, GPR_ORDER)
@@ -60,7 +62,7 @@ def cr_dr_access(cpu, code: bytes, length: int) -> bool:
     if op[1] in (0x21, 0x23):                                # MOV DR
         if dr_access_exits(vmcs):
             return cpu._exit(ExitReason.DR_ACCESS, DrExitQual(num, op[1] == 0x21, gpr).encode(), length)
-        return cpu._step_native(cpu.linear_rip(), length)
+        return _mov_dr_native(cpu, num, gpr, op[1] == 0x21, length, long_mode, privileged)
     if num not in _CRS:
         return cpu._exception(Vector.UD, None)
     if privileged:
@@ -115,3 +117,46 @@ def _rex(op: bytes, cpu) -> int:
 
 def _operand_size(cpu, op: bytes) -> int:
     return 8 if cpu.mode() == "long64" else 4 if cpu.mode() in ("prot32", "compat") else 2
+
+
+DR6_BD, DR7_GD = 1 << 13, 1 << 13
+DR6_FIXED_1, DR6_VOLATILE, DR7_VOLATILE, DR7_FIXED_1 = 0xFFFE0FF0 | (1 << 16) | (1 << 11), 0x0001E80F, 0xFFFF2BFF, 0x400
+
+
+def _mov_dr_native(cpu, num: int, gpr: int, from_dr: bool, length: int, long_mode: bool, privileged: bool) -> bool:
+    """MOV DR with MOV-DR exiting off (KVM's lazy switch): the CPU's own checks, in its order
+    (CPL > 0 #GP, DR4/DR5 with CR4.DE #UD, DR7.GD #DB with DR6.BD set and GD cleared), then the access
+    on the registers KVM loaded (DR6 reads its fixed-1 bits; the modelled CPU has no RTM or bus-lock
+    detection to report).  Simplified: the breakpoints DR7 enables are not armed."""
+    if privileged:
+        return cpu._exception(Vector.GP, 0)
+    if num in (4, 5):
+        if cpu.cr(4) & (1 << 3):
+            return cpu._exception(Vector.UD, None)
+        num += 2
+    if num > 7:
+        return cpu._exception(Vector.UD, None)
+    uc = cpu.uc
+    if cpu.guest_dr7 & DR7_GD:
+        uc.reg_write(U.UC_X86_REG_DR6, (uc.reg_read(U.UC_X86_REG_DR6) & ~0xF) | DR6_BD)
+        cpu.guest_dr7 &= ~DR7_GD
+        return cpu._exception(Vector.DB, None)
+    rid = _DR_IDS[num]
+    if from_dr:
+        value = cpu.guest_dr7 if num == 7 else uc.reg_read(rid)
+        _set_gpr(cpu, gpr, value, long_mode)
+        return _retire(cpu, length)
+    value = _gpr(cpu, gpr, long_mode)
+    if num >= 6 and value >> 32:
+        return cpu._exception(Vector.GP, 0)
+    if num == 6:
+        value = (value & DR6_VOLATILE) | DR6_FIXED_1
+    elif num == 7:
+        value = cpu.guest_dr7 = (value & DR7_VOLATILE) | DR7_FIXED_1
+        value &= ~0xFF                                   # no breakpoints armed in the engine
+    uc.reg_write(rid, value)
+    return _retire(cpu, length)
+
+
+_DR_IDS = {0: U.UC_X86_REG_DR0, 1: U.UC_X86_REG_DR1, 2: U.UC_X86_REG_DR2, 3: U.UC_X86_REG_DR3,
+           6: U.UC_X86_REG_DR6, 7: U.UC_X86_REG_DR7}

@@ -74,6 +74,7 @@ EXITING_INSNS: dict[int, ExitingInsn] = {
     X.X86_INS_INVEPT:   _E(ExitReason.INVEPT),
     X.X86_INS_INVVPID:  _E(ExitReason.INVVPID),
     X.X86_INS_VMFUNC:   _E(ExitReason.VMFUNC),
+    X.X86_INS_INVPCID:  _E(ExitReason.INVPCID),    # exits with INVLPG exiting, else #UD or native (cpu.py)
     X.X86_INS_INT:      ExitingInsn(Action.SOFT_INT),
     X.X86_INS_INT3:     ExitingInsn(Action.SOFT_INT),
     X.X86_INS_INTO:     ExitingInsn(Action.SOFT_INT),
@@ -105,7 +106,7 @@ EXITING_INSNS: dict[int, ExitingInsn] = {
 # instructions (whose exit comes before their CPL check) and MOV DR are not here.
 CPL0_FAULT: dict[str, int] = {
     **{m: 13 for m in ("hlt", "rdmsr", "wrmsr", "invd", "wbinvd", "xsetbv", "invlpg", "lgdt", "lidt",
-                       "lldt", "ltr", "rdpmc")},
+                       "lldt", "ltr", "rdpmc", "invpcid")},
     "monitor": 6, "mwait": 6,
 }
 # Exits that also depend on a VM-execution control (vmcs.EXIT_CONTROLS); the others in the table
@@ -128,7 +129,7 @@ _OPCODES = [
     rb"\x0f\x01[\xc1-\xc4\xc8\xc9\xd1\xd4]",                   # VMCALL..VMXOFF, MONITOR, MWAIT, XSETBV, VMFUNC
     rb"\x0f\x01[\x20-\x27\x30-\x37\x60-\x67\x70-\x77\xa0-\xa7\xb0-\xb7\xe0-\xe7\xf0-\xf7]",   # SMSW, LMSW
     rb"\x0f\xc7" + _MEM_REG67,                                # VMPTRLD, VMCLEAR, VMXON, VMPTRST
-    rb"\x0f\x38[\x80\x81]",                                  # INVEPT, INVVPID
+    rb"\x0f\x38[\x80\x81\x82]",                              # INVEPT, INVVPID, INVPCID
     rb"[\x9a\xea]", rb"\xff[\x18-\x1f\x28-\x2f\x58-\x5f\x68-\x6f\x98-\x9f\xa8-\xaf]",   # CALL/JMP far
 ]
 # Instructions unicorn runs unlike VMX silicon (hw/fixups.py corrects them at the stop), narrowed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 
 from unicorn import UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, UcError
+from unicorn.unicorn_const import UC_CTL_TLB_FLUSH
 
 
 from kvmsim.hw import event, paging
@@ -196,3 +197,10 @@ class GuestMemory:
             raise event.DeliveryFault(Vector.PF, pf.error_code) from None
         except UcError:
             raise event.DeliveryFault(Vector.GP, 0) from None
+
+    def flush_tlb(self) -> None:
+        """KVM flushed the guest's TLB entries (INVLPG/INVPCID it completed): unicorn's TLB goes too,
+        and the scanned code pages are checked against what they map now."""
+        if self.uc is not None:
+            self.uc._Uc__ctl_w(UC_CTL_TLB_FLUSH)
+            self._revalidate_maps()

@@ -317,3 +317,21 @@ class CpuState:
         if self._mode == "long64" and not self._mode_stale:
             return rip
         return rip if self.mode() == "long64" else (self._env.segs[R_CS].base + rip) & 0xFFFF_FFFF
+
+    # ---------------------------------------------------------------- debug registers
+    _DR_IDS = (U.UC_X86_REG_DR0, U.UC_X86_REG_DR1, U.UC_X86_REG_DR2, U.UC_X86_REG_DR3,
+               U.UC_X86_REG_DR6, U.UC_X86_REG_DR7)
+
+    def load_debug_regs(self, db: list[int], dr6: int) -> None:
+        """KVM's set_debugreg before entry (DR0-3, DR6): what native MOV DR then sees, with
+        GUEST_DR7 (`guest_dr7`, which KVM writes on its own, vmx_set_dr7).  Simplified: DR7's
+        breakpoint enables are not armed in the engine (only GD matters to the silicon, ctrlregs.py)."""
+        uc = self.uc or self._power_on()
+        for rid, v in zip(self._DR_IDS, (*db, dr6, self.guest_dr7 & ~0xFF)):
+            uc.reg_write(rid, v)
+
+    def read_debug_regs(self) -> tuple[tuple[int, int, int, int], int, int]:
+        """get_debugreg after the exit: DR0-3, DR6 and GUEST_DR7 as the guest left them."""
+        uc = self.uc or self._power_on()
+        vals = [uc.reg_read(rid) for rid in self._DR_IDS[:5]]
+        return (vals[0], vals[1], vals[2], vals[3]), vals[4], self.guest_dr7

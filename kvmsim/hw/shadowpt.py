@@ -23,7 +23,6 @@ from capstone import CS_ARCH_X86, Cs
 from capstone.x86_const import X86_OP_MEM, X86_REG_RIP
 from unicorn import (UC_ARCH_X86, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED, UC_MODE_64,
                      UC_PROT_EXEC, UC_PROT_READ, Uc)
-from unicorn import unicorn_const as UCC
 
 from kvmsim.errors import KvmSimBug
 
@@ -107,12 +106,6 @@ class ShadowPaging:
             if struct.unpack("<Q", ctypes.string_at(mr + addr_at, 8))[0] == gpa:
                 ctypes.memset(mr + ro_at, int(readonly), 1)
                 return
-
-    def flush_tlb(self) -> None:
-        """KVM flushed the guest's TLB entries (INVLPG emulated, root switch): unicorn's TLB goes too.
-        (The code scans follow page-table writes on their own: trap.py watches the tables.)"""
-        if self.uc is not None:
-            self.uc.ctl(UCC.UC_CTL_TLB_FLUSH, UCC.UC_CTL_IO_WRITE)
 
     # ------------------------------------------------------------ exits
     def _pf_exit(self, linear: int, error_code: int) -> bool:

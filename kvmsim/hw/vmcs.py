@@ -220,6 +220,9 @@ class Vmcs:
     guest_interruptibility_info: int = 0
     guest_pending_dbg_exceptions: int = 0
     vm_instruction_error: int = 0
+    vmx_instruction_info: int = 0       # VMX_INSTRUCTION_INFO: operands of INVPCID & co. (SDM table 28-13)
+    guest_pml_index: int = 511          # GUEST_PML_INDEX: the next PML entry the CPU writes (511 down to 0)
+    notify_window: int = 0              # NOTIFY_WINDOW (with SECONDARY_EXEC_NOTIFY_VM_EXITING)
     # VM-execution control fields the CPU consults when deciding whether an instruction exits
     # (KVM writes them: kvm/vmx_controls.py at vCPU creation, vmx_set_cr0/cr4 and handlers later).
     cpu_based_vm_exec_control: int = 0

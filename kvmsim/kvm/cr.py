@@ -275,6 +275,7 @@ def kvm_set_dr(vcpu: KvmVcpu, dr: int, val: int) -> int:
         if val >> 32:
             return 1
         arch.dr7 = (val & DR7_VOLATILE) | DR7_FIXED_1
+        vcpu.hw.guest_dr7 = arch.dr7            # kvm_update_dr7 → vmx_set_dr7: GUEST_DR7
         # kvm_update_dr7: the silicon arms no hardware breakpoints (simplification: DR0-3/DR7
         # are kept by KVM only, as KVM_GET_DEBUGREGS would report them).
     return 0

@@ -15,7 +15,7 @@ from unicorn import x86_const as U
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import paging
 from kvmsim.hw.apicdef import APIC_DEFAULT_PHYS_BASE
-from kvmsim.kvm import cpuid, mmu_shadow, msr, pio
+from kvmsim.kvm import cpuid, dirty_log, mmu_shadow, msr, pio
 from kvmsim.kvm import cr as crs
 from kvmsim.kvm.emulate.codes import (GPR_NAMES, X86EMUL_CMPXCHG_FAILED, X86EMUL_CONTINUE, X86EMUL_IO_NEEDED,
                                       X86EMUL_MODE_PROT64, X86EMUL_PROPAGATE_FAULT, X86EMUL_UNHANDLEABLE)
@@ -492,6 +492,8 @@ def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fau
                 hw.code_written(gpa, n)
                 if hw.spt_write_protected:
                     kvm_page_track_write(vcpu, gpa, bytes(val[:n]))
+                if vcpu.kvm.dirty_log_slots:               # kvm_vcpu_write_guest → mark_page_dirty_in_slot
+                    dirty_log.kvm_vcpu_mark_page_dirty(vcpu, gpa >> 12)
             else:
                 val[:n] = hw.uc.mem_read(gpa, n)
             return X86EMUL_CONTINUE

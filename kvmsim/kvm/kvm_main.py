@@ -10,7 +10,7 @@ import ctypes
 from typing import Sequence
 
 from kvmsim.errors import BackendError
-from kvmsim.kvm import lapic, vmx, x86
+from kvmsim.kvm import dirty_log, lapic, vmx, x86
 from kvmsim.kvm.cpuid import default_cpuid_entries
 from kvmsim.kvm.iobus import CoalescedMmio, Ioeventfd
 from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
@@ -121,6 +121,7 @@ class SimVmFd:
                 vcpu.hw.unmap_memslot(mem.slot)
             if change == "delete":
                 self.kvm.readonly_slots.discard(mem.slot)
+                dirty_log.kvm_commit_dirty_logging(self.kvm, mem.slot, 0)
                 self._flags.pop(mem.slot, None)
                 if isinstance(old[2], memoryview):
                     try:
@@ -130,8 +131,9 @@ class SimVmFd:
                 return
         self.kvm.memslots[mem.slot] = (guest_phys_addr, mem.memory_size, memory)
         self._flags[mem.slot] = mem.flags
+        dirty_log.kvm_commit_dirty_logging(self.kvm, mem.slot, mem.flags)
         if change == "flags":
-            return   # only KVM_MEM_LOG_DIRTY_PAGES can change, and dirty logging is not modelled
+            return   # only KVM_MEM_LOG_DIRTY_PAGES can change
         if flags & KVM_MEM_READONLY:
             self.kvm.readonly_slots.add(mem.slot)
         first, last = guest_phys_addr >> 12, (guest_phys_addr + mem.memory_size - 1) >> 12
@@ -187,8 +189,34 @@ class SimVmFd:
         kvm_x86_ops.vcpu_after_set_cpuid(vcpu)             # the default CPUID table above
         for slot, (gpa, size, mem) in self.kvm.memslots.items():
             vcpu.hw.map_memslot(slot, gpa, size, host_address(mem), slot in self.kvm.readonly_slots)
+            if slot in self.kvm.dirty_log_slots:              # its EPT entries are built clean
+                vcpu.hw.ept_clear_dirty(range(gpa >> 12, (gpa + size) >> 12))
         self.kvm.vcpus.append(vcpu)
+        if self.kvm.dirty_log_slots:
+            dirty_log.kvm_commit_dirty_logging(self.kvm, next(iter(self.kvm.dirty_log_slots)),
+                                               dirty_log.KVM_MEM_LOG_DIRTY_PAGES)
         return SimVcpuFd(vcpu)
+
+    def enable_manual_dirty_log_protect(self, flags: int) -> None:
+        """KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2): ENABLE 1 | INITIALLY_SET 2 (EINVAL for others)."""
+        if flags & ~3:
+            raise BackendError("KVM_ENABLE_CAP failed: EINVAL (Invalid argument)", errno=22)
+        self.kvm.manual_dirty_log_protect = flags
+
+    def clear_dirty_log(self, slot: int, first_page: int, num_pages: int, mask: bytes) -> None:
+        """KVM_CLEAR_DIRTY_LOG: clear and re-protect the pages whose bits `mask` sets."""
+        r = dirty_log.kvm_vm_ioctl_clear_dirty_log(self.kvm, slot, first_page, num_pages, mask)
+        if r:
+            name = {-22: "EINVAL (Invalid argument)", -2: "ENOENT (No such file or directory)"}[r]
+            raise BackendError(f"KVM_CLEAR_DIRTY_LOG failed: {name}", errno=-r)
+
+    def get_dirty_log(self, slot: int) -> bytes:
+        """KVM_GET_DIRTY_LOG: the slot's bitmap, one bit a page (a slot without
+        KVM_MEM_LOG_DIRTY_PAGES: BackendError ENOENT, as kvm_get_dirty_log_protect)."""
+        out = dirty_log.kvm_vm_ioctl_get_dirty_log(self.kvm, slot)
+        if out is None:
+            raise BackendError(f"KVM_GET_DIRTY_LOG: slot {slot} does not log dirty pages (ENOENT)", errno=2)
+        return out
 
     def __enter__(self) -> "SimVmFd":
         return self

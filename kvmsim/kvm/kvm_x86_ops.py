@@ -50,6 +50,9 @@ class KvmX86Ops:
     interrupt_allowed: Callable[[KvmVcpu], bool] = _no_vendor
     enable_irq_window: Callable[[KvmVcpu], None] = _no_vendor
     get_exit_info: Callable[[KvmVcpu], tuple[int, int, int, int, int]] = _no_vendor
+    vcpu_load: Callable[[KvmVcpu], None] = _no_vendor                  # (scheduled in again)
+    sync_dirty_debug_regs: Callable[[KvmVcpu], None] = _no_vendor
+    update_cpu_dirty_logging: Callable[[KvmVcpu], None] = _no_vendor   # (KVM_REQ_UPDATE_CPU_DIRTY_LOGGING)
 
 
 # x86.c's `struct kvm_x86_ops kvm_x86_ops`: empty until a vendor module loads.

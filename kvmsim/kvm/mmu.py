@@ -129,3 +129,12 @@ def _shadow_page_fault(vcpu: KvmVcpu, gva: int, error_code: int, insn: bytes | N
         return 1
     vcpu.stat.pf_emulate += 1
     return x86_emulate_instruction(vcpu, gva, emulation_type, insn)
+
+
+# ---------------------------------------------------------------- INVPCID (issue 14; INVLPG is mmu_shadow's)
+
+@kfunc("gva", "pcid")
+def kvm_mmu_invpcid_gva(vcpu: KvmVcpu, gva: int, pcid: int) -> None:
+    """INVPCID type 0: the address in the current PCID (or another one: all roots are dropped).
+    Simplified: every root's entries for the address go, whatever the PCID."""
+    mmu_shadow.kvm_mmu_invlpg(vcpu, gva)

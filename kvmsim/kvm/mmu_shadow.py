@@ -344,7 +344,11 @@ def kvm_mmu_track_write(vcpu: KvmVcpu, gpa: int, new: bytes) -> None:
 
 @kfunc("gva")
 def kvm_mmu_invlpg(vcpu: KvmVcpu, gva: int) -> None:
-    """INVLPG: the shadow entries of `gva` in every root go (kvm_mmu_invalidate_addr, KVM_MMU_ROOTS_ALL)."""
+    """INVLPG: the shadow entries of `gva` in every root go (kvm_mmu_invalidate_addr, KVM_MMU_ROOTS_ALL);
+    a non-canonical address is a NOP."""
+    if (gva >> 47) not in (0, (1 << 17) - 1):
+        return
+    vcpu.stat.invlpg += 1
     mmu = vcpu_mmu(vcpu)
     mmu.stat["invlpg"] += 1
     for root, sptes in mmu.mmio_sptes.items():

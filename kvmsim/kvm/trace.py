@@ -166,6 +166,13 @@ def _p_page_fault(f: dict) -> str:
 
 def _p_handle_mmio_page_fault(f: dict) -> str:     # mmutrace.h
     return f"addr:{f['addr']:x} gfn {f['gfn']:x} access {f['access']:x}"
+def _p_ple_window_update(f: dict) -> str:
+    return (f"vcpu {f['vcpu_id']} old {f['old']} new {f['new']} "
+            f"({'growed' if f['old'] < f['new'] else 'shrinked'})")
+
+
+def _p_pml_full(f: dict) -> str:
+    return f"vcpu {f['vcpu_id']}: PML full"
 
 
 # ---------------------------------------------------------------- the TRACE_EVENT table
@@ -203,6 +210,8 @@ TRACE_EVENTS: dict[str, TraceEvent] = {e.name: e for e in (
     TraceEvent("kvm_eoi",            "kvm", ("apicid", "vector"), _p_eoi),
     TraceEvent("kvm_apic_ipi",       "kvm", ("icr_low", "dest_id"), _p_apic_ipi),
     TraceEvent("handle_mmio_page_fault", "kvmmmu", ("addr", "gfn", "access"), _p_handle_mmio_page_fault),
+    TraceEvent("kvm_ple_window_update", "kvm", ("vcpu_id", "new", "old"), _p_ple_window_update),
+    TraceEvent("kvm_pml_full",       "kvm", ("vcpu_id",), _p_pml_full),
 )}
 
 

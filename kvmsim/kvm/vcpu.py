@@ -35,6 +35,15 @@ class KvmParams:
     disable_exits: int = 0                 # KVM_CAP_X86_DISABLE_EXITS: MWAIT 1, HLT 2, PAUSE 4, CSTATE 8
     ple_gap: int = 128                     # kvm_intel.ple_gap (0: no PAUSE-loop exiting)
     host_umip: bool = False                # X86_FEATURE_UMIP on the host (Cascade Lake: no, KVM emulates it)
+    # issue 14 (handlers): kvm_intel PLE knobs, quirks and capabilities the remaining exit handlers read
+    ple_window: int = 4096                 # kvm_intel.ple_window (KVM_VMX_DEFAULT_PLE_WINDOW)
+    ple_window_grow: int = 2               # kvm_intel.ple_window_grow
+    ple_window_shrink: int = 0             # kvm_intel.ple_window_shrink (0: back to ple_window at sched-in)
+    ple_window_max: int = 0xFFFF_FFFF      # kvm_intel.ple_window_max (UINT_MAX)
+    quirk_mwait_never_ud_faults: bool = True   # KVM_X86_QUIRK_MWAIT_NEVER_UD_FAULTS (default on)
+    bus_lock_detection_exit: bool = False  # KVM_CAP_X86_BUS_LOCK_EXIT with KVM_BUS_LOCK_DETECTION_EXIT
+    notify_vmexit_flags: int = 0           # KVM_CAP_X86_NOTIFY_VMEXIT: ENABLED 1, USER 2
+    notify_window: int = 0                 # ... its window (bits 63:32 of the cap's argument)
     emulator: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,6 +102,8 @@ class KvmVcpuStat:
     pf_taken: int = 0
     pf_emulate: int = 0
     pf_fixed: int = 0
+    invlpg: int = 0
+    notify_window_exits: int = 0
     exits_by_reason: Counter = field(default_factory=Counter)         # perf kvm stat's view
     emulation_by_type: Counter = field(default_factory=Counter)       # bpftrace on x86_emulate_instruction
     injected_exceptions: list = field(default_factory=list)
@@ -131,6 +142,9 @@ class KvmVcpuArch:
     dr7: int = 0x400                       # DR7_FIXED_1
     emulation_required: bool = False       # vmx->emulation_required (vmx_guest_state.py)
     shadow_mmu: Any = None                 # mmu_shadow.ShadowMmu while enable_ept=0 (vcpu->arch.mmu)
+    switch_db_regs: int = 0                # KVM_DEBUGREG_* (vmx.py: the lazy debug-register switch)
+    ple_window: int = 0                    # vcpu_vmx->ple_window (grow_ple_window/shrink_ple_window)
+    ple_window_dirty: bool = False         # ... to be written to the VMCS at the next entry
 
 
 class KvmVcpu:
@@ -172,3 +186,5 @@ class Kvm:
         self.coalesced_zones: list[tuple[int, int, bool]] = []
         self.coalesced_ring = None
         self.irqchip = False                      # KVM_CREATE_IRQCHIP: an in-kernel LAPIC per vCPU (lapic.py)
+        self.dirty_log_slots: dict[int, bytearray] = {}   # KVM_MEM_LOG_DIRTY_PAGES slot -> dirty_bitmap
+        self.manual_dirty_log_protect = 0             # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 flags

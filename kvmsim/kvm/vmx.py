@@ -4,30 +4,33 @@ from __future__ import annotations
 
 from typing import Callable
 
-from kvmsim.hw.vmcs import (APIC_ACCESS_OFFSET, APIC_ACCESS_TYPE, CPU_BASED_INTR_WINDOW_EXITING,
+from kvmsim.hw.vmcs import (CPU_BASED_MOV_DR_EXITING, INTR_INFO_UNBLOCK_NMI, SECONDARY_EXEC_ENABLE_PML,
+                            VMX_EXIT_REASONS_BUS_LOCK_DETECTED, APIC_ACCESS_OFFSET, APIC_ACCESS_TYPE, CPU_BASED_INTR_WINDOW_EXITING,
                             CPU_BASED_NMI_WINDOW_EXITING, GPR_ORDER, TYPE_LINEAR_APIC_INST_WRITE,
                             GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_NMI,
                             GUEST_INTR_STATE_STI, INTR_INFO_DELIVER_CODE_MASK, INTR_INFO_INTR_TYPE_MASK,
                             INTR_INFO_VALID_MASK, INTR_INFO_VECTOR_MASK, IO_QUAL_IN, IO_QUAL_PORT_SHIFT,
                             IO_QUAL_SIZE_MASK, IO_QUAL_STRING, VMX_EXIT_REASONS_FAILED_VMENTRY, CrAccessType,
                             CrExitQual, DrExitQual, ExitReason, IntrType, Vector, exit_reason_name, intr_info)
-from kvmsim.kvm import cpuid, cr, hypercall, lapic, mmu, mmu_shadow, msr, pio, vmx_controls, x86
+from kvmsim.kvm import cpuid, cr, dirty_log, hypercall, lapic, mmu, mmu_shadow, msr, pio, vmx_controls, x86
 from kvmsim.kvm.kvm_cache_regs import kvm_get_linear_rip, kvm_register_read, kvm_register_write, kvm_rip_write
 from kvmsim.kvm.kvm_x86_ops import KvmX86Ops
 from kvmsim.kvm.trace import KVM_ISA_VMX
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.x86_emulate import EMULTYPE_SKIP, EMULTYPE_VMWARE_GP, handle_ud, kvm_emulate_instruction
-from kvmsim.kvm.x86_exception import (kvm_complete_insn_gp, kvm_inject_gp, kvm_queue_exception,
+from kvmsim.hw.paging import PageFault
+from kvmsim.kvm.x86_exception import (kvm_complete_insn_gp, kvm_inject_gp, kvm_inject_page_fault, kvm_queue_exception,
                                       kvm_queue_exception_e, kvm_queue_exception_p, kvm_skip_emulated_instruction)
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.kvm import vmx_guest_state                            # invalid guest state
 from kvmsim.kvm.x86_emulate import kvm_task_switch                # handle_task_switch
-from kvmsim.uapi import KvmExit, KvmInternalError
+from kvmsim.uapi import KvmExit, KvmInternalError, KvmRunFlags
 
 ExitHandler = Callable[[KvmVcpu], int]
 EXIT_FASTPATH_NONE = 0
 EIO = 5
 KVM_GUESTDBG_USE_HW_BP = 0x00020000
+KVM_DEBUGREG_BP_ENABLED, KVM_DEBUGREG_WONT_EXIT, KVM_DEBUGREG_RELOAD = 1, 2, 4
 _EPT_MISCONFIG = int(ExitReason.EPT_MISCONFIG)
 _REASON_NAMES: dict[int, str] = {}   # exit_reason_name memo (vcpu.stat.exits_by_reason keys)
 
@@ -71,6 +74,9 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
     # vmx_update_hv_timer: the LAPIC timer's deadline arms the VMX-preemption timer for this entry.
     hw.vmcs.vmx_preemption_timer_deadline = lapic.kvm_lapic_hv_deadline(vcpu) if vcpu.arch.apic is not None else None
     hw.vmcs.tsc_offset = lapic.kvm_tsc_offset(vcpu)     # vmx_write_tsc_offset (simplified: at every entry)
+    if vcpu.arch.ple_window_dirty:                      # vmx_vcpu_run: the grown/shrunk window
+        vcpu.arch.ple_window_dirty = False
+        hw.vmcs.ple_window = vcpu.arch.ple_window
     hw.enter_guest()
     v = hw.vmcs
     # A host NMI (intr info 0x80000202) is handled by the host's NMI handler right here;
@@ -148,7 +154,15 @@ def vmx_enable_irq_window(vcpu: KvmVcpu) -> None:
 
 @kfunc()
 def vmx_handle_exit(vcpu: KvmVcpu, exit_fastpath: int) -> int:
-    return __vmx_handle_exit(vcpu, exit_fastpath)
+    """__vmx_handle_exit, then a bus lock the CPU reported (on this exit or as BUS_LOCK) goes to
+    userspace as KVM_EXIT_X86_BUS_LOCK, with KVM_RUN_X86_BUS_LOCK in kvm_run.flags."""
+    ret = __vmx_handle_exit(vcpu, exit_fastpath)
+    if vcpu.hw.vmcs.vm_exit_reason & VMX_EXIT_REASONS_BUS_LOCK_DETECTED:
+        if ret > 0:
+            vcpu.run.exit_reason = KvmExit.X86_BUS_LOCK
+        vcpu.run.flags |= KvmRunFlags.KVM_RUN_X86_BUS_LOCK
+        return 0
+    return ret
 
 
 def __vmx_handle_exit(vcpu: KvmVcpu, exit_fastpath: int) -> int:
@@ -162,6 +176,8 @@ def __vmx_handle_exit(vcpu: KvmVcpu, exit_fastpath: int) -> int:
         run.fail_entry.hardware_entry_failure_reason = full
         run.fail_entry.cpu = vcpu.arch.last_vmentry_cpu
         return 0
+    if vcpu.hw.vmcs.secondary_vm_exec_control & SECONDARY_EXEC_ENABLE_PML:     # 1: flush the PML buffer
+        vmx_flush_pml_buffer(vcpu)
     if exit_fastpath != EXIT_FASTPATH_NONE:                                  # 9
         return 1
     basic = full & 0xFFFF
@@ -228,6 +244,10 @@ def vmx_inject_exception(vcpu: KvmVcpu) -> None:
         v.vm_entry_instruction_len = vcpu.arch.event_exit_inst_len
     if exc.vector == Vector.PF and exc.has_payload:
         vcpu.hw.set_cr2(exc.payload)
+    elif exc.vector == Vector.DB and exc.has_payload:    # kvm_deliver_exception_payload: DR6
+        dr6 = (vcpu.arch.dr6 & ~0xF) | cr.DR6_ACTIVE_LOW | exc.payload
+        vcpu.arch.dr6 = (dr6 ^ (exc.payload & cr.DR6_ACTIVE_LOW)) & ~(1 << 12)
+        exc.has_payload = False
     v.vm_entry_intr_info_field = info
     vcpu.stat.injected_exceptions.append({"vector": exc.vector, "error_code": exc.error_code if has_error else None})
     if PROBES.enabled:
@@ -308,8 +328,15 @@ def kvm_emulate_as_nop(vcpu: KvmVcpu) -> int:
     return kvm_skip_emulated_instruction(vcpu)
 
 
-kvm_emulate_invd = kvm_emulate_as_nop
-kvm_emulate_wbinvd = kvm_emulate_as_nop
+@kfunc()
+def kvm_emulate_invd(vcpu: KvmVcpu) -> int:
+    return kvm_emulate_as_nop(vcpu)
+
+
+@kfunc()
+def kvm_emulate_wbinvd(vcpu: KvmVcpu) -> int:
+    """No assigned device with non-coherent DMA: nothing to flush (kvm_emulate_wbinvd_noskip), skip."""
+    return kvm_skip_emulated_instruction(vcpu)
 
 
 @kfunc()
@@ -386,15 +413,16 @@ def handle_cr(vcpu: KvmVcpu) -> int:
 @kfunc()
 def handle_dr(vcpu: KvmVcpu) -> int:
     """MOV to/from DR0-7.  The exit comes before the CPL and CR4.DE checks, so KVM makes them.
-    Simplified: KVM drops MOV-DR exiting after the first access when userspace is not debugging
-    (KVM_DEBUGREG_WONT_EXIT) and the guest then runs MOV DR natively until the next exit; here
-    every access exits and is emulated, which the guest and userspace cannot tell apart."""
+    DR7.GD: the exit beats the CPU's #DB, so KVM raises it.  Otherwise, when userspace is not
+    debugging the guest, KVM stops intercepting MOV DR (KVM_DEBUGREG_WONT_EXIT) and re-enters on the
+    same instruction: the guest's DR accesses run natively until the next VM exit, when
+    vmx_sync_dirty_debug_regs reads the registers back and sets MOV-DR exiting again."""
     q = DrExitQual.decode(vmx_get_exit_qual(vcpu))
     if not cr.kvm_require_dr(vcpu, q.dr):
         return 1
     err = 1
     if vcpu.hw.cpl() == 0:
-        dr7 = vcpu.arch.dr7
+        dr7 = vcpu.hw.guest_dr7                             # GUEST_DR7: the CPU clears GD on a #DB
         if dr7 & cr.DR7_GD:
             if vcpu.guest_debug & KVM_GUESTDBG_USE_HW_BP:
                 run = vcpu.run
@@ -406,6 +434,10 @@ def handle_dr(vcpu: KvmVcpu) -> int:
                 return 0
             kvm_queue_exception_p(vcpu, Vector.DB, cr.DR6_BD)
             return 1
+        if vcpu.guest_debug == 0:
+            vcpu.hw.vmcs.cpu_based_vm_exec_control &= ~CPU_BASED_MOV_DR_EXITING
+            vcpu.arch.switch_db_regs |= KVM_DEBUGREG_WONT_EXIT   # reload DR0-3/DR6 before entry
+            return 1                                             # and run the MOV DR again, natively
         reg = GPR_ORDER[q.gpr]
         if q.from_dr:
             kvm_register_write(vcpu, reg, cr.kvm_get_dr(vcpu, q.dr))
@@ -422,15 +454,76 @@ def handle_invlpg(vcpu: KvmVcpu) -> int:
     return kvm_skip_emulated_instruction(vcpu)
 
 
+def vmx_sync_dirty_debug_regs(vcpu: KvmVcpu) -> None:
+    """After an exit with KVM_DEBUGREG_WONT_EXIT: read back what the guest wrote natively, and
+    intercept MOV DR again (the next access exits, and is let through again the same way)."""
+    arch = vcpu.arch
+    db, dr6, dr7 = vcpu.hw.read_debug_regs()
+    arch.db, arch.dr6, arch.dr7 = list(db), dr6, dr7
+    arch.switch_db_regs &= ~KVM_DEBUGREG_WONT_EXIT
+    vcpu.hw.vmcs.cpu_based_vm_exec_control |= CPU_BASED_MOV_DR_EXITING
+
+
 @kfunc()
 def handle_desc(vcpu: KvmVcpu) -> int:
     """LGDT/LIDT/LLDT/LTR/SGDT/SIDT/SLDT/STR exit only while KVM emulates CR4.UMIP: emulate them."""
     return kvm_emulate_instruction(vcpu, 0)
 
 
+def kvm_pause_in_guest(vcpu: KvmVcpu) -> bool:
+    """KVM_CAP_X86_DISABLE_EXITS(PAUSE), or kvm_intel.ple_gap=0: PAUSE never exits."""
+    p = vcpu.kvm.params
+    return bool(p.disable_exits & vmx_controls.KVM_X86_DISABLE_EXITS_PAUSE) or p.ple_gap == 0
+
+
+def __grow_ple_window(val: int, base: int, modifier: int, maximum: int) -> int:
+    if modifier < 1:
+        return base
+    val = val * modifier if modifier < base else val + modifier
+    return min(val, maximum)
+
+
+def __shrink_ple_window(val: int, base: int, modifier: int, minimum: int) -> int:
+    if modifier < 1:
+        return base
+    val = val // modifier if modifier < base else val - modifier
+    return max(val, minimum)
+
+
+def grow_ple_window(vcpu: KvmVcpu) -> None:
+    """A PAUSE loop exited: let the next loop spin longer before it exits."""
+    p, arch = vcpu.kvm.params, vcpu.arch
+    old = arch.ple_window
+    arch.ple_window = __grow_ple_window(old, p.ple_window, p.ple_window_grow, p.ple_window_max)
+    if arch.ple_window != old:
+        arch.ple_window_dirty = True
+        if PROBES.enabled:
+            tracepoint("kvm_ple_window_update", vcpu_id=vcpu.vcpu_id, new=arch.ple_window, old=old)
+
+
+def shrink_ple_window(vcpu: KvmVcpu) -> None:
+    """vmx_sched_in: the vCPU thread was scheduled in again (shrink 0: back to ple_window)."""
+    p, arch = vcpu.kvm.params, vcpu.arch
+    old = arch.ple_window
+    arch.ple_window = __shrink_ple_window(old, p.ple_window, p.ple_window_shrink, p.ple_window)
+    if arch.ple_window != old:
+        arch.ple_window_dirty = True
+        if PROBES.enabled:
+            tracepoint("kvm_ple_window_update", vcpu_id=vcpu.vcpu_id, new=arch.ple_window, old=old)
+
+
+def vmx_vcpu_load(vcpu: KvmVcpu) -> None:
+    """The vCPU thread runs again after it was scheduled out (here: after a halt in the kernel)."""
+    if not kvm_pause_in_guest(vcpu):
+        shrink_ple_window(vcpu)
+
+
 @kfunc()
 def handle_pause(vcpu: KvmVcpu) -> int:
-    """PAUSE-loop exit: grow_ple_window and kvm_vcpu_on_spin (yield to another vCPU), then skip."""
+    """PAUSE-loop exit: grow_ple_window; kvm_vcpu_on_spin (a directed yield to another vCPU: none
+    here, one vCPU); then skip the PAUSE as a NOP."""
+    if not kvm_pause_in_guest(vcpu):
+        grow_ple_window(vcpu)
     return kvm_skip_emulated_instruction(vcpu)
 
 
@@ -568,6 +661,190 @@ def handle_invalid_guest_state(vcpu: KvmVcpu) -> int:
     return 1
 
 
+# ---------------------------------------------------------------- issue 14: the remaining handlers
+
+INVPCID_TYPE_INDIV_ADDR, INVPCID_TYPE_SINGLE_CTXT, INVPCID_TYPE_ALL_INCL_GLOBAL, INVPCID_TYPE_ALL_NON_GLOBAL = 0, 1, 2, 3
+_SREG_ORDER = ("es", "cs", "ss", "ds", "fs", "gs")      # VMX_INSTRUCTION_INFO segment numbers
+
+
+def _sign_extend(v: int, bit: int) -> int:
+    v &= (1 << (bit + 1)) - 1
+    return v - (1 << (bit + 1)) if v >> bit else v
+
+
+def get_vmx_mem_address(vcpu: KvmVcpu, qual: int, info: int) -> int | None:
+    """The linear address of an instruction's memory operand from VMX_INSTRUCTION_INFO and the
+    displacement in the qualification; None after queueing the fault.  Simplified: outside 64-bit
+    mode the segment limit and type checks are not modelled."""
+    if info & (1 << 10):                                   # a register operand: #UD
+        kvm_queue_exception(vcpu, Vector.UD)
+        return None
+    scaling, addr_size, seg = info & 3, (info >> 7) & 7, _SREG_ORDER[(info >> 15) & 7]
+    off = _sign_extend(qual, 31) if addr_size == 1 else _sign_extend(qual, 15) if addr_size == 0 else qual
+    if not info & (1 << 27):
+        off += kvm_register_read(vcpu, GPR_ORDER[(info >> 23) & 0xF])
+    if not info & (1 << 22):
+        off += kvm_register_read(vcpu, GPR_ORDER[(info >> 18) & 0xF]) << scaling
+    if addr_size == 1:
+        off &= 0xFFFF_FFFF
+    elif addr_size == 0:
+        off &= 0xFFFF
+    hw = vcpu.hw
+    if cr.is_long_mode(vcpu):
+        gva = (off + (hw.seg_base(seg) if seg in ("fs", "gs") else 0)) & ((1 << 64) - 1)
+        if (gva >> 47) not in (0, (1 << 17) - 1):
+            kvm_queue_exception_e(vcpu, Vector.SS if seg == "ss" else Vector.GP, 0)
+            return None
+        return gva
+    return (hw.seg_base(seg) + off) & 0xFFFF_FFFF
+
+
+@kfunc()
+def handle_invpcid(vcpu: KvmVcpu) -> int:
+    """INVPCID exits where INVLPG does (no EPT): #UD without CPUID.INVPCID, else kvm_handle_invpcid."""
+    if not cr.guest_cpuid_has(vcpu, 7, 0, "ebx", 10):
+        kvm_queue_exception(vcpu, Vector.UD)
+        return 1
+    info = vcpu.hw.vmcs.vmx_instruction_info
+    kind = kvm_register_read(vcpu, GPR_ORDER[(info >> 28) & 0xF])
+    gva = get_vmx_mem_address(vcpu, vmx_get_exit_qual(vcpu), info)   # read even for the "all" types
+    if gva is None:
+        return 1
+    return kvm_handle_invpcid(vcpu, kind, gva)
+
+
+def kvm_handle_invpcid(vcpu: KvmVcpu, kind: int, gva: int) -> int:
+    """The 16-byte descriptor {PCID, linear address}: #GP(0) for PCID > 4095, a PCID without
+    CR4.PCIDE, a non-canonical address (type 0) or a type above 3; else the TLB flush it asks."""
+    hw = vcpu.hw
+    try:
+        raw = hw.read_linear_bytes(gva, 16)
+    except PageFault as pf:                                # kvm_handle_memory_failure: the #PF
+        kvm_inject_page_fault(vcpu, gva, pf.error_code)
+        return 1
+    pcid, gla = int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+    if pcid >> 12:
+        kvm_inject_gp(vcpu, 0)
+        return 1
+    pcid_enabled = bool(cr.kvm_read_cr4(vcpu) & cr.X86_CR4_PCIDE)
+    if kind == INVPCID_TYPE_INDIV_ADDR:
+        if (not pcid_enabled and pcid) or (gla >> 47) not in (0, (1 << 17) - 1):
+            kvm_inject_gp(vcpu, 0)
+            return 1
+        mmu.kvm_mmu_invpcid_gva(vcpu, gla, pcid)
+        return kvm_skip_emulated_instruction(vcpu)
+    if kind == INVPCID_TYPE_SINGLE_CTXT:
+        if not pcid_enabled and pcid:
+            kvm_inject_gp(vcpu, 0)
+            return 1
+        hw.flush_tlb()                                     # kvm_invalidate_pcid
+        return kvm_skip_emulated_instruction(vcpu)
+    if kind in (INVPCID_TYPE_ALL_NON_GLOBAL, INVPCID_TYPE_ALL_INCL_GLOBAL):
+        hw.flush_tlb()                                     # KVM_REQ_TLB_FLUSH_GUEST (globals too)
+        return kvm_skip_emulated_instruction(vcpu)
+    kvm_inject_gp(vcpu, 0)
+    return 1
+
+
+def kvm_emulate_monitor_mwait(vcpu: KvmVcpu, insn: str) -> int:
+    """MONITOR/MWAIT are NOPs under KVM_X86_QUIRK_MWAIT_NEVER_UD_FAULTS (default); without the
+    quirk they are #UD unless the guest's CPUID has MONITOR (leaf 1 ECX bit 3)."""
+    if not vcpu.kvm.params.quirk_mwait_never_ud_faults and not cr.guest_cpuid_has(vcpu, 1, 0, "ecx", 3):
+        return kvm_handle_invalid_op(vcpu)
+    return kvm_emulate_as_nop(vcpu)
+
+
+@kfunc()
+def kvm_emulate_mwait(vcpu: KvmVcpu) -> int:
+    return kvm_emulate_monitor_mwait(vcpu, "MWAIT")
+
+
+@kfunc()
+def kvm_emulate_monitor(vcpu: KvmVcpu) -> int:
+    return kvm_emulate_monitor_mwait(vcpu, "MONITOR")
+
+
+@kfunc()
+def handle_apic_write(vcpu: KvmVcpu) -> int:
+    """APIC-register virtualization: the write already landed in the virtual-APIC page (trap-like);
+    KVM applies its side effects (kvm_apic_write_nodecode).  Needs enable_apicv."""
+    offset = vmx_get_exit_qual(vcpu) & 0xFF0
+    apic = vcpu.arch.apic
+    lapic.kvm_lapic_reg_write(vcpu, offset, lapic.kvm_lapic_get_reg(apic, offset))
+    return 1
+
+
+@kfunc()
+def handle_apic_eoi_induced(vcpu: KvmVcpu) -> int:
+    """Virtual-interrupt delivery: an EOI of a vector in the EOI-exit bitmap (kvm_apic_set_eoi_accelerated)."""
+    vector = vmx_get_exit_qual(vcpu) & 0xFF
+    if PROBES.enabled:
+        tracepoint("kvm_eoi", apicid=vcpu.vcpu_id, vector=vector)
+    # Simplified: the in-kernel IO-APIC's EOI (kvm_ioapic_send_eoi) is not modelled.
+    vcpu.requests.add("KVM_REQ_EVENT")
+    return 1
+
+
+def vmx_update_cpu_dirty_logging(vcpu: KvmVcpu) -> None:
+    """PML on while any memslot logs dirty pages (KVM makes the request of every vCPU; applied at
+    once here, not before the next entry)."""
+    v = vcpu.hw.vmcs
+    if vmx_controls.vmx_secondary_exec_control(vcpu) & SECONDARY_EXEC_ENABLE_PML:
+        v.secondary_vm_exec_control |= SECONDARY_EXEC_ENABLE_PML
+    else:
+        v.secondary_vm_exec_control &= ~SECONDARY_EXEC_ENABLE_PML
+
+
+@kfunc()
+def vmx_flush_pml_buffer(vcpu: KvmVcpu) -> None:
+    """At every exit while PML is on: the GPAs the CPU logged (index+1..511) become dirty bits."""
+    for gpa in vcpu.hw.pml_take():
+        dirty_log.kvm_vcpu_mark_page_dirty(vcpu, gpa >> 12)
+
+
+def _unblock_nmi(vcpu: KvmVcpu, qual: int) -> None:
+    """The exit came while an IRET from an NMI handler ran: NMI blocking must be set again."""
+    if not vcpu.hw.vmcs.idt_vectoring_info_field & INTR_INFO_VALID_MASK and qual & INTR_INFO_UNBLOCK_NMI:
+        vcpu.hw.vmcs.guest_interruptibility_info |= GUEST_INTR_STATE_NMI
+
+
+@kfunc()
+def handle_pml_full(vcpu: KvmVcpu) -> int:
+    """The 512-entry PML buffer was full: vmx_handle_exit has flushed it already; nothing else."""
+    if PROBES.enabled:
+        tracepoint("kvm_pml_full", vcpu_id=vcpu.vcpu_id)
+    _unblock_nmi(vcpu, vmx_get_exit_qual(vcpu))
+    return 1
+
+
+@kfunc()
+def handle_bus_lock_vmexit(vcpu: KvmVcpu) -> int:
+    """A guest bus lock (split-lock): mark it; vmx_handle_exit turns it into KVM_EXIT_X86_BUS_LOCK."""
+    vcpu.hw.vmcs.vm_exit_reason |= VMX_EXIT_REASONS_BUS_LOCK_DETECTED
+    return 1
+
+
+NOTIFY_VM_CONTEXT_INVALID = 1 << 0
+KVM_X86_NOTIFY_VMEXIT_USER = 1 << 1
+KVM_NOTIFY_CONTEXT_INVALID = 1 << 0
+
+
+@kfunc()
+def handle_notify(vcpu: KvmVcpu) -> int:
+    """The CPU spent the notify window without reaching an instruction boundary: KVM_EXIT_NOTIFY
+    when userspace asked (KVM_X86_NOTIFY_VMEXIT_USER) or the VM context is lost, else resume."""
+    qual = vmx_get_exit_qual(vcpu)
+    invalid = bool(qual & NOTIFY_VM_CONTEXT_INVALID)
+    vcpu.stat.notify_window_exits += 1
+    if qual & INTR_INFO_UNBLOCK_NMI:
+        vcpu.hw.vmcs.guest_interruptibility_info |= GUEST_INTR_STATE_NMI
+    if vcpu.kvm.params.notify_vmexit_flags & KVM_X86_NOTIFY_VMEXIT_USER or invalid:
+        vcpu.run.exit_reason = KvmExit.NOTIFY
+        vcpu.run.notify.flags = KVM_NOTIFY_CONTEXT_INVALID if invalid else 0
+        return 0
+    return 1
+
+
 # 1: resume the guest; 0: kvm_run is filled in for userspace; <0: -errno from KVM_RUN.
 KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
     ExitReason.EXCEPTION_NMI:         handle_exception_nmi,
@@ -597,8 +874,8 @@ KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
     ExitReason.VMON:                  handle_vmx_instruction,
     ExitReason.TPR_BELOW_THRESHOLD:   handle_tpr_below_threshold,
     ExitReason.APIC_ACCESS:           handle_apic_access,
-    ExitReason.APIC_WRITE:            handle_not_modelled,      # handle_apic_write: APICv is not modelled
-    ExitReason.EOI_INDUCED:           handle_not_modelled,      # handle_apic_eoi_induced: APICv is not modelled
+    ExitReason.APIC_WRITE:            handle_apic_write,
+    ExitReason.EOI_INDUCED:           handle_apic_eoi_induced,
     ExitReason.WBINVD:                kvm_emulate_wbinvd,
     ExitReason.XSETBV:                kvm_emulate_xsetbv,
     ExitReason.TASK_SWITCH:           handle_task_switch,
@@ -608,20 +885,20 @@ KVM_VMX_EXIT_HANDLERS: dict[int, ExitHandler] = {
     ExitReason.EPT_VIOLATION:         mmu.handle_ept_violation,
     ExitReason.EPT_MISCONFIG:         mmu.handle_ept_misconfig,
     ExitReason.PAUSE_INSTRUCTION:     handle_pause,
-    ExitReason.MWAIT_INSTRUCTION:     handle_not_modelled,      # kvm_emulate_mwait
+    ExitReason.MWAIT_INSTRUCTION:     kvm_emulate_mwait,
     ExitReason.MONITOR_TRAP_FLAG:     handle_monitor_trap,
-    ExitReason.MONITOR_INSTRUCTION:   handle_not_modelled,      # kvm_emulate_monitor
+    ExitReason.MONITOR_INSTRUCTION:   kvm_emulate_monitor,
     ExitReason.INVEPT:                handle_vmx_instruction,
     ExitReason.INVVPID:               handle_vmx_instruction,
     ExitReason.RDRAND:                kvm_handle_invalid_op,
     ExitReason.RDSEED:                kvm_handle_invalid_op,
-    ExitReason.PML_FULL:              handle_not_modelled,      # handle_pml_full
-    ExitReason.INVPCID:               handle_not_modelled,      # handle_invpcid
+    ExitReason.PML_FULL:              handle_pml_full,
+    ExitReason.INVPCID:               handle_invpcid,
     ExitReason.VMFUNC:                handle_vmx_instruction,
     ExitReason.PREEMPTION_TIMER:      handle_preemption_timer,
     ExitReason.ENCLS:                 kvm_handle_invalid_op,    # handle_encls without SGX
-    ExitReason.BUS_LOCK:              handle_not_modelled,      # handle_bus_lock_vmexit
-    ExitReason.NOTIFY:                handle_not_modelled,      # handle_notify
+    ExitReason.BUS_LOCK:              handle_bus_lock_vmexit,
+    ExitReason.NOTIFY:                handle_notify,
 }
 
 kvm_vmx_max_exit_handlers = max(KVM_VMX_EXIT_HANDLERS) + 1
@@ -650,6 +927,9 @@ vmx_x86_ops = KvmX86Ops(
     interrupt_allowed=vmx_interrupt_allowed,
     enable_irq_window=vmx_enable_irq_window,
     get_exit_info=vmx_get_exit_info,
+    vcpu_load=vmx_vcpu_load,
+    sync_dirty_debug_regs=vmx_sync_dirty_debug_regs,
+    update_cpu_dirty_logging=vmx_update_cpu_dirty_logging,
 )
 
 

@@ -16,7 +16,6 @@ from kvmsim.kvm import cr, lapic
 from kvmsim.kvm.vcpu import KvmVcpu
 
 KVM_X86_DISABLE_EXITS_MWAIT, KVM_X86_DISABLE_EXITS_HLT, KVM_X86_DISABLE_EXITS_PAUSE = 1, 2, 4
-KVM_VMX_DEFAULT_PLE_WINDOW = 4096          # kvm_intel.ple_window (grown/shrunk per vCPU by KVM)
 
 
 class Control(NamedTuple):
@@ -110,8 +109,10 @@ SECONDARY: tuple[Control, ...] = (
     Control(V.SECONDARY_EXEC_ENABLE_VPID, _always, "kvm_intel.vpid=1: the vCPU has a VPID"),
     Control(V.SECONDARY_EXEC_WBINVD_EXITING, _always, "WBINVD exits (emulated as a no-op without assigned devices)"),
     Control(V.SECONDARY_EXEC_UNRESTRICTED_GUEST, _unrestricted, "kvm_intel.unrestricted_guest=1 (needs EPT)"),
-    Control(V.SECONDARY_EXEC_APIC_REGISTER_VIRT, _never, "APICv is not modelled (enable_apicv=0)"),
-    Control(V.SECONDARY_EXEC_VIRTUAL_INTR_DELIVERY, _never, "APICv is not modelled (enable_apicv=0)"),
+    Control(V.SECONDARY_EXEC_APIC_REGISTER_VIRT, _never,
+            "enable_apicv=0, as on this host (kvm_pvm has no APICv): APIC_WRITE never exits"),
+    Control(V.SECONDARY_EXEC_VIRTUAL_INTR_DELIVERY, _never,
+            "enable_apicv=0, as on this host (kvm_pvm has no APICv): EOI_INDUCED never exits"),
     Control(V.SECONDARY_EXEC_PAUSE_LOOP_EXITING, _pause_loop, "ple_gap != 0 and PAUSE exits not disabled"),
     Control(V.SECONDARY_EXEC_RDRAND_EXITING, _guest_lacks(1, 0, "ecx", 30),
             "exiting control: set when the guest's CPUID lacks RDRAND (the exit gives #UD)"),
@@ -122,12 +123,15 @@ SECONDARY: tuple[Control, ...] = (
     Control(V.SECONDARY_EXEC_ENCLS_EXITING, _never, "the modelled CPU has no SGX"),
     Control(V.SECONDARY_EXEC_RDSEED_EXITING, _guest_lacks(7, 0, "ebx", 18),
             "exiting control: set when the guest's CPUID lacks RDSEED (the exit gives #UD)"),
-    Control(V.SECONDARY_EXEC_ENABLE_PML, _never, "only while a memslot logs dirty pages"),
+    Control(V.SECONDARY_EXEC_ENABLE_PML, lambda v: bool(v.kvm.dirty_log_slots),
+            "kvm_intel.pml=1, while a memslot logs dirty pages (KVM_MEM_LOG_DIRTY_PAGES)"),
     Control(V.SECONDARY_EXEC_ENABLE_XSAVES, _guest_has(0xD, 1, "eax", 3), "when the guest's CPUID has XSAVES"),
     Control(V.SECONDARY_EXEC_TSC_SCALING, _always, "the CPU supports it; ratio 1 unless userspace sets a TSC rate"),
     Control(V.SECONDARY_EXEC_ENABLE_USR_WAIT_PAUSE, _guest_has(7, 0, "ecx", 5), "when the guest has WAITPKG"),
-    Control(V.SECONDARY_EXEC_BUS_LOCK_DETECTION, _never, "KVM_CAP_X86_BUS_LOCK_EXIT not enabled"),
-    Control(V.SECONDARY_EXEC_NOTIFY_VM_EXITING, _never, "KVM_CAP_X86_NOTIFY_VMEXIT not enabled"),
+    Control(V.SECONDARY_EXEC_BUS_LOCK_DETECTION, lambda v: v.kvm.params.bus_lock_detection_exit,
+            "KVM_CAP_X86_BUS_LOCK_EXIT with KVM_BUS_LOCK_DETECTION_EXIT"),
+    Control(V.SECONDARY_EXEC_NOTIFY_VM_EXITING, lambda v: bool(v.kvm.params.notify_vmexit_flags & 1),
+            "KVM_CAP_X86_NOTIFY_VMEXIT with KVM_X86_NOTIFY_VMEXIT_ENABLED"),
 )
 
 
@@ -189,7 +193,10 @@ def init_vmcs(vcpu: KvmVcpu) -> None:
     vcpu.arch.cr4_guest_rsvd_bits = 0      # until KVM_SET_CPUID2 (kvm_vcpu_after_set_cpuid)
     set_cr4_guest_host_mask(vcpu)
     if v.secondary_vm_exec_control & V.SECONDARY_EXEC_PAUSE_LOOP_EXITING:
-        v.ple_gap, v.ple_window = vcpu.kvm.params.ple_gap, KVM_VMX_DEFAULT_PLE_WINDOW
+        vcpu.arch.ple_window = vcpu.kvm.params.ple_window
+        v.ple_gap, v.ple_window = vcpu.kvm.params.ple_gap, vcpu.arch.ple_window
+    if v.secondary_vm_exec_control & V.SECONDARY_EXEC_NOTIFY_VM_EXITING:
+        v.notify_window = vcpu.kvm.params.notify_window
 
 
 def vmx_vcpu_after_set_cpuid(vcpu: KvmVcpu) -> None:

@@ -122,7 +122,11 @@ def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
             kvm_check_and_inject_events(vcpu)
     if not vcpu.kvm.params.enable_ept:
         mmu_shadow.kvm_mmu_reload(vcpu)                        # kvm_mmu_reload: the root of CR3
+    if vcpu.arch.switch_db_regs:                              # the guest's DR0-3/DR6 into the CPU
+        vcpu.hw.load_debug_regs(vcpu.arch.db, vcpu.arch.dr6)
     fastpath = kvm_x86_ops.vcpu_run(vcpu)
+    if vcpu.arch.switch_db_regs & 2:                          # KVM_DEBUGREG_WONT_EXIT: read them back
+        kvm_x86_ops.sync_dirty_debug_regs(vcpu)
     vcpu.stat.exits += 1
     return kvm_x86_ops.handle_exit(vcpu, fastpath)
 
@@ -259,6 +263,7 @@ def vcpu_block(vcpu: KvmVcpu) -> int:
             return -EINTR
     vcpu.arch.mp_state_halted = False                         # KVM_MP_STATE_RUNNABLE
     vcpu.requests.add("KVM_REQ_EVENT")
+    kvm_x86_ops.vcpu_load(vcpu)     # the vCPU thread slept (scheduled_out): kvm_arch_vcpu_load on wake-up
     return 1
 
 

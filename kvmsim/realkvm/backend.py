@@ -194,6 +194,23 @@ class RealVm(_Fd):
         if pin is not None:
             self._pins[slot] = pin
 
+    def enable_manual_dirty_log_protect(self, flags: int) -> None:
+        self.enable_cap(K.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, flags)
+
+    def clear_dirty_log(self, slot: int, first_page: int, num_pages: int, mask: bytes) -> None:
+        """KVM_CLEAR_DIRTY_LOG over `mask` (one bit a page from first_page)."""
+        buf = ctypes.create_string_buffer(bytes(mask), max(len(mask), 8))
+        _ioctl(self.fd, K.KVM_CLEAR_DIRTY_LOG, K.KvmClearDirtyLog(slot=slot, num_pages=num_pages, first_page=first_page,
+                                                                  dirty_bitmap=ctypes.addressof(buf)))
+
+    def get_dirty_log(self, slot: int) -> bytes:
+        """KVM_GET_DIRTY_LOG into a bitmap sized for the slot (one bit a page, whole 64-bit words)."""
+        pin = self._pins.get(slot)
+        npages = (ctypes.sizeof(pin) >> 12) if pin is not None else 0
+        buf = ctypes.create_string_buffer((npages + 63) // 64 * 8 or 8)
+        _ioctl(self.fd, K.KVM_GET_DIRTY_LOG, K.KvmDirtyLog(slot=slot, dirty_bitmap=ctypes.addressof(buf)))
+        return buf.raw
+
     def set_tss_addr(self, addr: int) -> None:
         _ioctl(self.fd, K.KVM_SET_TSS_ADDR, addr)
 

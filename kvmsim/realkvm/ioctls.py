@@ -115,6 +115,26 @@ KVM_GET_SUPPORTED_CPUID = _IOWR(KVMIO, 0x05, ctypes.sizeof(KvmCpuid2Header))
 # ---------------------------------------------------------------- VM ioctls
 KVM_CREATE_VCPU = _IO(KVMIO, 0x41)
 KVM_SET_USER_MEMORY_REGION = _IOW(KVMIO, 0x46, ctypes.sizeof(KvmUserspaceMemoryRegion))
+
+
+class KvmDirtyLog(ctypes.Structure):
+    """struct kvm_dirty_log: the slot and a pointer to userspace's bitmap buffer."""
+
+    _fields_ = [("slot", ctypes.c_uint32), ("padding1", ctypes.c_uint32), ("dirty_bitmap", ctypes.c_uint64)]
+
+
+KVM_GET_DIRTY_LOG = _IOW(KVMIO, 0x42, ctypes.sizeof(KvmDirtyLog))
+
+
+class KvmClearDirtyLog(ctypes.Structure):
+    """struct kvm_clear_dirty_log: which pages of the slot, and the bitmap of those to clear."""
+
+    _fields_ = [("slot", ctypes.c_uint32), ("num_pages", ctypes.c_uint32), ("first_page", ctypes.c_uint64),
+                ("dirty_bitmap", ctypes.c_uint64)]
+
+
+KVM_CLEAR_DIRTY_LOG = _IOWR(KVMIO, 0xC0, ctypes.sizeof(KvmClearDirtyLog))
+KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 = 168
 KVM_SET_TSS_ADDR = _IO(KVMIO, 0x47)
 KVM_SET_IDENTITY_MAP_ADDR = _IOW(KVMIO, 0x48, _u64)
 KVM_CREATE_IRQCHIP = _IO(KVMIO, 0x60)

@@ -168,6 +168,14 @@ def check_exceptions(e: Expect, r: RunResult) -> Check:
     return Check("exceptions", ok, want, r.exceptions, diff)
 
 
+def check_dirty_log(e: Expect, r: RunResult) -> Check:
+    want = {slot: sorted(gpas) for slot, gpas in e.dirty_log.items()}
+    got = {slot: r.dirty_log.get(slot) for slot in want}
+    lines = [f"slot {s}: expected pages {[hex(g) for g in w]}, got {[hex(g) for g in got[s]] if got[s] is not None else None}"
+             for s, w in want.items() if got[s] != w]
+    return Check("dirty_log", not lines, want, got, "\n".join(lines))
+
+
 # ---------------------------------------------------------------- the userspace exit stream
 
 # expect key -> (KVM_EXIT_* reason, {expect field: kvm_run field})
@@ -313,6 +321,7 @@ CHECKERS: dict[str, Callable[[Expect, RunResult], Check]] = {
     "memory":          check_memory,
     "devices":         check_devices,
     "exceptions":      check_exceptions,
+    "dirty_log":       check_dirty_log,
 }
 
 

@@ -33,6 +33,7 @@ class RunResult:
     devices: dict[str, dict[str, int]] = field(default_factory=dict)  # device name -> counters
     exceptions: list[dict[str, int]] = field(default_factory=list)    # injected: {vector, error_code?}
     memory: list[dict[str, Any]] = field(default_factory=list)   # {gpa, bytes: hex}: expect.memory ranges
+    dirty_log: dict[int, list[int]] = field(default_factory=dict)  # log_dirty memslot -> dirty page GPAs
     guest_insns: int | None = None
     wall_seconds: float | None = None                            # not compared by `diff`
     trace: list[Any] | None = None                               # only with --trace
@@ -150,7 +151,8 @@ def _json_default(o: Any) -> Any:
 
 NOT_COMPARED = ("scenario", "backend", "trace", "wall_seconds", "host_events")
 # What sim and /dev/kvm must agree on (`kvmsim diff`): what userspace and the guest can observe.
-BACKEND_AGREED = ("stop.reason", "stop.code", "stop.suberror", "userspace", "serial", "regs", "memory", "devices")
+BACKEND_AGREED = ("stop.reason", "stop.code", "stop.suberror", "userspace", "serial", "regs", "memory", "devices",
+                  "dirty_log")
 # Model facts only the simulation reports (VMX exit and EMULTYPE counts, injected exceptions).
 SIM_ONLY = ("exits", "emulation", "exceptions", "guest_insns")
 

@@ -22,7 +22,7 @@ from kvmsim.scenario.guest_build import GuestImage, build_guest
 from kvmsim.scenario.result import ExitStream, RunResult
 from kvmsim.scenario.schema import Scenario
 from kvmsim.scenario.vcpu_state import apply_vcpu_state, cpuid_with_overrides
-from kvmsim.uapi import KVM_MEM_READONLY, HostEvent, KvmMsrExitReason, VcpuFd, VmFd
+from kvmsim.uapi import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, HostEvent, KvmMsrExitReason, VcpuFd, VmFd
 from kvmsim.vmm import boot, multiboot
 from kvmsim.vmm.acpi import build_acpi_tables
 from kvmsim.vmm.bus import Bus
@@ -197,7 +197,10 @@ def _params(sc: Scenario):
                      force_emulation_prefix=k.force_emulation_prefix,
                      enable_vmware_backdoor=k.enable_vmware_backdoor, host_is_hypervisor=k.host_is_hypervisor,
                      mmio_caching=k.mmio_caching, exit_on_emulation_error=k.exit_on_emulation_failure,
-                     emulator=k.emulator.model_dump())
+                     emulator=k.emulator.model_dump(), ple_gap=k.ple_gap, ple_window=k.ple_window,
+                     ple_window_grow=k.ple_window_grow, ple_window_shrink=k.ple_window_shrink,
+                     ple_window_max=k.ple_window_max, quirk_mwait_never_ud_faults=k.quirk_mwait_never_ud_faults,
+                     bus_lock_detection_exit=k.bus_lock_exit)
 
 
 BACKENDS = ("sim", "kvm")
@@ -247,7 +250,8 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     for slot, m in enumerate(sc.memory):
         buf = mmap.mmap(-1, m.size)
         ram.append((m.gpa, buf))
-        vm.set_user_memory_region(slot, m.gpa, memoryview(buf), KVM_MEM_READONLY if m.readonly else 0)
+        vm.set_user_memory_region(slot, m.gpa, memoryview(buf), (KVM_MEM_READONLY if m.readonly else 0)
+                                  | (KVM_MEM_LOG_DIRTY_PAGES if m.log_dirty else 0))
     info_addr = _load_multiboot(ram, sc) if sc.guest.kernel is not None else None
     if info_addr is None:
         _load_image(ram, image, sc)
@@ -475,6 +479,11 @@ def run_machine(m: Machine) -> RunResult:
         res.exceptions = list(vcpu_model.stat.injected_exceptions)
     for want in m.scenario.expect.memory or []:
         res.memory.append({"gpa": want.gpa, "bytes": _read_guest(m, want.gpa, len(bytes.fromhex(want.bytes))).hex()})
+    for slot, mem in enumerate(m.scenario.memory):
+        if mem.log_dirty:                                 # KVM_GET_DIRTY_LOG, as a migrating VMM reads it
+            bitmap = m.vm.get_dirty_log(slot)
+            res.dirty_log[slot] = [mem.gpa + (i << 12) for i in range(min(len(bitmap) * 8, mem.size >> 12))
+                                   if bitmap[i >> 3] >> (i & 7) & 1]
     return res
 
 

@@ -302,6 +302,8 @@ class Memslot(_Model):
     gpa: U64
     size: Size
     readonly: bool = Field(False, description="KVM_MEM_READONLY: a ROM; reads are RAM, writes exit as MMIO")
+    log_dirty: bool = Field(False, description="KVM_MEM_LOG_DIRTY_PAGES: after the run the VMM reads "
+                            "KVM_GET_DIRTY_LOG (result and expect: dirty_log)")
 
 
 class _Device(_Model):
@@ -731,6 +733,16 @@ class Kvm(_Model):
         default_factory=list, description="a list: leaves overridden on the default table; "
         "{replace: true, entries: [...]}: the whole table KVM_SET_CPUID2 gets")
     msrs: dict[U32, U64] = Field(default_factory=dict)
+    # issue 14 (handlers): kvm_intel PAUSE-loop exiting, the MWAIT quirk, bus-lock and notify exits
+    ple_gap: Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=0xFFFF_FFFF), _INT_JSON] = 128
+    ple_window: Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=0xFFFF_FFFF), _INT_JSON] = 4096
+    ple_window_grow: Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=0xFFFF_FFFF), _INT_JSON] = 2
+    ple_window_shrink: Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=0xFFFF_FFFF), _INT_JSON] = 0
+    ple_window_max: Annotated[int, BeforeValidator(parse_int), Field(ge=0, le=0xFFFF_FFFF), _INT_JSON] = 0xFFFF_FFFF
+    quirk_mwait_never_ud_faults: bool = Field(True, description="KVM_X86_QUIRK_MWAIT_NEVER_UD_FAULTS: "
+                                              "MONITOR/MWAIT are NOPs; false: #UD without CPUID.MONITOR")
+    bus_lock_exit: bool = Field(False, description="KVM_CAP_X86_BUS_LOCK_EXIT(KVM_BUS_LOCK_DETECTION_EXIT): "
+                                "a split lock exits to userspace as KVM_EXIT_X86_BUS_LOCK")
 
     @property
     def cpuid_replaced(self) -> bool:
@@ -1041,6 +1053,8 @@ class Expect(_Model):
     memory: list[ExpectMemory] | None = None
     devices: dict[str, dict[str, U64]] | None = None
     exceptions: list[ExpectException] | None = None
+    dirty_log: dict[Count, list[U64]] | None = Field(
+        None, description="memslot index -> the GPAs of the pages KVM_GET_DIRTY_LOG reports after the run")
 
 
 # ---------------------------------------------------------------- initial vCPU state and the VMM

@@ -57,9 +57,11 @@ _PARSERS: dict[str, re.Pattern[str]] = {
     "kvm_eoi": re.compile(rf"apicid (?P<apicid>{_HEX}) vector (?P<vector>-?\d+)$"),
     "kvm_apic_ipi": re.compile(rf"dst (?P<dest_id>{_HEX}) vec \d+ icr_low 0x(?P<icr_low>{_HEX})$"),
     "handle_mmio_page_fault": re.compile(rf"addr:(?P<addr>{_HEX}) gfn (?P<gfn>{_HEX}) access (?P<access>{_HEX})$"),
+    "kvm_ple_window_update": re.compile(r"vcpu (?P<vcpu_id>\d+) old (?P<old>\d+) new (?P<new>\d+) \((?:growed|shrinked)\)$"),
+    "kvm_pml_full": re.compile(r"vcpu (?P<vcpu_id>\d+): PML full$"),
 }
 _PARSERS["kvm_nested_vmexit"] = _PARSERS["kvm_exit"]
-_DEC = {"vcpu_id", "size", "count", "len", "errno"}
+_DEC = {"vcpu_id", "size", "count", "len", "errno", "old", "new"}
 _FLAGS = {"immediate_exit", "failed", "reinjected", "used_max_basic", "exception_gp"}
 
 
