@@ -25,6 +25,7 @@ from unicorn.x86_const import UC_X86_INS_RDTSC, UC_X86_REG_RAX, UC_X86_REG_RDX
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import ctrlregs, event, fixups, paging, quirks
 from kvmsim.hw.cpux86 import R_SS, env_of, live_u32
+from kvmsim.hw.debugregs import DebugRegs
 from kvmsim.hw.debugtrap import DebugTrap
 from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, falls_through, insn_length
 from kvmsim.hw.vmcs import (VMX_EXIT_REASONS_FAILED_VMENTRY, EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
@@ -58,7 +59,7 @@ _ACTION_EXIT, _IO_INSTRUCTION = Action.EXIT, ExitReason.IO_INSTRUCTION
 _IO_INSTRUCTION_NR = int(ExitReason.IO_INSTRUCTION)
 
 
-class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, DebugTrap):
+class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, DebugTrap, DebugRegs):
     """One logical CPU.  KVM's model drives it with `vmx_vcpu_enter_exit`-style `enter_guest()`."""
 
     def __init__(self) -> None:
@@ -96,6 +97,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self._ro_init()
         self._cs_limit_init()
         self._dbg_init()
+        self._debugregs_init()
         self._exit_count = 0                  # VM exits so far (a PAUSE loop ends at one)
         self._counting = False                # the current uc_emu_start counts instructions (_on_rdtsc_raw)
         self._ple_rip, self._ple_count, self._ple_exits = -1, 0, -1
@@ -769,16 +771,17 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self.native_exceptions += 1
         code = (error_code or 0) if vector in EXCEPTIONS_WITH_ERROR_CODE else None
         cr2 = self.cr(2) if vector == Vector.PF else None
-        return self._deliver(vector, IntrType.HARD_EXCEPTION, code, cr2=cr2, inst_len=0)
+        return self._deliver(vector, IntrType.HARD_EXCEPTION, code, cr2=cr2, inst_len=0, native=True)
 
     def _deliver(self, vector: int, itype: IntrType, error_code: int | None, cr2: int | None,
-                 inst_len: int) -> bool:
-        """Deliver an event; True when that ended in a triple-fault VM exit."""
+                 inst_len: int, native: bool = False) -> bool:
+        """Deliver an event; True when that ended in a triple-fault VM exit.  native: raised by
+        the CPU itself, not injected at VM entry (event.deliver's RF rule)."""
         if itype == IntrType.NMI_INTR:
             self.vmcs.guest_interruptibility_info |= GUEST_INTR_STATE_NMI   # blocked until IRET
         next_rip = self.reg("rip") + inst_len if inst_len else None
         try:
-            event.deliver(self, vector, itype, error_code, next_rip=next_rip, cr2=cr2)
+            event.deliver(self, vector, itype, error_code, next_rip=next_rip, cr2=cr2, native=native)
         except event.TripleFault:
             return self._exit(ExitReason.TRIPLE_FAULT)
         return False

@@ -219,6 +219,7 @@ class Vmcs:
     vm_entry_instruction_len: int = 0
     guest_interruptibility_info: int = 0
     guest_pending_dbg_exceptions: int = 0
+    guest_dr7: int = 0x400              # DR7 the CPU arms its breakpoints from (KVM's vmx_set_dr7)
     vm_instruction_error: int = 0
     # VM-execution control fields the CPU consults when deciding whether an instruction exits
     # (KVM writes them: kvm/vmx_controls.py at vCPU creation, vmx_set_cr0/cr4 and handlers later).

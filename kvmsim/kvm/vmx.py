@@ -17,7 +17,7 @@ from kvmsim.kvm.kvm_x86_ops import KvmX86Ops
 from kvmsim.kvm.trace import KVM_ISA_VMX
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.x86_emulate import EMULTYPE_SKIP, EMULTYPE_VMWARE_GP, handle_ud, kvm_emulate_instruction
-from kvmsim.kvm.x86_exception import (kvm_complete_insn_gp, kvm_inject_gp, kvm_queue_exception,
+from kvmsim.kvm.x86_exception import (kvm_complete_insn_gp, kvm_deliver_exception_payload, kvm_inject_gp, kvm_queue_exception,
                                       kvm_queue_exception_e, kvm_queue_exception_p, kvm_skip_emulated_instruction)
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KvmExit, KvmInternalError
@@ -217,8 +217,7 @@ def vmx_inject_exception(vcpu: KvmVcpu) -> None:
         v.vm_entry_exception_error_code = exc.error_code & 0xFFFF
     if soft:
         v.vm_entry_instruction_len = vcpu.arch.event_exit_inst_len
-    if exc.vector == Vector.PF and exc.has_payload:
-        vcpu.hw.set_cr2(exc.payload)
+    kvm_deliver_exception_payload(vcpu)
     v.vm_entry_intr_info_field = info
     vcpu.stat.injected_exceptions.append({"vector": exc.vector, "error_code": exc.error_code if has_error else None})
     if PROBES.enabled:
