@@ -19,9 +19,9 @@ EFLAGS_TF, EFLAGS_IF, EFLAGS_NT, EFLAGS_RF, EFLAGS_VM, EFLAGS_AC = 1 << 8, 1 << 
 class DeliveryFault(Exception):
     """An exception raised while delivering an event."""
 
-    def __init__(self, vector: int, error_code: int | None = 0) -> None:
+    def __init__(self, vector: int, error_code: int | None = 0, cr2: int | None = None) -> None:
         super().__init__(vector, error_code)
-        self.vector, self.error_code = vector, error_code
+        self.vector, self.error_code, self.cr2 = vector, error_code, cr2   # cr2: a #PF's linear address
 
 
 class TripleFault(Exception):
@@ -66,11 +66,11 @@ def deliver(cpu: EventCpu, vector: int, itype: IntrType, error_code: int | None,
         except DeliveryFault as f:
             if vector == Vector.DF:
                 raise TripleFault() from None
+            itype, next_rip, cr2, native = IntrType.HARD_EXCEPTION, None, None, True
             if _becomes_double(vector, f.vector):
                 vector, error_code = Vector.DF, 0
             else:
-                vector, error_code = f.vector, f.error_code
-            itype, next_rip, cr2, native = IntrType.HARD_EXCEPTION, None, None, True
+                vector, error_code, cr2 = f.vector, f.error_code, f.cr2
             first = vector if first is None else first
 
 
@@ -129,7 +129,8 @@ def _deliver_once(cpu: EventCpu, vector: int, itype: IntrType, error_code: int |
     ist = (lo >> 32) & 7 if long_mode else 0
     if long_mode:
         if inner or ist:
-            rsp = cpu.read_linear(cpu.segment("tr").base + (0x1C + 8 * (ist - 1) if ist else 4 + 8 * dpl), 8,
+            # 64-bit TSS: RSP0-2 at 4, 0xc, 0x14; IST1-7 at 0x24, 0x2c, ... 0x54 (SDM figure 8-11)
+            rsp = cpu.read_linear(cpu.segment("tr").base + (0x1C + 8 * ist if ist else 4 + 8 * dpl), 8,
                                   user=False)
         else:
             rsp = cpu.reg("rsp")

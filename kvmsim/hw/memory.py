@@ -179,7 +179,7 @@ class GuestMemory:
         try:
             return int.from_bytes(self.read_linear_bytes(addr, size, user), "little")
         except paging.PageFault as pf:
-            raise event.DeliveryFault(Vector.PF, pf.error_code) from None
+            raise event.DeliveryFault(Vector.PF, pf.error_code, pf.address) from None
         except UcError:
             raise event.DeliveryFault(Vector.GP, 0) from None
 
@@ -193,6 +193,6 @@ class GuestMemory:
                 self.code_written(gpa, chunk)
                 addr, data = addr + chunk, data[chunk:]
         except paging.PageFault as pf:
-            raise event.DeliveryFault(Vector.PF, pf.error_code) from None
+            raise event.DeliveryFault(Vector.PF, pf.error_code, pf.address) from None
         except UcError:
             raise event.DeliveryFault(Vector.GP, 0) from None
