@@ -76,3 +76,27 @@ def test_pushed_rf_prot32_injected_and_native(backend: str) -> None:
     assert reported(body, backend, mode="prot32") == [13, 1, 0, 1]
     if not _pvm_int3(backend, _body("", "int3"), mode="prot32"):
         assert reported(_body("", "int3"), backend, mode="prot32") == [3, 0]
+
+
+# realmode's "rflags.rf": IRET pops an image with RF set; RF is cleared once the next instruction
+# completes, and PUSHF never pushes it (unicorn's PUSHF does, and clears RF only at a block end).
+IRET_SETS_RF = """
+        pushfl
+        popl    %eax
+        andl    $~0x2, %eax
+        orl     $0xffc18028, %eax
+        pushl   %eax
+        pushl   %cs
+        calll   1f
+        jmp     2f
+1:      iretl
+2:
+        pushfl
+        popl    %eax
+        outl    %eax, $0xe0
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rf_from_iret_is_gone_after_one_instruction(backend: str) -> None:
+    assert reported(IRET_SETS_RF, backend, mode="real16") == [0x2]

@@ -102,6 +102,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self._counting = False                # the current uc_emu_start counts instructions (_on_rdtsc_raw)
         self._ple_rip, self._ple_count, self._ple_exits = -1, 0, -1
         self._pending: tuple | None = None
+        self._rf_armed = False   # an IRET set RFLAGS.RF: clear it once the next instruction retires
         self.native_exceptions = 0
         self._mode: str | None = None        # cached CPU mode; invalidated whenever it can change
         self._uch = None
@@ -209,6 +210,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             rflags = self.reg("rflags")
         if rflags & EFLAGS_RF:
             self.set_reg("rflags", rflags & ~EFLAGS_RF)
+        self._rf_armed = False
         limit = self.insn_limit
         while True:
             if limit is not None and self.guest_insns >= limit:
@@ -239,6 +241,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 rip = self.reg("rip")
             start = rip if self._mode == "long64" and not self._mode_stale else self.linear_rip()
             status = 0   # uc_err; an UcError object is built only if we report it
+            rf_step = False
             dec = self._exits.get(start)
             if dec is None or dec.insn is None or self.stop_hook_at(start) is None:
                 # (At a known exiting instruction the stop hook would fire at once: skip the entry.)
@@ -248,7 +251,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                         self.flush_regs()
                 begin = self._begin
                 begin.value = rip
-                if limit is None and not (self._dbg_on and self._dbg_step) and not win and timer is None:
+                rf = rf_step = self._rf_armed
+                if limit is None and not (self._dbg_on and self._dbg_step) and not win and timer is None and not rf:
                     self._counting = False
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT,
                                           ctypes.c_size_t(self.host_nmi_every) if self.host_nmi_every else NO_COUNT)
@@ -260,7 +264,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                     left = 1 if limit is None else limit - self.guest_insns
                     if timer is not None:
                         left = timer - self.guest_insns if limit is None else min(left, timer - self.guest_insns)
-                    if self._dbg_step or win:
+                    if self._dbg_step or win or rf:
                         left = min(left, 1)
                     shadow = self._shadow_kind(begin.value) if win else 0
                     self._between = False
@@ -274,9 +278,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                         self.guest_insns += done
                     if win and done:
                         self._set_shadow(shadow)
+                    rf = rf and done > 0
                     if self._dbg_on:
                         self._dbg_progress(done)
                 self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
+                if rf:
+                    self._clear_rf()
                 if uc._hook_exception is not None:   # the wrapper keeps a hook's error for its own emu_start
                     err, uc._hook_exception = uc._hook_exception, None
                     raise KvmSimBug(f"a unicorn hook raised {err!r} at rip {self.reg('rip'):#x}") from err
@@ -330,13 +337,22 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 continue
             if self.kick_pending:
                 continue
-            if win or (timer is not None and self.guest_insns >= timer):
-                continue                        # one step with the window closed, or the timer is due
+            if win or rf_step or (timer is not None and self.guest_insns >= timer):
+                continue                        # one step (window closed, RF to clear), or the timer is due
             if self.host_nmi_every:   # the instruction budget ran out: the host NMI arrives
                 return self._exit(ExitReason.EXCEPTION_NMI, intr=NMI_HOST_INTR_INFO)
             if quirks.reset_old_exception(uc):
                 continue  # unicorn swallowed an escalated fault and halted: re-run the instruction
             raise KvmSimBug(f"guest stopped for no reason at rip {self.reg('rip'):#x}")
+
+    def _clear_rf(self) -> None:
+        """RFLAGS.RF is cleared when an instruction completes (SDM 18.3.1.1), IRET's target included;
+        unicorn clears it only where a translation block ends (and its PUSHF pushes it), so an
+        IRET that set it has its next instruction run alone and RF dropped after it."""
+        self._rf_armed = False
+        flags = self.reg("rflags")
+        if flags & EFLAGS_RF:
+            self.set_reg("rflags", flags & ~EFLAGS_RF)
 
     def _counted_retired(self) -> int:
         """Instructions a counted uc_emu_start retired.  The count hook sees each instruction before
@@ -579,6 +595,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         blocked = self.vmcs.guest_interruptibility_info & GUEST_INTR_STATE_NMI
         if self._step_native(self.linear_rip()):
             return True
+        if self.reg("rflags") & EFLAGS_RF:
+            self._rf_armed = True          # RF from the popped image lasts one more instruction
         if blocked:
             self.vmcs.guest_interruptibility_info &= ~GUEST_INTR_STATE_NMI
             if self.vmcs.cpu_based_vm_exec_control & CPU_BASED_NMI_WINDOW_EXITING:
