@@ -53,7 +53,7 @@ def cr_dr_access(cpu, code: bytes, length: int) -> bool:
         cpu.set_cr(0, cpu.cr(0) & ~0x8)
         return _retire(cpu, length)
     if op[1] == 0x01:                                        # 0F 01 /4 SMSW, /6 LMSW
-        return _msw(cpu, op, length, privileged, long_mode)
+        return _msw(cpu, op, length, privileged, long_mode, _operand_size(cpu, code[:len(code) - len(op)], rex))
     modrm = op[2]
     num = ((modrm >> 3) & 7) | (8 if rex & 4 else 0)         # CRn/DRn (REX.R)
     gpr = (modrm & 7) | (8 if rex & 1 else 0)                # the register operand (ModRM.mod is ignored)
@@ -81,7 +81,7 @@ def cr_dr_access(cpu, code: bytes, length: int) -> bool:
     return cpu._step_native(cpu.linear_rip(), length)
 
 
-def _msw(cpu, op: bytes, length: int, privileged: bool, long_mode: bool) -> bool:
+def _msw(cpu, op: bytes, length: int, privileged: bool, long_mode: bool, size: int) -> bool:
     modrm = op[2]
     if (modrm >> 3) & 7 == 4:                                # SMSW: CR0 through the read shadow
         if modrm >> 6 != 3:
@@ -89,7 +89,6 @@ def _msw(cpu, op: bytes, length: int, privileged: bool, long_mode: bool) -> bool
         n = (modrm & 7) | (8 if cpu.mode() == "long64" and _rex(op, cpu) & 1 else 0)
         shadowed = cr_read_value(cpu.vmcs, 0, cpu.cr(0))
         old = cpu.reg(GPR_ORDER[n])
-        size = _operand_size(cpu, op)
         cpu.set_reg(GPR_ORDER[n], (old & ~0xFFFF) | (shadowed & 0xFFFF) if size == 2 else
                     shadowed & ((1 << 8 * size) - 1))
         return _retire(cpu, length)
@@ -113,5 +112,11 @@ def _rex(op: bytes, cpu) -> int:
     return 0   # the REX byte is consumed by _split; SMSW's register is named by ModRM.rm and REX.B
 
 
-def _operand_size(cpu, op: bytes) -> int:
-    return 8 if cpu.mode() == "long64" else 4 if cpu.mode() in ("prot32", "compat") else 2
+def _operand_size(cpu, prefixes: bytes, rex: int) -> int:
+    """The operand size of SMSW r: REX.W 8; else the code segment's default, 0x66 toggling 16/32
+    (SMSW r32 stores all of CR0's low 32 bits, as Intel CPUs do)."""
+    mode = cpu.mode()
+    if mode == "long64" and rex & 8:
+        return 8
+    default32 = mode in ("prot32", "compat", "long64")
+    return 2 if default32 == (0x66 in prefixes) else 4
