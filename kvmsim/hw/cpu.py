@@ -92,6 +92,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self.insn_limit: int | None = None
         self.guest_insns = 0
         self.insn_limit_hit = False
+        self.halted_forever: int | None = None   # KVM's vcpu_block found nothing that could ever wake the
+                                                 # vCPU (RIP after its HLT): the budget ends the run there
         self._counter: ctypes.c_size_t | None = None   # unicorn's emu_counter, read in place
         self._trap_init()
         self._ro_init()

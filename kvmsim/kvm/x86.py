@@ -265,6 +265,7 @@ def vcpu_block(vcpu: KvmVcpu) -> int:
             if vcpu.signal_pending or vcpu.hw.kick_pending:
                 return 1                                      # vcpu_run's signal check returns -EINTR
             vcpu.hw.insn_limit_hit = True
+            vcpu.hw.halted_forever = vcpu.hw.reg("rip")         # says why the budget "ran out" early
             vcpu.run.exit_reason = KvmExit.INTR
             return -EINTR
     vcpu.arch.mp_state_halted = False                         # KVM_MP_STATE_RUNNABLE
