@@ -470,6 +470,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             return False
         itype = IntrType.SOFT_INTR if dec.mnemonic == "int" else (
             IntrType.PRIV_SW_EXCEPTION if vector == Vector.DB else IntrType.SOFT_EXCEPTION)
+        if itype == IntrType.PRIV_SW_EXCEPTION and Vector.DB in self.exception_bitmap:
+            # ICEBP with #DB intercepted exits on the instruction itself (SDM 25.2), DR6 bits none
+            return self._exit(ExitReason.EXCEPTION_NMI, 0, dec.length, intr=intr_info(Vector.DB, itype))
         if self._deliver(vector, itype, None, cr2=None, inst_len=dec.length):
             return True
         self.retired()     # a software interrupt retires once its delivery is done
@@ -595,8 +598,11 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
     def _iret(self, dec: _Decoded) -> bool:
         """IRET runs natively; it unblocks NMIs, and with NMI-window exiting the CPU exits right after."""
         blocked = self.vmcs.guest_interruptibility_info & GUEST_INTR_STATE_NMI
+        kept = {n: self.segment(n).base for n in ("fs", "gs")} if self.mode() == "long64" else None
         if self._step_native(self.linear_rip()):
             return True
+        if kept is not None:
+            self._keep_null_fs_gs_base(kept)
         if self.reg("rflags") & EFLAGS_RF:
             self._rf_armed = True          # RF from the popped image lasts one more instruction
         if blocked:
@@ -604,6 +610,18 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             if self.vmcs.cpu_based_vm_exec_control & CPU_BASED_NMI_WINDOW_EXITING:
                 return self._exit(ExitReason.NMI_WINDOW)
         return False
+
+    def _keep_null_fs_gs_base(self, kept: dict[str, int]) -> None:
+        """An IRET to an outer ring nulls the selector of a data segment register more privileged
+        than the new CPL, and only the selector: FS and GS keep their bases, which 64-bit code
+        still uses (SDM IRET).  QEMU 5 loads a null descriptor, base 0, in their place."""
+        if self.mode() not in ("long64", "compat"):
+            return
+        for name, base in kept.items():
+            seg = self.segment(name)
+            if seg.selector & ~3 == 0 and seg.base != base:
+                seg.base = base
+                self.set_segment(name, seg)
 
     def _step_native(self, addr: int, length: int = 0) -> bool:
         """Execute the one instruction at linear `addr` (= RIP) in unicorn, its stop hook lifted
@@ -708,6 +726,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             # vector the CPU would have chosen where QEMU's differs (fixups.correct_exception).
             quirks.reset_old_exception(self.uc)
             vector, err = fixups.correct_exception(self, args[0], args[1])
+            if vector == Vector.DB:              # unicorn's single-step trap (TF)
+                return self._exception(vector, None, qual=self.take_db_bits())
             return self._exception(vector, err)
         raise KvmSimBug(f"unknown pending event {kind}")
 
@@ -782,11 +802,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         """The capstone mode that decodes like the CPU does now."""
         return cs_mode_of(self.mode())
 
-    def _exception(self, vector: int, error_code: int | None) -> bool:
-        """A fault the guest raised natively: exit if KVM intercepts the vector, else deliver it."""
+    def _exception(self, vector: int, error_code: int | None, qual: int = 0) -> bool:
+        """A fault the guest raised natively: exit if KVM intercepts the vector, else deliver it.
+        qual: a #DB's DR6 bits (B0-B3, BD, BS), the exit qualification of a #DB exit."""
         if vector in self.exception_bitmap:
             has = vector in EXCEPTIONS_WITH_ERROR_CODE
-            return self._exit(ExitReason.EXCEPTION_NMI, 0, self._insn_len(),
+            return self._exit(ExitReason.EXCEPTION_NMI, qual, self._insn_len(),
                               intr=intr_info(vector, IntrType.HARD_EXCEPTION, has), err=error_code or 0)
         self.native_exceptions += 1
         code = (error_code or 0) if vector in EXCEPTIONS_WITH_ERROR_CODE else None

@@ -25,7 +25,8 @@ from kvmsim.uapi import KvmExit, KvmInternalError
 ExitHandler = Callable[[KvmVcpu], int]
 EXIT_FASTPATH_NONE = 0
 EIO = 5
-KVM_GUESTDBG_USE_HW_BP = 0x00020000
+KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP = 0x00000002, 0x00020000
+EFLAGS_TF = 1 << 8
 _EPT_MISCONFIG = int(ExitReason.EPT_MISCONFIG)
 _REASON_NAMES: dict[int, str] = {}   # exit_reason_name memo (vcpu.stat.exits_by_reason keys)
 
@@ -93,8 +94,9 @@ def vmx_complete_interrupts(vcpu: KvmVcpu) -> None:
 
 
 def vmx_exception_bitmap(params) -> frozenset[int]:
-    """update_exception_bitmap with EPT: #UD, #MC, #AC always; #GP for the VMware backdoor."""
-    bitmap = {Vector.UD, Vector.MC, Vector.AC}
+    """update_exception_bitmap with EPT: #DB, #UD, #MC, #AC always (#DB so that a guest cannot
+    loop the CPU in #DB delivery, CVE-2015-8104); #GP for the VMware backdoor."""
+    bitmap = {Vector.DB, Vector.UD, Vector.MC, Vector.AC}
     if params.enable_vmware_backdoor:
         bitmap.add(Vector.GP)
     return frozenset(bitmap)
@@ -257,12 +259,39 @@ def handle_exception_nmi(vcpu: KvmVcpu) -> int:
             kvm_queue_exception_e(vcpu, Vector.GP, error_code)
             return 1
         return kvm_emulate_instruction(vcpu, EMULTYPE_VMWARE_GP)
+    if vector == Vector.DB:                                                            # 10: #DB
+        return handle_db(vcpu, info)
     if vector == Vector.AC:                                                            # 10: #AC
         kvm_queue_exception_e(vcpu, Vector.AC, error_code)
         return 1
     run = vcpu.run                                                                     # 10: default
     run.exit_reason = KvmExit.EXCEPTION
     run.ex.exception, run.ex.error_code = vector, error_code
+    return 0
+
+
+def handle_db(vcpu: KvmVcpu, info: int) -> int:
+    """handle_exception_nmi's #DB case: the exit qualification holds the DR6 bits of the #DB.  ICEBP
+    exits on the instruction itself (an instruction intercept in disguise): skip it without the
+    single-step #DB a skip would add.  A single-step pending across STI/MOV-SS blocking goes to
+    PENDING_DBG_EXCEPTIONS.BS (the CPU leaves it clear on a #DB exit).  Then the #DB is queued
+    with the DR6 bits as payload.  With userspace debugging, KVM_EXIT_DEBUG instead."""
+    hw = vcpu.hw
+    dr6 = vmx_get_exit_qual(vcpu)
+    if not vcpu.guest_debug & (KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_HW_BP):
+        if info & INTR_INFO_INTR_TYPE_MASK == IntrType.PRIV_SW_EXCEPTION:          # is_icebp
+            skip_emulated_instruction(vcpu)
+        elif hw.reg("rflags") & EFLAGS_TF and hw.vmcs.guest_interruptibility_info & (
+                GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS):
+            hw.vmcs.guest_pending_dbg_exceptions |= cr.DR6_BS
+        kvm_queue_exception_p(vcpu, Vector.DB, dr6)
+        return 1
+    run = vcpu.run                                           # userspace debugs the guest
+    run.exit_reason = KvmExit.DEBUG
+    run.debug.arch.dr6 = dr6 | cr.DR6_ACTIVE_LOW
+    run.debug.arch.dr7 = hw.vmcs.guest_dr7
+    run.debug.arch.pc = kvm_get_linear_rip(vcpu)
+    run.debug.arch.exception = Vector.DB
     return 0
 
 

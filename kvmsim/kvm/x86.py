@@ -243,7 +243,10 @@ def __kvm_emulate_halt(vcpu: KvmVcpu) -> int:
 
 
 def kvm_vcpu_has_events(vcpu: KvmVcpu) -> bool:
-    """What wakes a halted vCPU: an NMI, a pending timer tick, or an interrupt it can take now."""
+    """What wakes a halted vCPU: an exception KVM queued (the single-step #DB of the HLT itself), an
+    NMI, a pending timer tick, or an interrupt it can take now."""
+    if vcpu.arch.exception.pending:
+        return True
     if vcpu.arch.nmi_pending or vcpu.arch.nmi_queued:
         return True
     if vcpu.arch.apic is not None and lapic.apic_has_pending_timer(vcpu):
