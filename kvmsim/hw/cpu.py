@@ -196,7 +196,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 self._exit(int(ExitReason.INVALID_STATE) | VMX_EXIT_REASONS_FAILED_VMENTRY)  # type: ignore[arg-type]
                 return
             self.entry_checks_due, self.written_rflags = False, None
+        pending_db, vmcs.guest_pending_dbg_exceptions = vmcs.guest_pending_dbg_exceptions & 0xF, 0
         if vmcs.vm_entry_intr_info_field & 0x80000000:
+            pending_db = 0          # an event injected at VM entry: the pending #DB conditions are lost
             info, vmcs.vm_entry_intr_info_field = vmcs.vm_entry_intr_info_field, 0
             if self._deliver(info & 0xFF, IntrType(info & 0x700),
                              vmcs.vm_entry_exception_error_code if info & 0x800 else None,
@@ -213,6 +215,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if rflags & EFLAGS_RF:
             self.set_reg("rflags", rflags & ~EFLAGS_RF)
         self._rf_armed = False
+        if pending_db:                      # delivered right after VM entry: intercepted, so an exit
+            self._exception(Vector.DB, None, qual=pending_db)
+            return
         limit = self.insn_limit
         while True:
             if limit is not None and self.guest_insns >= limit:
@@ -253,7 +258,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                         self.flush_regs()
                 begin = self._begin
                 begin.value = rip
-                rf = rf_step = self._rf_armed
+                rf = rf_step = self._rf_armed or self.data_bps
                 if limit is None and not (self._dbg_on and self._dbg_step) and not win and timer is None and not rf:
                     self._counting = False
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT,
@@ -286,6 +291,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
                 if rf:
                     self._clear_rf()
+                if rf_step and self.data_bps and self._pending is None and not status:
+                    if self._data_bp_trap():
+                        return
                 if uc._hook_exception is not None:   # the wrapper keeps a hook's error for its own emu_start
                     err, uc._hook_exception = uc._hook_exception, None
                     raise KvmSimBug(f"a unicorn hook raised {err!r} at rip {self.reg('rip'):#x}") from err
@@ -323,6 +331,14 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 if self._dbg_reported is not None:     # the instruction reported runs now (or exits)
                     self._dbg_reported = None
                     self._dbg_update()
+            if self._bp_exec and here in self._bp_exec:
+                if not self.reg("rflags") & EFLAGS_RF:    # a fault-like #DB before the instruction
+                    return self._exception(Vector.DB, None, qual=self._bp_exec[here])
+                if self.stop_hook_at(here) is None:       # RF: it runs, its breakpoint quiet
+                    if self._step_native(here):
+                        return
+                    self._clear_rf()
+                    continue
             dec = self._exits.get(here)
             if dec is not None and dec.mode == self._mode and not self._mode_stale:
                 if self._exiting_insn(dec):           # a stop classified before (the hot path)
@@ -346,6 +362,15 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             if quirks.reset_old_exception(uc):
                 continue  # unicorn swallowed an escalated fault and halted: re-run the instruction
             raise KvmSimBug(f"guest stopped for no reason at rip {self.reg('rip'):#x}")
+
+    def _data_bp_trap(self) -> bool:
+        """After a run with a data breakpoint armed: the #DB trap of a breakpoint the instruction
+        hit, or of one a MOV SS / POP SS held back once the instruction after it completed (the
+        CPU left it).  True on the exit."""
+        bits, self.db_hit = self.db_hit, 0
+        if self.db_held and self.reg("rip") != self.db_held_until:
+            bits, self.db_held = bits | self.db_held, 0
+        return bool(bits) and self._exception(Vector.DB, None, qual=bits)
 
     def _clear_rf(self) -> None:
         """RFLAGS.RF is cleared when an instruction completes (SDM 18.3.1.1), IRET's target included;
@@ -415,6 +440,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
     def _exit(self, reason: ExitReason, qual: int = 0, length: int = 0, intr: int = 0, err: int = 0,
               gpa: int = 0, gla: int = 0) -> bool:
         v = self.vmcs
+        if self.db_held:                   # a #DB held back by MOV SS waits in the VMCS
+            v.guest_pending_dbg_exceptions |= self.db_held
+            self.db_held = 0
         self._exit_count += 1
         v.vm_exit_reason, v.exit_qualification, v.vm_exit_instruction_len = int(reason), qual, length
         v.vm_exit_intr_info, v.vm_exit_intr_error_code = intr, err
@@ -476,6 +504,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if self._deliver(vector, itype, None, cr2=None, inst_len=dec.length):
             return True
         self.retired()     # a software interrupt retires once its delivery is done
+        if self.db_held:   # the #DB MOV SS held back comes once INT n has completed
+            bits, self.db_held = self.db_held, 0
+            return self._exception(Vector.DB, None, qual=bits)
         return False
 
     def _pause_loop(self, dec: _Decoded) -> bool:
@@ -639,6 +670,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if hook is not None:
             self._del_stop_hook(hook)
         dbg_hook = self._dbg_lift(addr) if self._dbg_hooks else None
+        bp_hook = self.lift_exec_breakpoint(addr) if self._bp_exec_hooks else None
         self._pending = None
         err = None
         try:
@@ -672,6 +704,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 page.hooks[addr] = self._add_stop_hook(addr)
             if dbg_hook is not None:
                 self._dbg_arm(addr)
+            if bp_hook is not None:
+                self.rearm_exec_breakpoint(addr)
             if self._dbg_on and err is None:
                 self._dbg_progress(1)
         if self._rescan:
