@@ -331,6 +331,15 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 if self._dbg_reported is not None:     # the instruction reported runs now (or exits)
                     self._dbg_reported = None
                     self._dbg_update()
+            if self._bp_movss and here in self._bp_movss:
+                # MOV SS / POP SS just before an instruction breakpoint: run it, then the instruction
+                # after it runs under MOV-SS blocking, which suppresses its breakpoint on Intel.
+                if self._step_native(here):
+                    return
+                if self.linear_rip() == self._bp_movss[here] and self.stop_hook_at(self.linear_rip()) is None:
+                    if self._step_native(self.linear_rip()):
+                        return
+                continue
             if self._bp_exec and here in self._bp_exec:
                 if not self.reg("rflags") & EFLAGS_RF:    # a fault-like #DB before the instruction
                     return self._exception(Vector.DB, None, qual=self._bp_exec[here])

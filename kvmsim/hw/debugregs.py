@@ -46,7 +46,8 @@ class DebugRegs:
     def _debugregs_init(self) -> None:
         self.debugregs: list[int] = [0, 0, 0, 0]
         self._bp_exec: dict[int, int] = {}          # linear address -> DR6 B bits of exec breakpoints
-        self._bp_exec_hooks: dict[int, object] = {}  # ... their stop hooks
+        self._bp_exec_hooks: dict[int, object] = {}  # ... their stop hooks (and those of _bp_movss)
+        self._bp_movss: dict[int, int] = {}         # a MOV SS / POP SS right before one -> its address
         self._bp_data_hooks: list[int] = []
         self._bp_armed_key: tuple | None = None
         self.data_bps = False                        # a data breakpoint is armed: one instruction a run
@@ -71,14 +72,20 @@ class DebugRegs:
             quirks.remove_cache(uc, addr, addr + 1)
         for h in self._bp_data_hooks:
             uc.hook_del(h)
-        self._bp_exec, self._bp_exec_hooks, self._bp_data_hooks = {}, {}, []
+        self._bp_exec, self._bp_exec_hooks, self._bp_data_hooks, self._bp_movss = {}, {}, [], {}
         for i, kind, length in dr7_armed(self.vmcs.guest_dr7):
             addr = self.debugregs[i]
             if kind == DR7_TYPE_EXEC:
                 self._bp_exec[addr] = self._bp_exec.get(addr, 0) | (1 << i)
-                if addr not in self._bp_exec_hooks:
-                    self._bp_exec_hooks[addr] = self._add_stop_hook(addr)
-                    quirks.remove_cache(uc, addr, addr + 1)
+                # A MOV SS / POP SS right before it would suppress it (SDM 6.8.3): stop there too,
+                # so that the CPU knows the breakpoint is reached under MOV-SS blocking.
+                for k in range(1, 16):
+                    if self._movss_length_linear(addr - k) == k:
+                        self._bp_movss[addr - k] = addr
+                for a in (addr, *(m for m, t in self._bp_movss.items() if t == addr)):
+                    if a not in self._bp_exec_hooks:
+                        self._bp_exec_hooks[a] = self._add_stop_hook(a)
+                        quirks.remove_cache(uc, a, a + 1)
             elif kind in (DR7_TYPE_WRITE, DR7_TYPE_RW):
                 try:       # unicorn's memory hooks filter on physical addresses
                     lo = self.translate(addr & ~(length - 1))
@@ -101,8 +108,11 @@ class DebugRegs:
 
     def _movss_length(self, rip: int) -> int:
         """The length of the instruction at RIP if it is MOV SS or POP SS (it loads SS), else 0."""
+        return self._movss_length_linear(self.seg_base("cs") + rip if self.mode() != "long64" else rip)
+
+    def _movss_length_linear(self, linear: int) -> int:
         try:
-            code = self.read_linear_bytes(self.seg_base("cs") + rip if self.mode() != "long64" else rip, 15)
+            code = self.read_linear_bytes(linear, 15)
         except Exception:   # noqa: BLE001 - unreadable: not one
             return 0
         i = 0
@@ -123,7 +133,7 @@ class DebugRegs:
         return h
 
     def rearm_exec_breakpoint(self, addr: int) -> None:
-        if addr in self._bp_exec and addr not in self._bp_exec_hooks and self.uc is not None:
+        if (addr in self._bp_exec or addr in self._bp_movss) and addr not in self._bp_exec_hooks and self.uc is not None:
             self._bp_exec_hooks[addr] = self._add_stop_hook(addr)
             quirks.remove_cache(self.uc, addr, addr + 1)
 
