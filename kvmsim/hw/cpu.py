@@ -186,6 +186,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self._ro_init()
         self._cs_limit_init()
         self._dbg_hooks.clear()
+        self._debugregs_power_off()
 
     def enter_guest(self) -> None:
         """VM entry, run, VM exit: on return the VMCS exit fields describe why the guest stopped."""

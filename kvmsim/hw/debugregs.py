@@ -55,6 +55,11 @@ class DebugRegs:
         self.db_held = 0                             # ... held back by MOV SS blocking
         self.db_held_until = 0                       # ... until the CPU leaves this RIP (the next instruction)
 
+    def _debugregs_power_off(self) -> None:
+        """The engine is gone, and its hooks with it: arm again from DR0-3/DR7 at the next load."""
+        self._bp_exec, self._bp_exec_hooks, self._bp_data_hooks, self._bp_movss = {}, {}, [], {}
+        self._bp_armed_key, self.data_bps = None, False
+
     def set_debugregs(self, db: list[int]) -> None:
         """KVM loads the guest's DR0-DR3 into the CPU (vcpu_enter_guest's switch_db_regs) after
         GUEST_DR7: the breakpoints are re-armed from both."""
