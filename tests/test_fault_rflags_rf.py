@@ -15,11 +15,43 @@ from kvmsim.realkvm.backend import vendor_module
 
 RF = 1 << 16
 
+# Gates for the vectors used that note the pushed (E)FLAGS in `pushed_flags`, then go on to the
+# library's handler (kvmsim_excN: the exception table resumes after the TRY'd instruction).
+_WRAPPERS = """
+        SET_IDT_HANDLER 0, wrap0
+        SET_IDT_HANDLER 3, wrap3
+        SET_IDT_HANDLER 6, wrap6
+        SET_IDT_HANDLER 13, wrap13
+        jmp     wrapped
+.irp vec, 0, 3, 6, 13
+wrap\\vec:
+        ERRSLOT = 0
+.if \\vec == 13
+        ERRSLOT = 1                         # #GP pushed an error code
+.endif
+.if KVMSIM_MODE_LONG64
+        pushq   %rax
+        movq    24 + 8 * ERRSLOT(%rsp), %rax
+        movl    %eax, pushed_flags
+        popq    %rax
+.else
+        pushl   %eax
+        movl    12 + 4 * ERRSLOT(%esp), %eax
+        movl    %eax, pushed_flags
+        popl    %eax
+.endif
+        jmp     kvmsim_exc\\vec
+.endr
+        .balign 4
+pushed_flags: .long 0
+wrapped:
+"""
+
 # Each case: TRY the instruction, report the vector and whether the pushed RFLAGS had RF.
 _REPORT = """
         movzbl  kvmsim_fault_vector, %eax
         outl    %eax, $0xe0
-        movl    kvmsim_fault_rflags, %eax
+        movl    pushed_flags, %eax
         shrl    $16, %eax
         andl    $1, %eax
         outl    %eax, $0xe0
@@ -55,27 +87,31 @@ def _body(setup: str, insn: str) -> str:
 """
 
 
+def _guest(*cases: tuple[str, str]) -> str:
+    return _WRAPPERS + "".join(_body(setup, insn) for setup, insn in cases)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_pushed_rf_long64(case: str, backend: str) -> None:
     setup, insn, vector, rf = CASES[case]
-    if case == "bp-trap" and _pvm_int3(backend, _body(setup, insn)):
+    if case == "bp-trap" and _pvm_int3(backend, _guest((setup, insn))):
         return                                     # PVM_NO_INT3
-    assert reported(_body(setup, insn), backend) == [vector, rf]
+    assert reported(_guest((setup, insn)), backend) == [vector, rf]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_pushed_rf_prot32_injected_and_native(backend: str) -> None:
-    body = _body("movl $0xffffffff, %eax", "movl %eax, %cr4") + _body(
-        "xorl %edx, %edx; movl $1, %eax; xorl %ecx, %ecx", "divl %ecx")
+    body = _guest(("movl $0xffffffff, %eax", "movl %eax, %cr4"),
+                  ("xorl %edx, %edx; movl $1, %eax; xorl %ecx, %ecx", "divl %ecx"))
     if backend == "kvm" and vendor_module() == "kvm_pvm":
         # kvm_pvm artefact: its emulator fails delivering any fault through a 32-bit IDT.
         with pytest.raises(AssertionError, match="internal-error"):
             reported(body, backend, mode="prot32")
         return
     assert reported(body, backend, mode="prot32") == [13, 1, 0, 1]
-    if not _pvm_int3(backend, _body("", "int3"), mode="prot32"):
-        assert reported(_body("", "int3"), backend, mode="prot32") == [3, 0]
+    if not _pvm_int3(backend, _guest(("", "int3")), mode="prot32"):
+        assert reported(_guest(("", "int3")), backend, mode="prot32") == [3, 0]
 
 
 # realmode's "rflags.rf": IRET pops an image with RF set; RF is cleared once the next instruction

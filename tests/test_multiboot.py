@@ -244,7 +244,7 @@ BAD = {
     "not-elf": ("{multiboot: notelf.bin}", "", 3, "not an ELF file"),
     "no-header": ("{multiboot: noheader.elf}", "", 3, "no multiboot header"),
     "outside-memory": ("\n  multiboot: PROBE\n", "memory: [{gpa: 0, size: 2M}]\n", 4,
-                       "image segment 0x400074-0x4005bb is not inside one writable memslot"),
+                       "image segment 0x400074-0x4005b1 is not inside one writable memslot"),
     "modules-do-not-fit": ("\n  multiboot: PROBE\n  modules: [big.bin]\n", "memory: [{gpa: 0, size: 0x413000}]\n",
                            5, "module 0 (0x2000 bytes) does not fit"),
     "buffer-does-not-fit": ("\n  multiboot: PROBE\n  cmdline: x\n", "memory: [{gpa: 0, size: 0x412000}]\n",
