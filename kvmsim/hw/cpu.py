@@ -25,6 +25,7 @@ from unicorn.x86_const import UC_X86_INS_RDTSC, UC_X86_INS_RDTSCP, UC_X86_REG_RA
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import ctrlregs, event, fixups, insn_info, paging, quirks, taskswitch
 from kvmsim.hw.cpux86 import R_SS, env_of, live_u32
+from kvmsim.hw.debugregs import DebugRegs
 from kvmsim.hw.debugtrap import DebugTrap
 from kvmsim.hw.exits import CONTROLLED, CPL0_FAULT, Action, cs_mode_of, decode_io, falls_through, insn_length
 from kvmsim.hw.vmcs import (VMX_EXIT_REASONS_FAILED_VMENTRY, EPT_VIOLATION_ACC_INSTR, EPT_VIOLATION_ACC_READ, EPT_VIOLATION_ACC_WRITE,
@@ -66,7 +67,7 @@ _ENABLE_EPT = SECONDARY_EXEC_ENABLE_EPT
 
 
 class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, DebugTrap, ShadowPaging,
-                  PageModLog):
+                  PageModLog, DebugRegs):
     """One logical CPU.  KVM's model drives it with `vmx_vcpu_enter_exit`-style `enter_guest()`."""
 
     def __init__(self) -> None:
@@ -99,6 +100,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self.insn_limit: int | None = None
         self.guest_insns = 0
         self.insn_limit_hit = False
+        self.halted_forever: int | None = None   # KVM's vcpu_block found nothing that could ever wake the
+                                                 # vCPU (RIP after its HLT): the budget ends the run there
         self._counter: ctypes.c_size_t | None = None   # unicorn's emu_counter, read in place
         self._trap_init()
         self._ro_init()
@@ -106,11 +109,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self._dbg_init()
         self._spt_init()
         self._pml_init()
-        self.guest_dr7 = 0x400                # GUEST_DR7 (DR7_FIXED_1 at reset)
+        self._debugregs_init()
         self._exit_count = 0                  # VM exits so far (a PAUSE loop ends at one)
         self._counting = False                # the current uc_emu_start counts instructions (_on_rdtsc_raw)
         self._ple_rip, self._ple_count, self._ple_exits = -1, 0, -1
         self._pending: tuple | None = None
+        self._rf_armed = False   # an IRET set RFLAGS.RF: clear it once the next instruction retires
         self.native_exceptions = 0
         self._mode: str | None = None        # cached CPU mode; invalidated whenever it can change
         self._uch = None
@@ -197,6 +201,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self._ro_init()
         self._cs_limit_init()
         self._dbg_hooks.clear()
+        self._debugregs_power_off()
 
     def enter_guest(self) -> None:
         """VM entry, run, VM exit: on return the VMCS exit fields describe why the guest stopped."""
@@ -207,7 +212,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 self._exit(int(ExitReason.INVALID_STATE) | VMX_EXIT_REASONS_FAILED_VMENTRY)  # type: ignore[arg-type]
                 return
             self.entry_checks_due, self.written_rflags = False, None
+        pending_db, vmcs.guest_pending_dbg_exceptions = vmcs.guest_pending_dbg_exceptions & 0xF, 0
         if vmcs.vm_entry_intr_info_field & 0x80000000:
+            pending_db = 0          # an event injected at VM entry: the pending #DB conditions are lost
             info, vmcs.vm_entry_intr_info_field = vmcs.vm_entry_intr_info_field, 0
             if self._deliver(info & 0xFF, IntrType(info & 0x700),
                              vmcs.vm_entry_exception_error_code if info & 0x800 else None,
@@ -225,6 +232,10 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             self.set_reg("rflags", rflags & ~EFLAGS_RF)
         if self._pml_overflow:
             self._pml_entry()
+        self._rf_armed = False
+        if pending_db:                      # delivered right after VM entry: intercepted, so an exit
+            self._exception(Vector.DB, None, qual=pending_db)
+            return
         limit = self.insn_limit
         while True:
             if limit is not None and self.guest_insns >= limit:
@@ -257,6 +268,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 rip = self.reg("rip")
             start = rip if self._mode == "long64" and not self._mode_stale else self.linear_rip()
             status = 0   # uc_err; an UcError object is built only if we report it
+            rf_step = False
             dec = self._exits.get(start)
             if dec is None or dec.insn is None or self.stop_hook_at(start) is None:
                 # (At a known exiting instruction the stop hook would fire at once: skip the entry.)
@@ -266,7 +278,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                         self.flush_regs()
                 begin = self._begin
                 begin.value = rip
-                if limit is None and not (self._dbg_on and self._dbg_step) and not win and timer is None:
+                rf = rf_step = self._rf_armed or self.data_bps
+                if limit is None and not (self._dbg_on and self._dbg_step) and not win and timer is None and not rf:
                     self._counting = False
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT,
                                           ctypes.c_size_t(self.host_nmi_every) if self.host_nmi_every else NO_COUNT)
@@ -278,7 +291,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                     left = 1 if limit is None else limit - self.guest_insns
                     if timer is not None:
                         left = timer - self.guest_insns if limit is None else min(left, timer - self.guest_insns)
-                    if self._dbg_step or win:
+                    if self._dbg_step or win or rf:
                         left = min(left, 1)
                     shadow = self._shadow_kind(begin.value) if win else 0
                     self._between = False
@@ -292,9 +305,15 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                         self.guest_insns += done
                     if win and done:
                         self._set_shadow(shadow)
+                    rf = rf and done > 0
                     if self._dbg_on:
                         self._dbg_progress(done)
                 self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
+                if rf:
+                    self._clear_rf()
+                if rf_step and self.data_bps and self._pending is None and not status:
+                    if self._data_bp_trap():
+                        return
                 if uc._hook_exception is not None:   # the wrapper keeps a hook's error for its own emu_start
                     err, uc._hook_exception = uc._hook_exception, None
                     raise KvmSimBug(f"a unicorn hook raised {err!r} at rip {self.reg('rip'):#x}") from err
@@ -332,6 +351,23 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 if self._dbg_reported is not None:     # the instruction reported runs now (or exits)
                     self._dbg_reported = None
                     self._dbg_update()
+            if self._bp_movss and here in self._bp_movss:
+                # MOV SS / POP SS just before an instruction breakpoint: run it, then the instruction
+                # after it runs under MOV-SS blocking, which suppresses its breakpoint on Intel.
+                if self._step_native(here):
+                    return
+                if self.linear_rip() == self._bp_movss[here] and self.stop_hook_at(self.linear_rip()) is None:
+                    if self._step_native(self.linear_rip()):
+                        return
+                continue
+            if self._bp_exec and here in self._bp_exec:
+                if not self.reg("rflags") & EFLAGS_RF:    # a fault-like #DB before the instruction
+                    return self._exception(Vector.DB, None, qual=self._bp_exec[here])
+                if self.stop_hook_at(here) is None:       # RF: it runs, its breakpoint quiet
+                    if self._step_native(here):
+                        return
+                    self._clear_rf()
+                    continue
             dec = self._exits.get(here)
             if dec is not None and dec.mode == self._mode and not self._mode_stale:
                 if self._exiting_insn(dec):           # a stop classified before (the hot path)
@@ -348,13 +384,31 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 continue
             if self.kick_pending:
                 continue
-            if win or (timer is not None and self.guest_insns >= timer):
-                continue                        # one step with the window closed, or the timer is due
+            if win or rf_step or (timer is not None and self.guest_insns >= timer):
+                continue                        # one step (window closed, RF to clear), or the timer is due
             if self.host_nmi_every:   # the instruction budget ran out: the host NMI arrives
                 return self._exit(ExitReason.EXCEPTION_NMI, intr=NMI_HOST_INTR_INFO)
             if quirks.reset_old_exception(uc):
                 continue  # unicorn swallowed an escalated fault and halted: re-run the instruction
             raise KvmSimBug(f"guest stopped for no reason at rip {self.reg('rip'):#x}")
+
+    def _data_bp_trap(self) -> bool:
+        """After a run with a data breakpoint armed: the #DB trap of a breakpoint the instruction
+        hit, or of one a MOV SS / POP SS held back once the instruction after it completed (the
+        CPU left it).  True on the exit."""
+        bits, self.db_hit = self.db_hit, 0
+        if self.db_held and self.reg("rip") != self.db_held_until:
+            bits, self.db_held = bits | self.db_held, 0
+        return bool(bits) and self._exception(Vector.DB, None, qual=bits)
+
+    def _clear_rf(self) -> None:
+        """RFLAGS.RF is cleared when an instruction completes (SDM 18.3.1.1), IRET's target included;
+        unicorn clears it only where a translation block ends (and its PUSHF pushes it), so an
+        IRET that set it has its next instruction run alone and RF dropped after it."""
+        self._rf_armed = False
+        flags = self.reg("rflags")
+        if flags & EFLAGS_RF:
+            self.set_reg("rflags", flags & ~EFLAGS_RF)
 
     def _counted_retired(self) -> int:
         """Instructions a counted uc_emu_start retired.  The count hook sees each instruction before
@@ -415,6 +469,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
     def _exit(self, reason: ExitReason, qual: int = 0, length: int = 0, intr: int = 0, err: int = 0,
               gpa: int = 0, gla: int = 0) -> bool:
         v = self.vmcs
+        if self.db_held:                   # a #DB held back by MOV SS waits in the VMCS
+            v.guest_pending_dbg_exceptions |= self.db_held
+            self.db_held = 0
         self._exit_count += 1
         v.vm_exit_reason, v.exit_qualification, v.vm_exit_instruction_len = int(reason), qual, length
         v.vm_exit_intr_info, v.vm_exit_intr_error_code = intr, err
@@ -477,9 +534,15 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             return False
         itype = IntrType.SOFT_INTR if dec.mnemonic == "int" else (
             IntrType.PRIV_SW_EXCEPTION if vector == Vector.DB else IntrType.SOFT_EXCEPTION)
+        if itype == IntrType.PRIV_SW_EXCEPTION and Vector.DB in self.exception_bitmap:
+            # ICEBP with #DB intercepted exits on the instruction itself (SDM 25.2), DR6 bits none
+            return self._exit(ExitReason.EXCEPTION_NMI, 0, dec.length, intr=intr_info(Vector.DB, itype))
         if self._deliver(vector, itype, None, cr2=None, inst_len=dec.length):
             return True
         self.retired()     # a software interrupt retires once its delivery is done
+        if self.db_held:   # the #DB MOV SS held back comes once INT n has completed
+            bits, self.db_held = self.db_held, 0
+            return self._exception(Vector.DB, None, qual=bits)
         return False
 
     def _pause_loop(self, dec: _Decoded) -> bool:
@@ -641,11 +704,25 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         for sc, selector, base in before:
             if sc.selector == 0 and sc.flags == 0 and selector & 0xFFFC:
                 sc.base = base
+        if self.reg("rflags") & EFLAGS_RF:
+            self._rf_armed = True          # RF from the popped image lasts one more instruction
         if blocked:
             self.vmcs.guest_interruptibility_info &= ~GUEST_INTR_STATE_NMI
             if self.vmcs.cpu_based_vm_exec_control & CPU_BASED_NMI_WINDOW_EXITING:
                 return self._exit(ExitReason.NMI_WINDOW)
         return False
+
+    def _keep_null_fs_gs_base(self, kept: dict[str, int]) -> None:
+        """An IRET to an outer ring nulls the selector of a data segment register more privileged
+        than the new CPL, and only the selector: FS and GS keep their bases, which 64-bit code
+        still uses (SDM IRET).  QEMU 5 loads a null descriptor, base 0, in their place."""
+        if self.mode() not in ("long64", "compat"):
+            return
+        for name, base in kept.items():
+            seg = self.segment(name)
+            if seg.selector & ~3 == 0 and seg.base != base:
+                seg.base = base
+                self.set_segment(name, seg)
 
     def _step_native(self, addr: int, length: int = 0) -> bool:
         """Execute the one instruction at linear `addr` (= RIP) in unicorn, its stop hook lifted
@@ -663,6 +740,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if hook is not None:
             self._del_stop_hook(hook)
         dbg_hook = self._dbg_lift(addr) if self._dbg_hooks else None
+        bp_hook = self.lift_exec_breakpoint(addr) if self._bp_exec_hooks else None
         self._pending = None
         err = None
         try:
@@ -696,6 +774,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 page.hooks[addr] = self._add_stop_hook(addr)
             if dbg_hook is not None:
                 self._dbg_arm(addr)
+            if bp_hook is not None:
+                self.rearm_exec_breakpoint(addr)
             if self._dbg_on and err is None:
                 self._dbg_progress(1)
         if self._rescan:
@@ -752,6 +832,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             # vector the CPU would have chosen where QEMU's differs (fixups.correct_exception).
             quirks.reset_old_exception(self.uc)
             vector, err = fixups.correct_exception(self, args[0], args[1])
+            if vector == Vector.DB:              # unicorn's single-step trap (TF)
+                return self._exception(vector, None, qual=self.take_db_bits())
             return self._exception(vector, err)
         raise KvmSimBug(f"unknown pending event {kind}")
 
@@ -828,29 +910,31 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         """The capstone mode that decodes like the CPU does now."""
         return cs_mode_of(self.mode())
 
-    def _exception(self, vector: int, error_code: int | None) -> bool:
-        """A fault the guest raised natively: exit if KVM intercepts the vector, else deliver it."""
+    def _exception(self, vector: int, error_code: int | None, qual: int = 0) -> bool:
+        """A fault the guest raised natively: exit if KVM intercepts the vector, else deliver it.
+        qual: a #DB's DR6 bits (B0-B3, BD, BS), the exit qualification of a #DB exit."""
         if vector in self.exception_bitmap:
             if vector == Vector.PF:
                 return self._guest_pf_exit(error_code or 0)
             has = vector in EXCEPTIONS_WITH_ERROR_CODE
-            return self._exit(ExitReason.EXCEPTION_NMI, 0, self._insn_len(),
+            return self._exit(ExitReason.EXCEPTION_NMI, qual, self._insn_len(),
                               intr=intr_info(vector, IntrType.HARD_EXCEPTION, has), err=error_code or 0)
         self.native_exceptions += 1
         code = (error_code or 0) if vector in EXCEPTIONS_WITH_ERROR_CODE else None
         cr2 = self.cr(2) if vector == Vector.PF else None
-        return self._deliver(vector, IntrType.HARD_EXCEPTION, code, cr2=cr2, inst_len=0)
+        return self._deliver(vector, IntrType.HARD_EXCEPTION, code, cr2=cr2, inst_len=0, native=True)
 
     def _deliver(self, vector: int, itype: IntrType, error_code: int | None, cr2: int | None,
-                 inst_len: int) -> bool:
-        """Deliver an event; True when that ended in a triple-fault VM exit."""
+                 inst_len: int, native: bool = False) -> bool:
+        """Deliver an event; True when that ended in a triple-fault VM exit.  native: raised by
+        the CPU itself, not injected at VM entry (event.deliver's RF rule)."""
         if itype == IntrType.NMI_INTR:
             self.vmcs.guest_interruptibility_info |= GUEST_INTR_STATE_NMI   # blocked until IRET
         elif vector == Vector.DB:
-            self.guest_dr7 &= ~ctrlregs.DR7_GD     # the CPU lets the #DB handler use the debug registers
+            self.vmcs.guest_dr7 &= ~ctrlregs.DR7_GD     # the CPU lets the #DB handler use the debug registers
         next_rip = self.reg("rip") + inst_len if inst_len else None
         try:
-            event.deliver(self, vector, itype, error_code, next_rip=next_rip, cr2=cr2)
+            event.deliver(self, vector, itype, error_code, next_rip=next_rip, cr2=cr2, native=native)
         except event.TripleFault:
             return self._exit(ExitReason.TRIPLE_FAULT)
         except event.TaskGate as gate:

@@ -37,8 +37,13 @@ def _set_gpr(cpu, n: int, value: int, long_mode: bool) -> None:
 
 
 def _retire(cpu, length: int) -> bool:
+    """The instruction completes here, not in unicorn: with RFLAGS.TF set the CPU's single-step
+    trap follows it (#DB with DR6.BS, which KVM intercepts)."""
+    tf = cpu.reg("rflags") & _EFLAGS_TF
     cpu.set_reg("rip", cpu.reg("rip") + length)
     cpu.retired()
+    if tf:
+        return cpu._exception(Vector.DB, None, qual=DR6_BS)
     return False
 
 
@@ -55,7 +60,7 @@ def cr_dr_access(cpu, code: bytes, length: int) -> bool:
         cpu.set_cr(0, cpu.cr(0) & ~0x8)
         return _retire(cpu, length)
     if op[1] == 0x01:                                        # 0F 01 /4 SMSW, /6 LMSW
-        return _msw(cpu, op, length, privileged, long_mode)
+        return _msw(cpu, op, length, privileged, long_mode, _operand_size(cpu, code[:len(code) - len(op)], rex))
     modrm = op[2]
     num = ((modrm >> 3) & 7) | (8 if rex & 4 else 0)         # CRn/DRn (REX.R)
     gpr = (modrm & 7) | (8 if rex & 1 else 0)                # the register operand (ModRM.mod is ignored)
@@ -83,7 +88,7 @@ def cr_dr_access(cpu, code: bytes, length: int) -> bool:
     return cpu._step_native(cpu.linear_rip(), length)
 
 
-def _msw(cpu, op: bytes, length: int, privileged: bool, long_mode: bool) -> bool:
+def _msw(cpu, op: bytes, length: int, privileged: bool, long_mode: bool, size: int) -> bool:
     modrm = op[2]
     if (modrm >> 3) & 7 == 4:                                # SMSW: CR0 through the read shadow
         if modrm >> 6 != 3:
@@ -91,7 +96,6 @@ def _msw(cpu, op: bytes, length: int, privileged: bool, long_mode: bool) -> bool
         n = (modrm & 7) | (8 if cpu.mode() == "long64" and _rex(op, cpu) & 1 else 0)
         shadowed = cr_read_value(cpu.vmcs, 0, cpu.cr(0))
         old = cpu.reg(GPR_ORDER[n])
-        size = _operand_size(cpu, op)
         cpu.set_reg(GPR_ORDER[n], (old & ~0xFFFF) | (shadowed & 0xFFFF) if size == 2 else
                     shadowed & ((1 << 8 * size) - 1))
         return _retire(cpu, length)
@@ -115,11 +119,18 @@ def _rex(op: bytes, cpu) -> int:
     return 0   # the REX byte is consumed by _split; SMSW's register is named by ModRM.rm and REX.B
 
 
-def _operand_size(cpu, op: bytes) -> int:
-    return 8 if cpu.mode() == "long64" else 4 if cpu.mode() in ("prot32", "compat") else 2
+def _operand_size(cpu, prefixes: bytes, rex: int) -> int:
+    """The operand size of SMSW r: REX.W 8; else the code segment's default, 0x66 toggling 16/32
+    (SMSW r32 stores all of CR0's low 32 bits, as Intel CPUs do)."""
+    mode = cpu.mode()
+    if mode == "long64" and rex & 8:
+        return 8
+    default32 = mode in ("prot32", "compat", "long64")
+    return 2 if default32 == (0x66 in prefixes) else 4
 
 
-DR6_BD, DR7_GD = 1 << 13, 1 << 13
+DR6_BD, DR6_BS, DR7_GD = 1 << 13, 1 << 14, 1 << 13
+_EFLAGS_TF = 1 << 8
 DR6_FIXED_1, DR6_VOLATILE, DR7_VOLATILE, DR7_FIXED_1 = 0xFFFE0FF0 | (1 << 16) | (1 << 11), 0x0001E80F, 0xFFFF2BFF, 0x400
 
 
@@ -127,7 +138,7 @@ def _mov_dr_native(cpu, num: int, gpr: int, from_dr: bool, length: int, long_mod
     """MOV DR with MOV-DR exiting off (KVM's lazy switch): the CPU's own checks, in its order
     (CPL > 0 #GP, DR4/DR5 with CR4.DE #UD, DR7.GD #DB with DR6.BD set and GD cleared), then the access
     on the registers KVM loaded (DR6 reads its fixed-1 bits; the modelled CPU has no RTM or bus-lock
-    detection to report).  Simplified: the breakpoints DR7 enables are not armed."""
+    detection to report); DR0-3/DR7 writes re-arm the breakpoints (hw/debugregs.py)."""
     if privileged:
         return cpu._exception(Vector.GP, 0)
     if num in (4, 5):
@@ -137,13 +148,12 @@ def _mov_dr_native(cpu, num: int, gpr: int, from_dr: bool, length: int, long_mod
     if num > 7:
         return cpu._exception(Vector.UD, None)
     uc = cpu.uc
-    if cpu.guest_dr7 & DR7_GD:
-        uc.reg_write(U.UC_X86_REG_DR6, (uc.reg_read(U.UC_X86_REG_DR6) & ~0xF) | DR6_BD)
-        cpu.guest_dr7 &= ~DR7_GD
-        return cpu._exception(Vector.DB, None)
+    if cpu.vmcs.guest_dr7 & DR7_GD:
+        cpu.vmcs.guest_dr7 &= ~DR7_GD
+        return cpu._exception(Vector.DB, None, qual=DR6_BD)     # #DB is intercepted: BD in the qualification
     rid = _DR_IDS[num]
     if from_dr:
-        value = cpu.guest_dr7 if num == 7 else uc.reg_read(rid)
+        value = cpu.vmcs.guest_dr7 if num == 7 else uc.reg_read(rid)
         _set_gpr(cpu, gpr, value, long_mode)
         return _retire(cpu, length)
     value = _gpr(cpu, gpr, long_mode)
@@ -152,9 +162,13 @@ def _mov_dr_native(cpu, num: int, gpr: int, from_dr: bool, length: int, long_mod
     if num == 6:
         value = (value & DR6_VOLATILE) | DR6_FIXED_1
     elif num == 7:
-        value = cpu.guest_dr7 = (value & DR7_VOLATILE) | DR7_FIXED_1
-        value &= ~0xFF                                   # no breakpoints armed in the engine
+        value = cpu.vmcs.guest_dr7 = (value & DR7_VOLATILE) | DR7_FIXED_1
+        value &= ~0xFF                                   # the engine's own breakpoints stay off
+    else:
+        cpu.debugregs[num] = value
     uc.reg_write(rid, value)
+    if num != 6:
+        cpu._arm_breakpoints()
     return _retire(cpu, length)
 
 

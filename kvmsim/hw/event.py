@@ -20,9 +20,9 @@ EFLAGS_TF, EFLAGS_IF, EFLAGS_NT, EFLAGS_RF, EFLAGS_VM, EFLAGS_AC = 1 << 8, 1 << 
 class DeliveryFault(Exception):
     """An exception raised while delivering an event."""
 
-    def __init__(self, vector: int, error_code: int | None = 0) -> None:
+    def __init__(self, vector: int, error_code: int | None = 0, cr2: int | None = None) -> None:
         super().__init__(vector, error_code)
-        self.vector, self.error_code = vector, error_code
+        self.vector, self.error_code, self.cr2 = vector, error_code, cr2   # cr2: a #PF's linear address
 
 
 class TripleFault(Exception):
@@ -52,24 +52,34 @@ class EventCpu(Protocol):
     def set_cr2(self, value: int) -> None: ...
 
 
+# Fault-class exceptions (SDM table 6-1) other than #DB: delivering one the CPU raised itself
+# pushes RFLAGS with RF=1, so that IRET back to the faulting instruction is not stopped by its
+# instruction breakpoint again (SDM 17.3.1.1).  #DB pushes RF as it is, like traps and aborts.
+FAULTS_SETTING_RF = frozenset({Vector.DE, Vector.BR, Vector.UD, Vector.NM, 9, Vector.TS, Vector.NP,
+                               Vector.SS, Vector.GP, Vector.PF, Vector.MF, Vector.AC, Vector.XM, 20, 21})
+
+
 def deliver(cpu: EventCpu, vector: int, itype: IntrType, error_code: int | None,
-            next_rip: int | None = None, cr2: int | None = None) -> None:
-    """Deliver one event, escalating to #DF and to a triple fault as the SDM's table 6-5 says."""
+            next_rip: int | None = None, cr2: int | None = None, native: bool = False) -> None:
+    """Deliver one event, escalating to #DF and to a triple fault as the SDM's table 6-5 says.
+    native: the CPU raised the exception itself (not VM-entry injection, whose pushed RFLAGS is
+    the guest RFLAGS KVM wrote); a fault then pushes RF=1, as does a fault raised while delivering."""
     first: int | None = None
     while True:
         try:
             if vector == Vector.PF and cr2 is not None:
                 cpu.set_cr2(cr2)
-            _deliver_once(cpu, vector, itype, error_code, next_rip)
+            set_rf = native and itype == IntrType.HARD_EXCEPTION and vector in FAULTS_SETTING_RF
+            _deliver_once(cpu, vector, itype, error_code, next_rip, set_rf)
             return
         except DeliveryFault as f:
             if vector == Vector.DF:
                 raise TripleFault() from None
+            itype, next_rip, cr2, native = IntrType.HARD_EXCEPTION, None, None, True
             if _becomes_double(vector, f.vector):
                 vector, error_code = Vector.DF, 0
             else:
-                vector, error_code = f.vector, f.error_code
-            itype, next_rip, cr2 = IntrType.HARD_EXCEPTION, None, None
+                vector, error_code, cr2 = f.vector, f.error_code, f.cr2
             first = vector if first is None else first
 
 
@@ -85,11 +95,11 @@ def _return_rip(cpu: EventCpu, itype: IntrType, next_rip: int | None) -> int:
 
 
 def _deliver_once(cpu: EventCpu, vector: int, itype: IntrType, error_code: int | None,
-                  next_rip: int | None) -> None:
+                  next_rip: int | None, set_rf: bool = False) -> None:
     mode = cpu.mode()
     base, limit = cpu.idtr()
     ret = _return_rip(cpu, itype, next_rip)
-    flags = cpu.reg("rflags")
+    flags = cpu.reg("rflags") | (EFLAGS_RF if set_rf else 0)
     ext = 0 if itype in (IntrType.SOFT_INTR,) else 1
     if mode == "real":
         if vector * 4 + 3 > limit:

@@ -180,7 +180,7 @@ class GuestMemory:
         try:
             return int.from_bytes(self.read_linear_bytes(addr, size, user), "little")
         except paging.PageFault as pf:
-            raise event.DeliveryFault(Vector.PF, pf.error_code) from None
+            raise event.DeliveryFault(Vector.PF, pf.error_code, pf.address) from None
         except UcError:
             raise event.DeliveryFault(Vector.GP, 0) from None
 
@@ -194,7 +194,7 @@ class GuestMemory:
                 self.code_written(gpa, chunk)
                 addr, data = addr + chunk, data[chunk:]
         except paging.PageFault as pf:
-            raise event.DeliveryFault(Vector.PF, pf.error_code) from None
+            raise event.DeliveryFault(Vector.PF, pf.error_code, pf.address) from None
         except UcError:
             raise event.DeliveryFault(Vector.GP, 0) from None
 

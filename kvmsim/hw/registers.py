@@ -324,14 +324,15 @@ class CpuState:
 
     def load_debug_regs(self, db: list[int], dr6: int) -> None:
         """KVM's set_debugreg before entry (DR0-3, DR6): what native MOV DR then sees, with
-        GUEST_DR7 (`guest_dr7`, which KVM writes on its own, vmx_set_dr7).  Simplified: DR7's
-        breakpoint enables are not armed in the engine (only GD matters to the silicon, ctrlregs.py)."""
+        GUEST_DR7 (`vmcs.guest_dr7`, which KVM writes on its own, vmx_set_dr7); the breakpoints DR7
+        enables are armed by hw/debugregs.py, not by the engine's own DR7."""
         uc = self.uc or self._power_on()
-        for rid, v in zip(self._DR_IDS, (*db, dr6, self.guest_dr7 & ~0xFF)):
+        for rid, v in zip(self._DR_IDS, (*db, dr6, self.vmcs.guest_dr7 & ~0xFF)):
             uc.reg_write(rid, v)
+        self.set_debugregs(list(db))                     # type: ignore[attr-defined]  (hw/debugregs.py)
 
     def read_debug_regs(self) -> tuple[tuple[int, int, int, int], int, int]:
         """get_debugreg after the exit: DR0-3, DR6 and GUEST_DR7 as the guest left them."""
         uc = self.uc or self._power_on()
         vals = [uc.reg_read(rid) for rid in self._DR_IDS[:5]]
-        return (vals[0], vals[1], vals[2], vals[3]), vals[4], self.guest_dr7
+        return (vals[0], vals[1], vals[2], vals[3]), vals[4], self.vmcs.guest_dr7

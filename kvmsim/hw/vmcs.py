@@ -219,6 +219,7 @@ class Vmcs:
     vm_entry_instruction_len: int = 0
     guest_interruptibility_info: int = 0
     guest_pending_dbg_exceptions: int = 0
+    guest_dr7: int = 0x400              # DR7 the CPU arms its breakpoints from (KVM's vmx_set_dr7)
     vm_instruction_error: int = 0
     vmx_instruction_info: int = 0       # VMX_INSTRUCTION_INFO: operands of INVPCID & co. (SDM table 28-13)
     guest_pml_index: int = 511          # GUEST_PML_INDEX: the next PML entry the CPU writes (511 down to 0)

@@ -267,6 +267,7 @@ def kvm_set_dr(vcpu: KvmVcpu, dr: int, val: int) -> int:
     arch = vcpu.arch
     if dr < 4:
         arch.db[dr] = val
+        kvm_update_dr7(vcpu)                      # kvm_update_dr0123: the CPU gets the new address
     elif dr in (4, 6):
         if val >> 32:
             return 1
@@ -275,7 +276,14 @@ def kvm_set_dr(vcpu: KvmVcpu, dr: int, val: int) -> int:
         if val >> 32:
             return 1
         arch.dr7 = (val & DR7_VOLATILE) | DR7_FIXED_1
-        vcpu.hw.guest_dr7 = arch.dr7            # kvm_update_dr7 → vmx_set_dr7: GUEST_DR7
-        # kvm_update_dr7: the silicon arms no hardware breakpoints (simplification: DR0-3/DR7
-        # are kept by KVM only, as KVM_GET_DEBUGREGS would report them).
+        kvm_update_dr7(vcpu)
     return 0
+
+
+def kvm_update_dr7(vcpu: KvmVcpu) -> None:
+    """The guest's DR7 into GUEST_DR7 (vmx_set_dr7) and DR0-3 into the CPU's debug registers, which
+    KVM loads before VM entry whenever a DR7 enable bit is set (KVM_DEBUGREG_BP_ENABLED).
+    Simplified: no KVM_SET_GUEST_DEBUG breakpoints to merge in."""
+    arch = vcpu.arch
+    vcpu.hw.vmcs.guest_dr7 = arch.dr7
+    vcpu.hw.set_debugregs(list(arch.db))

@@ -19,7 +19,8 @@ from kvmsim.kvm.trace import KVM_ISA_VMX
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.x86_emulate import EMULTYPE_SKIP, EMULTYPE_VMWARE_GP, handle_ud, kvm_emulate_instruction
 from kvmsim.hw.paging import PageFault
-from kvmsim.kvm.x86_exception import (kvm_complete_insn_gp, kvm_inject_gp, kvm_inject_page_fault, kvm_queue_exception,
+from kvmsim.kvm.x86_exception import (kvm_complete_insn_gp, kvm_deliver_exception_payload, kvm_inject_gp,
+                                      kvm_inject_page_fault, kvm_queue_exception,
                                       kvm_queue_exception_e, kvm_queue_exception_p, kvm_skip_emulated_instruction)
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.kvm import vmx_guest_state                            # invalid guest state
@@ -29,8 +30,9 @@ from kvmsim.uapi import KvmExit, KvmInternalError, KvmRunFlags
 ExitHandler = Callable[[KvmVcpu], int]
 EXIT_FASTPATH_NONE = 0
 EIO = 5
-KVM_GUESTDBG_USE_HW_BP = 0x00020000
+KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP = 0x00000002, 0x00020000
 KVM_DEBUGREG_BP_ENABLED, KVM_DEBUGREG_WONT_EXIT, KVM_DEBUGREG_RELOAD = 1, 2, 4
+EFLAGS_TF = 1 << 8
 _EPT_MISCONFIG = int(ExitReason.EPT_MISCONFIG)
 _REASON_NAMES: dict[int, str] = {}   # exit_reason_name memo (vcpu.stat.exits_by_reason keys)
 
@@ -103,9 +105,10 @@ def vmx_complete_interrupts(vcpu: KvmVcpu) -> None:
 
 
 def vmx_exception_bitmap(params) -> frozenset[int]:
-    """update_exception_bitmap: #UD, #MC, #AC always; #GP for the VMware backdoor; #PF without EPT
+    """update_exception_bitmap: #DB, #UD, #MC, #AC always (#DB so that a guest cannot loop the CPU
+    in #DB delivery, CVE-2015-8104); #GP for the VMware backdoor; #PF without EPT
     (vmx_need_pf_intercept: the shadow MMU sees every guest page fault)."""
-    bitmap = {Vector.UD, Vector.MC, Vector.AC}
+    bitmap = {Vector.DB, Vector.UD, Vector.MC, Vector.AC}
     if params.enable_vmware_backdoor:
         bitmap.add(Vector.GP)
     if not params.enable_ept:
@@ -242,12 +245,7 @@ def vmx_inject_exception(vcpu: KvmVcpu) -> None:
         v.vm_entry_exception_error_code = exc.error_code & 0xFFFF
     if soft:
         v.vm_entry_instruction_len = vcpu.arch.event_exit_inst_len
-    if exc.vector == Vector.PF and exc.has_payload:
-        vcpu.hw.set_cr2(exc.payload)
-    elif exc.vector == Vector.DB and exc.has_payload:    # kvm_deliver_exception_payload: DR6
-        dr6 = (vcpu.arch.dr6 & ~0xF) | cr.DR6_ACTIVE_LOW | exc.payload
-        vcpu.arch.dr6 = (dr6 ^ (exc.payload & cr.DR6_ACTIVE_LOW)) & ~(1 << 12)
-        exc.has_payload = False
+    kvm_deliver_exception_payload(vcpu)
     v.vm_entry_intr_info_field = info
     vcpu.stat.injected_exceptions.append({"vector": exc.vector, "error_code": exc.error_code if has_error else None})
     if PROBES.enabled:
@@ -291,12 +289,39 @@ def handle_exception_nmi(vcpu: KvmVcpu) -> int:
         cr2 = vmx_get_exit_qual(vcpu)    # the CPU left CR2 alone: the address is the qualification
         # (With EPT #PF is intercepted only for allow_smaller_maxphyaddr, not modelled.)
         return mmu.kvm_handle_page_fault(vcpu, error_code, cr2)
+    if vector == Vector.DB:                                                            # 10: #DB
+        return handle_db(vcpu, info)
     if vector == Vector.AC:                                                            # 10: #AC
         kvm_queue_exception_e(vcpu, Vector.AC, error_code)
         return 1
     run = vcpu.run                                                                     # 10: default
     run.exit_reason = KvmExit.EXCEPTION
     run.ex.exception, run.ex.error_code = vector, error_code
+    return 0
+
+
+def handle_db(vcpu: KvmVcpu, info: int) -> int:
+    """handle_exception_nmi's #DB case: the exit qualification holds the DR6 bits of the #DB.  ICEBP
+    exits on the instruction itself (an instruction intercept in disguise): skip it without the
+    single-step #DB a skip would add.  A single-step pending across STI/MOV-SS blocking goes to
+    PENDING_DBG_EXCEPTIONS.BS (the CPU leaves it clear on a #DB exit).  Then the #DB is queued
+    with the DR6 bits as payload.  With userspace debugging, KVM_EXIT_DEBUG instead."""
+    hw = vcpu.hw
+    dr6 = vmx_get_exit_qual(vcpu)
+    if not vcpu.guest_debug & (KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_HW_BP):
+        if info & INTR_INFO_INTR_TYPE_MASK == IntrType.PRIV_SW_EXCEPTION:          # is_icebp
+            skip_emulated_instruction(vcpu)
+        elif hw.reg("rflags") & EFLAGS_TF and hw.vmcs.guest_interruptibility_info & (
+                GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS):
+            hw.vmcs.guest_pending_dbg_exceptions |= cr.DR6_BS
+        kvm_queue_exception_p(vcpu, Vector.DB, dr6)
+        return 1
+    run = vcpu.run                                           # userspace debugs the guest
+    run.exit_reason = KvmExit.DEBUG
+    run.debug.arch.dr6 = dr6 | cr.DR6_ACTIVE_LOW
+    run.debug.arch.dr7 = hw.vmcs.guest_dr7
+    run.debug.arch.pc = kvm_get_linear_rip(vcpu)
+    run.debug.arch.exception = Vector.DB
     return 0
 
 
@@ -422,7 +447,7 @@ def handle_dr(vcpu: KvmVcpu) -> int:
         return 1
     err = 1
     if vcpu.hw.cpl() == 0:
-        dr7 = vcpu.hw.guest_dr7                             # GUEST_DR7: the CPU clears GD on a #DB
+        dr7 = vcpu.hw.vmcs.guest_dr7                             # GUEST_DR7: the CPU clears GD on a #DB
         if dr7 & cr.DR7_GD:
             if vcpu.guest_debug & KVM_GUESTDBG_USE_HW_BP:
                 run = vcpu.run

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from kvmsim.hw.vmcs import EXCEPTIONS_WITH_ERROR_CODE
 from kvmsim.kvm import cr, lapic, mmu_shadow
-from kvmsim.kvm.kvm_cache_regs import EFLAGS_IF
+from kvmsim.hw.vmcs import Vector
+from kvmsim.kvm.kvm_cache_regs import EFLAGS_IF, EFLAGS_RF
 from kvmsim.kvm.kvm_x86_ops import KvmX86Ops, kvm_ops_update, kvm_x86_ops
 from kvmsim.kvm.vcpu import KvmVcpu
 # x86.c's exception queueing, one module down so that cr.py and cpuid.py can use it too;
 # named here as well for callers that know them as x86.c's (the debugger's exception command).
 from kvmsim.kvm.x86_exception import kvm_queue_exception, kvm_queue_exception_e  # noqa: F401
-from kvmsim.kvm.x86_exception import kvm_skip_emulated_instruction
+from kvmsim.kvm.x86_exception import (EXCPT_FAULT, exception_type, kvm_deliver_exception_payload,
+                                      kvm_skip_emulated_instruction)
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KvmExit, KvmInternalError, KvmSregs
 
@@ -189,6 +191,16 @@ def kvm_check_and_inject_events(vcpu: KvmVcpu) -> None:
     interrupt that cannot be taken now (IF=0, STI/MOV-SS shadow) opens an interrupt window."""
     exc = vcpu.arch.exception
     if exc.pending:
+        # A fault pushes RF=1 (SDM 17.3.1.1) so that IRET retries the instruction without its
+        # instruction breakpoint firing again; VM entry pushes RFLAGS as KVM left it.
+        if exception_type(exc.vector) == EXCPT_FAULT:
+            hw = vcpu.hw
+            hw.set_reg("rflags", hw.reg("rflags") | EFLAGS_RF)
+        if exc.vector == Vector.DB:
+            kvm_deliver_exception_payload(vcpu)
+            if vcpu.arch.dr7 & cr.DR7_GD:               # GD is cleared on the #DB it raises
+                vcpu.arch.dr7 &= ~cr.DR7_GD
+                cr.kvm_update_dr7(vcpu)
         exc.pending, exc.injected = False, True
         kvm_x86_ops.inject_exception(vcpu)
         return
@@ -237,7 +249,10 @@ def __kvm_emulate_halt(vcpu: KvmVcpu) -> int:
 
 
 def kvm_vcpu_has_events(vcpu: KvmVcpu) -> bool:
-    """What wakes a halted vCPU: an NMI, a pending timer tick, or an interrupt it can take now."""
+    """What wakes a halted vCPU: an exception KVM queued (the single-step #DB of the HLT itself), an
+    NMI, a pending timer tick, or an interrupt it can take now."""
+    if vcpu.arch.exception.pending:
+        return True
     if vcpu.arch.nmi_pending or vcpu.arch.nmi_queued:
         return True
     if vcpu.arch.apic is not None and lapic.apic_has_pending_timer(vcpu):
@@ -259,6 +274,7 @@ def vcpu_block(vcpu: KvmVcpu) -> int:
             if vcpu.signal_pending or vcpu.hw.kick_pending:
                 return 1                                      # vcpu_run's signal check returns -EINTR
             vcpu.hw.insn_limit_hit = True
+            vcpu.hw.halted_forever = vcpu.hw.reg("rip")         # says why the budget "ran out" early
             vcpu.run.exit_reason = KvmExit.INTR
             return -EINTR
     vcpu.arch.mp_state_halted = False                         # KVM_MP_STATE_RUNNABLE

@@ -15,6 +15,24 @@ from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.probe import kfunc
 
 
+# exception_type: the class of an exception vector, as x86.c sorts them (SDM table 6-1, with every
+# #DB a trap: instruction breakpoints are not KVM's to queue).
+EXCPT_FAULT, EXCPT_TRAP, EXCPT_ABORT, EXCPT_INTERRUPT = 0, 1, 2, 3
+_TRAP_VECTORS = frozenset({Vector.DB, Vector.BP, Vector.OF})
+_ABORT_VECTORS = frozenset({Vector.DF, Vector.MC})
+
+
+def exception_type(vector: int) -> int:
+    """Fault, trap or abort (an NMI or a vector above 31 is no exception: EXCPT_INTERRUPT)."""
+    if vector > 31 or vector == Vector.NMI:
+        return EXCPT_INTERRUPT
+    if vector in _TRAP_VECTORS:
+        return EXCPT_TRAP
+    if vector in _ABORT_VECTORS:
+        return EXCPT_ABORT
+    return EXCPT_FAULT                 # reserved vectors included
+
+
 def kvm_multiple_exception(vcpu: KvmVcpu, nr: int, has_error: bool, error_code: int,
                            has_payload: bool = False, payload: int = 0) -> None:
     """Queue an exception; a second one while one is queued becomes #DF, a third a triple fault."""
@@ -31,6 +49,27 @@ def kvm_multiple_exception(vcpu: KvmVcpu, nr: int, has_error: bool, error_code: 
     vcpu.requests.add("KVM_REQ_EVENT")
     exc.vector, exc.has_error_code, exc.error_code = nr, has_error, error_code
     exc.has_payload, exc.payload = has_payload, payload
+
+
+DR_TRAP_BITS = 0xF
+DR6_ACTIVE_LOW = 0xFFFF0FF0
+DR6_BUS_LOCK = 1 << 11
+
+
+def kvm_deliver_exception_payload(vcpu: KvmVcpu) -> None:
+    """The payload lands where the CPU would have put it: #DB's in DR6 (B0-B3 replaced, the other
+    bits ORed in, active-low bits as the payload flips them), #PF's in CR2."""
+    exc = vcpu.arch.exception
+    if not exc.has_payload:
+        return
+    if exc.vector == Vector.DB:
+        arch = vcpu.arch
+        dr6 = (arch.dr6 & ~DR_TRAP_BITS) | DR6_ACTIVE_LOW | exc.payload
+        dr6 ^= exc.payload & DR6_ACTIVE_LOW
+        arch.dr6 = dr6 & ~(1 << 12)                     # bit 12 reads 0 (no SMM #DB)
+    elif exc.vector == Vector.PF:
+        vcpu.hw.set_cr2(exc.payload)
+    exc.has_payload, exc.payload = False, 0
 
 
 @kfunc("nr")

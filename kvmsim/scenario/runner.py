@@ -446,7 +446,9 @@ def _insn_budget(sc: Scenario, vcpu: VcpuFd, config: VmmConfig) -> None:
     if n is None:
         return      # nothing counted: unicorn runs without its per-instruction count hook
     hw.insn_limit = n
-    config.limit_reached = lambda: limit_detail("max_guest_insns", n) if hw.insn_limit_hit else None
+    config.limit_reached = lambda: None if not hw.insn_limit_hit else limit_detail("max_guest_insns", n) + (
+        "" if hw.halted_forever is None else
+        f"; halted at rip {hw.halted_forever:#x} with nothing that could wake it (KVM would sleep on)")
 
 
 def run_machine(m: Machine) -> RunResult:
