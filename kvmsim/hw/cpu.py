@@ -20,7 +20,7 @@ from unicorn import unicorn_const as UCC
 
 from unicorn.unicorn_py3.unicorn import HOOK_MEM_INVALID_CFUNC, uc_hook_h, uclib
 from unicorn.unicorn_py3.arch.intel import HOOK_INSN_CPUID_CFUNC
-from unicorn.x86_const import UC_X86_INS_RDTSC, UC_X86_REG_RAX, UC_X86_REG_RDX
+from unicorn.x86_const import UC_X86_INS_RDTSC, UC_X86_REG_DR6, UC_X86_REG_RAX, UC_X86_REG_RDX
 
 from kvmsim.errors import KvmSimBug
 from kvmsim.hw import ctrlregs, event, fixups, paging, quirks
@@ -48,6 +48,7 @@ X86_CR4_OSXSAVE = 1 << 18
 X86_CR4_PCE = 1 << 8
 PAUSE_CYCLES = 140    # PAUSE latency on Skylake and later (Intel optimization manual)
 EFLAGS_RF = 1 << 16
+DB_EXIT_QUAL_BITS = 0xF | 1 << 13 | 1 << 14   # B0-B3, BD, BS
 EFLAGS_VM = event.EFLAGS_VM
 # MSRs that hold a linear address; WRMSR of a non-canonical value is #GP (SDM WRMSR).
 CANONICAL_MSRS = frozenset({0xC0000100, 0xC0000101, 0xC0000102, 0x175, 0x176})
@@ -192,6 +193,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 return
             self.entry_checks_due, self.written_rflags = False, None
         if vmcs.vm_entry_intr_info_field & 0x80000000:
+            if (vmcs.vm_entry_intr_info_field & 0x700) == IntrType.EXT_INTR and not self._intr_window_open():
+                # SDM 26.3.1.4-5: injecting an external interrupt needs RFLAGS.IF = 1 and no STI/MOV-SS
+                # blocking; otherwise VM entry fails (invalid guest state), the event not delivered.
+                vmcs.vm_entry_intr_info_field = 0
+                self._exit(int(ExitReason.INVALID_STATE) | VMX_EXIT_REASONS_FAILED_VMENTRY)  # type: ignore[arg-type]
+                return
             info, vmcs.vm_entry_intr_info_field = vmcs.vm_entry_intr_info_field, 0
             if self._deliver(info & 0xFF, IntrType(info & 0x700),
                              vmcs.vm_entry_exception_error_code if info & 0x800 else None,
@@ -764,7 +771,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         """A fault the guest raised natively: exit if KVM intercepts the vector, else deliver it."""
         if vector in self.exception_bitmap:
             has = vector in EXCEPTIONS_WITH_ERROR_CODE
-            return self._exit(ExitReason.EXCEPTION_NMI, 0, self._insn_len(),
+            # A #DB exit's qualification: the DR6-format causes (B0-B3, BD, BS) the CPU recorded.
+            qual = self.uc.reg_read(UC_X86_REG_DR6) & DB_EXIT_QUAL_BITS if vector == Vector.DB else 0
+            return self._exit(ExitReason.EXCEPTION_NMI, qual, self._insn_len(),
                               intr=intr_info(vector, IntrType.HARD_EXCEPTION, has), err=error_code or 0)
         self.native_exceptions += 1
         code = (error_code or 0) if vector in EXCEPTIONS_WITH_ERROR_CODE else None

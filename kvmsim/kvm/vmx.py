@@ -11,7 +11,7 @@ from kvmsim.hw.vmcs import (APIC_ACCESS_OFFSET, APIC_ACCESS_TYPE, CPU_BASED_INTR
                             INTR_INFO_VALID_MASK, INTR_INFO_VECTOR_MASK, IO_QUAL_IN, IO_QUAL_PORT_SHIFT,
                             IO_QUAL_SIZE_MASK, IO_QUAL_STRING, VMX_EXIT_REASONS_FAILED_VMENTRY, CrAccessType,
                             CrExitQual, DrExitQual, ExitReason, IntrType, Vector, exit_reason_name, intr_info)
-from kvmsim.kvm import cpuid, cr, hypercall, lapic, mmu, msr, pio, vmx_controls, x86
+from kvmsim.kvm import cpuid, cr, guest_debug, hypercall, lapic, mmu, msr, pio, vmx_controls, x86
 from kvmsim.kvm.kvm_cache_regs import kvm_get_linear_rip, kvm_register_read, kvm_register_write, kvm_rip_write
 from kvmsim.kvm.kvm_x86_ops import KvmX86Ops
 from kvmsim.kvm.trace import KVM_ISA_VMX
@@ -20,12 +20,12 @@ from kvmsim.kvm.x86_emulate import EMULTYPE_SKIP, EMULTYPE_VMWARE_GP, handle_ud,
 from kvmsim.kvm.x86_exception import (kvm_complete_insn_gp, kvm_inject_gp, kvm_queue_exception,
                                       kvm_queue_exception_e, kvm_queue_exception_p, kvm_skip_emulated_instruction)
 from kvmsim.probe import PROBES, kfunc, tracepoint
-from kvmsim.uapi import KvmExit, KvmInternalError
+from kvmsim.uapi import KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KvmExit, KvmInternalError
 
 ExitHandler = Callable[[KvmVcpu], int]
 EXIT_FASTPATH_NONE = 0
 EIO = 5
-KVM_GUESTDBG_USE_HW_BP = 0x00020000
+X86_EFLAGS_TF = 1 << 8
 _EPT_MISCONFIG = int(ExitReason.EPT_MISCONFIG)
 _REASON_NAMES: dict[int, str] = {}   # exit_reason_name memo (vcpu.stat.exits_by_reason keys)
 
@@ -90,6 +90,7 @@ def vmx_complete_interrupts(vcpu: KvmVcpu) -> None:
     """Events injected at this entry were delivered by the CPU (no IDT-vectoring info): clear them."""
     vcpu.arch.exception.injected = False
     vcpu.arch.nmi_injected = False
+    vcpu.arch.interrupt.injected = False          # kvm_clear_interrupt_queue
 
 
 def vmx_exception_bitmap(params) -> frozenset[int]:
@@ -230,10 +231,11 @@ def vmx_inject_nmi(vcpu: KvmVcpu) -> None:
     vcpu.hw.vmcs.vm_entry_intr_info_field = intr_info(Vector.NMI, IntrType.NMI_INTR)
 
 
-def vmx_inject_irq(vcpu: KvmVcpu, irq: int) -> None:
-    vcpu.stat.irq_injections += 1
+def vmx_inject_irq(vcpu: KvmVcpu, irq: int, reinjected: bool = False) -> None:
+    if not reinjected:
+        vcpu.stat.irq_injections += 1
     if PROBES.enabled:
-        tracepoint("kvm_inj_virq", vector=irq, soft=False, reinjected=False)
+        tracepoint("kvm_inj_virq", vector=irq, soft=False, reinjected=reinjected)
     vcpu.hw.vmcs.vm_entry_intr_info_field = intr_info(irq, IntrType.EXT_INTR)
 
 
@@ -258,6 +260,25 @@ def handle_exception_nmi(vcpu: KvmVcpu) -> int:
             kvm_queue_exception_e(vcpu, Vector.GP, error_code)
             return 1
         return kvm_emulate_instruction(vcpu, EMULTYPE_VMWARE_GP)
+    if vector == Vector.DB:                                                            # 10: #DB
+        dr6 = vmx_get_exit_qual(vcpu)
+        if not vcpu.guest_debug & (KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_HW_BP):
+            if itype == IntrType.PRIV_SW_EXCEPTION:       # ICEBP exits on itself: skip it, then #DB
+                skip_emulated_instruction(vcpu)
+            elif (vcpu.hw.reg("rflags") & X86_EFLAGS_TF and vcpu.hw.vmcs.guest_interruptibility_info
+                  & (GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS)):
+                vcpu.hw.vmcs.guest_pending_dbg_exceptions |= cr.DR6_BS
+            kvm_queue_exception_p(vcpu, Vector.DB, dr6)
+            return 1
+        vcpu.run.debug.arch.dr6 = dr6 | cr.DR6_ACTIVE_LOW
+        vcpu.run.debug.arch.dr7 = guest_debug.kvm_effective_dr7(vcpu)
+    if vector in (Vector.DB, Vector.BP):                                               # 10: #BP (and #DB)
+        vcpu.arch.event_exit_inst_len = vcpu.hw.vmcs.vm_exit_instruction_len
+        run = vcpu.run
+        run.exit_reason = KvmExit.DEBUG
+        run.debug.arch.pc = kvm_get_linear_rip(vcpu)
+        run.debug.arch.exception = vector
+        return 0
     if vector == Vector.AC:                                                            # 10: #AC
         kvm_queue_exception_e(vcpu, Vector.AC, error_code)
         return 1

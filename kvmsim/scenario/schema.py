@@ -894,7 +894,24 @@ class ExpHypercall(_Model):
     nr: U64 | None = None
 
 
-USERSPACE_KINDS = ("io", "mmio", "hlt", "shutdown", "internal", "rdmsr", "wrmsr", "hypercall")
+class ExpIrqWindowOpen(_Model):
+    """KVM_EXIT_IRQ_WINDOW_OPEN (issue 14): kvm_run's if_flag and ready_for_interrupt_injection."""
+
+    if_flag: Annotated[int, Field(ge=0, le=1)] | None = None
+    ready: Annotated[int, Field(ge=0, le=1)] | None = None
+
+
+class ExpDebug(_Model):
+    """KVM_EXIT_DEBUG (issue 14): run->debug.arch."""
+
+    exception: U8 | None = None
+    pc: U64 | None = None
+    dr6: U64 | None = None
+    dr7: U64 | None = None
+
+
+USERSPACE_KINDS = ("io", "mmio", "hlt", "shutdown", "internal", "rdmsr", "wrmsr", "hypercall",
+                   "irq_window_open", "debug")
 
 
 class ExpectUserspaceExit(_Model):
@@ -908,6 +925,8 @@ class ExpectUserspaceExit(_Model):
     rdmsr: ExpRdmsr | None = None
     wrmsr: ExpWrmsr | None = None
     hypercall: ExpHypercall | None = None
+    irq_window_open: ExpIrqWindowOpen | None = None
+    debug: ExpDebug | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -1176,12 +1195,42 @@ class VcpuState(_Model):
     sregs: SregsState = Field(default_factory=SregsState)
 
 
+# -- issue 14 (events from userspace): the VMM's userspace PIC and its guest debugger ------------
+
+class VmmIrq(_Model):
+    """An interrupt the VMM's userspace PIC raises (no kvm.irqchip): from then on, before every KVM_RUN,
+    KVM_INTERRUPT once kvm_run says ready_for_interrupt_injection, else request_interrupt_window = 1
+    (QEMU's kvm_arch_pre_run); KVM_EXIT_IRQ_WINDOW_OPEN then just re-enters."""
+
+    at_userspace_exit: Count = Field(description="raised after this many exits to userspace (0: before the first KVM_RUN)")
+    vector: U8
+
+
+GUEST_DEBUG_CONTROLS = {"enable": 0x1, "singlestep": 0x2, "use_sw_bp": 0x10000, "use_hw_bp": 0x20000}
+
+
+class VmmGuestDebug(_Model):
+    """KVM_SET_GUEST_DEBUG the VMM issues after this many exits to userspace; control [] turns it off.
+    At KVM_EXIT_DEBUG the VMM records run->debug.arch and re-enters (a #BP: past the INT3)."""
+
+    at_userspace_exit: Count
+    control: list[Literal["enable", "singlestep", "use_sw_bp", "use_hw_bp"]] = Field(default_factory=list)
+    debugreg: list[U64] = Field(default_factory=list, max_length=8, description="DR0-3 addresses, debugreg[7]: DR7 "
+                                "(use_hw_bp)")
+
+    @property
+    def control_bits(self) -> int:
+        return sum(GUEST_DEBUG_CONTROLS[c] for c in set(self.control))
+
+
 class VmmSettings(_Model):
     """How the userspace VMM's run loop behaves."""
 
     on_hlt: Literal["stop", "resume"] = Field(
         "stop", description="KVM_EXIT_HLT: stop the run (stop.reason hlt), or KVM_RUN again "
                             "(the guest continues after its HLT; bounded by limits)")
+    irqs: list[VmmIrq] = Field(default_factory=list, description="the VMM's userspace PIC: interrupts it raises")
+    guest_debug: list[VmmGuestDebug] = Field(default_factory=list, description="KVM_SET_GUEST_DEBUG calls")
 
 
 # ---------------------------------------------------------------- the scenario
