@@ -319,6 +319,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 if self._dbg_reported is not None:     # the instruction reported runs now (or exits)
                     self._dbg_reported = None
                     self._dbg_update()
+            if win and self._intr_window_open():
+                return self._exit(ExitReason.INTERRUPT_WINDOW)   # checked before the next instruction, exiting or not
             dec = self._exits.get(here)
             if dec is not None and dec.mode == self._mode and not self._mode_stale:
                 if self._exiting_insn(dec):           # a stop classified before (the hot path)

@@ -1,0 +1,155 @@
+"""Issue 14 events from userspace, on both backends through the Python API: KVM_GET/SET_VCPU_EVENTS
+round trips, KVM_INTERRUPT's queueing rules, KVM_SET_GUEST_DEBUG's hidden TF and its errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backends import BACKENDS
+from kvmsim.errors import BackendError
+from kvmsim.scenario.runner import make_machine, run_machine
+from kvmsim.scenario.schema import Scenario
+from kvmsim.uapi import (KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_VCPUEVENT_VALID_NMI_PENDING,
+                         KVM_VCPUEVENT_VALID_SHADOW, KVM_VCPUEVENT_VALID_SMM, KvmGuestDebug, KvmVcpuEvents)
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The guest counts vector-0x20 interrupts in EBX and NMIs in ESI; it stops at the OUT to 0x80
+# (IF=0), then at the OUT to 0x81 (IF=1), then reports EBX in the debug-exit code.
+GUEST = """
+.include "kvmsim.inc"
+.globl _start
+_start:
+    SET_IDT_HANDLER 0x20, irq
+    SET_IDT_HANDLER 2, nmi
+    xorl %ebx, %ebx
+    xorl %esi, %esi
+    cli
+    outb %al, $0x80
+    sti
+    nop
+    outb %al, $0x81
+    movl %ebx, %eax
+    EXIT_EAX
+irq: incl %ebx
+    iretq
+nmi: incl %esi
+    iretq
+"""
+
+
+def _machine(backend: str):
+    sc = Scenario.model_validate({"name": "events", "description": "events test guest",
+                                  "guest": {"mode": "long64", "asm": GUEST},
+                                  "devices": [{"type": "debug-exit", "port": 0xF4}]},
+                                 context={"base_dir": REPO / "scenarios"})
+    return make_machine(sc, backend)
+
+
+def _port(vcpu) -> int:
+    assert vcpu.mapping.run.exit_reason == 2
+    return vcpu.mapping.run.io.port
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vcpu_events_report_a_kvm_interrupt_and_round_trip(backend: str) -> None:
+    with _machine(backend) as m:
+        v = m.vcpu
+        assert v.run() == 0 and _port(v) == 0x80
+        before = v.get_vcpu_events()
+        assert before.flags == KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM
+        assert before.interrupt.injected == 0 and before.nmi.pending == 0 and before.exception.injected == 0
+        v.nmi()
+        mid = v.get_vcpu_events()
+        assert mid.nmi.pending == 1                       # KVM_NMI queued, process_nmi made it pending
+        saved = KvmVcpuEvents.from_buffer_copy(mid)
+        v.set_vcpu_events(saved)
+        assert v.get_vcpu_events().as_dict() == mid.as_dict()
+        # Drop the NMI again through SET (a restore of the state before KVM_NMI).
+        v.set_vcpu_events(before)
+        assert v.get_vcpu_events().nmi.pending == 0
+        assert v.run() == 0 and _port(v) == 0x81
+        assert v.get_regs().rsi == 0                      # the dropped NMI never arrived
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kvm_interrupt_is_reported_injected_and_restoring_it_delivers_it(backend: str) -> None:
+    with _machine(backend) as m:
+        v = m.vcpu
+        assert v.run() == 0 and _port(v) == 0x80
+        assert v.run() == 0 and _port(v) == 0x81              # now IF=1, no shadow: ready
+        run = v.mapping.run
+        assert run.if_flag == 1 and run.ready_for_interrupt_injection == 1
+        v.interrupt(0x20)
+        ev = v.get_vcpu_events()
+        assert (ev.interrupt.injected, ev.interrupt.nr, ev.interrupt.soft) == (1, 0x20, 0)
+        cleared = KvmVcpuEvents.from_buffer_copy(ev)
+        cleared.interrupt.injected = 0
+        v.set_vcpu_events(cleared)                            # take it back: never delivered
+        assert v.get_vcpu_events().interrupt.injected == 0
+        v.set_vcpu_events(ev)                                 # and put it back: delivered once
+        assert v.run() == 0 and _port(v) == 0xF4
+        assert v.get_regs().rbx == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_set_vcpu_events_refuses_what_the_kernel_refuses(backend: str) -> None:
+    with _machine(backend) as m:
+        v = m.vcpu
+        for mutate in (lambda e: setattr(e, "flags", e.flags | 0x80000000),            # unknown flag
+                       lambda e: (setattr(e.exception, "injected", 1), setattr(e.exception, "nr", 2))):   # NMI vector
+            ev = v.get_vcpu_events()
+            mutate(ev)
+            with pytest.raises(BackendError) as err:
+                v.set_vcpu_events(ev)
+            assert err.value.errno == 22
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_guest_debug_singlestep_hides_tf_and_bad_control_is_einval(backend: str) -> None:
+    with _machine(backend) as m:
+        v = m.vcpu
+        assert v.run() == 0 and _port(v) == 0x80
+        if backend == "sim":   # kvm_pvm (this host's /dev/kvm) accepts unknown control bits; x86.c refuses them
+            with pytest.raises(BackendError) as err:
+                v.set_guest_debug(KvmGuestDebug(control=0x40000000))
+            assert err.value.errno == 22
+        v.set_guest_debug(KvmGuestDebug(control=KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP))
+        assert not v.get_regs().rflags & 0x100                # TF is KVM's, not shown to userspace
+        v.set_guest_debug(KvmGuestDebug(control=0))
+        assert v.run() == 0 and _port(v) == 0x81              # no debug exit once it is off
+
+
+def test_sim_kvm_interrupt_with_if_clear_fails_vm_entry() -> None:
+    """VMX: KVM_INTERRUPT's vector is injected at the next entry whatever IF says; with IF=0 the
+    VM-entry check fails (SDM 26.3.1.4): KVM_EXIT_FAIL_ENTRY, reason 0x80000021.  (kvm_pvm
+    delivers it instead: it has no VMX entry checks, so this is sim-only.)"""
+    with _machine("sim") as m:
+        v = m.vcpu
+        assert v.run() == 0 and _port(v) == 0x80
+        assert v.mapping.run.ready_for_interrupt_injection == 0
+        v.interrupt(0x20)
+        assert v.run() == 0
+        run = v.mapping.run
+        assert run.exit_reason == 9 and run.fail_entry.hardware_entry_failure_reason == 0x80000021
+
+
+def test_sim_kvm_interrupt_errors() -> None:
+    with _machine("sim") as m:
+        with pytest.raises(BackendError) as err:
+            m.vcpu.interrupt(256)
+        assert err.value.errno == 22
+
+
+def test_window_request_gives_irq_window_open_and_the_vmm_injects() -> None:
+    """The scenario path: vmm.irqs raised at IF=0 reaches the guest after the STI shadow."""
+    sc = Scenario.model_validate({"name": "w", "description": "w", "guest": {"mode": "long64", "asm": GUEST},
+                                  "devices": [{"type": "debug-exit", "port": 0xF4}],
+                                  "vmm": {"irqs": [{"at_userspace_exit": 1, "vector": 0x20}]}},
+                                 context={"base_dir": REPO / "scenarios"})
+    with make_machine(sc, "sim") as m:
+        res = run_machine(m)
+    assert [e.reason for e in res.userspace] == ["IO", "IRQ_WINDOW_OPEN", "IO", "IO"]
+    assert res.stop.code == 1 and res.exits["INTERRUPT_WINDOW"] == 1
