@@ -392,6 +392,8 @@ HOST_EVENT_REQUESTS = {
     "SIGNAL": "a signal to the vCPU thread: KVM_RUN returns -EINTR, KVM_EXIT_INTR, without entering (arg unused)",
     "HOST_NMI": "a host NMI after every arg guest instructions without a VM exit (EXCEPTION_NMI exits, "
                 "not for the guest)",
+    "HOST_TICK": "the host's timer interrupt after every arg guest instructions without a VM exit "
+                 "(EXTERNAL_INTERRUPT exits, vector 0xec; not for the guest)",
 }
 
 

@@ -48,6 +48,7 @@ X86_CR4_OSXSAVE = 1 << 18
 X86_CR4_PCE = 1 << 8
 PAUSE_CYCLES = 140    # PAUSE latency on Skylake and later (Intel optimization manual)
 EFLAGS_RF = 1 << 16
+LOCAL_TIMER_VECTOR = 0xEC    # the host's APIC timer vector (arch/x86/include/asm/irq_vectors.h)
 DB_EXIT_QUAL_BITS = 0xF | 1 << 13 | 1 << 14   # B0-B3, BD, BS
 EFLAGS_VM = event.EFLAGS_VM
 # MSRs that hold a linear address; WRMSR of a non-canonical value is #GP (SDM WRMSR).
@@ -85,6 +86,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self.written_rflags: int | None = None   # RFLAGS as KVM_SET_REGS wrote it (the engine drops reserved bits)
         # A host NMI (perf PMI, watchdog) after this many guest instructions without another exit.
         self.host_nmi_every: int | None = None
+        # What arrives then: "nmi" (EXCEPTION_NMI) or "tick", the host's timer interrupt
+        # (EXTERNAL_INTERRUPT, LOCAL_TIMER_VECTOR); simplified: one kind of host event per vCPU.
+        self.host_event_kind = "nmi"
         # The run's instruction budget (limits.max_guest_insns); None: nothing counted, no cost.
         # guest_insns counts what the silicon retired while a budget is set, stepped instructions
         # included, and so is an instruction that VM-exits and that KVM completes (the kernel's
@@ -339,7 +343,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 continue
             if win or (timer is not None and self.guest_insns >= timer):
                 continue                        # one step with the window closed, or the timer is due
-            if self.host_nmi_every:   # the instruction budget ran out: the host NMI arrives
+            if self.host_nmi_every:   # the instruction budget ran out: the host NMI (or timer tick) arrives
+                if self.host_event_kind == "tick":
+                    return self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | LOCAL_TIMER_VECTOR)
                 return self._exit(ExitReason.EXCEPTION_NMI, intr=NMI_HOST_INTR_INFO)
             if quirks.reset_old_exception(uc):
                 continue  # unicorn swallowed an escalated fault and halted: re-run the instruction

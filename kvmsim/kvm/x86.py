@@ -212,8 +212,9 @@ def kvm_deliver_host_events(vcpu: KvmVcpu) -> bool:
             kvm_vcpu_ioctl_interrupt(vcpu, ev.arg)      # its errno has no thread to go to
         elif ev.request == "SIGNAL":
             vcpu.signal_pending = True
-        elif ev.request == "HOST_NMI":
+        elif ev.request in ("HOST_NMI", "HOST_TICK"):
             vcpu.hw.host_nmi_every = ev.arg or None
+            vcpu.hw.host_event_kind = "tick" if ev.request == "HOST_TICK" else "nmi"
     return vcpu.signal_pending
 
 

@@ -437,8 +437,8 @@ def _vm_exit_events(sc: Scenario, vcpu: VcpuFd, backend: str) -> None:
                                     f"events[{i}]: 'at: exit' takes inject: nmi or {{irq: N}}")
             queue(HostEvent("KVM_NMI", at_exit=ev.at.exit) if ev.inject == "nmi"
                   else HostEvent("KVM_INTERRUPT", ev.inject.irq, at_exit=ev.at.exit))
-        elif ev.host == "nmi":
-            queue(HostEvent("HOST_NMI", ev.every.guest_insns))
+        elif ev.host in ("nmi", "tick"):
+            queue(HostEvent("HOST_NMI" if ev.host == "nmi" else "HOST_TICK", ev.every.guest_insns))
         else:
             raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("events", i),
                                 f"events[{i}]: 'every' goes with host: nmi")

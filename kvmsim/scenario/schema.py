@@ -787,7 +787,8 @@ class Event(_Model):
     at: EventAt | None = None
     every: EventEvery | None = None
     inject: Inject | None = None
-    host: Literal["nmi"] | None = Field(None, description="a host NMI arrives (EXCEPTION_NMI exit, not for the guest)")
+    host: Literal["nmi", "tick"] | None = Field(None, description="a host NMI (EXCEPTION_NMI exit) or host timer "
+                                                "tick (EXTERNAL_INTERRUPT exit) arrives, not for the guest")
 
     @model_validator(mode="after")
     def _when_and_what(self) -> "Event":
@@ -799,7 +800,7 @@ class Event(_Model):
             raise ValueError("'at' goes with inject: nmi or {irq: N} (a host NMI is 'every: {guest_insns: N}, "
                              "host: nmi')")
         if self.every is not None and self.inject is not None:
-            raise ValueError("'every' goes with host: nmi")
+            raise ValueError("'every' goes with host: nmi or host: tick")
         return self
 
 
