@@ -9,6 +9,7 @@ import pytest
 
 from backends import BACKENDS
 from kvmsim.errors import BackendError
+from kvmsim.realkvm.backend import vendor_module
 from kvmsim.scenario.runner import make_machine, run_machine
 from kvmsim.scenario.schema import Scenario
 from kvmsim.uapi import (KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_VCPUEVENT_VALID_NMI_PENDING,
@@ -153,3 +154,51 @@ def test_window_request_gives_irq_window_open_and_the_vmm_injects() -> None:
         res = run_machine(m)
     assert [e.reason for e in res.userspace] == ["IO", "IRQ_WINDOW_OPEN", "IO", "IO"]
     assert res.stop.code == 1 and res.exits["INTERRUPT_WINDOW"] == 1
+
+
+# INT3 planted in the guest's code: with KVM_GUESTDBG_USE_SW_BP the #BP is intercepted.
+BP_GUEST = """
+.include "kvmsim.inc"
+.globl _start
+_start:
+    SET_IDT_HANDLER 3, bp_handler
+    xorl %ebx, %ebx
+    xorl %esi, %esi
+    outb %al, $0x80
+bp1: int3
+    incl %esi
+    movl %ebx, %eax
+    EXIT_EAX
+bp_handler:
+    incl %ebx
+    iretq
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("sw_bp", [True, False], ids=["use_sw_bp", "guest_bp"])
+def test_sw_breakpoint_exits_to_userspace_only_with_use_sw_bp(backend: str, sw_bp: bool) -> None:
+    """With USE_SW_BP the guest's INT3 is KVM_EXIT_DEBUG exception 3 with pc on the INT3 (the
+    guest's #BP handler does not run; the VMM steps over it); without it the guest handles #BP."""
+    sc = Scenario.model_validate({"name": "bp", "description": "bp", "guest": {"mode": "long64", "asm": BP_GUEST},
+                                  "devices": [{"type": "debug-exit", "port": 0xF4}],
+                                  "vmm": {"guest_debug": [{"at_userspace_exit": 1,
+                                                           "control": ["enable", "use_sw_bp"] if sw_bp else []}]}},
+                                 context={"base_dir": REPO / "scenarios"})
+    with make_machine(sc, backend) as m:
+        bp1 = m.image.symbols["bp1"]
+        res = run_machine(m)
+    kinds = [e.reason for e in res.userspace]
+    if backend == "kvm" and vendor_module() == "kvm_pvm":
+        # kvm_pvm artefact: CPL0 code runs in KVM's emulator, whose INT3 (emulate_int) works in
+        # real mode only, so either way the INT3 ends the run with KVM_INTERNAL_ERROR_EMULATION.
+        assert kinds == ["IO", "INTERNAL_ERROR"] and res.userspace[1].fields["suberror"] == 1
+        return
+    if sw_bp:
+        assert kinds == ["IO", "DEBUG", "IO"]
+        dbg = res.userspace[1].fields
+        assert dbg["exception"] == 3 and dbg["pc"] == bp1
+        assert res.regs["rbx"] == 0 and res.regs["rsi"] == 1
+    else:
+        assert kinds == ["IO", "IO"]
+        assert res.regs["rbx"] == 1 and res.regs["rsi"] == 1

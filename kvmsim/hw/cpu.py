@@ -465,6 +465,10 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             return False
         itype = IntrType.SOFT_INTR if dec.mnemonic == "int" else (
             IntrType.PRIV_SW_EXCEPTION if vector == Vector.DB else IntrType.SOFT_EXCEPTION)
+        if dec.mnemonic != "int" and vector in self.exception_bitmap:
+            # INT3, INTO and INT1 are intercepted through the exception bitmap (INT n never is): the
+            # VM exit replaces the delivery, RIP still on the instruction, its length in the exit.
+            return self._exit(ExitReason.EXCEPTION_NMI, 0, dec.length, intr=intr_info(vector, itype))
         if self._deliver(vector, itype, None, cr2=None, inst_len=dec.length):
             return True
         self.retired()     # a software interrupt retires once its delivery is done

@@ -455,8 +455,9 @@ def handle_machine_check(vcpu: KvmVcpu) -> int:
 
 @kfunc()
 def handle_interrupt_window(vcpu: KvmVcpu) -> int:
-    """The guest can take an interrupt now: stop window exiting; KVM_REQ_EVENT injects it.
-    (KVM_EXIT_IRQ_WINDOW_OPEN for userspace's request_interrupt_window is not modelled.)"""
+    """The guest can take an interrupt now: stop window exiting; KVM_REQ_EVENT injects what KVM
+    holds.  Returning 1 lets vcpu_run see a userspace window request (dm_request_for_irq_injection)
+    with kvm_vcpu_ready_for_interrupt_injection true: KVM_EXIT_IRQ_WINDOW_OPEN (x86.py)."""
     vcpu.hw.vmcs.cpu_based_vm_exec_control &= ~CPU_BASED_INTR_WINDOW_EXITING
     vcpu.requests.add("KVM_REQ_EVENT")
     vcpu.stat.irq_window_exits += 1
