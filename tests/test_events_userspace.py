@@ -202,3 +202,45 @@ def test_sw_breakpoint_exits_to_userspace_only_with_use_sw_bp(backend: str, sw_b
     else:
         assert kinds == ["IO", "IO"]
         assert res.regs["rbx"] == 1 and res.regs["rsi"] == 1
+
+
+SHADOW_GUEST = """
+.include "kvmsim.inc"
+.globl _start
+_start:
+    SET_IDT_HANDLER 0x20, irq
+    xorl %ebx, %ebx
+    xorl %edi, %edi
+    movw %ss, %dx
+    cli
+    outb %al, $0x80
+    nop
+    SHADOW
+shadow_end:
+    nop
+    nop
+    movl %ebx, %eax
+    EXIT_EAX
+irq: incl %ebx
+    movq (%rsp), %rsi
+    leaq shadow_end(%rip), %rax
+    cmpq %rax, %rsi
+    sete %al
+    movzbl %al, %edi
+    iretq
+"""
+
+
+@pytest.mark.parametrize("shadow", ["sti\\n nop", "sti\\n movw %dx, %ss\\n nop"], ids=["sti", "sti+mov_ss"])
+def test_window_opens_at_the_end_of_the_sti_and_mov_ss_shadows(shadow: str) -> None:
+    """Interrupt-window exiting waits while IF=0 and while an STI or MOV-SS shadow blocks: the
+    handler interrupts exactly shadow_end, after the instruction that follows the last shadow."""
+    asm = SHADOW_GUEST.replace("SHADOW", shadow.replace("\\n", "\n"))
+    sc = Scenario.model_validate({"name": "w", "description": "w", "guest": {"mode": "long64", "asm": asm},
+                                  "devices": [{"type": "debug-exit", "port": 0xF4}],
+                                  "vmm": {"irqs": [{"at_userspace_exit": 1, "vector": 0x20}]}},
+                                 context={"base_dir": REPO / "scenarios"})
+    with make_machine(sc, "sim") as m:
+        res = run_machine(m)
+    assert [e.reason for e in res.userspace] == ["IO", "IRQ_WINDOW_OPEN", "IO"]
+    assert res.stop.code == 1 and res.regs["rdi"] == 1 and res.exits["INTERRUPT_WINDOW"] == 1
