@@ -154,6 +154,7 @@ def test_window_request_gives_irq_window_open_and_the_vmm_injects() -> None:
         res = run_machine(m)
     assert [e.reason for e in res.userspace] == ["IO", "IRQ_WINDOW_OPEN", "IO", "IO"]
     assert res.stop.code == 1 and res.exits["INTERRUPT_WINDOW"] == 1
+    assert res.exits["PREEMPTION_TIMER"] == 1     # the immediate exit behind the re-injected KVM_INTERRUPT
 
 
 # INT3 planted in the guest's code: with KVM_GUESTDBG_USE_SW_BP the #BP is intercepted.

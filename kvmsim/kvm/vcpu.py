@@ -165,6 +165,7 @@ class KvmVcpu:
         self.requests: set[str] = set()
         self.signal_pending = False
         self.guest_debug = 0
+        self.force_immediate_exit = False   # vcpu_enter_guest → vcpu_run: exit right after this entry's injection
         self.host_events: dict[int, list[HostEvent]] = {}   # VM-exit count -> host events due then (uapi.HostEvent)
 
 

@@ -24,6 +24,7 @@ from kvmsim.uapi import KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KvmExit
 
 ExitHandler = Callable[[KvmVcpu], int]
 EXIT_FASTPATH_NONE = 0
+EXIT_FASTPATH_EXIT_HANDLED = 2
 EIO = 5
 X86_EFLAGS_TF = 1 << 8
 _EPT_MISCONFIG = int(ExitReason.EPT_MISCONFIG)
@@ -66,6 +67,10 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
                    intr_info=hw.vmcs.vm_entry_intr_info_field, error_code=hw.vmcs.vm_entry_exception_error_code)
     # vmx_update_hv_timer: the LAPIC timer's deadline arms the VMX-preemption timer for this entry.
     hw.vmcs.vmx_preemption_timer_deadline = lapic.kvm_lapic_hv_deadline(vcpu) if vcpu.arch.apic is not None else None
+    force = vcpu.force_immediate_exit
+    if force:          # vmx_update_hv_timer(force_immediate_exit): a timer of 0 exits right after injection
+        vcpu.force_immediate_exit = False
+        hw.vmcs.vmx_preemption_timer_deadline = hw.guest_insns
     hw.vmcs.tsc_offset = lapic.kvm_tsc_offset(vcpu)     # vmx_write_tsc_offset (simplified: at every entry)
     hw.enter_guest()
     v = hw.vmcs
@@ -79,6 +84,9 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
                    info1=info[1], info2=info[2], intr_info=info[3], error_code=info[4], vcpu_id=vcpu.vcpu_id,
                    requests=frozenset(vcpu.requests))
     vmx_complete_interrupts(vcpu)
+    if force and reason == ExitReason.PREEMPTION_TIMER:   # handle_fastpath_preemption_timer: mission accomplished
+        hw.vmcs.vmx_preemption_timer_deadline = None
+        return EXIT_FASTPATH_EXIT_HANDLED
     return EXIT_FASTPATH_NONE
 
 

@@ -151,7 +151,7 @@ def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
             process_nmi(vcpu)
         if "KVM_REQ_EVENT" in reqs:
             reqs.discard("KVM_REQ_EVENT")
-            kvm_check_and_inject_events(vcpu)
+            vcpu.force_immediate_exit = kvm_check_and_inject_events(vcpu)
             if req_int_win:
                 kvm_x86_ops.enable_irq_window(vcpu)            # userspace's window, whatever KVM holds
     fastpath = kvm_x86_ops.vcpu_run(vcpu)
@@ -240,38 +240,42 @@ def kvm_cpu_get_interrupt(vcpu: KvmVcpu) -> int:
     return lapic.kvm_get_apic_interrupt(vcpu)
 
 
-def kvm_check_and_inject_events(vcpu: KvmVcpu) -> None:
+def kvm_check_and_inject_events(vcpu: KvmVcpu) -> bool:
     """First re-inject what is already injected (an exception, NMI or interrupt not yet delivered,
-    e.g. KVM_INTERRUPT's or KVM_SET_VCPU_EVENTS'), then, if nothing was, new events by priority:
-    pending exception, NMI, interrupt (reference §2.5 step 3); an interrupt that cannot be taken
-    now (IF=0, STI/MOV-SS shadow) opens an interrupt window.  Simplified: where the kernel asks
-    for an immediate exit (-EBUSY: an event is pending behind a re-injected one), this returns."""
+    e.g. KVM_INTERRUPT's or KVM_SET_VCPU_EVENTS'), then new events by priority: pending exception,
+    NMI, interrupt (reference §2.5 step 3); an interrupt that cannot be taken now (IF=0, STI/MOV-SS
+    shadow) opens an interrupt window.  True (req_immediate_exit, the kernel's -EBUSY) when an NMI
+    or interrupt waits behind a re-injected event: the entry must exit again at once to get here."""
     arch = vcpu.arch
     exc = arch.exception
     if exc.injected:
         kvm_x86_ops.inject_exception(vcpu)
-        return
-    if not exc.pending:
+    elif not exc.pending:
         if arch.nmi_injected:
             kvm_x86_ops.inject_nmi(vcpu)
-            return
-        if arch.interrupt.injected:
+        elif arch.interrupt.injected:
             kvm_x86_ops.inject_irq(vcpu, arch.interrupt.nr, reinjected=True)
-            return
+    can_inject = not kvm_event_needs_reinjection(vcpu)
     if exc.pending:
+        if not can_inject:
+            return False     # simplified: a pending exception behind an injected one waits its turn
         exc.pending, exc.injected = False, True
         kvm_x86_ops.inject_exception(vcpu)
-        return
+        return False
     if arch.nmi_pending:
+        if not can_inject:
+            return True
         if kvm_x86_ops.nmi_allowed(vcpu):
             arch.nmi_pending -= 1
             arch.nmi_injected = True
             kvm_x86_ops.inject_nmi(vcpu)
             if arch.nmi_pending:
                 kvm_x86_ops.enable_nmi_window(vcpu)
-            return
+            return False
         kvm_x86_ops.enable_nmi_window(vcpu)
     if kvm_cpu_has_injectable_intr(vcpu):
+        if not can_inject:
+            return True
         if vcpu.hw.uc is not None and kvm_x86_ops.interrupt_allowed(vcpu):
             irq = kvm_cpu_get_interrupt(vcpu)
             if irq != -1:
@@ -279,6 +283,7 @@ def kvm_check_and_inject_events(vcpu: KvmVcpu) -> None:
                 kvm_x86_ops.inject_irq(vcpu, irq)
         if kvm_cpu_has_injectable_intr(vcpu) and not arch.interrupt.injected:
             kvm_x86_ops.enable_irq_window(vcpu)
+    return False
 
 
 def trace_kvm_inj_exception(vector: int, has_error: bool, error_code: int, reinjected: bool) -> None:
