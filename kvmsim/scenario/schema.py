@@ -1456,6 +1456,13 @@ class Scenario(_Model):
             if dev not in names:
                 raise FieldError(("expect", "devices", dev),
                                  f"no device named {dev!r} (devices: {', '.join(sorted(names)) or 'none'})")
+        if self.vmm.irqs and self.kvm.irqchip:     # KVM_INTERRUPT is the userspace PIC's: ENXIO with KVM's PIC
+            raise FieldError(("vmm", "irqs"), "vmm.irqs is a userspace PIC (KVM_INTERRUPT); with kvm.irqchip: true "
+                             "the kernel's PIC owns the lines and KVM_INTERRUPT fails with ENXIO")
+        for i, ev in enumerate(self.events if self.kvm.irqchip else ()):
+            if ev.inject is not None and ev.inject != "nmi":
+                raise FieldError(("events", i, "inject"), "inject: {irq: N} is KVM_INTERRUPT, the userspace PIC's; "
+                                 "with kvm.irqchip: true it fails with ENXIO")
         if e.stop and e.stop.reason == "hlt" and self.vmm.on_hlt == "resume":
             raise FieldError(("expect", "stop", "reason"), "expects a hlt stop but vmm.on_hlt: resume re-enters "
                              "the guest after every KVM_EXIT_HLT")
