@@ -10,8 +10,8 @@ each stop is KVM_EXIT_DEBUG with run->debug.arch (vmx.py handle_exception_nmi).
 from __future__ import annotations
 
 from kvmsim.hw.vmcs import Vector
-from kvmsim.kvm import x86
 from kvmsim.kvm.kvm_cache_regs import kvm_get_linear_rip
+from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.x86_exception import kvm_queue_exception
 from kvmsim.uapi import (KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_INJECT_BP, KVM_GUESTDBG_INJECT_DB,
@@ -50,20 +50,6 @@ def kvm_effective_dr7(vcpu: KvmVcpu) -> int:
     return vcpu.arch.guest_debug_dr7 if vcpu.guest_debug & KVM_GUESTDBG_USE_HW_BP else vcpu.arch.dr7
 
 
-def vmx_update_exception_bitmap(vcpu: KvmVcpu) -> None:
-    """#BP is intercepted while the debugger plants INT3s; #DB while it single-steps or uses DR7.
-    Simplified: the kernel intercepts #DB always and re-queues the guest's own (handle_exception_nmi);
-    here the guest's own #DBs go straight through the IDT unless the debugger needs them."""
-    from kvmsim.kvm.vmx import vmx_exception_bitmap   # late: vmx.py imports this module's users
-    bitmap = set(vmx_exception_bitmap(vcpu.kvm.params))
-    dbg = vcpu.guest_debug
-    if dbg & (KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP) == KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP:
-        bitmap.add(Vector.BP)
-    if dbg & (KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_HW_BP):
-        bitmap.add(Vector.DB)
-    vcpu.hw.exception_bitmap = frozenset(bitmap)
-
-
 def kvm_arch_vcpu_ioctl_set_guest_debug(vcpu: KvmVcpu, dbg: KvmGuestDebug) -> int:
     """0, -EINVAL for an unknown control bit, -EBUSY to inject #DB/#BP over a pending exception.
     Simplified: USE_HW_BP loads DR0-3/DR7 into the VMCS, but the silicon does not break on them."""
@@ -85,8 +71,8 @@ def kvm_arch_vcpu_ioctl_set_guest_debug(vcpu: KvmVcpu, dbg: KvmGuestDebug) -> in
     if vcpu.guest_debug & KVM_GUESTDBG_SINGLESTEP:
         arch.singlestep_rip = kvm_get_linear_rip(vcpu)
     kvm_set_rflags(vcpu, rflags)
-    vmx_update_exception_bitmap(vcpu)
+    kvm_x86_ops.update_exception_bitmap(vcpu)
     return 0
 
 
-__all__ = ["kvm_arch_vcpu_ioctl_set_guest_debug", "kvm_get_rflags", "x86"]
+__all__ = ["kvm_arch_vcpu_ioctl_set_guest_debug", "kvm_effective_dr7", "kvm_get_rflags", "kvm_set_rflags"]

@@ -50,6 +50,9 @@ class KvmX86Ops:
     interrupt_allowed: Callable[[KvmVcpu], bool] = _no_vendor
     enable_irq_window: Callable[[KvmVcpu], None] = _no_vendor
     get_exit_info: Callable[[KvmVcpu], tuple[int, int, int, int, int]] = _no_vendor
+    update_exception_bitmap: Callable[[KvmVcpu], None] = _no_vendor
+    get_interrupt_shadow: Callable[[KvmVcpu], int] = _no_vendor
+    set_interrupt_shadow: Callable[[KvmVcpu, int], None] = _no_vendor
 
 
 # x86.c's `struct kvm_x86_ops kvm_x86_ops`: empty until a vendor module loads.

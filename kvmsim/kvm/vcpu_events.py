@@ -9,33 +9,17 @@ delivered before it is reported) and KVM_CAP_X86_TRIPLE_FAULT_EVENT.
 
 from __future__ import annotations
 
-from kvmsim.hw.vmcs import GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_STI, Vector
+from kvmsim.hw.vmcs import Vector
 from kvmsim.kvm import x86
 from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.uapi import (KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD, KVM_VCPUEVENT_VALID_SHADOW,
                          KVM_VCPUEVENT_VALID_SIPI_VECTOR, KVM_VCPUEVENT_VALID_SMM,
-                         KVM_VCPUEVENT_VALID_TRIPLE_FAULT, KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI,
-                         KvmVcpuEvents)
+                         KVM_VCPUEVENT_VALID_TRIPLE_FAULT, KvmVcpuEvents)
 
 EINVAL = 22
 _VALID_FLAGS = (KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR | KVM_VCPUEVENT_VALID_SHADOW
                 | KVM_VCPUEVENT_VALID_SMM | KVM_VCPUEVENT_VALID_PAYLOAD | KVM_VCPUEVENT_VALID_TRIPLE_FAULT)
-
-
-def vmx_get_interrupt_shadow(vcpu: KvmVcpu) -> int:
-    info = vcpu.hw.vmcs.guest_interruptibility_info
-    return ((KVM_X86_SHADOW_INT_STI if info & GUEST_INTR_STATE_STI else 0)
-            | (KVM_X86_SHADOW_INT_MOV_SS if info & GUEST_INTR_STATE_MOV_SS else 0))
-
-
-def vmx_set_interrupt_shadow(vcpu: KvmVcpu, mask: int) -> None:
-    v = vcpu.hw.vmcs
-    v.guest_interruptibility_info &= ~(GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS)
-    if mask & KVM_X86_SHADOW_INT_MOV_SS:
-        v.guest_interruptibility_info |= GUEST_INTR_STATE_MOV_SS
-    elif mask & KVM_X86_SHADOW_INT_STI:
-        v.guest_interruptibility_info |= GUEST_INTR_STATE_STI
 
 
 def _exception_is_soft(vector: int) -> bool:
@@ -70,7 +54,7 @@ def kvm_vcpu_ioctl_x86_get_vcpu_events(vcpu: KvmVcpu) -> KvmVcpuEvents:
     ev.exception_payload = ex.payload
     ev.interrupt.injected = int(arch.interrupt.injected and not arch.interrupt.soft)
     ev.interrupt.nr = arch.interrupt.nr
-    ev.interrupt.shadow = vmx_get_interrupt_shadow(vcpu)
+    ev.interrupt.shadow = kvm_x86_ops.get_interrupt_shadow(vcpu)
     ev.nmi.injected = int(arch.nmi_injected)
     ev.nmi.pending = arch.nmi_pending + arch.nmi_queued
     ev.nmi.masked = int(kvm_x86_ops.get_nmi_mask(vcpu))
@@ -108,7 +92,7 @@ def kvm_vcpu_ioctl_x86_set_vcpu_events(vcpu: KvmVcpu, events: KvmVcpuEvents) -> 
     arch.interrupt.nr = ev.interrupt.nr
     arch.interrupt.soft = bool(ev.interrupt.soft)
     if flags & KVM_VCPUEVENT_VALID_SHADOW:
-        vmx_set_interrupt_shadow(vcpu, ev.interrupt.shadow)
+        kvm_x86_ops.set_interrupt_shadow(vcpu, ev.interrupt.shadow)
     arch.nmi_injected = bool(ev.nmi.injected)
     if flags & KVM_VCPUEVENT_VALID_NMI_PENDING:
         arch.nmi_pending = 0

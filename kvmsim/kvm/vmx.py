@@ -20,7 +20,8 @@ from kvmsim.kvm.x86_emulate import EMULTYPE_SKIP, EMULTYPE_VMWARE_GP, handle_ud,
 from kvmsim.kvm.x86_exception import (kvm_complete_insn_gp, kvm_inject_gp, kvm_queue_exception,
                                       kvm_queue_exception_e, kvm_queue_exception_p, kvm_skip_emulated_instruction)
 from kvmsim.probe import PROBES, kfunc, tracepoint
-from kvmsim.uapi import KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KvmExit, KvmInternalError
+from kvmsim.uapi import (KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
+                         KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI, KvmExit, KvmInternalError)
 
 ExitHandler = Callable[[KvmVcpu], int]
 EXIT_FASTPATH_NONE = 0
@@ -107,6 +108,34 @@ def vmx_exception_bitmap(params) -> frozenset[int]:
     if params.enable_vmware_backdoor:
         bitmap.add(Vector.GP)
     return frozenset(bitmap)
+
+
+def vmx_update_exception_bitmap(vcpu: KvmVcpu) -> None:
+    """KVM_SET_GUEST_DEBUG's part: #BP intercepted while the debugger plants INT3s, #DB while it
+    single-steps or uses DR7.  Simplified: the kernel intercepts #DB always and re-queues the
+    guest's own (handle_exception_nmi); here those go straight through the IDT unless a debugger needs them."""
+    bitmap = set(vmx_exception_bitmap(vcpu.kvm.params))
+    dbg = vcpu.guest_debug
+    if dbg & (KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP) == KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP:
+        bitmap.add(Vector.BP)
+    if dbg & (KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_HW_BP):
+        bitmap.add(Vector.DB)
+    vcpu.hw.exception_bitmap = frozenset(bitmap)
+
+
+def vmx_get_interrupt_shadow(vcpu: KvmVcpu) -> int:
+    info = vcpu.hw.vmcs.guest_interruptibility_info
+    return ((KVM_X86_SHADOW_INT_STI if info & GUEST_INTR_STATE_STI else 0)
+            | (KVM_X86_SHADOW_INT_MOV_SS if info & GUEST_INTR_STATE_MOV_SS else 0))
+
+
+def vmx_set_interrupt_shadow(vcpu: KvmVcpu, mask: int) -> None:
+    v = vcpu.hw.vmcs
+    v.guest_interruptibility_info &= ~(GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS)
+    if mask & KVM_X86_SHADOW_INT_MOV_SS:
+        v.guest_interruptibility_info |= GUEST_INTR_STATE_MOV_SS
+    elif mask & KVM_X86_SHADOW_INT_STI:
+        v.guest_interruptibility_info |= GUEST_INTR_STATE_STI
 
 
 def vmx_vcpu_create(vcpu: KvmVcpu) -> None:
@@ -589,6 +618,9 @@ vmx_x86_ops = KvmX86Ops(
     interrupt_allowed=vmx_interrupt_allowed,
     enable_irq_window=vmx_enable_irq_window,
     get_exit_info=vmx_get_exit_info,
+    update_exception_bitmap=vmx_update_exception_bitmap,
+    get_interrupt_shadow=vmx_get_interrupt_shadow,
+    set_interrupt_shadow=vmx_set_interrupt_shadow,
 )
 
 
