@@ -89,6 +89,10 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         # What arrives then: "nmi" (EXCEPTION_NMI) or "tick", the host's timer interrupt
         # (EXTERNAL_INTERRUPT, LOCAL_TIMER_VECTOR); simplified: one kind of host event per vCPU.
         self.host_event_kind = "nmi"
+        # Instruction breakpoints KVM loaded for a userspace debugger (KVM_GUESTDBG_USE_HW_BP):
+        # linear address -> DR index.  Simplified: the guest's own DR7 arms nothing, data
+        # breakpoints are not modelled, and the CPU steps one instruction at a time while any is set.
+        self.hw_breakpoints: dict[int, int] = {}
         # The run's instruction budget (limits.max_guest_insns); None: nothing counted, no cost.
         # guest_insns counts what the silicon retired while a budget is set, stepped instructions
         # included, and so is an instruction that VM-exits and that KVM completes (the kernel's
@@ -216,6 +220,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         rflags = self._rc.get("rflags")     # self.reg("rflags"), its cached value looked up in place
         if rflags is None:
             rflags = self.reg("rflags")
+        skip_bp = self.linear_rip() if rflags & EFLAGS_RF and self.hw_breakpoints else None   # RF: no fault here once
         if rflags & EFLAGS_RF:
             self.set_reg("rflags", rflags & ~EFLAGS_RF)
         limit = self.insn_limit
@@ -231,6 +236,13 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             timer = vmcs.vmx_preemption_timer_deadline
             if timer is not None and self.guest_insns >= timer:
                 return self._exit(ExitReason.PREEMPTION_TIMER)
+            hwbp = self.hw_breakpoints
+            if hwbp:                               # instruction breakpoints: a fault-class #DB before the instruction
+                here_bp = self.linear_rip()
+                i = hwbp.get(here_bp)
+                if i is not None and here_bp != skip_bp:
+                    return self._exception(Vector.DB, None, dr6=1 << i)
+                skip_bp = None
             if self._dbg_on and self._dbg_boundary(self.linear_rip()):
                 continue                           # a debugger stop (debugtrap.py); state may have changed
             self._pending = None
@@ -257,7 +269,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                         self.flush_regs()
                 begin = self._begin
                 begin.value = rip
-                if limit is None and not (self._dbg_on and self._dbg_step) and not win and timer is None:
+                if limit is None and not (self._dbg_on and self._dbg_step) and not win and timer is None and not hwbp:
                     self._counting = False
                     status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT,
                                           ctypes.c_size_t(self.host_nmi_every) if self.host_nmi_every else NO_COUNT)
@@ -269,7 +281,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                     left = 1 if limit is None else limit - self.guest_insns
                     if timer is not None:
                         left = timer - self.guest_insns if limit is None else min(left, timer - self.guest_insns)
-                    if self._dbg_step or win:
+                    if self._dbg_step or win or hwbp:
                         left = min(left, 1)
                     shadow = self._shadow_kind(begin.value) if win else 0
                     self._between = False
@@ -341,7 +353,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 continue
             if self.kick_pending:
                 continue
-            if win or (timer is not None and self.guest_insns >= timer):
+            if win or hwbp or (timer is not None and self.guest_insns >= timer):
                 continue                        # one step with the window closed, or the timer is due
             if self.host_nmi_every:   # the instruction budget ran out: the host NMI (or timer tick) arrives
                 if self.host_event_kind == "tick":
@@ -779,12 +791,14 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         """The capstone mode that decodes like the CPU does now."""
         return cs_mode_of(self.mode())
 
-    def _exception(self, vector: int, error_code: int | None) -> bool:
-        """A fault the guest raised natively: exit if KVM intercepts the vector, else deliver it."""
+    def _exception(self, vector: int, error_code: int | None, dr6: int | None = None) -> bool:
+        """A fault the guest raised natively: exit if KVM intercepts the vector, else deliver it.
+        `dr6`: a #DB's causes when the silicon raised it itself (a breakpoint), not unicorn."""
         if vector in self.exception_bitmap:
             has = vector in EXCEPTIONS_WITH_ERROR_CODE
             # A #DB exit's qualification: the DR6-format causes (B0-B3, BD, BS) the CPU recorded.
-            qual = self.uc.reg_read(UC_X86_REG_DR6) & DB_EXIT_QUAL_BITS if vector == Vector.DB else 0
+            qual = 0 if vector != Vector.DB else (
+                dr6 if dr6 is not None else self.uc.reg_read(UC_X86_REG_DR6) & DB_EXIT_QUAL_BITS)
             return self._exit(ExitReason.EXCEPTION_NMI, qual, self._insn_len(),
                               intr=intr_info(vector, IntrType.HARD_EXCEPTION, has), err=error_code or 0)
         self.native_exceptions += 1
@@ -824,6 +838,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self.uc.reg_write(UC_X86_REG_RAX, tsc & 0xFFFF_FFFF)
         self.uc.reg_write(UC_X86_REG_RDX, tsc >> 32)
         return 1
+
+    def load_debug_registers(self, db: list[int], dr7: int) -> None:
+        """DR0-3 and DR7 as KVM loads them before VM entry: the enabled (L or G) execute
+        breakpoints (R/W 00) arm; in 64-bit mode their addresses are linear RIPs."""
+        self.hw_breakpoints = {db[i]: i for i in range(4)
+                               if dr7 >> (2 * i) & 3 and not (dr7 >> (16 + 4 * i)) & 3}
 
     def request_stop(self) -> None:
         """A signal to the vCPU thread: kick the guest out (like an IPI), from any thread."""

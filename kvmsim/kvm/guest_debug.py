@@ -52,7 +52,7 @@ def kvm_effective_dr7(vcpu: KvmVcpu) -> int:
 
 def kvm_arch_vcpu_ioctl_set_guest_debug(vcpu: KvmVcpu, dbg: KvmGuestDebug) -> int:
     """0, -EINVAL for an unknown control bit, -EBUSY to inject #DB/#BP over a pending exception.
-    Simplified: USE_HW_BP loads DR0-3/DR7 into the VMCS, but the silicon does not break on them."""
+    USE_HW_BP arms the debugger's instruction breakpoints (DR0-3, DR7) in the CPU."""
     control = dbg.control
     if control & ~KVM_GUESTDBG_VALID_MASK:
         return -EINVAL
@@ -68,6 +68,8 @@ def kvm_arch_vcpu_ioctl_set_guest_debug(vcpu: KvmVcpu, dbg: KvmGuestDebug) -> in
         arch.guest_debug_dr7 = dbg.arch.debugreg[7]
     else:
         arch.eff_db = list(arch.db)
+    # kvm_update_dr7 / switch_db_regs: the debugger's breakpoints reach the CPU (simplified: now, not at entry)
+    vcpu.hw.load_debug_registers(arch.eff_db, kvm_effective_dr7(vcpu) if vcpu.guest_debug & KVM_GUESTDBG_USE_HW_BP else 0)
     if vcpu.guest_debug & KVM_GUESTDBG_SINGLESTEP:
         arch.singlestep_rip = kvm_get_linear_rip(vcpu)
     kvm_set_rflags(vcpu, rflags)

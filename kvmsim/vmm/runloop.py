@@ -26,7 +26,8 @@ _EXIT_NAMES = {int(e): e.name for e in KvmExit}
     int(e) for e in (KvmExit.IO, KvmExit.MMIO, KvmExit.X86_RDMSR, KvmExit.X86_WRMSR, KvmExit.HLT, KvmExit.SHUTDOWN,
                      KvmExit.INTERNAL_ERROR, KvmExit.FAIL_ENTRY, KvmExit.EXCEPTION, KvmExit.INTR))
 _IRQ_WINDOW_OPEN, _DEBUG = int(KvmExit.IRQ_WINDOW_OPEN), int(KvmExit.DEBUG)
-BP_VECTOR = 3
+BP_VECTOR, DB_VECTOR = 3, 1
+EFLAGS_RF = 1 << 16
 Policy = str  # "ignore" | "log" | "stop"  (kvmtool: ignore, --debug-ioport/--debug-mmio log)
 
 
@@ -318,12 +319,17 @@ class Vmm:
 
     def _debug(self, run, rec: UserspaceExit) -> None:
         """KVM_EXIT_DEBUG: record run->debug.arch and go on; at an INT3 (#BP, RIP on it) a debugger
-        that planted it would restore the byte, so this one steps over it."""
+        that planted it would restore the byte, so this one steps over it; at an instruction
+        breakpoint (a fault: RIP on it) it sets RFLAGS.RF so that the instruction runs."""
         arch = run.debug.arch
         rec.fields = {"exception": arch.exception, "pc": arch.pc, "dr6": arch.dr6, "dr7": arch.dr7}
         if arch.exception == BP_VECTOR:
             regs = self.vcpu.get_regs()
             regs.rip += 1
+            self.vcpu.set_regs(regs)
+        elif arch.exception == DB_VECTOR and arch.dr6 & 0xF:   # an instruction breakpoint (B0-B3): RF
+            regs = self.vcpu.get_regs()                        # lets the instruction run once
+            regs.rflags |= EFLAGS_RF
             self.vcpu.set_regs(regs)
         return None
 
