@@ -293,3 +293,19 @@ def _machine_asm(backend: str, asm: str, vmm: dict, max_exits: int = 100):
                                   "limits": {"max_exits": max_exits}},
                                  context={"base_dir": REPO / "scenarios"})
     return make_machine(sc, backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_guestdbg_blockirq_holds_back_a_pending_nmi(backend: str) -> None:
+    """KVM_GUESTDBG_BLOCKIRQ: kvm_check_and_inject_events injects no new NMI or interrupt while the
+    debugger has it set; the NMI stays pending and arrives once it is cleared."""
+    with _machine(backend) as m:
+        v = m.vcpu
+        assert v.run() == 0 and _port(v) == 0x80
+        v.set_guest_debug(KvmGuestDebug(control=KVM_GUESTDBG_ENABLE | 0x00100000))
+        v.nmi()
+        assert v.run() == 0 and _port(v) == 0x81
+        assert v.get_regs().rsi == 0 and v.get_vcpu_events().nmi.pending == 1
+        v.set_guest_debug(KvmGuestDebug(control=0))
+        assert v.run() == 0 and _port(v) == 0xF4
+        assert v.get_regs().rsi == 1

@@ -21,6 +21,7 @@ from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KvmExit, KvmInternalError, KvmSregs
 
 EINTR = 4
+KVM_GUESTDBG_BLOCKIRQ = 0x00100000
 EINVAL = 22
 _KVM_EXIT_UNKNOWN = int(KvmExit.UNKNOWN)
 
@@ -261,6 +262,8 @@ def kvm_check_and_inject_events(vcpu: KvmVcpu) -> bool:
             return False     # simplified: a pending exception behind an injected one waits its turn
         exc.pending, exc.injected = False, True
         kvm_x86_ops.inject_exception(vcpu)
+        return False
+    if vcpu.guest_debug & KVM_GUESTDBG_BLOCKIRQ:     # the debugger asked for no new NMIs or interrupts
         return False
     if arch.nmi_pending:
         if not can_inject:
