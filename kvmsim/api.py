@@ -31,7 +31,8 @@ from kvmsim.errors import BackendError
 from kvmsim.realkvm.probe import KVM_API_VERSION
 from kvmsim.uapi import (KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_MEM_READONLY,
                          PAGE_SIZE, EventFd, KvmCpuidEntry2, KvmExit, KvmInternalError, KvmMsrExitReason,
-                         KvmRegs, KvmRun, KvmRunMapping, KvmSregs, VcpuFd, VmFd, _Mmio)
+                         KvmGuestDebug, KvmRegs, KvmRun, KvmRunMapping, KvmSregs, KvmVcpuEvents, VcpuFd, VmFd,
+                         _Mmio)
 
 if TYPE_CHECKING:
     from kvmsim.kvm.vcpu import KvmParams
@@ -163,6 +164,25 @@ class Intr(VcpuExit):
 
 
 @dataclass(frozen=True)
+class IrqWindowOpen(VcpuExit):
+    """KVM_EXIT_IRQ_WINDOW_OPEN: you set kvm_run.request_interrupt_window and the guest can now take
+    an interrupt: call interrupt(vector) (a userspace PIC) and clear the request."""
+
+    reason: ClassVar[KvmExit] = KvmExit.IRQ_WINDOW_OPEN
+
+
+@dataclass(frozen=True)
+class Debug(VcpuExit):
+    """KVM_EXIT_DEBUG (set_guest_debug): run->debug.arch; `pc` is a linear address."""
+
+    reason: ClassVar[KvmExit] = KvmExit.DEBUG
+    exception: int
+    pc: int
+    dr6: int
+    dr7: int
+
+
+@dataclass(frozen=True)
 class Other(VcpuExit):
     """Any other exit reason: read the rest from vcpu.kvm_run."""
 
@@ -240,6 +260,11 @@ class Vcpu:
             return X86Wrmsr(run.msr.index, KvmMsrExitReason(run.msr.reason), run.msr.data)
         if reason == KvmExit.INTR:
             return Intr()
+        if reason == KvmExit.IRQ_WINDOW_OPEN:
+            return IrqWindowOpen()
+        if reason == KvmExit.DEBUG:
+            a = run.debug.arch
+            return Debug(a.exception, a.pc, a.dr6, a.dr7)
         return Other(reason)
 
     def _view(self, m: KvmRunMapping, offset: int, length: int) -> memoryview:
@@ -281,6 +306,36 @@ class Vcpu:
     def interrupt(self, irq: int) -> None:
         """KVM_INTERRUPT: inject an external interrupt (userspace PIC; no in-kernel irqchip)."""
         self.fd.interrupt(irq)
+
+    @property
+    def request_interrupt_window(self) -> bool:
+        """kvm_run.request_interrupt_window: ask for IrqWindowOpen once the guest can take an interrupt."""
+        return bool(self.fd.mapping.run.request_interrupt_window)
+
+    @request_interrupt_window.setter
+    def request_interrupt_window(self, on: bool) -> None:
+        self.fd.mapping.run.request_interrupt_window = int(on)
+
+    @property
+    def ready_for_interrupt_injection(self) -> bool:
+        """kvm_run.ready_for_interrupt_injection after the last run(): interrupt() is safe now."""
+        return bool(self.fd.mapping.run.ready_for_interrupt_injection)
+
+    def set_guest_debug(self, control: int, debugreg: Sequence[int] = ()) -> None:
+        """KVM_SET_GUEST_DEBUG: control is KVM_GUESTDBG_* bits (ENABLE | SINGLESTEP | USE_SW_BP |
+        USE_HW_BP); debugreg[0..3] and [7] are the debugger's DR0-3 and DR7 (USE_HW_BP)."""
+        dbg = KvmGuestDebug(control=control)
+        for i, v in enumerate(debugreg[:8]):
+            dbg.arch.debugreg[i] = v
+        self.fd.set_guest_debug(dbg)
+
+    def get_vcpu_events(self) -> KvmVcpuEvents:
+        """KVM_GET_VCPU_EVENTS: pending/injected exception, interrupt, NMI, shadow (to save)."""
+        return self.fd.get_vcpu_events()
+
+    def set_vcpu_events(self, events: KvmVcpuEvents) -> None:
+        """KVM_SET_VCPU_EVENTS (restore); BackendError errno EINVAL for what the kernel refuses."""
+        self.fd.set_vcpu_events(events)
 
     def coalesced_mmio_read(self) -> tuple[int, bool, bytes] | None:
         """Take the oldest entry off the coalesced-MMIO ring: (phys_addr, pio, data), or None if empty.
@@ -420,6 +475,7 @@ class Kvm:
         self.close()
 
 
-__all__ = ["BACKENDS", "Exception_", "FailEntry", "Hlt", "InternalError", "Intr", "Io", "IoDirection",
+__all__ = ["BACKENDS", "Debug", "Exception_", "FailEntry", "Hlt", "InternalError", "Intr", "Io", "IoDirection",
+           "IrqWindowOpen", "KvmVcpuEvents",
            "Kvm", "Mmio", "Other", "Shutdown", "Vcpu", "VcpuExit", "Vm", "X86Rdmsr", "X86Wrmsr",
            "KvmRegs", "KvmSregs", "KvmCpuidEntry2", "PAGE_SIZE"]

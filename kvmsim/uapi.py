@@ -180,6 +180,82 @@ class KvmCpuidEntry2(ctypes.Structure):
 KVM_CPUID_FLAG_SIGNIFCANT_INDEX = 1 << 0  # sic: the kernel's spelling
 
 
+# ---------------------------------------------------------------- events and guest debug (issue 14)
+
+class _VcpuEventsException(ctypes.Structure):
+    _fields_ = [("injected", ctypes.c_uint8), ("nr", ctypes.c_uint8), ("has_error_code", ctypes.c_uint8),
+                ("pending", ctypes.c_uint8), ("error_code", ctypes.c_uint32)]
+
+
+class _VcpuEventsInterrupt(ctypes.Structure):
+    _fields_ = [("injected", ctypes.c_uint8), ("nr", ctypes.c_uint8), ("soft", ctypes.c_uint8),
+                ("shadow", ctypes.c_uint8)]
+
+
+class _VcpuEventsNmi(ctypes.Structure):
+    _fields_ = [("injected", ctypes.c_uint8), ("pending", ctypes.c_uint8), ("masked", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8)]
+
+
+class _VcpuEventsSmi(ctypes.Structure):
+    _fields_ = [("smm", ctypes.c_uint8), ("pending", ctypes.c_uint8), ("smm_inside_nmi", ctypes.c_uint8),
+                ("latched_init", ctypes.c_uint8)]
+
+
+class _VcpuEventsTripleFault(ctypes.Structure):
+    _fields_ = [("pending", ctypes.c_uint8)]
+
+
+class KvmVcpuEvents(ctypes.Structure):
+    """struct kvm_vcpu_events (KVM_GET_VCPU_EVENTS / KVM_SET_VCPU_EVENTS): the vCPU's pending and
+    injected events, so a VMM can save and restore them (64 bytes)."""
+
+    _fields_ = [("exception", _VcpuEventsException), ("interrupt", _VcpuEventsInterrupt),
+                ("nmi", _VcpuEventsNmi), ("sipi_vector", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("smi", _VcpuEventsSmi), ("triple_fault", _VcpuEventsTripleFault),
+                ("reserved", ctypes.c_uint8 * 26), ("exception_has_payload", ctypes.c_uint8),
+                ("exception_payload", ctypes.c_uint64)]
+
+    def as_dict(self) -> dict[str, object]:
+        def sub(s: ctypes.Structure) -> dict[str, int]:
+            return {n: getattr(s, n) for n, _ in s._fields_ if n != "pad"}
+        return {"exception": sub(self.exception), "interrupt": sub(self.interrupt), "nmi": sub(self.nmi),
+                "sipi_vector": self.sipi_vector, "flags": self.flags, "smi": sub(self.smi),
+                "triple_fault": sub(self.triple_fault), "exception_has_payload": self.exception_has_payload,
+                "exception_payload": self.exception_payload}
+
+
+KVM_VCPUEVENT_VALID_NMI_PENDING = 0x00000001
+KVM_VCPUEVENT_VALID_SIPI_VECTOR = 0x00000002
+KVM_VCPUEVENT_VALID_SHADOW = 0x00000004
+KVM_VCPUEVENT_VALID_SMM = 0x00000008
+KVM_VCPUEVENT_VALID_PAYLOAD = 0x00000010
+KVM_VCPUEVENT_VALID_TRIPLE_FAULT = 0x00000020
+KVM_X86_SHADOW_INT_MOV_SS = 0x01   # kvm_vcpu_events.interrupt.shadow
+KVM_X86_SHADOW_INT_STI = 0x02
+
+
+class KvmGuestDebugArch(ctypes.Structure):
+    """struct kvm_guest_debug_arch (x86): DR0-3 addresses, DR7 in debugreg[7] (USE_HW_BP)."""
+
+    _fields_ = [("debugreg", ctypes.c_uint64 * 8)]
+
+
+class KvmGuestDebug(ctypes.Structure):
+    """struct kvm_guest_debug (KVM_SET_GUEST_DEBUG)."""
+
+    _fields_ = [("control", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("arch", KvmGuestDebugArch)]
+
+
+KVM_GUESTDBG_ENABLE = 0x00000001
+KVM_GUESTDBG_SINGLESTEP = 0x00000002
+KVM_GUESTDBG_USE_SW_BP = 0x00010000
+KVM_GUESTDBG_USE_HW_BP = 0x00020000
+KVM_GUESTDBG_INJECT_DB = 0x00040000
+KVM_GUESTDBG_INJECT_BP = 0x00080000
+KVM_GUESTDBG_BLOCKIRQ = 0x00100000
+
+
 # ---------------------------------------------------------------- kvm_run
 
 class _Io(ctypes.Structure):
@@ -317,6 +393,8 @@ HOST_EVENT_REQUESTS = {
     "SIGNAL": "a signal to the vCPU thread: KVM_RUN returns -EINTR, KVM_EXIT_INTR, without entering (arg unused)",
     "HOST_NMI": "a host NMI after every arg guest instructions without a VM exit (EXCEPTION_NMI exits, "
                 "not for the guest)",
+    "HOST_TICK": "the host's timer interrupt after every arg guest instructions without a VM exit "
+                 "(EXTERNAL_INTERRUPT exits, vector 0xec; not for the guest)",
 }
 
 
@@ -353,6 +431,15 @@ class VcpuFd(Protocol):
 
     def interrupt(self, irq: int) -> None:
         """KVM_INTERRUPT (userspace PIC)."""
+
+    def set_guest_debug(self, dbg: KvmGuestDebug) -> None:
+        """KVM_SET_GUEST_DEBUG."""
+
+    def get_vcpu_events(self) -> KvmVcpuEvents:
+        """KVM_GET_VCPU_EVENTS."""
+
+    def set_vcpu_events(self, events: KvmVcpuEvents) -> None:
+        """KVM_SET_VCPU_EVENTS (BackendError with errno EINVAL for what the kernel refuses)."""
 
 
 class VmFd(Protocol):

@@ -219,3 +219,36 @@ def test_create_irqchip_before_the_first_vcpu_only(backend: str) -> None:
         with pytest.raises(BackendError) as late:
             vm.create_irqchip()
         assert late.value.errno == 22
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_guest_debug_singlestep_and_vcpu_events_through_the_api(backend: str) -> None:
+    """Issue 14: set_guest_debug(ENABLE | SINGLESTEP) gives a Debug exit per instruction; the vCPU
+    events of a KVM_NMI come back from get_vcpu_events and set_vcpu_events restores them."""
+    from kvmsim import Debug
+    from kvmsim.uapi import KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP
+    code = bytes([0xB8, 0x01, 0x00,        # mov ax, 1
+                  0x40,                    # inc ax
+                  0x40,                    # inc ax
+                  0xE6, 0x10])             # out 0x10, al
+    with Kvm(backend) as kvm, kvm.create_vm() as vm:
+        vcpu = _vcpu_running(vm, code)
+        vcpu.set_guest_debug(KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP)
+        pcs = []
+        for _ in range(3):
+            ex = vcpu.run()
+            assert isinstance(ex, Debug) and ex.exception == 1 and ex.dr6 & 0x4000
+            pcs.append(ex.pc)
+        assert pcs == [0x1003, 0x1004, 0x1005]
+        vcpu.set_guest_debug(0)
+        ex = vcpu.run()
+        assert isinstance(ex, Io) and ex.port == 0x10 and bytes(ex.data) == b"\x03"
+        vcpu.nmi()
+        saved = vcpu.get_vcpu_events()
+        assert saved.nmi.pending == 1
+        none = kvmsim.KvmVcpuEvents.from_buffer_copy(saved)
+        none.nmi.pending = 0
+        vcpu.set_vcpu_events(none)
+        assert vcpu.get_vcpu_events().nmi.pending == 0
+        vcpu.set_vcpu_events(saved)
+        assert vcpu.get_vcpu_events().nmi.pending == 1

@@ -102,3 +102,21 @@ def test_real_kvm_has_no_exit_clock() -> None:
     sc = _scenario(CATCH, [{"at": {"exit": 3}, "inject": "nmi"}])
     with pytest.raises(ScenarioError, match="need the sim backend"):
         make_machine(sc, "kvm")
+
+
+def test_host_ticks_are_external_interrupt_exits_at_the_configured_rate() -> None:
+    """`every: {guest_insns: N}, host: tick`: the host's timer interrupt after every N guest
+    instructions without another exit; each is an EXTERNAL_INTERRUPT exit KVM handles
+    (handle_external_interrupt returns 1), invisible to userspace and the guest."""
+    def ticks(every: int) -> tuple[int, int, int]:
+        sc = _scenario(CATCH, [{"every": {"guest_insns": every}, "host": "tick"}])
+        with make_machine(sc, "sim") as m:
+            res = run_machine(m)
+            stat = m.vcpu.vcpu.stat   # type: ignore[attr-defined]
+        assert res.stop.reason == "debug-exit" and res.regs["rsi"] == 0   # the guest saw nothing
+        assert [e.reason for e in res.userspace] == ["IO"]
+        return res.exits.get("EXTERNAL_INTERRUPT", 0), stat.irq_exits, res.exits.get("EXCEPTION_NMI", 0)
+    fast, fast_counted, nmis = ticks(SLICE)
+    slow, _, _ = ticks(4 * SLICE)
+    assert fast == fast_counted and nmis == 0
+    assert fast >= 190 and abs(fast - 4 * slow) <= 4     # ~200,000 loop instructions / 1000

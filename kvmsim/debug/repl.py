@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 from kvmsim.debug import views
+from kvmsim.errors import BackendError
 from kvmsim.debug.breakpoints import KINDS, DebugError, kfunc_names, parse_int, split_condition
 from kvmsim.debug.engine import REG_NAMES, Debugger, Stop
 from kvmsim.hw.vmcs import ExitReason
@@ -329,7 +330,10 @@ class DebugShell(cmd.Cmd):
             if parts == ["nmi"]:
                 fd.nmi()
             elif len(parts) == 2 and parts[0] == "irq":
-                fd.interrupt(parse_int(parts[1]) & 0xFF)
+                try:
+                    fd.interrupt(parse_int(parts[1]) & 0xFF)
+                except BackendError as e:           # KVM_INTERRUPT with an in-kernel irqchip: ENXIO
+                    raise DebugError(str(e)) from None
             elif len(parts) in (2, 3) and parts[0] == "exception":
                 vec = parse_int(parts[1])
                 if not 0 <= vec < 32:

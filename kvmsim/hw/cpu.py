@@ -52,6 +52,7 @@ X86_CR4_OSXSAVE = 1 << 18
 X86_CR4_PCE = 1 << 8
 PAUSE_CYCLES = 140    # PAUSE latency on Skylake and later (Intel optimization manual)
 EFLAGS_RF = 1 << 16
+LOCAL_TIMER_VECTOR = 0xEC    # the host's APIC timer vector (arch/x86/include/asm/irq_vectors.h)
 EFLAGS_VM = event.EFLAGS_VM
 # MSRs that hold a linear address; WRMSR of a non-canonical value is #GP (SDM WRMSR).
 MSR_TSC_AUX = 0xC0000103
@@ -93,6 +94,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         self.written_rflags: int | None = None   # RFLAGS as KVM_SET_REGS wrote it (the engine drops reserved bits)
         # A host NMI (perf PMI, watchdog) after this many guest instructions without another exit.
         self.host_nmi_every: int | None = None
+        # What arrives then: "nmi" (EXCEPTION_NMI) or "tick", the host's timer interrupt
+        # (EXTERNAL_INTERRUPT, LOCAL_TIMER_VECTOR); simplified: one kind of host event per vCPU.
+        self.host_event_kind = "nmi"
+        # Instruction breakpoints KVM loaded for a userspace debugger (KVM_GUESTDBG_USE_HW_BP):
+        # linear address -> DR index.  Simplified: the guest's own DR7 arms nothing, data
+        # breakpoints are not modelled, and the CPU steps one instruction at a time while any is set.
         # The run's instruction budget (limits.max_guest_insns); None: nothing counted, no cost.
         # guest_insns counts what the silicon retired while a budget is set, stepped instructions
         # included, and so is an instruction that VM-exits and that KVM completes (the kernel's
@@ -214,6 +221,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             self.entry_checks_due, self.written_rflags = False, None
         pending_db, vmcs.guest_pending_dbg_exceptions = vmcs.guest_pending_dbg_exceptions & 0xF, 0
         if vmcs.vm_entry_intr_info_field & 0x80000000:
+            if (vmcs.vm_entry_intr_info_field & 0x700) == IntrType.EXT_INTR and not self._intr_window_open():
+                # SDM 26.3.1.4-5: injecting an external interrupt needs RFLAGS.IF = 1 and no STI/MOV-SS
+                # blocking; otherwise VM entry fails (invalid guest state), the event not delivered.
+                vmcs.vm_entry_intr_info_field = 0
+                self._exit(int(ExitReason.INVALID_STATE) | VMX_EXIT_REASONS_FAILED_VMENTRY)  # type: ignore[arg-type]
+                return
             pending_db = 0          # an event injected at VM entry: the pending #DB conditions are lost
             info, vmcs.vm_entry_intr_info_field = vmcs.vm_entry_intr_info_field, 0
             if self._deliver(info & 0xFF, IntrType(info & 0x700),
@@ -228,11 +241,14 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         rflags = self._rc.get("rflags")     # self.reg("rflags"), its cached value looked up in place
         if rflags is None:
             rflags = self.reg("rflags")
+        self._rf_armed = False
         if rflags & EFLAGS_RF:
-            self.set_reg("rflags", rflags & ~EFLAGS_RF)
+            if self._bp_exec:               # RF suppresses an instruction breakpoint on the first instruction
+                self._rf_armed = True
+            else:
+                self.set_reg("rflags", rflags & ~EFLAGS_RF)
         if self._pml_overflow:
             self._pml_entry()
-        self._rf_armed = False
         if pending_db:                      # delivered right after VM entry: intercepted, so an exit
             self._exception(Vector.DB, None, qual=pending_db)
             return
@@ -351,6 +367,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 if self._dbg_reported is not None:     # the instruction reported runs now (or exits)
                     self._dbg_reported = None
                     self._dbg_update()
+            if win and self._intr_window_open():
+                return self._exit(ExitReason.INTERRUPT_WINDOW)   # checked before the next instruction, exiting or not
             if self._bp_movss and here in self._bp_movss:
                 # MOV SS / POP SS just before an instruction breakpoint: run it, then the instruction
                 # after it runs under MOV-SS blocking, which suppresses its breakpoint on Intel.
@@ -386,7 +404,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 continue
             if win or rf_step or (timer is not None and self.guest_insns >= timer):
                 continue                        # one step (window closed, RF to clear), or the timer is due
-            if self.host_nmi_every:   # the instruction budget ran out: the host NMI arrives
+            if self.host_nmi_every:   # the instruction budget ran out: the host NMI (or timer tick) arrives
+                if self.host_event_kind == "tick":
+                    return self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | LOCAL_TIMER_VECTOR)
                 return self._exit(ExitReason.EXCEPTION_NMI, intr=NMI_HOST_INTR_INFO)
             if quirks.reset_old_exception(uc):
                 continue  # unicorn swallowed an escalated fault and halted: re-run the instruction
@@ -534,9 +554,10 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             return False
         itype = IntrType.SOFT_INTR if dec.mnemonic == "int" else (
             IntrType.PRIV_SW_EXCEPTION if vector == Vector.DB else IntrType.SOFT_EXCEPTION)
-        if itype == IntrType.PRIV_SW_EXCEPTION and Vector.DB in self.exception_bitmap:
-            # ICEBP with #DB intercepted exits on the instruction itself (SDM 25.2), DR6 bits none
-            return self._exit(ExitReason.EXCEPTION_NMI, 0, dec.length, intr=intr_info(Vector.DB, itype))
+        if dec.mnemonic != "int" and vector in self.exception_bitmap:
+            # INT3, INTO and INT1 are intercepted through the exception bitmap (INT n never is): the
+            # VM exit replaces the delivery, RIP still on the instruction, its length in the exit.
+            return self._exit(ExitReason.EXCEPTION_NMI, 0, dec.length, intr=intr_info(vector, itype))
         if self._deliver(vector, itype, None, cr2=None, inst_len=dec.length):
             return True
         self.retired()     # a software interrupt retires once its delivery is done

@@ -12,6 +12,7 @@ from kvmsim.kvm import cpuid, lapic, mmu_shadow
 from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.kvm.x86_exception import kvm_queue_exception
+from kvmsim.uapi import KVM_GUESTDBG_USE_HW_BP
 
 X86_CR0_PE, X86_CR0_MP, X86_CR0_EM, X86_CR0_TS = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 X86_CR0_ET, X86_CR0_NE, X86_CR0_WP, X86_CR0_AM = 1 << 4, 1 << 5, 1 << 16, 1 << 18
@@ -282,8 +283,9 @@ def kvm_set_dr(vcpu: KvmVcpu, dr: int, val: int) -> int:
 
 def kvm_update_dr7(vcpu: KvmVcpu) -> None:
     """The guest's DR7 into GUEST_DR7 (vmx_set_dr7) and DR0-3 into the CPU's debug registers, which
-    KVM loads before VM entry whenever a DR7 enable bit is set (KVM_DEBUGREG_BP_ENABLED).
-    Simplified: no KVM_SET_GUEST_DEBUG breakpoints to merge in."""
+    KVM loads before VM entry whenever a DR7 enable bit is set (KVM_DEBUGREG_BP_ENABLED); while
+    userspace debugs with hardware breakpoints (KVM_GUESTDBG_USE_HW_BP) its DR7 and DR0-3 instead."""
     arch = vcpu.arch
-    vcpu.hw.vmcs.guest_dr7 = arch.dr7
-    vcpu.hw.set_debugregs(list(arch.db))
+    debugger = vcpu.guest_debug & KVM_GUESTDBG_USE_HW_BP
+    vcpu.hw.vmcs.guest_dr7 = arch.guest_debug_dr7 if debugger else arch.dr7
+    vcpu.hw.set_debugregs(list(arch.eff_db if debugger else arch.db))

@@ -10,7 +10,7 @@ import ctypes
 from typing import Sequence
 
 from kvmsim.errors import BackendError
-from kvmsim.kvm import dirty_log, lapic, vmx, x86
+from kvmsim.kvm import dirty_log, guest_debug, lapic, vcpu_events, vmx, x86
 from kvmsim.kvm.cpuid import default_cpuid_entries
 from kvmsim.kvm.iobus import CoalescedMmio, Ioeventfd
 from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
@@ -19,8 +19,8 @@ from kvmsim.kvm.reset import X86_EFLAGS_FIXED, kvm_vcpu_reset
 from kvmsim.kvm.trace import install_trace_clock, remove_trace_clock
 from kvmsim.kvm.vcpu import Kvm, KvmParams, KvmVcpu
 from kvmsim.kvm.x86_emulate import flush_emulator_regs
-from kvmsim.uapi import (HOST_EVENT_REQUESTS, KVM_MEM_READONLY, HostEvent, KvmCpuidEntry2, KvmMsrExitReason, KvmRegs,
-                         KvmSregs)
+from kvmsim.uapi import (HOST_EVENT_REQUESTS, KVM_MEM_READONLY, HostEvent, KvmCpuidEntry2, KvmGuestDebug, KvmMsrExitReason,
+                         KvmRegs, KvmSregs, KvmVcpuEvents)
 
 
 def host_address(memory: memoryview) -> int:
@@ -42,8 +42,12 @@ class SimVcpuFd:
         return x86.kvm_arch_vcpu_ioctl_run(self.vcpu)
 
     def get_regs(self) -> KvmRegs:
+        """__get_regs: RFLAGS without the TF that KVM_GUESTDBG_SINGLESTEP set (kvm_get_rflags)."""
         flush_emulator_regs(self.vcpu)
-        return self.vcpu.hw.get_regs()
+        regs = self.vcpu.hw.get_regs()
+        if self.vcpu.guest_debug:
+            regs.rflags = guest_debug.kvm_get_rflags(self.vcpu)
+        return regs
 
     def set_regs(self, regs: KvmRegs) -> None:
         """__set_regs: RFLAGS always gets its fixed bit 1 (kvm_set_rflags(regs->rflags | 2))."""
@@ -51,6 +55,8 @@ class SimVcpuFd:
         regs = KvmRegs.from_buffer_copy(regs)
         regs.rflags |= X86_EFLAGS_FIXED
         self.vcpu.hw.set_regs(regs)
+        if self.vcpu.guest_debug:
+            guest_debug.kvm_set_rflags(self.vcpu, regs.rflags)   # TF back on at singlestep_rip
         self.vcpu.hw.entry_checks_due = True   # RIP and RFLAGS are checked at the next VM entry
         self.vcpu.hw.written_rflags = regs.rflags
 
@@ -81,7 +87,24 @@ class SimVcpuFd:
         return lapic.kvm_virtual_ns(self.vcpu)
 
     def interrupt(self, irq: int) -> None:
-        x86.kvm_vcpu_ioctl_interrupt(self.vcpu, irq)
+        """KVM_INTERRUPT; EINVAL for a vector >= 256, ENXIO with an in-kernel irqchip (as the ioctl)."""
+        r = x86.kvm_vcpu_ioctl_interrupt(self.vcpu, irq)
+        if r < 0:
+            name = {-x86.EINVAL: "EINVAL (Invalid argument)", -x86.ENXIO: "ENXIO (No such device or address)"}[r]
+            raise BackendError(f"KVM_INTERRUPT failed: {name}", errno=-r)
+
+    def get_vcpu_events(self) -> KvmVcpuEvents:
+        return vcpu_events.kvm_vcpu_ioctl_x86_get_vcpu_events(self.vcpu)
+
+    def set_vcpu_events(self, events: KvmVcpuEvents) -> None:
+        if vcpu_events.kvm_vcpu_ioctl_x86_set_vcpu_events(self.vcpu, events) < 0:
+            raise BackendError("KVM_SET_VCPU_EVENTS failed: EINVAL (Invalid argument)", errno=x86.EINVAL)
+
+    def set_guest_debug(self, dbg: KvmGuestDebug) -> None:
+        r = guest_debug.kvm_arch_vcpu_ioctl_set_guest_debug(self.vcpu, dbg)
+        if r < 0:
+            raise BackendError(f"KVM_SET_GUEST_DEBUG failed: {'EBUSY (Device or resource busy)' if r == -16 else 'EINVAL (Invalid argument)'}",
+                               errno=-r)
 
     def host_event(self, ev: HostEvent) -> None:
         """Queue a uapi.HostEvent on this vCPU's virtual time (its VM-exit count); one already due

@@ -53,6 +53,9 @@ class KvmX86Ops:
     vcpu_load: Callable[[KvmVcpu], None] = _no_vendor                  # (scheduled in again)
     sync_dirty_debug_regs: Callable[[KvmVcpu], None] = _no_vendor
     update_cpu_dirty_logging: Callable[[KvmVcpu], None] = _no_vendor   # (KVM_REQ_UPDATE_CPU_DIRTY_LOGGING)
+    update_exception_bitmap: Callable[[KvmVcpu], None] = _no_vendor
+    get_interrupt_shadow: Callable[[KvmVcpu], int] = _no_vendor
+    set_interrupt_shadow: Callable[[KvmVcpu, int], None] = _no_vendor
 
 
 # x86.c's `struct kvm_x86_ops kvm_x86_ops`: empty until a vendor module loads.

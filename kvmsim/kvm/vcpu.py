@@ -82,6 +82,16 @@ class KvmQueuedException:
 
 
 @dataclass(slots=True)
+class KvmQueuedInterrupt:
+    """struct kvm_queued_interrupt (vcpu->arch.interrupt): an interrupt already acknowledged (with a
+    userspace PIC: the vector of KVM_INTERRUPT), injected at the next VM entry until delivered."""
+
+    injected: bool = False
+    soft: bool = False
+    nr: int = 0
+
+
+@dataclass(slots=True)
 class KvmVcpuStat:
     """struct kvm_vcpu_stat, the counters perf kvm stat and /sys/kernel/debug/kvm show."""
 
@@ -97,7 +107,7 @@ class KvmVcpuStat:
     insn_emulation: int = 0
     insn_emulation_fail: int = 0
     hypercalls: int = 0
-    request_irq_exits: int = 0
+    request_irq_exits: int = 0             # KVM_EXIT_IRQ_WINDOW_OPEN for userspace's request_interrupt_window
     signal_exits: int = 0
     pf_taken: int = 0
     pf_emulate: int = 0
@@ -117,7 +127,7 @@ class KvmVcpuArch:
     nmi_queued: int = 0
     nmi_pending: int = 0
     nmi_injected: bool = False
-    interrupt_pending: int | None = None   # KVM_INTERRUPT vector (userspace PIC)
+    interrupt: KvmQueuedInterrupt = field(default_factory=KvmQueuedInterrupt)
     halt_request: bool = False
     mp_state_halted: bool = False          # KVM_MP_STATE_HALTED (in-kernel LAPIC only)
     exit_qualification: int = 0
@@ -145,6 +155,9 @@ class KvmVcpuArch:
     switch_db_regs: int = 0                # KVM_DEBUGREG_* (vmx.py: the lazy debug-register switch)
     ple_window: int = 0                    # vcpu_vmx->ple_window (grow_ple_window/shrink_ple_window)
     ple_window_dirty: bool = False         # ... to be written to the VMCS at the next entry
+    eff_db: list[int] = field(default_factory=lambda: [0, 0, 0, 0])   # DR0-3 in effect (guest's or the debugger's)
+    guest_debug_dr7: int = 0               # KVM_SET_GUEST_DEBUG debugreg[7] with KVM_GUESTDBG_USE_HW_BP
+    singlestep_rip: int = 0                # linear RIP where KVM_GUESTDBG_SINGLESTEP set RFLAGS.TF
 
 
 class KvmVcpu:
@@ -169,6 +182,7 @@ class KvmVcpu:
         self.requests: set[str] = set()
         self.signal_pending = False
         self.guest_debug = 0
+        self.force_immediate_exit = False   # vcpu_enter_guest → vcpu_run: exit right after this entry's injection
         self.host_events: dict[int, list[HostEvent]] = {}   # VM-exit count -> host events due then (uapi.HostEvent)
 
 

@@ -12,7 +12,7 @@ from kvmsim.hw.vmcs import (CPU_BASED_MOV_DR_EXITING, INTR_INFO_UNBLOCK_NMI, SEC
                             INTR_INFO_VALID_MASK, INTR_INFO_VECTOR_MASK, IO_QUAL_IN, IO_QUAL_PORT_SHIFT,
                             IO_QUAL_SIZE_MASK, IO_QUAL_STRING, VMX_EXIT_REASONS_FAILED_VMENTRY, CrAccessType,
                             CrExitQual, DrExitQual, ExitReason, IntrType, Vector, exit_reason_name, intr_info)
-from kvmsim.kvm import cpuid, cr, dirty_log, hypercall, lapic, mmu, mmu_shadow, msr, pio, vmx_controls, x86
+from kvmsim.kvm import cpuid, cr, dirty_log, guest_debug, hypercall, lapic, mmu, mmu_shadow, msr, pio, vmx_controls, x86
 from kvmsim.kvm.kvm_cache_regs import kvm_get_linear_rip, kvm_register_read, kvm_register_write, kvm_rip_write
 from kvmsim.kvm.kvm_x86_ops import KvmX86Ops
 from kvmsim.kvm.trace import KVM_ISA_VMX
@@ -25,14 +25,15 @@ from kvmsim.kvm.x86_exception import (kvm_complete_insn_gp, kvm_deliver_exceptio
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.kvm import vmx_guest_state                            # invalid guest state
 from kvmsim.kvm.x86_emulate import kvm_task_switch                # handle_task_switch
-from kvmsim.uapi import KvmExit, KvmInternalError, KvmRunFlags
+from kvmsim.uapi import (KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
+                         KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI, KvmExit, KvmInternalError, KvmRunFlags)
 
 ExitHandler = Callable[[KvmVcpu], int]
 EXIT_FASTPATH_NONE = 0
+EXIT_FASTPATH_EXIT_HANDLED = 2
 EIO = 5
-KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP = 0x00000002, 0x00020000
 KVM_DEBUGREG_BP_ENABLED, KVM_DEBUGREG_WONT_EXIT, KVM_DEBUGREG_RELOAD = 1, 2, 4
-EFLAGS_TF = 1 << 8
+X86_EFLAGS_TF = 1 << 8
 _EPT_MISCONFIG = int(ExitReason.EPT_MISCONFIG)
 _REASON_NAMES: dict[int, str] = {}   # exit_reason_name memo (vcpu.stat.exits_by_reason keys)
 
@@ -75,6 +76,10 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
                    intr_info=hw.vmcs.vm_entry_intr_info_field, error_code=hw.vmcs.vm_entry_exception_error_code)
     # vmx_update_hv_timer: the LAPIC timer's deadline arms the VMX-preemption timer for this entry.
     hw.vmcs.vmx_preemption_timer_deadline = lapic.kvm_lapic_hv_deadline(vcpu) if vcpu.arch.apic is not None else None
+    force = vcpu.force_immediate_exit
+    if force:          # vmx_update_hv_timer(force_immediate_exit): a timer of 0 exits right after injection
+        vcpu.force_immediate_exit = False
+        hw.vmcs.vmx_preemption_timer_deadline = hw.guest_insns
     hw.vmcs.tsc_offset = lapic.kvm_tsc_offset(vcpu)     # vmx_write_tsc_offset (simplified: at every entry)
     if vcpu.arch.ple_window_dirty:                      # vmx_vcpu_run: the grown/shrunk window
         vcpu.arch.ple_window_dirty = False
@@ -91,6 +96,9 @@ def vmx_vcpu_run(vcpu: KvmVcpu) -> int:
                    info1=info[1], info2=info[2], intr_info=info[3], error_code=info[4], vcpu_id=vcpu.vcpu_id,
                    requests=frozenset(vcpu.requests))
     vmx_complete_interrupts(vcpu)
+    if force and reason == ExitReason.PREEMPTION_TIMER:   # handle_fastpath_preemption_timer: mission accomplished
+        hw.vmcs.vmx_preemption_timer_deadline = None
+        return EXIT_FASTPATH_EXIT_HANDLED
     return EXIT_FASTPATH_NONE
 
 
@@ -102,6 +110,7 @@ def vmx_complete_interrupts(vcpu: KvmVcpu) -> None:
     """Events injected at this entry were delivered by the CPU (no IDT-vectoring info): clear them."""
     vcpu.arch.exception.injected = False
     vcpu.arch.nmi_injected = False
+    vcpu.arch.interrupt.injected = False          # kvm_clear_interrupt_queue
 
 
 def vmx_exception_bitmap(params) -> frozenset[int]:
@@ -114,6 +123,34 @@ def vmx_exception_bitmap(params) -> frozenset[int]:
     if not params.enable_ept:
         bitmap.add(Vector.PF)
     return frozenset(bitmap)
+
+
+def vmx_update_exception_bitmap(vcpu: KvmVcpu) -> None:
+    """KVM_SET_GUEST_DEBUG's part: #BP intercepted while the debugger plants INT3s, #DB while it
+    single-steps or uses DR7.  Simplified: the kernel intercepts #DB always and re-queues the
+    guest's own (handle_exception_nmi); here those go straight through the IDT unless a debugger needs them."""
+    bitmap = set(vmx_exception_bitmap(vcpu.kvm.params))
+    dbg = vcpu.guest_debug
+    if dbg & (KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP) == KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP:
+        bitmap.add(Vector.BP)
+    if dbg & (KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_HW_BP):
+        bitmap.add(Vector.DB)
+    vcpu.hw.exception_bitmap = frozenset(bitmap)
+
+
+def vmx_get_interrupt_shadow(vcpu: KvmVcpu) -> int:
+    info = vcpu.hw.vmcs.guest_interruptibility_info
+    return ((KVM_X86_SHADOW_INT_STI if info & GUEST_INTR_STATE_STI else 0)
+            | (KVM_X86_SHADOW_INT_MOV_SS if info & GUEST_INTR_STATE_MOV_SS else 0))
+
+
+def vmx_set_interrupt_shadow(vcpu: KvmVcpu, mask: int) -> None:
+    v = vcpu.hw.vmcs
+    v.guest_interruptibility_info &= ~(GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS)
+    if mask & KVM_X86_SHADOW_INT_MOV_SS:
+        v.guest_interruptibility_info |= GUEST_INTR_STATE_MOV_SS
+    elif mask & KVM_X86_SHADOW_INT_STI:
+        v.guest_interruptibility_info |= GUEST_INTR_STATE_STI
 
 
 def vmx_vcpu_create(vcpu: KvmVcpu) -> None:
@@ -257,10 +294,11 @@ def vmx_inject_nmi(vcpu: KvmVcpu) -> None:
     vcpu.hw.vmcs.vm_entry_intr_info_field = intr_info(Vector.NMI, IntrType.NMI_INTR)
 
 
-def vmx_inject_irq(vcpu: KvmVcpu, irq: int) -> None:
-    vcpu.stat.irq_injections += 1
+def vmx_inject_irq(vcpu: KvmVcpu, irq: int, reinjected: bool = False) -> None:
+    if not reinjected:
+        vcpu.stat.irq_injections += 1
     if PROBES.enabled:
-        tracepoint("kvm_inj_virq", vector=irq, soft=False, reinjected=False)
+        tracepoint("kvm_inj_virq", vector=irq, soft=False, reinjected=reinjected)
     vcpu.hw.vmcs.vm_entry_intr_info_field = intr_info(irq, IntrType.EXT_INTR)
 
 
@@ -290,7 +328,24 @@ def handle_exception_nmi(vcpu: KvmVcpu) -> int:
         # (With EPT #PF is intercepted only for allow_smaller_maxphyaddr, not modelled.)
         return mmu.kvm_handle_page_fault(vcpu, error_code, cr2)
     if vector == Vector.DB:                                                            # 10: #DB
-        return handle_db(vcpu, info)
+        dr6 = vmx_get_exit_qual(vcpu)
+        if not vcpu.guest_debug & (KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_HW_BP):
+            if itype == IntrType.PRIV_SW_EXCEPTION:       # ICEBP exits on itself: skip it, then #DB
+                skip_emulated_instruction(vcpu)
+            elif (vcpu.hw.reg("rflags") & X86_EFLAGS_TF and vcpu.hw.vmcs.guest_interruptibility_info
+                  & (GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS)):
+                vcpu.hw.vmcs.guest_pending_dbg_exceptions |= cr.DR6_BS
+            kvm_queue_exception_p(vcpu, Vector.DB, dr6)
+            return 1
+        vcpu.run.debug.arch.dr6 = dr6 | cr.DR6_ACTIVE_LOW
+        vcpu.run.debug.arch.dr7 = guest_debug.kvm_effective_dr7(vcpu)
+    if vector in (Vector.DB, Vector.BP):                                               # 10: #BP (and #DB)
+        vcpu.arch.event_exit_inst_len = vcpu.hw.vmcs.vm_exit_instruction_len
+        run = vcpu.run
+        run.exit_reason = KvmExit.DEBUG
+        run.debug.arch.pc = kvm_get_linear_rip(vcpu)
+        run.debug.arch.exception = vector
+        return 0
     if vector == Vector.AC:                                                            # 10: #AC
         kvm_queue_exception_e(vcpu, Vector.AC, error_code)
         return 1
@@ -572,8 +627,9 @@ def handle_machine_check(vcpu: KvmVcpu) -> int:
 
 @kfunc()
 def handle_interrupt_window(vcpu: KvmVcpu) -> int:
-    """The guest can take an interrupt now: stop window exiting; KVM_REQ_EVENT injects it.
-    (KVM_EXIT_IRQ_WINDOW_OPEN for userspace's request_interrupt_window is not modelled.)"""
+    """The guest can take an interrupt now: stop window exiting; KVM_REQ_EVENT injects what KVM
+    holds.  Returning 1 lets vcpu_run see a userspace window request (dm_request_for_irq_injection)
+    with kvm_vcpu_ready_for_interrupt_injection true: KVM_EXIT_IRQ_WINDOW_OPEN (x86.py)."""
     vcpu.hw.vmcs.cpu_based_vm_exec_control &= ~CPU_BASED_INTR_WINDOW_EXITING
     vcpu.requests.add("KVM_REQ_EVENT")
     vcpu.stat.irq_window_exits += 1
@@ -955,6 +1011,9 @@ vmx_x86_ops = KvmX86Ops(
     vcpu_load=vmx_vcpu_load,
     sync_dirty_debug_regs=vmx_sync_dirty_debug_regs,
     update_cpu_dirty_logging=vmx_update_cpu_dirty_logging,
+    update_exception_bitmap=vmx_update_exception_bitmap,
+    get_interrupt_shadow=vmx_get_interrupt_shadow,
+    set_interrupt_shadow=vmx_set_interrupt_shadow,
 )
 
 

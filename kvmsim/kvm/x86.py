@@ -23,6 +23,7 @@ from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KvmExit, KvmInternalError, KvmSregs
 
 EINTR = 4
+KVM_GUESTDBG_BLOCKIRQ = 0x00100000
 EINVAL = 22
 _KVM_EXIT_UNKNOWN = int(KvmExit.UNKNOWN)
 
@@ -70,16 +71,41 @@ def _out(vcpu: KvmVcpu, r: int) -> int:
 
 
 def post_kvm_run_save(vcpu: KvmVcpu) -> None:
+    """What userspace reads after every KVM_RUN: IF, CR8, the APIC base, and whether it may
+    KVM_INTERRUPT now (always with an in-kernel PIC, here: KVM_CREATE_IRQCHIP)."""
     run = vcpu.run
     hw = vcpu.hw
     run.cr8 = cr.kvm_get_cr8(vcpu)
-    flags = hw.reg("rflags") if hw.uc is not None else 2
-    if flags & EFLAGS_IF:
-        run.if_flag = 1
-        run.ready_for_interrupt_injection = 1 if vcpu.arch.interrupt_pending is None else 0
-    else:
-        run.if_flag = 0
-        run.ready_for_interrupt_injection = 0
+    run.apic_base = vcpu.arch.apic_base
+    if hw.uc is None:
+        run.if_flag = run.ready_for_interrupt_injection = 0
+        return
+    run.if_flag = 1 if hw.reg("rflags") & EFLAGS_IF else 0
+    run.ready_for_interrupt_injection = 1 if (vcpu.kvm.irqchip
+                                              or kvm_vcpu_ready_for_interrupt_injection(vcpu)) else 0
+
+
+def dm_request_for_irq_injection(vcpu: KvmVcpu) -> bool:
+    """Userspace (its PIC) asks for KVM_EXIT_IRQ_WINDOW_OPEN; meaningless with an in-kernel PIC."""
+    return bool(vcpu.run.request_interrupt_window) and not vcpu.kvm.irqchip
+
+
+def kvm_cpu_accept_dm_intr(vcpu: KvmVcpu) -> bool:
+    """There is room for a KVM_INTERRUPT: none is queued already.  Simplified: with an in-kernel
+    LAPIC, LINT0 is taken as accepting ExtINT (kvm_apic_accept_pic_intr)."""
+    return not kvm_cpu_has_extint(vcpu)
+
+
+def kvm_event_needs_reinjection(vcpu: KvmVcpu) -> bool:
+    arch = vcpu.arch
+    return arch.exception.injected or arch.interrupt.injected or arch.nmi_injected
+
+
+def kvm_vcpu_ready_for_interrupt_injection(vcpu: KvmVcpu) -> bool:
+    """At an instruction boundary where the guest takes an interrupt, with nothing half-injected
+    and no exception pending: userspace may KVM_INTERRUPT (or rewrite registers) now."""
+    return (kvm_x86_ops.interrupt_allowed(vcpu) and kvm_cpu_accept_dm_intr(vcpu)
+            and not kvm_event_needs_reinjection(vcpu) and not vcpu.arch.exception.pending)
 
 
 @kfunc()
@@ -96,6 +122,10 @@ def vcpu_run(vcpu: KvmVcpu) -> int:
             return r
         if vcpu.arch.apic is not None and lapic.apic_has_pending_timer(vcpu):
             lapic.kvm_inject_apic_timer_irqs(vcpu)             # kvm_inject_pending_timer_irqs
+        if dm_request_for_irq_injection(vcpu) and kvm_vcpu_ready_for_interrupt_injection(vcpu):
+            vcpu.run.exit_reason = KvmExit.IRQ_WINDOW_OPEN
+            vcpu.stat.request_irq_exits += 1
+            return 0
         if vcpu.signal_pending or hw.kick_pending:
             vcpu.signal_pending = False
             vcpu.hw.kick_pending = False
@@ -109,6 +139,9 @@ def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
     """Service requests, inject events, run the vendor vcpu_run, then handle_exit (reference §8.3)."""
     if vcpu.host_events and kvm_deliver_host_events(vcpu):
         return 1   # kvm_vcpu_exit_request: no entry, vcpu_run returns -EINTR (simplified: checked before injection)
+    req_int_win = dm_request_for_irq_injection(vcpu) and kvm_cpu_accept_dm_intr(vcpu)
+    if req_int_win:
+        vcpu.requests.add("KVM_REQ_EVENT")      # kvm_check_and_inject_events runs for it too
     if vcpu.requests:                                           # kvm_request_pending
         reqs = vcpu.requests
         if "KVM_REQ_TRIPLE_FAULT" in reqs:
@@ -121,7 +154,9 @@ def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
             process_nmi(vcpu)
         if "KVM_REQ_EVENT" in reqs:
             reqs.discard("KVM_REQ_EVENT")
-            kvm_check_and_inject_events(vcpu)
+            vcpu.force_immediate_exit = kvm_check_and_inject_events(vcpu)
+            if req_int_win:
+                kvm_x86_ops.enable_irq_window(vcpu)            # userspace's window, whatever KVM holds
     if not vcpu.kvm.params.enable_ept:
         mmu_shadow.kvm_mmu_reload(vcpu)                        # kvm_mmu_reload: the root of CR3
     if vcpu.arch.switch_db_regs:                              # the guest's DR0-3/DR6 into the CPU
@@ -150,10 +185,30 @@ def kvm_inject_nmi(vcpu: KvmVcpu) -> None:
     vcpu.requests.add("KVM_REQ_NMI")
 
 
-def kvm_vcpu_ioctl_interrupt(vcpu: KvmVcpu, irq: int) -> None:
-    """KVM_INTERRUPT (userspace PIC): queue the vector, KVM_REQ_EVENT."""
-    vcpu.arch.interrupt_pending = irq
+def kvm_queue_interrupt(vcpu: KvmVcpu, vector: int, soft: bool) -> None:
+    q = vcpu.arch.interrupt
+    q.injected, q.soft, q.nr = True, soft, vector
+
+
+def kvm_clear_interrupt_queue(vcpu: KvmVcpu) -> None:
+    vcpu.arch.interrupt.injected = False
+
+
+ENXIO = 6
+KVM_NR_INTERRUPTS = 256
+
+
+def kvm_vcpu_ioctl_interrupt(vcpu: KvmVcpu, irq: int) -> int:
+    """KVM_INTERRUPT (userspace PIC): the vector counts as acknowledged and is injected at the next
+    entry whatever RFLAGS.IF says (the VMM checks ready_for_interrupt_injection first); with an
+    in-kernel PIC (KVM_CREATE_IRQCHIP) -ENXIO.  Simplified: the split-irqchip ExtINT path is absent."""
+    if irq >= KVM_NR_INTERRUPTS:
+        return -EINVAL
+    if vcpu.kvm.irqchip:
+        return -ENXIO
+    kvm_queue_interrupt(vcpu, irq, False)
     vcpu.requests.add("KVM_REQ_EVENT")
+    return 0
 
 
 def kvm_deliver_host_events(vcpu: KvmVcpu) -> bool:
@@ -163,34 +218,56 @@ def kvm_deliver_host_events(vcpu: KvmVcpu) -> bool:
         if ev.request == "KVM_NMI":
             kvm_inject_nmi(vcpu)
         elif ev.request == "KVM_INTERRUPT":
-            kvm_vcpu_ioctl_interrupt(vcpu, ev.arg)
+            kvm_vcpu_ioctl_interrupt(vcpu, ev.arg)      # its errno has no thread to go to
         elif ev.request == "SIGNAL":
             vcpu.signal_pending = True
-        elif ev.request == "HOST_NMI":
+        elif ev.request in ("HOST_NMI", "HOST_TICK"):
             vcpu.hw.host_nmi_every = ev.arg or None
+            vcpu.hw.host_event_kind = "tick" if ev.request == "HOST_TICK" else "nmi"
     return vcpu.signal_pending
 
 
-def kvm_cpu_has_injectable_intr(vcpu: KvmVcpu) -> bool:
-    """The userspace-PIC vector of KVM_INTERRUPT, or the in-kernel LAPIC's highest deliverable
-    vector (simplified: the in-kernel PIC's ExtINT is not modelled)."""
+def kvm_cpu_has_extint(vcpu: KvmVcpu) -> bool:
+    """An interrupt from outside the LAPIC: with a userspace PIC, the one KVM_INTERRUPT queued."""
     if vcpu.arch.apic is None:
-        return vcpu.arch.interrupt_pending is not None
+        return vcpu.arch.interrupt.injected
+    return False     # simplified: the in-kernel PIC's ExtINT is not modelled
+
+
+def kvm_cpu_has_injectable_intr(vcpu: KvmVcpu) -> bool:
+    """The userspace-PIC vector of KVM_INTERRUPT, or the in-kernel LAPIC's highest deliverable vector."""
+    if kvm_cpu_has_extint(vcpu):
+        return True
+    if vcpu.arch.apic is None:
+        return False
     return lapic.kvm_apic_has_interrupt(vcpu) != -1
 
 
 def kvm_cpu_get_interrupt(vcpu: KvmVcpu) -> int:
     if vcpu.arch.apic is None:
-        irq, vcpu.arch.interrupt_pending = vcpu.arch.interrupt_pending, None
-        return -1 if irq is None else irq
+        return vcpu.arch.interrupt.nr if vcpu.arch.interrupt.injected else -1
     return lapic.kvm_get_apic_interrupt(vcpu)
 
 
-def kvm_check_and_inject_events(vcpu: KvmVcpu) -> None:
-    """Priority: pending exception, then NMI, then the interrupt (reference §2.5 step 3); an
-    interrupt that cannot be taken now (IF=0, STI/MOV-SS shadow) opens an interrupt window."""
-    exc = vcpu.arch.exception
+def kvm_check_and_inject_events(vcpu: KvmVcpu) -> bool:
+    """First re-inject what is already injected (an exception, NMI or interrupt not yet delivered,
+    e.g. KVM_INTERRUPT's or KVM_SET_VCPU_EVENTS'), then new events by priority: pending exception,
+    NMI, interrupt (reference §2.5 step 3); an interrupt that cannot be taken now (IF=0, STI/MOV-SS
+    shadow) opens an interrupt window.  True (req_immediate_exit, the kernel's -EBUSY) when an NMI
+    or interrupt waits behind a re-injected event: the entry must exit again at once to get here."""
+    arch = vcpu.arch
+    exc = arch.exception
+    if exc.injected:
+        kvm_x86_ops.inject_exception(vcpu)
+    elif not exc.pending:
+        if arch.nmi_injected:
+            kvm_x86_ops.inject_nmi(vcpu)
+        elif arch.interrupt.injected:
+            kvm_x86_ops.inject_irq(vcpu, arch.interrupt.nr, reinjected=True)
+    can_inject = not kvm_event_needs_reinjection(vcpu)
     if exc.pending:
+        if not can_inject:
+            return False     # simplified: a pending exception behind an injected one waits its turn
         # A fault pushes RF=1 (SDM 17.3.1.1) so that IRET retries the instruction without its
         # instruction breakpoint firing again; VM entry pushes RFLAGS as KVM left it.
         if exception_type(exc.vector) == EXCPT_FAULT:
@@ -203,23 +280,31 @@ def kvm_check_and_inject_events(vcpu: KvmVcpu) -> None:
                 cr.kvm_update_dr7(vcpu)
         exc.pending, exc.injected = False, True
         kvm_x86_ops.inject_exception(vcpu)
-        return
-    if vcpu.arch.nmi_pending:
+        return False
+    if vcpu.guest_debug & KVM_GUESTDBG_BLOCKIRQ:     # the debugger asked for no new NMIs or interrupts
+        return False
+    if arch.nmi_pending:
+        if not can_inject:
+            return True
         if kvm_x86_ops.nmi_allowed(vcpu):
-            vcpu.arch.nmi_pending -= 1
-            vcpu.arch.nmi_injected = True
+            arch.nmi_pending -= 1
+            arch.nmi_injected = True
             kvm_x86_ops.inject_nmi(vcpu)
-            if vcpu.arch.nmi_pending:
+            if arch.nmi_pending:
                 kvm_x86_ops.enable_nmi_window(vcpu)
-            return
+            return False
         kvm_x86_ops.enable_nmi_window(vcpu)
     if kvm_cpu_has_injectable_intr(vcpu):
+        if not can_inject:
+            return True
         if vcpu.hw.uc is not None and kvm_x86_ops.interrupt_allowed(vcpu):
             irq = kvm_cpu_get_interrupt(vcpu)
             if irq != -1:
+                kvm_queue_interrupt(vcpu, irq, False)
                 kvm_x86_ops.inject_irq(vcpu, irq)
-        if kvm_cpu_has_injectable_intr(vcpu):
+        if kvm_cpu_has_injectable_intr(vcpu) and not arch.interrupt.injected:
             kvm_x86_ops.enable_irq_window(vcpu)
+    return False
 
 
 def trace_kvm_inj_exception(vector: int, has_error: bool, error_code: int, reinjected: bool) -> None:

@@ -31,7 +31,7 @@ from kvmsim.kvm.emulate.task_switch import emulator_task_switch
 from kvmsim.kvm.emulator_ops import VcpuEmulateOps, run_mmio
 from kvmsim.kvm.kvm_cache_regs import EFLAGS_RF, EFLAGS_TF, kvm_rip_write
 from kvmsim.kvm.vcpu import KvmVcpu
-from kvmsim.kvm.x86_exception import (kvm_inject_page_fault, kvm_queue_exception, kvm_queue_exception_e,
+from kvmsim.kvm.x86_exception import (kvm_vcpu_do_singlestep, kvm_inject_page_fault, kvm_queue_exception, kvm_queue_exception_e,
                                       kvm_queue_exception_p)
 from kvmsim.probe import PROBES, kfunc, tracepoint
 from kvmsim.uapi import KvmExit, KvmInternalError
@@ -229,7 +229,7 @@ def _writeback(vcpu: KvmVcpu, ctxt: X86EmulateCtxt, r: int) -> int:
             rflags = hw.reg("rflags")
         eflags = ctxt.eflags
         if r and (ctxt.tf or rflags & EFLAGS_TF) and eflags & EFLAGS_TF:
-            kvm_queue_exception_p(vcpu, Vector.DB, 1 << 14)
+            r = kvm_vcpu_do_singlestep(vcpu)
         if eflags != rflags:   # __kvm_set_rflags; rewriting the same value changes nothing
             hw.set_reg("rflags", eflags)
     if arch.halt_request and r:

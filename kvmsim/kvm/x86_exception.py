@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from kvmsim.hw.vmcs import Vector
 from kvmsim.kvm.kvm_cache_regs import EFLAGS_TF
+from kvmsim.uapi import KvmExit
 from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
 from kvmsim.kvm.vcpu import KvmVcpu
 from kvmsim.probe import kfunc
@@ -113,5 +114,23 @@ def kvm_skip_emulated_instruction(vcpu: KvmVcpu) -> int:
         return 0
     vcpu.hw.retired()   # kvm_pmu_instruction_retired: the skipped instruction retires in the guest
     if rflags & EFLAGS_TF:
-        kvm_queue_exception_p(vcpu, Vector.DB, 1 << 14)  # DR6.BS
+        r = kvm_vcpu_do_singlestep(vcpu)
     return r
+
+
+KVM_GUESTDBG_SINGLESTEP = 0x00000002
+DR6_BS, DR6_ACTIVE_LOW = 1 << 14, 0xFFFF0FF0
+
+
+def kvm_vcpu_do_singlestep(vcpu: KvmVcpu) -> int:
+    """The trap after an instruction KVM completed with TF set: KVM_EXIT_DEBUG for a userspace
+    debugger (run->debug.arch.dr7 is left as it was), else #DB with DR6.BS to the guest."""
+    if vcpu.guest_debug & KVM_GUESTDBG_SINGLESTEP:
+        run = vcpu.run
+        run.debug.arch.dr6 = DR6_BS | DR6_ACTIVE_LOW
+        run.debug.arch.pc = vcpu.hw.linear_rip()
+        run.debug.arch.exception = Vector.DB
+        run.exit_reason = KvmExit.DEBUG
+        return 0
+    kvm_queue_exception_p(vcpu, Vector.DB, DR6_BS)
+    return 1

@@ -25,7 +25,8 @@ from typing import Sequence
 from kvmsim.errors import BackendError
 from kvmsim.realkvm import ioctls as K
 from kvmsim.uapi import (KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_DEASSIGN, KVM_IOEVENTFD_FLAG_PIO,
-                         KvmCpuidEntry2, KvmIoeventfd, KvmMsrExitReason, KvmRegs, KvmRunMapping, KvmSregs)
+                         KvmCpuidEntry2, KvmGuestDebug, KvmIoeventfd, KvmMsrExitReason, KvmRegs, KvmRunMapping,
+                         KvmSregs, KvmVcpuEvents)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
@@ -416,6 +417,17 @@ class RealVcpu(_Fd):
 
     def interrupt(self, irq: int) -> None:
         _ioctl(self.fd, K.KVM_INTERRUPT, K.KvmInterrupt(irq=irq))
+
+    def set_guest_debug(self, dbg: KvmGuestDebug) -> None:
+        _ioctl(self.fd, K.KVM_SET_GUEST_DEBUG, dbg)
+
+    def get_vcpu_events(self) -> KvmVcpuEvents:
+        events = KvmVcpuEvents()
+        _ioctl(self.fd, K.KVM_GET_VCPU_EVENTS, events)
+        return events
+
+    def set_vcpu_events(self, events: KvmVcpuEvents) -> None:
+        _ioctl(self.fd, K.KVM_SET_VCPU_EVENTS, events)
 
     def enable_cap(self, cap: int, *args: int) -> None:
         ec = K.KvmEnableCap(cap=cap)

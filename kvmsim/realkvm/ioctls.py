@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 
-from kvmsim.uapi import KvmCpuidEntry2, KvmIoeventfd, KvmRegs, KvmSregs
+from kvmsim.uapi import KvmCpuidEntry2, KvmGuestDebug, KvmIoeventfd, KvmRegs, KvmSregs, KvmVcpuEvents
 
 # asm-generic/ioctl.h (x86 uses the generic layout)
 _IOC_NRBITS, _IOC_TYPEBITS, _IOC_SIZEBITS = 8, 8, 14
@@ -155,6 +155,9 @@ KVM_SET_MSRS = _IOW(KVMIO, 0x89, ctypes.sizeof(KvmMsrsHeader))
 KVM_SET_CPUID2 = _IOW(KVMIO, 0x90, ctypes.sizeof(KvmCpuid2Header))
 KVM_GET_CPUID2 = _IOWR(KVMIO, 0x91, ctypes.sizeof(KvmCpuid2Header))
 KVM_NMI = _IO(KVMIO, 0x9A)
+KVM_SET_GUEST_DEBUG = _IOW(KVMIO, 0x9B, ctypes.sizeof(KvmGuestDebug))
+KVM_GET_VCPU_EVENTS = _IOR(KVMIO, 0x9F, ctypes.sizeof(KvmVcpuEvents))
+KVM_SET_VCPU_EVENTS = _IOW(KVMIO, 0xA0, ctypes.sizeof(KvmVcpuEvents))
 
 # Every name above, for error messages (number → "KVM_RUN").
 IOCTL_NAMES: dict[int, str] = {v: k for k, v in dict(globals()).items()

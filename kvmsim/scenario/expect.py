@@ -189,6 +189,8 @@ USERSPACE_MAP: dict[str, tuple[str, dict[str, str]]] = {
     "rdmsr":     ("X86_RDMSR",      {"index": "index"}),
     "wrmsr":     ("X86_WRMSR",      {"index": "index", "data": "data"}),
     "hypercall": ("HYPERCALL",      {"nr": "nr"}),
+    "irq_window_open": ("IRQ_WINDOW_OPEN", {"if_flag": "if_flag", "ready": "ready_for_interrupt_injection"}),
+    "debug":     ("DEBUG",          {"exception": "exception", "pc": "pc", "dr6": "dr6", "dr7": "dr7"}),
 }
 
 

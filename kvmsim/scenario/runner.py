@@ -22,7 +22,8 @@ from kvmsim.scenario.guest_build import GuestImage, build_guest
 from kvmsim.scenario.result import ExitStream, RunResult
 from kvmsim.scenario.schema import Scenario
 from kvmsim.scenario.vcpu_state import apply_vcpu_state, cpuid_with_overrides
-from kvmsim.uapi import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, HostEvent, KvmMsrExitReason, VcpuFd, VmFd
+from kvmsim.uapi import (KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, HostEvent, KvmGuestDebug, KvmMsrExitReason,
+                         VcpuFd, VmFd)
 from kvmsim.vmm import boot, multiboot
 from kvmsim.vmm.acpi import build_acpi_tables
 from kvmsim.vmm.bus import Bus
@@ -316,7 +317,7 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     config = VmmConfig(unclaimed_io=sc.userspace.unclaimed_io, unclaimed_mmio=sc.userspace.unclaimed_mmio,
                        msr_answers=dict(sc.userspace.msr), max_exits=sc.limits.max_exits,
                        wall_seconds=sc.limits.wall_seconds, events=_events(sc),
-                       keep_exits=keep_exits_for(sc), on_hlt=sc.vmm.on_hlt)
+                       keep_exits=keep_exits_for(sc), on_hlt=sc.vmm.on_hlt, **_vmm_events(sc))
     _vm_exit_events(sc, vcpu, backend)
     _insn_budget(sc, vcpu, config)
     kick = getattr(vcpu, "kick", None)
@@ -407,6 +408,20 @@ def _events(sc: Scenario) -> dict[int, list]:
     return out
 
 
+def _vmm_events(sc: Scenario) -> dict[str, dict]:
+    """vmm.irqs and vmm.guest_debug by userspace-exit count (VmmConfig.irqs / .guest_debug)."""
+    irqs: dict[int, list[int]] = {}
+    for irq in sc.vmm.irqs:
+        irqs.setdefault(irq.at_userspace_exit, []).append(irq.vector)
+    dbg: dict[int, list[KvmGuestDebug]] = {}
+    for g in sc.vmm.guest_debug:
+        arg = KvmGuestDebug(control=g.control_bits)
+        for i, v in enumerate(g.debugreg):
+            arg.arch.debugreg[i] = v
+        dbg.setdefault(g.at_userspace_exit, []).append(arg)
+    return {"irqs": irqs, "guest_debug": dbg}
+
+
 def _vm_exit_events(sc: Scenario, vcpu: VcpuFd, backend: str) -> None:
     """Events tied to VM exits or guest instructions: host events on the vCPU's virtual time
     (uapi.HostEvent), which only the sim's vCPU fd keeps.
@@ -428,8 +443,8 @@ def _vm_exit_events(sc: Scenario, vcpu: VcpuFd, backend: str) -> None:
                                     f"events[{i}]: 'at: exit' takes inject: nmi or {{irq: N}}")
             queue(HostEvent("KVM_NMI", at_exit=ev.at.exit) if ev.inject == "nmi"
                   else HostEvent("KVM_INTERRUPT", ev.inject.irq, at_exit=ev.at.exit))
-        elif ev.host == "nmi":
-            queue(HostEvent("HOST_NMI", ev.every.guest_insns))
+        elif ev.host in ("nmi", "tick"):
+            queue(HostEvent("HOST_NMI" if ev.host == "nmi" else "HOST_TICK", ev.every.guest_insns))
         else:
             raise ScenarioError(str(sc.path) if sc.path else None, sc.line_of("events", i),
                                 f"events[{i}]: 'every' goes with host: nmi")

@@ -801,7 +801,8 @@ class Event(_Model):
     at: EventAt | None = None
     every: EventEvery | None = None
     inject: Inject | None = None
-    host: Literal["nmi"] | None = Field(None, description="a host NMI arrives (EXCEPTION_NMI exit, not for the guest)")
+    host: Literal["nmi", "tick"] | None = Field(None, description="a host NMI (EXCEPTION_NMI exit) or host timer "
+                                                "tick (EXTERNAL_INTERRUPT exit) arrives, not for the guest")
 
     @model_validator(mode="after")
     def _when_and_what(self) -> "Event":
@@ -813,7 +814,7 @@ class Event(_Model):
             raise ValueError("'at' goes with inject: nmi or {irq: N} (a host NMI is 'every: {guest_insns: N}, "
                              "host: nmi')")
         if self.every is not None and self.inject is not None:
-            raise ValueError("'every' goes with host: nmi")
+            raise ValueError("'every' goes with host: nmi or host: tick")
         return self
 
 
@@ -908,7 +909,24 @@ class ExpHypercall(_Model):
     nr: U64 | None = None
 
 
-USERSPACE_KINDS = ("io", "mmio", "hlt", "shutdown", "internal", "rdmsr", "wrmsr", "hypercall")
+class ExpIrqWindowOpen(_Model):
+    """KVM_EXIT_IRQ_WINDOW_OPEN (issue 14): kvm_run's if_flag and ready_for_interrupt_injection."""
+
+    if_flag: Annotated[int, Field(ge=0, le=1)] | None = None
+    ready: Annotated[int, Field(ge=0, le=1)] | None = None
+
+
+class ExpDebug(_Model):
+    """KVM_EXIT_DEBUG (issue 14): run->debug.arch."""
+
+    exception: U8 | None = None
+    pc: U64 | None = None
+    dr6: U64 | None = None
+    dr7: U64 | None = None
+
+
+USERSPACE_KINDS = ("io", "mmio", "hlt", "shutdown", "internal", "rdmsr", "wrmsr", "hypercall",
+                   "irq_window_open", "debug")
 
 
 class ExpectUserspaceExit(_Model):
@@ -922,6 +940,8 @@ class ExpectUserspaceExit(_Model):
     rdmsr: ExpRdmsr | None = None
     wrmsr: ExpWrmsr | None = None
     hypercall: ExpHypercall | None = None
+    irq_window_open: ExpIrqWindowOpen | None = None
+    debug: ExpDebug | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -1192,12 +1212,42 @@ class VcpuState(_Model):
     sregs: SregsState = Field(default_factory=SregsState)
 
 
+# -- issue 14 (events from userspace): the VMM's userspace PIC and its guest debugger ------------
+
+class VmmIrq(_Model):
+    """An interrupt the VMM's userspace PIC raises (no kvm.irqchip): from then on, before every KVM_RUN,
+    KVM_INTERRUPT once kvm_run says ready_for_interrupt_injection, else request_interrupt_window = 1
+    (QEMU's kvm_arch_pre_run); KVM_EXIT_IRQ_WINDOW_OPEN then just re-enters."""
+
+    at_userspace_exit: Count = Field(description="raised after this many exits to userspace (0: before the first KVM_RUN)")
+    vector: U8
+
+
+GUEST_DEBUG_CONTROLS = {"enable": 0x1, "singlestep": 0x2, "use_sw_bp": 0x10000, "use_hw_bp": 0x20000}
+
+
+class VmmGuestDebug(_Model):
+    """KVM_SET_GUEST_DEBUG the VMM issues after this many exits to userspace; control [] turns it off.
+    At KVM_EXIT_DEBUG the VMM records run->debug.arch and re-enters (a #BP: past the INT3)."""
+
+    at_userspace_exit: Count
+    control: list[Literal["enable", "singlestep", "use_sw_bp", "use_hw_bp"]] = Field(default_factory=list)
+    debugreg: list[U64] = Field(default_factory=list, max_length=8, description="DR0-3 addresses, debugreg[7]: DR7 "
+                                "(use_hw_bp)")
+
+    @property
+    def control_bits(self) -> int:
+        return sum(GUEST_DEBUG_CONTROLS[c] for c in set(self.control))
+
+
 class VmmSettings(_Model):
     """How the userspace VMM's run loop behaves."""
 
     on_hlt: Literal["stop", "resume"] = Field(
         "stop", description="KVM_EXIT_HLT: stop the run (stop.reason hlt), or KVM_RUN again "
                             "(the guest continues after its HLT; bounded by limits)")
+    irqs: list[VmmIrq] = Field(default_factory=list, description="the VMM's userspace PIC: interrupts it raises")
+    guest_debug: list[VmmGuestDebug] = Field(default_factory=list, description="KVM_SET_GUEST_DEBUG calls")
 
 
 # ---------------------------------------------------------------- the scenario
@@ -1422,6 +1472,13 @@ class Scenario(_Model):
             if dev not in names:
                 raise FieldError(("expect", "devices", dev),
                                  f"no device named {dev!r} (devices: {', '.join(sorted(names)) or 'none'})")
+        if self.vmm.irqs and self.kvm.irqchip:     # KVM_INTERRUPT is the userspace PIC's: ENXIO with KVM's PIC
+            raise FieldError(("vmm", "irqs"), "vmm.irqs is a userspace PIC (KVM_INTERRUPT); with kvm.irqchip: true "
+                             "the kernel's PIC owns the lines and KVM_INTERRUPT fails with ENXIO")
+        for i, ev in enumerate(self.events if self.kvm.irqchip else ()):
+            if ev.inject is not None and ev.inject != "nmi":
+                raise FieldError(("events", i, "inject"), "inject: {irq: N} is KVM_INTERRUPT, the userspace PIC's; "
+                                 "with kvm.irqchip: true it fails with ENXIO")
         if e.stop and e.stop.reason == "hlt" and self.vmm.on_hlt == "resume":
             raise FieldError(("expect", "stop", "reason"), "expects a hlt stop but vmm.on_hlt: resume re-enters "
                              "the guest after every KVM_EXIT_HLT")

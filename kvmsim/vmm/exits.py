@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # Fields whose integer values are printed in hex by describe(); the rest are decimal.
-HEX_FIELDS = frozenset({"port", "phys_addr", "index", "gpa", "nr", "hardware_exit_reason",
+HEX_FIELDS = frozenset({"port", "phys_addr", "index", "gpa", "nr", "hardware_exit_reason", "pc", "dr6", "dr7",
                         "hardware_entry_failure_reason", "exception", "error_code", "flags"})
 
 
@@ -27,6 +27,8 @@ class UserspaceExit:
       X86_RDMSR/WRMSR error, reason, index, data (int)
       HYPERCALL      nr, args (list), ret, flags
       FAIL_ENTRY     hardware_entry_failure_reason, cpu
+      IRQ_WINDOW_OPEN  if_flag, ready_for_interrupt_injection (kvm_run's own fields)
+      DEBUG          exception, pc, dr6, dr7 (run->debug.arch)
     """
 
     # A plain slots class (one is built per return to userspace): the dataclass's constructor, equality

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from kvmsim.uapi import KVM_EXIT_IO_IN, KvmExit, KvmInternalError, VcpuFd
+from kvmsim.uapi import KVM_EXIT_IO_IN, KvmExit, KvmGuestDebug, KvmInternalError, VcpuFd
 from kvmsim.vmm.bus import Bus
 from kvmsim.vmm.devices.python import DeviceError
 from kvmsim.vmm.devices.simple import GuestExit
@@ -25,6 +25,9 @@ _EXIT_NAMES = {int(e): e.name for e in KvmExit}
 (_IO, _MMIO, _X86_RDMSR, _X86_WRMSR, _HLT, _SHUTDOWN, _INTERNAL_ERROR, _FAIL_ENTRY, _EXCEPTION, _INTR) = (
     int(e) for e in (KvmExit.IO, KvmExit.MMIO, KvmExit.X86_RDMSR, KvmExit.X86_WRMSR, KvmExit.HLT, KvmExit.SHUTDOWN,
                      KvmExit.INTERNAL_ERROR, KvmExit.FAIL_ENTRY, KvmExit.EXCEPTION, KvmExit.INTR))
+_IRQ_WINDOW_OPEN, _DEBUG = int(KvmExit.IRQ_WINDOW_OPEN), int(KvmExit.DEBUG)
+BP_VECTOR, DB_VECTOR = 3, 1
+EFLAGS_RF = 1 << 16
 Policy = str  # "ignore" | "log" | "stop"  (kvmtool: ignore, --debug-ioport/--debug-mmio log)
 
 
@@ -49,6 +52,11 @@ class VmmConfig:
     # Given every record in order, in batches while the run goes and the rest when it ends
     # (`run --exits-jsonl`, result.ExitStream); None: nothing is streamed and nothing is spent on it.
     exit_sink: Callable[[list[UserspaceExit]], None] | None = None
+    # The userspace PIC (no in-kernel irqchip): userspace-exit index → vectors raised then; each is
+    # injected with KVM_INTERRUPT when kvm_run allows it, meanwhile request_interrupt_window is set.
+    irqs: dict[int, list[int]] = field(default_factory=dict)
+    # userspace-exit index → KVM_SET_GUEST_DEBUG argument issued then
+    guest_debug: dict[int, list[KvmGuestDebug]] = field(default_factory=dict)
 
 
 STREAM_BATCH = 4096   # records held before they go to exit_sink when the log keeps them all
@@ -74,6 +82,8 @@ class Vmm:
         self._run_mmio_data: memoryview | None = None
         self._mapping: memoryview | None = None   # the whole vCPU mmap (pio data page), bound likewise
         self.hlt_resumed = 0      # KVM_EXIT_HLTs re-entered (config.on_hlt == "resume")
+        self.pic_pending: list[int] = []   # vectors the userspace PIC raised, not yet KVM_INTERRUPTed
+        self._pre_run_done = -1            # the exit count whose PIC raises / guest-debug calls are issued
 
     def run(self) -> Stop:
         """KVM_RUN until the guest ends the run, KVM reports something fatal, or a limit is hit."""
@@ -113,6 +123,8 @@ class Vmm:
             if events:
                 for action in events.get(n, ()):
                     action(self.vcpu)
+            if self.config.irqs or self.config.guest_debug or self.pic_pending:
+                self._pre_run(run, n)
             if n >= max_exits:
                 return Stop("limit", detail=limit_detail("max_exits", max_exits) + self._hlt_note())
             if not n & 0xFF and time.monotonic() >= deadline:   # exits that come back at once, too
@@ -133,6 +145,19 @@ class Vmm:
             stop = self._dispatch(run)
             if stop is not None:
                 return stop
+
+    def _pre_run(self, run, n: int) -> None:
+        """Before KVM_RUN, as QEMU's kvm_arch_pre_run: the debugger's KVM_SET_GUEST_DEBUG due now, the
+        PIC's new lines; a pending vector goes in with KVM_INTERRUPT only when kvm_run says the vCPU
+        takes it (ready_for_interrupt_injection and IF), else the VMM asks for the window."""
+        if n != self._pre_run_done:
+            self._pre_run_done = n
+            for dbg in self.config.guest_debug.get(n, ()):
+                self.vcpu.set_guest_debug(dbg)
+            self.pic_pending.extend(self.config.irqs.get(n, ()))
+        if self.pic_pending and run.ready_for_interrupt_injection and run.if_flag:
+            self.vcpu.interrupt(self.pic_pending.pop(0))
+        run.request_interrupt_window = 1 if self.pic_pending else 0
 
     def _hlt_note(self) -> str:
         """A limit hit by a guest that keeps halting under on_hlt: resume says so."""
@@ -212,6 +237,11 @@ class Vmm:
             if reason == _INTR:
                 self.exits.pop()
                 return None
+            if reason == _IRQ_WINDOW_OPEN:   # the PIC's vector goes in before the next KVM_RUN (_pre_run)
+                rec.fields = {"if_flag": run.if_flag, "ready_for_interrupt_injection": run.ready_for_interrupt_injection}
+                return None
+            if reason == _DEBUG:
+                return self._debug(run, rec)
             if reason == _SET_TPR:   # the guest lowered CR8; with no interrupt to deliver, run on (as QEMU)
                 return None
             return Stop("unknown-exit", code=reason, detail=f"unhandled {rec.kname}")
@@ -291,6 +321,22 @@ class Vmm:
         rec.fields["error"] = msr.error
         if is_read:
             rec.fields["data"] = msr.data
+        return None
+
+    def _debug(self, run, rec: UserspaceExit) -> None:
+        """KVM_EXIT_DEBUG: record run->debug.arch and go on; at an INT3 (#BP, RIP on it) a debugger
+        that planted it would restore the byte, so this one steps over it; at an instruction
+        breakpoint (a fault: RIP on it) it sets RFLAGS.RF so that the instruction runs."""
+        arch = run.debug.arch
+        rec.fields = {"exception": arch.exception, "pc": arch.pc, "dr6": arch.dr6, "dr7": arch.dr7}
+        if arch.exception == BP_VECTOR:
+            regs = self.vcpu.get_regs()
+            regs.rip += 1
+            self.vcpu.set_regs(regs)
+        elif arch.exception == DB_VECTOR and arch.dr6 & 0xF:   # an instruction breakpoint (B0-B3): RF
+            regs = self.vcpu.get_regs()                        # lets the instruction run once
+            regs.rflags |= EFLAGS_RF
+            self.vcpu.set_regs(regs)
         return None
 
     def _internal(self, run, rec: UserspaceExit) -> Stop:
