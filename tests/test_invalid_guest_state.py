@@ -158,13 +158,18 @@ handler:
 
 
 def test_an_interrupt_waits_for_the_window_then_is_delivered_while_emulating() -> None:
-    """KVM_INTERRUPT with IF=0: interrupt-window exiting is requested, and handle_invalid_guest_state
+    """The VMM asks for an interrupt window while IF=0 (kvm_run.request_interrupt_window, as a VMM
+    with a userspace PIC does): interrupt-window exiting is requested, and handle_invalid_guest_state
     returns to vcpu_run once the window opens, which is after the instruction that follows STI (the
-    emulated STI's shadow, toggle_interruptibility).  The interrupt is then delivered through the IVT
-    by KVM (kvm_inject_realmode_interrupt) and its handler is emulated too: CX is still 50."""
+    emulated STI's shadow, toggle_interruptibility): KVM_EXIT_IRQ_WINDOW_OPEN.  KVM_INTERRUPT's vector
+    is then delivered through the IVT by KVM (kvm_inject_realmode_interrupt) and its handler is
+    emulated too: CX is still 50."""
     rec = Recorder(functions=True).start()
     try:
         with machine(IRQ_GUEST, "real16", devices=DEVICES, kvm=NO_UG, vcpu=BIG_REAL) as m:
+            m.vcpu.mapping.run.request_interrupt_window = 1
+            kvm_run(m, KvmExit.IRQ_WINDOW_OPEN)
+            m.vcpu.mapping.run.request_interrupt_window = 0
             m.vcpu.interrupt(0x20)
             run = kvm_run(m, KvmExit.IO)
             data = bytes(m.vcpu.mapping.buf[run.io.data_offset:run.io.data_offset + 4])
