@@ -1,0 +1,116 @@
+"""`make kut-table`: the README's kvm-unit-tests results table, kvmsim against its references.
+
+Runs `kvmsim kut --smp1` over one test list once per column (kvmsim's model, the real /dev/kvm
+through `--backend kvm`, QEMU TCG and QEMU KVM through `--qemu`), and writes a Markdown table of
+each test's run_tests.sh line per column between the README markers.  Where kvmsim's verdict
+differs from a reference, the row's note is the one line of DIFFERENCES for that test (or says
+that none is written yet): every difference is explained or shown as unexplained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+COLUMNS: list[tuple[str, list[str]]] = [
+    ("kvmsim", []),
+    ("real KVM (kvm_pvm)", ["--backend", "kvm"]),
+    ("QEMU TCG", ["--qemu", "tcg"]),
+    ("QEMU KVM (kvm_pvm)", ["--qemu", "kvm"]),
+]
+# The issue's smp = 1 targets (x86_64 build).
+TARGETS = ("emulator realmode setjmp idt_test msr hypercall smap umip debug sieve tsc rmap_chain memory syscall "
+           "xapic x2apic eventinj vmexit_cpuid vmexit_vmcall vmexit_mov_from_cr8 vmexit_mov_to_cr8 "
+           "vmexit_inl_pmtimer vmexit_tscdeadline vmexit_tscdeadline_immed vmexit_cr0_wp vmexit_cr4_pge").split()
+# One line per test whose kvmsim verdict differs from a reference, saying why (by test name).
+DIFFERENCES: dict[str, str] = {
+    "xapic": "QEMU TCG has no TSC-deadline timer (`+tsc-deadline` is dropped with a warning) and apic.flat "
+             "aborts on it; kvmsim and KVM model it.",
+    "x2apic": "as xapic: QEMU TCG lacks TSC-deadline mode, apic.flat aborts under TCG.",
+}
+BEGIN, END = "<!-- kut-table begin (make kut-table) -->", "<!-- kut-table end -->"
+_LINE = re.compile(r"^(PASS|FAIL|SKIP) (\S+)(?: (.*))?$")
+
+
+def run_column(flags: list[str], tests: list[str], extra: list[str]) -> tuple[dict[str, tuple[str, str]], str]:
+    """One `kvmsim kut` run: {test: (status, rest of its line)} and its closing counts line."""
+    argv = [sys.executable, "-m", "kvmsim", "kut", "--smp1", *flags, *extra, *tests]
+    p = subprocess.run(argv, capture_output=True, text=True, errors="replace")
+    got, last = {}, ""
+    for ln in p.stdout.splitlines():
+        if m := _LINE.match(ln):
+            got[m.group(2)] = (m.group(1), (m.group(3) or "").strip())
+        elif ln.startswith("kut: "):
+            last = ln
+    if not got and p.returncode:
+        last = (p.stderr.strip().splitlines() or [f"status {p.returncode}"])[-1]
+    return got, last
+
+
+def cell(r: tuple[str, str] | None) -> str:
+    if r is None:
+        return "not run"
+    status, rest = r
+    return f"{status} {rest}".strip().replace("|", "\\|")
+
+
+def note(test: str, row: list[tuple[str, str] | None]) -> str:
+    ours = row[0][0] if row[0] else None
+    if all(r is None or r[0] == ours for r in row[1:]):
+        return ""
+    return DIFFERENCES.get(test, "unexplained difference")
+
+
+def table(tests: list[str], results: list[dict[str, tuple[str, str]]], totals: list[str]) -> str:
+    names = [c for c, _ in COLUMNS]
+    out = ["| test | " + " | ".join(names) + " | why they differ |", "|" + "---|" * (len(names) + 2)]
+    for t in tests:
+        row = [r.get(t) for r in results]
+        out.append(f"| {t} | " + " | ".join(cell(c) for c in row) + f" | {note(t, row)} |")
+    out.append("")
+    out += [f"- {n}: `{tot}`" for n, tot in zip(names, totals)]
+    return "\n".join(out) + "\n"
+
+
+def write_readme(readme: Path, text: str) -> None:
+    doc = readme.read_text(encoding="utf-8") if readme.exists() else ""
+    block = f"{BEGIN}\n{text}{END}"
+    if BEGIN in doc and END in doc:
+        doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    readme.write_text(doc, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kvmsim.kut.table", description=__doc__.splitlines()[0])
+    ap.add_argument("tests", nargs="*", help=f"tests (default: the issue's targets, {len(TARGETS)})")
+    ap.add_argument("--readme", default="README.md", help="the file whose table block is rewritten")
+    ap.add_argument("--columns", default=",".join(str(i) for i in range(len(COLUMNS))),
+                    help="which columns to run, by index (0 kvmsim, 1 kvm, 2 QEMU TCG, 3 QEMU KVM)")
+    ap.add_argument("-j", "--jobs", default="2")
+    ap.add_argument("--log-root", default="/tmp/kvmsim-kut-table", help="serial logs, one directory per column")
+    a = ap.parse_args(argv)
+    tests = a.tests or list(TARGETS)
+    wanted = {int(i) for i in a.columns.split(",") if i}
+    results, totals = [], []
+    for i, (name, flags) in enumerate(COLUMNS):
+        if i not in wanted:
+            results.append({}), totals.append("not run (--columns)")
+            continue
+        t0 = time.monotonic()
+        got, last = run_column(flags, tests, ["-j", a.jobs, "--log-dir", f"{a.log_root}/{i}"])
+        print(f"{name}: {last} [{time.monotonic() - t0:.0f} s]", flush=True)
+        results.append(got), totals.append(last)
+    text = table(tests, results, totals)
+    write_readme(Path(a.readme), text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
