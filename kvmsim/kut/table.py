@@ -18,7 +18,7 @@ from pathlib import Path
 
 COLUMNS: list[tuple[str, list[str]]] = [
     ("kvmsim", []),
-    ("real KVM (kvm_pvm)", ["--backend", "kvm"]),
+    ("real KVM (kvm_pvm)", ["--backend", "kvm", "--timeout-factor", "1"]),   # hardware speed: the cfg's timeout
     ("QEMU TCG", ["--qemu", "tcg"]),
     ("QEMU KVM (kvm_pvm)", ["--qemu", "kvm"]),
 ]
@@ -40,14 +40,20 @@ def run_column(flags: list[str], tests: list[str], extra: list[str]) -> tuple[di
     """One `kvmsim kut` run: {test: (status, rest of its line)} and its closing counts line."""
     argv = [sys.executable, "-m", "kvmsim", "kut", "--smp1", *flags, *extra, *tests]
     p = subprocess.run(argv, capture_output=True, text=True, errors="replace")
+    got, last = parse(p.stdout)
+    if not got and p.returncode:
+        last = (p.stderr.strip().splitlines() or [f"status {p.returncode}"])[-1]
+    return got, last
+
+
+def parse(text: str) -> tuple[dict[str, tuple[str, str]], str]:
+    """run_tests.sh lines of a `kvmsim kut` output: {test: (status, the rest)}, and its counts line."""
     got, last = {}, ""
-    for ln in p.stdout.splitlines():
+    for ln in text.splitlines():
         if m := _LINE.match(ln):
             got[m.group(2)] = (m.group(1), (m.group(3) or "").strip())
         elif ln.startswith("kut: "):
             last = ln
-    if not got and p.returncode:
-        last = (p.stderr.strip().splitlines() or [f"status {p.returncode}"])[-1]
     return got, last
 
 
@@ -94,11 +100,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="which columns to run, by index (0 kvmsim, 1 kvm, 2 QEMU TCG, 3 QEMU KVM)")
     ap.add_argument("-j", "--jobs", default="2")
     ap.add_argument("--log-root", default="/tmp/kvmsim-kut-table", help="serial logs, one directory per column")
+    ap.add_argument("--results", action="append", default=[], metavar="INDEX=FILE",
+                    help="take a column from a saved `kvmsim kut --smp1` output instead of running it")
     a = ap.parse_args(argv)
     tests = a.tests or list(TARGETS)
     wanted = {int(i) for i in a.columns.split(",") if i}
+    saved = {int(k): Path(v) for k, _, v in (r.partition("=") for r in a.results)}
     results, totals = [], []
     for i, (name, flags) in enumerate(COLUMNS):
+        if i in saved:
+            got, last = parse(saved[i].read_text(encoding="utf-8", errors="replace"))
+            results.append(got), totals.append(f"{last} (saved run)")
+            continue
         if i not in wanted:
             results.append({}), totals.append("not run (--columns)")
             continue
