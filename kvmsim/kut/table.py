@@ -41,11 +41,16 @@ DIFFERENCES: dict[str, str] = {
     "vmexit_cr4_pge": "kvmsim times out: 2 CR4 writes a round (~2 M exits through kvm_set_cr4) exceed 360 s of wall.",
     "emulator": "TCG: SS loads with RPL != CPL and non-canonical stack accesses fault differently (#GP for #SS), "
                 "then abort; kvmsim's one failure is kutmisc's (ret/iret with a nullified segment).",
-    "hypercall": "TCG has neither VMCALL nor VMMCALL (#UD).",
-    "msr": "TCG does not #GP on a non-canonical FS_BASE write; kvmsim's timeout (msr at --timeout 60) is kutmisc's.",
+    "hypercall": "TCG has neither VMCALL nor VMMCALL (#UD); kvm_pvm times out (--backend kvm and QEMU KVM).",
+    "msr": "TCG does not #GP on a non-canonical FS_BASE write, kvm_pvm fails 6 checks, QEMU KVM crashes (134); "
+           "kvmsim's timeout (at --timeout 60) is kutmisc's.",
     "debug": "TCG mis-handles single-step #DB with STI blocking, then times out; kvmsim's result is kutexc's.",
-    "idt_test": "TCG times out; kvmsim's 2 failures are kutexc's (not merged on this branch).",
-    "smap": "QEMU KVM on kvm_pvm crashes (status 134); kvmsim's timeout at --timeout 60 is kutmisc's.",
+    "idt_test": "TCG times out; kvmsim's 2 failures are kutexc's (not merged on this branch); kvm_pvm passes.",
+    "smap": "kvm_pvm emulates every CPL0 instruction and fails on `clac` (KVM_INTERNAL_ERROR_EMULATION; QEMU "
+            "aborts, 134); kvmsim's timeout at --timeout 60 is kutmisc's.",
+    "memory": "kvm_pvm's emulator cannot emulate an instruction memory.flat uses (KVM_INTERNAL_ERROR_EMULATION; "
+              "QEMU aborts, 134); kvmsim and TCG pass.",
+    "eventinj": "kvm_pvm stops with KVM_INTERNAL_ERROR_EMULATION; kvmsim's timeout (at --timeout 60) is kutexc's.",
 }
 BEGIN, END = "<!-- kut-table begin (make kut-table) -->", "<!-- kut-table end -->"
 _LINE = re.compile(r"^(PASS|FAIL|SKIP) (\S+)(?: (.*))?$")
