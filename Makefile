@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test bench bench-million fuzz-emulator fuzz-guests fuzz-guests-diff fuzz-scenarios diff check kut clean
+.PHONY: run test bench bench-million fuzz-emulator fuzz-guests fuzz-guests-diff fuzz-scenarios diff check kut kut-table clean
 
 # The demo: a mixed workload's run report, then the emulation census of it and of its nested twin.
 run: $(STAMP)
@@ -63,6 +63,14 @@ KUT_ARGS ?= -j 2
 
 kut: $(STAMP)
 	@st=0; for a in x86_64 i386; do $(BIN)/kvmsim kut --arch $$a $(KUT_ARGS) || st=1; done; exit $$st
+
+# The README's kvm-unit-tests results table (kvmsim/kut/table.py): the issue's smp = 1 targets on
+# kvmsim, on /dev/kvm (--backend kvm) and under QEMU TCG and QEMU KVM (--qemu; SKIP without qemu),
+# each test's run_tests.sh line per column and one line of why where they differ.
+KUT_TABLE_ARGS ?=
+
+kut-table: $(STAMP)
+	$(BIN)/python -m kvmsim.kut.table $(KUT_TABLE_ARGS)
 
 $(STAMP): pyproject.toml
 	@command -v as >/dev/null && command -v ld >/dev/null && command -v objcopy >/dev/null || \

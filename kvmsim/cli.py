@@ -577,6 +577,8 @@ def _add_kut_parser(sub: Any) -> None:
                    "archive in ../shared/kvm-unit-tests or $KVMSIM_KUT_ARCHIVE into the cache)")
     k.add_argument("--arch", choices=("x86_64", "i386"), help="the archive build to use (default x86_64)")
     k.add_argument("--backend", choices=("sim", "kvm"), default="sim")
+    k.add_argument("--qemu", choices=("tcg", "kvm"), metavar="ACCEL", help="a reference: run the tests under "
+                   "QEMU through kvm-unit-tests' own x86/run with accel=tcg or kvm (kvmsim/kut/qemu.py)")
     k.add_argument("-j", "--jobs", type=_at_least_one, default=1, metavar="N", help="tests in parallel (processes)")
     k.add_argument("-t", "--tap", action="store_true", help="TAP version 13 output")
     k.add_argument("-g", "--group", metavar="GROUP", help="only tests in GROUP (nodefault ones too)")

@@ -10,7 +10,7 @@ import pytest
 
 from kvmsim.hw.vmcs import ExitReason
 from kvmsim.kvm import vmx
-from kvmsim.kvm.lapic import VMEXIT_NS
+from kvmsim.kvm.lapic import USERSPACE_EXIT_NS, VMEXIT_NS
 from kvmsim.uapi import KvmExit
 from tests.simvm import kvm_run, machine
 
@@ -168,3 +168,21 @@ def test_a_vm_exit_costs_vmexit_ns_of_virtual_time() -> None:
         kvm_run(m, KvmExit.IO)
         regs = m.vcpu.get_regs()
         assert regs.rdi - regs.rsi == 4 + VMEXIT_NS         # rdtsc, movl, xorl, cpuid retired + the exit
+
+
+def test_a_round_trip_through_the_vmm_costs_userspace_exit_ns_more() -> None:
+    with machine("""
+        .include "kvmsim.inc"
+        GUEST_ENTRY
+        rdtsc
+        movl %eax, %esi
+        movb $0x41, %al
+        outb %al, $0x80              # an exit to userspace: KVM_RUN returns, and is called again
+        rdtsc
+        movl %eax, %edi
+        EXIT 0
+    """, kvm=IRQCHIP, devices=DEV) as m:
+        assert kvm_run(m, KvmExit.IO).io.port == 0x80
+        kvm_run(m, KvmExit.IO)
+        regs = m.vcpu.get_regs()
+        assert regs.rdi - regs.rsi == 4 + VMEXIT_NS + USERSPACE_EXIT_NS   # rdtsc, movl, movb, outb + the trip

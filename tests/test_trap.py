@@ -289,3 +289,49 @@ def test_code_on_the_second_highest_page_exits_on_its_first_entry() -> None:
         assert hw.reg("rip") == 0xffffffffffffe001
     finally:
         m.close()
+
+
+def _two_page_loop(sweep_every: int, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, int | None, list[int]]:
+    """A loop on one page calling CPUID on another 40 times: the exit counts, the retired
+    instructions and the pages each sweep dropped, with a sweep every `sweep_every` exits."""
+    from kvmsim.hw import trap
+    from kvmsim.scenario.runner import make_machine, run_machine
+    from tests.simvm import scenario
+    monkeypatch.setattr(trap, "SWEEP_EVERY_EXITS", sweep_every)
+    dropped = []
+    real = trap.InsnTrap.sweep_pages
+
+    def spy(self: trap.InsnTrap, keep: int) -> None:
+        before = len(self._pages)
+        real(self, keep)
+        dropped.append(before - len(self._pages))
+
+    monkeypatch.setattr(trap.InsnTrap, "sweep_pages", spy)
+    m = make_machine(scenario("""
+        .include "kvmsim.inc"
+        GUEST_ENTRY
+        movl $40, %esi
+    1:  call far_cpuid
+        decl %esi
+        jnz 1b
+        EXIT 0
+        .p2align 12
+        .skip 4096
+    far_cpuid:
+        xorl %eax, %eax
+        cpuid
+        ret
+    """, devices=[{"type": "debug-exit", "port": 0xF4}], limits={"max_guest_insns": 1_000_000}))
+    with m:
+        res = run_machine(m)
+        assert res.stop.reason == "debug-exit", res.stop
+        return res.exits, res.guest_insns, dropped
+
+
+def test_a_sweep_of_the_scanned_pages_changes_no_exit_and_no_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    swept = _two_page_loop(7, monkeypatch)
+    kept = _two_page_loop(1 << 30, monkeypatch)
+    assert swept[:2] == kept[:2]
+    assert swept[0]["CPUID"] == 40
+    assert kept[2] == [] and len(swept[2]) == 40 // 7
+    assert all(n >= 2 for n in swept[2])          # the loop's pages go at each sweep (CPUID's stay)

@@ -214,6 +214,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         """VM entry, run, VM exit: on return the VMCS exit fields describe why the guest stopped."""
         uc = self.uc or self._power_on()
         vmcs = self.vmcs
+        if self._exit_count >= self._sweep_at:
+            self.sweep_pages(self.linear_rip() >> 12)
         if self.entry_checks_due:
             if self._invalid_guest_segments():   # VM-entry failure: KVM_EXIT_FAIL_ENTRY (vmx.py)
                 self._exit(int(ExitReason.INVALID_STATE) | VMX_EXIT_REASONS_FAILED_VMENTRY)  # type: ignore[arg-type]

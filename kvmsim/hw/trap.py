@@ -32,6 +32,10 @@ _UC_EMU_STOP = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p)
 PAGE = 0x1000
 _TAIL = MAX_INSN - 1              # bytes of the next page an instruction starting on this one can use
 _CR4_PAGING = paging.X86_CR4_PSE | paging.X86_CR4_PAE | (1 << 12)   # PSE, PAE, LA57
+# Every this many VM exits the scans of all pages but RIP's are dropped (block hooks find the pages
+# still in use again).  Not silicon: unicorn walks every code hook at every counted instruction, so
+# a counted run costs in proportion to the stop hooks installed; this keeps them to the working set.
+SWEEP_EVERY_EXITS = 20_000
 
 
 @dataclass(slots=True)
@@ -73,6 +77,7 @@ class InsnTrap:
         self._candidate = candidate_pattern()
         self._xlate_key: tuple | None = None     # raw CR0/CR3/CR4/EFER last seen
         self._xlate_full: tuple | None = None    # their paging-relevant bits
+        self._sweep_at = SWEEP_EVERY_EXITS        # the exit count at which sweep_pages runs next
 
     def _trap_power_on(self) -> None:
         self._set_block_hooks()
@@ -299,6 +304,16 @@ class InsnTrap:
         if self._maps_stale:
             self._maps_stale = False
             self._revalidate_maps()
+
+    def sweep_pages(self, keep: int) -> None:
+        """Forget the scans of every page but linear page `keep` and the one after it (the CPU is
+        between instructions at a VM exit, so nothing half-run depends on them)."""
+        self._sweep_at = self._exit_count + SWEEP_EVERY_EXITS
+        gone = [n for n in self._pages if n not in (keep, keep + 1)]
+        for n in gone:
+            self._forget_page(n)
+        if gone:
+            self._set_block_hooks()
 
     def _check_translation(self) -> None:
         """The paging registers decide which frame each scanned page maps; re-check when they change

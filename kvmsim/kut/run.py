@@ -39,6 +39,7 @@ class Job:
     timeout_factor: float
     timeout: float | None
     note: str = ""
+    qemu: str = ""                  # "tcg" / "kvm": run under QEMU's x86/run instead (qemu.py)
 
 
 def default_log_dir() -> Path:
@@ -57,6 +58,14 @@ def _log(job: Job, text: str) -> None:
 def run_job(job: Job) -> outcome.Outcome:
     """One test in this process: scenario, run, verdict, log.  Never raises."""
     t, name, t0 = job.test, job.test.name, time.monotonic()
+    if job.qemu:
+        # per command, not at the top: only --qemu needs it
+        from kvmsim.kut import qemu
+        smp = 1 if job.note.endswith("(--smp1)") else (t.smp_count or 1)
+        out, text = qemu.run(t, job.flat, job.qemu, smp, job.timeout or t.timeout_seconds)
+        out.seconds = time.monotonic() - t0
+        _log(job, text + f"--- {out.line()}\n")
+        return out
     env_file = job.log_dir / f"{machine.scenario_name(name)}.env"
     serial, header = "", f"kvmsim kut [{name}] {t.file} args={t.args!r} backend={job.backend}\n"
     if job.note:
@@ -179,8 +188,14 @@ def main(args: Any) -> int:
     kernel = _kernel_version()
     kvm_params = {k: v for k, v in s.kvm_params.items()}
     decided = [(t, dec.decide(t, s)) for t in chosen]
+    accel = getattr(args, "qemu", None) or ""
+    if accel:
+        # per command, not at the top: only --qemu needs it
+        from kvmsim.kut.qemu import missing
+        if why := missing():
+            decided = [(t, d if not d.run else dec.Decision(False, why)) for t, d in decided]
     jobs = [Job(t, tree.flat_dir / t.file, log_dir, args.backend, kvm_params, kernel, args.timeout_factor,
-                args.timeout, d.reason) for t, d in decided if d.run]
+                args.timeout, d.reason, accel) for t, d in decided if d.run]
     printer, counts, t0 = Printer(args.tap), {"PASS": 0, "FAIL": 0, "SKIP": 0}, time.monotonic()
     results = _pool_map(jobs, args.jobs)
     for t, d in decided:
@@ -190,7 +205,7 @@ def main(args: Any) -> int:
     printer.end()
     took = time.monotonic() - t0
     line = (f"kut: {len(decided)} tests, {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['SKIP']} SKIP "
-            f"in {took:.1f} s ({args.backend}; logs in {log_dir})")
+            f"in {took:.1f} s ({'qemu accel=' + accel if accel else args.backend}; logs in {log_dir})")
     print(("# " if args.tap else "") + line, flush=True)
     return EXIT_FAIL if counts["FAIL"] else EXIT_OK
 

@@ -3,7 +3,8 @@
 struct kvm_lapic keeps its registers in one 4 KiB page, as the kernel does (the layout of the
 xAPIC MMIO page); x2APIC MSR 0x800 + n is register n << 4 of the same page.  Time is virtual:
 the clock is the vCPU's retired guest instructions (hw.guest_insns), one instruction = one ns =
-one TSC cycle (a 1 GHz guest TSC), plus VMEXIT_NS per VM exit and the time slept halted, so a
+one TSC cycle (a 1 GHz guest TSC), plus what VM exits cost (VMEXIT_NS each, USERSPACE_EXIT_NS more
+for each round trip through the VMM) and the time slept halted, so a
 run's timer interrupts land on the same instruction every time.  The timer fires through the VMX
 preemption timer while the guest runs (KVM's hv timer, vmx.py handle_preemption_timer) and by
 skipping virtual time while the vCPU halts.
@@ -69,8 +70,13 @@ _LVT_MASKS = dict(LVT_REGS)
 APIC_BUS_CYCLE_NS = 1                  # the kernel's default APIC bus cycle
 VIRTUAL_TSC_KHZ = 1_000_000            # one retired instruction = one TSC cycle = 1 ns
 MIN_TIMER_PERIOD_NS = 200_000          # kvm.min_timer_period_us = 200
-# Simplified: every VM exit costs the same virtual time (a guest polling TMCCT or the TSC sees time pass).
-VMEXIT_NS = 1000
+# What a VM exit costs in guest TSC cycles, as on VMX hardware under KVM, where the guest TSC runs on
+# at the host's rate through the exit: an in-kernel round trip (exit, handler, entry; kvm-unit-tests'
+# vmexit cpuid/vmcall) ~1-2k cycles, and one that returns to the VMM (KVM_RUN returns, userspace
+# handles the PIO/MMIO, KVM_RUN again; vmexit inl_from_pmtimer) several thousand more.
+# Simplified: one figure per path, whatever the handler does (an emulated APIC access costs as a CPUID).
+VMEXIT_NS = 1500
+USERSPACE_EXIT_NS = 5000
 
 
 @dataclass
@@ -494,8 +500,10 @@ def _now(vcpu: "KvmVcpu") -> int:
 
 
 def _not_retiring_ns(vcpu: "KvmVcpu") -> int:
-    """Virtual time in which no guest instruction retires: halted sleep and the VM exits so far."""
-    return vcpu.arch.slept_ns + vcpu.stat.exits * VMEXIT_NS
+    """Virtual time in which no guest instruction retires: halted sleep, the VM exits so far and
+    the round trips through userspace."""
+    arch = vcpu.arch
+    return arch.slept_ns + vcpu.stat.exits * VMEXIT_NS + arch.userspace_trips * USERSPACE_EXIT_NS
 
 
 def kvm_virtual_ns(vcpu: "KvmVcpu") -> int:

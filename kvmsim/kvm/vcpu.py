@@ -143,6 +143,7 @@ class KvmVcpuArch:
     apic_dev: Any = None                   # its KVM_MMIO_BUS device (apic_mmio_ops)
     tsc_offset: int = 0                    # guest TSC - virtual clock (lapic.kvm_read_l1_tsc)
     slept_ns: int = 0                      # virtual time spent halted in the kernel (lapic.kvm_virtual_ns)
+    userspace_trips: int = 0               # KVM_RUNs that resumed after an exit to userspace (ditto)
     apic_base: int = APIC_BASE_RESET       # MSR_IA32_APICBASE: default base, enabled, BSP
     cr0_guest_owned_bits: int = 0          # CR0/CR4 bits the guest writes without an exit
     cr4_guest_owned_bits: int = 0

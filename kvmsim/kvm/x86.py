@@ -51,6 +51,8 @@ def kvm_arch_vcpu_ioctl_run(vcpu: KvmVcpu) -> int:
     run.flags = 0
     vcpu.wants_to_run = not run.immediate_exit
     arch = vcpu.arch
+    if vcpu.stat.exits:
+        arch.userspace_trips += 1      # the VMM's share of the virtual clock (lapic._not_retiring_ns)
     if not cr.lapic_in_kernel(vcpu) and cr.kvm_set_cr8(vcpu, run.cr8):   # 4: re-sync the TPR
         return _out(vcpu, -EINVAL)
     if (cui := arch.complete_userspace_io) is not None:
