@@ -10,6 +10,7 @@ page walk in memory.py; this module is VM entry, exit synthesis and event delive
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
 
 from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_16, Cs
 from capstone.x86_const import X86_OP_MEM, X86_REG_RIP
@@ -657,13 +658,14 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             return False
         return self._ept_exit(UC_MEM_WRITE_UNMAPPED if write else UC_MEM_READ_UNMAPPED, gpa, linear)
 
-    def _mem_operand(self, here: int, code: bytes) -> tuple[int, bool] | None:
-        """(linear address, is written) of the memory operand of the instruction at `here`."""
+    def mem_operands(self, here: int, code: bytes) -> Iterator[tuple[int, bool, int]]:
+        """(linear address, is written, size) of each explicit memory operand of the instruction at
+        `here` (ES for a string instruction's DI operand, SS for a BP/SP base, else DS or the prefix)."""
         md = Cs(CS_ARCH_X86, self._cs_mode())
         md.detail = True
         insn = next(md.disasm(code, here), None)
         if insn is None:
-            return None
+            return
         for op in insn.operands:
             if op.type != X86_OP_MEM:
                 continue
@@ -671,11 +673,18 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                                     self._cs_reg(insn, op.mem.base))
             linear += self._cs_reg(insn, op.mem.index) * op.mem.scale
             if self.mode() != "long64":
+                base = insn.reg_name(op.mem.base)
                 seg = insn.reg_name(op.mem.segment) if op.mem.segment else (
-                    "ss" if insn.reg_name(op.mem.base) in ("ebp", "esp", "bp", "sp") else "ds")
+                    "es" if insn.mnemonic.startswith(("stos", "movs", "ins", "scas", "cmps")) and base in ("edi", "di")
+                    else "ss" if base in ("ebp", "esp", "bp", "sp") else "ds")
                 linear = self.seg_base(seg) + (linear & (0xFFFF if self._cs_mode() == CS_MODE_16 else 0xFFFF_FFFF))
             linear &= (1 << 64) - 1 if self.mode() == "long64" else 0xFFFF_FFFF
-            return linear, bool(op.access & CS_AC_WRITE)
+            yield linear, bool(op.access & CS_AC_WRITE), op.size
+
+    def _mem_operand(self, here: int, code: bytes) -> tuple[int, bool] | None:
+        """(linear address, is written) of the first memory operand of the instruction at `here`."""
+        for linear, written, _size in self.mem_operands(here, code):
+            return linear, written
         return None
 
     def mem_operand_linear(self, here: int) -> int:

@@ -19,8 +19,6 @@ import ctypes
 import functools
 import struct
 
-from capstone import CS_ARCH_X86, Cs
-from capstone.x86_const import X86_OP_MEM, X86_REG_RIP
 from unicorn import (UC_ARCH_X86, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED, UC_MODE_64,
                      UC_PROT_EXEC, UC_PROT_READ, Uc)
 
@@ -144,24 +142,8 @@ class ShadowPaging:
             code = self.read_linear_bytes(here, 15)
         except Exception:   # noqa: BLE001 - RIP not readable: no operand to decode
             return gpa
-        md = Cs(CS_ARCH_X86, self._cs_mode())
-        md.detail = True
-        insn = next(md.disasm(code, here), None)
-        if insn is None:
-            return gpa
-        for op in insn.operands:
-            if op.type != X86_OP_MEM:
-                continue
-            base = insn.address + insn.size if op.mem.base == X86_REG_RIP else self._cs_reg(insn, op.mem.base)
-            linear = op.mem.disp + base + self._cs_reg(insn, op.mem.index) * op.mem.scale
-            if self.mode() != "long64":
-                seg = insn.reg_name(op.mem.segment) if op.mem.segment else (
-                    "es" if insn.mnemonic.startswith(("stos", "movs", "ins", "scas", "cmps")) and
-                    insn.reg_name(op.mem.base) in ("edi", "di") else
-                    "ss" if insn.reg_name(op.mem.base) in ("ebp", "esp", "bp", "sp") else "ds")
-                linear = self.seg_base(seg) + (linear & 0xFFFF_FFFF)
-            linear &= (1 << 64) - 1 if self.mode() == "long64" else 0xFFFF_FFFF
-            for probe in (linear, linear + op.size - 1):
+        for linear, _written, size in self.mem_operands(here, code):
+            for probe in (linear, linear + size - 1):
                 try:
                     if self.walk(probe, False, False, False) >> 12 == gpa >> 12:
                         return (probe & ~0xFFF) | (gpa & 0xFFF)

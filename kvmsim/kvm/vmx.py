@@ -570,26 +570,26 @@ def __shrink_ple_window(val: int, base: int, modifier: int, minimum: int) -> int
     return max(val, minimum)
 
 
-def grow_ple_window(vcpu: KvmVcpu) -> None:
-    """A PAUSE loop exited: let the next loop spin longer before it exits."""
-    p, arch = vcpu.kvm.params, vcpu.arch
-    old = arch.ple_window
-    arch.ple_window = __grow_ple_window(old, p.ple_window, p.ple_window_grow, p.ple_window_max)
-    if arch.ple_window != old:
+def _set_ple_window(vcpu: KvmVcpu, new: int) -> None:
+    """A changed window is written to the VMCS at the next entry, and traced."""
+    arch = vcpu.arch
+    old, arch.ple_window = arch.ple_window, new
+    if new != old:
         arch.ple_window_dirty = True
         if PROBES.enabled:
-            tracepoint("kvm_ple_window_update", vcpu_id=vcpu.vcpu_id, new=arch.ple_window, old=old)
+            tracepoint("kvm_ple_window_update", vcpu_id=vcpu.vcpu_id, new=new, old=old)
+
+
+def grow_ple_window(vcpu: KvmVcpu) -> None:
+    """A PAUSE loop exited: let the next loop spin longer before it exits."""
+    p = vcpu.kvm.params
+    _set_ple_window(vcpu, __grow_ple_window(vcpu.arch.ple_window, p.ple_window, p.ple_window_grow, p.ple_window_max))
 
 
 def shrink_ple_window(vcpu: KvmVcpu) -> None:
     """vmx_sched_in: the vCPU thread was scheduled in again (shrink 0: back to ple_window)."""
-    p, arch = vcpu.kvm.params, vcpu.arch
-    old = arch.ple_window
-    arch.ple_window = __shrink_ple_window(old, p.ple_window, p.ple_window_shrink, p.ple_window)
-    if arch.ple_window != old:
-        arch.ple_window_dirty = True
-        if PROBES.enabled:
-            tracepoint("kvm_ple_window_update", vcpu_id=vcpu.vcpu_id, new=arch.ple_window, old=old)
+    p = vcpu.kvm.params
+    _set_ple_window(vcpu, __shrink_ple_window(vcpu.arch.ple_window, p.ple_window, p.ple_window_shrink, p.ple_window))
 
 
 def vmx_vcpu_load(vcpu: KvmVcpu) -> None:
