@@ -98,9 +98,6 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         # What arrives then: "nmi" (EXCEPTION_NMI) or "tick", the host's timer interrupt
         # (EXTERNAL_INTERRUPT, LOCAL_TIMER_VECTOR); simplified: one kind of host event per vCPU.
         self.host_event_kind = "nmi"
-        # Instruction breakpoints KVM loaded for a userspace debugger (KVM_GUESTDBG_USE_HW_BP):
-        # linear address -> DR index.  Simplified: the guest's own DR7 arms nothing, data
-        # breakpoints are not modelled, and the CPU steps one instruction at a time while any is set.
         # The run's instruction budget (limits.max_guest_insns); None: nothing counted, no cost.
         # guest_insns counts what the silicon retired while a budget is set, stepped instructions
         # included, and so is an instruction that VM-exits and that KVM completes (the kernel's
@@ -548,7 +545,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             if ecx not in self.msr_passthrough:
                 return self._exit(insn.reason, 0, dec.length)
             return self._passthrough_msr(insn.reason is ExitReason.MSR_WRITE, ecx, dec.length)
-        # Soft interrupt: INT3/INTO/INT1/INT n go straight through the guest IDT (not intercepted).
+        # Soft interrupt: INT3/INTO/INT1/INT n go through the guest IDT unless intercepted (below).
         op = dec.code[-2] if dec.mnemonic == "int" else dec.code[-1]
         vector = {0xCC: Vector.BP, 0xCE: Vector.OF, 0xF1: Vector.DB}.get(op, dec.code[-1])
         if dec.mnemonic == "into" and not self.reg("rflags") & (1 << 11):

@@ -127,8 +127,8 @@ def vmx_exception_bitmap(params) -> frozenset[int]:
 
 def vmx_update_exception_bitmap(vcpu: KvmVcpu) -> None:
     """KVM_SET_GUEST_DEBUG's part: #BP intercepted while the debugger plants INT3s, #DB while it
-    single-steps or uses DR7.  Simplified: the kernel intercepts #DB always and re-queues the
-    guest's own (handle_exception_nmi); here those go straight through the IDT unless a debugger needs them."""
+    single-steps or uses DR7 (already in vmx_exception_bitmap: #DB is intercepted always, and
+    handle_exception_nmi re-queues the guest's own)."""
     bitmap = set(vmx_exception_bitmap(vcpu.kvm.params))
     dbg = vcpu.guest_debug
     if dbg & (KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP) == KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP:
