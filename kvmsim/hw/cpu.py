@@ -242,6 +242,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         if rflags is None:
             rflags = self.reg("rflags")
         self._rf_armed = False
+        movss_entry_rip = (self.linear_rip() if self._bp_exec and vmcs.guest_interruptibility_info
+                           & GUEST_INTR_STATE_MOV_SS else None)
         if rflags & EFLAGS_RF:
             if self._bp_exec:               # RF suppresses an instruction breakpoint on the first instruction
                 self._rf_armed = True
@@ -379,9 +381,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                         return
                 continue
             if self._bp_exec and here in self._bp_exec:
-                if not self.reg("rflags") & EFLAGS_RF:    # a fault-like #DB before the instruction
+                # MOV-SS blocking at VM entry (KVM emulated the MOV SS) suppresses it too, on Intel
+                quiet = self.reg("rflags") & EFLAGS_RF or here == movss_entry_rip
+                if not quiet:                             # a fault-like #DB before the instruction
                     return self._exception(Vector.DB, None, qual=self._bp_exec[here])
                 if self.stop_hook_at(here) is None:       # RF: it runs, its breakpoint quiet
+                    movss_entry_rip = None
                     if self._step_native(here):
                         return
                     self._clear_rf()
