@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_no_entry_of_the_exit_table_is_handle_not_modelled() -> None:
     """TASK_SWITCH is handled too (handle_task_switch): the set is empty."""
     remaining = {r.name for r in exit_coverage() if not r.modelled}
-    assert remaining == (set() if hasattr(vmx, "handle_task_switch") else {"TASK_SWITCH"})
+    assert remaining == set()
 
 
 def test_every_modelled_entry_is_exercised_by_something() -> None:

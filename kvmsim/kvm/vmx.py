@@ -355,31 +355,6 @@ def handle_exception_nmi(vcpu: KvmVcpu) -> int:
     return 0
 
 
-def handle_db(vcpu: KvmVcpu, info: int) -> int:
-    """handle_exception_nmi's #DB case: the exit qualification holds the DR6 bits of the #DB.  ICEBP
-    exits on the instruction itself (an instruction intercept in disguise): skip it without the
-    single-step #DB a skip would add.  A single-step pending across STI/MOV-SS blocking goes to
-    PENDING_DBG_EXCEPTIONS.BS (the CPU leaves it clear on a #DB exit).  Then the #DB is queued
-    with the DR6 bits as payload.  With userspace debugging, KVM_EXIT_DEBUG instead."""
-    hw = vcpu.hw
-    dr6 = vmx_get_exit_qual(vcpu)
-    if not vcpu.guest_debug & (KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_USE_HW_BP):
-        if info & INTR_INFO_INTR_TYPE_MASK == IntrType.PRIV_SW_EXCEPTION:          # is_icebp
-            skip_emulated_instruction(vcpu)
-        elif hw.reg("rflags") & EFLAGS_TF and hw.vmcs.guest_interruptibility_info & (
-                GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS):
-            hw.vmcs.guest_pending_dbg_exceptions |= cr.DR6_BS
-        kvm_queue_exception_p(vcpu, Vector.DB, dr6)
-        return 1
-    run = vcpu.run                                           # userspace debugs the guest
-    run.exit_reason = KvmExit.DEBUG
-    run.debug.arch.dr6 = dr6 | cr.DR6_ACTIVE_LOW
-    run.debug.arch.dr7 = hw.vmcs.guest_dr7
-    run.debug.arch.pc = kvm_get_linear_rip(vcpu)
-    run.debug.arch.exception = Vector.DB
-    return 0
-
-
 @kfunc()
 def handle_external_interrupt(vcpu: KvmVcpu) -> int:
     vcpu.stat.irq_exits += 1
