@@ -31,12 +31,7 @@ USER_PAGE_2     = 0x400000
         lgdt    gdtr
         movw    $TSS_SEL, %ax
         ltr     %ax
-        pushq   $USER_DS
-        pushq   $USER_RSP
-        pushq   $0x2
-        pushq   $USER_CS
-        pushq   $user
-        iretq
+        CPL3_IRETQ user
 
 user:
         movl    $RESULTS, %edi

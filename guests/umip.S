@@ -45,12 +45,7 @@ X86_CR4_UMIP = 1 << 11
         sgdt    scratch
         movzwl  scratch, %eax
         movl    %eax, RESULTS+0x00
-        pushq   $USER_DS
-        pushq   $USER_RSP
-        pushq   $0x2
-        pushq   $USER_CS
-        pushq   $user
-        iretq
+        CPL3_IRETQ user
 
 user:
         movw    %cs, %ax

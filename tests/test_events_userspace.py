@@ -144,14 +144,19 @@ def test_sim_kvm_interrupt_errors() -> None:
         assert err.value.errno == 22
 
 
-def test_window_request_gives_irq_window_open_and_the_vmm_injects() -> None:
-    """The scenario path: vmm.irqs raised at IF=0 reaches the guest after the STI shadow."""
-    sc = Scenario.model_validate({"name": "w", "description": "w", "guest": {"mode": "long64", "asm": GUEST},
+def _run_with_irq_at_first_exit(asm: str):
+    """The guest on the sim, with the VMM's PIC raising vector 0x20 at the first userspace exit."""
+    sc = Scenario.model_validate({"name": "w", "description": "w", "guest": {"mode": "long64", "asm": asm},
                                   "devices": [{"type": "debug-exit", "port": 0xF4}],
                                   "vmm": {"irqs": [{"at_userspace_exit": 1, "vector": 0x20}]}},
                                  context={"base_dir": REPO / "scenarios"})
     with make_machine(sc, "sim") as m:
-        res = run_machine(m)
+        return run_machine(m)
+
+
+def test_window_request_gives_irq_window_open_and_the_vmm_injects() -> None:
+    """The scenario path: vmm.irqs raised at IF=0 reaches the guest after the STI shadow."""
+    res = _run_with_irq_at_first_exit(GUEST)
     assert [e.reason for e in res.userspace] == ["IO", "IRQ_WINDOW_OPEN", "IO", "IO"]
     assert res.stop.code == 1 and res.exits["INTERRUPT_WINDOW"] == 1
     assert res.exits["PREEMPTION_TIMER"] == 1     # the immediate exit behind the re-injected KVM_INTERRUPT
@@ -237,12 +242,7 @@ def test_window_opens_at_the_end_of_the_sti_and_mov_ss_shadows(shadow: str) -> N
     """Interrupt-window exiting waits while IF=0 and while an STI or MOV-SS shadow blocks: the
     handler interrupts exactly shadow_end, after the instruction that follows the last shadow."""
     asm = SHADOW_GUEST.replace("SHADOW", shadow.replace("\\n", "\n"))
-    sc = Scenario.model_validate({"name": "w", "description": "w", "guest": {"mode": "long64", "asm": asm},
-                                  "devices": [{"type": "debug-exit", "port": 0xF4}],
-                                  "vmm": {"irqs": [{"at_userspace_exit": 1, "vector": 0x20}]}},
-                                 context={"base_dir": REPO / "scenarios"})
-    with make_machine(sc, "sim") as m:
-        res = run_machine(m)
+    res = _run_with_irq_at_first_exit(asm)
     assert [e.reason for e in res.userspace] == ["IO", "IRQ_WINDOW_OPEN", "IO"]
     assert res.stop.code == 1 and res.regs["rdi"] == 1 and res.exits["INTERRUPT_WINDOW"] == 1
 

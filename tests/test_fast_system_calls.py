@@ -48,6 +48,12 @@ target: hlt
 """
 
 
+def assert_one_report_passes(sc) -> None:
+    """A self-checking guest with one REPORT: its serial summary shows no failure."""
+    res = run_scenario(sc)
+    assert "SUMMARY: 1 tests, 0 failures" in res.serial, res.serial
+
+
 def test_syscall_in_64bit_mode_loads_lstar_star_and_masks_rflags() -> None:
     m = machine(SYSCALL64)
     try:
@@ -64,7 +70,7 @@ def test_syscall_in_64bit_mode_loads_lstar_star_and_masks_rflags() -> None:
 
 
 def test_syscall_without_efer_sce_is_ud() -> None:
-    res = run_scenario(scenario("""
+    assert_one_report_passes(scenario("""
         .include "kvmsim.inc"
         GUEST_ENTRY
         INSTALL_EXCEPTION_HANDLERS
@@ -72,7 +78,6 @@ def test_syscall_without_efer_sce_is_ud() -> None:
         REPORT  e, "SYSCALL with EFER.SCE=0 is #UD"
         REPORT_SUMMARY
 """))
-    assert "SUMMARY: 1 tests, 0 failures" in res.serial, res.serial
 
 
 def test_syscall_with_tf_left_by_fmask_traps_after_it() -> None:
@@ -144,7 +149,7 @@ def test_syscall_in_protected_mode_is_emulated_for_an_amd_guest() -> None:
 
 
 def test_sysret_outside_64bit_mode_is_ud() -> None:
-    res = run_scenario(scenario(LIB + """
+    assert_one_report_passes(scenario(LIB + """
         GUEST_ENTRY
         INSTALL_EXCEPTION_HANDLERS
         SET_SCE
@@ -152,11 +157,10 @@ def test_sysret_outside_64bit_mode_is_ud() -> None:
         REPORT  e, "SYSRET in protected mode is #UD on Intel"
         REPORT_SUMMARY
 """, mode="prot32"))
-    assert "SUMMARY: 1 tests, 0 failures" in res.serial, res.serial
 
 
 def test_sysretq_to_a_noncanonical_rcx_is_gp_in_ring0() -> None:
-    res = run_scenario(scenario(LIB + """
+    assert_one_report_passes(scenario(LIB + """
         GUEST_ENTRY
         INSTALL_EXCEPTION_HANDLERS
         SET_SCE
@@ -165,7 +169,6 @@ def test_sysretq_to_a_noncanonical_rcx_is_gp_in_ring0() -> None:
         REPORT  e, "SYSRETQ to a non-canonical RCX is #GP(0) at CPL0"
         REPORT_SUMMARY
 """))
-    assert "SUMMARY: 1 tests, 0 failures" in res.serial, res.serial
 
 
 def test_sysenter_in_64bit_mode() -> None:
@@ -190,7 +193,7 @@ target: hlt
 
 
 def test_sysenter_with_a_null_sysenter_cs_is_gp() -> None:
-    res = run_scenario(scenario("""
+    assert_one_report_passes(scenario("""
         .include "kvmsim.inc"
         GUEST_ENTRY
         INSTALL_EXCEPTION_HANDLERS
@@ -198,4 +201,3 @@ def test_sysenter_with_a_null_sysenter_cs_is_gp() -> None:
         REPORT  e, "SYSENTER with SYSENTER_CS = 0 is #GP(0)"
         REPORT_SUMMARY
 """, mode="prot32"))
-    assert "SUMMARY: 1 tests, 0 failures" in res.serial, res.serial

@@ -75,13 +75,9 @@ def test_budget_of_one_call_then_vcpu_run_comes_back() -> None:
     """203 instructions emulated one by one (EMULTYPE 0): the first handle_invalid_guest_state call
     stops after the kernel's 130 and returns 1; vcpu_run enters again (still no entry possible) and
     the second call ends with the emulated OUT's KVM_EXIT_IO."""
-    rec = Recorder(functions=True).start()
-    try:
-        with machine(LOOP, "real16", devices=DEVICES, kvm=NO_UG, vcpu=BIG_REAL) as m:
-            run = kvm_run(m, KvmExit.IO)
-            assert run.io.port == 0xF4
-    finally:
-        rec.stop()
+    with Recorder(functions=True) as rec, machine(LOOP, "real16", devices=DEVICES, kvm=NO_UG, vcpu=BIG_REAL) as m:
+        run = kvm_run(m, KvmExit.IO)
+        assert run.io.port == 0xF4
     assert INVALID_STATE_EMULATION_BUDGET == 130
     assert _calls(rec, "handle_invalid_guest_state") == 2
     assert _calls(rec, "x86_emulate_instruction") == 203
@@ -89,12 +85,8 @@ def test_budget_of_one_call_then_vcpu_run_comes_back() -> None:
 
 
 def test_defaults_never_require_emulation() -> None:
-    rec = Recorder(functions=True).start()
-    try:
-        with machine(LOOP, "real16", devices=DEVICES, vcpu=BIG_REAL) as m:
-            kvm_run(m, KvmExit.IO)
-    finally:
-        rec.stop()
+    with Recorder(functions=True) as rec, machine(LOOP, "real16", devices=DEVICES, vcpu=BIG_REAL) as m:
+        kvm_run(m, KvmExit.IO)
     assert _calls(rec, "handle_invalid_guest_state") == 0 and _calls(rec, "x86_emulate_instruction") == 0
 
 
@@ -116,13 +108,9 @@ PM = """
 
 
 def test_protected_mode_is_emulated_until_ds_is_reloaded() -> None:
-    rec = Recorder(functions=True).start()
-    try:
-        with machine(PM, "prot32", devices=DEVICES, kvm=NO_UG, vcpu=BAD_DS) as m:
-            run = kvm_run(m, KvmExit.IO)
-            assert run.io.port == 0xF4
-    finally:
-        rec.stop()
+    with Recorder(functions=True) as rec, machine(PM, "prot32", devices=DEVICES, kvm=NO_UG, vcpu=BAD_DS) as m:
+        run = kvm_run(m, KvmExit.IO)
+        assert run.io.port == 0xF4
     assert _calls(rec, "x86_emulate_instruction") == 2       # MOV AX, MOV DS; then the CPU runs the rest
 
 
@@ -164,18 +152,14 @@ def test_an_interrupt_waits_for_the_window_then_is_delivered_while_emulating() -
     emulated STI's shadow, toggle_interruptibility): KVM_EXIT_IRQ_WINDOW_OPEN.  KVM_INTERRUPT's vector
     is then delivered through the IVT by KVM (kvm_inject_realmode_interrupt) and its handler is
     emulated too: CX is still 50."""
-    rec = Recorder(functions=True).start()
-    try:
-        with machine(IRQ_GUEST, "real16", devices=DEVICES, kvm=NO_UG, vcpu=BIG_REAL) as m:
-            m.vcpu.mapping.run.request_interrupt_window = 1
-            kvm_run(m, KvmExit.IRQ_WINDOW_OPEN)
-            m.vcpu.mapping.run.request_interrupt_window = 0
-            m.vcpu.interrupt(0x20)
-            run = kvm_run(m, KvmExit.IO)
-            data = bytes(m.vcpu.mapping.buf[run.io.data_offset:run.io.data_offset + 4])
-            regs = m.vcpu.get_regs()
-    finally:
-        rec.stop()
+    with Recorder(functions=True) as rec, machine(IRQ_GUEST, "real16", devices=DEVICES, kvm=NO_UG, vcpu=BIG_REAL) as m:
+        m.vcpu.mapping.run.request_interrupt_window = 1
+        kvm_run(m, KvmExit.IRQ_WINDOW_OPEN)
+        m.vcpu.mapping.run.request_interrupt_window = 0
+        m.vcpu.interrupt(0x20)
+        run = kvm_run(m, KvmExit.IO)
+        data = bytes(m.vcpu.mapping.buf[run.io.data_offset:run.io.data_offset + 4])
+        regs = m.vcpu.get_regs()
     assert int.from_bytes(data, "little") == 0x20
     assert (regs.rcx & 0xFFFF, regs.rbx & 0xFFFF) == (50, 0x99)
     assert _calls(rec, "handle_interrupt_window") == 1
@@ -198,13 +182,9 @@ def test_the_reset_vector_is_emulated_without_unrestricted_guest(kvm: dict, emul
     """KVM's reset CS (selector 0xf000, base 0xffff0000) is no vm86 segment: without unrestricted
     guest the first instruction at 0xfffffff0 is already emulated; with the defaults it exits as I/O."""
     asm = ".org 0xfff0\noutl %eax, $0xf4\nhlt\n.org 0x10000\n"
-    rec = Recorder(functions=True).start()
-    try:
-        with machine(asm, "reset", devices=DEVICES, kvm=kvm,
-                     memory=[{"gpa": 0xFFFF0000, "size": "64K", "readonly": True}]) as m:
-            run = kvm_run(m, KvmExit.IO)
-            assert run.io.port == 0xF4
-    finally:
-        rec.stop()
+    with Recorder(functions=True) as rec, machine(asm, "reset", devices=DEVICES, kvm=kvm,
+                                                  memory=[{"gpa": 0xFFFF0000, "size": "64K", "readonly": True}]) as m:
+        run = kvm_run(m, KvmExit.IO)
+        assert run.io.port == 0xF4
     assert _calls(rec, "handle_invalid_guest_state") == emulated
     assert _calls(rec, "x86_emulate_instruction") == emulated

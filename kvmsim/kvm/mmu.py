@@ -100,12 +100,7 @@ def kvm_mmu_page_fault(vcpu: KvmVcpu, cr2_or_gpa: int, error_code: int, insn: by
     if r == RET_PF_INVALID:
         vcpu.stat.pf_taken += 1
         r = kvm_mmu_do_page_fault(vcpu, cr2_or_gpa, error_code)
-    if r == RET_PF_FIXED:
-        vcpu.stat.pf_fixed += 1
-    if r != RET_PF_EMULATE:
-        return 1
-    vcpu.stat.pf_emulate += 1
-    return x86_emulate_instruction(vcpu, cr2_or_gpa, EMULTYPE_PF, insn)
+    return _page_fault_done(vcpu, r, cr2_or_gpa, EMULTYPE_PF, insn)
 
 
 def _shadow_page_fault(vcpu: KvmVcpu, gva: int, error_code: int, insn: bytes | None) -> int:
@@ -123,12 +118,17 @@ def _shadow_page_fault(vcpu: KvmVcpu, gva: int, error_code: int, insn: bytes | N
     if r == RET_PF_WRITE_PROTECTED:
         r, extra = mmu_shadow.kvm_mmu_write_protect_fault(vcpu, gva, error_code)
         emulation_type |= extra
+    return _page_fault_done(vcpu, r, gva, emulation_type, insn)
+
+
+def _page_fault_done(vcpu: KvmVcpu, r: int, cr2_or_gpa: int, emulation_type: int, insn: bytes | None) -> int:
+    """kvm_mmu_page_fault's end, either MMU: count the outcome; RET_PF_EMULATE goes to the emulator."""
     if r == RET_PF_FIXED:
         vcpu.stat.pf_fixed += 1
     if r != RET_PF_EMULATE:
         return 1
     vcpu.stat.pf_emulate += 1
-    return x86_emulate_instruction(vcpu, gva, emulation_type, insn)
+    return x86_emulate_instruction(vcpu, cr2_or_gpa, emulation_type, insn)
 
 
 # ---------------------------------------------------------------- INVPCID (issue 14; INVLPG is mmu_shadow's)

@@ -29,6 +29,12 @@ class Recorder:
     def stop(self) -> None:
         PROBES.unsubscribe(self)
 
+    def __enter__(self) -> "Recorder":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def lines(self) -> list[str]:
         """ftrace-like text: `kvm_exit: vcpu 0 reason IO_INSTRUCTION ...` and an indented call graph."""
         out = []
