@@ -773,6 +773,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         hook = page.hooks.pop(addr, None) if page is not None else None
         if hook is not None:
             self._del_stop_hook(hook)
+            self._lifted = addr             # the block translated for the step must not hook it again
         dbg_hook = self._dbg_lift(addr) if self._dbg_hooks else None
         bp_hook = self.lift_exec_breakpoint(addr) if self._bp_exec_hooks else None
         self._pending = None
@@ -799,11 +800,14 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 finally:
                     if limit is not None:
                         self.guest_insns += self._counted_retired()
+                    if hook is not None:
+                        quirks.remove_cache(uc, addr, addr + 1)   # the block it ran in lacks the hook
         except UcError as e:
             err = e
         finally:
             self._rc.clear()
             self._mode_stale = True
+            self._lifted = None
             if hook is not None and self._pages.get(addr >> 12) is page:
                 page.hooks[addr] = self._add_stop_hook(addr)
             if dbg_hook is not None:

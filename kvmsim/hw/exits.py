@@ -194,6 +194,21 @@ def falls_through(mnemonic: str) -> bool:
     return bool(last) and not last.startswith(_TRANSFERS)
 
 
+def insn_starts(code: bytes, cs_mode: int, icount: int = 0) -> set[int] | None:
+    """Offsets of the instructions of a translation block (its bytes in `code`, `icount` instructions
+    if known), split as the CPU split them; None where capstone does not end exactly where the
+    block does (then any offset may start one)."""
+    starts, end = set(), 0
+    for off, size, _m, _o in _cs(cs_mode).disasm_lite(code, 0):
+        if off != end:
+            break
+        starts.add(off)
+        end = off + size
+    if end != len(code) or (icount and len(starts) != icount):
+        return None
+    return starts
+
+
 def insn_length(code: bytes, cs_mode: int) -> int:
     """Length of the instruction at code[0] (0 if it does not decode)."""
     insn = next(_cs(cs_mode).disasm(code, 0, 1), None)

@@ -1,19 +1,20 @@
 """Trapping the instructions that exit when the CPU executes them, whatever put them in memory.
 
-unicorn is the decoder of record: it alone decides where instructions start.  We only tell it
-which byte positions *could* start an instruction of interest (exits.CANDIDATE: prefixes, then an
-exiting or silicon-handled opcode).  Each such position gets a single-address code hook whose
-callback is uc_emu_stop itself, so the CPU stops before the instruction with no Python on the way.
-A hook fires only where the CPU really begins an instruction, so a jump into the middle of another
-instruction, bytes no disassembler knows, and the CPU mode need no special case: at the stop the
-instruction at RIP is classified in the current mode (exits.classify), and a position that is no
-exit there is executed natively.
+unicorn is the decoder of record: it alone decides where instructions start, and it tells us.  Each
+translation block it generates is reported (UC_HOOK_EDGE_GENERATED, once per new block, before the
+block runs; a one-shot block hook covers the very first block, which unicorn does not report).  The
+block's bytes are split into instructions as the CPU split them, and every instruction that starts
+like one of interest (exits.CANDIDATE: prefixes, then an exiting or silicon-handled opcode) gets a
+single-address code hook whose callback is uc_emu_stop itself, so the CPU stops before it with no
+Python on the way; the block is then dropped and translated again with the hooks compiled in.  At
+the stop the instruction at RIP is classified in the current mode (exits.classify), and one that is
+no exit there is executed natively.  Only instructions that really run are hooked: unicorn walks
+every code hook at every counted instruction, so the hooks are kept to the code in use.
 
-Positions are found per linear page when code first runs there: a block hook covers the pages
-not scanned yet.  Scanned pages stay exact: their guest-physical frames are watched for writes
-(a guest store updates the hooks of its window before it lands, and QEMU retranslates the code it
-rewrites; host writes call `code_written`), and a page-table or CR3/CR0/CR4/EFER change re-checks
-which frame each scanned page maps.
+Code that changes is reported again: unicorn retranslates what a guest store rewrites (precise
+self-modifying code) and what a new mapping puts at an address; host writes into code frames and
+page-table or CR3/CR0/CR4/EFER changes drop the blocks of the pages concerned (frames are watched),
+so their next translation is reported afresh.
 """
 
 from __future__ import annotations
@@ -21,20 +22,21 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass, field
 
-from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_WRITE, Uc, UcError
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_EDGE_GENERATED, UC_HOOK_MEM_WRITE, Uc, UcError
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 
 from kvmsim.hw import paging, quirks
-from kvmsim.hw.exits import MAX_INSN, ExitingInsn, candidate_pattern, classify
+from kvmsim.hw.exits import MAX_INSN, ExitingInsn, candidate_pattern, classify, cs_mode_of, insn_starts
 from kvmsim.hw.vmcs import EXIT_CONTROLS, SECONDARY_EXEC_PAUSE_LOOP_EXITING, insn_exits
 
 _UC_EMU_STOP = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p)
 PAGE = 0x1000
 _TAIL = MAX_INSN - 1              # bytes of the next page an instruction starting on this one can use
 _CR4_PAGING = paging.X86_CR4_PSE | paging.X86_CR4_PAE | (1 << 12)   # PSE, PAE, LA57
-# Every this many VM exits the scans of all pages but RIP's are dropped (block hooks find the pages
-# still in use again).  Not silicon: unicorn walks every code hook at every counted instruction, so
-# a counted run costs in proportion to the stop hooks installed; this keeps them to the working set.
+# Every this many VM exits the hooks of all pages but RIP's are dropped (their blocks are translated
+# and reported again when they next run).  Not silicon: unicorn walks every code hook at every counted
+# instruction, so a counted run costs in proportion to the stop hooks installed; this keeps them to
+# the code in use.
 SWEEP_EVERY_EXITS = 20_000
 
 
@@ -52,21 +54,22 @@ class _Decoded:
 
 @dataclass(slots=True)
 class _Page:
-    """A scanned linear page: the frame it mapped when scanned and its stop hooks by address."""
+    """A linear page blocks were reported on: the frame it mapped then and its stop hooks by address."""
 
     gfn: int | None
     hooks: dict[int, uc_hook_h] = field(default_factory=dict)
 
 
 class InsnTrap:
-    """Mixin of SiliconVcpu: candidate stop hooks, the block hook over unscanned pages, write watch."""
+    """Mixin of SiliconVcpu: stop hooks learned from the blocks unicorn translates, write watch."""
 
     def _trap_init(self) -> None:
-        self._pages: dict[int, _Page] = {}         # linear page number -> scan
+        self._pages: dict[int, _Page] = {}         # linear page number -> its frame and stop hooks
         self._frames: dict[int, set[int]] = {}     # watched gfn -> linear pages mapping it
         self._frame_hooks: dict[int, int] = {}     # watched gfn -> unicorn write hook
-        self._pt_frames: set[int] = set()          # gfns of the page tables scanned pages were walked through
-        self._block_hooks: dict[tuple[int, int], int] = {}
+        self._pt_frames: set[int] = set()          # gfns of the page tables known pages were walked through
+        self._first_block_hook: int | None = None  # until unicorn reports blocks itself (see _on_first_block)
+        self._lifted: int | None = None            # the address whose hook is lifted to run it natively
         self._exits: dict[int, _Decoded] = {}      # linear address -> classification at the last stop there
         self._lengths: dict[int, tuple[str, int]] = {}   # linear address -> (mode, length) for EPT exits
         self._maps_stale = False                   # a page-table frame was written
@@ -80,7 +83,8 @@ class InsnTrap:
         self._sweep_at = SWEEP_EVERY_EXITS        # the exit count at which sweep_pages runs next
 
     def _trap_power_on(self) -> None:
-        self._set_block_hooks()
+        self.uc.hook_add(UC_HOOK_EDGE_GENERATED, self._on_new_tb)
+        self._first_block_hook = self.uc.hook_add(UC_HOOK_BLOCK, self._on_first_block)
 
     def _check_controls(self) -> None:
         """Which controlled instructions exit decides the candidate pattern; rescan when that changes."""
@@ -96,7 +100,7 @@ class InsnTrap:
             self._controlled, self._candidate = on, candidate_pattern(on)
             for n in list(self._pages):
                 self._forget_page(n)
-            self._set_block_hooks()
+            self.uc.ctl_flush_tb()      # blocks of pages with no hooks yet may hold a newly controlled opcode
 
     # ------------------------------------------------------------------ hooks
     def _add_stop_hook(self, addr: int) -> uc_hook_h:
@@ -117,36 +121,47 @@ class InsnTrap:
         page = self._pages.get(addr >> 12)
         return page.hooks.get(addr) if page is not None else None
 
-    def _set_block_hooks(self) -> None:
-        """Block hooks over every linear page whose code may start a translation block unscanned: a
-        block starting on page L spans L and L+1 at most, so L is hook-free once both are scanned."""
-        free = sorted(n for n in self._pages if n + 1 in self._pages)
-        gaps, cur = [], 0
-        for n in free:
-            if n << 12 > cur:
-                gaps.append((cur, (n << 12) - 1))
-            cur = (n + 1) << 12
-        if cur <= (1 << 64) - 1:
-            gaps.append((cur, (1 << 64) - 1))
-        want = set(gaps)
-        for span in list(self._block_hooks):
-            if span not in want:
-                self.uc.hook_del(self._block_hooks.pop(span))
-        for span in gaps:
-            if span not in self._block_hooks:
-                self._block_hooks[span] = self.uc.hook_add(UC_HOOK_BLOCK, self._on_new_block, None, *span)
+    def _on_new_tb(self, uc: Uc, cur: object, _prev: object, _: object) -> None:
+        """unicorn translated a block and is about to run it (UC_HOOK_EDGE_GENERATED)."""
+        if self._first_block_hook is not None:     # unicorn reports blocks from now on
+            uc.hook_del(self._first_block_hook)
+            self._first_block_hook = None
+        self._learn_block(cur.pc, cur.size, cur.icount)
 
-    def _on_new_block(self, uc: Uc, addr: int, size: int, _: object) -> None:
-        """A translation block starts on a page not yet hook-free: scan its pages and the next one,
-        then have the block translated again with their stop hooks."""
-        first, last = addr >> 12, (addr + max(size, 1) - 1) >> 12
-        for n in range(first, last + 2):
-            if n not in self._pages and n <= (1 << 52) - 1:
-                self._scan_page(n)
-        self._set_block_hooks()
-        quirks.remove_cache(uc, first << 12, (last + 2) << 12)
-        self._rescan = self._between = True
-        uc.emu_stop()
+    def _on_first_block(self, uc: Uc, addr: int, size: int, _: object) -> None:
+        """unicorn reports a new block only once some block has run: the first ones come here."""
+        self._learn_block(addr, size, 0)
+
+    def _learn_block(self, pc: int, size: int, icount: int) -> None:
+        """Hook the instructions of interest in the block [pc, pc + size); if any was not hooked yet,
+        stop before the block runs and have it translated again with the hooks in it."""
+        if size <= 0:
+            return
+        first, last = pc >> 12, (pc + size - 1) >> 12
+        for n in range(first, last + 1):
+            if n not in self._pages:
+                self._note_page(n)
+        try:
+            code = self.read_linear_bytes(pc, size, user=False)
+        except (paging.PageFault, UcError):
+            return
+        cands = [m.start() for m in self._candidate.finditer(code)]
+        if not cands:
+            return
+        starts = insn_starts(code, cs_mode_of(self.mode()), icount)
+        added = False
+        for off in cands:
+            if starts is not None and off not in starts:
+                continue                      # inside another instruction: the CPU never starts there
+            addr = pc + off
+            page = self._pages[addr >> 12]
+            if addr not in page.hooks and addr != self._lifted:
+                page.hooks[addr] = self._add_stop_hook(addr)
+                added = True
+        if added:
+            quirks.remove_cache(self.uc, pc, pc + size)
+            self._rescan = self._between = True
+            self.uc.emu_stop()
 
     # ------------------------------------------------------------------ scanning
     def _frame_of(self, linear: int) -> int | None:
@@ -156,32 +171,10 @@ class InsnTrap:
         except paging.PageFault:
             return None
 
-    def _page_bytes(self, n: int, gfn: int | None) -> bytes:
-        """The page's bytes and the head of the next linear page (what an instruction here can span)."""
-        if gfn is None or not self._host(gfn << 12, PAGE):
-            return b""
-        data = ctypes.string_at(self._host(gfn << 12, PAGE), PAGE)
-        nxt = self._frame_of((n + 1) << 12)
-        if nxt is not None and self._host(nxt << 12, _TAIL):
-            data += ctypes.string_at(self._host(nxt << 12, _TAIL), _TAIL)
-        return data
-
-    def _scan_page(self, n: int) -> None:
-        """Find the candidate positions of linear page n and hook each; watch the frame it maps."""
+    def _note_page(self, n: int) -> None:
+        """A linear page blocks come from: remember the frame it maps and watch it for writes."""
         gfn = self._frame_of(n << 12)
-        page = self._pages.get(n)
-        if page is None:
-            page = self._pages[n] = _Page(gfn)
-        elif page.gfn != gfn:
-            self._unwatch(n, page.gfn)
-            page.gfn = gfn
-        data = self._page_bytes(n, gfn)
-        want = {n << 12 | m.start() for m in self._candidate.finditer(data) if m.start() < PAGE}
-        for addr in [a for a in page.hooks if a not in want]:
-            self._del_stop_hook(page.hooks.pop(addr))
-        for addr in want:
-            if addr not in page.hooks:
-                page.hooks[addr] = self._add_stop_hook(addr)
+        self._pages[n] = _Page(gfn)
         if gfn is not None:
             self._watch(n, gfn)
         if self.cr(0) & paging.X86_CR0_PG:
@@ -233,48 +226,23 @@ class InsnTrap:
 
     # ------------------------------------------------------------------ keeping scans exact
     def _on_code_write(self, uc: Uc, access: int, gpa: int, size: int, value: int, _: object) -> None:
-        """A guest store into a watched frame, before it lands.  The stop hooks of every scanned page
-        mapping the bytes are updated at once for the bytes the store leaves; QEMU retranslates any
-        block the store rewrites (precise self-modifying code), and the new block has the new hooks."""
+        """A guest store into a watched frame, before it lands.  unicorn retranslates any block the
+        store rewrites (precise self-modifying code) and reports the new one; what the stops there
+        were classified as is forgotten.  (Hooks stay: one that no longer starts an exit only costs
+        a stop, where the instruction is classified again and runs natively.)"""
         if (gpa >> 12) in self._pt_frames or ((gpa + size - 1) >> 12) in self._pt_frames:
-            self._maps_stale = self._rescan = self._between = True   # remapped code is rescanned at the next stop
+            self._maps_stale = self._rescan = self._between = True   # remapped code is re-checked at the next stop
             uc.emu_stop()
-        data = (value & ((1 << 8 * size) - 1)).to_bytes(size, "little")
         for gfn in {gpa >> 12, (gpa + size - 1) >> 12}:
             for n in list(self._frames.get(gfn, ())):
                 lin = (n << 12) | (gpa - (gfn << 12)) if gfn == gpa >> 12 else ((n << 12) - (gfn << 12) + gpa)
-                self._rescan_linear(lin - _TAIL, lin + size, (gpa, data))
+                self._forget_decoded(lin - _TAIL, lin + size)
 
-    def _rescan_linear(self, lo: int, hi: int, store: tuple[int, bytes] | None = None) -> None:
-        """Re-derive the stop hooks of scanned positions in [lo, hi), with `store` (gpa, bytes)
-        applied over memory; drop the classifications there."""
+    def _forget_decoded(self, lo: int, hi: int) -> None:
+        """Drop the classifications of the stops in linear [lo, hi)."""
         for cache in (self._exits, self._lengths):
             for addr in [a for a in range(lo, hi) if a in cache]:
                 del cache[addr]
-        code = bytearray()
-        for a in range(lo & ~0xFFF, hi + _TAIL, PAGE):
-            s, e = max(a, lo), min(a + PAGE, hi + _TAIL)
-            page = self._pages.get(a >> 12)
-            gfn = page.gfn if page is not None else self._frame_of(a)
-            host = self._host((gfn << 12) | (s & 0xFFF), e - s) if gfn is not None else 0
-            piece = bytearray(ctypes.string_at(host, e - s)) if host else bytearray(e - s)
-            if store is not None and gfn is not None:
-                sgpa, sdata = store
-                base = (gfn << 12) | (s & 0xFFF)
-                for i, byte in enumerate(sdata):
-                    if base <= sgpa + i < base + (e - s):
-                        piece[sgpa + i - base] = byte
-            code += piece
-        want = {lo + m.start() for m in self._candidate.finditer(bytes(code)) if m.start() < hi - lo}
-        for addr in range(lo, hi):
-            page = self._pages.get(addr >> 12)
-            if page is None:
-                continue
-            h = page.hooks.get(addr)
-            if addr in want and h is None:
-                page.hooks[addr] = self._add_stop_hook(addr)
-            elif addr not in want and h is not None:
-                self._del_stop_hook(page.hooks.pop(addr))
 
     def code_written(self, gpa: int, size: int) -> None:
         """Guest RAM changed behind the CPU's back (KVM's emulator, event delivery, a device, a new
@@ -287,8 +255,6 @@ class InsnTrap:
         pages = {n + d for g, ns in self._frames.items() if lo <= g <= hi for n in ns for d in (0, 1)}
         for n in sorted(pages):
             self._forget_page(n)
-        if pages:
-            self._set_block_hooks()
         if self._maps_stale:
             self._maps_stale = False
             self._revalidate_maps()
@@ -297,7 +263,6 @@ class InsnTrap:
         """Guest code at a linear address changed under us (KVM patched an instruction)."""
         for n in range((linear - _TAIL) >> 12, ((linear + length - 1) >> 12) + 1):
             self._forget_page(n)
-        self._set_block_hooks()
 
     def _apply_code_changes(self) -> None:
         """After a stop for a page-table write: re-check which frame each scanned page maps."""
@@ -306,14 +271,11 @@ class InsnTrap:
             self._revalidate_maps()
 
     def sweep_pages(self, keep: int) -> None:
-        """Forget the scans of every page but linear page `keep` and the one after it (the CPU is
+        """Forget the hooks of every page but linear page `keep` and the one after it (the CPU is
         between instructions at a VM exit, so nothing half-run depends on them)."""
         self._sweep_at = self._exit_count + SWEEP_EVERY_EXITS
-        gone = [n for n in self._pages if n not in (keep, keep + 1)]
-        for n in gone:
+        for n in [n for n in self._pages if n not in (keep, keep + 1)]:
             self._forget_page(n)
-        if gone:
-            self._set_block_hooks()
 
     def _check_translation(self) -> None:
         """The paging registers decide which frame each scanned page maps; re-check when they change
@@ -336,8 +298,6 @@ class InsnTrap:
         for n in stale:
             self._forget_page(n)
             self._forget_page(n - 1)
-        if stale:
-            self._set_block_hooks()
 
     # ------------------------------------------------------------------ classification
     def classify_at(self, here: int) -> _Decoded | None:
