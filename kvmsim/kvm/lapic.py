@@ -100,6 +100,9 @@ class KvmLapic:
     lapic_timer: KvmTimer = field(default_factory=KvmTimer)
     divide_count: int = 2
     sw_enabled: bool = False
+    # The highest vector set in IRR / ISR, None once a write may have changed it (the kernel keeps
+    # irr_pending and highest_isr_cache for the same reason: the search runs at every VM entry).
+    highest: dict[int, int | None] = field(default_factory=lambda: {APIC_IRR: -1, APIC_ISR: -1})
 
 
 class ApicMmioDevice:
@@ -123,6 +126,10 @@ def kvm_lapic_get_reg(apic: KvmLapic, reg: int) -> int:
 
 def kvm_lapic_set_reg(apic: KvmLapic, reg: int, val: int) -> None:
     apic.regs[reg:reg + 4] = (val & 0xFFFF_FFFF).to_bytes(4, "little")
+    if APIC_ISR <= reg < APIC_IRR + 0x80:
+        base = reg & ~0x7F
+        if base in apic.highest:
+            apic.highest[base] = None
 
 
 def _vec_reg(base: int, vector: int) -> tuple[int, int]:
@@ -142,11 +149,17 @@ def _set_vector(apic: KvmLapic, base: int, vector: int, on: bool) -> None:
 
 def _find_highest(apic: KvmLapic, base: int) -> int:
     """apic_search_irr / apic_find_highest_isr: the highest vector set in a 256-bit register, or -1."""
+    found = apic.highest[base]
+    if found is not None:
+        return found
+    found = -1
     for i in range(7, -1, -1):
         v = kvm_lapic_get_reg(apic, base + 0x10 * i)
         if v:
-            return i * 32 + v.bit_length() - 1
-    return -1
+            found = i * 32 + v.bit_length() - 1
+            break
+    apic.highest[base] = found
+    return found
 
 
 def apic_find_highest_irr(apic: KvmLapic) -> int:
