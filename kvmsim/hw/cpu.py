@@ -800,8 +800,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 finally:
                     if limit is not None:
                         self.guest_insns += self._counted_retired()
-                    if hook is not None:
-                        quirks.remove_cache(uc, addr, addr + 1)   # the block it ran in lacks the hook
+                    # Simplified: the block the step ran (at addr, without its hook) stays cached; dropping
+                    # it would drop the block the stop came from too, at every IRET.
         except UcError as e:
             err = e
         finally:
