@@ -113,6 +113,7 @@ class Vmm:
         run = self.vcpu.mapping.run
         ring = getattr(self.vcpu.mapping, "ring", None)  # coalesced MMIO, drained after every KVM_RUN
         exits, events, max_exits, kvm_run = self.exits, self.config.events, self.config.max_exits, self.vcpu.run
+        pre_run = bool(self.config.irqs or self.config.guest_debug)   # fixed for the run; only _pre_run fills pic_pending
         cap = self._log_cap()
         while True:
             n = len(exits)
@@ -123,7 +124,7 @@ class Vmm:
             if events:
                 for action in events.get(n, ()):
                     action(self.vcpu)
-            if self.config.irqs or self.config.guest_debug or self.pic_pending:
+            if pre_run or self.pic_pending:
                 self._pre_run(run, n)
             if n >= max_exits:
                 return Stop("limit", detail=limit_detail("max_exits", max_exits) + self._hlt_note())
@@ -142,7 +143,18 @@ class Vmm:
                                     + self._hlt_note())
                     continue
                 return Stop("error", code=-r, detail=f"KVM_RUN returned {r}")
-            stop = self._dispatch(run)
+            reason = run.exit_reason
+            try:
+                # Plain-int comparisons, most frequent first (a `match` on the IntEnum members costs an
+                # enum attribute lookup per case); MMIO and IO go to their handlers without _dispatch.
+                if reason == _MMIO:
+                    stop = self._mmio(run)
+                elif reason == _IO:
+                    stop = self._io(run)
+                else:
+                    stop = self._dispatch(run, reason)
+            except GuestExit as e:
+                return Stop(e.reason, code=e.code, detail=e.detail)
             if stop is not None:
                 return stop
 
@@ -205,50 +217,41 @@ class Vmm:
                 dev.io_write(off, bytes(e.data[: e.len]))
             ring.first = (ring.first + 1) % n
 
-    def _dispatch(self, run) -> Stop | None:
-        reason = run.exit_reason
+    def _dispatch(self, run, reason: int) -> Stop | None:
+        """Every exit but MMIO and IO (_loop sends those to _mmio and _io, which record their own)."""
         rec = UserspaceExit(_EXIT_NAMES.get(reason) or f"UNKNOWN_{reason}")
         self.exits.append(rec)
-        try:
-            # Plain-int comparisons, most frequent first (a `match` on the IntEnum members costs
-            # an enum attribute lookup per case).
-            if reason == _MMIO:
-                return self._mmio(run, rec)
-            if reason == _IO:
-                return self._io(run, rec)
-            if reason == _X86_RDMSR or reason == _X86_WRMSR:
-                return self._msr(run, rec, reason == _X86_RDMSR)
-            if reason == _HLT:
-                if self.config.on_hlt == "resume":
-                    self.hlt_resumed += 1
-                    return None
-                return Stop("hlt")
-            if reason == _SHUTDOWN:
-                return Stop("shutdown")
-            if reason == _INTERNAL_ERROR:
-                return self._internal(run, rec)
-            if reason == _FAIL_ENTRY:
-                rec.fields = {"hardware_entry_failure_reason": run.fail_entry.hardware_entry_failure_reason,
-                              "cpu": run.fail_entry.cpu}
-                return Stop("fail-entry", code=run.fail_entry.hardware_entry_failure_reason)
-            if reason == _EXCEPTION:
-                rec.fields = {"exception": run.ex.exception, "error_code": run.ex.error_code}
-                return Stop("exception", code=run.ex.exception)
-            if reason == _INTR:
-                self.exits.pop()
+        if reason == _X86_RDMSR or reason == _X86_WRMSR:
+            return self._msr(run, rec, reason == _X86_RDMSR)
+        if reason == _HLT:
+            if self.config.on_hlt == "resume":
+                self.hlt_resumed += 1
                 return None
-            if reason == _IRQ_WINDOW_OPEN:   # the PIC's vector goes in before the next KVM_RUN (_pre_run)
-                rec.fields = {"if_flag": run.if_flag, "ready_for_interrupt_injection": run.ready_for_interrupt_injection}
-                return None
-            if reason == _DEBUG:
-                return self._debug(run, rec)
-            if reason == _SET_TPR:   # the guest lowered CR8; with no interrupt to deliver, run on (as QEMU)
-                return None
-            return Stop("unknown-exit", code=reason, detail=f"unhandled {rec.kname}")
-        except GuestExit as e:
-            return Stop(e.reason, code=e.code, detail=e.detail)
+            return Stop("hlt")
+        if reason == _SHUTDOWN:
+            return Stop("shutdown")
+        if reason == _INTERNAL_ERROR:
+            return self._internal(run, rec)
+        if reason == _FAIL_ENTRY:
+            rec.fields = {"hardware_entry_failure_reason": run.fail_entry.hardware_entry_failure_reason,
+                          "cpu": run.fail_entry.cpu}
+            return Stop("fail-entry", code=run.fail_entry.hardware_entry_failure_reason)
+        if reason == _EXCEPTION:
+            rec.fields = {"exception": run.ex.exception, "error_code": run.ex.error_code}
+            return Stop("exception", code=run.ex.exception)
+        if reason == _INTR:
+            self.exits.pop()
+            return None
+        if reason == _IRQ_WINDOW_OPEN:   # the PIC's vector goes in before the next KVM_RUN (_pre_run)
+            rec.fields = {"if_flag": run.if_flag, "ready_for_interrupt_injection": run.ready_for_interrupt_injection}
+            return None
+        if reason == _DEBUG:
+            return self._debug(run, rec)
+        if reason == _SET_TPR:   # the guest lowered CR8; with no interrupt to deliver, run on (as QEMU)
+            return None
+        return Stop("unknown-exit", code=reason, detail=f"unhandled {rec.kname}")
 
-    def _io(self, run, rec: UserspaceExit) -> Stop | None:
+    def _io(self, run) -> Stop | None:
         io = self._run_io                   # run->io (bound in run())
         if io is None:
             io = run.io
@@ -256,16 +259,17 @@ class Vmm:
         is_in = direction == KVM_EXIT_IO_IN
         n = size * count
         data = self._mapping[offset: offset + n]   # the bytes run->io.data_offset points at
+        fields = {"direction": direction, "size": size, "port": port, "count": count}
+        self.exits.append(UserspaceExit("IO", fields))
         found = self.pio.find(port)
         if found is None:
             if is_in:
                 data[:] = b"\xff" * n   # nothing decodes the port: the bus floats high
-            rec.fields = {"direction": direction, "size": size, "port": port, "count": count, "data": data.hex()}
+            fields["data"] = data.hex()
             if self.config.unclaimed_io != "ignore":
                 return self._unclaimed("io", self.config.unclaimed_io,
                                        f"{'in' if is_in else 'out'} port {port:#x} size {size}")
             return None
-        fields = rec.fields = {"direction": direction, "size": size, "port": port, "count": count}
         dev, off = found
         try:
             for i in range(0, n, size):
@@ -277,14 +281,15 @@ class Vmm:
             fields["data"] = data.hex()
         return None
 
-    def _mmio(self, run, rec: UserspaceExit) -> Stop | None:
+    def _mmio(self, run) -> Stop | None:
         m = self._run_mmio
         data = self._run_mmio_data          # run->mmio.data as bytes (bound in run())
         if m is None or data is None:
             m = run.mmio
             data = memoryview(m.data).cast("B")
         gpa, length, is_write = m.phys_addr, m.len, m.is_write
-        fields = rec.fields = {"phys_addr": gpa, "len": length, "is_write": is_write}
+        fields = {"phys_addr": gpa, "len": length, "is_write": is_write}
+        self.exits.append(UserspaceExit("MMIO", fields))
         found = self.mmio.find(gpa)
         try:
             if found is None:
