@@ -132,6 +132,9 @@ class RamOps:
         return self.read_std(ctxt, addr, val, bytes, fault, False)
 
     def read_emulated(self, ctxt, addr, val, bytes, fault):  # type: ignore[no-untyped-def]
+        if not self.mmio and 0 <= addr and addr + bytes <= len(self.mem):   # plain RAM: read_std's copy
+            val[:bytes] = self.mem[addr:addr + bytes]
+            return X86EMUL_CONTINUE
         if self._is_mmio(addr):
             key = (addr, bytes)
             if key in self._pending_mmio:  # userspace answered: consume it
@@ -147,6 +150,9 @@ class RamOps:
         return self.read_std(ctxt, addr, val, bytes, fault, False)
 
     def write_emulated(self, ctxt, addr, val, bytes, fault):  # type: ignore[no-untyped-def]
+        if not self.mmio and 0 <= addr and addr + bytes <= len(self.mem):   # plain RAM: write_std's copy
+            self.mem[addr:addr + bytes] = val[:bytes]
+            return X86EMUL_CONTINUE
         if self._is_mmio(addr):
             self.mmio_writes.append((addr, as_bytes(val)))
             return X86EMUL_CONTINUE
