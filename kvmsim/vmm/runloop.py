@@ -62,6 +62,20 @@ class VmmConfig:
 STREAM_BATCH = 4096   # records held before they go to exit_sink when the log keeps them all
 
 
+def _record(raw: tuple) -> UserspaceExit:
+    """A raw IO/MMIO log entry as its record, kvm_run's field names in kvm_run's order."""
+    if raw[0] == "IO":
+        _, direction, size, port, count, data = raw
+        return UserspaceExit("IO", {"direction": direction, "size": size, "port": port, "count": count,
+                                    "data": data.hex()})
+    _, gpa, length, is_write, data = raw
+    return UserspaceExit("MMIO", {"phys_addr": gpa, "len": length, "is_write": is_write, "data": data.hex()})
+
+
+def _reason(rec: UserspaceExit | tuple) -> str:
+    return rec[0] if rec.__class__ is tuple else rec.reason  # type: ignore[index,union-attr]
+
+
 class Vmm:
     """One vCPU's run loop over a PIO bus and an MMIO bus."""
 
@@ -69,7 +83,7 @@ class Vmm:
                  kick: Callable[[], None] | None = None) -> None:
         self.vcpu, self.pio, self.mmio, self.config = vcpu, pio, mmio, config
         self.kick = kick
-        self.exits: list[UserspaceExit] = []
+        self.exits: list[UserspaceExit] = []   # raw tuples among them while run() runs (_materialize)
         self.exits_omitted = 0    # records dropped from the middle of `exits` (config.keep_exits)
         self._streamed = 0        # exits[:_streamed] already went to config.exit_sink
         self.coalesced: list[tuple[int, int, bool]] = []  # drained ring entries: (phys_addr, len, pio)
@@ -103,6 +117,7 @@ class Vmm:
             return Stop("device-error", detail=str(e))
         finally:
             self._trim_exits()
+            self._materialize(0)
             self._run_mmio_data.release()
             self._mapping.release()
             self._run_mmio = self._run_io = self._run_mmio_data = self._mapping = None
@@ -175,7 +190,7 @@ class Vmm:
         """A limit hit by a guest that keeps halting under on_hlt: resume says so."""
         if not self.hlt_resumed:
             return ""
-        last = self.exits[-1].reason if self.exits else ""
+        last = _reason(self.exits[-1]) if self.exits else ""
         return (f"; the guest halted {self.hlt_resumed} times under vmm.on_hlt: resume"
                 f"{' (last exit: KVM_EXIT_HLT)' if last == 'HLT' else ''}")
 
@@ -197,6 +212,7 @@ class Vmm:
         `keep_exits`; amortised O(1) per exit."""
         keep, sink = self.config.keep_exits, self.config.exit_sink
         if sink is not None and self._streamed < len(self.exits):
+            self._materialize(self._streamed)
             sink(self.exits[self._streamed:])
         if keep is not None and len(self.exits) > 2 * keep:
             cut = len(self.exits) - keep
@@ -204,6 +220,16 @@ class Vmm:
             del self.exits[keep:cut]
         self._streamed = len(self.exits)
         return len(self.exits)
+
+    def _materialize(self, start: int) -> None:
+        """The IO and MMIO records from `start` on as UserspaceExits: the loop logs them as raw tuples
+        (reason, kvm_run's values..., data bytes), built into records only for the log's readers (the
+        sink, and everyone once run() returns), so the records _trim_exits drops are never built."""
+        exits = self.exits
+        for i in range(start, len(exits)):
+            raw = exits[i]
+            if raw.__class__ is tuple:
+                exits[i] = _record(raw)
 
     def _flush_coalesced_mmio(self, ring) -> None:
         """kvmtool kvm_cpu__handle_coalesced_mmio: replay the ring's writes on the buses, in order."""
@@ -259,13 +285,11 @@ class Vmm:
         is_in = direction == KVM_EXIT_IO_IN
         n = size * count
         data = self._mapping[offset: offset + n]   # the bytes run->io.data_offset points at
-        fields = {"direction": direction, "size": size, "port": port, "count": count}
-        self.exits.append(UserspaceExit("IO", fields))
         found = self.pio.find(port)
         if found is None:
             if is_in:
                 data[:] = b"\xff" * n   # nothing decodes the port: the bus floats high
-            fields["data"] = data.hex()
+            self.exits.append(("IO", direction, size, port, count, bytes(data)))   # raw: see _materialize
             if self.config.unclaimed_io != "ignore":
                 return self._unclaimed("io", self.config.unclaimed_io,
                                        f"{'in' if is_in else 'out'} port {port:#x} size {size}")
@@ -278,7 +302,7 @@ class Vmm:
                 else:
                     dev.io_write(off, bytes(data[i:i + size]))
         finally:
-            fields["data"] = data.hex()
+            self.exits.append(("IO", direction, size, port, count, bytes(data)))
         return None
 
     def _mmio(self, run) -> Stop | None:
@@ -288,8 +312,6 @@ class Vmm:
             m = run.mmio
             data = memoryview(m.data).cast("B")
         gpa, length, is_write = m.phys_addr, m.len, m.is_write
-        fields = {"phys_addr": gpa, "len": length, "is_write": is_write}
-        self.exits.append(UserspaceExit("MMIO", fields))
         found = self.mmio.find(gpa)
         try:
             if found is None:
@@ -306,7 +328,7 @@ class Vmm:
                     else:
                         ctypes.memmove(m.data, got, length)
         finally:
-            fields["data"] = data[:length].hex()
+            self.exits.append(("MMIO", gpa, length, is_write, bytes(data[:length])))   # raw: see _materialize
         if found is None and self.config.unclaimed_mmio != "ignore":
             return self._unclaimed("mmio", self.config.unclaimed_mmio,
                                    f"{'write' if is_write else 'read'} at {gpa:#x} len {length}")
