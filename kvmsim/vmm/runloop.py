@@ -57,6 +57,9 @@ class VmmConfig:
     irqs: dict[int, list[int]] = field(default_factory=dict)
     # userspace-exit index → KVM_SET_GUEST_DEBUG argument issued then
     guest_debug: dict[int, list[KvmGuestDebug]] = field(default_factory=dict)
+    # The VM registered coalesced-MMIO zones: drain the ring after every KVM_RUN (False: nothing
+    # can be in it, and the two reads of its cursors per exit are saved).
+    coalesced_mmio: bool = True
 
 
 STREAM_BATCH = 4096   # records held before they go to exit_sink when the log keeps them all
@@ -126,16 +129,19 @@ class Vmm:
 
     def _loop(self, deadline: float) -> Stop:
         run = self.vcpu.mapping.run
-        ring = getattr(self.vcpu.mapping, "ring", None)  # coalesced MMIO, drained after every KVM_RUN
+        # coalesced MMIO, drained after every KVM_RUN
+        ring = getattr(self.vcpu.mapping, "ring", None) if self.config.coalesced_mmio else None
         exits, events, max_exits, kvm_run = self.exits, self.config.events, self.config.max_exits, self.vcpu.run
         pre_run = bool(self.config.irqs or self.config.guest_debug)   # fixed for the run; only _pre_run fills pic_pending
         cap = self._log_cap()
+        omitted = self.exits_omitted      # changes only in _trim_exits
         while True:
             n = len(exits)
             if n >= cap:
                 n = self._trim_exits()
                 cap = self._log_cap()
-            n += self.exits_omitted
+                omitted = self.exits_omitted
+            n += omitted
             if events:
                 for action in events.get(n, ()):
                     action(self.vcpu)
