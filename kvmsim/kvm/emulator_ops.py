@@ -139,8 +139,12 @@ class VcpuEmulateOps:
         if n <= 0:
             return X86EMUL_CONTINUE
         hw = self.hw
-        gpa = self._gva_to_gpa(addr, False, True, fault, False)
-        if gpa is None:
+        try:                                  # _gva_to_gpa(addr, fetch), inlined: once per emulated instruction
+            gpa = hw.walk(addr, False, hw.cpl() == 3, True)
+        except paging.PageFault as pf:
+            fault.vector, fault.error_code_valid = 14, True
+            fault.error_code, fault.address = pf.error_code, addr
+            fault.nested_page_fault = False
             return X86EMUL_PROPAGATE_FAULT
         slot = hw.memslot_at(gpa)
         if slot is None:

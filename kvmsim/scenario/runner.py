@@ -317,7 +317,8 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
     config = VmmConfig(unclaimed_io=sc.userspace.unclaimed_io, unclaimed_mmio=sc.userspace.unclaimed_mmio,
                        msr_answers=dict(sc.userspace.msr), max_exits=sc.limits.max_exits,
                        wall_seconds=sc.limits.wall_seconds, events=_events(sc),
-                       keep_exits=keep_exits_for(sc), on_hlt=sc.vmm.on_hlt, **_vmm_events(sc))
+                       keep_exits=keep_exits_for(sc), on_hlt=sc.vmm.on_hlt, coalesced_mmio=bool(zones),
+                       **_vmm_events(sc))
     _vm_exit_events(sc, vcpu, backend)
     _insn_budget(sc, vcpu, config)
     kick = getattr(vcpu, "kick", None)

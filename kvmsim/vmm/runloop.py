@@ -57,9 +57,26 @@ class VmmConfig:
     irqs: dict[int, list[int]] = field(default_factory=dict)
     # userspace-exit index → KVM_SET_GUEST_DEBUG argument issued then
     guest_debug: dict[int, list[KvmGuestDebug]] = field(default_factory=dict)
+    # The VM registered coalesced-MMIO zones: drain the ring after every KVM_RUN (False: nothing
+    # can be in it, and the two reads of its cursors per exit are saved).
+    coalesced_mmio: bool = True
 
 
 STREAM_BATCH = 4096   # records held before they go to exit_sink when the log keeps them all
+
+
+def _record(raw: tuple) -> UserspaceExit:
+    """A raw IO/MMIO log entry as its record, kvm_run's field names in kvm_run's order."""
+    if raw[0] == "IO":
+        _, direction, size, port, count, data = raw
+        return UserspaceExit("IO", {"direction": direction, "size": size, "port": port, "count": count,
+                                    "data": data.hex()})
+    _, gpa, length, is_write, data = raw
+    return UserspaceExit("MMIO", {"phys_addr": gpa, "len": length, "is_write": is_write, "data": data.hex()})
+
+
+def _reason(rec: UserspaceExit | tuple) -> str:
+    return rec[0] if rec.__class__ is tuple else rec.reason  # type: ignore[index,union-attr]
 
 
 class Vmm:
@@ -69,7 +86,7 @@ class Vmm:
                  kick: Callable[[], None] | None = None) -> None:
         self.vcpu, self.pio, self.mmio, self.config = vcpu, pio, mmio, config
         self.kick = kick
-        self.exits: list[UserspaceExit] = []
+        self.exits: list[UserspaceExit] = []   # raw tuples among them while run() runs (_materialize)
         self.exits_omitted = 0    # records dropped from the middle of `exits` (config.keep_exits)
         self._streamed = 0        # exits[:_streamed] already went to config.exit_sink
         self.coalesced: list[tuple[int, int, bool]] = []  # drained ring entries: (phys_addr, len, pio)
@@ -103,6 +120,7 @@ class Vmm:
             return Stop("device-error", detail=str(e))
         finally:
             self._trim_exits()
+            self._materialize(0)
             self._run_mmio_data.release()
             self._mapping.release()
             self._run_mmio = self._run_io = self._run_mmio_data = self._mapping = None
@@ -111,19 +129,23 @@ class Vmm:
 
     def _loop(self, deadline: float) -> Stop:
         run = self.vcpu.mapping.run
-        ring = getattr(self.vcpu.mapping, "ring", None)  # coalesced MMIO, drained after every KVM_RUN
+        # coalesced MMIO, drained after every KVM_RUN
+        ring = getattr(self.vcpu.mapping, "ring", None) if self.config.coalesced_mmio else None
         exits, events, max_exits, kvm_run = self.exits, self.config.events, self.config.max_exits, self.vcpu.run
+        pre_run = bool(self.config.irqs or self.config.guest_debug)   # fixed for the run; only _pre_run fills pic_pending
         cap = self._log_cap()
+        omitted = self.exits_omitted      # changes only in _trim_exits
         while True:
             n = len(exits)
             if n >= cap:
                 n = self._trim_exits()
                 cap = self._log_cap()
-            n += self.exits_omitted
+                omitted = self.exits_omitted
+            n += omitted
             if events:
                 for action in events.get(n, ()):
                     action(self.vcpu)
-            if self.config.irqs or self.config.guest_debug or self.pic_pending:
+            if pre_run or self.pic_pending:
                 self._pre_run(run, n)
             if n >= max_exits:
                 return Stop("limit", detail=limit_detail("max_exits", max_exits) + self._hlt_note())
@@ -142,7 +164,18 @@ class Vmm:
                                     + self._hlt_note())
                     continue
                 return Stop("error", code=-r, detail=f"KVM_RUN returned {r}")
-            stop = self._dispatch(run)
+            reason = run.exit_reason
+            try:
+                # Plain-int comparisons, most frequent first (a `match` on the IntEnum members costs an
+                # enum attribute lookup per case); MMIO and IO go to their handlers without _dispatch.
+                if reason == _MMIO:
+                    stop = self._mmio(run)
+                elif reason == _IO:
+                    stop = self._io(run)
+                else:
+                    stop = self._dispatch(run, reason)
+            except GuestExit as e:
+                return Stop(e.reason, code=e.code, detail=e.detail)
             if stop is not None:
                 return stop
 
@@ -163,7 +196,7 @@ class Vmm:
         """A limit hit by a guest that keeps halting under on_hlt: resume says so."""
         if not self.hlt_resumed:
             return ""
-        last = self.exits[-1].reason if self.exits else ""
+        last = _reason(self.exits[-1]) if self.exits else ""
         return (f"; the guest halted {self.hlt_resumed} times under vmm.on_hlt: resume"
                 f"{' (last exit: KVM_EXIT_HLT)' if last == 'HLT' else ''}")
 
@@ -185,6 +218,7 @@ class Vmm:
         `keep_exits`; amortised O(1) per exit."""
         keep, sink = self.config.keep_exits, self.config.exit_sink
         if sink is not None and self._streamed < len(self.exits):
+            self._materialize(self._streamed)
             sink(self.exits[self._streamed:])
         if keep is not None and len(self.exits) > 2 * keep:
             cut = len(self.exits) - keep
@@ -192,6 +226,16 @@ class Vmm:
             del self.exits[keep:cut]
         self._streamed = len(self.exits)
         return len(self.exits)
+
+    def _materialize(self, start: int) -> None:
+        """The IO and MMIO records from `start` on as UserspaceExits: the loop logs them as raw tuples
+        (reason, kvm_run's values..., data bytes), built into records only for the log's readers (the
+        sink, and everyone once run() returns), so the records _trim_exits drops are never built."""
+        exits = self.exits
+        for i in range(start, len(exits)):
+            raw = exits[i]
+            if raw.__class__ is tuple:
+                exits[i] = _record(raw)
 
     def _flush_coalesced_mmio(self, ring) -> None:
         """kvmtool kvm_cpu__handle_coalesced_mmio: replay the ring's writes on the buses, in order."""
@@ -205,50 +249,41 @@ class Vmm:
                 dev.io_write(off, bytes(e.data[: e.len]))
             ring.first = (ring.first + 1) % n
 
-    def _dispatch(self, run) -> Stop | None:
-        reason = run.exit_reason
+    def _dispatch(self, run, reason: int) -> Stop | None:
+        """Every exit but MMIO and IO (_loop sends those to _mmio and _io, which record their own)."""
         rec = UserspaceExit(_EXIT_NAMES.get(reason) or f"UNKNOWN_{reason}")
         self.exits.append(rec)
-        try:
-            # Plain-int comparisons, most frequent first (a `match` on the IntEnum members costs
-            # an enum attribute lookup per case).
-            if reason == _MMIO:
-                return self._mmio(run, rec)
-            if reason == _IO:
-                return self._io(run, rec)
-            if reason == _X86_RDMSR or reason == _X86_WRMSR:
-                return self._msr(run, rec, reason == _X86_RDMSR)
-            if reason == _HLT:
-                if self.config.on_hlt == "resume":
-                    self.hlt_resumed += 1
-                    return None
-                return Stop("hlt")
-            if reason == _SHUTDOWN:
-                return Stop("shutdown")
-            if reason == _INTERNAL_ERROR:
-                return self._internal(run, rec)
-            if reason == _FAIL_ENTRY:
-                rec.fields = {"hardware_entry_failure_reason": run.fail_entry.hardware_entry_failure_reason,
-                              "cpu": run.fail_entry.cpu}
-                return Stop("fail-entry", code=run.fail_entry.hardware_entry_failure_reason)
-            if reason == _EXCEPTION:
-                rec.fields = {"exception": run.ex.exception, "error_code": run.ex.error_code}
-                return Stop("exception", code=run.ex.exception)
-            if reason == _INTR:
-                self.exits.pop()
+        if reason == _X86_RDMSR or reason == _X86_WRMSR:
+            return self._msr(run, rec, reason == _X86_RDMSR)
+        if reason == _HLT:
+            if self.config.on_hlt == "resume":
+                self.hlt_resumed += 1
                 return None
-            if reason == _IRQ_WINDOW_OPEN:   # the PIC's vector goes in before the next KVM_RUN (_pre_run)
-                rec.fields = {"if_flag": run.if_flag, "ready_for_interrupt_injection": run.ready_for_interrupt_injection}
-                return None
-            if reason == _DEBUG:
-                return self._debug(run, rec)
-            if reason == _SET_TPR:   # the guest lowered CR8; with no interrupt to deliver, run on (as QEMU)
-                return None
-            return Stop("unknown-exit", code=reason, detail=f"unhandled {rec.kname}")
-        except GuestExit as e:
-            return Stop(e.reason, code=e.code, detail=e.detail)
+            return Stop("hlt")
+        if reason == _SHUTDOWN:
+            return Stop("shutdown")
+        if reason == _INTERNAL_ERROR:
+            return self._internal(run, rec)
+        if reason == _FAIL_ENTRY:
+            rec.fields = {"hardware_entry_failure_reason": run.fail_entry.hardware_entry_failure_reason,
+                          "cpu": run.fail_entry.cpu}
+            return Stop("fail-entry", code=run.fail_entry.hardware_entry_failure_reason)
+        if reason == _EXCEPTION:
+            rec.fields = {"exception": run.ex.exception, "error_code": run.ex.error_code}
+            return Stop("exception", code=run.ex.exception)
+        if reason == _INTR:
+            self.exits.pop()
+            return None
+        if reason == _IRQ_WINDOW_OPEN:   # the PIC's vector goes in before the next KVM_RUN (_pre_run)
+            rec.fields = {"if_flag": run.if_flag, "ready_for_interrupt_injection": run.ready_for_interrupt_injection}
+            return None
+        if reason == _DEBUG:
+            return self._debug(run, rec)
+        if reason == _SET_TPR:   # the guest lowered CR8; with no interrupt to deliver, run on (as QEMU)
+            return None
+        return Stop("unknown-exit", code=reason, detail=f"unhandled {rec.kname}")
 
-    def _io(self, run, rec: UserspaceExit) -> Stop | None:
+    def _io(self, run) -> Stop | None:
         io = self._run_io                   # run->io (bound in run())
         if io is None:
             io = run.io
@@ -260,12 +295,11 @@ class Vmm:
         if found is None:
             if is_in:
                 data[:] = b"\xff" * n   # nothing decodes the port: the bus floats high
-            rec.fields = {"direction": direction, "size": size, "port": port, "count": count, "data": data.hex()}
+            self.exits.append(("IO", direction, size, port, count, bytes(data)))   # raw: see _materialize
             if self.config.unclaimed_io != "ignore":
                 return self._unclaimed("io", self.config.unclaimed_io,
                                        f"{'in' if is_in else 'out'} port {port:#x} size {size}")
             return None
-        fields = rec.fields = {"direction": direction, "size": size, "port": port, "count": count}
         dev, off = found
         try:
             for i in range(0, n, size):
@@ -274,17 +308,16 @@ class Vmm:
                 else:
                     dev.io_write(off, bytes(data[i:i + size]))
         finally:
-            fields["data"] = data.hex()
+            self.exits.append(("IO", direction, size, port, count, bytes(data)))
         return None
 
-    def _mmio(self, run, rec: UserspaceExit) -> Stop | None:
+    def _mmio(self, run) -> Stop | None:
         m = self._run_mmio
         data = self._run_mmio_data          # run->mmio.data as bytes (bound in run())
         if m is None or data is None:
             m = run.mmio
             data = memoryview(m.data).cast("B")
         gpa, length, is_write = m.phys_addr, m.len, m.is_write
-        fields = rec.fields = {"phys_addr": gpa, "len": length, "is_write": is_write}
         found = self.mmio.find(gpa)
         try:
             if found is None:
@@ -301,7 +334,7 @@ class Vmm:
                     else:
                         ctypes.memmove(m.data, got, length)
         finally:
-            fields["data"] = data[:length].hex()
+            self.exits.append(("MMIO", gpa, length, is_write, bytes(data[:length])))   # raw: see _materialize
         if found is None and self.config.unclaimed_mmio != "ignore":
             return self._unclaimed("mmio", self.config.unclaimed_mmio,
                                    f"{'write' if is_write else 'read'} at {gpa:#x} len {length}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from .ramops import RamOps, make_ctxt, run_insn
+from .ramops import RamOps, emulate_insn_bytes, make_ctxt
 
 # A mix weighted like MMIO/PIO emulation: moves, ALU on memory, string and port I/O.
 MIX = [bytes.fromhex(h) for h in (
@@ -36,7 +36,7 @@ def bench_emulated_insns(seconds: float = 1.0) -> float:
     while True:
         for insn in MIX:
             ctxt.eip, ctxt.eflags = 0x1000, 0x2
-            run_insn(ctxt, insn)
+            emulate_insn_bytes(ctxt, insn)
         n += len(MIX)
         now = time.perf_counter()
         if now >= deadline:

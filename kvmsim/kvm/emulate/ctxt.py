@@ -80,12 +80,13 @@ class ReadCache:
 class FetchCache:
     """struct fetch_cache: the instruction bytes fetched so far (15-byte cap)."""
 
-    __slots__ = ("data", "ptr", "end")
+    __slots__ = ("data", "ptr", "end", "view")
 
     def __init__(self) -> None:
         self.data = bytearray(16)
         self.ptr = 0
         self.end = 0
+        self.view = memoryview(self.data)   # not kernel state: one view of data, sliced per fetch
 
 
 class X86EmulateCtxt:

@@ -384,7 +384,9 @@ def x86_decode_insn(ctxt: X86EmulateCtxt, insn: bytes | None, insn_len: int,
             cache = ctxt.decode_cache
             if cache is None:
                 cache = decode_cache(ctxt)
-            key = (mode, emul_type & _EMULTYPE_TRAP_UD, bytes(f.data[:f.end]))
+            # The key's bytes: the caller's insn itself when it is all that was decoded, else a copy.
+            code = insn if insn.__class__ is bytes and f.end == insn_len == len(insn) else bytes(f.data[:f.end])
+            key = (mode, emul_type & _EMULTYPE_TRAP_UD, code)
             hit = cache.entries.get(key)
             if hit is not None:
                 cache.hits += 1

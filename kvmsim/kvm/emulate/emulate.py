@@ -27,7 +27,7 @@ from .flags import (CheckPerm, DstDI, DstMask, Fastop, ImplicitOps, Intercept, M
                     SrcWrite, Sse, String, Undefined, Lock)
 from kvmsim.probe import kfunc
 
-from .memaccess import (SegmentedAddress, address_mask, emulate_exception, emulate_gp, emulate_nm, emulate_ud,
+from .memaccess import (address_mask, emulate_exception, emulate_gp, emulate_nm, emulate_ud,
                         register_address, register_address_increment, segmented_read,
                         writeback)
 from .ops import X86InstructionInfo, X86InterceptStage
@@ -157,7 +157,7 @@ def x86_emulate_insn(ctxt: X86EmulateCtxt, check_intercepts: bool = False) -> in
 
     # 4. operand reads (_read_operands, inlined)
     if src.type == OP_MEM and not d & NoAccess:
-        rc, val = segmented_read(ctxt, SegmentedAddress(src.ea, src.seg), src.bytes)
+        rc, val = segmented_read(ctxt, src, src.bytes)   # src.addr.mem
         src.val = val
         if rc != X86EMUL_CONTINUE:
             if rc == X86EMUL_IO_NEEDED:
@@ -166,12 +166,12 @@ def x86_emulate_insn(ctxt: X86EmulateCtxt, check_intercepts: bool = False) -> in
         src.orig_val = val
     src2 = ctxt.src2
     if src2.type == OP_MEM:
-        rc, src2.val = segmented_read(ctxt, SegmentedAddress(src2.ea, src2.seg), src2.bytes)
+        rc, src2.val = segmented_read(ctxt, src2, src2.bytes)
         if rc != X86EMUL_CONTINUE:
             return _done(ctxt, rc)
     if (d & DstMask) != ImplicitOps:
         if dst.type == OP_MEM and not d & Mov:
-            rc, dst.val = segmented_read(ctxt, SegmentedAddress(dst.ea, dst.seg), dst.bytes)
+            rc, dst.val = segmented_read(ctxt, dst, dst.bytes)
             if rc != X86EMUL_CONTINUE:
                 if (not d & NoWrite and rc == X86EMUL_PROPAGATE_FAULT
                         and ctxt.exception.vector == PF_VECTOR):

@@ -33,7 +33,7 @@ def __do_insn_fetch_bytes(ctxt: X86EmulateCtxt, op_size: int) -> int:
         size = in_page
     if size < op_size:
         return emulate_gp(ctxt, 0)
-    view = memoryview(f.data)[cur_size:cur_size + size]
+    view = f.view[cur_size:cur_size + size]
     rc = ctxt.ops.fetch(ctxt, linear, view, size, ctxt.exception)
     if rc != X86EMUL_CONTINUE:
         return rc

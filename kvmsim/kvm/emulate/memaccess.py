@@ -27,6 +27,11 @@ class SegmentedAddress:
         self.seg = seg
 
 
+# struct operand's addr.mem is a struct segmented_address: a memory Operand (its ea and seg) is
+# passed as the address itself, as emulate.c passes ctxt->src.addr.mem, with no copy made.
+Addr = SegmentedAddress | Operand
+
+
 # --- exceptions ----------------------------------------------------------------------
 def emulate_exception(ctxt: X86EmulateCtxt, vec: int, error: int, valid: bool) -> int:
     """Record the exception for the guest; the caller returns PROPAGATE_FAULT."""
@@ -126,7 +131,7 @@ def insn_alignment(ctxt: X86EmulateCtxt, size: int) -> int:
     return size
 
 
-def __linearize(ctxt: X86EmulateCtxt, addr: SegmentedAddress, size: int, mode: int,
+def __linearize(ctxt: X86EmulateCtxt, addr: Addr, size: int, mode: int,
                 flags: int) -> tuple[int, int, int]:
     """Segment + canonical checks. Returns (rc, linear, max_size)."""
     seg = addr.seg
@@ -189,12 +194,12 @@ def __linearize(ctxt: X86EmulateCtxt, addr: SegmentedAddress, size: int, mode: i
     return X86EMUL_CONTINUE, la, max_size
 
 
-def _bad(ctxt: X86EmulateCtxt, addr: SegmentedAddress) -> int:
+def _bad(ctxt: X86EmulateCtxt, addr: Addr) -> int:
     """#SS(0) for stack-segment faults, #GP(0) otherwise."""
     return emulate_ss(ctxt, 0) if addr.seg == VCPU_SREG_SS else emulate_gp(ctxt, 0)
 
 
-def linearize(ctxt: X86EmulateCtxt, addr: SegmentedAddress, size: int,
+def linearize(ctxt: X86EmulateCtxt, addr: Addr, size: int,
               write: bool) -> tuple[int, int]:
     rc, la, _ = __linearize(ctxt, addr, size, ctxt.mode, X86EMUL_F_WRITE if write else 0)
     return rc, la
@@ -224,7 +229,7 @@ def read_emulated(ctxt: X86EmulateCtxt, addr: int, size: int) -> tuple[int, byte
     return X86EMUL_CONTINUE, data[pos:pos + size]
 
 
-def segmented_read(ctxt: X86EmulateCtxt, addr: SegmentedAddress, size: int) -> tuple[int, int]:
+def segmented_read(ctxt: X86EmulateCtxt, addr: Addr, size: int) -> tuple[int, int]:
     """linearize + read_emulated; returns (rc, little-endian value)."""
     rc, la, _ = __linearize(ctxt, addr, size, ctxt.mode, 0)  # linearize(..., false), inlined
     if rc != X86EMUL_CONTINUE:
@@ -235,14 +240,14 @@ def segmented_read(ctxt: X86EmulateCtxt, addr: SegmentedAddress, size: int) -> t
     return rc, int.from_bytes(data, "little")
 
 
-def segmented_write(ctxt: X86EmulateCtxt, addr: SegmentedAddress, data: bytes) -> int:
+def segmented_write(ctxt: X86EmulateCtxt, addr: Addr, data: bytes) -> int:
     rc, la = linearize(ctxt, addr, len(data), True)
     if rc != X86EMUL_CONTINUE:
         return rc
     return ctxt.ops.write_emulated(ctxt, la, data, len(data), ctxt.exception)
 
 
-def segmented_cmpxchg(ctxt: X86EmulateCtxt, addr: SegmentedAddress, old: bytes,
+def segmented_cmpxchg(ctxt: X86EmulateCtxt, addr: Addr, old: bytes,
                       new: bytes) -> int:
     rc, la = linearize(ctxt, addr, len(new), True)
     if rc != X86EMUL_CONTINUE:
@@ -288,16 +293,14 @@ def writeback(ctxt: X86EmulateCtxt, op: Operand) -> int:
     if t == OP_REG:
         write_register_operand(ctxt, op)
     elif t == OP_MEM:
-        addr = SegmentedAddress(op.ea, op.seg)
         nbytes = op.bytes
         mask = (1 << (nbytes << 3)) - 1
         if ctxt.lock_prefix:
-            return segmented_cmpxchg(ctxt, addr, (op.orig_val & mask).to_bytes(nbytes, "little"),
+            return segmented_cmpxchg(ctxt, op, (op.orig_val & mask).to_bytes(nbytes, "little"),
                                      (op.val & mask).to_bytes(nbytes, "little"))
-        return segmented_write(ctxt, addr, (op.val & mask).to_bytes(nbytes, "little"))
+        return segmented_write(ctxt, op, (op.val & mask).to_bytes(nbytes, "little"))
     elif t == OP_MEM_STR:
-        return segmented_write(ctxt, SegmentedAddress(op.ea, op.seg),
-                               bytes(op.data[:op.bytes * op.count]))
+        return segmented_write(ctxt, op, bytes(op.data[:op.bytes * op.count]))
     elif t == OP_XMM:
         if ctxt.vex:  # VEX writes zero the rest of the YMM register
             ctxt.ops.write_avx_reg(ctxt, op.xmm, to_bytes(op.val, op.bytes).ljust(32, b"\0"))

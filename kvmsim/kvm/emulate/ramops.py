@@ -101,7 +101,10 @@ class RamOps:
         return False
 
     def _is_mmio(self, addr: int) -> bool:
-        return any(lo <= addr < hi for lo, hi in self.mmio)
+        for lo, hi in self.mmio:
+            if lo <= addr < hi:
+                return True
+        return False
 
     # --- X86EmulateOps ----------------------------------------------------------------
     def vm_bugged(self, ctxt: X86EmulateCtxt) -> None:
@@ -129,6 +132,9 @@ class RamOps:
         return self.read_std(ctxt, addr, val, bytes, fault, False)
 
     def read_emulated(self, ctxt, addr, val, bytes, fault):  # type: ignore[no-untyped-def]
+        if not self.mmio and 0 <= addr and addr + bytes <= len(self.mem):   # plain RAM: read_std's copy
+            val[:bytes] = self.mem[addr:addr + bytes]
+            return X86EMUL_CONTINUE
         if self._is_mmio(addr):
             key = (addr, bytes)
             if key in self._pending_mmio:  # userspace answered: consume it
@@ -144,6 +150,9 @@ class RamOps:
         return self.read_std(ctxt, addr, val, bytes, fault, False)
 
     def write_emulated(self, ctxt, addr, val, bytes, fault):  # type: ignore[no-untyped-def]
+        if not self.mmio and 0 <= addr and addr + bytes <= len(self.mem):   # plain RAM: write_std's copy
+            self.mem[addr:addr + bytes] = val[:bytes]
+            return X86EMUL_CONTINUE
         if self._is_mmio(addr):
             self.mmio_writes.append((addr, as_bytes(val)))
             return X86EMUL_CONTINUE
@@ -289,7 +298,7 @@ def make_ctxt(ops: RamOps, rip: int = 0, eflags: int = 0x2,
     return ctxt
 
 
-@dataclass
+@dataclass(slots=True)
 class RunResult:
     """What one x86_emulate_instruction-like run produced."""
 
@@ -304,27 +313,27 @@ def run_insn(ctxt: X86EmulateCtxt, insn: bytes | None = None, emulation_type: in
     Simplified stand-in for x86_emulate_instruction: no exception injection, no
     writeback of RIP/RFLAGS into a vCPU (the caller reads ctxt.eip / ctxt.eflags).
     """
+    rc, restarts = emulate_insn_bytes(ctxt, insn, emulation_type, max_restarts)
+    return RunResult(rc, restarts)
+
+
+def emulate_insn_bytes(ctxt: X86EmulateCtxt, insn: bytes | None = None, emulation_type: int = 0,
+                       max_restarts: int = 1 << 20) -> tuple[int, int]:
+    """run_insn's work, returning (rc, restarts) with no result object (the throughput bench's loop)."""
     if not emulation_type & 1:  # EMULTYPE_NO_DECODE
-        ctxt.exception = X86Exception()
+        exc = ctxt.exception      # cleared in place, as init_emulate_ctxt clears the ctxt's own
+        exc.vector, exc.error_code_valid, exc.error_code = 0, False, 0
+        exc.nested_page_fault, exc.address, exc.async_page_fault = False, 0, False
         ctxt.have_exception = False
         ctxt.interruptibility = 0
         ctxt.perm_ok = False
         init_decode_cache(ctxt)
-        rc = _decode(ctxt, insn, emulation_type)
+        rc = x86_decode_insn(ctxt, insn, len(insn) if insn else 0, emulation_type)
         if rc != EMULATION_OK:
-            return RunResult(rc)
+            return rc, 0
     restarts = 0
     while True:
-        rc = _emulate(ctxt)
+        rc = x86_emulate_insn(ctxt)
         if rc != EMULATION_RESTART or ctxt.have_exception or restarts >= max_restarts:
-            return RunResult(rc, restarts)
+            return rc, restarts
         restarts += 1
-
-
-def _decode(ctxt: X86EmulateCtxt, insn: bytes | None, emulation_type: int) -> int:
-    return x86_decode_insn(ctxt, insn, len(insn) if insn else 0, emulation_type)
-
-
-def _emulate(ctxt: X86EmulateCtxt) -> int:
-    return x86_emulate_insn(ctxt)
-
