@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from kvmsim.kvm import irq_comm
+from kvmsim.kvm import irq_comm, irqchip, lapic
 
 if TYPE_CHECKING:
     from kvmsim.kvm.vcpu import Kvm
@@ -84,7 +84,6 @@ class KvmPit:
 
 def ktime_get(kvm: "Kvm") -> int:
     """The host clock as the PIT's hrtimer sees it: the BSP's virtual clock (0 before it exists)."""
-    from kvmsim.kvm import lapic
     return lapic.kvm_virtual_ns(kvm.vcpus[0]) if kvm.vcpus else 0
 
 
@@ -211,11 +210,11 @@ def kvm_pit_set_reinject(pit: KvmPit, reinject: bool) -> None:
     kvm = pit.kvm
     if reinject:
         kvm_pit_reset_reinject(pit)
-        irq_comm.kvm_register_irq_ack_notifier(kvm, 0, pit.ack_notifier)
-        irq_comm.kvm_register_irq_mask_notifier(kvm, 0, pit.mask_notifier)
+        irqchip.kvm_register_irq_ack_notifier(kvm, 0, pit.ack_notifier)
+        irqchip.kvm_register_irq_mask_notifier(kvm, 0, pit.mask_notifier)
     else:
-        irq_comm.kvm_unregister_irq_ack_notifier(kvm, pit.ack_notifier)
-        irq_comm.kvm_unregister_irq_mask_notifier(kvm, pit.mask_notifier)
+        irqchip.kvm_unregister_irq_ack_notifier(kvm, pit.ack_notifier)
+        irqchip.kvm_unregister_irq_mask_notifier(kvm, pit.mask_notifier)
     ps.reinject = reinject
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from kvmsim.kvm import irqchip, lapic
 from kvmsim.probe import PROBES, tracepoint
 
 if TYPE_CHECKING:
@@ -72,7 +73,6 @@ def pic_irqchip(kvm: "Kvm") -> KvmPic | None:
 
 def pic_unlock(s: KvmPic) -> None:
     """The lock's release: if the output rose, the vCPU that accepts ExtINT re-checks its events."""
-    from kvmsim.kvm import lapic   # lapic.py names the PIC's functions too: imported at use
     wakeup, s.wakeup_needed = s.wakeup_needed, False
     if not wakeup:
         return
@@ -84,10 +84,9 @@ def pic_unlock(s: KvmPic) -> None:
 
 def pic_clear_isr(s: KvmKpicState, pics_state: KvmPic, irq: int) -> None:
     """The line leaves the ISR (EOI, auto-EOI, poll); irq-ack notifiers (the PIT's) hear of it."""
-    from kvmsim.kvm import irq_comm
     s.isr &= ~(1 << irq)
     pin = irq + 8 * s.index
-    irq_comm.kvm_notify_acked_irq(pics_state.kvm, KVM_IRQCHIP_PIC_SLAVE if pin >= 8 else KVM_IRQCHIP_PIC_MASTER, pin)
+    irqchip.kvm_notify_acked_irq(pics_state.kvm, KVM_IRQCHIP_PIC_SLAVE if pin >= 8 else KVM_IRQCHIP_PIC_MASTER, pin)
 
 
 def pic_set_irq1(s: KvmKpicState, irq: int, level: int) -> int:
@@ -222,7 +221,6 @@ def kvm_pic_read_irq(kvm: "Kvm") -> int:
 def kvm_pic_reset(s: KvmKpicState, pics_state: KvmPic) -> None:
     """ICW1: the chip restarts its initialisation; pending edges are dropped (and acked to their
     notifiers when a vCPU takes ExtINT), level requests stay."""
-    from kvmsim.kvm import lapic
     edge_irr = s.irr & ~s.elcr
     s.last_irr = 0
     s.irr &= s.elcr
@@ -244,7 +242,6 @@ def kvm_pic_reset(s: KvmKpicState, pics_state: KvmPic) -> None:
 def pic_ioport_write(s: KvmKpicState, pics_state: KvmPic, addr: int, val: int) -> None:
     """Port 0: ICW1, OCW2 or OCW3 by bits 4:3; port 1: ICW2-4 during initialisation, else OCW1 (IMR).
     Simplified (as KVM): single mode (ICW1 SNGL) and ICW1's level-triggered mode (LTIM) are ignored."""
-    from kvmsim.kvm import irq_comm
     if addr & 1 == 0:
         if val & ICW1_INIT:
             s.init4 = val & ICW1_IC4
@@ -287,7 +284,7 @@ def pic_ioport_write(s: KvmKpicState, pics_state: KvmPic, addr: int, val: int) -
         s.imr = val
         for irq in range(8):
             if imr_diff & (1 << irq):
-                irq_comm.kvm_fire_mask_notifiers(pics_state.kvm, KVM_IRQCHIP_PIC_SLAVE if off else KVM_IRQCHIP_PIC_MASTER,
+                irqchip.kvm_fire_mask_notifiers(pics_state.kvm, KVM_IRQCHIP_PIC_SLAVE if off else KVM_IRQCHIP_PIC_MASTER,
                                                  irq + off, bool(s.imr & (1 << irq)))
         pic_update_irq(pics_state)
     elif s.init_state == 1:                             # ICW2

@@ -1,18 +1,21 @@
-"""Model of arch/x86/kvm/irq_comm.c and virt/kvm/irqchip.c: GSIs, their routes and notifiers.
+"""Model of arch/x86/kvm/irq_comm.c (and kvm_vm_ioctl_irq_line): GSIs and their routes.
 
 kvm_set_irq raises or lowers a GSI on every irqchip its routing entries name.  The routing is
 KVM's default table for KVM_CREATE_IRQCHIP: GSI 0-15 to the PIC line of the same number (and to
 the IO-APIC pin, absent here), so an ISA line from userspace (KVM_IRQ_LINE) or the in-kernel PIT
-reaches i8259.py.  Irq-ack notifiers hear of an EOI'd line (the PIT's reinjection), mask
-notifiers of an IMR change (the PIT restarts reinjection when its line is unmasked).
+reaches i8259.py.  The irq-ack and mask notifiers are irqchip.py's.
 Simplified: no in-kernel IO-APIC and no KVM_SET_GSI_ROUTING; a GSI >= 16 reaches nothing.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from kvmsim.kvm import i8259
+# The notifiers (virt/kvm/irqchip.c, eventfd.c) live one module down: the PIC calls them too.
+from kvmsim.kvm.irqchip import (kvm_fire_mask_notifiers, kvm_irq_map_chip_pin, kvm_notify_acked_irq,  # noqa: F401
+                                kvm_register_irq_ack_notifier, kvm_register_irq_mask_notifier,
+                                kvm_unregister_irq_ack_notifier, kvm_unregister_irq_mask_notifier)
 
 if TYPE_CHECKING:
     from kvmsim.kvm.vcpu import Kvm
@@ -44,11 +47,9 @@ def kvm_set_pic_irq(kvm: "Kvm", pin: int, irq_source_id: int, level: int) -> int
 def kvm_set_irq(kvm: "Kvm", irq_source_id: int, irq: int, level: int, line_status: bool = False) -> int:
     """Every route of the GSI: < 0 if none took it, else how many were newly raised (0: coalesced)."""
     ret = -1
-    routes: list[Callable[[], int]] = []
-    if 0 <= irq < NR_ISA_GSIS:
-        routes.append(lambda: kvm_set_pic_irq(kvm, irq, irq_source_id, level))
+    routes = (kvm_set_pic_irq,) if 0 <= irq < NR_ISA_GSIS else ()   # the default table's irqchip entries
     for route in routes:
-        r = route()
+        r = route(kvm, irq, irq_source_id, level)
         if r < 0:
             continue
         ret = r + (0 if ret < 0 else ret)
@@ -60,38 +61,3 @@ def kvm_vm_ioctl_irq_line(kvm: "Kvm", irq: int, level: int) -> tuple[int, int]:
     if not kvm.irqchip:
         return -ENXIO, 0
     return 0, kvm_set_irq(kvm, KVM_USERSPACE_IRQ_SOURCE_ID, irq, level)
-
-
-def kvm_irq_map_chip_pin(kvm: "Kvm", irqchip: int, pin: int) -> int:
-    """The GSI routed to a PIC line: the default table's identity for ISA lines."""
-    return pin
-
-
-def kvm_register_irq_ack_notifier(kvm: "Kvm", gsi: int, irq_acked: Callable[[], None]) -> None:
-    kvm.irq_ack_notifier_list.append((gsi, irq_acked))
-
-
-def kvm_unregister_irq_ack_notifier(kvm: "Kvm", irq_acked: Callable[[], None]) -> None:
-    kvm.irq_ack_notifier_list = [(g, f) for g, f in kvm.irq_ack_notifier_list if f != irq_acked]
-
-
-def kvm_notify_acked_irq(kvm: "Kvm", irqchip: int, pin: int) -> None:
-    gsi = kvm_irq_map_chip_pin(kvm, irqchip, pin)
-    for g, irq_acked in list(kvm.irq_ack_notifier_list):
-        if g == gsi:
-            irq_acked()
-
-
-def kvm_register_irq_mask_notifier(kvm: "Kvm", irq: int, func: Callable[[bool], None]) -> None:
-    kvm.mask_notifier_list.append((irq, func))
-
-
-def kvm_unregister_irq_mask_notifier(kvm: "Kvm", func: Callable[[bool], None]) -> None:
-    kvm.mask_notifier_list = [(i, f) for i, f in kvm.mask_notifier_list if f != func]
-
-
-def kvm_fire_mask_notifiers(kvm: "Kvm", irqchip: int, pin: int, mask: bool) -> None:
-    gsi = kvm_irq_map_chip_pin(kvm, irqchip, pin)
-    for irq, func in list(kvm.mask_notifier_list):
-        if irq == gsi:
-            func(mask)
