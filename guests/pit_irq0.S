@@ -11,9 +11,11 @@
 #    virtual clock jumps to the PIT's deadline) and vector 0x08 reaches the handler.
 # 4. Spin with IF=1 until a fourth tick: it arrives while the guest runs (on the sim, the PIT's
 #    hrtimer interrupts the guest as the host's timer: an EXTERNAL_INTERRUPT exit).
-# 5. After the EOIs nothing is in service (OCW3 read ISR); the read-back command's status byte of
+# 5. With IF=0 the next tick waits in the IRR (OCW3 read IRR); after STI the interrupt window opens
+#    at the end of its shadow (on the sim an INTERRUPT_WINDOW exit) and the tick is delivered then.
+# 6. After the EOIs nothing is in service (OCW3 read ISR); the read-back command's status byte of
 #    channel 0 says LSB/MSB access, mode 2, binary.
-# Expect: "SUMMARY: 6 tests, 0 failures".
+# Expect: "SUMMARY: 8 tests, 0 failures".
 
         .include "kvmsim.inc"
 
@@ -72,6 +74,19 @@
         cli
         cmpl    $4, ticks
         REPORT  e, "a fourth tick arrived while the guest spun with IF=1"
+
+        mov     $0x0a, %al                  # OCW3: port 0x20 reads the IRR
+        out     %al, $0x20
+3:      in      $0x20, %al                  # IF=0: wait for the next tick to latch in the IRR
+        test    $1, %al
+        jz      3b
+        cmpl    $4, ticks
+        REPORT  e, "a tick while IF=0 waits in the IRR"
+        sti                                 # VMX: the window opens after STI's shadow (the first CMP)
+4:      cmpl    $5, ticks                   # (kvm_pvm delivers it later: wait for it)
+        jne     4b
+        cli
+        REPORT  e, "it is delivered once IF=1 (interrupt window)"
 
         mov     $0x0b, %al                  # OCW3: read ISR
         out     %al, $0x20

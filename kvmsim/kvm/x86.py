@@ -93,9 +93,11 @@ def dm_request_for_irq_injection(vcpu: KvmVcpu) -> bool:
 
 
 def kvm_cpu_accept_dm_intr(vcpu: KvmVcpu) -> bool:
-    """There is room for a KVM_INTERRUPT: none is queued already.  Simplified: with an in-kernel
-    LAPIC, LINT0 is taken as accepting ExtINT (kvm_apic_accept_pic_intr)."""
-    return not kvm_cpu_has_extint(vcpu)
+    """There is room for a KVM_INTERRUPT: no ExtINT is pending already, and (with an in-kernel
+    LAPIC) LINT0 would acknowledge one (kvm_apic_accept_pic_intr)."""
+    if kvm_cpu_has_extint(vcpu):
+        return False
+    return vcpu.arch.apic is None or lapic.kvm_apic_accept_pic_intr(vcpu)
 
 
 def kvm_event_needs_reinjection(vcpu: KvmVcpu) -> bool:
@@ -165,7 +167,7 @@ def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
         mmu_shadow.kvm_mmu_reload(vcpu)                        # kvm_mmu_reload: the root of CR3
     if vcpu.arch.switch_db_regs:                              # the guest's DR0-3/DR6 into the CPU
         vcpu.hw.load_debug_regs(vcpu.arch.db, vcpu.arch.dr6)
-    vcpu.hw.host_timer_deadline = kvm_host_timer_deadline(vcpu)
+    vcpu.hw.host_timer_deadline = kvm_host_timer_deadline(vcpu) if vcpu.kvm.vpit is not None else None
     fastpath = kvm_x86_ops.vcpu_run(vcpu)
     if vcpu.arch.switch_db_regs & 2:                          # KVM_DEBUGREG_WONT_EXIT: read them back
         kvm_x86_ops.sync_dirty_debug_regs(vcpu)
@@ -235,7 +237,7 @@ def kvm_deliver_host_events(vcpu: KvmVcpu) -> bool:
 def kvm_host_timer_deadline(vcpu: KvmVcpu) -> int | None:
     """The retired-instruction count at which a host hrtimer of an in-kernel device (the PIT's)
     interrupts the guest, or None: the host timer interrupt is an EXTERNAL_INTERRUPT exit."""
-    deadline = i8254.kvm_pit_host_deadline(vcpu.kvm) if vcpu.kvm.vpit is not None else None
+    deadline = i8254.kvm_pit_host_deadline(vcpu.kvm)
     return None if deadline is None else deadline - lapic._not_retiring_ns(vcpu)
 
 
