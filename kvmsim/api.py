@@ -378,10 +378,21 @@ class Vm:
                                        flags | (KVM_MEM_READONLY if readonly else 0))
 
     def create_irqchip(self) -> None:
-        """KVM_CREATE_IRQCHIP, before the first vCPU: vCPUs get an in-kernel local APIC (xAPIC at
-        0xfee00000, x2APIC MSRs, the timer); the sim models the LAPIC only, /dev/kvm adds its PIC
-        and IO-APIC.  EEXIST a second time, EINVAL once a vCPU exists (BackendError.errno)."""
+        """KVM_CREATE_IRQCHIP, before the first vCPU: the in-kernel PIC pair (ports 0x20/0xa0, ELCR
+        0x4d0) and, for each vCPU, a local APIC (xAPIC at 0xfee00000, x2APIC MSRs, the timer); the sim
+        does not model the IO-APIC /dev/kvm adds.  EEXIST a second time, EINVAL once a vCPU exists
+        (BackendError.errno)."""
         self.fd.create_irqchip()
+
+    def create_pit2(self, flags: int = 0) -> None:
+        """KVM_CREATE_PIT2 after KVM_CREATE_IRQCHIP: the in-kernel 8254 (ports 0x40-0x43, IRQ0);
+        ENOENT without the irqchip, EEXIST a second time."""
+        self.fd.create_pit2(flags)
+
+    def irq_line(self, irq: int, level: int) -> int:
+        """KVM_IRQ_LINE_STATUS: drive GSI `irq` (ISA lines 0-15 reach the PIC) to `level`; the
+        status is < 0 when masked or undelivered, 0 when coalesced.  ENXIO without the irqchip."""
+        return self.fd.irq_line(irq, level)
 
     def create_vcpu(self, vcpu_id: int = 0) -> Vcpu:
         """KVM_CREATE_VCPU: in the architectural reset state (CS f000 base 0xffff0000, RIP 0xfff0)."""

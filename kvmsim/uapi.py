@@ -377,6 +377,55 @@ class KvmIoeventfd(ctypes.Structure):
                 ("fd", ctypes.c_int32), ("flags", ctypes.c_uint32), ("pad", ctypes.c_uint8 * 36)]
 
 
+class KvmPicState(ctypes.Structure):
+    """struct kvm_pic_state: one 8259A of the in-kernel PIC (KVM_GET_IRQCHIP / KVM_SET_IRQCHIP)."""
+
+    _fields_ = [(n, ctypes.c_uint8) for n in (
+        "last_irr", "irr", "imr", "isr", "priority_add", "irq_base", "read_reg_select", "poll", "special_mask",
+        "init_state", "auto_eoi", "rotate_on_auto_eoi", "special_fully_nested_mode", "init4", "elcr", "elcr_mask")]
+
+
+class _KvmIrqchipUnion(ctypes.Union):
+    _fields_ = [("dummy", ctypes.c_char * 512), ("pic", KvmPicState)]
+
+
+class KvmIrqchip(ctypes.Structure):
+    """struct kvm_irqchip: chip_id KVM_IRQCHIP_PIC_MASTER 0, _PIC_SLAVE 1, _IOAPIC 2."""
+
+    _fields_ = [("chip_id", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("chip", _KvmIrqchipUnion)]
+
+
+class KvmIrqLevel(ctypes.Structure):
+    """struct kvm_irq_level (KVM_IRQ_LINE): the GSI in, and for KVM_IRQ_LINE_STATUS the status out."""
+
+    _fields_ = [("irq", ctypes.c_uint32), ("level", ctypes.c_uint32)]
+
+
+class KvmPitConfig(ctypes.Structure):
+    """struct kvm_pit_config (KVM_CREATE_PIT2)."""
+
+    _fields_ = [("flags", ctypes.c_uint32), ("pad", ctypes.c_uint32 * 15)]
+
+
+class KvmPitChannelState(ctypes.Structure):
+    """struct kvm_pit_channel_state."""
+
+    _fields_ = [("count", ctypes.c_uint32), ("latched_count", ctypes.c_uint16), ("count_latched", ctypes.c_uint8),
+                ("status_latched", ctypes.c_uint8), ("status", ctypes.c_uint8), ("read_state", ctypes.c_uint8),
+                ("write_state", ctypes.c_uint8), ("write_latch", ctypes.c_uint8), ("rw_mode", ctypes.c_uint8),
+                ("mode", ctypes.c_uint8), ("bcd", ctypes.c_uint8), ("gate", ctypes.c_uint8),
+                ("count_load_time", ctypes.c_int64)]
+
+
+class KvmPitState2(ctypes.Structure):
+    """struct kvm_pit_state2 (KVM_GET_PIT2 / KVM_SET_PIT2)."""
+
+    _fields_ = [("channels", KvmPitChannelState * 3), ("flags", ctypes.c_uint32), ("reserved", ctypes.c_uint32 * 9)]
+
+
+KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC = 0, 1, 2
+
+
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0   # kvm_userspace_memory_region.flags: KVM_GET_DIRTY_LOG reports written pages
 KVM_MEM_READONLY = 1 << 1          # kvm_userspace_memory_region.flags: a ROM (writes exit as MMIO)
 KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0
@@ -454,7 +503,25 @@ class VmFd(Protocol):
         """KVM_CAP_X86_USER_SPACE_MSR."""
 
     def create_irqchip(self) -> None:
-        """KVM_CREATE_IRQCHIP (before any vCPU): an in-kernel local APIC per vCPU."""
+        """KVM_CREATE_IRQCHIP (before any vCPU): the in-kernel PIC pair, and a local APIC per vCPU."""
+
+    def create_pit2(self, flags: int = 0) -> None:
+        """KVM_CREATE_PIT2 (after KVM_CREATE_IRQCHIP): the in-kernel 8254 on ports 0x40-0x43."""
+
+    def irq_line(self, irq: int, level: int) -> int:
+        """KVM_IRQ_LINE_STATUS: GSI `irq` to `level`; the status (< 0 not delivered, 0 coalesced)."""
+
+    def get_irqchip(self, chip_id: int) -> KvmPicState:
+        """KVM_GET_IRQCHIP for a PIC (KVM_IRQCHIP_PIC_MASTER / _SLAVE)."""
+
+    def set_irqchip(self, chip_id: int, state: KvmPicState) -> None:
+        """KVM_SET_IRQCHIP for a PIC."""
+
+    def get_pit2(self) -> KvmPitState2:
+        """KVM_GET_PIT2."""
+
+    def set_pit2(self, state: KvmPitState2) -> None:
+        """KVM_SET_PIT2: the channels' state; each count is loaded again (channel 0's timer restarts)."""
 
     def get_dirty_log(self, slot: int) -> bytes:
         """KVM_GET_DIRTY_LOG: the slot's dirty bitmap (one bit a page, 64-bit words), then cleared

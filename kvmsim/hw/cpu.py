@@ -98,6 +98,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         # What arrives then: "nmi" (EXCEPTION_NMI) or "tick", the host's timer interrupt
         # (EXTERNAL_INTERRUPT, LOCAL_TIMER_VECTOR); simplified: one kind of host event per vCPU.
         self.host_event_kind = "nmi"
+        # KVM's host hrtimer for an in-kernel device (the PIT) fires at this guest_insns count: the
+        # host's timer interrupt, an EXTERNAL_INTERRUPT exit (x86.kvm_host_timer_deadline sets it per entry).
+        self.host_timer_deadline: int | None = None
         # The run's instruction budget (limits.max_guest_insns); None: nothing counted, no cost.
         # guest_insns counts what the silicon retired while a budget is set, stepped instructions
         # included, and so is an instruction that VM-exits and that KVM completes (the kernel's
@@ -267,6 +270,11 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             timer = vmcs.vmx_preemption_timer_deadline
             if timer is not None and self.guest_insns >= timer:
                 return self._exit(ExitReason.PREEMPTION_TIMER)
+            host_timer = self.host_timer_deadline
+            if host_timer is not None:
+                if self.guest_insns >= host_timer:
+                    return self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | LOCAL_TIMER_VECTOR)
+                timer = host_timer if timer is None else min(timer, host_timer)   # counted to the earlier stop
             if self._dbg_on and self._dbg_boundary(self.linear_rip()):
                 continue                           # a debugger stop (debugtrap.py); state may have changed
             self._pending = None

@@ -4,8 +4,8 @@ x86/run starts `qemu -nodefaults -device pc-testdev -device isa-debug-exit,iobas
 -serial stdio -kernel X.flat -append ARGS -initrd ENVFILE` on QEMU's pc machine; here that is a
 multiboot guest (-append's arguments as its cmdline, the environ file as its one module), the pc
 devices the tests reach (fw_cfg, pc-testdev, isa-debug-exit, COM1, the Bochs shutdown port, the
-ACPI PM timer and the ACPI tables that point at it) and the in-kernel irqchip (KVM_CREATE_IRQCHIP,
-as QEMU's default).
+ACPI PM timer and the ACPI tables that point at it), the in-kernel irqchip and PIT (KVM_CREATE_IRQCHIP,
+KVM_CREATE_PIT2, as QEMU's default), and what SeaBIOS leaves for hardware IRQs (bios-irq).
 """
 
 from __future__ import annotations
@@ -75,8 +75,9 @@ def scenario_dict(t: UnitTest, flat: Path, env_file: Path, kvm_params: dict[str,
             {"type": "bochs-shutdown"},
             {"type": "acpi-pm-timer"},
             {"type": "acpi-tables"},     # the FADT that gives vmexit's inl_from_pmtimer the timer's port
+            {"type": "bios-irq"},        # SeaBIOS's PIC/PIT setup and IRQ handlers (realmode's sti; hlt)
         ],
-        "kvm": {"irqchip": True, **kvm_params, **({"cpuid": cpuid} if cpuid else {})},
+        "kvm": {"irqchip": True, "pit": True, **kvm_params, **({"cpuid": cpuid} if cpuid else {})},
         "limits": {"max_guest_insns": max(1, int(seconds * INSNS_PER_SECOND)),
                    "wall_seconds": max(1.0, seconds * timeout_factor),
                    "max_exits": MAX_EXITS},

@@ -41,8 +41,6 @@ DIFFERENCES: dict[str, str] = {
                      "the 360 s wall limit.",
     "vmexit_cr4_pge": "kvmsim times out: 2 CR4 writes a round (~2 M exits through kvm_set_cr4) just exceed 360 s of wall "
                       "(its twin vmexit_cr0_wp passes).",
-    "realmode": "kvmsim stops at test_sti_inhibit's STI;HLT with every report before it passing: nothing wakes "
-                "the HLT (no PIT/PIC model; under QEMU SeaBIOS's PIT tick does); kvm_pvm times out; both QEMU runs pass.",
     "umip": "kvm_pvm aborts (not investigated here); kvmsim and TCG pass.",
     "sieve": "kvmsim times out: compute-bound, every counted instruction walks the stop hooks (31 M in 720 s); "
              "kvm_pvm times out too; TCG passes.",

@@ -10,7 +10,7 @@ import ctypes
 from typing import Sequence
 
 from kvmsim.errors import BackendError
-from kvmsim.kvm import dirty_log, guest_debug, lapic, vcpu_events, vmx, x86
+from kvmsim.kvm import dirty_log, guest_debug, i8254, i8259, irq_comm, lapic, vcpu_events, vmx, x86
 from kvmsim.kvm.cpuid import default_cpuid_entries
 from kvmsim.kvm.iobus import CoalescedMmio, Ioeventfd
 from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
@@ -19,7 +19,8 @@ from kvmsim.kvm.reset import X86_EFLAGS_FIXED, kvm_vcpu_reset
 from kvmsim.kvm.trace import install_trace_clock, remove_trace_clock
 from kvmsim.kvm.vcpu import Kvm, KvmParams, KvmVcpu
 from kvmsim.kvm.x86_emulate import flush_emulator_regs
-from kvmsim.uapi import (HOST_EVENT_REQUESTS, KVM_MEM_READONLY, HostEvent, KvmCpuidEntry2, KvmGuestDebug, KvmMsrExitReason,
+from kvmsim.uapi import (HOST_EVENT_REQUESTS, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MEM_READONLY,
+                         KvmPicState, KvmPitState2, HostEvent, KvmCpuidEntry2, KvmGuestDebug, KvmMsrExitReason,
                          KvmRegs, KvmSregs, KvmVcpuEvents)
 
 
@@ -192,14 +193,64 @@ class SimVmFd:
         self.kvm.user_space_msr_mask = KvmMsrExitReason(mask)
 
     def create_irqchip(self) -> None:
-        """KVM_CREATE_IRQCHIP: vCPUs created from now on get an in-kernel LAPIC (lapic.py).
-        Simplified: the in-kernel PIC and IO-APIC it also creates are not modelled.  EEXIST once
+        """KVM_CREATE_IRQCHIP: the PIC pair (i8259.py) now, and an in-kernel LAPIC (lapic.py) for each
+        vCPU created from now on.  Simplified: the IO-APIC it also creates is not modelled.  EEXIST once
         made, EINVAL after a vCPU exists, as kvm_arch_vm_ioctl."""
         if self.kvm.irqchip:
             raise BackendError("KVM_CREATE_IRQCHIP failed: EEXIST (File exists)", errno=17)
         if self.kvm.vcpus:
             raise BackendError("KVM_CREATE_IRQCHIP failed: EINVAL (Invalid argument)", errno=22)
+        i8259.kvm_pic_init(self.kvm)
         self.kvm.irqchip = True
+
+    def create_pit2(self, flags: int = 0) -> None:
+        """KVM_CREATE_PIT2: EEXIST for a second one, ENOENT without the in-kernel PIC."""
+        if self.kvm.vpit is not None:
+            raise BackendError("KVM_CREATE_PIT2 failed: EEXIST (File exists)", errno=17)
+        if self.kvm.vpic is None:
+            raise BackendError("KVM_CREATE_PIT2 failed: ENOENT (No such file or directory)", errno=2)
+        self.kvm.vpit = i8254.kvm_create_pit(self.kvm, flags)
+
+    def irq_line(self, irq: int, level: int) -> int:
+        """KVM_IRQ_LINE_STATUS: ENXIO without an in-kernel irqchip; else kvm_set_irq's status."""
+        r, status = irq_comm.kvm_vm_ioctl_irq_line(self.kvm, irq, level)
+        if r < 0:
+            raise BackendError("KVM_IRQ_LINE_STATUS failed: ENXIO (No such device or address)", errno=-r)
+        return status
+
+    def _pic_chip(self, name: str, chip_id: int) -> None:
+        if self.kvm.vpic is None:
+            raise BackendError(f"{name} failed: ENXIO (No such device or address)", errno=6)
+        if chip_id not in (KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE):
+            # Simplified: no in-kernel IO-APIC (KVM_IRQCHIP_IOAPIC), so its chip id is refused here.
+            raise BackendError(f"{name} failed: EINVAL (Invalid argument)", errno=22)
+
+    def get_irqchip(self, chip_id: int) -> KvmPicState:
+        self._pic_chip("KVM_GET_IRQCHIP", chip_id)
+        out = KvmPicState()
+        for f, v in i8259.kvm_get_pic_state(self.kvm, chip_id).items():
+            setattr(out, f, v)
+        return out
+
+    def set_irqchip(self, chip_id: int, state: KvmPicState) -> None:
+        self._pic_chip("KVM_SET_IRQCHIP", chip_id)
+        i8259.kvm_set_pic_state(self.kvm, chip_id, {f: getattr(state, f) for f in i8259.PIC_STATE_FIELDS})
+
+    def get_pit2(self) -> KvmPitState2:
+        if self.kvm.vpit is None:
+            raise BackendError("KVM_GET_PIT2 failed: ENXIO (No such device or address)", errno=6)
+        channels, flags = i8254.kvm_vm_ioctl_get_pit2(self.kvm)
+        out = KvmPitState2(flags=flags)
+        for c, st in zip(out.channels, channels):
+            for f, v in st.items():
+                setattr(c, f, v)
+        return out
+
+    def set_pit2(self, state: KvmPitState2) -> None:
+        if self.kvm.vpit is None:
+            raise BackendError("KVM_SET_PIT2 failed: ENXIO (No such device or address)", errno=6)
+        i8254.kvm_vm_ioctl_set_pit2(self.kvm, [{f: getattr(c, f) for f in i8254.CHANNEL_STATE_FIELDS}
+                                               for c in state.channels], state.flags)
 
     def create_vcpu(self, vcpu_id: int = 0) -> SimVcpuFd:
         vcpu = KvmVcpu(self.kvm, vcpu_id)

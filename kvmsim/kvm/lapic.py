@@ -8,7 +8,8 @@ for each round trip through the VMM) and the time slept halted, so a
 run's timer interrupts land on the same instruction every time.  The timer fires through the VMX
 preemption timer while the guest runs (KVM's hv timer, vmx.py handle_preemption_timer) and by
 skipping virtual time while the vCPU halts.
-Simplified: one vCPU (IPIs reach it or nobody), no APICv, no TPR shadow, no in-kernel PIC/IO-APIC.
+Simplified: one vCPU (IPIs reach it or nobody), no APICv, no TPR shadow, no in-kernel IO-APIC
+(the PIC is i8259.py, reaching the vCPU through kvm_apic_accept_pic_intr).
 """
 
 from __future__ import annotations
@@ -481,6 +482,17 @@ def kvm_apic_local_deliver(vcpu: "KvmVcpu", lvt_reg: int) -> int:
         return __apic_accept_irq(vcpu, reg & APIC_MODE_MASK, reg & APIC_VECTOR_MASK, True,
                                  bool(reg & APIC_LVT_LEVEL_TRIGGER))
     return 0
+
+
+def kvm_apic_accept_pic_intr(vcpu: "KvmVcpu") -> bool:
+    """The PIC's INTR reaches this vCPU: its APIC is hardware-disabled (the pin goes straight to the
+    CPU), or LVT0 is unmasked in ExtINT mode (virtual-wire; the BSP's reset state in KVM)."""
+    if vcpu.arch.apic is None:
+        return False
+    if not kvm_apic_hw_enabled(vcpu):
+        return True
+    lvt0 = kvm_lapic_get_reg(vcpu.arch.apic, APIC_LVT0)
+    return not lvt0 & APIC_LVT_MASKED and lvt0 & APIC_MODE_MASK == APIC_DM_EXTINT
 
 
 def kvm_apic_has_interrupt(vcpu: "KvmVcpu") -> int:

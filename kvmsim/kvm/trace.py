@@ -159,6 +159,12 @@ def _p_apic_ipi(f: dict) -> str:
     return f"dst {f['dest_id']:x} vec {f['icr_low'] & 0xff} icr_low 0x{f['icr_low']:x}"
 
 
+def _p_pic_set_irq(f: dict) -> str:
+    bit = 1 << f["pin"]
+    return (f"chip {f['chip']} pin {f['pin']} ({'level' if f['elcr'] & bit else 'edge'}"
+            f"{'|masked' if f['imr'] & bit else ''}){' (coalesced)' if f['coalesced'] else ''}")
+
+
 def _p_page_fault(f: dict) -> str:
     return (f"vcpu {f['vcpu_id']} rip 0x{f['guest_rip']:x} address 0x{f['fault_address']:016x} "
             f"error_code 0x{f['error_code']:x}")
@@ -209,6 +215,7 @@ TRACE_EVENTS: dict[str, TraceEvent] = {e.name: e for e in (
     TraceEvent("kvm_apic",           "kvm", ("rw", "reg", "val"), _p_apic),
     TraceEvent("kvm_eoi",            "kvm", ("apicid", "vector"), _p_eoi),
     TraceEvent("kvm_apic_ipi",       "kvm", ("icr_low", "dest_id"), _p_apic_ipi),
+    TraceEvent("kvm_pic_set_irq",    "kvm", ("chip", "pin", "elcr", "imr", "coalesced"), _p_pic_set_irq),
     TraceEvent("handle_mmio_page_fault", "kvmmmu", ("addr", "gfn", "access"), _p_handle_mmio_page_fault),
     TraceEvent("kvm_ple_window_update", "kvm", ("vcpu_id", "new", "old"), _p_ple_window_update),
     TraceEvent("kvm_pml_full",       "kvm", ("vcpu_id",), _p_pml_full),

@@ -201,5 +201,10 @@ class Kvm:
         self.coalesced_zones: list[tuple[int, int, bool]] = []
         self.coalesced_ring = None
         self.irqchip = False                      # KVM_CREATE_IRQCHIP: an in-kernel LAPIC per vCPU (lapic.py)
+        self.vpic: Any = None                     # ... and the PIC pair (i8259.py)
+        self.vpit: Any = None                     # KVM_CREATE_PIT2 (i8254.py)
+        self.irq_sources_bitmap = 1 << 0          # KVM_USERSPACE_IRQ_SOURCE_ID is always taken (irq_comm.py)
+        self.irq_ack_notifier_list: list[Any] = []    # (gsi, callback): irq_comm.kvm_notify_acked_irq
+        self.mask_notifier_list: list[Any] = []       # (irq, callback): irq_comm.kvm_fire_mask_notifiers
         self.dirty_log_slots: dict[int, bytearray] = {}   # KVM_MEM_LOG_DIRTY_PAGES slot -> dirty_bitmap
         self.manual_dirty_log_protect = 0             # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 flags

@@ -9,7 +9,7 @@ module (vmx.py) is reached only through kvm_x86_ops, installed by kvm_x86_vendor
 from __future__ import annotations
 
 from kvmsim.hw.vmcs import EXCEPTIONS_WITH_ERROR_CODE
-from kvmsim.kvm import cr, lapic, mmu_shadow
+from kvmsim.kvm import cr, i8254, i8259, lapic, mmu_shadow
 from kvmsim.hw.vmcs import Vector
 from kvmsim.kvm.kvm_cache_regs import EFLAGS_IF, EFLAGS_RF
 from kvmsim.kvm.kvm_x86_ops import KvmX86Ops, kvm_ops_update, kvm_x86_ops
@@ -93,9 +93,11 @@ def dm_request_for_irq_injection(vcpu: KvmVcpu) -> bool:
 
 
 def kvm_cpu_accept_dm_intr(vcpu: KvmVcpu) -> bool:
-    """There is room for a KVM_INTERRUPT: none is queued already.  Simplified: with an in-kernel
-    LAPIC, LINT0 is taken as accepting ExtINT (kvm_apic_accept_pic_intr)."""
-    return not kvm_cpu_has_extint(vcpu)
+    """There is room for a KVM_INTERRUPT: no ExtINT is pending already, and (with an in-kernel
+    LAPIC) LINT0 would acknowledge one (kvm_apic_accept_pic_intr)."""
+    if kvm_cpu_has_extint(vcpu):
+        return False
+    return vcpu.arch.apic is None or lapic.kvm_apic_accept_pic_intr(vcpu)
 
 
 def kvm_event_needs_reinjection(vcpu: KvmVcpu) -> bool:
@@ -139,6 +141,8 @@ def vcpu_run(vcpu: KvmVcpu) -> int:
 @kfunc()
 def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
     """Service requests, inject events, run the vendor vcpu_run, then handle_exit (reference §8.3)."""
+    if vcpu.kvm.vpit is not None:
+        i8254.kvm_pit_run_host(vcpu.kvm)        # the host's hrtimer and kvm-pit kthread caught up to now
     if vcpu.host_events and kvm_deliver_host_events(vcpu):
         return 1   # kvm_vcpu_exit_request: no entry, vcpu_run returns -EINTR (simplified: checked before injection)
     req_int_win = dm_request_for_irq_injection(vcpu) and kvm_cpu_accept_dm_intr(vcpu)
@@ -163,6 +167,7 @@ def vcpu_enter_guest(vcpu: KvmVcpu) -> int:
         mmu_shadow.kvm_mmu_reload(vcpu)                        # kvm_mmu_reload: the root of CR3
     if vcpu.arch.switch_db_regs:                              # the guest's DR0-3/DR6 into the CPU
         vcpu.hw.load_debug_regs(vcpu.arch.db, vcpu.arch.dr6)
+    vcpu.hw.host_timer_deadline = kvm_host_timer_deadline(vcpu) if vcpu.kvm.vpit is not None else None
     fastpath = kvm_x86_ops.vcpu_run(vcpu)
     if vcpu.arch.switch_db_regs & 2:                          # KVM_DEBUGREG_WONT_EXIT: read them back
         kvm_x86_ops.sync_dirty_debug_regs(vcpu)
@@ -229,11 +234,21 @@ def kvm_deliver_host_events(vcpu: KvmVcpu) -> bool:
     return vcpu.signal_pending
 
 
+def kvm_host_timer_deadline(vcpu: KvmVcpu) -> int | None:
+    """The retired-instruction count at which a host hrtimer of an in-kernel device (the PIT's)
+    interrupts the guest, or None: the host timer interrupt is an EXTERNAL_INTERRUPT exit."""
+    deadline = i8254.kvm_pit_host_deadline(vcpu.kvm)
+    return None if deadline is None else deadline - lapic._not_retiring_ns(vcpu)
+
+
 def kvm_cpu_has_extint(vcpu: KvmVcpu) -> bool:
-    """An interrupt from outside the LAPIC: with a userspace PIC, the one KVM_INTERRUPT queued."""
+    """An interrupt from outside the LAPIC: with a userspace PIC, the one KVM_INTERRUPT queued; with
+    the in-kernel one, its INTR output, if the LAPIC lets it through (LVT0 ExtINT)."""
     if vcpu.arch.apic is None:
         return vcpu.arch.interrupt.injected
-    return False     # simplified: the in-kernel PIC's ExtINT is not modelled
+    if not lapic.kvm_apic_accept_pic_intr(vcpu):
+        return False
+    return vcpu.kvm.vpic is not None and bool(vcpu.kvm.vpic.output)
 
 
 def kvm_cpu_has_injectable_intr(vcpu: KvmVcpu) -> bool:
@@ -246,8 +261,11 @@ def kvm_cpu_has_injectable_intr(vcpu: KvmVcpu) -> bool:
 
 
 def kvm_cpu_get_interrupt(vcpu: KvmVcpu) -> int:
+    """The vector to inject, acknowledged: the PIC's first (INTA, kvm_pic_read_irq), else the LAPIC's."""
     if vcpu.arch.apic is None:
         return vcpu.arch.interrupt.nr if vcpu.arch.interrupt.injected else -1
+    if kvm_cpu_has_extint(vcpu):
+        return i8259.kvm_pic_read_irq(vcpu.kvm)
     return lapic.kvm_get_apic_interrupt(vcpu)
 
 
@@ -347,16 +365,41 @@ def kvm_vcpu_has_events(vcpu: KvmVcpu) -> bool:
     return bool(kvm_x86_ops.interrupt_allowed(vcpu) and kvm_cpu_has_injectable_intr(vcpu))
 
 
+# Simplified: a halted vCPU that this many timer expiries did not wake sleeps for good (a timer tick
+# that finds its interrupt masked or IF=0 leaves the same state for the next one).
+HALT_TIMER_EXPIRIES = 64
+
+
+def _next_timer_ns(vcpu: KvmVcpu) -> int | None:
+    """The earliest armed deadline (virtual ns) of the LAPIC timer and the PIT's hrtimer."""
+    deadlines = []
+    apic = vcpu.arch.apic
+    if apic is not None and apic.lapic_timer.target_expiration and lapic.apic_has_pending_timer(vcpu) == 0:
+        deadlines.append(apic.lapic_timer.target_expiration)
+    if vcpu.kvm.vpit is not None and (pit := i8254.kvm_pit_host_deadline(vcpu.kvm)) is not None:
+        deadlines.append(pit)
+    return min(deadlines) if deadlines else None
+
+
 @kfunc()
 def vcpu_block(vcpu: KvmVcpu) -> int:
-    """kvm_vcpu_halt on virtual time: the vCPU sleeps until its LAPIC timer's deadline (the clock
-    jumps there).  Simplified: with nothing that could ever wake it, the run ends as when its
-    instruction budget is spent (KVM_RUN -EINTR, hw.insn_limit_hit), where KVM would sleep forever."""
+    """kvm_vcpu_halt on virtual time: the vCPU sleeps until a timer (its LAPIC's, the PIT's) wakes it,
+    the clock jumping to each deadline.  Simplified: with nothing that could ever wake it, the run ends
+    as when its instruction budget is spent (KVM_RUN -EINTR, hw.insn_limit_hit), where KVM would sleep forever."""
     if not kvm_vcpu_has_events(vcpu):
-        if vcpu.arch.apic is not None and lapic.apic_has_pending_timer(vcpu) == 0:
-            lapic.kvm_lapic_advance_to_deadline(vcpu)
-            if lapic.apic_has_pending_timer(vcpu):
-                lapic.kvm_inject_apic_timer_irqs(vcpu)
+        for _ in range(HALT_TIMER_EXPIRIES):
+            deadline = _next_timer_ns(vcpu)
+            if deadline is None:
+                break
+            vcpu.arch.slept_ns += max(deadline - lapic.kvm_virtual_ns(vcpu), 0)
+            if vcpu.arch.apic is not None:
+                lapic.kvm_lapic_expired_hv_timer(vcpu)
+                if lapic.apic_has_pending_timer(vcpu):
+                    lapic.kvm_inject_apic_timer_irqs(vcpu)
+            if vcpu.kvm.vpit is not None:
+                i8254.kvm_pit_run_host(vcpu.kvm)
+            if kvm_vcpu_has_events(vcpu):
+                break
         if not kvm_vcpu_has_events(vcpu):
             if vcpu.signal_pending or vcpu.hw.kick_pending:
                 return 1                                      # vcpu_run's signal check returns -EINTR

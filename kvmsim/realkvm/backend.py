@@ -255,6 +255,34 @@ class RealVm(_Fd):
         """KVM_CREATE_IRQCHIP: the kernel's PIC, IO-APIC and (per vCPU created later) local APIC."""
         _ioctl(self.fd, K.KVM_CREATE_IRQCHIP, 0)
 
+    def create_pit2(self, flags: int = 0) -> None:
+        """KVM_CREATE_PIT2: the kernel's 8254."""
+        _ioctl(self.fd, K.KVM_CREATE_PIT2, K.KvmPitConfig(flags=flags))
+
+    def irq_line(self, irq: int, level: int) -> int:
+        """KVM_IRQ_LINE_STATUS: the kernel's status for the GSI (< 0 not delivered, 0 coalesced)."""
+        lv = K.KvmIrqLevel(irq=irq, level=level)
+        _ioctl(self.fd, K.KVM_IRQ_LINE_STATUS, lv)
+        return ctypes.c_int32(lv.irq).value
+
+    def get_irqchip(self, chip_id: int) -> "K.KvmPicState":
+        chip = K.KvmIrqchip(chip_id=chip_id)
+        _ioctl(self.fd, K.KVM_GET_IRQCHIP, chip)
+        return K.KvmPicState.from_buffer_copy(chip.chip.pic)
+
+    def set_irqchip(self, chip_id: int, state: "K.KvmPicState") -> None:
+        chip = K.KvmIrqchip(chip_id=chip_id)
+        chip.chip.pic = state
+        _ioctl(self.fd, K.KVM_SET_IRQCHIP, chip)
+
+    def get_pit2(self) -> "K.KvmPitState2":
+        st = K.KvmPitState2()
+        _ioctl(self.fd, K.KVM_GET_PIT2, st)
+        return st
+
+    def set_pit2(self, state: "K.KvmPitState2") -> None:
+        _ioctl(self.fd, K.KVM_SET_PIT2, state)
+
     # -- vCPUs
     def create_vcpu(self, vcpu_id: int = 0, *, cpuid: bool = True) -> "RealVcpu":
         """KVM_CREATE_VCPU, mmap its kvm_run, and (cpuid=True) KVM_SET_CPUID2 the supported CPUID.

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ctypes
 
-from kvmsim.uapi import KvmCpuidEntry2, KvmGuestDebug, KvmIoeventfd, KvmRegs, KvmSregs, KvmVcpuEvents
+from kvmsim.uapi import (KvmCpuidEntry2, KvmGuestDebug, KvmIoeventfd, KvmIrqchip, KvmIrqLevel, KvmPicState, KvmPitConfig,
+                         KvmPitState2, KvmRegs, KvmSregs, KvmVcpuEvents)
 
 # asm-generic/ioctl.h (x86 uses the generic layout)
 _IOC_NRBITS, _IOC_TYPEBITS, _IOC_SIZEBITS = 8, 8, 14
@@ -138,6 +139,13 @@ KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 = 168
 KVM_SET_TSS_ADDR = _IO(KVMIO, 0x47)
 KVM_SET_IDENTITY_MAP_ADDR = _IOW(KVMIO, 0x48, _u64)
 KVM_CREATE_IRQCHIP = _IO(KVMIO, 0x60)
+KVM_IRQ_LINE = _IOW(KVMIO, 0x61, ctypes.sizeof(KvmIrqLevel))
+KVM_GET_IRQCHIP = _IOWR(KVMIO, 0x62, ctypes.sizeof(KvmIrqchip))
+KVM_SET_IRQCHIP = _IOR(KVMIO, 0x63, ctypes.sizeof(KvmIrqchip))
+KVM_IRQ_LINE_STATUS = _IOWR(KVMIO, 0x67, ctypes.sizeof(KvmIrqLevel))
+KVM_CREATE_PIT2 = _IOW(KVMIO, 0x77, ctypes.sizeof(KvmPitConfig))
+KVM_GET_PIT2 = _IOR(KVMIO, 0x9F, ctypes.sizeof(KvmPitState2))
+KVM_SET_PIT2 = _IOW(KVMIO, 0xA0, ctypes.sizeof(KvmPitState2))
 KVM_REGISTER_COALESCED_MMIO = _IOW(KVMIO, 0x67, ctypes.sizeof(KvmCoalescedMmioZone))
 KVM_UNREGISTER_COALESCED_MMIO = _IOW(KVMIO, 0x68, ctypes.sizeof(KvmCoalescedMmioZone))
 KVM_IOEVENTFD = _IOW(KVMIO, 0x79, ctypes.sizeof(KvmIoeventfd))

@@ -22,8 +22,8 @@ from kvmsim.scenario.guest_build import GuestImage, build_guest
 from kvmsim.scenario.result import ExitStream, RunResult
 from kvmsim.scenario.schema import Scenario
 from kvmsim.scenario.vcpu_state import apply_vcpu_state, cpuid_with_overrides
-from kvmsim.uapi import (KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, HostEvent, KvmGuestDebug, KvmMsrExitReason,
-                         VcpuFd, VmFd)
+from kvmsim.uapi import (KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
+                         HostEvent, KvmGuestDebug, KvmMsrExitReason, VcpuFd, VmFd)
 from kvmsim.vmm import boot, multiboot
 from kvmsim.vmm.acpi import build_acpi_tables
 from kvmsim.vmm.bus import Bus
@@ -258,6 +258,8 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
         _load_image(ram, image, sc)
     if sc.kvm.irqchip:
         vm.create_irqchip()            # before the vCPU, which then gets its in-kernel LAPIC
+    if sc.kvm.pit:
+        vm.create_pit2()
     vcpu = vm.create_vcpu(0)
     if sc.kvm.cpuid_replaced:
         vcpu.set_cpuid(cpuid_table_entries(sc.kvm.cpuid.entries))  # type: ignore[union-attr]
@@ -287,6 +289,9 @@ def _make_machine(sc: Scenario, backend: str, image: GuestImage, vm: VmFd,
         name = d.name or d.type
         if d.type == "acpi-tables":
             _write_acpi_tables(ram, sc, d.rsdp)
+            continue
+        if d.type == "bios-irq":
+            _write_bios_irq(ram, vm, d.handlers)
             continue
         if d.type == "ioeventfd":
             ioeventfds[name] = vm.ioeventfd(d.port if d.port is not None else d.gpa, d.len,
@@ -341,6 +346,49 @@ def _platform(sc: Scenario, vm: VmFd, vcpu: VcpuFd, ram: list[tuple[int, mmap.mm
         clock = host_clock_ns()
     irq_line = getattr(vm, "irq_line", None) if getattr(sc.kvm, "irqchip", False) else None
     return Platform(clock_ns=clock, irq_line=irq_line, flush_page=host_page_flush(ram))
+
+
+BIOS_IRQ_SOURCE = Path(__file__).resolve().parent.parent / "vmm" / "bios_irq.S"
+PIC_MASTER_BASE, PIC_SLAVE_BASE = 0x08, 0x70
+# Simplified: SeaBIOS also unmasks the lines of its own devices (keyboard, RTC, mouse, disks), none of
+# which raise them here; only IRQ0 (and the cascade) is open.
+PIC_MASTER_IMR, PIC_SLAVE_IMR = 0xFF & ~0b101, 0xFF
+PIC_SLAVE_ELCR = 0b1100                  # IRQ10/11: the PCI interrupt lines SeaBIOS's PIIX setup makes level
+
+
+def _write_bios_irq(ram: list[tuple[int, mmap.mmap]], vm: VmFd, handlers: int) -> None:
+    """Firmware's part for hardware IRQs (schema.BiosIrq): the handler stub and its IVT entries in RAM,
+    then the PIC and PIT state SeaBIOS's pic_setup and pit_setup leave (KVM_SET_IRQCHIP, KVM_SET_PIT2)."""
+    stub = build_guest(BIOS_IRQ_SOURCE, None, "real16", origin=handlers)
+    _ram_write(ram, handlers, stub.image)
+    seg = handlers >> 4 & 0xF000
+    ivt = bytearray(0x400)
+    for gpa, buf in ram:
+        if gpa == 0:
+            ivt[:] = buf[:0x400]
+    for base, sym in ((PIC_MASTER_BASE, "irq_master"), (PIC_SLAVE_BASE, "irq_slave")):
+        entry = (stub.symbols[sym] - (seg << 4)) | seg << 16
+        for v in range(base, base + 8):
+            ivt[4 * v:4 * v + 4] = entry.to_bytes(4, "little")
+    _ram_write(ram, 0, bytes(ivt))
+    for chip, base, imr, elcr in ((KVM_IRQCHIP_PIC_MASTER, PIC_MASTER_BASE, PIC_MASTER_IMR, 0),
+                                  (KVM_IRQCHIP_PIC_SLAVE, PIC_SLAVE_BASE, PIC_SLAVE_IMR, PIC_SLAVE_ELCR)):
+        pic = vm.get_irqchip(chip)          # ICW1 0x11, ICW2 base, ICW3, ICW4 0x01 (8086 mode), then OCW1
+        pic.irq_base, pic.init4, pic.init_state, pic.imr, pic.elcr = base, 1, 0, imr, elcr & pic.elcr_mask
+        vm.set_irqchip(chip, pic)
+    pit = vm.get_pit2()                     # control word 0x34: counter 0, LSB then MSB, mode 2, binary; count 0
+    ch = pit.channels[0]
+    ch.rw_mode = ch.read_state = ch.write_state = 3
+    ch.mode, ch.bcd, ch.gate, ch.count = 2, 0, 1, 0x10000
+    vm.set_pit2(pit)
+
+
+def _ram_write(ram: list[tuple[int, mmap.mmap]], addr: int, data: bytes) -> None:
+    for gpa, buf in ram:
+        if gpa <= addr and addr + len(data) <= gpa + len(buf):
+            buf[addr - gpa:addr - gpa + len(data)] = data
+            return
+    raise ValueError(f"{addr:#x}+{len(data):#x} is not inside one memslot (the schema checks it first)")
 
 
 def _write_acpi_tables(ram: list[tuple[int, mmap.mmap]], sc: Scenario, rsdp: int) -> None:

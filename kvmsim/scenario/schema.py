@@ -566,13 +566,30 @@ class AcpiTables(_Device):
         return self
 
 
+BIOS_IRQ_HANDLERS = 0xFE000     # F000:E000, above the default ACPI tables at 0xf0000
+
+
+BIOS_IRQ_STUB_MAX = 0x100       # bytes the handler stub may take
+
+
+class BiosIrq(_Device):
+    """What a PC BIOS (SeaBIOS) leaves for hardware interrupts when it boots the guest: the in-kernel
+    PIC initialised with vectors 0x08 (master) and 0x70 (slave), the slave cascaded on IRQ2, IRQ0 the
+    only line unmasked, IRQ10/11 level-triggered (the PIIX PCI lines); PIT channel 0 in mode 2 with
+    count 0 (18.2 Hz); and real-mode IVT entries for vectors 0x08-0x0f and 0x70-0x77 pointing at handlers
+    (vmm/bios_irq.S, at `handlers`) that send the EOI and IRET.  Needs kvm.irqchip and kvm.pit."""
+
+    type: Literal["bios-irq"]
+    handlers: U64 = Field(BIOS_IRQ_HANDLERS, description="GPA of the handler stub (below 1 MiB, in RAM)")
+
+
 Device = Annotated[Union[Serial16550, DebugExit, RegBank, TestReport, PortValue, Ioeventfd, CoalescedMmio,
                          PortSequence, MmioSequence, PythonDevice, FwCfg, PcTestdev, IsaDebugExit, BochsShutdown,
-                         AcpiPmTimer, AcpiTables],
+                         AcpiPmTimer, AcpiTables, BiosIrq],
                    Field(discriminator="type")]
 DEVICE_TYPES = ("serial16550", "debug-exit", "regbank", "test-report", "port-value", "ioeventfd", "coalesced-mmio",
                 "port-sequence", "mmio-sequence", "python", "fw-cfg", "pc-testdev", "isa-debug-exit", "bochs-shutdown",
-                "acpi-pm-timer", "acpi-tables")
+                "acpi-pm-timer", "acpi-tables", "bios-irq")
 
 
 _FIXED_SPAN = {"serial16550": 8, "test-report": 4, "fw-cfg": 2, "bochs-shutdown": 1,
@@ -590,7 +607,7 @@ def _vmm_span(d: Any) -> int:
 def _claims(d: Any) -> list[tuple[str, str, int, int]]:
     """(bus, field naming the address, base, size) of every range a device takes on the VMM's buses;
     none for the in-kernel ones (ioeventfd, coalesced MMIO) and for tables in RAM."""
-    if d.type in ("ioeventfd", "coalesced-mmio", "acpi-tables"):
+    if d.type in ("ioeventfd", "coalesced-mmio", "acpi-tables", "bios-irq"):
         return []
     if d.type in _FIXED_CLAIMS:
         return _FIXED_CLAIMS[d.type]
@@ -726,7 +743,9 @@ class Kvm(_Model):
     user_space_msr: list[Literal["unknown", "inval", "filter"]] = Field(default_factory=list)
     exit_on_emulation_failure: bool = False
     irqchip: bool = Field(False, description="KVM_CREATE_IRQCHIP: the in-kernel local APIC (xAPIC page, "
-                          "x2APIC MSRs, timer, interrupt delivery)")
+                          "x2APIC MSRs, timer, interrupt delivery) and PIC pair (ports 0x20/0xa0, ELCR 0x4d0)")
+    pit: bool = Field(False, description="KVM_CREATE_PIT2 (needs irqchip): the in-kernel 8254 at ports 0x40-0x43, "
+                      "channel 0 on IRQ0")
     emulator: Emulator = Field(default_factory=Emulator)
     cpuid: Annotated[Union[Annotated[list[CpuidOverride], Tag("list")], Annotated[CpuidTable, Tag("table")]],
                      Discriminator(_cpuid_form)] = Field(
@@ -1363,6 +1382,7 @@ class Scenario(_Model):
                         raise FieldError(("devices", i, field), f"{d.type} at {gpa:#x} is inside RAM "
                                          f"(memslot {s.gpa:#x}+{s.size:#x}); MMIO devices need unbacked GPAs")
         self._check_acpi_tables()
+        self._check_bios_irq()
         self._check_device_overlap()
         self._check_ioeventfds()
 
@@ -1397,12 +1417,31 @@ class Scenario(_Model):
                 raise FieldError(("devices", i, "rsdp"), f"ACPI tables at {d.rsdp:#x}+{end - d.rsdp:#x} are not "
                                  "inside one memslot (firmware tables live in guest RAM)")
 
+    def _check_bios_irq(self) -> None:
+        """The IVT and the handler stub are written into RAM below 1 MiB; the state needs KVM's PIC and PIT."""
+        for i, d in enumerate(self.devices):
+            if d.type != "bios-irq":
+                continue
+            if not (self.kvm.irqchip and self.kvm.pit):
+                raise FieldError(("devices", i, "type"), "bios-irq programs the in-kernel PIC and PIT: it needs "
+                                 "kvm.irqchip: true and kvm.pit: true")
+            if d.handlers % 16 or d.handlers + BIOS_IRQ_STUB_MAX > 0x100000:
+                raise FieldError(("devices", i, "handlers"), f"handlers {d.handlers:#x} must be 16-byte aligned "
+                                 "and below 1 MiB (a real-mode segment:offset)")
+            for lo, hi, what in ((0, 0x400, "the IVT"), (d.handlers, d.handlers + BIOS_IRQ_STUB_MAX, "the handlers")):
+                if not any(m.gpa <= lo and hi <= m.gpa + m.size for m in self.memory):
+                    raise FieldError(("devices", i, "type"), f"{what} at {lo:#x}+{hi - lo:#x} is not inside one "
+                                     "memslot (firmware state lives in guest RAM)")
+        if self.kvm.pit and not self.kvm.irqchip:
+            raise FieldError(("kvm", "pit"), "KVM_CREATE_PIT2 needs the in-kernel PIC: set kvm.irqchip: true "
+                             "(without it the ioctl fails with ENOENT)")
+
     def _check_platform(self) -> None:
         """One of each machine-wide device (QEMU: 'at most one fw_cfg device is permitted'; the FADT
         names one PM timer)."""
         seen: dict[str, int] = {}
         for i, d in enumerate(self.devices):
-            if d.type in ("fw-cfg", "pc-testdev", "acpi-pm-timer", "acpi-tables"):
+            if d.type in ("fw-cfg", "pc-testdev", "acpi-pm-timer", "acpi-tables", "bios-irq"):
                 if d.type in seen:
                     raise FieldError(("devices", i, "type"), f"a second {d.type} (also devices[{seen[d.type]}]); "
                                      "a machine has one")

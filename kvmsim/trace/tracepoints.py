@@ -59,6 +59,8 @@ _PARSERS: dict[str, re.Pattern[str]] = {
     "handle_mmio_page_fault": re.compile(rf"addr:(?P<addr>{_HEX}) gfn (?P<gfn>{_HEX}) access (?P<access>{_HEX})$"),
     "kvm_ple_window_update": re.compile(r"vcpu (?P<vcpu_id>\d+) old (?P<old>\d+) new (?P<new>\d+) \((?:growed|shrinked)\)$"),
     "kvm_pml_full": re.compile(r"vcpu (?P<vcpu_id>\d+): PML full$"),
+    "kvm_pic_set_irq": re.compile(r"chip (?P<chip>\d+) pin (?P<pin>\d+) \((?P<elcr>edge|level)(?P<imr>\|masked)?\)"
+                                  r"(?P<coalesced> \(coalesced\))?$"),
 }
 _PARSERS["kvm_nested_vmexit"] = _PARSERS["kvm_exit"]
 _DEC = {"vcpu_id", "size", "count", "len", "errno", "old", "new"}
@@ -67,6 +69,10 @@ _FLAGS = {"immediate_exit", "failed", "reinjected", "used_max_basic", "exception
 
 def _convert(event: str, raw: dict[str, str | None]) -> dict[str, Any]:
     """Regex groups → the event's fields (numbers as numbers, symbols back to their values)."""
+    if event == "kvm_pic_set_irq":     # the text keeps only the pin's bit of ELCR and IMR
+        bit = 1 << int(raw["pin"] or 0)
+        return {"chip": int(raw["chip"] or 0), "pin": int(raw["pin"] or 0), "elcr": bit if raw["elcr"] == "level" else 0,
+                "imr": bit if raw["imr"] else 0, "coalesced": raw["coalesced"] is not None}
     f: dict[str, Any] = {}
     for k, v in raw.items():
         if k in _FLAGS or (k == "exception" and event == "kvm_msr"):

@@ -16,9 +16,9 @@ def test_scenario_mapping_mirrors_x86_run() -> None:
                                 timeout_factor=3)
     assert doc["guest"] == {"multiboot": "/k/x86/vmexit.flat", "cmdline": "cpuid", "modules": ["/l/env"]}
     assert [d["type"] for d in doc["devices"]] == ["serial16550", "isa-debug-exit", "fw-cfg", "pc-testdev",
-                                                   "bochs-shutdown", "acpi-pm-timer", "acpi-tables"]
+                                                   "bochs-shutdown", "acpi-pm-timer", "acpi-tables", "bios-irq"]
     assert doc["devices"][1] == {"type": "isa-debug-exit", "iobase": 0xF4, "iosize": 4}
-    assert doc["kvm"] == {"irqchip": True, "force_emulation_prefix": True}
+    assert doc["kvm"] == {"irqchip": True, "pit": True, "force_emulation_prefix": True}   # QEMU's in-kernel PIC and PIT
     assert doc["memory"] == [{"gpa": 0, "size": 128 << 20}]
     assert doc["limits"]["wall_seconds"] == 30 and doc["limits"]["max_guest_insns"] == 10 * machine.INSNS_PER_SECOND
 

@@ -154,7 +154,7 @@ def test_every_tracepoint_prints_and_parses() -> None:
               "used_max_basic": True, "write": 1, "ecx": 0x10, "data": 5, "cr": 4, "nr": 11, "a0": 1, "a1": 2,
               "a2": 3, "a3": 4, "fault_address": 0xD0000000,
               "reg": 0x300, "apicid": 0, "icr_low": 0x40062, "dest_id": 0, "addr": 0xD0000010, "gfn": 0xD0000,
-              "access": 6, "old": 4096, "new": 8192}
+              "access": 6, "old": 4096, "new": 8192, "chip": 1, "pin": 3, "elcr": 0x0C, "imr": 0xFF, "coalesced": True}
     for name, tp in TRACE_EVENTS.items():
         fields = {k: sample[k] for k in tp.fields}
         text = format_event(name, fields)
