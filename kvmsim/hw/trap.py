@@ -26,7 +26,7 @@ from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_EDGE_GENERATED, UC_HOOK
 from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 
 from kvmsim.hw import paging, quirks
-from kvmsim.hw.exits import MAX_INSN, ExitingInsn, candidate_pattern, classify, cs_mode_of, insn_starts
+from kvmsim.hw.exits import MAX_INSN, ExitingInsn, candidate_pattern, classify, cs_mode_of, insn_length, insn_starts
 from kvmsim.hw.vmcs import EXIT_CONTROLS, SECONDARY_EXEC_PAUSE_LOOP_EXITING, insn_exits
 
 _UC_EMU_STOP = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p)
@@ -227,16 +227,40 @@ class InsnTrap:
     # ------------------------------------------------------------------ keeping scans exact
     def _on_code_write(self, uc: Uc, access: int, gpa: int, size: int, value: int, _: object) -> None:
         """A guest store into a watched frame, before it lands.  unicorn retranslates any block the
-        store rewrites (precise self-modifying code) and reports the new one; what the stops there
-        were classified as is forgotten.  (Hooks stay: one that no longer starts an exit only costs
-        a stop, where the instruction is classified again and runs natively.)"""
+        store rewrites (precise self-modifying code) and reports the new one, so the hooks of the
+        instructions the store overlaps go now (a rewritten position must not keep stopping the
+        CPU) and what the stops there were classified as is forgotten."""
         if (gpa >> 12) in self._pt_frames or ((gpa + size - 1) >> 12) in self._pt_frames:
             self._maps_stale = self._rescan = self._between = True   # remapped code is re-checked at the next stop
             uc.emu_stop()
         for gfn in {gpa >> 12, (gpa + size - 1) >> 12}:
             for n in list(self._frames.get(gfn, ())):
                 lin = (n << 12) | (gpa - (gfn << 12)) if gfn == gpa >> 12 else ((n << 12) - (gfn << 12) + gpa)
+                self._drop_overlapped(lin, lin + size)
                 self._forget_decoded(lin - _TAIL, lin + size)
+
+    def _drop_overlapped(self, lo: int, hi: int) -> None:
+        """Drop the stop hooks of instructions that overlap linear [lo, hi) (the blocks holding them
+        overlap it too, so unicorn translates them again and they are reported afresh)."""
+        for addr in range(lo - _TAIL, hi):
+            page = self._pages.get(addr >> 12)
+            h = page.hooks.get(addr) if page is not None else None
+            if h is None:
+                continue
+            if addr < lo:
+                dec = self._exits.get(addr)
+                length = dec.length if dec is not None else self._insn_length_at(addr)
+                if addr + length <= lo:
+                    continue
+            self._del_stop_hook(page.hooks.pop(addr))
+
+    def _insn_length_at(self, addr: int) -> int:
+        """The length of the instruction at linear `addr` in the current mode (MAX_INSN if unknown)."""
+        try:
+            code = self.read_linear_bytes(addr, MAX_INSN, user=False)
+        except (paging.PageFault, UcError):
+            return MAX_INSN
+        return insn_length(code, cs_mode_of(self.mode())) or MAX_INSN
 
     def _forget_decoded(self, lo: int, hi: int) -> None:
         """Drop the classifications of the stops in linear [lo, hi)."""
