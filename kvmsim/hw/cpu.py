@@ -101,6 +101,7 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         # KVM's host hrtimer for an in-kernel device (the PIT) fires at this guest_insns count: the
         # host's timer interrupt, an EXTERNAL_INTERRUPT exit (x86.kvm_host_timer_deadline sets it per entry).
         self.host_timer_deadline: int | None = None
+        self.stall_cycles = 0      # cycles in which no instruction retired (stall(): serializing writes)
         # The run's instruction budget (limits.max_guest_insns); None: nothing counted, no cost.
         # guest_insns counts what the silicon retired while a budget is set, stepped instructions
         # included, and so is an instruction that VM-exits and that KVM completes (the kernel's
@@ -456,6 +457,18 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
             self.guest_insns += 1
         if self._dbg_on:
             self._dbg_progress(1)
+
+    def stall(self, cycles: int) -> None:
+        """The core spends `cycles` beyond the one of the instruction it retires: the guest TSC and
+        the timers run on meanwhile (KVM's clock reads stall_cycles; within this run the TSC offset
+        and the deadlines, counted in retired instructions, move by as much)."""
+        self.stall_cycles += cycles
+        vmcs = self.vmcs
+        vmcs.tsc_offset += cycles
+        if vmcs.vmx_preemption_timer_deadline is not None:
+            vmcs.vmx_preemption_timer_deadline -= cycles
+        if self.host_timer_deadline is not None:
+            self.host_timer_deadline -= cycles
 
     def _insn_budget_spent(self) -> bool:
         """The instruction budget is spent: the vCPU leaves the guest as for a host kick (KVM_RUN

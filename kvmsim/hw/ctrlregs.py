@@ -16,6 +16,11 @@ from kvmsim.hw.vmcs import (CrAccessType, CrExitQual, DrExitQual, ExitReason, Ve
 
 _LEGACY = frozenset({0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3})
 _CRS = (0, 2, 3, 4, 8)
+# A MOV to CR0, CR3 or CR4 that completes without a VM exit serializes the core (and CR3, CR4.PGE
+# flush the TLB): hundreds of cycles on current cores where an ordinary instruction retires in about
+# one.  The virtual clock (one cycle per retired instruction) charges it this many more.
+# Simplified: one figure for every such write, whatever bits change.
+SERIALIZING_CR_WRITE_CYCLES = 250
 
 
 def _split(code: bytes, long_mode: bool) -> tuple[int, int, bytes]:
@@ -76,6 +81,8 @@ def cr_dr_access(cpu, code: bytes, length: int) -> bool:
         value = _gpr(cpu, gpr, long_mode)
         if cr_write_exits(vmcs, num, value):
             return cpu._exit(ExitReason.CR_ACCESS, CrExitQual(num, CrAccessType.MOV_TO_CR, gpr=gpr).encode(), length)
+        if num in (0, 3, 4):
+            cpu.stall(SERIALIZING_CR_WRITE_CYCLES)
         if num in (0, 4):
             cpu.set_cr(num, cr_write_value(vmcs, num, cpu.cr(num), value))
             return _retire(cpu, length)

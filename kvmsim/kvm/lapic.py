@@ -525,10 +525,11 @@ def _now(vcpu: "KvmVcpu") -> int:
 
 
 def _not_retiring_ns(vcpu: "KvmVcpu") -> int:
-    """Virtual time in which no guest instruction retires: halted sleep, the VM exits so far and
-    the round trips through userspace."""
+    """Virtual time in which no guest instruction retires: halted sleep, the VM exits so far, the
+    round trips through userspace and the silicon's stalls (hw.stall: serializing CR writes)."""
     arch = vcpu.arch
-    return arch.slept_ns + vcpu.stat.exits * VMEXIT_NS + arch.userspace_trips * USERSPACE_EXIT_NS
+    return (arch.slept_ns + vcpu.stat.exits * VMEXIT_NS + arch.userspace_trips * USERSPACE_EXIT_NS
+            + vcpu.hw.stall_cycles)
 
 
 def kvm_virtual_ns(vcpu: "KvmVcpu") -> int:
