@@ -186,3 +186,27 @@ def test_a_round_trip_through_the_vmm_costs_userspace_exit_ns_more() -> None:
         kvm_run(m, KvmExit.IO)
         regs = m.vcpu.get_regs()
         assert regs.rdi - regs.rsi == 4 + VMEXIT_NS + USERSPACE_EXIT_NS   # rdtsc, movl, movb, outb + the trip
+
+
+def test_a_serializing_cr_write_without_an_exit_stalls_the_clock() -> None:
+    """CR4.PGE is the guest's with EPT: toggling it exits nowhere, yet each write serializes the
+    core, and the virtual clock charges ctrlregs.SERIALIZING_CR_WRITE_CYCLES for it."""
+    from kvmsim.hw.ctrlregs import SERIALIZING_CR_WRITE_CYCLES
+    with machine("""
+        .include "kvmsim.inc"
+        GUEST_ENTRY
+        movq %cr4, %rbx
+        rdtsc
+        movl %eax, %esi
+        xorq $0x80, %rbx             # CR4.PGE
+        movq %rbx, %cr4
+        xorq $0x80, %rbx
+        movq %rbx, %cr4
+        rdtsc
+        movl %eax, %edi
+        EXIT 0
+    """, kvm=IRQCHIP, devices=DEV) as m:
+        kvm_run(m, KvmExit.IO)
+        regs = m.vcpu.get_regs()
+        assert m.vcpu.vcpu.stat.exits == 1                  # the EXIT's OUT only: no CR_ACCESS
+        assert regs.rdi - regs.rsi == 6 + 2 * SERIALIZING_CR_WRITE_CYCLES
