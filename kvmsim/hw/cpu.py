@@ -320,6 +320,8 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                         left = timer - self.guest_insns if limit is None else min(left, timer - self.guest_insns)
                     if self._dbg_step or win or rf:
                         left = min(left, 1)
+                    elif limit is not None:            # counted in slices: sweep_pages between them
+                        left = max(min(left, self._sweep_insns_at - self.guest_insns), 1)
                     shadow = self._shadow_kind(begin.value) if win else 0
                     self._between = False
                     self._counting = limit is not None or win or timer is not None
@@ -418,6 +420,9 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 continue
             if win or rf_step or (timer is not None and self.guest_insns >= timer):
                 continue                        # one step (window closed, RF to clear), or the timer is due
+            if limit is not None and self.guest_insns >= self._sweep_insns_at:
+                self.sweep_pages(here >> 12)    # a slice of counted instructions ran without an exit
+                continue
             if self.host_nmi_every:   # the instruction budget ran out: the host NMI (or timer tick) arrives
                 if self.host_event_kind == "tick":
                     return self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | LOCAL_TIMER_VECTOR)

@@ -38,6 +38,9 @@ _CR4_PAGING = paging.X86_CR4_PSE | paging.X86_CR4_PAE | (1 << 12)   # PSE, PAE, 
 # instruction, so a counted run costs in proportion to the stop hooks installed; this keeps them to
 # the code in use.
 SWEEP_EVERY_EXITS = 20_000
+# ... and every this many counted instructions without one (a compute-bound stretch with no exits):
+# a counted run with no stop hook left is unicorn's fastest, its count hook called inline.
+SWEEP_EVERY_INSNS = 50_000_000
 
 
 @dataclass(slots=True)
@@ -81,6 +84,7 @@ class InsnTrap:
         self._xlate_key: tuple | None = None     # raw CR0/CR3/CR4/EFER last seen
         self._xlate_full: tuple | None = None    # their paging-relevant bits
         self._sweep_at = SWEEP_EVERY_EXITS        # the exit count at which sweep_pages runs next
+        self._sweep_insns_at = SWEEP_EVERY_INSNS  # the counted instructions at which it runs next
 
     def _trap_power_on(self) -> None:
         self.uc.hook_add(UC_HOOK_EDGE_GENERATED, self._on_new_tb)
@@ -298,6 +302,7 @@ class InsnTrap:
         """Forget the hooks of every page but linear page `keep` and the one after it (the CPU is
         between instructions at a VM exit, so nothing half-run depends on them)."""
         self._sweep_at = self._exit_count + SWEEP_EVERY_EXITS
+        self._sweep_insns_at = self.guest_insns + SWEEP_EVERY_INSNS
         for n in [n for n in self._pages if n not in (keep, keep + 1)]:
             self._forget_page(n)
 

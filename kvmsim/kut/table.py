@@ -28,19 +28,13 @@ TARGETS = ("emulator realmode setjmp idt_test msr hypercall smap umip debug siev
            "vmexit_inl_pmtimer vmexit_tscdeadline vmexit_tscdeadline_immed vmexit_cr0_wp vmexit_cr4_pge").split()
 # One line per test whose kvmsim verdict differs from a reference, saying why (by test name).
 DIFFERENCES: dict[str, str] = {
-    "xapic": "kvm_pvm times out too; kvmsim times out in test_pending_nmi (100,000 self-NMIs, every counted "
-             "instruction walks ~700 unicorn stop hooks); QEMU 7.2 TCG aborts at apic.flat's start-up check.",
-    "x2apic": "as xapic: kvm_pvm and kvmsim time out in the NMI tests, TCG (no x2APIC) aborts at start-up.",
+    "xapic": "kvm_pvm times out in the NMI tests (--backend kvm and QEMU KVM); QEMU 7.2 TCG aborts at apic.flat's "
+             "start-up check; kvmsim passes (its one skip: this cfg's CPU has no x2APIC).",
+    "x2apic": "kvm_pvm times out in the NMI tests (--backend kvm and QEMU KVM); TCG (no x2APIC) aborts at start-up.",
     "vmexit_vmcall": "TCG has no VMCALL (#UD, abort); kvm_pvm times out; kvmsim's 2 M exits fit the 360 s wall limit "
                      "on a quiet machine, not on a loaded one.",
-    "vmexit_tscdeadline": "kvmsim times out: each of ~500 k rounds spins ~1,500 counted instructions to the "
-                          "deadline, ~5 us each (unicorn's per-instruction hook walk); TCG has no TSC-deadline timer.",
     "vmexit_tscdeadline_immed": "TCG has no TSC-deadline timer; kvmsim's ~1.5 M exits with interrupt injection fit the 360 s "
                                 "wall limit on a quiet machine.",
-    "vmexit_cr0_wp": "2 CR0 writes a round (~2 M exits through kvm_set_cr0): kvmsim passes on a quiet machine, close to "
-                     "the 360 s wall limit.",
-    "vmexit_cr4_pge": "kvmsim times out: 2 CR4 writes a round (~2 M exits through kvm_set_cr4) just exceed 360 s of wall "
-                      "(its twin vmexit_cr0_wp passes).",
     "umip": "kvm_pvm aborts (not investigated here); kvmsim and TCG pass.",
     "sieve": "kvmsim times out: compute-bound, every counted instruction walks the stop hooks (31 M in 720 s); "
              "kvm_pvm times out too; TCG passes.",
