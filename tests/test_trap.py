@@ -335,3 +335,66 @@ def test_a_sweep_of_the_scanned_pages_changes_no_exit_and_no_count(monkeypatch: 
     assert swept[0]["CPUID"] == 40
     assert kept[2] == [] and len(swept[2]) == 40 // 7
     assert all(n >= 1 for n in swept[2])          # the loop's page goes at each sweep (CPUID's stays)
+
+
+def _hooked(hw) -> set[int]:
+    return {a for page in hw._pages.values() for a in page.hooks}
+
+
+def test_only_instructions_that_run_are_hooked() -> None:
+    """Candidate bytes that never start an instruction the CPU runs -- an uncalled function, data,
+    the ModRM of `mov %esp, %ebp` (E5) -- get no stop hook: unicorn walks every code hook at every
+    counted instruction.  The CPUID that runs is hooked and exits."""
+    m = machine(_guest("""
+        movl    %esp, %ebp               # 89 E5: E5 is IN's opcode, inside another instruction
+        cpuid
+        hlt
+    never:
+        inb     $0x42, %al
+        outb    %al, $0x80
+    data:
+        .byte   0xe4, 0xec, 0xee, 0xcc, 0x0f, 0xa2, 0x6c, 0x6d, 0x6e, 0x6f
+        """), "long64")
+    try:
+        hw = m.vcpu.vcpu.hw
+        hw.enter_guest()
+        assert hw.vmcs.vm_exit_reason == R.CPUID
+        rip = hw.reg("rip")
+        code = hw.read_linear_bytes(rip, 32)
+        hooked = _hooked(hw)
+        assert rip in hooked                                            # the CPUID
+        candidates = {rip + m_.start() for m_ in CANDIDATE.finditer(code)}
+        assert len(candidates) > 8                                      # the page is full of them...
+        assert hooked & candidates == {rip, rip + 2}                    # ...only CPUID and the HLT after it
+    finally:
+        m.close()
+
+
+def test_code_rewritten_in_place_loses_its_stop_hook() -> None:
+    """A position hooked for an exiting instruction and then overwritten by the guest with an
+    ordinary one stops the CPU no more (realmode.flat's test_insn buffer runs a million times)."""
+    m = machine(_guest("""
+        movb    $0x90, %al
+        movb    $0x90, buf + 1           # buf: OUT becomes two NOPs on the second round
+        movl    $2, %ecx
+    1:  call    buf
+        movb    $0x90, buf
+        decl    %ecx
+        jnz     1b
+        cpuid
+    buf:
+        outb    %al, $0x80
+        ret
+        """), "long64")
+    try:
+        hw = m.vcpu.vcpu.hw
+        hw.enter_guest()
+        assert hw.vmcs.vm_exit_reason == R.IO_INSTRUCTION                # the first call's OUT
+        out_at = hw.reg("rip")
+        assert out_at in _hooked(hw)
+        hw.set_reg("rip", out_at + 2)
+        hw.enter_guest()
+        assert hw.vmcs.vm_exit_reason == R.CPUID                        # the second call ran NOPs
+        assert out_at not in _hooked(hw)
+    finally:
+        m.close()
