@@ -36,8 +36,8 @@ DIFFERENCES: dict[str, str] = {
     "vmexit_tscdeadline_immed": "TCG has no TSC-deadline timer; kvmsim's ~1.5 M exits with interrupt injection fit the 360 s "
                                 "wall limit on a quiet machine.",
     "umip": "kvm_pvm aborts (not investigated here); kvmsim and TCG pass.",
-    "sieve": "kvmsim times out: compute-bound, every counted instruction walks the stop hooks (31 M in 720 s); "
-             "kvm_pvm times out too; TCG passes.",
+    "sieve": "kvm_pvm and QEMU KVM time out (kvm_pvm emulates the CPL0 loop); kvmsim (5.4 G counted instructions "
+             "in about 120 s) and TCG pass.",
     "tsc": "kvm_pvm SKIPs (RDTSCP not offered), QEMU KVM aborts (134); kvmsim and TCG pass.",
     "syscall": "kvm_pvm and QEMU KVM abort (a #GP in 32-bit user code); kvmsim and TCG pass.",
     "emulator": "TCG: SS loads with RPL != CPL and non-canonical stack accesses fault differently (#GP for #SS), "
