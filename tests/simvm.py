@@ -41,3 +41,15 @@ def kvm_run(m: Machine, expect: KvmExit | None = None) -> Any:
 
 def sym(m: Machine, name: str) -> int:
     return m.image.symbols[name]
+
+
+def outb(vm: Any, port: int, val: int) -> None:
+    """A byte OUT to an in-kernel device on the VM's KVM_PIO_BUS (no vCPU, no exit)."""
+    assert vm.kvm.buses["KVM_PIO_BUS"].write(port, 1, bytes([val])) == 0
+
+
+def inb(vm: Any, port: int) -> int:
+    """A byte IN from an in-kernel device on the VM's KVM_PIO_BUS."""
+    buf = bytearray(1)
+    assert vm.kvm.buses["KVM_PIO_BUS"].read(port, 1, buf) == 0
+    return buf[0]

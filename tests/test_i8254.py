@@ -13,6 +13,7 @@ import pytest
 from kvmsim.errors import BackendError
 from kvmsim.kvm import i8254, i8259, lapic, x86
 from kvmsim.kvm.kvm_main import SimKvm, SimVmFd
+from tests.simvm import inb, outb
 from kvmsim.kvm.vcpu import KvmVcpu
 
 FREQ = 1193182
@@ -26,16 +27,6 @@ def vm() -> Iterator[SimVmFd]:
     vm.create_vcpu(0)
     yield vm
     vm.close()
-
-
-def outb(vm: SimVmFd, port: int, val: int) -> None:
-    assert vm.kvm.buses["KVM_PIO_BUS"].write(port, 1, bytes([val])) == 0
-
-
-def inb(vm: SimVmFd, port: int) -> int:
-    buf = bytearray(1)
-    assert vm.kvm.buses["KVM_PIO_BUS"].read(port, 1, buf) == 0
-    return buf[0]
 
 
 def vcpu0(vm: SimVmFd) -> KvmVcpu:

@@ -13,6 +13,7 @@ import pytest
 from kvmsim.errors import BackendError
 from kvmsim.kvm import i8259, lapic, x86
 from kvmsim.kvm.kvm_main import SimKvm, SimVmFd
+from tests.simvm import inb, outb
 from kvmsim.uapi import KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE
 
 
@@ -23,16 +24,6 @@ def vm() -> Iterator[SimVmFd]:
     vm.create_vcpu(0)
     yield vm
     vm.close()
-
-
-def outb(vm: SimVmFd, port: int, val: int) -> None:
-    assert vm.kvm.buses["KVM_PIO_BUS"].write(port, 1, bytes([val])) == 0
-
-
-def inb(vm: SimVmFd, port: int) -> int:
-    buf = bytearray(1)
-    assert vm.kvm.buses["KVM_PIO_BUS"].read(port, 1, buf) == 0
-    return buf[0]
 
 
 def init(vm: SimVmFd, master: int = 0x08, slave: int = 0x70, icw4: int = 0x01) -> None:
