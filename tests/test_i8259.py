@@ -13,8 +13,8 @@ import pytest
 from kvmsim.errors import BackendError
 from kvmsim.kvm import i8259, lapic, x86
 from kvmsim.kvm.kvm_main import SimKvm, SimVmFd
-from tests.simvm import inb, outb
 from kvmsim.uapi import KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE
+from tests.simvm import inb, outb
 
 
 @pytest.fixture
