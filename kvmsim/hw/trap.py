@@ -88,6 +88,12 @@ class InsnTrap:
 
     def _trap_power_on(self) -> None:
         self.uc.hook_add(UC_HOOK_EDGE_GENERATED, self._on_new_tb)
+        # unicorn compiles a call to a hook type's *only* hook straight into the blocks it translates,
+        # with no check that the hook still exists; deleting it then relies on invalidating those
+        # blocks through the current page walk, which can miss, leaving a call into a freed Python
+        # callback.  A block hook that never fires (a block cannot start at the top byte) keeps the
+        # one-shot hook below out of line.
+        self._add_stop_hook(quirks.ADDRESS_TOP, UC_HOOK_BLOCK)
         self._first_block_hook = self.uc.hook_add(UC_HOOK_BLOCK, self._on_first_block)
 
     def _check_controls(self) -> None:
@@ -107,12 +113,12 @@ class InsnTrap:
             self.uc.ctl_flush_tb()      # blocks of pages with no hooks yet may hold a newly controlled opcode
 
     # ------------------------------------------------------------------ hooks
-    def _add_stop_hook(self, addr: int) -> uc_hook_h:
+    def _add_stop_hook(self, addr: int, kind: int = UC_HOOK_CODE) -> uc_hook_h:
         """A code hook on exactly `addr` whose callback is uc_emu_stop itself: the CPU stops before
         the instruction with no Python on the way (the hook's extra arguments are ignored by the
         callee under the SysV calling convention; its first one is the engine, as uc_emu_stop wants)."""
         h = uc_hook_h()
-        status = uclib.uc_hook_add(self._uch, ctypes.byref(h), UC_HOOK_CODE, _UC_EMU_STOP, None,
+        status = uclib.uc_hook_add(self._uch, ctypes.byref(h), kind, _UC_EMU_STOP, None,
                                    ctypes.c_uint64(addr), ctypes.c_uint64(addr))
         if status:
             raise UcError(status)
