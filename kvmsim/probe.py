@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from types import FunctionType
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
@@ -95,6 +94,17 @@ def ops_table(cls: type[T]) -> type[T]:
     return cls
 
 
+def _twin(val: Any, mapping: dict[Callable, Callable]) -> Any:
+    """val's counterpart in mapping, or None: any hashable callable may be a kfunc (a plain function,
+    or a compiled one: kvmsim/compiled/); unhashable ones (ctypes function pointers) are not."""
+    if not callable(val) or isinstance(val, type):
+        return None
+    try:
+        return mapping.get(val)
+    except TypeError:
+        return None
+
+
 def _rebind(mapping: dict[Callable, Callable]) -> None:
     """Swap probed functions in kvmsim modules' globals, module-level dict tables and ops records."""
     me = sys.modules[__name__]
@@ -102,17 +112,17 @@ def _rebind(mapping: dict[Callable, Callable]) -> None:
         if not name.startswith("kvmsim") or mod is None or mod is me:
             continue    # (our own _PROBED/_PLAIN are dict tables by the isupper() rule: not theirs to swap)
         for attr, val in list(vars(mod).items()):
-            if isinstance(val, FunctionType) and val in mapping:   # kfuncs are plain functions;
-                setattr(mod, attr, mapping[val])                      # ctypes ones are not hashable
-            elif isinstance(val, dict) and attr.isupper():
-                for k, v in list(val.items()):
-                    if isinstance(v, FunctionType) and v in mapping:
-                        val[k] = mapping[v]
+            if isinstance(val, dict):
+                if attr.isupper():
+                    for k, v in list(val.items()):
+                        if (t := _twin(v, mapping)) is not None:
+                            val[k] = t
             elif getattr(type(val), "__ops_table__", False):
                 for slot in type(val).__slots__:
-                    v = getattr(val, slot)
-                    if isinstance(v, FunctionType) and v in mapping:
-                        setattr(val, slot, mapping[v])
+                    if (t := _twin(getattr(val, slot), mapping)) is not None:
+                        setattr(val, slot, t)
+            elif (t := _twin(val, mapping)) is not None:
+                setattr(mod, attr, t)
 
 
 def kfunc(*arg_names: str) -> Callable[[F], F]:

@@ -58,6 +58,7 @@ import sys
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from types import FunctionType
 from typing import Any, Iterator
 
 from kvmsim import probe
@@ -617,14 +618,22 @@ def _arg(name: str, v: Any) -> str:
 
 
 def _kernel_chain() -> list[str]:
-    """The modelled kernel functions live on this thread's Python stack, outermost first."""
+    """The modelled kernel functions live on this thread's Python stack, outermost first.
+
+    A compiled kfunc (kvmsim/compiled/) has no frame: it is seen only when called through its
+    probed twin, whose frame names it (the modules live under KVM_RUN stay uncompiled for this)."""
     codes = _kfunc_codes(len(probe._PROBED))
+    twin = _twin_code()
     out = []
     f = sys._getframe(1)
     while f is not None:
         name = codes.get(f.f_code)
         if name is not None:
             out.append(name)
+        elif f.f_code is twin:
+            loc = f.f_locals
+            if not isinstance(loc.get("fn"), FunctionType):   # a plain kfunc's own frame names it already
+                out.append(loc.get("name", "?"))
         f = f.f_back
     out.reverse()
     return out
@@ -636,8 +645,14 @@ _CODES: dict[int, dict[Any, str]] = {}
 def _kfunc_codes(n: int) -> dict[Any, str]:
     got = _CODES.get(n)
     if got is None:
-        got = _CODES[n] = {f.__code__: getattr(f, "__kfunc__", f.__name__) for f in probe._PROBED}
+        got = _CODES[n] = {f.__code__: getattr(f, "__kfunc__", f.__name__)
+                           for f in probe._PROBED if isinstance(f, FunctionType)}
     return got
+
+
+def _twin_code() -> Any:
+    """The code of @kfunc's probed wrapper (one code object for every twin), None before any kfunc."""
+    return next((t.__code__ for t in probe._PLAIN), None)
 
 
 class _Regs:

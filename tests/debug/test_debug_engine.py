@@ -216,3 +216,37 @@ def test_a_second_traced_run_in_one_process_records_the_call_graph_too():
     second = run_scenario(scenario("port-in"), trace=Recorder()).trace
     assert any(line.endswith("{") for line in first)
     assert second == first
+
+
+MMIO_READ = """
+_start:
+    movabs $0xD0000000, %rbx
+    mov (%rbx), %eax
+    EXIT 0
+"""
+
+
+def test_attached_mid_run_the_stack_of_a_kernel_breakpoint_is_the_same():
+    """Watching from a stop in guest code, the live kernel frames are found by walking the Python
+    stack; a compiled kfunc (kvmsim/compiled/) has no frame of its own and is found through its
+    probed twin's: the stack at `func x86_emulate_instruction` is the same as when watching from the start."""
+    def stack_at_break(mid_run: bool) -> tuple[str, ...]:
+        dbg = Debugger(asm_scenario(MMIO_READ))
+        try:
+            if mid_run:
+                dbg.add_breakpoint("_start")
+                stop = dbg.start()
+                stop = dbg.cont()
+                assert stop.kind == "breakpoint" and stop.event is None     # in guest code: not watching yet
+            else:
+                dbg.start()
+            dbg.add_breakpoint("func x86_emulate_instruction")
+            stop = dbg.cont()
+            assert stop.kind == "breakpoint" and stop.event.name == "x86_emulate_instruction"
+            return stop.event.stack
+        finally:
+            dbg.close()
+
+    from_start = stack_at_break(False)
+    assert from_start[-2:] == ("handle_ept_violation", "kvm_mmu_page_fault")
+    assert stack_at_break(True) == from_start
