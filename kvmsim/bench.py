@@ -37,6 +37,8 @@ from typing import Callable
 from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_64, UC_PROT_ALL, Uc
 from unicorn import x86_const as U
 
+from kvmsim import compiled
+from kvmsim.compiled.guard import GUARD
 from kvmsim.debug.engine import Debugger
 from kvmsim.kvm.emulate.bench import bench_emulated_insns
 from kvmsim.probe import PROBES
@@ -679,11 +681,20 @@ def _commit() -> str | None:
     return r.stdout.strip() or None
 
 
+def compiled_line() -> str:
+    """Which code the figures ran on: the compiled modules (kvmsim/compiled/) or the pure source, and why."""
+    mods = compiled.loaded()
+    if mods:
+        return f"compiled path: {len(mods)} of {len(compiled.MODULES)} modules"
+    return f"pure Python ({GUARD.why or 'compiled modules not imported'})"
+
+
 def to_json(figs: list[Figure], rounds: int, load_before: dict, load_after: dict) -> dict:
     """The bench as one JSON document, so figures can be tracked across commits."""
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _commit(), "rounds": rounds,
         "load_before": load_before, "load_after": load_after,
+        "compiled": compiled.loaded() or "pure", "compiled_why": GUARD.why,   # what the figures ran on
         "figures": [{"name": f.name, "value": f.value, "unit": f.unit.strip(), "baseline": f.baseline,
                      "baseline_name": f.baseline_name, "ratio": f.ratio, "target": f.target,
                      "verdict": f.verdict, "note": f.note, "samples": f.samples,
@@ -699,4 +710,5 @@ def main(json_out: bool = False, rounds: int = ROUNDS, flat: bool = False) -> in
     else:
         print(format_figures(figs))
         print(f"A/B rounds: {rounds}; load before: {load_before['uptime']}; after: {load_after['uptime']}")
+        print(compiled_line())
     return 0
