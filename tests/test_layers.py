@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # within the same layer.  The longest matching prefix decides a module's layer.
 LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
     ("header", 0, ("kvmsim.uapi", "kvmsim.errors", "kvmsim.probe")),
+    # Which file an import of a hot module loads (the compiled path's table and import guard): the
+    # package root installs the guard before anything else, so it sits below everything.
+    ("compiled", 0, ("kvmsim.compiled", "kvmsim.compiled.guard")),
     ("hw", 1, ("kvmsim.hw",)),
     ("kvm", 2, ("kvmsim.kvm",)),
     ("realkvm", 2, ("kvmsim.realkvm",)),       # the same ABI backed by /dev/kvm: a peer of kvm/
@@ -33,7 +36,8 @@ LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
     ("scenario", 5, ("kvmsim.scenario",)),
     ("trace", 6, ("kvmsim.trace",)),
     ("debug", 7, ("kvmsim.debug",)),
-    ("tools", 8, ("kvmsim.report", "kvmsim.bench", "kvmsim.baseline", "kvmsim.fuzz", "kvmsim.kut")),
+    ("tools", 8, ("kvmsim.report", "kvmsim.bench", "kvmsim.baseline", "kvmsim.fuzz", "kvmsim.kut",
+                  "kvmsim.compiled.build", "kvmsim.compiled.__main__")),
     ("cli", 9, ("kvmsim.cli", "kvmsim.__main__")),
     # `make fuzz-scenarios` drives the command line itself (cli.main on each mutant, in-process), as a
     # shell would: a client of the CLI, so above it.

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from kvmsim import compiled
+from kvmsim.scenario.guest_build import cache_dir
 
 CYTHON_DIRECTIVES = {"language_level": 3}   # pure-Python mode: the .py semantics (and a .pxd beside it)
 CFLAGS = ["-g0"]   # Python's CFLAGS say -g: debug info for Cython's large C files costs build time, not speed
@@ -28,7 +29,6 @@ CFLAGS = ["-g0"]   # Python's CFLAGS say -g: debug info for Cython's large C fil
 
 def c_dir() -> Path:
     """Where the generated C lives: $KVMSIM_CACHE_DIR's or the XDG cache's kvmsim/compiled/<tree key>."""
-    from kvmsim.scenario.guest_build import cache_dir
     key = hashlib.sha256(compiled.ROOT.encode()).hexdigest()[:12]
     return cache_dir().parent / "compiled" / key
 

@@ -75,8 +75,7 @@ class CompiledGuard:
             if not any(base + sfx in names for sfx in EXTENSION_SUFFIXES):
                 return None                                  # plain source: Python's own finder
             here = os.path.join(directory, base + ".py")
-            table = fullname in compiled.MODULES and os.path.samefile(
-                here, os.path.join(compiled.ROOT, compiled.rel_path(fullname, ".py")))
+            table = fullname in compiled.MODULES and _same(here, os.path.join(compiled.ROOT, compiled.rel_path(fullname, ".py")))
             if self.decide() and table:
                 return None                                  # vouched for: the extension loads
             if not table and not compiled.pure_forced():     # an extension the build did not make
@@ -85,6 +84,14 @@ class CompiledGuard:
                 self._warn()
             return spec_from_file_location(fullname, here)
         return None
+
+
+def _same(a: str, b: str) -> bool:
+    """Whether two paths are one file (the table's, not another copy of kvmsim on sys.path)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 GUARD = CompiledGuard()
