@@ -72,13 +72,20 @@ def _same_stream(ctx: DiffContext) -> bool:
 
 def _irq_window_one_insn_late(ctx: DiffContext, sim_v: Any, kvm_v: Any, path: str = "") -> bool:
     """Same exit stream with a KVM_EXIT_IRQ_WINDOW_OPEN in it; the interrupted RIP the guest saved
-    in RSI is, on kvm, the sim's plus the length of the instruction there (RDI: its flag for
-    'interrupted exactly at the sim's RIP', 1 on sim, 0 on kvm)."""
+    in RSI is, on kvm, the sim's plus the length of the instruction there, or now and then of the
+    two there (RDI: its flag for 'interrupted exactly at the sim's RIP', 1 on sim, 0 on kvm)."""
     if not _same_stream(ctx) or not any(e.reason == "IRQ_WINDOW_OPEN" for e in ctx.sim.userspace):
         return False
     s, k = ctx.sim.regs.get("rsi"), ctx.kvm.regs.get("rsi")
-    insn = ctx.insn(s) if isinstance(s, int) else None
-    if insn is None or k != s + insn[0]:
+    late = []                                   # the boundaries one and two instructions after the sim's
+    at = s
+    for _ in range(2):
+        insn = ctx.insn(at) if isinstance(at, int) else None
+        if insn is None:
+            break
+        at += insn[0]
+        late.append(at)
+    if k not in late:
         return False
     return path == "regs.rsi" or (path == "regs.rdi" and sim_v == 1 and kvm_v == 0)
 
@@ -154,8 +161,9 @@ VENDOR_DIFFERENCES: dict[str, list[VendorDifference]] = {
             "kvm_pvm has no VMX interrupt-window exiting: after STI it lets the guest run natively and "
             "notices the open window one instruction later than the VMX boundary at the end of the STI "
             "shadow, so the KVM_EXIT_IRQ_WINDOW_OPEN (same exit stream) and the interrupt the VMM then "
-            "injects come one instruction late. Checked: identical userspace exits with an "
-            "IRQ_WINDOW_OPEN; kvm's interrupted RIP (RSI) = sim's + the length of the instruction there.",
+            "injects come one instruction late (in about 1 run of 100, two late: 3 of 300 runs, with the "
+            "modules compiled or not). Checked: identical userspace exits with an IRQ_WINDOW_OPEN; kvm's "
+            "interrupted RIP (RSI) = sim's + the length of the one or two instructions there.",
             _irq_window_one_insn_late),
         VendorDifference(
             "pvm-singlestep-dr7", "userspace.*.fields.dr7",
