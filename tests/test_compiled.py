@@ -92,7 +92,8 @@ def test_a_source_edited_after_the_build_loads_instead_with_one_warning(fake_bui
     r = _python(IMPORT, cwd=fake_build)
     assert r.returncode == 0, r.stderr
     files = r.stdout.split()
-    assert files == [str(fake_build / p) for p in ("kvmsim/kvm/emulate/decode.py", "kvmsim/hw/cpu.py", "kvmsim/kvm/x86.py")]
+    assert files == [str(fake_build / p)
+                     for p in ("kvmsim/kvm/emulate/decode.py", "kvmsim/hw/cpu.py", "kvmsim/kvm/x86.py")]
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and "kvm/emulate/decode.py changed since the build" in lines[0]
     assert "python -m kvmsim.compiled build" in lines[0]

@@ -70,7 +70,7 @@ def build(jobs: int = 2, force: bool = False, quiet: bool = False) -> int:
     here = os.getcwd()
     os.chdir(compiled.ROOT)                          # cythonize and build_ext name modules by relative paths
     try:
-        for m in compiled.MODULES:                   # a source whose hash changed regenerates its C, whatever the mtimes
+        for m in compiled.MODULES:                   # a changed source regenerates its C, whatever the mtimes
             rec = old_recs.get(m, {})
             if [rec.get("py"), rec.get("pxd")] != list(digests[m]):
                 (cdir / compiled.rel_path(m, ".c")).unlink(missing_ok=True)

@@ -75,12 +75,14 @@ class CompiledGuard:
             if not any(base + sfx in names for sfx in EXTENSION_SUFFIXES):
                 return None                                  # plain source: Python's own finder
             here = os.path.join(directory, base + ".py")
-            table = fullname in compiled.MODULES and _same(here, os.path.join(compiled.ROOT, compiled.rel_path(fullname, ".py")))
+            table = (fullname in compiled.MODULES
+                     and _same(here, os.path.join(compiled.ROOT, compiled.rel_path(fullname, ".py"))))
             if self.decide() and table:
                 return None                                  # vouched for: the extension loads
             if not table and not compiled.pure_forced():     # an extension the build did not make
                 ext = next(sfx for sfx in EXTENSION_SUFFIXES if base + sfx in names)
-                self.why = f"{os.path.relpath(os.path.join(directory, base + ext), compiled.ROOT)} is not from the build"
+                stray = os.path.relpath(os.path.join(directory, base + ext), compiled.ROOT)
+                self.why = f"{stray} is not from the build"
                 self._warn()
             return spec_from_file_location(fullname, here)
         return None
