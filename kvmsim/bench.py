@@ -681,20 +681,27 @@ def _commit() -> str | None:
     return r.stdout.strip() or None
 
 
+def compiled_state() -> tuple[list[str] | str, str]:
+    """Which code the figures ran on: the compiled modules imported (kvmsim/compiled/), or "pure"; and
+    why the compiled path is off (KVMSIM_PURE, not built, a stale module), empty when it is on."""
+    GUARD.decide()
+    return compiled.loaded() or "pure", GUARD.why
+
+
 def compiled_line() -> str:
-    """Which code the figures ran on: the compiled modules (kvmsim/compiled/) or the pure source, and why."""
-    mods = compiled.loaded()
-    if mods:
+    mods, why = compiled_state()
+    if mods != "pure":
         return f"compiled path: {len(mods)} of {len(compiled.MODULES)} modules"
-    return f"pure Python ({GUARD.why or 'compiled modules not imported'})"
+    return f"pure Python ({why or 'no compiled module imported'})"
 
 
 def to_json(figs: list[Figure], rounds: int, load_before: dict, load_after: dict) -> dict:
     """The bench as one JSON document, so figures can be tracked across commits."""
+    mods, why = compiled_state()
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _commit(), "rounds": rounds,
         "load_before": load_before, "load_after": load_after,
-        "compiled": compiled.loaded() or "pure", "compiled_why": GUARD.why,   # what the figures ran on
+        "compiled": mods, "compiled_why": why,   # what the figures ran on
         "figures": [{"name": f.name, "value": f.value, "unit": f.unit.strip(), "baseline": f.baseline,
                      "baseline_name": f.baseline_name, "ratio": f.ratio, "target": f.target,
                      "verdict": f.verdict, "note": f.note, "samples": f.samples,

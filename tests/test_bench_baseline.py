@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from kvmsim import bench
+from kvmsim import bench, compiled
 from kvmsim.bench import Figure, ab_rounds, paired_ratio, to_json
 from kvmsim.scenario.runner import make_machine
 
@@ -81,3 +81,14 @@ def test_c_vmm_build_says_why_without_a_compiler(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(cvmm, "compiler", lambda: None)
     assert cvmm.build() == (None, "no C compiler (cc/gcc, or $CC) on PATH")
+
+
+def test_json_document_says_which_code_the_figures_ran_on() -> None:
+    """The compiled modules (kvmsim/compiled/) or the pure source, and why: figures must be honest."""
+    import kvmsim.kvm.emulate.emulate as emu   # here: the bench's figures would have imported it
+    load = {"loadavg": [1.0, 1.0, 1.0], "cpus": 2, "uptime": "up"}
+    doc = json.loads(json.dumps(to_json([], 1, load, load)))
+    if emu.__file__.endswith(compiled.EXT_SUFFIX):
+        assert "kvmsim.kvm.emulate.emulate" in doc["compiled"] and doc["compiled_why"] == ""
+    else:
+        assert doc["compiled"] == "pure" and doc["compiled_why"] != ""
