@@ -149,3 +149,14 @@ def test_no_toolchain_is_one_notice_line_and_nothing_changes(missing, monkeypatc
     assert len(err) == 1 and "not built" in err[0] and "pure-Python source" in err[0]
     assert ("C compiler" if missing == "compiler" else "Python headers") in err[0]
     assert ({m: compiled.so_stamp(m) for m in compiled.MODULES}, compiled.read_manifest()) == before
+
+
+def test_clean_removes_the_extensions_and_the_manifest(fake_build: Path, tmp_path: Path):
+    r = subprocess.run([sys.executable, "-m", "kvmsim.compiled", "clean"], cwd=fake_build, capture_output=True,
+                       text=True, env=_env(KVMSIM_CACHE_DIR=str(tmp_path / "cache")), timeout=60)
+    assert r.returncode == 0 and f"{len(compiled.MODULES)} removed" in r.stderr
+    assert not list((fake_build / "kvmsim").rglob("*.so"))
+    assert not (fake_build / "kvmsim/compiled/manifest.json").exists()
+    st = _python("from kvmsim.compiled.build import status; status()", cwd=fake_build)
+    assert st.stdout.splitlines()[-1].startswith("pure Python: nothing built")
+    assert _python(IMPORT, cwd=fake_build).stderr == ""
