@@ -214,15 +214,16 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
 
     def enter_guest(self) -> None:
         """VM entry, run, VM exit: on return the VMCS exit fields describe why the guest stopped."""
+        cpu: CpuState = self   # self; the compiled path reads these fields as CpuState struct members (registers.pxd)
         uc = self.uc or self._power_on()
-        vmcs = self.vmcs
-        if self._exit_count >= self._sweep_at:
+        vmcs = cpu.vmcs
+        if cpu._exit_count >= cpu._sweep_at:
             self.sweep_pages(self.linear_rip() >> 12)
-        if self.entry_checks_due:
+        if cpu.entry_checks_due:
             if self._invalid_guest_segments():   # VM-entry failure: KVM_EXIT_FAIL_ENTRY (vmx.py)
                 self._exit(int(ExitReason.INVALID_STATE) | VMX_EXIT_REASONS_FAILED_VMENTRY)  # type: ignore[arg-type]
                 return
-            self.entry_checks_due, self.written_rflags = False, None
+            cpu.entry_checks_due, cpu.written_rflags = False, None
         pending_db, vmcs.guest_pending_dbg_exceptions = vmcs.guest_pending_dbg_exceptions & 0xF, 0
         if vmcs.vm_entry_intr_info_field & 0x80000000:
             if (vmcs.vm_entry_intr_info_field & 0x700) == IntrType.EXT_INTR and not self._intr_window_open():
@@ -242,119 +243,119 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
         # Unicorn has no instruction breakpoints, so it neither honours nor clears RFLAGS.RF; the
         # CPU clears RF when the next instruction completes (SDM 18.3.1.1).  KVM leaves RF set on
         # an unfinished REP string (emulate.c), so drop it here, before the guest can see it.
-        rflags = self._rc.get("rflags")     # self.reg("rflags"), its cached value looked up in place
+        rflags = cpu._rc.get("rflags")     # self.reg("rflags"), its cached value looked up in place
         if rflags is None:
             rflags = self.reg("rflags")
-        self._rf_armed = False
-        movss_entry_rip = (self.linear_rip() if self._bp_exec and vmcs.guest_interruptibility_info
+        cpu._rf_armed = False
+        movss_entry_rip = (self.linear_rip() if cpu._bp_exec and vmcs.guest_interruptibility_info
                            & GUEST_INTR_STATE_MOV_SS else None)
         if rflags & EFLAGS_RF:
-            if self._bp_exec:               # RF suppresses an instruction breakpoint on the first instruction
-                self._rf_armed = True
+            if cpu._bp_exec:               # RF suppresses an instruction breakpoint on the first instruction
+                cpu._rf_armed = True
             else:
                 self.set_reg("rflags", rflags & ~EFLAGS_RF)
-        if self._pml_overflow:
+        if cpu._pml_overflow:
             self._pml_entry()
         if pending_db:                      # delivered right after VM entry: intercepted, so an exit
             self._exception(Vector.DB, None, qual=pending_db)
             return
-        limit = self.insn_limit
+        limit = cpu.insn_limit
         while True:
-            if limit is not None and self.guest_insns >= limit:
+            if limit is not None and cpu.guest_insns >= limit:
                 return self._insn_budget_spent()
-            if self.kick_pending:
+            if cpu.kick_pending:
                 self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | 0xEC)  # host timer/IPI kick
                 return
             win = vmcs.cpu_based_vm_exec_control & CPU_BASED_INTR_WINDOW_EXITING
             if win and self._intr_window_open():
                 return self._exit(ExitReason.INTERRUPT_WINDOW)
             timer = vmcs.vmx_preemption_timer_deadline
-            if timer is not None and self.guest_insns >= timer:
+            if timer is not None and cpu.guest_insns >= timer:
                 return self._exit(ExitReason.PREEMPTION_TIMER)
-            host_timer = self.host_timer_deadline
+            host_timer = cpu.host_timer_deadline
             if host_timer is not None:
-                if self.guest_insns >= host_timer:
+                if cpu.guest_insns >= host_timer:
                     return self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | LOCAL_TIMER_VECTOR)
                 timer = host_timer if timer is None else min(timer, host_timer)   # counted to the earlier stop
-            if self._dbg_on and self._dbg_boundary(self.linear_rip()):
+            if cpu._dbg_on and self._dbg_boundary(self.linear_rip()):
                 continue                           # a debugger stop (debugtrap.py); state may have changed
-            self._pending = None
-            if _VECTOR_PF in self.exception_bitmap:    # shadow paging: a #PF exit must leave CR2 as it is
-                self._cr2_at_entry = self.cr(2)
-            if (vmcs.cpu_based_vm_exec_control, vmcs.secondary_vm_exec_control) != self._controls_key:
+            cpu._pending = None
+            if _VECTOR_PF in cpu.exception_bitmap:    # shadow paging: a #PF exit must leave CR2 as it is
+                cpu._cr2_at_entry = self.cr(2)
+            if (vmcs.cpu_based_vm_exec_control, vmcs.secondary_vm_exec_control) != cpu._controls_key:
                 self._check_controls()
-            rc = self._rc
-            xkey = (rc.get(0), rc.get(3), rc.get(4), self._efer)   # _check_translation's own test, first
-            if xkey != self._xlate_key or None in xkey:
+            rc = cpu._rc
+            xkey = (rc.get(0), rc.get(3), rc.get(4), cpu._efer)   # _check_translation's own test, first
+            if xkey != cpu._xlate_key or None in xkey:
                 self._check_translation()
-            if self._ro_segs or self._mode != "long64" or self._mode_stale:
+            if cpu._ro_segs or cpu._mode != "long64" or cpu._mode_stale:
                 self._check_ro_segments()          # (64-bit mode ignores data segment types)
                 self._check_code_limit()
-            rip = self._rc.get("rip")
+            rip = cpu._rc.get("rip")
             if rip is None:
                 rip = self.reg("rip")
-            start = rip if self._mode == "long64" and not self._mode_stale else self.linear_rip()
+            start = rip if cpu._mode == "long64" and not cpu._mode_stale else self.linear_rip()
             status = 0   # uc_err; an UcError object is built only if we report it
             rf_step = False
-            dec = self._exits.get(start)
+            dec = cpu._exits.get(start)
             if dec is None or dec.insn is None or self.stop_hook_at(start) is None:
                 # (At a known exiting instruction the stop hook would fire at once: skip the entry.)
-                if self._dirty:
-                    self._dirty.pop("rip", None)   # emu_start's `begin` is the RIP it loads
-                    if self._dirty:
+                if cpu._dirty:
+                    cpu._dirty.pop("rip", None)   # emu_start's `begin` is the RIP it loads
+                    if cpu._dirty:
                         self.flush_regs()
-                begin = self._begin
+                begin = cpu._begin
                 begin.value = rip
-                rf = rf_step = self._rf_armed or self.data_bps
-                if limit is None and not (self._dbg_on and self._dbg_step) and not win and timer is None and not rf:
-                    self._counting = False
-                    status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT,
-                                          ctypes.c_size_t(self.host_nmi_every) if self.host_nmi_every else NO_COUNT)
+                rf = rf_step = cpu._rf_armed or cpu.data_bps
+                if limit is None and not (cpu._dbg_on and cpu._dbg_step) and not win and timer is None and not rf:
+                    cpu._counting = False
+                    status = uc_emu_start(cpu._uch, begin, UNTIL_NEVER, NO_TIMEOUT,
+                                          ctypes.c_size_t(cpu.host_nmi_every) if cpu.host_nmi_every else NO_COUNT)
                 else:
                     # The count hook sees each instruction before it runs; it (or a stop hook, a fault)
                     # stops at one that then does not run: retired = counter - 1.  A debugger's single
                     # step counts one instruction out, and so does a closed interrupt window (the CPU
                     # checks it at every instruction boundary); the preemption timer counts down.
-                    left = 1 if limit is None else limit - self.guest_insns
+                    left = 1 if limit is None else limit - cpu.guest_insns
                     if timer is not None:
-                        left = timer - self.guest_insns if limit is None else min(left, timer - self.guest_insns)
-                    if self._dbg_step or win or rf:
+                        left = timer - cpu.guest_insns if limit is None else min(left, timer - cpu.guest_insns)
+                    if cpu._dbg_step or win or rf:
                         left = min(left, 1)
                     elif limit is not None:            # counted in slices: sweep_pages between them
-                        left = max(min(left, self._sweep_insns_at - self.guest_insns), 1)
+                        left = max(min(left, cpu._sweep_insns_at - cpu.guest_insns), 1)
                     shadow = self._shadow_kind(begin.value) if win else 0
-                    self._between = False
-                    self._counting = limit is not None or win or timer is not None
-                    status = uc_emu_start(self._uch, begin, UNTIL_NEVER, NO_TIMEOUT, ctypes.c_size_t(
-                        min(left, self.host_nmi_every) if self.host_nmi_every else left))
-                    done = self._counter.value - (0 if self._between else 1)   # _counted_retired, inlined
+                    cpu._between = False
+                    cpu._counting = limit is not None or win or timer is not None
+                    status = uc_emu_start(cpu._uch, begin, UNTIL_NEVER, NO_TIMEOUT, ctypes.c_size_t(
+                        min(left, cpu.host_nmi_every) if cpu.host_nmi_every else left))
+                    done = cpu._counter.value - (0 if cpu._between else 1)   # _counted_retired, inlined
                     if done < 0:
                         done = 0
                     if limit is not None or win or timer is not None:
-                        self.guest_insns += done
+                        cpu.guest_insns += done
                     if win and done:
                         self._set_shadow(shadow)
                     rf = rf and done > 0
-                    if self._dbg_on:
+                    if cpu._dbg_on:
                         self._dbg_progress(done)
                 self._snapshot()  # the guest may have switched modes (MOV CR0 is native)
                 if rf:
                     self._clear_rf()
-                if rf_step and self.data_bps and self._pending is None and not status:
+                if rf_step and cpu.data_bps and cpu._pending is None and not status:
                     if self._data_bp_trap():
                         return
                 if uc._hook_exception is not None:   # the wrapper keeps a hook's error for its own emu_start
                     err, uc._hook_exception = uc._hook_exception, None
                     raise KvmSimBug(f"a unicorn hook raised {err!r} at rip {self.reg('rip'):#x}") from err
-            if self._rescan:
-                self._rescan = False
+            if cpu._rescan:
+                cpu._rescan = False
                 self._apply_code_changes()
-                if self._pending is None and not status:
+                if cpu._pending is None and not status:
                     continue
-            pending = self._pending
+            pending = cpu._pending
             if pending is not None:
                 if pending[0] == "mem":            # _handle_pending's EPT case, inlined (the MMIO path)
-                    self._pending = None
+                    cpu._pending = None
                     if self._ept_exit(pending[1], pending[2], pending[2]):
                         return
                     continue
@@ -367,43 +368,43 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                         return
                     continue
                 raise KvmSimBug(f"unicorn stopped with {UcError(status)} at rip {self.reg('rip'):#x}")
-            if limit is not None and self.guest_insns >= limit:
+            if limit is not None and cpu.guest_insns >= limit:
                 continue                        # the budget is spent before the instruction at RIP
-            here = self._rc["rip"] if self._mode == "long64" and not self._mode_stale else self.linear_rip()
-            if self._dbg_on:
+            here = cpu._rc["rip"] if cpu._mode == "long64" and not cpu._mode_stale else self.linear_rip()
+            if cpu._dbg_on:
                 if self._dbg_boundary(here):
                     continue
-                if here in self._dbg_addrs and self.stop_hook_at(here) is None:
+                if here in cpu._dbg_addrs and self.stop_hook_at(here) is None:
                     if self._dbg_step_over(here):      # stopped only for a breakpoint reported already
                         return
                     continue
-                if self._dbg_reported is not None:     # the instruction reported runs now (or exits)
-                    self._dbg_reported = None
+                if cpu._dbg_reported is not None:     # the instruction reported runs now (or exits)
+                    cpu._dbg_reported = None
                     self._dbg_update()
             if win and self._intr_window_open():
                 return self._exit(ExitReason.INTERRUPT_WINDOW)   # checked before the next instruction, exiting or not
-            if self._bp_movss and here in self._bp_movss:
+            if cpu._bp_movss and here in cpu._bp_movss:
                 # MOV SS / POP SS just before an instruction breakpoint: run it, then the instruction
                 # after it runs under MOV-SS blocking, which suppresses its breakpoint on Intel.
                 if self._step_native(here):
                     return
-                if self.linear_rip() == self._bp_movss[here] and self.stop_hook_at(self.linear_rip()) is None:
+                if self.linear_rip() == cpu._bp_movss[here] and self.stop_hook_at(self.linear_rip()) is None:
                     if self._step_native(self.linear_rip()):
                         return
                 continue
-            if self._bp_exec and here in self._bp_exec:
+            if cpu._bp_exec and here in cpu._bp_exec:
                 # MOV-SS blocking at VM entry (KVM emulated the MOV SS) suppresses it too, on Intel
                 quiet = self.reg("rflags") & EFLAGS_RF or here == movss_entry_rip
                 if not quiet:                             # a fault-like #DB before the instruction
-                    return self._exception(Vector.DB, None, qual=self._bp_exec[here])
+                    return self._exception(Vector.DB, None, qual=cpu._bp_exec[here])
                 if self.stop_hook_at(here) is None:       # RF: it runs, its breakpoint quiet
                     movss_entry_rip = None
                     if self._step_native(here):
                         return
                     self._clear_rf()
                     continue
-            dec = self._exits.get(here)
-            if dec is not None and dec.mode == self._mode and not self._mode_stale:
+            dec = cpu._exits.get(here)
+            if dec is not None and dec.mode == cpu._mode and not cpu._mode_stale:
                 if self._exiting_insn(dec):           # a stop classified before (the hot path)
                     return
                 continue
@@ -416,14 +417,14 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
                 if self._exiting_insn(dec):
                     return
                 continue
-            if self.kick_pending:
+            if cpu.kick_pending:
                 continue
-            if win or rf_step or (timer is not None and self.guest_insns >= timer):
+            if win or rf_step or (timer is not None and cpu.guest_insns >= timer):
                 continue                        # one step (window closed, RF to clear), or the timer is due
-            if limit is not None and self.guest_insns >= self._sweep_insns_at:
+            if limit is not None and cpu.guest_insns >= cpu._sweep_insns_at:
                 self.sweep_pages(here >> 12)    # a slice of counted instructions ran without an exit
                 continue
-            if self.host_nmi_every:   # the instruction budget ran out: the host NMI (or timer tick) arrives
+            if cpu.host_nmi_every:   # the instruction budget ran out: the host NMI (or timer tick) arrives
                 if self.host_event_kind == "tick":
                     return self._exit(ExitReason.EXTERNAL_INTERRUPT, intr=0x80000000 | LOCAL_TIMER_VECTOR)
                 return self._exit(ExitReason.EXCEPTION_NMI, intr=NMI_HOST_INTR_INFO)
@@ -519,11 +520,12 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
 
     def _exit(self, reason: ExitReason, qual: int = 0, length: int = 0, intr: int = 0, err: int = 0,
               gpa: int = 0, gla: int = 0) -> bool:
-        v = self.vmcs
-        if self.db_held:                   # a #DB held back by MOV SS waits in the VMCS
-            v.guest_pending_dbg_exceptions |= self.db_held
-            self.db_held = 0
-        self._exit_count += 1
+        cpu: CpuState = self   # (registers.pxd: struct fields on the compiled path)
+        v = cpu.vmcs
+        if cpu.db_held:                   # a #DB held back by MOV SS waits in the VMCS
+            v.guest_pending_dbg_exceptions |= cpu.db_held
+            cpu.db_held = 0
+        cpu._exit_count += 1
         v.vm_exit_reason, v.exit_qualification, v.vm_exit_instruction_len = int(reason), qual, length
         v.vm_exit_intr_info, v.vm_exit_intr_error_code = intr, err
         v.idt_vectoring_info_field = 0
@@ -904,12 +906,13 @@ class SiliconVcpu(CpuState, GuestMemory, InsnTrap, ReadOnlySegments, CodeLimit, 
     def _ept_exit(self, access: int, gpa: int, linear: int) -> bool:
         """No memslot behind the access at `gpa`: EPT violation, or misconfig once KVM cached an MMIO
         SPTE.  A write to a read-only memslot is an EPT violation on a present, readable+executable entry."""
-        if (gpa & ~0xFFF) == APIC_DEFAULT_PHYS_BASE and (self.vmcs.secondary_vm_exec_control
+        cpu: CpuState = self   # (registers.pxd: struct fields on the compiled path)
+        if (gpa & ~0xFFF) == APIC_DEFAULT_PHYS_BASE and (cpu.vmcs.secondary_vm_exec_control
                                                        & SECONDARY_EXEC_VIRTUALIZE_APIC_ACCESSES):
             return self._apic_access_exit(access, gpa)
-        if not self.vmcs.secondary_vm_exec_control & _ENABLE_EPT:   # shadow paging (shadowpt.py)
+        if not cpu.vmcs.secondary_vm_exec_control & _ENABLE_EPT:   # shadow paging (shadowpt.py)
             return self._shadow_pf_exit(access, gpa)
-        if (gpa >> 12) in self.ept_mmio_gfns:
+        if (gpa >> 12) in cpu.ept_mmio_gfns:
             return self._exit(ExitReason.EPT_MISCONFIG, 0, self._insn_len(), gpa=gpa)
         q = (EPT_VIOLATION_ACC_INSTR if access == UC_MEM_FETCH_UNMAPPED
              else EPT_VIOLATION_ACC_WRITE if access == UC_MEM_WRITE_UNMAPPED or access == UC_MEM_WRITE_PROT

@@ -9,6 +9,7 @@ from unicorn.unicorn_const import UC_CTL_TLB_FLUSH
 
 
 from kvmsim.hw import event, paging
+from kvmsim.hw.registers import CpuState   # the compiled path's struct view of self (registers.pxd)
 from kvmsim.hw.vmcs import Vector
 
 
@@ -51,12 +52,13 @@ class GuestMemory:
     def memslot_at(self, gpa: int) -> tuple[int, int, int] | None:
         """The memslot (gpa, size, host address) holding `gpa`, or None: KVM's kvm_vcpu_gfn_to_memslot,
         the one memslot lookup; it tries the slot it found last first, as the kernel's last_used_slot."""
-        slot = self._last_slot
+        cpu: CpuState = self   # (registers.pxd: struct fields on the compiled path)
+        slot = cpu._last_slot
         if slot is not None and slot[0] <= gpa < slot[0] + slot[1]:
             return slot
-        for slot in self._slot_list:
+        for slot in cpu._slot_list:
             if slot[0] <= gpa < slot[0] + slot[1]:
-                self._last_slot = slot
+                cpu._last_slot = slot
                 return slot
         return None
 
@@ -86,19 +88,20 @@ class GuestMemory:
         paging_tmpl.h walk_addr_generic) does: raises paging.PageFault.  The common case (4-level paging, every
         entry present and permitting the access, tables in RAM memslots) reads the entries straight
         from the memslots' host memory; anything else is left to paging.walk, which decides."""
-        regs = self._rc                # registers read since the guest last ran (registers.py)
-        cr0, efer = regs.get(0), self._efer
+        cpu: CpuState = self   # (registers.pxd: struct fields on the compiled path)
+        regs = cpu._rc                # registers read since the guest last ran (registers.py)
+        cr0, efer = regs.get(0), cpu._efer
         if cr0 is None:
             cr0 = self.cr(0)
         if efer is None:
             efer = self.efer()
         if cr0 & paging.X86_CR0_PG and efer & paging.EFER_LMA:
-            tables = self._pt_tables
-            memo = self._walk_memo
-            if self._pt_tables_for is not self._slot_list:   # the memslots changed: forget the views
+            tables = cpu._pt_tables
+            memo = cpu._walk_memo
+            if cpu._pt_tables_for is not cpu._slot_list:   # the memslots changed: forget the views
                 tables.clear()
                 memo.clear()
-                self._pt_tables_for = self._slot_list
+                cpu._pt_tables_for = cpu._slot_list
             cr3 = regs.get(3)
             if cr3 is None:
                 cr3 = self.cr(3)

@@ -1,0 +1,9 @@
+# Cython (compiled path only): annotated vcpu/ctxt arguments are the extension types of vcpu.pxd/ctxt.pxd.
+from kvmsim.kvm.emulate.ctxt cimport X86EmulateCtxt, Operand
+from kvmsim.kvm.vcpu cimport KvmVcpu
+from kvmsim.hw.registers cimport CpuState
+
+cdef class VcpuEmulateOps:
+    cdef dict __dict__
+    cdef public object vcpu, run_mmio, run_mmio_data, _slot_views
+    cdef public CpuState hw
