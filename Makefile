@@ -22,13 +22,13 @@ bench: $(STAMP) compiled
 
 # Issue 10's long-run figures: 1,000,000 PIO and 1,000,000 MMIO exits, each one `kvmsim run`
 # (guest build cached first, so it is not timed); wall, user CPU seconds and peak RSS per run.
-bench-million: $(STAMP)
+bench-million: $(STAMP) compiled
 	@$(BIN)/kvmsim check scenarios/bench/million-*.yaml >/dev/null
 	@for f in scenarios/bench/million-pio.yaml scenarios/bench/million-mmio.yaml; do \
 	  /usr/bin/time -f "$$f: %e s wall, %U s user, %M KB peak RSS" $(BIN)/kvmsim run $$f >/dev/null || exit 1; \
 	done
 
-fuzz-emulator: $(STAMP)
+fuzz-emulator: $(STAMP) compiled
 	$(BIN)/python -m pytest -q -m fuzz tests/emulate
 
 # Random guests through the whole simulator (kvmsim/fuzz): FUZZ_GUESTS per mode, non-zero exit on any BUG.
@@ -38,20 +38,20 @@ FUZZ_SEED   ?= 1
 FUZZ_JOBS   ?= 1
 FUZZ_ARGS    = --count $(FUZZ_GUESTS) --seed $(FUZZ_SEED) --jobs $(FUZZ_JOBS)
 
-fuzz-guests: $(STAMP)
+fuzz-guests: $(STAMP) compiled
 	$(BIN)/python -m kvmsim.fuzz $(FUZZ_ARGS)
 
-fuzz-guests-diff: $(STAMP)
+fuzz-guests-diff: $(STAMP) compiled
 	$(BIN)/python -m kvmsim.fuzz --diff $(FUZZ_ARGS)
 
 # Seeded mutants of scenarios/*.yaml through `kvmsim check` and `kvmsim run` (kvmsim/fuzz/scenarios.py):
 # FUZZ_SCENARIOS files; non-zero exit on any BUG (status 3, hang, oversized output, check/run disagreeing).
 FUZZ_SCENARIOS ?= 2000
 
-fuzz-scenarios: $(STAMP)
+fuzz-scenarios: $(STAMP) compiled
 	$(BIN)/python -m kvmsim.fuzz.scenarios --count $(FUZZ_SCENARIOS) --seed $(FUZZ_SEED) --jobs $(FUZZ_JOBS)
 
-diff: $(STAMP)
+diff: $(STAMP) compiled
 	$(BIN)/kvmsim diff scenarios/*.yaml
 
 check: $(STAMP)
@@ -61,7 +61,7 @@ check: $(STAMP)
 # cache) through `kvmsim kut`; KUT_ARGS adds flags (--backend kvm, --tap, --smp1, --kut-dir DIR, ...).
 KUT_ARGS ?= -j 2
 
-kut: $(STAMP)
+kut: $(STAMP) compiled
 	@st=0; for a in x86_64 i386; do $(BIN)/kvmsim kut --arch $$a $(KUT_ARGS) || st=1; done; exit $$st
 
 # The README's kvm-unit-tests results table (kvmsim/kut/table.py): the issue's smp = 1 targets on

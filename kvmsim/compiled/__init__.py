@@ -49,10 +49,18 @@ MODULES: tuple[str, ...] = (
     "kvmsim.kvm.x86_emulate",
     "kvmsim.kvm.mmu",
     "kvmsim.kvm.emulator_ops",
+    "kvmsim.kvm.vcpu",             # struct kvm_vcpu's extension type (vcpu.pxd), which the modules above cimport
+    "kvmsim.kvm.lapic",            # called on every entry and exit (the virtual clock, the TSC offset) ...
+    "kvmsim.kvm.cr",               # ... CR8 in and out of kvm_run ...
+    "kvmsim.kvm.kvm_cache_regs",
+    "kvmsim.kvm.vmx_controls",
+    "kvmsim.kvm.mmu_shadow",       # ... is_shadow_mmu on each emulation
     "kvmsim.hw.cpu",
     "kvmsim.hw.registers",
     "kvmsim.hw.memory",
     "kvmsim.vmm.runloop",
+    "kvmsim.vmm.bus",
+    "kvmsim.vmm.devices.simple",
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the directory holding kvmsim/

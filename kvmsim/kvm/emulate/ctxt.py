@@ -53,7 +53,7 @@ class Operand:
         self.mm = 0
         self.data: bytes = b""
 
-    def assign(self, other: "Operand") -> None:
+    def assign(self, other: Operand) -> None:
         """`*op = ctxt->memop` in decode_operand."""
         self.type, self.bytes, self.count = other.type, other.bytes, other.count
         self.val, self.orig_val = other.val, other.orig_val
