@@ -49,12 +49,13 @@ MODULES: tuple[str, ...] = (
     "kvmsim.kvm.x86_emulate",
     "kvmsim.kvm.mmu",
     "kvmsim.kvm.emulator_ops",
-    "kvmsim.kvm.vcpu",             # struct kvm_vcpu's extension type (vcpu.pxd), which the modules above cimport
     "kvmsim.kvm.lapic",            # called on every entry and exit (the virtual clock, the TSC offset) ...
     "kvmsim.kvm.cr",               # ... CR8 in and out of kvm_run ...
     "kvmsim.kvm.kvm_cache_regs",
     "kvmsim.kvm.vmx_controls",
     "kvmsim.kvm.mmu_shadow",       # ... is_shadow_mmu on each emulation
+    "kvmsim.kvm.pio",              # the fast PIO path (kvm_fast_pio, emulator_pio_in_out)
+    "kvmsim.kvm.x86_exception",    # kvm_skip_emulated_instruction
     "kvmsim.hw.cpu",
     "kvmsim.hw.registers",
     "kvmsim.hw.memory",
