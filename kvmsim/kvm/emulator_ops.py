@@ -22,7 +22,7 @@ from kvmsim.kvm.emulate.codes import (GPR_NAMES, X86EMUL_CMPXCHG_FAILED, X86EMUL
 from kvmsim.kvm.emulate.flags import String, TwoMemOp
 from kvmsim.kvm.emulate.ops import DescPtr, DescStruct, X86Exception, as_bytes
 from kvmsim.kvm.kvm_x86_ops import kvm_x86_ops
-from kvmsim.kvm.vcpu import KvmMmioFragment, KvmVcpu
+from kvmsim.kvm.vcpu import KVM_MAX_MMIO_FRAGMENTS, KvmVcpu
 from kvmsim.probe import PROBES, tracepoint
 from kvmsim.uapi import KvmExit, KvmSegment
 
@@ -509,20 +509,23 @@ def emulator_read_write_onepage(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fau
     if handled == n:
         return X86EMUL_CONTINUE
     # frag->data = val + handled: a view into the emulator's read cache slot (or the write's copy).
-    vcpu.mmio_fragments.append(KvmMmioFragment(gpa + handled, val, handled, n - handled))
-    vcpu.mmio_nr_fragments += 1
+    nr = vcpu.mmio_nr_fragments
+    if nr >= KVM_MAX_MMIO_FRAGMENTS:   # the kernel's WARN_ON: an access spans at most two pages
+        raise KvmSimBug(f"MMIO access at {gpa:#x} needs more than {KVM_MAX_MMIO_FRAGMENTS} fragments")
+    frag = vcpu.mmio_fragments[nr]
+    frag.gpa, frag.data, frag.offset, frag.len = gpa + handled, val, handled, n - handled
+    vcpu.mmio_nr_fragments = nr + 1
     return X86EMUL_CONTINUE
 
 
 def emulator_read_write(vcpu: KvmVcpu, ctxt, addr: int, val, n: int, fault, write: bool) -> int:
     """read_emultor / write_emultor through one function (reference §7.3 steps)."""
     if not write and vcpu.mmio_read_completed:                              # 1: read_prepare
-        if PROBES.enabled and vcpu.mmio_fragments:
+        if PROBES.enabled and vcpu.mmio_nr_fragments:
             _trace_mmio(1, n, vcpu.mmio_fragments[0].gpa, bytes(val[:n]))
         vcpu.mmio_read_completed = False
         return X86EMUL_CONTINUE
     vcpu.mmio_nr_fragments = 0                                              # 2
-    vcpu.mmio_fragments = []
     if (addr & 0xFFF) + n > PAGE_SIZE:                                      # 3
         now = -addr & 0xFFF
         rc = emulator_read_write_onepage(vcpu, ctxt, addr, val[:now], now, fault, write)

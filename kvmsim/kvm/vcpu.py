@@ -58,6 +58,9 @@ class KvmPioRequest:
     size: int = 0
 
 
+KVM_MAX_MMIO_FRAGMENTS = 2   # kvm_host.h: an access spans at most two pages
+
+
 @dataclass(slots=True)
 class KvmMmioFragment:
     """struct kvm_mmio_fragment: data is (buffer, offset) into the emulator's read cache or a bytes copy."""
@@ -178,7 +181,8 @@ class KvmVcpu:
         self.mmio_is_write = False
         self.mmio_cur_fragment = 0
         self.mmio_nr_fragments = 0
-        self.mmio_fragments: list[KvmMmioFragment] = []
+        # the kernel's fixed array: emulator_read_write_onepage fills the next slot, nr_fragments counts them
+        self.mmio_fragments = [KvmMmioFragment(0, bytearray(), 0, 0) for _ in range(KVM_MAX_MMIO_FRAGMENTS)]
         self.wants_to_run = False
         self.requests: set[str] = set()
         self.signal_pending = False
