@@ -70,7 +70,7 @@ class Probes:
             self._subs.remove(sub)
         self._fan = tuple(self._subs)
         if self.enabled and not self._subs:
-            _rebind(_PLAIN)
+            _rebind({t: fn for t, fn in _PLAIN.items() if t not in _PINNED} if _PINNED else _PLAIN)
             self.stack.clear()
         self.enabled = bool(self._subs)
 
@@ -86,6 +86,7 @@ PROBES = Probes()
 
 _PROBED: dict[Callable, Callable] = {}   # plain function -> probed twin
 _PLAIN: dict[Callable, Callable] = {}    # probed twin -> plain function
+_PINNED: dict[Callable, int] = {}        # probed twin -> pins: bound even while probing is off (pin())
 
 
 def ops_table(cls: type[T]) -> type[T]:
@@ -123,6 +124,32 @@ def _rebind(mapping: dict[Callable, Callable]) -> None:
                         setattr(val, slot, t)
             elif (t := _twin(val, mapping)) is not None:
                 setattr(mod, attr, t)
+
+
+def pin(names: tuple[str, ...]) -> None:
+    """Bind these kfuncs' probed twins even while probing is off, so that each call has a Python
+    frame naming it (the twin's, which calls straight through while off).  The debugger pins the
+    functions live under KVM_RUN while guest code runs: a compiled kfunc (kvmsim/compiled/) has no
+    frame of its own, and `bt` after attaching mid-KVM_RUN finds the live ones by their frames."""
+    twins = {fn: t for fn, t in _PROBED.items() if getattr(fn, "__kfunc__", None) in names}
+    for t in twins.values():
+        _PINNED[t] = _PINNED.get(t, 0) + 1
+    _rebind(twins)
+
+
+def unpin(names: tuple[str, ...]) -> None:
+    """Undo one pin() of these names; a twin unpinned for good goes back to its plain function
+    unless probing is on."""
+    back = {}
+    for t, n in list(_PINNED.items()):
+        if getattr(t, "__kfunc__", None) in names:
+            if n > 1:
+                _PINNED[t] = n - 1
+            else:
+                del _PINNED[t]
+                back[t] = _PLAIN[t]
+    if back and not PROBES.enabled:
+        _rebind(back)
 
 
 def kfunc(*arg_names: str) -> Callable[[F], F]:

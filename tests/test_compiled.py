@@ -118,14 +118,15 @@ def test_kvmsim_pure_loads_the_source_silently(fake_build: Path):
 
 
 def test_an_extension_the_build_did_not_make_never_loads(fake_build: Path):
-    """kvm/x86.py stays uncompiled (the debugger reads its frames): a stray x86.*.so (a hand-run
-    cythonize) is not in the manifest, so its source loads; here with nothing else built."""
+    """kvm/msr.py is not in the table: a stray msr.*.so (a hand-run cythonize) is not in the
+    manifest, so its source loads; here with nothing else built."""
     for mod in compiled.MODULES:
         (fake_build / compiled.rel_path(mod, compiled.EXT_SUFFIX)).unlink()
     (fake_build / "kvmsim/compiled/manifest.json").unlink()
-    (fake_build / compiled.rel_path("kvmsim.kvm.x86", compiled.EXT_SUFFIX)).write_bytes(b"stray")
-    r = _python("import kvmsim.kvm.x86 as x; print(x.__file__)", cwd=fake_build)
-    assert r.returncode == 0 and r.stdout.strip().endswith("kvm/x86.py")
+    assert "kvmsim.kvm.msr" not in compiled.MODULES
+    (fake_build / compiled.rel_path("kvmsim.kvm.msr", compiled.EXT_SUFFIX)).write_bytes(b"stray")
+    r = _python("import kvmsim.kvm.msr as x; print(x.__file__)", cwd=fake_build)
+    assert r.returncode == 0 and r.stdout.strip().endswith("kvm/msr.py")
     assert "is not from the build" in r.stderr and len(r.stderr.splitlines()) == 1
 
 

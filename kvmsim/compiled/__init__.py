@@ -19,15 +19,17 @@ import sys
 from dataclasses import dataclass
 from importlib.machinery import EXTENSION_SUFFIXES
 
-# The modules compiled, by dotted name.  Not compiled, on purpose:
-# - kvm/kvm_main.py, kvm/x86.py and kvm/vmx.py: their functions (the KVM_RUN ioctl, kvm_arch_vcpu_ioctl_run,
-#   vcpu_run, vcpu_enter_guest, vmx_vcpu_run) are live while guest code runs, and the debugger finds
-#   live kernel functions by their Python frames when it attaches mid-KVM_RUN (debug/engine.py's
-#   _kernel_chain, for `bt`): compiled functions have no frames;
-# - emulate/__init__.py (re-exports), emulate/bench.py (the emulator bench's own timing loop: kept
-#   pure so the figure measures the emulator) and emulate/coverage.py (a report): nothing hot.
+# The modules compiled, by dotted name.  kvm/kvm_main.py, x86.py and vmx.py are compiled too: the
+# debugger finds the kfuncs live while guest code runs by their frames, and pins their probed twins
+# for its session (probe.pin, debug/engine.py's KVM_RUN_PATH).  Not compiled, on purpose:
+# emulate/__init__.py (re-exports), emulate/bench.py (the emulator bench's own timing loop: kept
+# pure so the figure measures the emulator) and emulate/coverage.py (a report): nothing hot.
 MODULES: tuple[str, ...] = (
     "kvmsim.kvm.emulate.codes",
+    "kvmsim.kvm.vcpu",             # struct kvm, kvm_vcpu and its arch/stat parts as extension types (vcpu.pxd)
+    "kvmsim.kvm.x86",
+    "kvmsim.kvm.vmx",
+    "kvmsim.kvm.kvm_main",
     "kvmsim.kvm.emulate.ctxt",
     "kvmsim.kvm.emulate.decode",
     "kvmsim.kvm.emulate.decode_cache",
@@ -56,6 +58,7 @@ MODULES: tuple[str, ...] = (
     "kvmsim.kvm.mmu_shadow",       # ... is_shadow_mmu on each emulation
     "kvmsim.kvm.pio",              # the fast PIO path (kvm_fast_pio, emulator_pio_in_out)
     "kvmsim.kvm.x86_exception",    # kvm_skip_emulated_instruction
+    "kvmsim.hw.vmcs",              # the VMCS as an extension type (vmcs.pxd)
     "kvmsim.hw.cpu",
     "kvmsim.hw.registers",
     "kvmsim.hw.memory",

@@ -143,6 +143,7 @@ class Debugger:
         self.current: Stop | None = None
         self.machine: Any = None
         self._thread: threading.Thread | None = None
+        self._pinned = False
         self._build()
 
     # ------------------------------------------------------------------ set-up
@@ -151,6 +152,8 @@ class Debugger:
         from kvmsim.scenario.runner import make_machine
 
         self.machine = m = make_machine(self.scenario, "sim", self._image)
+        probe.pin(KVM_RUN_PATH)              # released by close()
+        self._pinned = True
         self._image = m.image
         m.vmm.config.wall_seconds = 1e9      # the user's think time is no guest time
         m.vmm.kick = None
@@ -408,6 +411,9 @@ class Debugger:
         if release and self.machine is not None:
             self.hw.debug_stop = None
             self.machine.close()
+        if release and self._pinned:
+            self._pinned = False
+            probe.unpin(KVM_RUN_PATH)
 
     # ------------------------------------------------------------------ breakpoints
     def add_breakpoint(self, spec: str, condition: str | None = None, temporary: bool = False) -> Breakpoint:
@@ -617,11 +623,17 @@ def _arg(name: str, v: Any) -> str:
     return f"{name}={v:#x}" if isinstance(v, int) and not isinstance(v, bool) else f"{name}={v}"
 
 
+# The kfuncs live while guest code runs (KVM_RUN down to the VM entry): what the stack holds when
+# the debugger starts watching from a stop in guest code.  Pinned for the session (probe.pin), so
+# that each has a frame even where it is compiled.
+KVM_RUN_PATH = ("kvm_arch_vcpu_ioctl_run", "vcpu_run", "vcpu_enter_guest", "vmx_vcpu_run")
+
+
 def _kernel_chain() -> list[str]:
     """The modelled kernel functions live on this thread's Python stack, outermost first.
 
     A compiled kfunc (kvmsim/compiled/) has no frame: it is seen only when called through its
-    probed twin, whose frame names it (the modules live under KVM_RUN stay uncompiled for this)."""
+    probed twin, whose frame names it (those of KVM_RUN_PATH always, while a session lasts)."""
     codes = _kfunc_codes(len(probe._PROBED))
     twin = _twin_code()
     out = []

@@ -201,45 +201,45 @@ EPT_VIOLATION_NMI_UNBLOCKING = 1 << 12
 ENTRY_FAIL_DEFAULT = 0
 
 
-@dataclass(slots=True)
 class Vmcs:
     """The VMCS fields this model reads and writes (names after the kernel's field enums)."""
 
-    vm_exit_reason: int = 0
-    exit_qualification: int = 0
-    vm_exit_instruction_len: int = 0
-    vm_exit_intr_info: int = 0
-    vm_exit_intr_error_code: int = 0
-    idt_vectoring_info_field: int = 0
-    idt_vectoring_error_code: int = 0
-    guest_physical_address: int = 0
-    guest_linear_address: int = 0
-    vm_entry_intr_info_field: int = 0
-    vm_entry_exception_error_code: int = 0
-    vm_entry_instruction_len: int = 0
-    guest_interruptibility_info: int = 0
-    guest_pending_dbg_exceptions: int = 0
-    guest_dr7: int = 0x400              # DR7 the CPU arms its breakpoints from (KVM's vmx_set_dr7)
-    vm_instruction_error: int = 0
-    vmx_instruction_info: int = 0       # VMX_INSTRUCTION_INFO: operands of INVPCID & co. (SDM table 28-13)
-    guest_pml_index: int = 511          # GUEST_PML_INDEX: the next PML entry the CPU writes (511 down to 0)
-    notify_window: int = 0              # NOTIFY_WINDOW (with SECONDARY_EXEC_NOTIFY_VM_EXITING)
-    # VM-execution control fields the CPU consults when deciding whether an instruction exits
-    # (KVM writes them: kvm/vmx_controls.py at vCPU creation, vmx_set_cr0/cr4 and handlers later).
-    cpu_based_vm_exec_control: int = 0
-    secondary_vm_exec_control: int = 0
-    cr0_guest_host_mask: int = 0
-    cr0_read_shadow: int = 0x60000010   # the reset CR0 (CD|NW|ET) until KVM writes the guest's value
-    cr4_guest_host_mask: int = 0
-    cr4_read_shadow: int = 0
-    ple_gap: int = 0                    # PAUSE-loop exiting: TSC cycles between PAUSEs of one loop
-    ple_window: int = 0                 # ... and how long such a loop may spin before it exits
-    # VMX-preemption timer (PIN_BASED_VMX_PREEMPTION_TIMER while armed).  Simplified: an absolute
-    # deadline in the vCPU's retired guest instructions (its virtual clock), not a TSC-scaled count.
-    vmx_preemption_timer_deadline: int | None = None
-    # TSC_OFFSET: RDTSC reads the CPU's TSC plus this.  The silicon's TSC is its retired guest
-    # instructions (counted while an instruction budget, timer or interrupt window is set).
-    tsc_offset: int = 0
+    def __init__(self) -> None:
+        self.vm_exit_reason: int = 0
+        self.exit_qualification: int = 0
+        self.vm_exit_instruction_len: int = 0
+        self.vm_exit_intr_info: int = 0
+        self.vm_exit_intr_error_code: int = 0
+        self.idt_vectoring_info_field: int = 0
+        self.idt_vectoring_error_code: int = 0
+        self.guest_physical_address: int = 0
+        self.guest_linear_address: int = 0
+        self.vm_entry_intr_info_field: int = 0
+        self.vm_entry_exception_error_code: int = 0
+        self.vm_entry_instruction_len: int = 0
+        self.guest_interruptibility_info: int = 0
+        self.guest_pending_dbg_exceptions: int = 0
+        self.guest_dr7: int = 0x400              # DR7 the CPU arms its breakpoints from (KVM's vmx_set_dr7)
+        self.vm_instruction_error: int = 0
+        self.vmx_instruction_info: int = 0       # VMX_INSTRUCTION_INFO: operands of INVPCID & co. (SDM table 28-13)
+        self.guest_pml_index: int = 511          # GUEST_PML_INDEX: the next PML entry the CPU writes (511 down to 0)
+        self.notify_window: int = 0              # NOTIFY_WINDOW (with SECONDARY_EXEC_NOTIFY_VM_EXITING)
+        # VM-execution control fields the CPU consults when deciding whether an instruction exits
+        # (KVM writes them: kvm/vmx_controls.py at vCPU creation, vmx_set_cr0/cr4 and handlers later).
+        self.cpu_based_vm_exec_control: int = 0
+        self.secondary_vm_exec_control: int = 0
+        self.cr0_guest_host_mask: int = 0
+        self.cr0_read_shadow: int = 0x60000010   # the reset CR0 (CD|NW|ET) until KVM writes the guest's value
+        self.cr4_guest_host_mask: int = 0
+        self.cr4_read_shadow: int = 0
+        self.ple_gap: int = 0                    # PAUSE-loop exiting: TSC cycles between PAUSEs of one loop
+        self.ple_window: int = 0                 # ... and how long such a loop may spin before it exits
+        # VMX-preemption timer (PIN_BASED_VMX_PREEMPTION_TIMER while armed).  Simplified: an absolute
+        # deadline in the vCPU's retired guest instructions (its virtual clock), not a TSC-scaled count.
+        self.vmx_preemption_timer_deadline: int | None = None
+        # TSC_OFFSET: RDTSC reads the CPU's TSC plus this.  The silicon's TSC is its retired guest
+        # instructions (counted while an instruction budget, timer or interrupt window is set).
+        self.tsc_offset: int = 0
 
     def clear_exit_info(self) -> None:
         self.exit_qualification = self.vm_exit_instruction_len = 0

@@ -94,74 +94,75 @@ class KvmQueuedInterrupt:
     nr: int = 0
 
 
-@dataclass(slots=True)
 class KvmVcpuStat:
     """struct kvm_vcpu_stat, the counters perf kvm stat and /sys/kernel/debug/kvm show."""
 
-    exits: int = 0
-    io_exits: int = 0
-    mmio_exits: int = 0
-    halt_exits: int = 0
-    nmi_window_exits: int = 0
-    irq_window_exits: int = 0
-    irq_exits: int = 0
-    nmi_injections: int = 0
-    irq_injections: int = 0
-    insn_emulation: int = 0
-    insn_emulation_fail: int = 0
-    hypercalls: int = 0
-    request_irq_exits: int = 0             # KVM_EXIT_IRQ_WINDOW_OPEN for userspace's request_interrupt_window
-    signal_exits: int = 0
-    pf_taken: int = 0
-    pf_emulate: int = 0
-    pf_fixed: int = 0
-    invlpg: int = 0
-    notify_window_exits: int = 0
-    exits_by_reason: Counter = field(default_factory=Counter)         # perf kvm stat's view
-    emulation_by_type: Counter = field(default_factory=Counter)       # bpftrace on x86_emulate_instruction
-    injected_exceptions: list = field(default_factory=list)
+    def __init__(self) -> None:
+        self.exits: int = 0
+        self.io_exits: int = 0
+        self.mmio_exits: int = 0
+        self.halt_exits: int = 0
+        self.nmi_window_exits: int = 0
+        self.irq_window_exits: int = 0
+        self.irq_exits: int = 0
+        self.nmi_injections: int = 0
+        self.irq_injections: int = 0
+        self.insn_emulation: int = 0
+        self.insn_emulation_fail: int = 0
+        self.hypercalls: int = 0
+        self.request_irq_exits: int = 0             # KVM_EXIT_IRQ_WINDOW_OPEN for userspace's request_interrupt_window
+        self.signal_exits: int = 0
+        self.pf_taken: int = 0
+        self.pf_emulate: int = 0
+        self.pf_fixed: int = 0
+        self.invlpg: int = 0
+        self.notify_window_exits: int = 0
+        self.exits_by_reason: Counter = Counter()         # perf kvm stat's view
+        self.emulation_by_type: Counter = Counter()       # bpftrace on x86_emulate_instruction
+        self.injected_exceptions: list = []
 
 
-@dataclass(slots=True)
 class KvmVcpuArch:
-    complete_userspace_io: CompleteUserspaceIo | None = None
-    pio: KvmPioRequest = field(default_factory=KvmPioRequest)
-    exception: KvmQueuedException = field(default_factory=KvmQueuedException)
-    nmi_queued: int = 0
-    nmi_pending: int = 0
-    nmi_injected: bool = False
-    interrupt: KvmQueuedInterrupt = field(default_factory=KvmQueuedInterrupt)
-    halt_request: bool = False
-    mp_state_halted: bool = False          # KVM_MP_STATE_HALTED (in-kernel LAPIC only)
-    exit_qualification: int = 0
-    emulate_ctxt: Any = None
-    emulate_regs_need_sync_to_vcpu: bool = False
-    emulate_regs_need_sync_from_vcpu: bool = False
-    cpuid_entries: list[KvmCpuidEntry2] = field(default_factory=list)
-    msrs: dict[int, int] = field(default_factory=dict)
-    event_exit_inst_len: int = 0
-    last_vmentry_cpu: int = 0
-    cr8: int = 0                           # the TPR while the LAPIC is in userspace
-    apic: Any = None                       # struct kvm_lapic (lapic.py) with KVM_CREATE_IRQCHIP, else None
-    apic_dev: Any = None                   # its KVM_MMIO_BUS device (apic_mmio_ops)
-    tsc_offset: int = 0                    # guest TSC - virtual clock (lapic.kvm_read_l1_tsc)
-    slept_ns: int = 0                      # virtual time spent halted in the kernel (lapic.kvm_virtual_ns)
-    userspace_trips: int = 0               # KVM_RUNs that resumed after an exit to userspace (ditto)
-    apic_base: int = APIC_BASE_RESET       # MSR_IA32_APICBASE: default base, enabled, BSP
-    cr0_guest_owned_bits: int = 0          # CR0/CR4 bits the guest writes without an exit
-    cr4_guest_owned_bits: int = 0
-    cr4_guest_rsvd_bits: int = 0           # CR4 bits the guest's CPUID does not allow
-    db: list[int] = field(default_factory=lambda: [0, 0, 0, 0])   # DR0-DR3
-    dr6: int = 0xFFFF0FF0                  # DR6_ACTIVE_LOW (kvm_vcpu_reset)
-    dr7: int = 0x400                       # DR7_FIXED_1
-    emulation_required: bool = False       # vmx->emulation_required (vmx_guest_state.py)
-    shadow_mmu: Any = None                 # mmu_shadow.ShadowMmu while enable_ept=0 (vcpu->arch.mmu)
-    switch_db_regs: int = 0                # KVM_DEBUGREG_* (vmx.py: the lazy debug-register switch)
-    ple_window: int = 0                    # vcpu_vmx->ple_window (grow_ple_window/shrink_ple_window)
-    ple_window_dirty: bool = False         # ... to be written to the VMCS at the next entry
-    eff_db: list[int] = field(default_factory=lambda: [0, 0, 0, 0])   # DR0-3 in effect (guest's or the debugger's)
-    guest_debug_dr7: int = 0               # KVM_SET_GUEST_DEBUG debugreg[7] with KVM_GUESTDBG_USE_HW_BP
-    singlestep_rip: int = 0                # linear RIP where KVM_GUESTDBG_SINGLESTEP set RFLAGS.TF
+
+    def __init__(self) -> None:
+        self.complete_userspace_io: CompleteUserspaceIo | None = None
+        self.pio: KvmPioRequest = KvmPioRequest()
+        self.exception: KvmQueuedException = KvmQueuedException()
+        self.nmi_queued: int = 0
+        self.nmi_pending: int = 0
+        self.nmi_injected: bool = False
+        self.interrupt: KvmQueuedInterrupt = KvmQueuedInterrupt()
+        self.halt_request: bool = False
+        self.mp_state_halted: bool = False          # KVM_MP_STATE_HALTED (in-kernel LAPIC only)
+        self.exit_qualification: int = 0
+        self.emulate_ctxt: Any = None
+        self.emulate_regs_need_sync_to_vcpu: bool = False
+        self.emulate_regs_need_sync_from_vcpu: bool = False
+        self.cpuid_entries: list[KvmCpuidEntry2] = []
+        self.msrs: dict[int, int] = {}
+        self.event_exit_inst_len: int = 0
+        self.last_vmentry_cpu: int = 0
+        self.cr8: int = 0                           # the TPR while the LAPIC is in userspace
+        self.apic: Any = None                       # struct kvm_lapic (lapic.py) with KVM_CREATE_IRQCHIP, else None
+        self.apic_dev: Any = None                   # its KVM_MMIO_BUS device (apic_mmio_ops)
+        self.tsc_offset: int = 0                    # guest TSC - virtual clock (lapic.kvm_read_l1_tsc)
+        self.slept_ns: int = 0                      # virtual time spent halted in the kernel (lapic.kvm_virtual_ns)
+        self.userspace_trips: int = 0               # KVM_RUNs that resumed after an exit to userspace (ditto)
+        self.apic_base: int = APIC_BASE_RESET       # MSR_IA32_APICBASE: default base, enabled, BSP
+        self.cr0_guest_owned_bits: int = 0          # CR0/CR4 bits the guest writes without an exit
+        self.cr4_guest_owned_bits: int = 0
+        self.cr4_guest_rsvd_bits: int = 0           # CR4 bits the guest's CPUID does not allow
+        self.db: list[int] = [0, 0, 0, 0]   # DR0-DR3
+        self.dr6: int = 0xFFFF0FF0                  # DR6_ACTIVE_LOW (kvm_vcpu_reset)
+        self.dr7: int = 0x400                       # DR7_FIXED_1
+        self.emulation_required: bool = False       # vmx->emulation_required (vmx_guest_state.py)
+        self.shadow_mmu: Any = None                 # mmu_shadow.ShadowMmu while enable_ept=0 (vcpu->arch.mmu)
+        self.switch_db_regs: int = 0                # KVM_DEBUGREG_* (vmx.py: the lazy debug-register switch)
+        self.ple_window: int = 0                    # vcpu_vmx->ple_window (grow_ple_window/shrink_ple_window)
+        self.ple_window_dirty: bool = False         # ... to be written to the VMCS at the next entry
+        self.eff_db: list[int] = [0, 0, 0, 0]   # DR0-3 in effect (guest's or the debugger's)
+        self.guest_debug_dr7: int = 0               # KVM_SET_GUEST_DEBUG debugreg[7] with KVM_GUESTDBG_USE_HW_BP
+        self.singlestep_rip: int = 0                # linear RIP where KVM_GUESTDBG_SINGLESTEP set RFLAGS.TF
 
 
 class KvmVcpu:
