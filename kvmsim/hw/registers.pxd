@@ -14,7 +14,7 @@ cdef class CpuState:
     cdef public object _exit_count, _sweep_at, _sweep_insns_at, written_rflags, exception_bitmap
     cdef public object _xlate_key, _controls_key, _ro_segs, _pml_overflow, _cr2_at_entry, db_held
     cdef public object _bp_exec, _bp_movss, _dbg_on, _dbg_step, _dbg_addrs, _dbg_reported, data_bps
-    cdef public object ept_mmio_gfns
+    cdef public object ept_mmio_gfns, stall_cycles
     # memory.py's GuestMemory: the memslot lookup and the page walk's caches
     cdef public object _slot_list, _last_slot, _pt_tables, _walk_memo, _pt_tables_for
     cdef public object readonly_slots, spt_write_protected

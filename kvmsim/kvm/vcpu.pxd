@@ -2,6 +2,7 @@
 # arch part and its statistics as extension types whose fields are struct members for compiled
 # callers (every field a Python object); __dict__ keeps attributes others attach.
 from kvmsim.hw.registers cimport CpuState
+from kvmsim.kvm.emulate.ctxt cimport X86EmulateCtxt
 
 cdef class KvmVcpuStat:
     cdef dict __dict__
@@ -13,8 +14,9 @@ cdef class KvmVcpuStat:
 
 cdef class KvmVcpuArch:
     cdef dict __dict__
+    cdef public X86EmulateCtxt emulate_ctxt
     cdef public object complete_userspace_io, pio, exception, nmi_queued, nmi_pending, nmi_injected
-    cdef public object interrupt, halt_request, mp_state_halted, exit_qualification, emulate_ctxt
+    cdef public object interrupt, halt_request, mp_state_halted, exit_qualification
     cdef public object emulate_regs_need_sync_to_vcpu, emulate_regs_need_sync_from_vcpu
     cdef public object cpuid_entries, msrs, event_exit_inst_len, last_vmentry_cpu, cr8, apic
     cdef public object apic_dev, tsc_offset, slept_ns, userspace_trips, apic_base
