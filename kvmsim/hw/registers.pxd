@@ -18,3 +18,10 @@ cdef class CpuState:
     # memory.py's GuestMemory: the memslot lookup and the page walk's caches
     cdef public object _slot_list, _last_slot, _pt_tables, _walk_memo, _pt_tables_for
     cdef public object readonly_slots, spt_write_protected
+    # the register cache's accessors, called on every exit: C calls for compiled callers of a typed `hw`
+    cpdef reg(self, str name)
+    cpdef flush_regs(self)
+    cpdef _snapshot(self)
+    cpdef mode(self)
+    cpdef cpl(self)
+    cpdef linear_rip(self)
