@@ -109,7 +109,7 @@ class KvmLapic:
 class ApicMmioDevice:
     """apic_mmio_ops: the APIC as an in-kernel device on the KVM_MMIO_BUS (kvm/iobus.py)."""
 
-    def __init__(self, vcpu: "KvmVcpu") -> None:
+    def __init__(self, vcpu: KvmVcpu) -> None:
         self.vcpu = vcpu
 
     def read(self, addr: int, length: int, buf: bytearray) -> int:
@@ -173,19 +173,19 @@ def apic_find_highest_isr(apic: KvmLapic) -> int:
 
 # ---------------------------------------------------------------- modes
 
-def kvm_apic_hw_enabled(vcpu: "KvmVcpu") -> bool:
+def kvm_apic_hw_enabled(vcpu: KvmVcpu) -> bool:
     return bool(vcpu.arch.apic_base & MSR_IA32_APICBASE_ENABLE)
 
 
-def apic_x2apic_mode(vcpu: "KvmVcpu") -> bool:
+def apic_x2apic_mode(vcpu: KvmVcpu) -> bool:
     return bool(vcpu.arch.apic_base & X2APIC_ENABLE)
 
 
-def kvm_apic_present(vcpu: "KvmVcpu") -> bool:
+def kvm_apic_present(vcpu: KvmVcpu) -> bool:
     return vcpu.arch.apic is not None and kvm_apic_hw_enabled(vcpu)
 
 
-def apic_enabled(vcpu: "KvmVcpu") -> bool:
+def apic_enabled(vcpu: KvmVcpu) -> bool:
     """Hardware-enabled (APIC base MSR) and software-enabled (SPIV bit 8)."""
     return kvm_apic_present(vcpu) and vcpu.arch.apic.sw_enabled
 
@@ -198,26 +198,26 @@ def kvm_apic_mode(apic_base: int) -> int:
     return apic_base & (MSR_IA32_APICBASE_ENABLE | X2APIC_ENABLE)
 
 
-def _guest_cpuid_bit(vcpu: "KvmVcpu", leaf: int, reg: str, bit: int) -> bool:
+def _guest_cpuid_bit(vcpu: KvmVcpu, leaf: int, reg: str, bit: int) -> bool:
     e = cpuid.kvm_find_cpuid_entry_index(vcpu, leaf, 0)
     return e is not None and bool(getattr(e, reg) >> bit & 1)
 
 
-def _maxphyaddr(vcpu: "KvmVcpu") -> int:
+def _maxphyaddr(vcpu: KvmVcpu) -> int:
     """cpuid_maxphyaddr (cr.py's, which reads the TPR from here: the same lookup, no import cycle)."""
     e = cpuid.kvm_find_cpuid_entry_index(vcpu, 0x80000008, 0)
     return (e.eax & 0xFF) if e is not None and e.eax & 0xFF else 36
 
 
-def _guest_has_x2apic(vcpu: "KvmVcpu") -> bool:
+def _guest_has_x2apic(vcpu: KvmVcpu) -> bool:
     return _guest_cpuid_bit(vcpu, 1, "ecx", 21)
 
 
-def _guest_has_tsc_deadline(vcpu: "KvmVcpu") -> bool:
+def _guest_has_tsc_deadline(vcpu: KvmVcpu) -> bool:
     return _guest_cpuid_bit(vcpu, 1, "ecx", 24)
 
 
-def kvm_apic_set_base(vcpu: "KvmVcpu", value: int, host_initiated: bool) -> int:
+def kvm_apic_set_base(vcpu: KvmVcpu, value: int, host_initiated: bool) -> int:
     """MSR_IA32_APICBASE (guest WRMSR or KVM_SET_SREGS): 1 for reserved bits (above MAXPHYADDR,
     7:0, 9; x2APIC without CPUID.1:ECX.X2APIC), x2APIC with the APIC disabled, and for a guest
     the transitions the SDM forbids: x2APIC → xAPIC, disabled → x2APIC."""
@@ -238,7 +238,7 @@ def kvm_apic_set_base(vcpu: "KvmVcpu", value: int, host_initiated: bool) -> int:
     return 0
 
 
-def kvm_update_cpuid_apic_bit(vcpu: "KvmVcpu") -> None:
+def kvm_update_cpuid_apic_bit(vcpu: KvmVcpu) -> None:
     """kvm_update_cpuid_runtime: CPUID.1:EDX.APIC (bit 9) follows IA32_APIC_BASE's enable bit
     (a copy of the entry: KVM_SET_CPUID2's caller keeps its own table)."""
     entries = vcpu.arch.cpuid_entries
@@ -252,7 +252,7 @@ def kvm_update_cpuid_apic_bit(vcpu: "KvmVcpu") -> None:
             return
 
 
-def __kvm_apic_set_base(vcpu: "KvmVcpu", value: int) -> None:
+def __kvm_apic_set_base(vcpu: KvmVcpu, value: int) -> None:
     old = vcpu.arch.apic_base
     vcpu.arch.apic_base = value
     if (old ^ value) & MSR_IA32_APICBASE_ENABLE:
@@ -277,7 +277,7 @@ def __kvm_apic_set_base(vcpu: "KvmVcpu", value: int) -> None:
     bus.register(apic.base_address, LAPIC_MMIO_LENGTH, dev)
 
 
-def _set_virtual_apic_mode(vcpu: "KvmVcpu") -> None:
+def _set_virtual_apic_mode(vcpu: KvmVcpu) -> None:
     """vmx_set_virtual_apic_mode: the APIC-access page is virtualized only in xAPIC mode."""
     v = vcpu.hw.vmcs
     if kvm_apic_mode(vcpu.arch.apic_base) == LAPIC_MODE_XAPIC:
@@ -301,7 +301,7 @@ def kvm_apic_set_x2apic_id(apic: KvmLapic, id_: int) -> None:
 
 # ---------------------------------------------------------------- creation and reset
 
-def kvm_create_lapic(vcpu: "KvmVcpu") -> int:
+def kvm_create_lapic(vcpu: KvmVcpu) -> int:
     """kvm_arch_vcpu_create: an APIC only when the VM has an in-kernel irqchip."""
     if not vcpu.kvm.irqchip:
         return 0
@@ -311,7 +311,7 @@ def kvm_create_lapic(vcpu: "KvmVcpu") -> int:
     return 0
 
 
-def kvm_lapic_reset(vcpu: "KvmVcpu", init_event: bool = False) -> None:
+def kvm_lapic_reset(vcpu: KvmVcpu, init_event: bool = False) -> None:
     """The APIC's RESET state: base MSR (BSP for vCPU 0), ID, version, LVTs masked, DFR all ones,
     SPIV 0xff (software-disabled), everything else zero."""
     if not init_event:
@@ -347,7 +347,7 @@ def kvm_lapic_reset(vcpu: "KvmVcpu", init_event: bool = False) -> None:
     apic_update_ppr(vcpu)
 
 
-def kvm_lapic_after_set_cpuid(vcpu: "KvmVcpu") -> None:
+def kvm_lapic_after_set_cpuid(vcpu: KvmVcpu) -> None:
     """kvm_vcpu_after_set_cpuid: TSC-deadline mode exists only if the guest's CPUID has it."""
     apic = vcpu.arch.apic
     if apic is None:
@@ -356,7 +356,7 @@ def kvm_lapic_after_set_cpuid(vcpu: "KvmVcpu") -> None:
     kvm_apic_set_version(vcpu)
 
 
-def kvm_apic_set_version(vcpu: "KvmVcpu") -> None:
+def kvm_apic_set_version(vcpu: KvmVcpu) -> None:
     """Version 0x14 with the number of LVT entries minus one in bits 23:16.  No directed EOI:
     the IO-APIC is in the kernel with KVM_CREATE_IRQCHIP."""
     kvm_lapic_set_reg(vcpu.arch.apic, APIC_LVR, APIC_VERSION | ((NR_LVT_ENTRIES - 1) << 16))
@@ -369,7 +369,7 @@ def apic_set_spiv(apic: KvmLapic, val: int) -> None:
 
 # ---------------------------------------------------------------- priorities, IRR/ISR, EOI
 
-def __apic_update_ppr(vcpu: "KvmVcpu") -> int:
+def __apic_update_ppr(vcpu: KvmVcpu) -> int:
     """PPR = TPR if TPR[7:4] >= ISRV[7:4], else ISRV[7:4] << 4 (SDM 10.8.3.1)."""
     apic = vcpu.arch.apic
     tpr = kvm_lapic_get_reg(apic, APIC_TASKPRI)
@@ -379,35 +379,35 @@ def __apic_update_ppr(vcpu: "KvmVcpu") -> int:
     return ppr
 
 
-def apic_update_ppr(vcpu: "KvmVcpu") -> None:
+def apic_update_ppr(vcpu: KvmVcpu) -> None:
     old = kvm_lapic_get_reg(vcpu.arch.apic, APIC_PROCPRI)
     ppr = __apic_update_ppr(vcpu)
     if ppr < old and apic_has_interrupt_for_ppr(vcpu, ppr) != -1:
         vcpu.requests.add("KVM_REQ_EVENT")
 
 
-def apic_has_interrupt_for_ppr(vcpu: "KvmVcpu", ppr: int) -> int:
+def apic_has_interrupt_for_ppr(vcpu: KvmVcpu, ppr: int) -> int:
     highest = apic_find_highest_irr(vcpu.arch.apic)
     if highest == -1 or (highest & 0xF0) <= ppr:
         return -1
     return highest
 
 
-def apic_set_tpr(vcpu: "KvmVcpu", tpr: int) -> None:
+def apic_set_tpr(vcpu: KvmVcpu, tpr: int) -> None:
     kvm_lapic_set_reg(vcpu.arch.apic, APIC_TASKPRI, tpr)
     apic_update_ppr(vcpu)
 
 
-def kvm_lapic_set_tpr(vcpu: "KvmVcpu", cr8: int) -> None:
+def kvm_lapic_set_tpr(vcpu: KvmVcpu, cr8: int) -> None:
     """MOV to CR8 with the APIC in the kernel: TPR[7:4] = CR8[3:0]."""
     apic_set_tpr(vcpu, (cr8 & 0x0F) << 4)
 
 
-def kvm_lapic_get_cr8(vcpu: "KvmVcpu") -> int:
+def kvm_lapic_get_cr8(vcpu: KvmVcpu) -> int:
     return (kvm_lapic_get_reg(vcpu.arch.apic, APIC_TASKPRI) & 0xF0) >> 4
 
 
-def apic_set_eoi(vcpu: "KvmVcpu") -> int:
+def apic_set_eoi(vcpu: KvmVcpu) -> int:
     """EOI: the highest in-service vector leaves the ISR (none: nothing happens)."""
     apic = vcpu.arch.apic
     vector = apic_find_highest_isr(apic)
@@ -422,7 +422,7 @@ def apic_set_eoi(vcpu: "KvmVcpu") -> int:
     return vector
 
 
-def __apic_accept_irq(vcpu: "KvmVcpu", delivery_mode: int, vector: int, level: bool, trig_mode: bool) -> int:
+def __apic_accept_irq(vcpu: KvmVcpu, delivery_mode: int, vector: int, level: bool, trig_mode: bool) -> int:
     """Fixed/lowest-priority: IRR (and TMR for level) if the APIC is enabled; NMI: an NMI.
     Simplified: SMI, INIT and SIPI to the one vCPU are dropped (no SMM, no AP bring-up)."""
     apic = vcpu.arch.apic
@@ -442,7 +442,7 @@ def __apic_accept_irq(vcpu: "KvmVcpu", delivery_mode: int, vector: int, level: b
     return 0
 
 
-def kvm_apic_match_dest(vcpu: "KvmVcpu", shorthand: int, dest: int, dest_mode_logical: bool) -> bool:
+def kvm_apic_match_dest(vcpu: KvmVcpu, shorthand: int, dest: int, dest_mode_logical: bool) -> bool:
     """The only vCPU is both source and (possible) target."""
     if shorthand == APIC_DEST_SELF or shorthand == APIC_DEST_ALLINC:
         return True
@@ -465,7 +465,7 @@ def kvm_apic_match_dest(vcpu: "KvmVcpu", shorthand: int, dest: int, dest_mode_lo
     return (mda >> 4) == (ldr8 >> 4) and bool(mda & ldr8 & 0xF)   # cluster model
 
 
-def kvm_apic_send_ipi(vcpu: "KvmVcpu", icr_low: int, icr_high: int) -> None:
+def kvm_apic_send_ipi(vcpu: KvmVcpu, icr_low: int, icr_high: int) -> None:
     """kvm_irq_delivery_to_apic with one vCPU: the IPI reaches it if it matches, else nobody."""
     dest = icr_high if apic_x2apic_mode(vcpu) else icr_high >> 24
     if PROBES.enabled:
@@ -475,7 +475,7 @@ def kvm_apic_send_ipi(vcpu: "KvmVcpu", icr_low: int, icr_high: int) -> None:
                           bool(icr_low & APIC_INT_ASSERT), bool(icr_low & APIC_INT_LEVELTRIG))
 
 
-def kvm_apic_local_deliver(vcpu: "KvmVcpu", lvt_reg: int) -> int:
+def kvm_apic_local_deliver(vcpu: KvmVcpu, lvt_reg: int) -> int:
     apic = vcpu.arch.apic
     reg = kvm_lapic_get_reg(apic, lvt_reg)
     if kvm_apic_hw_enabled(vcpu) and not reg & APIC_LVT_MASKED:
@@ -484,7 +484,7 @@ def kvm_apic_local_deliver(vcpu: "KvmVcpu", lvt_reg: int) -> int:
     return 0
 
 
-def kvm_apic_accept_pic_intr(vcpu: "KvmVcpu") -> bool:
+def kvm_apic_accept_pic_intr(vcpu: KvmVcpu) -> bool:
     """The PIC's INTR reaches this vCPU: its APIC is hardware-disabled (the pin goes straight to the
     CPU), or LVT0 is unmasked in ExtINT mode (virtual-wire; the BSP's reset state in KVM)."""
     if vcpu.arch.apic is None:
@@ -495,14 +495,14 @@ def kvm_apic_accept_pic_intr(vcpu: "KvmVcpu") -> bool:
     return not lvt0 & APIC_LVT_MASKED and lvt0 & APIC_MODE_MASK == APIC_DM_EXTINT
 
 
-def kvm_apic_has_interrupt(vcpu: "KvmVcpu") -> int:
+def kvm_apic_has_interrupt(vcpu: KvmVcpu) -> int:
     """The vector the APIC would deliver now (above the PPR), or -1."""
     if not kvm_apic_present(vcpu):
         return -1
     return apic_has_interrupt_for_ppr(vcpu, __apic_update_ppr(vcpu))
 
 
-def kvm_apic_ack_interrupt(vcpu: "KvmVcpu", vector: int) -> None:
+def kvm_apic_ack_interrupt(vcpu: KvmVcpu, vector: int) -> None:
     """INTA: the vector moves from the IRR to the ISR, and the PPR rises."""
     apic = vcpu.arch.apic
     _set_vector(apic, APIC_IRR, vector, False)
@@ -510,7 +510,7 @@ def kvm_apic_ack_interrupt(vcpu: "KvmVcpu", vector: int) -> None:
     __apic_update_ppr(vcpu)
 
 
-def kvm_get_apic_interrupt(vcpu: "KvmVcpu") -> int:
+def kvm_get_apic_interrupt(vcpu: KvmVcpu) -> int:
     vector = kvm_apic_has_interrupt(vcpu)
     if vector == -1:
         return -1
@@ -520,11 +520,11 @@ def kvm_get_apic_interrupt(vcpu: "KvmVcpu") -> int:
 
 # ---------------------------------------------------------------- the timer
 
-def _now(vcpu: "KvmVcpu") -> int:
+def _now(vcpu: KvmVcpu) -> int:
     return kvm_virtual_ns(vcpu)
 
 
-def _not_retiring_ns(vcpu: "KvmVcpu") -> int:
+def _not_retiring_ns(vcpu: KvmVcpu) -> int:
     """Virtual time in which no guest instruction retires: halted sleep, the VM exits so far, the
     round trips through userspace and the silicon's stalls (hw.stall: serializing CR writes)."""
     arch = vcpu.arch
@@ -532,29 +532,29 @@ def _not_retiring_ns(vcpu: "KvmVcpu") -> int:
             + vcpu.hw.stall_cycles)
 
 
-def kvm_virtual_ns(vcpu: "KvmVcpu") -> int:
+def kvm_virtual_ns(vcpu: KvmVcpu) -> int:
     """The vCPU's virtual clock, in ns: retired guest instructions, time slept halted, exits."""
     return vcpu.hw.guest_insns + _not_retiring_ns(vcpu)
 
 
-def kvm_read_l1_tsc(vcpu: "KvmVcpu") -> int:
+def kvm_read_l1_tsc(vcpu: KvmVcpu) -> int:
     """The guest TSC (IA32_TSC): the virtual clock at 1 GHz plus the offset a TSC write set.
     Simplified: a native RDTSC still reads the engine's counter, not this one."""
     return (kvm_virtual_ns(vcpu) * VIRTUAL_TSC_KHZ // 1_000_000 + vcpu.arch.tsc_offset) & ((1 << 64) - 1)
 
 
-def kvm_tsc_offset(vcpu: "KvmVcpu") -> int:
+def kvm_tsc_offset(vcpu: KvmVcpu) -> int:
     """TSC_OFFSET for the silicon, whose TSC counts retired instructions only: the guest's offset
     plus the virtual time that passed without retiring any (the guest TSC runs on meanwhile)."""
     return vcpu.arch.tsc_offset + _not_retiring_ns(vcpu)
 
 
-def kvm_write_l1_tsc(vcpu: "KvmVcpu", value: int) -> None:
+def kvm_write_l1_tsc(vcpu: KvmVcpu, value: int) -> None:
     """WRMSR IA32_TSC: the offset that makes the guest TSC read `value` now (kvm_synchronize_tsc)."""
     vcpu.arch.tsc_offset = value - kvm_virtual_ns(vcpu) * VIRTUAL_TSC_KHZ // 1_000_000
 
 
-def apic_lvtt_mode(vcpu: "KvmVcpu") -> int:
+def apic_lvtt_mode(vcpu: KvmVcpu) -> int:
     return vcpu.arch.apic.lapic_timer.timer_mode
 
 
@@ -569,7 +569,7 @@ def cancel_apic_timer(apic: KvmLapic) -> None:
     apic.lapic_timer.pending = 0
 
 
-def apic_update_lvtt(vcpu: "KvmVcpu") -> None:
+def apic_update_lvtt(vcpu: KvmVcpu) -> None:
     """A switch into or out of TSC-deadline mode stops the timer and clears its count."""
     apic = vcpu.arch.apic
     t = apic.lapic_timer
@@ -588,7 +588,7 @@ def _limit_periodic(t: KvmTimer) -> None:
         t.period = MIN_TIMER_PERIOD_NS
 
 
-def start_apic_timer(vcpu: "KvmVcpu") -> None:
+def start_apic_timer(vcpu: KvmVcpu) -> None:
     """One-shot/periodic: arm for TMICT * bus cycle * divider ns from now (a zero count disarms);
     TSC-deadline: arm for the deadline (0 disarms; one already passed fires at once)."""
     apic = vcpu.arch.apic
@@ -611,7 +611,7 @@ def start_apic_timer(vcpu: "KvmVcpu") -> None:
         apic_timer_expired(vcpu)
 
 
-def apic_timer_expired(vcpu: "KvmVcpu") -> None:
+def apic_timer_expired(vcpu: KvmVcpu) -> None:
     """The deadline passed: one pending tick, delivered by kvm_inject_apic_timer_irqs; a periodic
     timer re-arms for the next period, the others stop."""
     t = vcpu.arch.apic.lapic_timer
@@ -624,7 +624,7 @@ def apic_timer_expired(vcpu: "KvmVcpu") -> None:
         t.target_expiration = 0
 
 
-def kvm_lapic_hv_deadline(vcpu: "KvmVcpu") -> int | None:
+def kvm_lapic_hv_deadline(vcpu: KvmVcpu) -> int | None:
     """The retired-instruction count the VMX-preemption timer must fire at (vmx_set_hv_timer), or None."""
     apic = vcpu.arch.apic
     if apic is None or not apic.lapic_timer.target_expiration:
@@ -632,7 +632,7 @@ def kvm_lapic_hv_deadline(vcpu: "KvmVcpu") -> int | None:
     return apic.lapic_timer.target_expiration - _not_retiring_ns(vcpu)
 
 
-def kvm_lapic_expired_hv_timer(vcpu: "KvmVcpu") -> None:
+def kvm_lapic_expired_hv_timer(vcpu: KvmVcpu) -> None:
     """The preemption timer fired (or virtual time reached the deadline while halted)."""
     apic = vcpu.arch.apic
     t = apic.lapic_timer
@@ -640,7 +640,7 @@ def kvm_lapic_expired_hv_timer(vcpu: "KvmVcpu") -> None:
         apic_timer_expired(vcpu)
 
 
-def kvm_lapic_advance_to_deadline(vcpu: "KvmVcpu") -> bool:
+def kvm_lapic_advance_to_deadline(vcpu: KvmVcpu) -> bool:
     """A halted vCPU (kvm_vcpu_block) sleeps until its timer: virtual time jumps to the deadline.
     False if no timer is armed (nothing would ever wake it)."""
     apic = vcpu.arch.apic
@@ -652,14 +652,14 @@ def kvm_lapic_advance_to_deadline(vcpu: "KvmVcpu") -> bool:
     return True
 
 
-def apic_has_pending_timer(vcpu: "KvmVcpu") -> int:
+def apic_has_pending_timer(vcpu: KvmVcpu) -> int:
     apic = vcpu.arch.apic
     if apic is not None and apic_enabled(vcpu) and not kvm_lapic_get_reg(apic, APIC_LVTT) & APIC_LVT_MASKED:
         return apic.lapic_timer.pending
     return 0
 
 
-def kvm_inject_apic_timer_irqs(vcpu: "KvmVcpu") -> None:
+def kvm_inject_apic_timer_irqs(vcpu: KvmVcpu) -> None:
     t = vcpu.arch.apic.lapic_timer
     if t.pending > 0:
         kvm_apic_local_deliver(vcpu, APIC_LVTT)
@@ -668,7 +668,7 @@ def kvm_inject_apic_timer_irqs(vcpu: "KvmVcpu") -> None:
         t.pending = 0
 
 
-def apic_get_tmcct(vcpu: "KvmVcpu") -> int:
+def apic_get_tmcct(vcpu: KvmVcpu) -> int:
     apic = vcpu.arch.apic
     t = apic.lapic_timer
     if kvm_lapic_get_reg(apic, APIC_TMICT) == 0 or t.period == 0 or not t.target_expiration:
@@ -677,13 +677,13 @@ def apic_get_tmcct(vcpu: "KvmVcpu") -> int:
     return remaining // (APIC_BUS_CYCLE_NS * apic.divide_count)
 
 
-def kvm_get_lapic_tscdeadline_msr(vcpu: "KvmVcpu") -> int:
+def kvm_get_lapic_tscdeadline_msr(vcpu: KvmVcpu) -> int:
     if not kvm_apic_present(vcpu) or apic_lvtt_mode(vcpu) != APIC_LVT_TIMER_TSCDEADLINE:
         return 0
     return vcpu.arch.apic.lapic_timer.tscdeadline
 
 
-def kvm_set_lapic_tscdeadline_msr(vcpu: "KvmVcpu", data: int) -> None:
+def kvm_set_lapic_tscdeadline_msr(vcpu: KvmVcpu, data: int) -> None:
     if not kvm_apic_present(vcpu) or apic_lvtt_mode(vcpu) != APIC_LVT_TIMER_TSCDEADLINE:
         return
     vcpu.arch.apic.lapic_timer.tscdeadline = data
@@ -699,12 +699,12 @@ _ALWAYS_READABLE = frozenset({APIC_ID, APIC_LVR, APIC_TASKPRI, APIC_PROCPRI, API
 _XAPIC_ONLY_READABLE = frozenset({APIC_ARBPRI, APIC_DFR, APIC_ICR2})
 
 
-def kvm_lapic_readable(vcpu: "KvmVcpu", reg: int) -> bool:
+def kvm_lapic_readable(vcpu: KvmVcpu, reg: int) -> bool:
     """kvm_lapic_readable_reg_mask: reserved and write-only registers read as an error."""
     return reg in _ALWAYS_READABLE or (reg in _XAPIC_ONLY_READABLE and not apic_x2apic_mode(vcpu))
 
 
-def __apic_read(vcpu: "KvmVcpu", offset: int) -> int:
+def __apic_read(vcpu: KvmVcpu, offset: int) -> int:
     apic = vcpu.arch.apic
     if offset == APIC_ARBPRI:
         return 0
@@ -715,7 +715,7 @@ def __apic_read(vcpu: "KvmVcpu", offset: int) -> int:
     return kvm_lapic_get_reg(apic, offset)
 
 
-def kvm_lapic_reg_read(vcpu: "KvmVcpu", offset: int, length: int) -> int | None:
+def kvm_lapic_reg_read(vcpu: KvmVcpu, offset: int, length: int) -> int | None:
     """The bytes' value, or None for a misaligned or unreadable register."""
     align = offset & 0xF
     if align + length > 4:
@@ -729,7 +729,7 @@ def kvm_lapic_reg_read(vcpu: "KvmVcpu", offset: int, length: int) -> int | None:
     return (val >> (8 * align)) & ((1 << (8 * length)) - 1)
 
 
-def kvm_lapic_reg_write(vcpu: "KvmVcpu", reg: int, val: int) -> int:
+def kvm_lapic_reg_write(vcpu: KvmVcpu, reg: int, val: int) -> int:
     """One register write with the masks lapic.c applies; 1 for a register that cannot be written
     (in x2APIC mode: #GP)."""
     apic = vcpu.arch.apic
@@ -806,7 +806,7 @@ def kvm_lapic_reg_write(vcpu: "KvmVcpu", reg: int, val: int) -> int:
     return 0
 
 
-def apic_mmio_read(vcpu: "KvmVcpu", address: int, length: int, buf: bytearray) -> int:
+def apic_mmio_read(vcpu: KvmVcpu, address: int, length: int, buf: bytearray) -> int:
     """The xAPIC page: a disabled or x2APIC-mode APIC reads as all ones (KVM_X86_QUIRK_LAPIC_MMIO_HOLE,
     default on); an unreadable register reads as zero."""
     apic = vcpu.arch.apic
@@ -823,7 +823,7 @@ def apic_mmio_read(vcpu: "KvmVcpu", address: int, length: int, buf: bytearray) -
     return 0
 
 
-def apic_mmio_write(vcpu: "KvmVcpu", address: int, length: int, data: bytes) -> int:
+def apic_mmio_write(vcpu: KvmVcpu, address: int, length: int, data: bytes) -> int:
     """Only aligned 32-bit writes reach a register (SDM 10.4.1); the rest are dropped."""
     apic = vcpu.arch.apic
     if not apic.base_address <= address < apic.base_address + LAPIC_MMIO_LENGTH:
@@ -837,7 +837,7 @@ def apic_mmio_write(vcpu: "KvmVcpu", address: int, length: int, data: bytes) -> 
     return 0
 
 
-def kvm_x2apic_msr_read(vcpu: "KvmVcpu", msr: int) -> tuple[int, int]:
+def kvm_x2apic_msr_read(vcpu: KvmVcpu, msr: int) -> tuple[int, int]:
     """(0, value) or (1, 0) for #GP: not in x2APIC mode, or an unreadable register.  The ICR is
     one 64-bit register in x2APIC mode."""
     if vcpu.arch.apic is None or not apic_x2apic_mode(vcpu):
@@ -850,7 +850,7 @@ def kvm_x2apic_msr_read(vcpu: "KvmVcpu", msr: int) -> tuple[int, int]:
     return (1, 0) if val is None else (0, val)
 
 
-def kvm_x2apic_msr_write(vcpu: "KvmVcpu", msr: int, data: int) -> int:
+def kvm_x2apic_msr_write(vcpu: KvmVcpu, msr: int, data: int) -> int:
     """0, or 1 for #GP (not x2APIC mode, reserved bits, a read-only register)."""
     if vcpu.arch.apic is None or not apic_x2apic_mode(vcpu):
         return 1

@@ -168,7 +168,7 @@ class KvmVcpuArch:
 class KvmVcpu:
     """struct kvm_vcpu: one vCPU of a VM, with its silicon and its kvm_run mapping."""
 
-    def __init__(self, kvm: "Kvm", vcpu_id: int) -> None:
+    def __init__(self, kvm: Kvm, vcpu_id: int) -> None:
         self.kvm = kvm
         self.vcpu_id = vcpu_id
         self.arch = KvmVcpuArch()
